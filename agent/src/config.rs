@@ -1,0 +1,151 @@
+//! Agent configuration (TOML). Every field has a default; `glasshouse-agent
+//! --config FILE` overrides what it names.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use glasshouse_proto::service::Validate;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Stable identity of this agent. Default: the host name.
+    #[serde(default = "default_agent_id")]
+    pub agent_id: String,
+    /// Aggregator endpoints (`http://host:port`); the agent uses the first that
+    /// answers and fails over to the next. Default: the local stack's aggregator.
+    #[serde(default = "default_aggregators")]
+    pub aggregators: Vec<String>,
+    /// Docker-compatible API sockets to ask for container metadata, tried in
+    /// order. Default: Podman's (`podman system service`) then Docker's.
+    #[serde(default = "default_runtime_sockets")]
+    pub runtime_sockets: Vec<PathBuf>,
+    /// Also report processes that are not in any container. Default: false.
+    #[serde(default)]
+    pub host_processes: bool,
+    /// A batch is sent when it holds this many events. Default: 512.
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// ... or when its oldest event is this old, in milliseconds. Default: 200.
+    #[serde(default = "default_batch_max_age_ms")]
+    pub batch_max_age_ms: u64,
+    /// Batches kept until the aggregator acknowledges them; when full the agent
+    /// stops reading kernel events (which are then dropped and counted).
+    /// Default: 1024.
+    #[serde(default = "default_max_unacked_batches")]
+    pub max_unacked_batches: usize,
+    /// Kernel events buffered between the sensor thread and the pipeline; on
+    /// overflow events are dropped and counted, never block the kernel side.
+    /// Default: 65536.
+    #[serde(default = "default_event_queue")]
+    pub event_queue: usize,
+    /// Distinct strings interned per stream before the dictionary is reset.
+    /// Default: 100000.
+    #[serde(default = "default_max_strings")]
+    pub max_strings: usize,
+    /// How long shutdown waits for outstanding acknowledgements, in
+    /// milliseconds. Default: 5000.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+fn default_agent_id() -> String {
+    crate::procfs::hostname()
+}
+fn default_aggregators() -> Vec<String> {
+    vec!["http://127.0.0.1:50051".to_owned()]
+}
+fn default_runtime_sockets() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("/run/podman/podman.sock"),
+        PathBuf::from("/var/run/docker.sock"),
+    ]
+}
+fn default_batch_max_events() -> usize {
+    512
+}
+fn default_batch_max_age_ms() -> u64 {
+    200
+}
+fn default_max_unacked_batches() -> usize {
+    1024
+}
+fn default_event_queue() -> usize {
+    65_536
+}
+fn default_max_strings() -> usize {
+    100_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Config {
+    pub fn batch_max_age(&self) -> Duration {
+        Duration::from_millis(self.batch_max_age_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.agent_id.trim().is_empty() {
+            return Err(("agent_id", "must not be empty".into()));
+        }
+        if self.aggregators.is_empty() {
+            return Err(("aggregators", "needs at least one endpoint".into()));
+        }
+        for a in &self.aggregators {
+            if !(a.starts_with("http://") || a.starts_with("https://")) {
+                return Err(("aggregators", format!("{a:?} must start with http:// or https://")));
+            }
+        }
+        for (field, value) in [
+            ("batch_max_events", self.batch_max_events),
+            ("max_unacked_batches", self.max_unacked_batches),
+            ("event_queue", self.event_queue),
+        ] {
+            if value == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        if self.max_strings < 1024 {
+            return Err(("max_strings", format!("must be at least 1024, got {}", self.max_strings)));
+        }
+        if self.batch_max_age_ms == 0 {
+            return Err(("batch_max_age_ms", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glasshouse_proto::service::parse_config;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c: Config = parse_config("t", "").unwrap();
+        assert_eq!(c.aggregators, default_aggregators());
+        assert!(!c.host_processes);
+    }
+
+    #[test]
+    fn shipped_local_config_parses() {
+        let text = include_str!("../../deploy/local/agent.toml");
+        let c: Config = parse_config("deploy/local/agent.toml", text).unwrap();
+        assert!(!c.aggregators.is_empty());
+    }
+
+    #[test]
+    fn bad_endpoint_names_the_field() {
+        let e = parse_config::<Config>("a.toml", "aggregators = [\"127.0.0.1:1\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field `aggregators`"), "{e}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Per-stream encoding of [`PendingBatch`]es into wire batches: strings and
+//! containers are **interned** (defined once per stream, then referred to by
+//! number) and timestamps become deltas. A new stream starts a new encoder, so a
+//! batch re-sent after reconnecting carries the definitions it needs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use glasshouse_proto::process::Kind;
+use glasshouse_proto::v1;
+
+use crate::pipeline::{Container, PendingBatch};
+
+/// Interning state of one stream.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    max_strings: usize,
+    strings: HashMap<Bytes, u32>,
+    /// container id → (ref, the definition last sent).
+    containers: HashMap<String, (u32, Arc<Container>)>,
+}
+
+impl StreamEncoder {
+    pub fn new(max_strings: usize) -> StreamEncoder {
+        StreamEncoder {
+            max_strings,
+            strings: HashMap::new(),
+            containers: HashMap::new(),
+        }
+    }
+
+    /// Distinct strings currently defined on this stream.
+    pub fn interned(&self) -> usize {
+        self.strings.len()
+    }
+
+    pub fn encode(&mut self, batch: &PendingBatch) -> v1::Batch {
+        let mut out = v1::Batch {
+            sequence: batch.sequence,
+            base_time_unix_ns: batch.events.first().map_or(0, |e| e.time_unix_ns),
+            ..Default::default()
+        };
+        // Worst case every string of the batch is new: reset first if that could
+        // overflow the dictionary, so the aggregator's table stays bounded too.
+        let worst = batch.events.iter().map(|e| 4 + e.argv.len()).sum::<usize>() + 6 * batch.events.len();
+        if self.strings.len() + worst > self.max_strings {
+            self.strings.clear();
+            self.containers.clear();
+            out.reset_strings = true;
+        }
+        let mut previous = out.base_time_unix_ns;
+        for e in &batch.events {
+            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let mut s = |v: &Option<Bytes>| v.as_ref().map_or(0, |v| self.intern(v, &mut out.strings));
+            let path = s(&e.path);
+            let cwd = s(&e.cwd);
+            let parent_exe = s(&e.parent_exe);
+            let argv = e.argv.iter().map(|a| self.intern(a, &mut out.strings)).collect();
+            out.process_events.push(v1::ProcessEvent {
+                time_delta_ns: e.time_unix_ns.saturating_sub(previous),
+                kind: kind_to_wire(e.kind) as i32,
+                container,
+                pid: e.pid,
+                ppid: e.ppid,
+                uid: e.uid,
+                gid: e.gid,
+                path,
+                argv,
+                cwd,
+                parent_exe,
+                exit_code: e.exit_code,
+                count: e.count,
+            });
+            previous = e.time_unix_ns;
+        }
+        out
+    }
+
+    fn intern(&mut self, value: &Bytes, defs: &mut Vec<v1::StringDef>) -> u32 {
+        if let Some(id) = self.strings.get(value) {
+            return *id;
+        }
+        // Ids start at 1: 0 means absent. Bounded by `max_strings` (see encode).
+        let id = u32::try_from(self.strings.len() + 1).unwrap_or(u32::MAX);
+        self.strings.insert(value.clone(), id);
+        defs.push(v1::StringDef {
+            id,
+            value: value.clone(),
+        });
+        id
+    }
+
+    fn container_ref(&mut self, c: &Arc<Container>, out: &mut v1::Batch) -> u32 {
+        if let Some((r, sent)) = self.containers.get(&c.key.id)
+            && Arc::ptr_eq(sent, c)
+        {
+            return *r;
+        }
+        let next = u32::try_from(self.containers.len() + 1).unwrap_or(u32::MAX);
+        let r = self.containers.get(&c.key.id).map_or(next, |(r, _)| *r);
+        let mut s = |v: Option<&str>| v.map_or(0, |v| self.intern(&Bytes::copy_from_slice(v.as_bytes()), &mut out.strings));
+        let def = v1::ContainerDef {
+            r#ref: r,
+            runtime: c.key.runtime as i32,
+            container_id: s(Some(&c.key.id)),
+            name: s(c.meta.name.as_deref()),
+            image: s(c.meta.image.as_deref()),
+            image_id: s(c.meta.image_id.as_deref()),
+            workload_id: s(Some(&c.workload_id)),
+            pod_uid: s(c.key.pod_uid.as_deref()),
+        };
+        out.containers.push(def);
+        self.containers.insert(c.key.id.clone(), (r, c.clone()));
+        r
+    }
+}
+
+fn kind_to_wire(kind: Kind) -> v1::ProcessEventKind {
+    match kind {
+        Kind::Exec => v1::ProcessEventKind::Exec,
+        Kind::Fork => v1::ProcessEventKind::Fork,
+        Kind::Exit => v1::ProcessEventKind::Exit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Batcher;
+    use crate::pipeline::tests::{container, exec};
+    use std::time::Duration;
+
+    #[test]
+    fn strings_and_containers_are_sent_once_per_stream() {
+        let c = container("c1");
+        let mut b = Batcher::new(100, Duration::from_secs(1));
+        b.push(exec(&c, 10, &["cat", "/etc/hostname"]));
+        let first = b.flush().unwrap();
+        b.push(exec(&c, 11, &["cat", "/etc/passwd"]));
+        let second = b.flush().unwrap();
+
+        let mut enc = StreamEncoder::new(10_000);
+        let w1 = enc.encode(&first);
+        assert_eq!(w1.containers.len(), 1);
+        assert_eq!(w1.process_events[0].time_delta_ns, 0);
+        assert_eq!(w1.base_time_unix_ns, 1_010);
+        let defined = w1.strings.len();
+        assert!(defined >= 5, "path, cwd, 2 args, container strings");
+        let w2 = enc.encode(&second);
+        assert!(w2.containers.is_empty());
+        assert_eq!(w2.strings.len(), 1, "only /etc/passwd is new");
+        assert_eq!(w2.process_events[0].container, w1.process_events[0].container);
+        assert_eq!(w2.process_events[0].argv[0], w1.process_events[0].argv[0]);
+
+        // A new stream (reconnect) defines everything again.
+        let mut fresh = StreamEncoder::new(10_000);
+        assert_eq!(fresh.encode(&second).containers.len(), 1);
+    }
+
+    #[test]
+    fn dictionary_resets_instead_of_growing() {
+        let c = container("c1");
+        let mut enc = StreamEncoder::new(1024);
+        let mut resets = 0;
+        for i in 0..2000u32 {
+            let mut b = Batcher::new(100, Duration::from_secs(1));
+            b.push(exec(&c, i, &[&format!("arg-{i}")]));
+            let w = enc.encode(&b.flush().unwrap());
+            if w.reset_strings {
+                resets += 1;
+                assert_eq!(w.containers.len(), 1, "containers are redefined after a reset");
+            }
+            assert!(enc.interned() <= 1024);
+        }
+        assert!(resets >= 1);
+    }
+}

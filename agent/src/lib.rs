@@ -1,0 +1,158 @@
+//! The Glasshouse host agent: watches every container from the outside, with
+//! nothing installed inside them, and streams compact, attributed records to an
+//! aggregator over gRPC.
+//!
+//! ```text
+//!  kernel ──proc connector──▶ sensor thread ──bounded queue (drop+count)──▶ pipeline
+//!    (fork/exec/exit)          reads /proc at exec              attribute: cgroup → container
+//!                                                               runtime API → image, workload
+//!                                                               collapse, batch (size/age)
+//!                                                                      │ bounded (blocks)
+//!                                                                      ▼
+//!                                       aggregator ◀──gRPC Batch/Ack── client: intern, re-send
+//!                                                                      unacked after reconnect
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML config.
+//! - [`sensor`]: kernel event sources ([`sensor::proc_connector`]).
+//! - [`procfs`]: reading processes from `/proc`.
+//! - [`attribute`]: cgroup path → container, for every major runtime.
+//! - [`runtime`]: container metadata from the Docker-compatible API.
+//! - [`workload`]: workload identity.
+//! - [`pipeline`]: attribution, collapsing and batching.
+//! - [`encode`]: per-stream interning and delta timestamps.
+//! - [`client`]: the gRPC stream with acks, reconnect and failover.
+
+pub mod attribute;
+pub mod client;
+pub mod config;
+pub mod encode;
+pub mod pipeline;
+pub mod procfs;
+pub mod runtime;
+pub mod sensor;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use config::Config;
+
+use crate::client::{ClientConfig, ClientReport};
+use crate::pipeline::{Attributor, Batcher};
+use crate::sensor::SensorStats;
+use crate::sensor::proc_connector::{ConnectorError, ProcConnector};
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Sensor(#[from] ConnectorError),
+    #[error("cannot start the sensor thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// How often sensor counters are logged.
+const STATS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Runs the agent until `cancel`, then drains: the sensor stops, the last batch
+/// is sent, acknowledgements are awaited up to `drain_timeout_ms`.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientReport, AgentError> {
+    let connector = ProcConnector::open()?;
+    tracing::info!(
+        agent = %config.agent_id,
+        mode = sensor::MODE_NETLINK,
+        "sensor mode: netlink proc connector and /proc (no eBPF)"
+    );
+    let stats = Arc::new(SensorStats::default());
+    let (raw_tx, raw_rx) = mpsc::channel(config.event_queue);
+    let sensor_cancel = cancel.clone();
+    let sensor_stats = stats.clone();
+    let sensor = std::thread::Builder::new()
+        .name("proc-connector".into())
+        .spawn(move || connector.run(PathBuf::from("/proc"), raw_tx, sensor_stats, sensor_cancel))
+        .map_err(AgentError::Thread)?;
+
+    let (batch_tx, batch_rx) = mpsc::channel(4);
+    let attributor = Attributor::new(
+        runtime::RuntimeClient::new(config.runtime_sockets.clone()),
+        PathBuf::from("/proc"),
+        config.host_processes,
+    );
+    let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
+    // Tasks are named by their tracing span (tokio's task names are unstable).
+    let pipeline = tokio::spawn(
+        pipeline::run(attributor, batcher, raw_rx, batch_tx).instrument(tracing::info_span!("pipeline")),
+    );
+
+    let stats_task = {
+        let stats = stats.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(
+            async move {
+            let mut tick = tokio::time::interval(STATS_INTERVAL);
+            tick.tick().await;
+            while glasshouse_proto::service::or_cancelled(&cancel, tick.tick()).await.is_some() {
+                log_stats(&stats);
+            }
+        }
+            .instrument(tracing::info_span!("stats")),
+        )
+    };
+
+    let hello = glasshouse_proto::v1::Hello {
+        agent_id: config.agent_id.clone(),
+        boot_id: boot_id(),
+        hostname: procfs::hostname(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        sensor_mode: sensor::MODE_NETLINK.to_owned(),
+    };
+    let client_config = ClientConfig {
+        endpoints: config.aggregators.clone(),
+        hello,
+        max_unacked: config.max_unacked_batches,
+        max_strings: config.max_strings,
+        drain_timeout: config.drain_timeout(),
+    };
+    let report = client::run(client_config, batch_rx, cancel.clone()).await;
+    // The client returns after cancel (drained or timed out); make sure the
+    // sensor and pipeline stop even if it ended for another reason.
+    cancel.cancel();
+    // Ignored results: a panicked pipeline or stats task has already logged.
+    let _ = pipeline.await;
+    let _ = stats_task.await;
+    let _ = tokio::task::spawn_blocking(move || sensor.join()).await;
+    log_stats(&stats);
+    tracing::info!(acked = report.batches_acked, unacked = report.batches_unacked, "agent stopped");
+    Ok(report)
+}
+
+fn log_stats(stats: &SensorStats) {
+    let [events, overflows, drops, unreadable] = stats.snapshot();
+    tracing::info!(
+        events = events.1,
+        kernel_overflows = overflows.1,
+        queue_drops = drops.1,
+        exec_unreadable = unreadable.1,
+        "sensor counters"
+    );
+}
+
+/// A random id for this agent process start.
+fn boot_id() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is writable for 8 bytes; getrandom(2) writes at most that.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(buf)
+    } else {
+        // Fallback: time and pid, unique enough across restarts of one host.
+        (procfs::now_unix_ns() as u64) ^ (u64::from(std::process::id()) << 48)
+    }
+}

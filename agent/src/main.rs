@@ -1,0 +1,34 @@
+//! `glasshouse-agent [--config FILE]`: argument parsing only; see the library.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use glasshouse_proto::service;
+
+/// Glasshouse host agent: watches every container from the outside.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (defaults apply to every field it does not set).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service::init_logging();
+    let args = Args::parse();
+    let config: glasshouse_agent::Config = match service::load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let cancel = service::shutdown_on_signals();
+    let report = glasshouse_agent::run(config, cancel).await?;
+    if report.batches_unacked > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! The pipeline between sensors and the stream: **attribute** each raw event to
+//! its container (cgroup → container, runtime API → metadata → workload id),
+//! **collapse** identical repeats, and **batch** by size or age.
+//!
+//! Backpressure: the pipeline blocks when the client holds `max_unacked_batches`
+//! (agent → aggregator blocks); the sensor queue in front of it does not (kernel
+//! → agent drops and counts).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glasshouse_proto::process::Kind;
+use tokio::sync::mpsc;
+
+use crate::attribute::{self, ContainerKey};
+use crate::procfs;
+use crate::runtime::{ContainerMeta, RuntimeClient};
+use crate::sensor::RawEvent;
+use crate::workload;
+
+/// Most containers kept in the attribution cache.
+const MAX_CONTAINERS: usize = 4096;
+/// Most pids tracked for attributing forks and exits.
+const MAX_PIDS: usize = 262_144;
+/// How soon a failed metadata lookup is tried again.
+const METADATA_RETRY: Duration = Duration::from_secs(5);
+
+/// A container with what the runtime told about it.
+#[derive(Debug)]
+pub struct Container {
+    pub key: ContainerKey,
+    pub meta: ContainerMeta,
+    pub workload_id: String,
+    /// Whether the runtime answered; when not, metadata is retried later.
+    pub complete: bool,
+}
+
+/// An attributed event, strings still raw bytes.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub time_unix_ns: i64,
+    pub kind: Kind,
+    pub container: Option<Arc<Container>>,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub path: Option<Bytes>,
+    pub argv: Vec<Bytes>,
+    pub cwd: Option<Bytes>,
+    pub parent_exe: Option<Bytes>,
+    pub exit_code: Option<i32>,
+    pub count: u32,
+}
+
+/// A batch waiting to be sent and acknowledged.
+#[derive(Debug, Clone)]
+pub struct PendingBatch {
+    pub sequence: u64,
+    pub events: Vec<Event>,
+}
+
+struct CachedContainer {
+    container: Arc<Container>,
+    retry_at: Option<Instant>,
+}
+
+/// Turns raw events into attributed ones.
+pub struct Attributor {
+    runtime: RuntimeClient,
+    proc_root: PathBuf,
+    host_processes: bool,
+    containers: HashMap<String, CachedContainer>,
+    /// pid → its container (`None`: a host process).
+    pids: HashMap<u32, Option<Arc<Container>>>,
+}
+
+impl std::fmt::Debug for Attributor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attributor")
+            .field("containers", &self.containers.len())
+            .field("pids", &self.pids.len())
+            .finish()
+    }
+}
+
+impl Attributor {
+    pub fn new(runtime: RuntimeClient, proc_root: PathBuf, host_processes: bool) -> Attributor {
+        Attributor {
+            runtime,
+            proc_root,
+            host_processes,
+            containers: HashMap::new(),
+            pids: HashMap::new(),
+        }
+    }
+
+    /// Attributes one raw event; `None` when it is not to be reported.
+    pub async fn attribute(&mut self, raw: RawEvent) -> Option<Event> {
+        match raw {
+            RawEvent::Exec {
+                time_unix_ns,
+                pid,
+                info,
+                parent_exe,
+            } => {
+                let container = match &info {
+                    Some(info) => match attribute::from_proc_cgroup(&info.cgroup) {
+                        Some(key) => Some(self.container(key).await),
+                        None => None,
+                    },
+                    None => self.pids.get(&pid).cloned().flatten(),
+                };
+                self.track(pid, container.clone());
+                if container.is_none() && !self.host_processes {
+                    return None;
+                }
+                let info = info.unwrap_or_default();
+                Some(Event {
+                    time_unix_ns,
+                    kind: Kind::Exec,
+                    container,
+                    pid,
+                    ppid: info.ppid,
+                    uid: info.uid,
+                    gid: info.gid,
+                    path: info.exe,
+                    argv: info.argv,
+                    cwd: info.cwd,
+                    parent_exe,
+                    exit_code: None,
+                    count: 1,
+                })
+            }
+            RawEvent::Fork {
+                time_unix_ns,
+                parent_pid,
+                child_pid,
+            } => {
+                let container = match self.pids.get(&parent_pid) {
+                    Some(c) => c.clone(),
+                    None => match procfs::read_process(&self.proc_root, child_pid)
+                        .ok()
+                        .and_then(|i| attribute::from_proc_cgroup(&i.cgroup))
+                    {
+                        Some(key) => Some(self.container(key).await),
+                        None => None,
+                    },
+                };
+                self.track(child_pid, container.clone());
+                if container.is_none() && !self.host_processes {
+                    return None;
+                }
+                Some(Event {
+                    time_unix_ns,
+                    kind: Kind::Fork,
+                    container,
+                    pid: child_pid,
+                    ppid: parent_pid,
+                    uid: 0,
+                    gid: 0,
+                    path: None,
+                    argv: Vec::new(),
+                    cwd: None,
+                    parent_exe: None,
+                    exit_code: None,
+                    count: 1,
+                })
+            }
+            RawEvent::Exit { time_unix_ns, pid, code } => {
+                let container = self.pids.remove(&pid).flatten();
+                if container.is_none() && !self.host_processes {
+                    return None;
+                }
+                Some(Event {
+                    time_unix_ns,
+                    kind: Kind::Exit,
+                    container,
+                    pid,
+                    ppid: 0,
+                    uid: 0,
+                    gid: 0,
+                    path: None,
+                    argv: Vec::new(),
+                    cwd: None,
+                    parent_exe: None,
+                    exit_code: Some(code),
+                    count: 1,
+                })
+            }
+        }
+    }
+
+    fn track(&mut self, pid: u32, container: Option<Arc<Container>>) {
+        if self.pids.len() >= MAX_PIDS && !self.pids.contains_key(&pid) {
+            // Exits we missed leave stale pids; drop those whose process is gone.
+            let root = self.proc_root.clone();
+            self.pids.retain(|p, _| root.join(p.to_string()).exists());
+            if self.pids.len() >= MAX_PIDS {
+                tracing::warn!(tracked = self.pids.len(), "pid table full, forgetting all pids");
+                self.pids.clear();
+            }
+        }
+        self.pids.insert(pid, container);
+    }
+
+    /// The container for `key`, asking the runtime on first sight (and again
+    /// later if it did not answer).
+    async fn container(&mut self, key: ContainerKey) -> Arc<Container> {
+        if let Some(cached) = self.containers.get(&key.id) {
+            match cached.retry_at {
+                Some(at) if Instant::now() >= at => {}
+                _ => return cached.container.clone(),
+            }
+        }
+        let (meta, complete) = match self.runtime.inspect(&key.id).await {
+            Ok(Some(meta)) => (meta, true),
+            Ok(None) => {
+                tracing::debug!(container = %key.id, "no runtime socket knows this container");
+                (ContainerMeta::default(), false)
+            }
+            Err(error) => {
+                tracing::warn!(container = %key.id, %error, "container metadata unavailable");
+                (ContainerMeta::default(), false)
+            }
+        };
+        let workload_id = workload::identity(&key.id, &meta);
+        if complete || !self.containers.contains_key(&key.id) {
+            tracing::info!(
+                container = %key.id,
+                runtime = key.runtime.as_str_name(),
+                image = meta.image.as_deref().unwrap_or("?"),
+                workload = %workload_id,
+                "container discovered"
+            );
+        }
+        let container = Arc::new(Container {
+            key: key.clone(),
+            meta,
+            workload_id,
+            complete,
+        });
+        if self.containers.len() >= MAX_CONTAINERS {
+            self.evict_containers();
+        }
+        self.containers.insert(
+            key.id,
+            CachedContainer {
+                container: container.clone(),
+                retry_at: (!complete).then(|| Instant::now() + METADATA_RETRY),
+            },
+        );
+        container
+    }
+
+    /// Forgets containers that no process tracked refers to any more.
+    fn evict_containers(&mut self) {
+        let live: std::collections::HashSet<&str> = self
+            .pids
+            .values()
+            .flatten()
+            .map(|c| c.key.id.as_str())
+            .collect();
+        let before = self.containers.len();
+        self.containers.retain(|id, _| live.contains(id.as_str()));
+        tracing::debug!(before, after = self.containers.len(), "evicted containers without processes");
+    }
+}
+
+/// Key under which identical events collapse into one with a count.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CollapseKey {
+    container: Option<String>,
+    kind: Kind,
+    ppid: u32,
+    uid: u32,
+    gid: u32,
+    path: Option<Bytes>,
+    argv: Vec<Bytes>,
+    cwd: Option<Bytes>,
+    exit_code: Option<i32>,
+}
+
+impl CollapseKey {
+    fn of(e: &Event) -> Option<CollapseKey> {
+        // Forks are not collapsed: each creates the pid later events refer to.
+        (e.kind != Kind::Fork).then(|| CollapseKey {
+            container: e.container.as_ref().map(|c| c.key.id.clone()),
+            kind: e.kind,
+            ppid: e.ppid,
+            uid: e.uid,
+            gid: e.gid,
+            path: e.path.clone(),
+            argv: e.argv.clone(),
+            cwd: e.cwd.clone(),
+            exit_code: e.exit_code,
+        })
+    }
+}
+
+/// Accumulates events into [`PendingBatch`]es.
+#[derive(Debug)]
+pub struct Batcher {
+    max_events: usize,
+    max_age: Duration,
+    next_sequence: u64,
+    events: Vec<Event>,
+    index: HashMap<CollapseKey, usize>,
+    opened: Option<Instant>,
+}
+
+impl Batcher {
+    pub fn new(max_events: usize, max_age: Duration) -> Batcher {
+        Batcher {
+            max_events,
+            max_age,
+            next_sequence: 1,
+            events: Vec::new(),
+            index: HashMap::new(),
+            opened: None,
+        }
+    }
+
+    /// Adds an event; returns a batch when this one filled it.
+    pub fn push(&mut self, event: Event) -> Option<PendingBatch> {
+        let key = CollapseKey::of(&event);
+        if let Some(i) = key.as_ref().and_then(|k| self.index.get(k)) {
+            let e = &mut self.events[*i];
+            e.count = e.count.saturating_add(event.count);
+            return None;
+        }
+        if let Some(k) = key {
+            self.index.insert(k, self.events.len());
+        }
+        self.opened.get_or_insert_with(Instant::now);
+        self.events.push(event);
+        (self.events.len() >= self.max_events).then(|| self.take())
+    }
+
+    /// When the open batch must be sent, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened.map(|t| t + self.max_age)
+    }
+
+    /// Closes the open batch (if not empty).
+    pub fn flush(&mut self) -> Option<PendingBatch> {
+        (!self.events.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> PendingBatch {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.index.clear();
+        self.opened = None;
+        PendingBatch {
+            sequence,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+}
+
+/// Runs attribution and batching until the sensor queue closes, then sends the
+/// last batch and returns.
+pub async fn run(mut attributor: Attributor, mut batcher: Batcher, mut raw: mpsc::Receiver<RawEvent>, out: mpsc::Sender<PendingBatch>) {
+    loop {
+        let deadline = batcher.deadline();
+        let ready = tokio::select! {
+            event = raw.recv() => match event {
+                Some(event) => match attributor.attribute(event).await {
+                    Some(e) => batcher.push(e),
+                    None => None,
+                },
+                None => break,
+            },
+            () = sleep_until(deadline), if deadline.is_some() => batcher.flush(),
+        };
+        if let Some(batch) = ready
+            && out.send(batch).await.is_err()
+        {
+            tracing::error!("stream client stopped, pipeline stops");
+            return;
+        }
+    }
+    if let Some(batch) = batcher.flush() {
+        // Ignored error: the client is gone and reports its own loss.
+        let _ = out.send(batch).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use glasshouse_proto::v1::ContainerRuntime;
+
+    pub(crate) fn container(id: &str) -> Arc<Container> {
+        Arc::new(Container {
+            key: ContainerKey {
+                runtime: ContainerRuntime::Podman,
+                id: id.into(),
+                pod_uid: None,
+            },
+            meta: ContainerMeta::default(),
+            workload_id: "w".into(),
+            complete: true,
+        })
+    }
+
+    pub(crate) fn exec(c: &Arc<Container>, pid: u32, argv: &[&str]) -> Event {
+        Event {
+            time_unix_ns: 1_000 + i64::from(pid),
+            kind: Kind::Exec,
+            container: Some(c.clone()),
+            pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            path: Some(Bytes::from_static(b"/bin/busybox")),
+            argv: argv.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect(),
+            cwd: Some(Bytes::from_static(b"/")),
+            parent_exe: None,
+            exit_code: None,
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn identical_execs_collapse_with_count() {
+        let c = container("c1");
+        let mut b = Batcher::new(100, Duration::from_secs(1));
+        assert!(b.push(exec(&c, 10, &["cat", "/etc/hostname"])).is_none());
+        assert!(b.push(exec(&c, 11, &["cat", "/etc/hostname"])).is_none());
+        assert!(b.push(exec(&c, 12, &["cat", "/etc/passwd"])).is_none());
+        let batch = b.flush().unwrap();
+        assert_eq!(batch.sequence, 1);
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.events[0].count, 2);
+        assert_eq!(batch.events[0].pid, 10);
+        assert_eq!(batch.events[1].count, 1);
+        assert!(b.flush().is_none());
+    }
+
+    #[test]
+    fn batches_close_by_size_and_sequences_increase() {
+        let c = container("c1");
+        let mut b = Batcher::new(2, Duration::from_secs(1));
+        assert!(b.push(exec(&c, 1, &["a"])).is_none());
+        assert!(b.deadline().is_some());
+        let first = b.push(exec(&c, 2, &["b"])).unwrap();
+        assert_eq!((first.sequence, first.events.len()), (1, 2));
+        assert!(b.deadline().is_none());
+        b.push(exec(&c, 3, &["c"]));
+        assert_eq!(b.flush().unwrap().sequence, 2);
+    }
+
+    #[tokio::test]
+    async fn exit_is_attributed_through_the_fork_that_made_the_pid() {
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
+        let c = container("c1");
+        a.track(100, Some(c.clone()));
+        let fork = a
+            .attribute(RawEvent::Fork { time_unix_ns: 1, parent_pid: 100, child_pid: 101 })
+            .await
+            .unwrap();
+        assert_eq!(fork.container.unwrap().key.id, "c1");
+        let exit = a.attribute(RawEvent::Exit { time_unix_ns: 2, pid: 101, code: 3 }).await.unwrap();
+        assert_eq!(exit.exit_code, Some(3));
+        assert_eq!(exit.container.unwrap().key.id, "c1");
+        // A host process is not reported unless host_processes is on.
+        assert!(a.attribute(RawEvent::Exit { time_unix_ns: 3, pid: 555, code: 0 }).await.is_none());
+    }
+}

@@ -1,0 +1,63 @@
+//! Sensors: what the agent reads from the kernel. Each sensor runs on its own
+//! thread and hands [`RawEvent`]s to the pipeline through a bounded queue; when
+//! the queue is full the event is dropped and counted (the kernel side never
+//! waits for us), and the counters are reported in the logs.
+
+pub mod proc_connector;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::procfs::ProcessInfo;
+
+/// How processes are observed; sent to the aggregator in the stream's hello.
+pub const MODE_NETLINK: &str = "netlink";
+
+/// An event as a sensor saw it, before attribution.
+#[derive(Debug, Clone)]
+pub enum RawEvent {
+    /// A process called execve. `info` is `None` when it exited before `/proc`
+    /// could be read.
+    Exec {
+        time_unix_ns: i64,
+        pid: u32,
+        info: Option<ProcessInfo>,
+        parent_exe: Option<bytes::Bytes>,
+    },
+    /// A new process (threads are not reported).
+    Fork {
+        time_unix_ns: i64,
+        parent_pid: u32,
+        child_pid: u32,
+    },
+    /// A process (thread group) exited; `code` is the exit status, or minus the
+    /// number of the signal that killed it.
+    Exit {
+        time_unix_ns: i64,
+        pid: u32,
+        code: i32,
+    },
+}
+
+/// Counters every sensor keeps; nothing is dropped without being counted here.
+#[derive(Debug, Default)]
+pub struct SensorStats {
+    /// Events read from the kernel.
+    pub events: AtomicU64,
+    /// Times the kernel reported its socket buffer overflowed (events lost there).
+    pub kernel_overflows: AtomicU64,
+    /// Events dropped because the pipeline queue was full.
+    pub queue_drops: AtomicU64,
+    /// Execs whose process was gone before `/proc` could be read.
+    pub exec_unreadable: AtomicU64,
+}
+
+impl SensorStats {
+    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
+        [
+            ("events", self.events.load(Ordering::Relaxed)),
+            ("kernel_overflows", self.kernel_overflows.load(Ordering::Relaxed)),
+            ("queue_drops", self.queue_drops.load(Ordering::Relaxed)),
+            ("exec_unreadable", self.exec_unreadable.load(Ordering::Relaxed)),
+        ]
+    }
+}

@@ -1,0 +1,134 @@
+//! Aggregator configuration (TOML). Every field has a default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use glasshouse_proto::service::Validate;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC ingest listens on. Default: `0.0.0.0:50051`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers, comma separated. Default: the local broker.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Partitions of topics this aggregator creates when missing. Default: 6.
+    #[serde(default = "default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of topics it creates. Default: 1 (single broker).
+    #[serde(default = "default_replication")]
+    pub topic_replication: i32,
+    /// Name in the `glasshouse-producer-id` header and logs. Default: `aggregator/<host>`.
+    #[serde(default = "default_producer_id")]
+    pub producer_id: String,
+    /// Rows buffered before a flush to Kafka. Default: 65536.
+    #[serde(default = "default_flush_rows")]
+    pub flush_max_rows: usize,
+    /// Oldest buffered row's age that forces a flush, ms. Default: 50.
+    #[serde(default = "default_flush_age_ms")]
+    pub flush_max_age_ms: u64,
+    /// Largest batch accepted from an agent, in events. Default: 16384.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: u32,
+    /// Largest string dictionary an agent stream may build. Default: 1048576.
+    #[serde(default = "default_max_strings")]
+    pub max_strings: u32,
+    /// Largest gRPC message accepted, bytes. Default: 16 MiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How long shutdown waits for Kafka to acknowledge what is buffered, ms.
+    /// Default: 10000.
+    #[serde(default = "default_shutdown_flush_ms")]
+    pub shutdown_flush_ms: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 50051))
+}
+fn default_brokers() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_producer_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("aggregator/{}", host.trim())
+}
+fn default_flush_rows() -> usize {
+    65_536
+}
+fn default_flush_age_ms() -> u64 {
+    50
+}
+fn default_max_batch_events() -> u32 {
+    16_384
+}
+fn default_max_strings() -> u32 {
+    1_048_576
+}
+fn default_max_message_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_shutdown_flush_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    pub fn flush_max_age(&self) -> Duration {
+        Duration::from_millis(self.flush_max_age_ms)
+    }
+    pub fn shutdown_flush(&self) -> Duration {
+        Duration::from_millis(self.shutdown_flush_ms)
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.brokers.trim().is_empty() {
+            return Err(("brokers", "must name at least one broker".into()));
+        }
+        if self.topic_partitions < 1 {
+            return Err(("topic_partitions", format!("must be at least 1, got {}", self.topic_partitions)));
+        }
+        if self.topic_replication < 1 {
+            return Err(("topic_replication", format!("must be at least 1, got {}", self.topic_replication)));
+        }
+        if self.flush_max_rows == 0 {
+            return Err(("flush_max_rows", "must be at least 1".into()));
+        }
+        if self.max_batch_events == 0 {
+            return Err(("max_batch_events", "must be at least 1".into()));
+        }
+        if self.max_message_bytes < 64 * 1024 {
+            return Err(("max_message_bytes", "must be at least 65536".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glasshouse_proto::service::parse_config;
+
+    #[test]
+    fn shipped_local_config_parses() {
+        let c: Config = parse_config("deploy/local/aggregator.toml", include_str!("../../deploy/local/aggregator.toml")).unwrap();
+        assert_eq!(c.listen.port(), 50051);
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let e = parse_config::<Config>("a.toml", "topic_partitions = 0").unwrap_err().to_string();
+        assert!(e.contains("`topic_partitions`"), "{e}");
+        let e = parse_config::<Config>("a.toml", "listen = \"nowhere\"").unwrap_err().to_string();
+        assert!(e.starts_with("config a.toml:1:"), "{e}");
+    }
+}

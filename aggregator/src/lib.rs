@@ -1,0 +1,133 @@
+//! The Glasshouse aggregator: the fleet's stateless front door. Agents stream
+//! batches over gRPC; rows become Arrow batches on Kafka, keyed by workload id;
+//! each batch is acknowledged to its agent only after Kafka acknowledged it.
+//!
+//! ```text
+//!  agents ──gRPC Batch──▶ service (one task per stream: hello, resolve, submit)
+//!         ◀──────Ack────┘        │ bounded                      ▲ completion
+//!                                ▼                              │
+//!                         sink: Arrow builders per workload ──▶ Kafka (idempotent,
+//!                               flush by rows/age, IPC            compressed producer)
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML config.
+//! - [`decode`]: wire batch → rows, with the per-stream string/container tables.
+//! - [`sink`]: Arrow batching and the Kafka producer.
+//! - [`service`]: the `Ingest` gRPC service and error classification.
+
+pub mod config;
+pub mod decode;
+pub mod service;
+pub mod sink;
+
+use std::net::SocketAddr;
+
+use glasshouse_proto::kafka::{TopicError, TopicLayout, ensure_topics};
+use glasshouse_proto::v1::ingest_server::IngestServer;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::service::{IngestService, Limits};
+use crate::sink::SinkConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("kafka producer for {brokers}: {source}")]
+    Producer {
+        brokers: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("grpc server: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// Binds `config.listen` and runs until `cancel`.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AggregatorError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AggregatorError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve(config, listener, cancel).await
+}
+
+/// Runs on an already bound listener (tests bind `127.0.0.1:0`) until `cancel`.
+/// Shutdown order: stop accepting, let streams acknowledge what is in flight,
+/// flush the sink, flush the producer.
+pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<(), AggregatorError> {
+    let layout = TopicLayout {
+        partitions: config.topic_partitions,
+        replication: config.topic_replication,
+    };
+    ensure_topics(&config.brokers, layout, &cancel).await?;
+    let producer: FutureProducer = producer_config(&config)
+        .create()
+        .map_err(|source| AggregatorError::Producer {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
+    let (sink, sink_task) = sink::spawn(
+        SinkConfig {
+            producer_id: config.producer_id.clone(),
+            flush_max_rows: config.flush_max_rows,
+            flush_max_age: config.flush_max_age(),
+            max_message_bytes: config.max_message_bytes,
+        },
+        producer.clone(),
+    );
+    let service = IngestService {
+        aggregator_id: config.producer_id.clone(),
+        limits: Limits {
+            max_batch_events: config.max_batch_events,
+            max_strings: config.max_strings,
+        },
+        sink,
+        shutdown: cancel.clone(),
+    };
+    let addr = listener.local_addr().ok();
+    tracing::info!(listen = ?addr, brokers = %config.brokers, "aggregator serving");
+    let served = tonic::transport::Server::builder()
+        .add_service(IngestServer::new(service).max_decoding_message_size(config.max_message_bytes))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
+        .await;
+    // The server (and with it every SinkHandle) is gone: the sink drains.
+    if tokio::time::timeout(config.shutdown_flush(), sink_task).await.is_err() {
+        tracing::error!("kafka sink did not drain in time; unacknowledged batches will be re-sent by agents");
+    }
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(config.shutdown_flush())).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::warn!("kafka producer flush incomplete at shutdown");
+    }
+    tracing::info!("aggregator stopped");
+    served.map_err(AggregatorError::Serve)
+}
+
+fn producer_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "zstd")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", config.max_message_bytes.to_string())
+        // Bounded producer queue: when Kafka is slow, the sink waits.
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("queue.buffering.max.messages", "100000");
+    c
+}

@@ -1,0 +1,192 @@
+//! The `glasshouse.v1.Ingest` service: one task per agent stream. The first
+//! frame must be a hello; each batch is resolved, submitted to the Kafka sink,
+//! and acknowledged — in order — only once Kafka acknowledged all its rows.
+//! Bad input ends that stream with a status naming the problem; every other
+//! stream carries on.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use glasshouse_proto::v1::{self, agent_frame, aggregator_frame, ingest_server::Ingest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::decode::{DecodeError, StreamTables};
+use crate::sink::{SinkError, SinkHandle};
+
+/// Batches of one stream submitted but not yet acknowledged by Kafka; beyond
+/// this the stream stops reading (backpressure to the agent).
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Every way a stream can fail, classified once into a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("aggregator shutting down")]
+    ShuttingDown,
+}
+
+impl StreamError {
+    /// User error (the agent sent something wrong) vs. transient (retry, maybe
+    /// elsewhere) vs. internal.
+    pub fn code(&self) -> Code {
+        match self {
+            StreamError::Protocol(_) => Code::InvalidArgument,
+            StreamError::Decode(DecodeError::TooManyEvents { .. } | DecodeError::TooManyStrings { .. }) => {
+                Code::ResourceExhausted
+            }
+            StreamError::Decode(_) => Code::InvalidArgument,
+            StreamError::Sink(SinkError::Delivery(_)) | StreamError::ShuttingDown => Code::Unavailable,
+            StreamError::Sink(SinkError::Encode(_) | SinkError::Stopped) => Code::Internal,
+        }
+    }
+
+    pub fn to_status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+}
+
+/// Limits enforced on every stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch_events: u32,
+    pub max_strings: u32,
+}
+
+#[derive(Debug)]
+pub struct IngestService {
+    pub aggregator_id: String,
+    pub limits: Limits,
+    pub sink: SinkHandle,
+    pub shutdown: CancellationToken,
+}
+
+type AckStream = ReceiverStream<Result<v1::AggregatorFrame, Status>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = AckStream;
+
+    async fn stream(&self, request: Request<Streaming<v1::AgentFrame>>) -> Result<Response<AckStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 2);
+        let session = Session {
+            aggregator_id: self.aggregator_id.clone(),
+            limits: self.limits,
+            sink: self.sink.clone(),
+            shutdown: self.shutdown.clone(),
+            tx,
+        };
+        tokio::spawn(session.run(inbound).instrument(tracing::info_span!("agent-stream", %peer)));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    aggregator_id: String,
+    limits: Limits,
+    sink: SinkHandle,
+    shutdown: CancellationToken,
+    tx: mpsc::Sender<Result<v1::AggregatorFrame, Status>>,
+}
+
+type Pending = Pin<Box<dyn Future<Output = (u64, Result<(), SinkError>)> + Send>>;
+
+impl Session {
+    async fn run(self, inbound: Streaming<v1::AgentFrame>) {
+        let tx = self.tx.clone();
+        if let Err(error) = self.serve(inbound).await {
+            match error.code() {
+                Code::InvalidArgument | Code::ResourceExhausted => {
+                    tracing::warn!(%error, "refused agent input");
+                }
+                _ => tracing::info!(%error, "agent stream ended"),
+            }
+            // Ignored error: the agent is already gone.
+            let _ = tx.send(Err(error.to_status())).await;
+        }
+    }
+
+    async fn serve(&self, mut inbound: Streaming<v1::AgentFrame>) -> Result<(), StreamError> {
+        let hello = match inbound.message().await {
+            Ok(Some(v1::AgentFrame {
+                frame: Some(agent_frame::Frame::Hello(hello)),
+            })) => hello,
+            Ok(Some(_)) => return Err(StreamError::Protocol("first frame must be a hello")),
+            Ok(None) | Err(_) => return Ok(()),
+        };
+        if hello.agent_id.is_empty() {
+            return Err(StreamError::Protocol("hello without agent_id"));
+        }
+        tracing::info!(agent = %hello.agent_id, host = %hello.hostname, mode = %hello.sensor_mode, "agent connected");
+        let mut tables = StreamTables::new(&hello, self.limits.max_batch_events, self.limits.max_strings);
+        self.send(aggregator_frame::Frame::Welcome(v1::Welcome {
+            aggregator_id: self.aggregator_id.clone(),
+            max_batch_events: self.limits.max_batch_events,
+            max_strings: self.limits.max_strings,
+        }))
+        .await;
+
+        let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+        let mut input_open = true;
+        loop {
+            if !input_open && pending.is_empty() {
+                tracing::info!(agent = %hello.agent_id, "agent stream closed");
+                return Ok(());
+            }
+            tokio::select! {
+                frame = inbound.message(), if input_open && pending.len() < MAX_IN_FLIGHT => match frame {
+                    Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::Batch(batch)) })) => {
+                        let sequence = batch.sequence;
+                        let rows = tables.resolve(batch)?;
+                        if rows.is_empty() {
+                            pending.push_back(Box::pin(async move { (sequence, Ok(())) }));
+                        } else {
+                            let completion = self.sink.submit(rows).await?;
+                            pending.push_back(Box::pin(async move {
+                                (sequence, completion.await.unwrap_or(Err(SinkError::Stopped)))
+                            }));
+                        }
+                    }
+                    Ok(Some(_)) => return Err(StreamError::Protocol("only batches may follow the hello")),
+                    Ok(None) => input_open = false,
+                    Err(status) => {
+                        tracing::info!(agent = %hello.agent_id, %status, "agent stream broke");
+                        return Ok(());
+                    }
+                },
+                Some((sequence, result)) = pending.next(), if !pending.is_empty() => {
+                    result?;
+                    self.send(aggregator_frame::Frame::Ack(v1::Ack { sequence })).await;
+                }
+                () = self.shutdown.cancelled(), if input_open => {
+                    // Stop reading; acknowledge what is in flight, then tell the
+                    // agent to go elsewhere.
+                    while let Some((sequence, result)) = pending.next().await {
+                        result?;
+                        self.send(aggregator_frame::Frame::Ack(v1::Ack { sequence })).await;
+                    }
+                    return Err(StreamError::ShuttingDown);
+                }
+            }
+        }
+    }
+
+    async fn send(&self, frame: aggregator_frame::Frame) {
+        // Ignored error: the agent hung up; it re-sends what was not acknowledged.
+        let _ = self.tx.send(Ok(v1::AggregatorFrame { frame: Some(frame) })).await;
+    }
+}

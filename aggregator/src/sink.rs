@@ -1,0 +1,230 @@
+//! The Kafka sink shared by every stream of this aggregator: rows are appended
+//! to one Arrow builder per workload, flushed by row count or age into one Arrow
+//! IPC message per workload (key = workload id, so one workload stays in one
+//! partition, in order), and every submitter is told once Kafka has
+//! acknowledged all of its rows.
+//!
+//! Backpressure: submissions go through a bounded channel, and the producer's
+//! own queue is bounded; when Kafka is slow the sink stops taking submissions,
+//! streams stop reading, and HTTP/2 flow control slows the agents down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+use futures::future::join_all;
+use glasshouse_proto::process;
+use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
+use glasshouse_proto::{SCHEMA_VERSION, ipc};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::decode::RowsByWorkload;
+
+/// Submissions buffered in front of the sink.
+const SUBMISSION_QUEUE: usize = 64;
+/// Pause before retrying when the producer queue is full.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+
+/// Why rows could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    #[error("kafka delivery failed: {0}")]
+    Delivery(String),
+    #[error("arrow encoding failed: {0}")]
+    Encode(String),
+    #[error("sink stopped")]
+    Stopped,
+}
+
+struct Submission {
+    rows: RowsByWorkload,
+    done: oneshot::Sender<Result<(), SinkError>>,
+}
+
+/// Hands rows to the sink.
+#[derive(Debug, Clone)]
+pub struct SinkHandle {
+    tx: mpsc::Sender<Submission>,
+}
+
+/// Resolves when the rows of one submission are in Kafka (or failed).
+pub type Completion = oneshot::Receiver<Result<(), SinkError>>;
+
+impl SinkHandle {
+    /// Queues rows; waits while the sink is saturated (backpressure).
+    pub async fn submit(&self, rows: RowsByWorkload) -> Result<Completion, SinkError> {
+        let (done, completion) = oneshot::channel();
+        self.tx
+            .send(Submission { rows, done })
+            .await
+            .map_err(|_| SinkError::Stopped)?;
+        Ok(completion)
+    }
+}
+
+/// Sink settings.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub producer_id: String,
+    pub flush_max_rows: usize,
+    pub flush_max_age: Duration,
+    /// Largest Kafka message value; bigger batches are split.
+    pub max_message_bytes: usize,
+}
+
+/// Starts the sink task; it ends when every [`SinkHandle`] is dropped and all
+/// deliveries are settled.
+pub fn spawn(config: SinkConfig, producer: FutureProducer) -> (SinkHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(SUBMISSION_QUEUE);
+    let task = tokio::spawn(run(config, producer, rx).instrument(tracing::info_span!("kafka-sink")));
+    (SinkHandle { tx }, task)
+}
+
+async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receiver<Submission>) {
+    let mut builders: HashMap<Arc<str>, process::Builder> = HashMap::new();
+    let mut waiters: Vec<oneshot::Sender<Result<(), SinkError>>> = Vec::new();
+    let mut rows = 0usize;
+    let mut opened: Option<Instant> = None;
+    let mut deliveries = Vec::new();
+    loop {
+        let deadline = opened.map(|t| t + config.flush_max_age);
+        let flush_now = tokio::select! {
+            sub = rx.recv() => match sub {
+                Some(sub) => {
+                    for (workload, group) in sub.rows {
+                        let b = builders.entry(workload).or_default();
+                        for row in &group {
+                            b.append(row);
+                        }
+                        rows += group.len();
+                    }
+                    waiters.push(sub.done);
+                    opened.get_or_insert_with(Instant::now);
+                    rows >= config.flush_max_rows
+                }
+                None => break,
+            },
+            () = sleep_until(deadline), if deadline.is_some() => true,
+        };
+        if flush_now {
+            deliveries.push(flush(&config, &producer, &mut builders, std::mem::take(&mut waiters)).await);
+            rows = 0;
+            opened = None;
+            deliveries.retain(|d: &tokio::task::JoinHandle<()>| !d.is_finished());
+        }
+    }
+    if !waiters.is_empty() {
+        deliveries.push(flush(&config, &producer, &mut builders, waiters).await);
+    }
+    join_all(deliveries).await;
+}
+
+/// Produces every builder's batch and spawns the wait for their deliveries,
+/// which settles all `waiters` at once.
+async fn flush(
+    config: &SinkConfig,
+    producer: &FutureProducer,
+    builders: &mut HashMap<Arc<str>, process::Builder>,
+    waiters: Vec<oneshot::Sender<Result<(), SinkError>>>,
+) -> tokio::task::JoinHandle<()> {
+    let mut futures = Vec::new();
+    let mut failure = None;
+    for (workload, builder) in builders.iter_mut().filter(|(_, b)| !b.is_empty()) {
+        let batch = builder.finish();
+        match encode_split(&batch, config.max_message_bytes) {
+            Ok(values) => {
+                for value in values {
+                    match produce(producer, &config.producer_id, workload, value).await {
+                        Ok(f) => futures.push(f),
+                        Err(e) => failure = Some(SinkError::Delivery(e.to_string())),
+                    }
+                }
+            }
+            Err(e) => failure = Some(SinkError::Encode(e.to_string())),
+        }
+    }
+    // Builders of workloads that went quiet would accumulate; they are cheap to recreate.
+    builders.clear();
+    tokio::spawn(async move {
+        let mut result = failure.map_or(Ok(()), Err);
+        for outcome in join_all(futures).await {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => result = Err(SinkError::Delivery(e.to_string())),
+                Err(_) => result = Err(SinkError::Delivery("delivery cancelled".into())),
+            }
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "flush to kafka failed; submitters are told and agents will re-send");
+        }
+        for w in waiters {
+            // Ignored error: the stream that waited is gone; its agent re-sends.
+            let _ = w.send(result.clone());
+        }
+    })
+}
+
+/// Encodes a batch, halving it until each part fits in `max_bytes`.
+fn encode_split(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<Vec<u8>>, ArrowError> {
+    let bytes = ipc::encode(batch)?;
+    if bytes.len() <= max_bytes || batch.num_rows() <= 1 {
+        return Ok(vec![bytes]);
+    }
+    let half = batch.num_rows() / 2;
+    let mut out = encode_split(&batch.slice(0, half), max_bytes)?;
+    out.extend(encode_split(&batch.slice(half, batch.num_rows() - half), max_bytes)?);
+    Ok(out)
+}
+
+async fn produce(
+    producer: &FutureProducer,
+    producer_id: &str,
+    workload: &str,
+    value: Vec<u8>,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    let version = SCHEMA_VERSION.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: HEADER_RECORD_TYPE,
+            value: Some(RecordType::Process.name()),
+        })
+        .insert(Header {
+            key: HEADER_SCHEMA_VERSION,
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: HEADER_PRODUCER_ID,
+            value: Some(producer_id),
+        });
+    let mut record = FutureRecord::to(RecordType::Process.topic())
+        .key(workload)
+        .payload(&value)
+        .headers(headers);
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // The producer queue is full: Kafka is slow. Wait (backpressure).
+                record = back;
+                producer.poll(Duration::ZERO);
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+

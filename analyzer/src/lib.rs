@@ -1,0 +1,87 @@
+//! The Glasshouse analyzer: a member of a Kafka consumer group over the event
+//! topics. Today it decodes the Arrow batches and shows, live, the containers
+//! and what they execute; baselines, scoring and alerts build on this loop.
+//!
+//! ```text
+//!  Kafka glasshouse.process ──consumer group──▶ consume: decode Arrow IPC ──▶ view (stdout,
+//!   (partition = workload)                        store offset after handling     escaped)
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML config.
+//! - [`consume`]: the consumer-group loop (at-least-once offsets).
+//! - [`view`]: the live view of containers and execs.
+//! - [`escape`]: escaping of container-supplied text for output.
+
+pub mod config;
+pub mod consume;
+pub mod escape;
+pub mod view;
+
+use std::io::Write;
+
+use glasshouse_proto::kafka::{TopicError, TopicLayout, ensure_topics};
+use glasshouse_proto::process::Row;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::consume::{ConsumeError, ConsumeStats, RowHandler, StartAt};
+use crate::view::View;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzerError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+}
+
+struct Shower<W: Write> {
+    view: Option<View<W>>,
+}
+
+impl<W: Write> RowHandler for Shower<W> {
+    fn handle(&mut self, rows: &[Row]) {
+        for row in rows {
+            tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "event");
+            if let Some(view) = &mut self.view
+                && let Err(error) = view.show(row)
+            {
+                tracing::warn!(%error, "live view output failed, view disabled");
+                self.view = None;
+            }
+        }
+    }
+}
+
+/// Runs the analyzer until `cancel`, writing the live view to `out` when
+/// `config.view` is set.
+pub async fn run<W: Write + Send>(config: Config, out: W, cancel: CancellationToken) -> Result<ConsumeStats, AnalyzerError> {
+    let layout = TopicLayout {
+        partitions: config.topic_partitions,
+        replication: config.topic_replication,
+    };
+    ensure_topics(&config.brokers, layout, &cancel).await?;
+    let mut shower = Shower {
+        view: config.view.then(|| View::new(out)),
+    };
+    let stats = consume::consume(&config.brokers, &config.group, StartAt::Earliest, &mut shower, &cancel).await?;
+    tracing::info!(messages = stats.messages, rows = stats.rows, undecodable = stats.undecodable, "analyzer stopped");
+    Ok(stats)
+}
+
+/// `glasshouse watch`: the live view from a private consumer group, starting
+/// at the newest events (or the oldest with `from_beginning`).
+pub async fn watch<W: Write + Send>(brokers: &str, from_beginning: bool, out: W, cancel: CancellationToken) -> Result<ConsumeStats, AnalyzerError> {
+    let group = format!("glasshouse-watch-{}-{}", std::process::id(), glasshouse_proto_now());
+    let mut shower = Shower { view: Some(View::new(out)) };
+    let start = if from_beginning { StartAt::Earliest } else { StartAt::Latest };
+    Ok(consume::consume(brokers, &group, start, &mut shower, &cancel).await?)
+}
+
+fn glasshouse_proto_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}

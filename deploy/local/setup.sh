@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Idempotent set-up of this host for Glasshouse: Debian packages, the tansu
+# broker, the Podman configuration these VMs need, and the local test image.
+# Safe to run again: each step checks before it acts. Needs root.
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+[[ $(id -u) == 0 ]] || { echo "setup.sh: must run as root (the agent and podman need it)" >&2; exit 1; }
+
+# 1. Debian packages.
+PACKAGES=(
+  clang mold pkg-config cmake make          # build: linker, librdkafka's build
+  protobuf-compiler                         # tonic-prost-build needs protoc
+  zlib1g-dev                                # librdkafka
+  podman runc netavark aardvark-dns iptables conmon uidmap  # containers
+  busybox-static                            # the test image's rootfs
+  postgresql-client                         # psql for the SQL front door
+  python3 python3-pip                       # OCSF schema validation in tests
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. The Kafka-compatible broker.
+TANSU_VERSION=0.6.0
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  say "installing tansu $TANSU_VERSION (cargo install; takes a while on a fresh machine)"
+  CARGO_TARGET_DIR=${GLASSHOUSE_CACHE:-/var/cache/glasshouse}/tansu-target \
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+fi
+
+# 3. Podman on these VMs: hybrid cgroups need runc and the cgroupfs manager,
+#    and RLIMIT_NOFILE cannot be raised, so no default ulimits.
+CONF=/etc/containers/containers.conf
+WANT='# Written by glasshouse deploy/local/setup.sh
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"'
+if [[ ! -f $CONF ]] || [[ "$(cat "$CONF")" != "$WANT" ]]; then
+  say "configuring podman ($CONF)"
+  mkdir -p /etc/containers
+  [[ -f $CONF ]] && cp "$CONF" "$CONF.before-glasshouse"
+  printf '%s\n' "$WANT" > "$CONF"
+fi
+
+# 4. The test image, built without any registry: a busybox-static rootfs.
+IMAGE=localhost/glasshouse-test:latest
+if ! podman image exists "$IMAGE"; then
+  say "building $IMAGE from busybox-static"
+  root=$(mktemp -d)
+  trap 'rm -rf "$root"' EXIT
+  mkdir -p "$root"/{bin,etc,tmp,proc,sys,dev,root}
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [[ $applet == busybox ]] || ln -sf busybox "$root/bin/$applet"
+  done
+  echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
+  echo 'root:x:0:' > "$root/etc/group"
+  tar -C "$root" -cf "$root.tar" .
+  podman import --change 'CMD ["/bin/sh"]' "$root.tar" "$IMAGE" >/dev/null
+  rm -f "$root.tar"
+fi
+say "setup complete"

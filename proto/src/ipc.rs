@@ -1,0 +1,64 @@
+//! One Kafka message value is one Arrow IPC *stream*: a schema message followed by
+//! exactly one record batch, zstd-compressed. Self-describing, so any consumer
+//! (or `pyarrow.ipc.open_stream`) can read a message on its own.
+
+use arrow_array::RecordBatch;
+use arrow_ipc::CompressionType;
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_schema::ArrowError;
+
+/// Why a message value could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid arrow ipc stream")]
+    Arrow(#[source] ArrowError),
+    #[error("arrow ipc stream holds {count} record batches, expected exactly one")]
+    BatchCount { count: usize },
+}
+
+/// Encodes `batch` as an Arrow IPC stream with zstd body compression.
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 256);
+    {
+        let mut writer = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    Ok(out)
+}
+
+/// Decodes a message value written by [`encode`].
+pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
+    let reader = StreamReader::try_new(bytes, None).map_err(DecodeError::Arrow)?;
+    let mut batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DecodeError::Arrow)?;
+    match batches.len() {
+        1 => Ok(batches.remove(0)),
+        count => Err(DecodeError::BatchCount { count }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{Builder, tests::sample_row};
+
+    #[test]
+    fn round_trip() {
+        let mut b = Builder::default();
+        b.append(&sample_row());
+        let batch = b.finish();
+        let bytes = encode(&batch).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back, batch);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode(b"not arrow at all").is_err());
+        assert!(decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! Kafka helpers shared by the aggregator and analyzer (feature `kafka`): the
+//! topic layout of the design, created through the admin API when missing, and
+//! waiting for an unreachable broker with backoff and a message naming it.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES};
+use crate::service::Backoff;
+
+/// How topics are created when missing.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicLayout {
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+/// Why topics could not be ensured.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("kafka admin client for {brokers}")]
+    Client {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("creating topic {topic} on {brokers}: {code}")]
+    Create {
+        topic: String,
+        brokers: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("shut down while waiting for kafka at {brokers}")]
+    Cancelled { brokers: String },
+}
+
+/// Every topic of the design with its cleanup policy.
+pub fn all_topics() -> Vec<(&'static str, bool)> {
+    let mut topics: Vec<(&'static str, bool)> =
+        RecordType::ALL.iter().map(|t| (t.topic(), t.compacted())).collect();
+    topics.push((TOPIC_ALERTS, false));
+    topics.push((TOPIC_BASELINES, true));
+    topics
+}
+
+/// Creates the missing topics of the design, retrying with backoff (and a
+/// warning naming the address) while the broker is unreachable.
+pub async fn ensure_topics(
+    brokers: &str,
+    layout: TopicLayout,
+    cancel: &CancellationToken,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|source| TopicError::Client {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    let topics = all_topics();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, compacted)| {
+            let t = NewTopic::new(name, layout.partitions, TopicReplication::Fixed(layout.replication));
+            if *compacted { t.set("cleanup.policy", "compact") } else { t }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = crate::service::or_cancelled(cancel, admin.create_topics(&new_topics, &options)).await;
+        let Some(result) = attempt else {
+            return Err(TopicError::Cancelled { brokers: brokers.to_owned() });
+        };
+        match result {
+            Ok(results) => {
+                let mut retry = false;
+                for r in results {
+                    match r {
+                        Ok(topic) => tracing::info!(%topic, "created kafka topic"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) if is_transient(code) => {
+                            tracing::warn!(%topic, %code, brokers, "topic creation failed, retrying");
+                            retry = true;
+                        }
+                        Err((topic, code)) => {
+                            return Err(TopicError::Create {
+                                topic,
+                                brokers: brokers.to_owned(),
+                                code,
+                            });
+                        }
+                    }
+                }
+                if !retry {
+                    return Ok(());
+                }
+                let delay = backoff.next_delay();
+                if crate::service::or_cancelled(cancel, tokio::time::sleep(delay)).await.is_none() {
+                    return Err(TopicError::Cancelled { brokers: brokers.to_owned() });
+                }
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(brokers, %error, retry_in = ?delay, "kafka broker unreachable, retrying");
+                if crate::service::or_cancelled(cancel, tokio::time::sleep(delay)).await.is_none() {
+                    return Err(TopicError::Cancelled { brokers: brokers.to_owned() });
+                }
+            }
+        }
+    }
+}
+
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::NotController
+            | RDKafkaErrorCode::LeaderNotAvailable
+    )
+}

@@ -1,0 +1,164 @@
+//! Harness for end-to-end tests that start real parts: a Kafka-protocol broker
+//! (tansu, as its own process), `podman system service` for container
+//! metadata, real Podman containers, and the Glasshouse services in-process
+//! through the same `run` functions their binaries call.
+//!
+//! Nothing here skips: a missing `tansu`, `podman` or test image is a test
+//! failure with a message saying how to install it (`deploy/local/setup.sh`).
+//!
+//! # Layout
+//! - [`Broker`]: a tansu broker on a free loopback port, killed on drop.
+//! - [`PodmanService`]: the Docker-compatible API on a private socket.
+//! - [`podman`]: run a podman command and return its stdout.
+//! - [`free_port`], [`wait_for_port`].
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+/// The image `deploy/local/setup.sh` builds from Debian's busybox-static.
+pub const TEST_IMAGE: &str = "localhost/glasshouse-test:latest";
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on {addr} after {timeout:?}")
+}
+
+fn find_tansu() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("GLASSHOUSE_TANSU") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".cargo/bin/tansu"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("tansu broker not found on PATH or in ~/.cargo/bin: run deploy/local/setup.sh")
+}
+
+/// A tansu broker with in-memory storage on a free loopback port.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Broker {
+    pub fn start() -> anyhow::Result<Broker> {
+        let tansu = find_tansu()?;
+        let port = free_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", tansu.display()))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let broker = Broker { child, addr };
+        wait_for_port(addr, Duration::from_secs(20)).context("tansu broker did not start")?;
+        Ok(broker)
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Ignored errors: the broker may already have exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `podman ARGS`, returning trimmed stdout; fails with podman's stderr.
+pub fn podman(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("podman")
+        .args(args)
+        .output()
+        .context("podman not found: run deploy/local/setup.sh")?;
+    ensure!(
+        out.status.success(),
+        "podman {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Fails unless the test image exists.
+pub fn require_test_image() -> anyhow::Result<()> {
+    podman(&["image", "exists", TEST_IMAGE])
+        .with_context(|| format!("test image {TEST_IMAGE} missing: run deploy/local/setup.sh"))?;
+    Ok(())
+}
+
+/// `podman system service` (the Docker-compatible API) on a private socket.
+#[derive(Debug)]
+pub struct PodmanService {
+    child: Child,
+    pub socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl PodmanService {
+    pub fn start() -> anyhow::Result<PodmanService> {
+        let dir = std::env::temp_dir().join(format!("glasshouse-podman-{}-{}", std::process::id(), free_port()?));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("podman.sock");
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("podman not found: run deploy/local/setup.sh")?;
+        let service = PodmanService { child, socket, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !service.socket.exists() {
+            ensure!(Instant::now() < deadline, "podman system service did not create {}", service.socket.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(service)
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        // Ignored errors: best-effort cleanup of a helper process and its dir.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Installs a test log subscriber once (RUST_LOG or `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    // Ignored error: another test installed it first.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
