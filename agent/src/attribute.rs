@@ -25,8 +25,7 @@ pub fn from_proc_cgroup(text: &str) -> Option<ContainerKey> {
     let mut v1 = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(hierarchy), Some(_controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(hierarchy), Some(_controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         if let Some(key) = parse_cgroup_path(path) {
@@ -102,7 +101,11 @@ fn pod_uid_of(component: &str) -> Option<String> {
     let uid = uid.replace('_', "-");
     let is_uid = uid.len() == 36
         && uid.bytes().enumerate().all(|(i, b)| {
-            if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() }
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
         });
     is_uid.then_some(uid)
 }
@@ -130,7 +133,10 @@ mod tests {
             (format!("/libpod_parent/libpod-{ID}"), key(Podman, None)),
             // Podman, systemd driver.
             (format!("/machine.slice/libpod-{ID}.scope"), key(Podman, None)),
-            (format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"), key(Podman, None)),
+            (
+                format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"),
+                key(Podman, None),
+            ),
             // Podman's conmon is not the container.
             (format!("/machine.slice/libpod-conmon-{ID}.scope"), None),
             // Docker, systemd and cgroupfs drivers.
@@ -138,17 +144,32 @@ mod tests {
             (format!("/docker/{ID}"), key(Docker, None)),
             // containerd under Kubernetes, systemd driver.
             (
-                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope", pod.replace('-', "_")),
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
+                    pod.replace('-', "_")
+                ),
                 key(Containerd, Some(pod)),
             ),
             // CRI-O under Kubernetes, systemd driver; its conmon.
             (
-                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/crio-{ID}.scope", pod.replace('-', "_")),
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/crio-{ID}.scope",
+                    pod.replace('-', "_")
+                ),
                 key(Crio, Some(pod)),
             ),
-            (format!("/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{ID}.scope", pod.replace('-', "_")), None),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{ID}.scope",
+                    pod.replace('-', "_")
+                ),
+                None,
+            ),
             // Kubernetes with the cgroupfs driver: bare id under the pod directory.
-            (format!("/kubepods/burstable/pod{pod}/{ID}"), key(Unspecified, Some(pod))),
+            (
+                format!("/kubepods/burstable/pod{pod}/{ID}"),
+                key(Unspecified, Some(pod)),
+            ),
             (format!("/kubepods/pod{pod}/{ID}"), key(Unspecified, Some(pod))),
             // Docker-in-Docker style nesting: the deepest container wins.
             (format!("/docker/{}/docker/{ID}", "a".repeat(64)), key(Docker, None)),

@@ -48,7 +48,11 @@ enum SessionEnd {
 
 /// Streams batches from `batches` until it closes and all are acknowledged, or
 /// until the drain deadline after `cancel`.
-pub async fn run(config: ClientConfig, mut batches: mpsc::Receiver<PendingBatch>, cancel: CancellationToken) -> ClientReport {
+pub async fn run(
+    config: ClientConfig,
+    mut batches: mpsc::Receiver<PendingBatch>,
+    cancel: CancellationToken,
+) -> ClientReport {
     let mut state = State {
         unacked: VecDeque::new(),
         input_closed: false,
@@ -70,7 +74,9 @@ pub async fn run(config: ClientConfig, mut batches: mpsc::Receiver<PendingBatch>
         };
         let end = match connected {
             None => SessionEnd::Done,
-            Some(Err(error)) => SessionEnd::Failed(format!("connect: {error}")),
+            Some(Err(error)) => {
+                SessionEnd::Failed(format!("connect: {}", glasshouse_proto::service::error_chain(&error)))
+            }
             Some(Ok(client)) => session(&config, client, &mut batches, &mut state, &cancel, &mut backoff).await,
         };
         match end {
@@ -81,9 +87,23 @@ pub async fn run(config: ClientConfig, mut batches: mpsc::Receiver<PendingBatch>
                 }
                 let delay = backoff.next_delay();
                 tracing::warn!(aggregator = %endpoint, %error, retry_in = ?delay, unacked = state.unacked.len(), "aggregator unreachable, retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = state.wait_drain(&cancel) => {}
+                let wake = Instant::now() + delay;
+                loop {
+                    // Keep taking batches while disconnected (they are sent on
+                    // reconnect), so a closed input is noticed and shutdown
+                    // does not wait for an aggregator it no longer needs.
+                    let can_take = !state.input_closed && state.unacked.len() < config.max_unacked;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(wake) => break,
+                        () = state.wait_drain(&cancel) => break,
+                        batch = batches.recv(), if can_take => match batch {
+                            Some(batch) => state.unacked.push_back(batch),
+                            None => state.input_closed = true,
+                        },
+                    }
+                    if state.finished() {
+                        break;
+                    }
                 }
             }
         }
@@ -133,7 +153,8 @@ impl State {
     }
 
     fn start_drain(&mut self) {
-        self.drain_deadline.get_or_insert_with(|| Instant::now() + self.drain_timeout);
+        self.drain_deadline
+            .get_or_insert_with(|| Instant::now() + self.drain_timeout);
     }
 
     fn ack(&mut self, sequence: u64) {
@@ -156,7 +177,11 @@ async fn session(
 ) -> SessionEnd {
     let (tx, rx) = mpsc::channel::<v1::AgentFrame>(64);
     let frame = |f| v1::AgentFrame { frame: Some(f) };
-    if tx.send(frame(agent_frame::Frame::Hello(config.hello.clone()))).await.is_err() {
+    if tx
+        .send(frame(agent_frame::Frame::Hello(config.hello.clone())))
+        .await
+        .is_err()
+    {
         return SessionEnd::Failed("stream closed before hello".into());
     }
     let mut inbound = match client.stream(ReceiverStream::new(rx)).await {
@@ -165,7 +190,11 @@ async fn session(
     };
     let mut encoder = StreamEncoder::new(config.max_strings);
     for batch in &state.unacked {
-        if tx.send(frame(agent_frame::Frame::Batch(encoder.encode(batch)))).await.is_err() {
+        if tx
+            .send(frame(agent_frame::Frame::Batch(encoder.encode(batch))))
+            .await
+            .is_err()
+        {
             return SessionEnd::Failed("stream closed while re-sending".into());
         }
     }

@@ -113,7 +113,10 @@ impl Validate for Config {
             }
         }
         if self.max_strings < 1024 {
-            return Err(("max_strings", format!("must be at least 1024, got {}", self.max_strings)));
+            return Err((
+                "max_strings",
+                format!("must be at least 1024, got {}", self.max_strings),
+            ));
         }
         if self.batch_max_age_ms == 0 {
             return Err(("batch_max_age_ms", "must be at least 1".into()));

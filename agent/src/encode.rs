@@ -99,7 +99,11 @@ impl StreamEncoder {
         }
         let next = u32::try_from(self.containers.len() + 1).unwrap_or(u32::MAX);
         let r = self.containers.get(&c.key.id).map_or(next, |(r, _)| *r);
-        let mut s = |v: Option<&str>| v.map_or(0, |v| self.intern(&Bytes::copy_from_slice(v.as_bytes()), &mut out.strings));
+        let mut s = |v: Option<&str>| {
+            v.map_or(0, |v| {
+                self.intern(&Bytes::copy_from_slice(v.as_bytes()), &mut out.strings)
+            })
+        };
         let def = v1::ContainerDef {
             r#ref: r,
             runtime: c.key.runtime as i32,

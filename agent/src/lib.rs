@@ -87,21 +87,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     );
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
-    let pipeline = tokio::spawn(
-        pipeline::run(attributor, batcher, raw_rx, batch_tx).instrument(tracing::info_span!("pipeline")),
-    );
+    let pipeline =
+        tokio::spawn(pipeline::run(attributor, batcher, raw_rx, batch_tx).instrument(tracing::info_span!("pipeline")));
 
     let stats_task = {
         let stats = stats.clone();
         let cancel = cancel.clone();
         tokio::spawn(
             async move {
-            let mut tick = tokio::time::interval(STATS_INTERVAL);
-            tick.tick().await;
-            while glasshouse_proto::service::or_cancelled(&cancel, tick.tick()).await.is_some() {
-                log_stats(&stats);
+                let mut tick = tokio::time::interval(STATS_INTERVAL);
+                tick.tick().await;
+                while glasshouse_proto::service::or_cancelled(&cancel, tick.tick())
+                    .await
+                    .is_some()
+                {
+                    log_stats(&stats);
+                }
             }
-        }
             .instrument(tracing::info_span!("stats")),
         )
     };
@@ -129,7 +131,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     let _ = stats_task.await;
     let _ = tokio::task::spawn_blocking(move || sensor.join()).await;
     log_stats(&stats);
-    tracing::info!(acked = report.batches_acked, unacked = report.batches_unacked, "agent stopped");
+    tracing::info!(
+        acked = report.batches_acked,
+        unacked = report.batches_unacked,
+        "agent stopped"
+    );
     Ok(report)
 }
 

@@ -15,7 +15,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     service::init_logging();
     let args = Args::parse();
     let config: glasshouse_agent::Config = match service::load_config(args.config.as_deref()) {
@@ -26,9 +26,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let cancel = service::shutdown_on_signals();
-    let report = glasshouse_agent::run(config, cancel).await?;
-    if report.batches_unacked > 0 {
-        std::process::exit(1);
+    match glasshouse_agent::run(config, cancel).await {
+        Ok(report) if report.batches_unacked == 0 => {}
+        Ok(_) => std::process::exit(1),
+        Err(e) => {
+            tracing::error!("{}", service::error_chain(&e));
+            std::process::exit(1);
+        }
     }
-    Ok(())
 }

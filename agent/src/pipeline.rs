@@ -25,6 +25,8 @@ use crate::workload;
 const MAX_CONTAINERS: usize = 4096;
 /// Most pids tracked for attributing forks and exits.
 const MAX_PIDS: usize = 262_144;
+/// Most execs kept waiting for the fork that attributes them.
+const MAX_UNRESOLVED: usize = 4096;
 /// How soon a failed metadata lookup is tried again.
 const METADATA_RETRY: Duration = Duration::from_secs(5);
 
@@ -76,6 +78,8 @@ pub struct Attributor {
     containers: HashMap<String, CachedContainer>,
     /// pid → its container (`None`: a host process).
     pids: HashMap<u32, Option<Arc<Container>>>,
+    /// Execs of unknown pids whose `/proc` entry was already gone.
+    unresolved: HashMap<u32, Event>,
 }
 
 impl std::fmt::Debug for Attributor {
@@ -95,11 +99,37 @@ impl Attributor {
             host_processes,
             containers: HashMap::new(),
             pids: HashMap::new(),
+            unresolved: HashMap::new(),
         }
     }
 
-    /// Attributes one raw event; `None` when it is not to be reported.
-    pub async fn attribute(&mut self, raw: RawEvent) -> Option<Event> {
+    /// Attributes one raw event into the events to report (usually zero or one).
+    pub async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
+        tracing::trace!(?raw, "raw event");
+        match raw {
+            RawEvent::Exec { .. } => self.exec(raw).await.into_iter().collect(),
+            RawEvent::Fork { child_pid, .. } => {
+                let fork = self.fork_or_exit(raw).await;
+                // An exec whose process vanished before /proc was read, and whose
+                // fork was reported after it (the parent reports its fork only
+                // after the child already runs): attribute it through the fork.
+                let late_exec = self.unresolved.remove(&child_pid).and_then(|mut exec| {
+                    exec.container = self.pids.get(&child_pid).cloned().flatten();
+                    (exec.container.is_some() || self.host_processes).then_some(exec)
+                });
+                fork.into_iter().chain(late_exec).collect()
+            }
+            RawEvent::Exit { pid, .. } => {
+                let late_exec = self.unresolved.remove(&pid).and_then(|mut exec| {
+                    exec.container = self.pids.get(&pid).cloned().flatten();
+                    (exec.container.is_some() || self.host_processes).then_some(exec)
+                });
+                late_exec.into_iter().chain(self.fork_or_exit(raw).await).collect()
+            }
+        }
+    }
+
+    async fn exec(&mut self, raw: RawEvent) -> Option<Event> {
         match raw {
             RawEvent::Exec {
                 time_unix_ns,
@@ -112,7 +142,13 @@ impl Attributor {
                         Some(key) => Some(self.container(key).await),
                         None => None,
                     },
-                    None => self.pids.get(&pid).cloned().flatten(),
+                    None => match self.pids.get(&pid) {
+                        Some(c) => c.clone(),
+                        None => {
+                            self.remember_unresolved(time_unix_ns, pid, parent_exe);
+                            return None;
+                        }
+                    },
                 };
                 self.track(pid, container.clone());
                 if container.is_none() && !self.host_processes {
@@ -135,6 +171,39 @@ impl Attributor {
                     count: 1,
                 })
             }
+            RawEvent::Fork { .. } | RawEvent::Exit { .. } => None,
+        }
+    }
+
+    /// Keeps an unattributable exec until its fork or exit tells where it ran.
+    fn remember_unresolved(&mut self, time_unix_ns: i64, pid: u32, parent_exe: Option<Bytes>) {
+        if self.unresolved.len() >= MAX_UNRESOLVED {
+            tracing::debug!(dropped = self.unresolved.len(), "unattributed execs expired");
+            self.unresolved.clear();
+        }
+        self.unresolved.insert(
+            pid,
+            Event {
+                time_unix_ns,
+                kind: Kind::Exec,
+                container: None,
+                pid,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                path: None,
+                argv: Vec::new(),
+                cwd: None,
+                parent_exe,
+                exit_code: None,
+                count: 1,
+            },
+        );
+    }
+
+    async fn fork_or_exit(&mut self, raw: RawEvent) -> Option<Event> {
+        match raw {
+            RawEvent::Exec { .. } => None,
             RawEvent::Fork {
                 time_unix_ns,
                 parent_pid,
@@ -170,7 +239,11 @@ impl Attributor {
                     count: 1,
                 })
             }
-            RawEvent::Exit { time_unix_ns, pid, code } => {
+            RawEvent::Exit {
+                time_unix_ns,
+                pid,
+                code,
+            } => {
                 let container = self.pids.remove(&pid).flatten();
                 if container.is_none() && !self.host_processes {
                     return None;
@@ -258,15 +331,14 @@ impl Attributor {
 
     /// Forgets containers that no process tracked refers to any more.
     fn evict_containers(&mut self) {
-        let live: std::collections::HashSet<&str> = self
-            .pids
-            .values()
-            .flatten()
-            .map(|c| c.key.id.as_str())
-            .collect();
+        let live: std::collections::HashSet<&str> = self.pids.values().flatten().map(|c| c.key.id.as_str()).collect();
         let before = self.containers.len();
         self.containers.retain(|id, _| live.contains(id.as_str()));
-        tracing::debug!(before, after = self.containers.len(), "evicted containers without processes");
+        tracing::debug!(
+            before,
+            after = self.containers.len(),
+            "evicted containers without processes"
+        );
     }
 }
 
@@ -364,15 +436,28 @@ impl Batcher {
 
 /// Runs attribution and batching until the sensor queue closes, then sends the
 /// last batch and returns.
-pub async fn run(mut attributor: Attributor, mut batcher: Batcher, mut raw: mpsc::Receiver<RawEvent>, out: mpsc::Sender<PendingBatch>) {
+pub async fn run(
+    mut attributor: Attributor,
+    mut batcher: Batcher,
+    mut raw: mpsc::Receiver<RawEvent>,
+    out: mpsc::Sender<PendingBatch>,
+) {
     loop {
         let deadline = batcher.deadline();
         let ready = tokio::select! {
             event = raw.recv() => match event {
-                Some(event) => match attributor.attribute(event).await {
-                    Some(e) => batcher.push(e),
-                    None => None,
-                },
+                Some(event) => {
+                    for e in attributor.attribute(event).await {
+                        if let Some(full) = batcher.push(e)
+                            && out.send(full).await.is_err()
+                        {
+                            tracing::error!("stream client stopped, pipeline stops");
+                            return;
+                        }
+                    }
+                    // Batches that only aged are sent by the timer branch.
+                    None
+                }
                 None => break,
             },
             () = sleep_until(deadline), if deadline.is_some() => batcher.flush(),
@@ -467,14 +552,76 @@ pub(crate) mod tests {
         let c = container("c1");
         a.track(100, Some(c.clone()));
         let fork = a
-            .attribute(RawEvent::Fork { time_unix_ns: 1, parent_pid: 100, child_pid: 101 })
+            .attribute(RawEvent::Fork {
+                time_unix_ns: 1,
+                parent_pid: 100,
+                child_pid: 101,
+            })
             .await
-            .unwrap();
+            .remove(0);
         assert_eq!(fork.container.unwrap().key.id, "c1");
-        let exit = a.attribute(RawEvent::Exit { time_unix_ns: 2, pid: 101, code: 3 }).await.unwrap();
+        let exit = a
+            .attribute(RawEvent::Exit {
+                time_unix_ns: 2,
+                pid: 101,
+                code: 3,
+            })
+            .await
+            .remove(0);
         assert_eq!(exit.exit_code, Some(3));
         assert_eq!(exit.container.unwrap().key.id, "c1");
         // A host process is not reported unless host_processes is on.
-        assert!(a.attribute(RawEvent::Exit { time_unix_ns: 3, pid: 555, code: 0 }).await.is_none());
+        assert!(
+            a.attribute(RawEvent::Exit {
+                time_unix_ns: 3,
+                pid: 555,
+                code: 0
+            })
+            .await
+            .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_reported_before_its_fork_is_attributed_through_the_fork() {
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
+        let c = container("c1");
+        a.track(100, Some(c.clone()));
+        // The child exec'd and exited before /proc was read; its fork comes later.
+        let exec = RawEvent::Exec {
+            time_unix_ns: 5,
+            pid: 101,
+            info: None,
+            parent_exe: None,
+        };
+        assert!(a.attribute(exec).await.is_empty());
+        let events = a
+            .attribute(RawEvent::Fork {
+                time_unix_ns: 4,
+                parent_pid: 100,
+                child_pid: 101,
+            })
+            .await;
+        let kinds: Vec<Kind> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![Kind::Fork, Kind::Exec]);
+        assert_eq!(events[1].container.as_ref().unwrap().key.id, "c1");
+        assert_eq!(events[1].path, None, "what /proc could not tell stays unknown");
+        // A host exec that is never claimed by a container fork is not reported.
+        let host = RawEvent::Exec {
+            time_unix_ns: 6,
+            pid: 300,
+            info: None,
+            parent_exe: None,
+        };
+        assert!(a.attribute(host).await.is_empty());
+        assert!(
+            a.attribute(RawEvent::Exit {
+                time_unix_ns: 7,
+                pid: 300,
+                code: 0
+            })
+            .await
+            .is_empty()
+        );
     }
 }

@@ -108,7 +108,7 @@ pub fn monotonic_to_unix_offset_ns() -> i64 {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `ts` is a valid, writable timespec and the clock ids are constants.
         unsafe { libc::clock_gettime(clock, &mut ts) };
-        i64::from(ts.tv_sec) * 1_000_000_000 + i64::from(ts.tv_nsec)
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     };
     read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
 }
@@ -126,9 +126,15 @@ mod tests {
 
     #[test]
     fn cmdline_split() {
-        assert_eq!(split_cmdline(b"cat\0/etc/hostname\0"), vec![Bytes::from("cat"), Bytes::from("/etc/hostname")]);
+        assert_eq!(
+            split_cmdline(b"cat\0/etc/hostname\0"),
+            vec![Bytes::from("cat"), Bytes::from("/etc/hostname")]
+        );
         assert_eq!(split_cmdline(b""), Vec::<Bytes>::new());
-        assert_eq!(split_cmdline(b"a\0\0b\0"), vec![Bytes::from("a"), Bytes::new(), Bytes::from("b")]);
+        assert_eq!(
+            split_cmdline(b"a\0\0b\0"),
+            vec![Bytes::from("a"), Bytes::new(), Bytes::from("b")]
+        );
         let long = vec![b'x'; MAX_ARGV_BYTES + 10];
         let args = split_cmdline(&long);
         assert_eq!(args.len(), 2);

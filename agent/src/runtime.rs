@@ -97,10 +97,16 @@ async fn inspect_on(socket: &Path, id: &str) -> Result<ContainerMeta, RuntimeErr
     let shown = || socket.display().to_string();
     let stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| RuntimeError::Connect { socket: shown(), source })?;
+        .map_err(|source| RuntimeError::Connect {
+            socket: shown(),
+            source,
+        })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|source| RuntimeError::Http { socket: shown(), source })?;
+        .map_err(|source| RuntimeError::Http {
+            socket: shown(),
+            source,
+        })?;
     let conn = tokio::spawn(conn);
     // `id` is 64 hex digits (checked by attribution), safe in a URL path.
     let request = hyper::Request::get(format!("/v1.41/containers/{id}/json"))
@@ -111,12 +117,18 @@ async fn inspect_on(socket: &Path, id: &str) -> Result<ContainerMeta, RuntimeErr
     let response = sender
         .send_request(request)
         .await
-        .map_err(|source| RuntimeError::Http { socket: shown(), source })?;
+        .map_err(|source| RuntimeError::Http {
+            socket: shown(),
+            source,
+        })?;
     let status = response.status().as_u16();
     let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
-        .map_err(|e| RuntimeError::Body { socket: shown(), message: e.to_string() })?
+        .map_err(|e| RuntimeError::Body {
+            socket: shown(),
+            message: e.to_string(),
+        })?
         .to_bytes();
     conn.abort();
     if status != 200 {
@@ -126,7 +138,10 @@ async fn inspect_on(socket: &Path, id: &str) -> Result<ContainerMeta, RuntimeErr
             status,
         });
     }
-    parse_inspect(&body).map_err(|source| RuntimeError::Json { socket: shown(), source })
+    parse_inspect(&body).map_err(|source| RuntimeError::Json {
+        socket: shown(),
+        source,
+    })
 }
 
 #[derive(Deserialize)]

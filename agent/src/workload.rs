@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn repository_strips_tag_and_digest_not_port() {
-        assert_eq!(image_repository("localhost/glasshouse-test:latest"), "localhost/glasshouse-test");
+        assert_eq!(
+            image_repository("localhost/glasshouse-test:latest"),
+            "localhost/glasshouse-test"
+        );
         assert_eq!(image_repository("registry:5000/team/app:1.2"), "registry:5000/team/app");
         assert_eq!(image_repository("registry:5000/team/app"), "registry:5000/team/app");
         assert_eq!(image_repository("nginx@sha256:abcd"), "nginx");
@@ -97,7 +100,11 @@ mod tests {
         let k8s = meta(
             Some("nginx:1.25"),
             Some("sha256:1"),
-            &[(LABEL_NAMESPACE, "shop"), (LABEL_POD, "web-7d4b9c8f6d-x2x9k"), (LABEL_CONTAINER, "nginx")],
+            &[
+                (LABEL_NAMESPACE, "shop"),
+                (LABEL_POD, "web-7d4b9c8f6d-x2x9k"),
+                (LABEL_CONTAINER, "nginx"),
+            ],
         );
         assert_eq!(identity(id, &k8s), "k8s:shop/web/nginx");
         assert_eq!(identity(id, &meta(Some("nginx:1.25"), Some("sha256:1"), &[])), "nginx");

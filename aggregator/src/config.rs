@@ -95,10 +95,16 @@ impl Validate for Config {
             return Err(("brokers", "must name at least one broker".into()));
         }
         if self.topic_partitions < 1 {
-            return Err(("topic_partitions", format!("must be at least 1, got {}", self.topic_partitions)));
+            return Err((
+                "topic_partitions",
+                format!("must be at least 1, got {}", self.topic_partitions),
+            ));
         }
         if self.topic_replication < 1 {
-            return Err(("topic_replication", format!("must be at least 1, got {}", self.topic_replication)));
+            return Err((
+                "topic_replication",
+                format!("must be at least 1, got {}", self.topic_replication),
+            ));
         }
         if self.flush_max_rows == 0 {
             return Err(("flush_max_rows", "must be at least 1".into()));
@@ -120,15 +126,23 @@ mod tests {
 
     #[test]
     fn shipped_local_config_parses() {
-        let c: Config = parse_config("deploy/local/aggregator.toml", include_str!("../../deploy/local/aggregator.toml")).unwrap();
+        let c: Config = parse_config(
+            "deploy/local/aggregator.toml",
+            include_str!("../../deploy/local/aggregator.toml"),
+        )
+        .unwrap();
         assert_eq!(c.listen.port(), 50051);
     }
 
     #[test]
     fn invalid_values_name_their_field() {
-        let e = parse_config::<Config>("a.toml", "topic_partitions = 0").unwrap_err().to_string();
+        let e = parse_config::<Config>("a.toml", "topic_partitions = 0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`topic_partitions`"), "{e}");
-        let e = parse_config::<Config>("a.toml", "listen = \"nowhere\"").unwrap_err().to_string();
+        let e = parse_config::<Config>("a.toml", "listen = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("config a.toml:1:"), "{e}");
     }
 }

@@ -29,7 +29,11 @@ pub enum DecodeError {
     #[error("batch {sequence}: container {container_ref} uses unknown string reference {id}")]
     UnknownContainerString { sequence: u64, container_ref: u32, id: u32 },
     #[error("batch {sequence}, event {index}: unknown container reference {container_ref}")]
-    UnknownContainer { sequence: u64, index: usize, container_ref: u32 },
+    UnknownContainer {
+        sequence: u64,
+        index: usize,
+        container_ref: u32,
+    },
     #[error("batch {sequence}, event {index}: unknown process event kind {kind}")]
     UnknownKind { sequence: u64, index: usize, kind: i32 },
     #[error("batch {sequence}, event {index}: timestamp out of range")]
@@ -107,7 +111,8 @@ impl StreamTables {
             if def.id == 0 {
                 return Err(DecodeError::StringIdZero { sequence });
             }
-            self.strings.insert(def.id, Arc::from(String::from_utf8_lossy(&def.value)));
+            self.strings
+                .insert(def.id, Arc::from(String::from_utf8_lossy(&def.value)));
         }
         for c in batch.containers {
             if c.r#ref == 0 {
@@ -117,11 +122,15 @@ impl StreamTables {
                 if id == 0 {
                     return Ok(None);
                 }
-                self.strings.get(&id).cloned().map(Some).ok_or(DecodeError::UnknownContainerString {
-                    sequence,
-                    container_ref: c.r#ref,
-                    id,
-                })
+                self.strings
+                    .get(&id)
+                    .cloned()
+                    .map(Some)
+                    .ok_or(DecodeError::UnknownContainerString {
+                        sequence,
+                        container_ref: c.r#ref,
+                        id,
+                    })
             };
             let id = lookup(c.container_id)?.unwrap_or_else(|| Arc::from(""));
             let entry = ContainerEntry {
@@ -158,7 +167,13 @@ impl StreamTables {
                 Ok(v1::ProcessEventKind::Exec) => Kind::Exec,
                 Ok(v1::ProcessEventKind::Fork) => Kind::Fork,
                 Ok(v1::ProcessEventKind::Exit) => Kind::Exit,
-                _ => return Err(DecodeError::UnknownKind { sequence, index, kind: e.kind }),
+                _ => {
+                    return Err(DecodeError::UnknownKind {
+                        sequence,
+                        index,
+                        kind: e.kind,
+                    });
+                }
             };
             let container = match e.container {
                 0 => None,
@@ -235,7 +250,14 @@ mod tests {
             sequence: 1,
             base_time_unix_ns: 1_700_000_000_000_000_000,
             reset_strings: false,
-            strings: vec![s(1, "c0ffee"), s(2, "localhost/app:1"), s(3, "localhost/app"), s(4, "/bin/cat"), s(5, "cat"), s(6, "/etc/hostname")],
+            strings: vec![
+                s(1, "c0ffee"),
+                s(2, "localhost/app:1"),
+                s(3, "localhost/app"),
+                s(4, "/bin/cat"),
+                s(5, "cat"),
+                s(6, "/etc/hostname"),
+            ],
             containers: vec![v1::ContainerDef {
                 r#ref: 1,
                 runtime: v1::ContainerRuntime::Podman as i32,
@@ -278,7 +300,10 @@ mod tests {
         assert_eq!(r.container_id.as_deref(), Some("c0ffee"));
         assert_eq!(r.image.as_deref(), Some("localhost/app:1"));
         assert_eq!(r.argv, vec!["cat", "/etc/hostname"]);
-        assert_eq!((r.agent_id.as_str(), r.boot_id, r.batch_seq, r.event_index), ("a1", 9, 1, 0));
+        assert_eq!(
+            (r.agent_id.as_str(), r.boot_id, r.batch_seq, r.event_index),
+            ("a1", 9, 1, 0)
+        );
         let (w, rows) = &groups[1];
         assert_eq!(&**w, "host:h1");
         assert_eq!(rows[0].time_unix_ns, 1_700_000_000_000_000_005);
@@ -295,17 +320,36 @@ mod tests {
 
     #[test]
     fn inconsistent_batches_are_refused_with_a_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut v1::Batch)>, &str)> = vec![
-            (Box::new(|b| b.process_events[0].argv.push(99)), "unknown string reference 99"),
-            (Box::new(|b| b.process_events[0].container = 7), "unknown container reference 7"),
-            (Box::new(|b| b.process_events[0].kind = 42), "unknown process event kind 42"),
-            (Box::new(|b| b.process_events[1].time_delta_ns = i64::MAX), "timestamp out of range"),
+        type Mutation = Box<dyn Fn(&mut v1::Batch)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|b| b.process_events[0].argv.push(99)),
+                "unknown string reference 99",
+            ),
+            (
+                Box::new(|b| b.process_events[0].container = 7),
+                "unknown container reference 7",
+            ),
+            (
+                Box::new(|b| b.process_events[0].kind = 42),
+                "unknown process event kind 42",
+            ),
+            (
+                Box::new(|b| b.process_events[1].time_delta_ns = i64::MAX),
+                "timestamp out of range",
+            ),
             (Box::new(|b| b.base_time_unix_ns = 5), "timestamp out of range"),
             (Box::new(|b| b.strings[0].id = 0), "string id 0 is reserved"),
             (Box::new(|b| b.containers[0].image = 77), "unknown string reference 77"),
             (Box::new(|b| b.sequence = 0), "is not after 0"),
-            (Box::new(|b| b.strings.extend((10..200).map(|i| s(i, "x")))), "exceed 100 entries"),
-            (Box::new(|b| b.process_events.extend((0..200).map(|_| v1::ProcessEvent::default()))), "limit is 100"),
+            (
+                Box::new(|b| b.strings.extend((10..200).map(|i| s(i, "x")))),
+                "exceed 100 entries",
+            ),
+            (
+                Box::new(|b| b.process_events.extend((0..200).map(|_| v1::ProcessEvent::default()))),
+                "limit is 100",
+            ),
         ];
         for (mutate, want) in cases {
             let mut t = StreamTables::new(&hello(), 100, 100);

@@ -75,7 +75,14 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         partitions: config.topic_partitions,
         replication: config.topic_replication,
     };
-    ensure_topics(&config.brokers, layout, &cancel).await?;
+    match ensure_topics(&config.brokers, layout, &cancel).await {
+        Ok(()) => {}
+        Err(TopicError::Cancelled { .. }) => {
+            tracing::info!("aggregator stopped before kafka was reachable");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
     let producer: FutureProducer = producer_config(&config)
         .create()
         .map_err(|source| AggregatorError::Producer {

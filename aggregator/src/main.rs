@@ -15,7 +15,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     service::init_logging();
     let args = Args::parse();
     let config: glasshouse_aggregator::Config = match service::load_config(args.config.as_deref()) {
@@ -26,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let cancel = service::shutdown_on_signals();
-    glasshouse_aggregator::run(config, cancel).await?;
-    Ok(())
+    if let Err(e) = glasshouse_aggregator::run(config, cancel).await {
+        tracing::error!("{}", service::error_chain(&e));
+        std::process::exit(1);
+    }
 }

@@ -90,7 +90,11 @@ impl Ingest for IngestService {
             shutdown: self.shutdown.clone(),
             tx,
         };
-        tokio::spawn(session.run(inbound).instrument(tracing::info_span!("agent-stream", %peer)));
+        tokio::spawn(
+            session
+                .run(inbound)
+                .instrument(tracing::info_span!("agent-stream", %peer)),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -227,4 +227,3 @@ async fn sleep_until(deadline: Option<Instant>) {
         tokio::time::sleep_until(d).await;
     }
 }
-

@@ -3,11 +3,12 @@
 //! after its rows were handled, and committed (periodically and at shutdown)
 //! from the stored offsets: at-least-once.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use glasshouse_proto::ipc;
 use glasshouse_proto::process::{self, Row};
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, RecordType};
-use glasshouse_proto::ipc;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -31,6 +32,20 @@ pub enum StartAt {
     Latest,
 }
 
+/// How to join the consumer group.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub group: String,
+    /// Static membership id; `None` for a dynamic member.
+    pub instance_id: Option<String>,
+    pub start: StartAt,
+    /// A member silent this long is dropped from the group.
+    pub session_timeout_ms: u32,
+    /// Extra librdkafka properties, applied last.
+    pub extra: BTreeMap<String, String>,
+}
+
 /// Handles the rows of one message; an error is logged and the message skipped.
 pub trait RowHandler {
     fn handle(&mut self, rows: &[Row]);
@@ -38,31 +53,50 @@ pub trait RowHandler {
 
 /// Consumes `glasshouse.process` as a member of `group` until `cancel`.
 pub async fn consume(
-    brokers: &str,
-    group: &str,
-    start: StartAt,
+    settings: &ConsumerSettings,
     handler: &mut (dyn RowHandler + Send),
     cancel: &CancellationToken,
 ) -> Result<ConsumeStats, ConsumeError> {
+    let ConsumerSettings {
+        brokers,
+        group,
+        instance_id,
+        start,
+        session_timeout_ms,
+        extra,
+    } = settings;
+    let brokers = brokers.as_str();
+    let group = group.as_str();
     let client_error = |source| ConsumeError::Client {
         brokers: brokers.to_owned(),
         source,
     };
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        // A rebalance waits this long for members to rejoin; our handlers are
+        // fast, so a dead member must not hold its partitions for the
+        // librdkafka default of five minutes.
+        .set("max.poll.interval.ms", (session_timeout_ms * 3).to_string())
         .set(
             "auto.offset.reset",
             match start {
                 StartAt::Earliest => "earliest",
                 StartAt::Latest => "latest",
             },
-        )
-        .create()
-        .map_err(client_error)?;
+        );
+    if let Some(id) = instance_id {
+        client.set("group.instance.id", id);
+    }
+    for (k, v) in extra {
+        client.set(k, v);
+    }
+    let consumer: StreamConsumer = client.create().map_err(client_error)?;
     consumer
         .subscribe(&[RecordType::Process.topic()])
         .map_err(client_error)?;
@@ -119,7 +153,12 @@ fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send)
     });
     if record_type.as_deref().is_some_and(|t| t != RecordType::Process.name()) {
         stats.undecodable += 1;
-        tracing::warn!(partition = m.partition(), offset = m.offset(), record_type, "unexpected record type, skipped");
+        tracing::warn!(
+            partition = m.partition(),
+            offset = m.offset(),
+            record_type,
+            "unexpected record type, skipped"
+        );
         return;
     }
     let decoded = m

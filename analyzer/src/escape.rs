@@ -65,7 +65,10 @@ mod tests {
     fn argv_keeps_boundaries() {
         let a = |v: &[&str]| argv(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
         assert_eq!(a(&["cat", "/etc/hostname"]), "cat /etc/hostname");
-        assert_eq!(a(&["sh", "-c", "sleep 1; cat \"x\""]), "sh -c \"sleep 1; cat \\\"x\\\"\"");
+        assert_eq!(
+            a(&["sh", "-c", "sleep 1; cat \"x\""]),
+            "sh -c \"sleep 1; cat \\\"x\\\"\""
+        );
         assert_eq!(a(&["echo", ""]), "echo \"\"");
         assert!(!a(&["x\ny"]).contains('\n'));
     }

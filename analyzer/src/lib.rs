@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-use crate::consume::{ConsumeError, ConsumeStats, RowHandler, StartAt};
+use crate::consume::{ConsumeError, ConsumeStats, ConsumerSettings, RowHandler, StartAt};
 use crate::view::View;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,27 +57,70 @@ impl<W: Write> RowHandler for Shower<W> {
 
 /// Runs the analyzer until `cancel`, writing the live view to `out` when
 /// `config.view` is set.
-pub async fn run<W: Write + Send>(config: Config, out: W, cancel: CancellationToken) -> Result<ConsumeStats, AnalyzerError> {
+pub async fn run<W: Write + Send>(
+    config: Config,
+    out: W,
+    cancel: CancellationToken,
+) -> Result<ConsumeStats, AnalyzerError> {
     let layout = TopicLayout {
         partitions: config.topic_partitions,
         replication: config.topic_replication,
     };
-    ensure_topics(&config.brokers, layout, &cancel).await?;
+    match ensure_topics(&config.brokers, layout, &cancel).await {
+        Ok(()) => {}
+        Err(TopicError::Cancelled { .. }) => {
+            tracing::info!("analyzer stopped before kafka was reachable");
+            return Ok(ConsumeStats::default());
+        }
+        Err(e) => return Err(e.into()),
+    }
     let mut shower = Shower {
         view: config.view.then(|| View::new(out)),
     };
-    let stats = consume::consume(&config.brokers, &config.group, StartAt::Earliest, &mut shower, &cancel).await?;
-    tracing::info!(messages = stats.messages, rows = stats.rows, undecodable = stats.undecodable, "analyzer stopped");
+    let settings = ConsumerSettings {
+        brokers: config.brokers.clone(),
+        group: config.group.clone(),
+        instance_id: Some(config.instance_id.clone()),
+        start: StartAt::Earliest,
+        session_timeout_ms: config.session_timeout_ms,
+        extra: config.kafka.clone(),
+    };
+    let stats = consume::consume(&settings, &mut shower, &cancel).await?;
+    tracing::info!(
+        messages = stats.messages,
+        rows = stats.rows,
+        undecodable = stats.undecodable,
+        "analyzer stopped"
+    );
     Ok(stats)
 }
 
 /// `glasshouse watch`: the live view from a private consumer group, starting
 /// at the newest events (or the oldest with `from_beginning`).
-pub async fn watch<W: Write + Send>(brokers: &str, from_beginning: bool, out: W, cancel: CancellationToken) -> Result<ConsumeStats, AnalyzerError> {
+pub async fn watch<W: Write + Send>(
+    brokers: &str,
+    from_beginning: bool,
+    out: W,
+    cancel: CancellationToken,
+) -> Result<ConsumeStats, AnalyzerError> {
     let group = format!("glasshouse-watch-{}-{}", std::process::id(), glasshouse_proto_now());
-    let mut shower = Shower { view: Some(View::new(out)) };
-    let start = if from_beginning { StartAt::Earliest } else { StartAt::Latest };
-    Ok(consume::consume(brokers, &group, start, &mut shower, &cancel).await?)
+    let mut shower = Shower {
+        view: Some(View::new(out)),
+    };
+    let start = if from_beginning {
+        StartAt::Earliest
+    } else {
+        StartAt::Latest
+    };
+    let settings = ConsumerSettings {
+        brokers: brokers.to_owned(),
+        group,
+        instance_id: None,
+        start,
+        session_timeout_ms: 10_000,
+        extra: Default::default(),
+    };
+    Ok(consume::consume(&settings, &mut shower, &cancel).await?)
 }
 
 fn glasshouse_proto_now() -> u128 {

@@ -20,7 +20,10 @@ pub struct View<W> {
 
 impl<W: Write> View<W> {
     pub fn new(out: W) -> View<W> {
-        View { out, seen: HashSet::new() }
+        View {
+            out,
+            seen: HashSet::new(),
+        }
     }
 
     /// Shows one row (exec rows and first sightings of containers).
@@ -45,7 +48,11 @@ impl<W: Write> View<W> {
             )?;
         }
         if row.kind == Kind::Exec {
-            let repeat = if row.count > 1 { format!(" (x{})", row.count) } else { String::new() };
+            let repeat = if row.count > 1 {
+                format!(" (x{})", row.count)
+            } else {
+                String::new()
+            };
             writeln!(
                 self.out,
                 "{}    {short} {name}  exec pid={} uid={} {}  {}{repeat}",
@@ -53,7 +60,11 @@ impl<W: Write> View<W> {
                 row.pid,
                 row.uid,
                 escape::terminal(row.path.as_deref().unwrap_or("?")),
-                escape::argv(&row.argv),
+                if row.path.is_none() && row.argv.is_empty() {
+                    "(exited before /proc could be read)".to_owned()
+                } else {
+                    escape::argv(&row.argv)
+                },
             )?;
         }
         self.out.flush()
@@ -131,6 +142,10 @@ mod tests {
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].contains("container 41ee3b278ccc web\\n1  image=localhost/glasshouse-test:latest"));
-        assert!(lines[1].ends_with("exec pid=7 uid=0 /bin/busybox  cat /etc/hostname"), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with("exec pid=7 uid=0 /bin/busybox  cat /etc/hostname"),
+            "{}",
+            lines[1]
+        );
     }
 }

@@ -16,7 +16,7 @@ PACKAGES=(
   podman runc netavark aardvark-dns iptables conmon uidmap  # containers
   busybox-static                            # the test image's rootfs
   postgresql-client                         # psql for the SQL front door
-  python3 python3-pip                       # OCSF schema validation in tests
+  python3 python3-pip curl                  # OCSF schema validation in tests; run.sh health checks
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -32,9 +32,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
 /// Decodes a message value written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
     let reader = StreamReader::try_new(bytes, None).map_err(DecodeError::Arrow)?;
-    let mut batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(DecodeError::Arrow)?;
+    let mut batches = reader.collect::<Result<Vec<_>, _>>().map_err(DecodeError::Arrow)?;
     match batches.len() {
         1 => Ok(batches.remove(0)),
         count => Err(DecodeError::BatchCount { count }),

@@ -42,8 +42,7 @@ pub enum TopicError {
 
 /// Every topic of the design with its cleanup policy.
 pub fn all_topics() -> Vec<(&'static str, bool)> {
-    let mut topics: Vec<(&'static str, bool)> =
-        RecordType::ALL.iter().map(|t| (t.topic(), t.compacted())).collect();
+    let mut topics: Vec<(&'static str, bool)> = RecordType::ALL.iter().map(|t| (t.topic(), t.compacted())).collect();
     topics.push((TOPIC_ALERTS, false));
     topics.push((TOPIC_BASELINES, true));
     topics
@@ -51,11 +50,7 @@ pub fn all_topics() -> Vec<(&'static str, bool)> {
 
 /// Creates the missing topics of the design, retrying with backoff (and a
 /// warning naming the address) while the broker is unreachable.
-pub async fn ensure_topics(
-    brokers: &str,
-    layout: TopicLayout,
-    cancel: &CancellationToken,
-) -> Result<(), TopicError> {
+pub async fn ensure_topics(brokers: &str, layout: TopicLayout, cancel: &CancellationToken) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -68,15 +63,26 @@ pub async fn ensure_topics(
         .iter()
         .map(|(name, compacted)| {
             let t = NewTopic::new(name, layout.partitions, TopicReplication::Fixed(layout.replication));
-            if *compacted { t.set("cleanup.policy", "compact") } else { t }
+            if *compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // A short request timeout turns an unreachable broker into a retry with a
+    // warning after seconds, not after librdkafka's one-minute default.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(5)));
+    tracing::info!(brokers, "connecting to kafka");
     let mut backoff = Backoff::default();
     loop {
         let attempt = crate::service::or_cancelled(cancel, admin.create_topics(&new_topics, &options)).await;
         let Some(result) = attempt else {
-            return Err(TopicError::Cancelled { brokers: brokers.to_owned() });
+            return Err(TopicError::Cancelled {
+                brokers: brokers.to_owned(),
+            });
         };
         match result {
             Ok(results) => {
@@ -102,15 +108,25 @@ pub async fn ensure_topics(
                     return Ok(());
                 }
                 let delay = backoff.next_delay();
-                if crate::service::or_cancelled(cancel, tokio::time::sleep(delay)).await.is_none() {
-                    return Err(TopicError::Cancelled { brokers: brokers.to_owned() });
+                if crate::service::or_cancelled(cancel, tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
+                    return Err(TopicError::Cancelled {
+                        brokers: brokers.to_owned(),
+                    });
                 }
             }
             Err(error) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(brokers, %error, retry_in = ?delay, "kafka broker unreachable, retrying");
-                if crate::service::or_cancelled(cancel, tokio::time::sleep(delay)).await.is_none() {
-                    return Err(TopicError::Cancelled { brokers: brokers.to_owned() });
+                if crate::service::or_cancelled(cancel, tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
+                    return Err(TopicError::Cancelled {
+                        brokers: brokers.to_owned(),
+                    });
                 }
             }
         }

@@ -27,10 +27,8 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow_array::builder::{
-    ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
-};
 use arrow_array::builder::Int32Builder;
+use arrow_array::builder::{ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampNanosecondType, UInt32Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -370,11 +368,7 @@ pub(crate) mod tests {
 
     #[test]
     fn foreign_schema_is_refused() {
-        let other = RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
-            "x",
-            DataType::Int32,
-            false,
-        )])));
+        let other = RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)])));
         assert!(read_rows(&other).is_err());
     }
 }

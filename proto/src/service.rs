@@ -44,10 +44,7 @@ pub trait Validate {
 /// Parses TOML `text` (from `path`, for messages) into a validated config.
 pub fn parse_config<T: DeserializeOwned + Validate>(path: &str, text: &str) -> Result<T, ConfigError> {
     let config: T = toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_column(text, s.start))
-            .unwrap_or((1, 1));
+        let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
         ConfigError::Parse {
             path: path.to_owned(),
             line,
@@ -55,13 +52,11 @@ pub fn parse_config<T: DeserializeOwned + Validate>(path: &str, text: &str) -> R
             message: e.message().trim().replace('\n', " "),
         }
     })?;
-    config
-        .validate()
-        .map_err(|(field, message)| ConfigError::Invalid {
-            path: path.to_owned(),
-            field,
-            message,
-        })?;
+    config.validate().map_err(|(field, message)| ConfigError::Invalid {
+        path: path.to_owned(),
+        field,
+        message,
+    })?;
     Ok(config)
 }
 
@@ -129,6 +124,21 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// An error and all its sources on one line: `outer: inner: root cause`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 /// Exponential backoff with jitter: `initial`, doubling up to `max`.
@@ -201,7 +211,9 @@ mod tests {
 
     #[test]
     fn unknown_field_is_one_line_naming_it() {
-        let err = parse_config::<Sample>("x.toml", "rows = 1\nrowz = 2\n").unwrap_err().to_string();
+        let err = parse_config::<Sample>("x.toml", "rows = 1\nrowz = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("config x.toml:2:1: "), "{err}");
         assert!(err.contains("rowz"), "{err}");
         assert!(!err.contains('\n'), "{err}");
@@ -209,7 +221,9 @@ mod tests {
 
     #[test]
     fn wrong_type_and_invalid_value_name_the_field() {
-        let err = parse_config::<Sample>("x.toml", "rows = \"many\"").unwrap_err().to_string();
+        let err = parse_config::<Sample>("x.toml", "rows = \"many\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.toml:1:"), "{err}");
         let err = parse_config::<Sample>("x.toml", "rows = 11").unwrap_err().to_string();
         assert_eq!(err, "config x.toml: field `rows`: must be at most 10, got 11");
@@ -220,6 +234,22 @@ mod tests {
         let err = load_config::<Sample>(Some(Path::new("/nonexistent/g.toml"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/g.toml"));
         assert_eq!(load_config::<Sample>(None).unwrap().rows, 0);
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let outer = ConfigError::Read {
+            path: "x".into(),
+            source: io,
+        };
+        // The outer message already ends with the source: not repeated.
+        assert_eq!(error_chain(&outer), "config x: cannot read: connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("refused"));
+        assert_eq!(error_chain(&e), "connect: refused");
     }
 
     #[test]

@@ -139,7 +139,11 @@ impl PodmanService {
         let service = PodmanService { child, socket, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !service.socket.exists() {
-            ensure!(Instant::now() < deadline, "podman system service did not create {}", service.socket.display());
+            ensure!(
+                Instant::now() < deadline,
+                "podman system service did not create {}",
+                service.socket.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(service)
@@ -160,5 +164,8 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
     // Ignored error: another test installed it first.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

@@ -52,15 +52,25 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let ingest = listener.local_addr()?;
     let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
         "test",
-        &format!("brokers = \"{}\"\ntopic_partitions = 3\nflush_max_age_ms = 20", broker.bootstrap()),
+        &format!(
+            "brokers = \"{}\"\ntopic_partitions = 3\nflush_max_age_ms = 20",
+            broker.bootstrap()
+        ),
     )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(aggregator_config, listener, cancel.clone()));
+    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
+        aggregator_config,
+        listener,
+        cancel.clone(),
+    ));
 
     // Analyzer, showing into a buffer.
     let view = Shared::default();
     let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
         "test",
-        &format!("brokers = \"{}\"\ngroup = \"e2e-analyzer\"\ntopic_partitions = 3", broker.bootstrap()),
+        &format!(
+            "brokers = \"{}\"\ngroup = \"e2e-analyzer\"\ntopic_partitions = 3",
+            broker.bootstrap()
+        ),
     )?;
     let analyzer = tokio::spawn(glasshouse_analyzer::run(analyzer_config, view.clone(), cancel.clone()));
 
@@ -81,7 +91,15 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let container_id = tokio::task::spawn_blocking({
         let name = name.clone();
         move || {
-            let id = podman(&["create", "--name", &name, TEST_IMAGE, "/bin/sh", "-c", "sleep 1; cat /etc/hostname"])?;
+            let id = podman(&[
+                "create",
+                "--name",
+                &name,
+                TEST_IMAGE,
+                "/bin/sh",
+                "-c",
+                "sleep 1; cat /etc/hostname",
+            ])?;
             podman(&["start", "--attach", &name])?;
             anyhow::Ok(id)
         }
@@ -101,12 +119,21 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut rows: Vec<Row> = Vec::new();
     let found = loop {
-        if let Some(r) = rows.iter().find(|r| r.kind == Kind::Exec && r.argv.first().map(String::as_str) == Some("cat")) {
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.kind == Kind::Exec && r.argv.first().map(String::as_str) == Some("cat"))
+        {
             break r.clone();
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        anyhow::ensure!(!remaining.is_zero(), "no exec of cat in {} within 30 s; rows seen: {rows:#?}", RecordType::Process.topic());
-        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else { continue };
+        anyhow::ensure!(
+            !remaining.is_zero(),
+            "no exec of cat in {} within 30 s; rows seen: {rows:#?}",
+            RecordType::Process.topic()
+        );
+        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
+            continue;
+        };
         let msg = msg?;
         let headers = msg.headers().context("message without headers")?;
         let header = |k: &str| {
@@ -121,7 +148,11 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
         let batch = ipc::decode(msg.payload().context("empty payload")?)?;
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         for row in process::read_rows(&batch)? {
-            assert_eq!(key.as_deref(), Some(row.workload_id.as_str()), "message key is the workload id");
+            assert_eq!(
+                key.as_deref(),
+                Some(row.workload_id.as_str()),
+                "message key is the workload id"
+            );
             rows.push(row);
         }
     };
@@ -145,10 +176,19 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     // The analyzer, as a consumer group member, showed the exec.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !view.text().contains("cat /etc/hostname") {
-        ensure!(Instant::now() < deadline, "analyzer view never showed the exec:\n{}", view.text());
+        ensure!(
+            Instant::now() < deadline,
+            "analyzer view never showed the exec:\n{}",
+            view.text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(view.text().contains(&format!("container {} {name}", &container_id[..12])), "{}", view.text());
+    assert!(
+        view.text()
+            .contains(&format!("container {} {name}", &container_id[..12])),
+        "{}",
+        view.text()
+    );
 
     // Clean shutdown of every part.
     cancel.cancel();
@@ -158,6 +198,9 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let stats = tokio::time::timeout(Duration::from_secs(20), analyzer).await???;
     assert!(stats.rows >= 2);
     assert_eq!(stats.undecodable, 0);
+    // Leave the group before closing: a plain drop waits out the session timeout.
+    consumer.unsubscribe();
+    drop(consumer);
     drop(podman_api);
     drop(broker);
     Ok(())

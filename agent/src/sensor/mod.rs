@@ -31,11 +31,7 @@ pub enum RawEvent {
     },
     /// A process (thread group) exited; `code` is the exit status, or minus the
     /// number of the signal that killed it.
-    Exit {
-        time_unix_ns: i64,
-        pid: u32,
-        code: i32,
-    },
+    Exit { time_unix_ns: i64, pid: u32, code: i32 },
 }
 
 /// Counters every sensor keeps; nothing is dropped without being counted here.

@@ -59,7 +59,11 @@ impl ProcConnector {
     pub fn open() -> Result<ProcConnector, ConnectorError> {
         // SAFETY: plain socket(2) call with constant arguments.
         let raw = check("socket", unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_CONNECTOR)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_CONNECTOR,
+            )
         })?;
         // SAFETY: `raw` is a freshly created, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -299,8 +303,16 @@ mod tests {
             parse_datagram(&dgram),
             vec![
                 Parsed::Exec { ts: 5, pid: 10 },
-                Parsed::Fork { ts: 6, parent: 10, child: 11 },
-                Parsed::Exit { ts: 8, pid: 11, status: 256 },
+                Parsed::Fork {
+                    ts: 6,
+                    parent: 10,
+                    child: 11
+                },
+                Parsed::Exit {
+                    ts: 8,
+                    pid: 11,
+                    status: 256
+                },
             ]
         );
     }

@@ -25,14 +25,19 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     service::init_logging();
     let cli = Cli::parse();
     let cancel = service::shutdown_on_signals();
     match cli.command {
-        Command::Watch { brokers, from_beginning } => {
-            glasshouse_analyzer::watch(&brokers, from_beginning, std::io::stdout(), cancel).await?;
+        Command::Watch {
+            brokers,
+            from_beginning,
+        } => {
+            if let Err(e) = glasshouse_analyzer::watch(&brokers, from_beginning, std::io::stdout(), cancel).await {
+                tracing::error!("{}", service::error_chain(&e));
+                std::process::exit(1);
+            }
         }
     }
-    Ok(())
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The main job: the whole Glasshouse pipeline on this host.
+#   tansu broker (durable sqlite under the state dir) → aggregator → analyzer,
+#   with the agent watching every container, and the live view on this terminal.
+# Ctrl-C stops everything in order: agent, aggregator, analyzer, broker.
+#
+# Environment: GLASSHOUSE_STATE (default /var/lib/glasshouse/local),
+#              CARGO_TARGET_DIR (default /var/cache/glasshouse/target).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+
+./deploy/local/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/glasshouse/target}
+STATE=${GLASSHOUSE_STATE:-/var/lib/glasshouse/local}
+LOGS=$STATE/logs
+mkdir -p "$LOGS" "$STATE/broker"
+
+echo "==> building (cargo build, dev profile shared with the tests)" >&2
+cargo build --locked --workspace --bins --quiet
+BIN=$CARGO_TARGET_DIR/debug
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 200); do port_busy "$1" && return 0; sleep 0.1; done
+  echo "run.sh: $2 did not start listening on 127.0.0.1:$1; see $LOGS/$2.log" >&2
+  return 1
+}
+for port in 9092 50051; do
+  if port_busy "$port"; then
+    echo "run.sh: port $port is already in use (another Glasshouse stack or broker?); stop it first" >&2
+    exit 1
+  fi
+done
+
+declare -A PIDS=()
+stop() {
+  trap - INT TERM EXIT
+  echo >&2
+  echo "==> stopping" >&2
+  for name in agent aggregator analyzer broker podman-api; do
+    pid=${PIDS[$name]:-}
+    [[ -n $pid ]] || continue
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "    $name did not stop in 15 s, killing" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    echo "    $name stopped" >&2
+  done
+  echo "==> logs and broker data kept in $STATE" >&2
+}
+trap stop INT TERM EXIT
+
+# Every part runs in its own session (setsid), so Ctrl-C reaches only this
+# script, which then stops the parts one by one, in order.
+# The broker resolves a relative sqlite path against its working directory.
+(cd "$STATE/broker" && exec setsid tansu broker \
+    --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine sqlite://tansu.db) >"$LOGS/broker.log" 2>&1 &
+PIDS[broker]=$!
+wait_port 9092 broker
+
+# The Docker-compatible API the agent asks for container metadata.
+PODMAN_SOCK=/run/podman/podman.sock
+if ! curl -sf --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
+  mkdir -p /run/podman
+  setsid podman system service --time=0 "unix://$PODMAN_SOCK" >"$LOGS/podman-api.log" 2>&1 &
+  PIDS[podman-api]=$!
+fi
+
+setsid "$BIN/glasshouse-aggregator" --config "$REPO/deploy/local/aggregator.toml" 2>"$LOGS/aggregator.log" &
+PIDS[aggregator]=$!
+wait_port 50051 aggregator
+
+setsid "$BIN/glasshouse-analyzer" --config "$REPO/deploy/local/analyzer.toml" 2>"$LOGS/analyzer.log" &
+PIDS[analyzer]=$!
+
+setsid "$BIN/glasshouse-agent" --config "$REPO/deploy/local/agent.toml" 2>"$LOGS/agent.log" &
+PIDS[agent]=$!
+
+cat >&2 <<MSG
+==> Glasshouse is running: broker 127.0.0.1:9092, aggregator 127.0.0.1:50051, analyzer, agent.
+    Logs: $LOGS/{broker,aggregator,analyzer,agent}.log
+    Try, in another terminal:
+      podman run --rm localhost/glasshouse-test:latest /bin/sh -c 'id; ls /; cat /etc/passwd'
+    Containers and what they execute appear below. Ctrl-C stops everything.
+MSG
+
+# Stop when any part dies, saying which.
+while true; do
+  for name in "${!PIDS[@]}"; do
+    if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
+      echo "run.sh: $name exited; last lines of $LOGS/$name.log:" >&2
+      tail -n 5 "$LOGS/$name.log" >&2 || true
+      unset "PIDS[$name]"
+      exit 1
+    fi
+  done
+  sleep 1
+done

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# All tests: set up this host (idempotent), then format check, clippy with
+# warnings as errors, and every test of the workspace — unit tests and the
+# end-to-end tests with a real broker, real containers and real processes.
+# Environment: CARGO_TARGET_DIR (default /var/cache/glasshouse/target).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+start=$(date +%s)
+./deploy/local/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/glasshouse/target}
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all --check
+echo "==> cargo clippy" >&2
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "==> cargo test" >&2
+cargo test --locked --workspace
+echo "==> all tests passed in $(( $(date +%s) - start )) s" >&2
