@@ -18,20 +18,9 @@ struct Args {
 async fn main() {
     service::init_logging();
     let args = Args::parse();
-    let config: glasshouse_agent::Config = match service::load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let cancel = service::shutdown_on_signals();
-    match glasshouse_agent::run(config, cancel).await {
-        Ok(report) if report.batches_unacked == 0 => {}
-        Ok(_) => std::process::exit(1),
-        Err(e) => {
-            tracing::error!("{}", service::error_chain(&e));
-            std::process::exit(1);
-        }
+    let config: glasshouse_agent::Config = service::load_config_or_exit(args.config.as_deref());
+    let report = service::exit_on_error(glasshouse_agent::run(config, service::shutdown_on_signals()).await);
+    if report.batches_unacked > 0 {
+        std::process::exit(1);
     }
 }

@@ -15,12 +15,9 @@ pub struct Config {
     /// Kafka bootstrap servers, comma separated. Default: the local broker.
     #[serde(default = "default_brokers")]
     pub brokers: String,
-    /// Partitions of topics this aggregator creates when missing. Default: 6.
-    #[serde(default = "default_partitions")]
-    pub topic_partitions: i32,
-    /// Replication factor of topics it creates. Default: 1 (single broker).
-    #[serde(default = "default_replication")]
-    pub topic_replication: i32,
+    /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
+    #[serde(default)]
+    pub topics: glasshouse_proto::kafka::TopicLayout,
     /// Name in the `glasshouse-producer-id` header and logs. Default: `aggregator/<host>`.
     #[serde(default = "default_producer_id")]
     pub producer_id: String,
@@ -50,12 +47,6 @@ fn default_listen() -> SocketAddr {
 }
 fn default_brokers() -> String {
     "127.0.0.1:9092".to_owned()
-}
-fn default_partitions() -> i32 {
-    6
-}
-fn default_replication() -> i32 {
-    1
 }
 fn default_producer_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -91,20 +82,9 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.topics.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
-        }
-        if self.topic_partitions < 1 {
-            return Err((
-                "topic_partitions",
-                format!("must be at least 1, got {}", self.topic_partitions),
-            ));
-        }
-        if self.topic_replication < 1 {
-            return Err((
-                "topic_replication",
-                format!("must be at least 1, got {}", self.topic_replication),
-            ));
         }
         if self.flush_max_rows == 0 {
             return Err(("flush_max_rows", "must be at least 1".into()));
@@ -136,10 +116,10 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_field() {
-        let e = parse_config::<Config>("a.toml", "topic_partitions = 0")
+        let e = parse_config::<Config>("a.toml", "[topics]\npartitions = 0")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`topic_partitions`"), "{e}");
+        assert!(e.contains("`topics.partitions`"), "{e}");
         let e = parse_config::<Config>("a.toml", "listen = \"nowhere\"")
             .unwrap_err()
             .to_string();

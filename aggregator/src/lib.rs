@@ -23,7 +23,7 @@ pub mod sink;
 
 use std::net::SocketAddr;
 
-use glasshouse_proto::kafka::{TopicError, TopicLayout, ensure_topics};
+use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
 use glasshouse_proto::v1::ingest_server::IngestServer;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
@@ -71,17 +71,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Aggreg
 /// Shutdown order: stop accepting, let streams acknowledge what is in flight,
 /// flush the sink, flush the producer.
 pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<(), AggregatorError> {
-    let layout = TopicLayout {
-        partitions: config.topic_partitions,
-        replication: config.topic_replication,
-    };
-    match ensure_topics(&config.brokers, layout, &cancel).await {
-        Ok(()) => {}
-        Err(TopicError::Cancelled { .. }) => {
-            tracing::info!("aggregator stopped before kafka was reachable");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
+        return Ok(());
     }
     let producer: FutureProducer = producer_config(&config)
         .create()

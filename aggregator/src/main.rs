@@ -18,16 +18,6 @@ struct Args {
 async fn main() {
     service::init_logging();
     let args = Args::parse();
-    let config: glasshouse_aggregator::Config = match service::load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let cancel = service::shutdown_on_signals();
-    if let Err(e) = glasshouse_aggregator::run(config, cancel).await {
-        tracing::error!("{}", service::error_chain(&e));
-        std::process::exit(1);
-    }
+    let config: glasshouse_aggregator::Config = service::load_config_or_exit(args.config.as_deref());
+    service::exit_on_error(glasshouse_aggregator::run(config, service::shutdown_on_signals()).await);
 }

@@ -15,12 +15,9 @@ pub struct Config {
     /// and so the workloads. Default: `glasshouse-analyzer`.
     #[serde(default = "default_group")]
     pub group: String,
-    /// Partitions of topics created when missing. Default: 6.
-    #[serde(default = "default_partitions")]
-    pub topic_partitions: i32,
-    /// Replication factor of topics created when missing. Default: 1.
-    #[serde(default = "default_replication")]
-    pub topic_replication: i32,
+    /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
+    #[serde(default)]
+    pub topics: glasshouse_proto::kafka::TopicLayout,
     /// Print the live view (containers and what they execute) on stdout.
     /// Default: true.
     #[serde(default = "default_view")]
@@ -47,12 +44,6 @@ fn default_brokers() -> String {
 fn default_group() -> String {
     "glasshouse-analyzer".to_owned()
 }
-fn default_partitions() -> i32 {
-    6
-}
-fn default_replication() -> i32 {
-    1
-}
 fn default_view() -> bool {
     true
 }
@@ -66,6 +57,7 @@ fn default_session_timeout_ms() -> u32 {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.topics.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
         }
@@ -74,12 +66,6 @@ impl Validate for Config {
         }
         if self.group.trim().is_empty() {
             return Err(("group", "must not be empty".into()));
-        }
-        if self.topic_partitions < 1 {
-            return Err((
-                "topic_partitions",
-                format!("must be at least 1, got {}", self.topic_partitions),
-            ));
         }
         if !(1_000..=300_000).contains(&self.session_timeout_ms) {
             return Err((
@@ -95,12 +81,6 @@ impl Validate for Config {
             return Err((
                 "kafka",
                 format!("`{k}` is set by `group`, `instance_id` or `brokers`, not here"),
-            ));
-        }
-        if self.topic_replication < 1 {
-            return Err((
-                "topic_replication",
-                format!("must be at least 1, got {}", self.topic_replication),
             ));
         }
         Ok(())

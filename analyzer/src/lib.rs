@@ -20,7 +20,7 @@ pub mod view;
 
 use std::io::Write;
 
-use glasshouse_proto::kafka::{TopicError, TopicLayout, ensure_topics};
+use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
 use glasshouse_proto::process::Row;
 use tokio_util::sync::CancellationToken;
 
@@ -62,17 +62,8 @@ pub async fn run<W: Write + Send>(
     out: W,
     cancel: CancellationToken,
 ) -> Result<ConsumeStats, AnalyzerError> {
-    let layout = TopicLayout {
-        partitions: config.topic_partitions,
-        replication: config.topic_replication,
-    };
-    match ensure_topics(&config.brokers, layout, &cancel).await {
-        Ok(()) => {}
-        Err(TopicError::Cancelled { .. }) => {
-            tracing::info!("analyzer stopped before kafka was reachable");
-            return Ok(ConsumeStats::default());
-        }
-        Err(e) => return Err(e.into()),
+    if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
+        return Ok(ConsumeStats::default());
     }
     let mut shower = Shower {
         view: config.view.then(|| View::new(out)),

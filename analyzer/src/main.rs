@@ -18,16 +18,7 @@ struct Args {
 async fn main() {
     service::init_logging();
     let args = Args::parse();
-    let config: glasshouse_analyzer::Config = match service::load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let config: glasshouse_analyzer::Config = service::load_config_or_exit(args.config.as_deref());
     let cancel = service::shutdown_on_signals();
-    if let Err(e) = glasshouse_analyzer::run(config, std::io::stdout(), cancel).await {
-        tracing::error!("{}", service::error_chain(&e));
-        std::process::exit(1);
-    }
+    service::exit_on_error(glasshouse_analyzer::run(config, std::io::stdout(), cancel).await);
 }

@@ -14,11 +14,51 @@ use tokio_util::sync::CancellationToken;
 use crate::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES};
 use crate::service::Backoff;
 
-/// How topics are created when missing.
-#[derive(Debug, Clone, Copy)]
+/// How topics are created when missing: the `[topics]` table of the
+/// aggregator and analyzer configs.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TopicLayout {
+    /// Partitions per topic; workloads spread over them. Default: 6.
+    #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Replication factor. Default: 1 (a single broker).
+    #[serde(default = "default_replication")]
     pub replication: i32,
+}
+
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+
+impl Default for TopicLayout {
+    fn default() -> Self {
+        TopicLayout {
+            partitions: default_partitions(),
+            replication: default_replication(),
+        }
+    }
+}
+
+impl crate::service::Validate for TopicLayout {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.partitions < 1 {
+            return Err((
+                "topics.partitions",
+                format!("must be at least 1, got {}", self.partitions),
+            ));
+        }
+        if self.replication < 1 {
+            return Err((
+                "topics.replication",
+                format!("must be at least 1, got {}", self.replication),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why topics could not be ensured.
@@ -46,6 +86,23 @@ pub fn all_topics() -> Vec<(&'static str, bool)> {
     topics.push((TOPIC_ALERTS, false));
     topics.push((TOPIC_BASELINES, true));
     topics
+}
+
+/// [`ensure_topics`], where being cancelled while waiting is not an error:
+/// `Ok(false)` means "shut down before Kafka was reachable".
+pub async fn ensure_topics_unless_cancelled(
+    brokers: &str,
+    layout: TopicLayout,
+    cancel: &CancellationToken,
+) -> Result<bool, TopicError> {
+    match ensure_topics(brokers, layout, cancel).await {
+        Ok(()) => Ok(true),
+        Err(TopicError::Cancelled { .. }) => {
+            tracing::info!(brokers, "stopped before kafka was reachable");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the missing topics of the design, retrying with backoff (and a

@@ -75,6 +75,22 @@ pub fn load_config<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Resul
     }
 }
 
+/// For `main`: loads the config or logs its one-line error and exits with 2.
+pub fn load_config_or_exit<T: DeserializeOwned + Validate>(path: Option<&Path>) -> T {
+    load_config(path).unwrap_or_else(|e| {
+        tracing::error!("{e}");
+        std::process::exit(2)
+    })
+}
+
+/// For `main`: logs a fatal error with its causes on one line and exits with 1.
+pub fn exit_on_error<T, E: std::error::Error + 'static>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| {
+        tracing::error!("{}", error_chain(&e));
+        std::process::exit(1)
+    })
+}
+
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;

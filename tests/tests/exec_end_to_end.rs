@@ -53,7 +53,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "brokers = \"{}\"\ntopic_partitions = 3\nflush_max_age_ms = 20",
+            "brokers = \"{}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3",
             broker.bootstrap()
         ),
     )?;
@@ -68,7 +68,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "brokers = \"{}\"\ngroup = \"e2e-analyzer\"\ntopic_partitions = 3",
+            "brokers = \"{}\"\ngroup = \"e2e-analyzer\"\n[topics]\npartitions = 3",
             broker.bootstrap()
         ),
     )?;

@@ -34,10 +34,9 @@ async fn main() {
             brokers,
             from_beginning,
         } => {
-            if let Err(e) = glasshouse_analyzer::watch(&brokers, from_beginning, std::io::stdout(), cancel).await {
-                tracing::error!("{}", service::error_chain(&e));
-                std::process::exit(1);
-            }
+            service::exit_on_error(
+                glasshouse_analyzer::watch(&brokers, from_beginning, std::io::stdout(), cancel).await,
+            );
         }
     }
 }
