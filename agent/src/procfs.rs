@@ -28,20 +28,23 @@ pub const MAX_ARGV_BYTES: usize = 64 * 1024;
 /// Reads a process from `root` (normally `/proc`). Fails when it has exited.
 pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
     let dir = root.join(pid.to_string());
-    // The cgroup is read first: it is what attribution needs most and is the
-    // first thing to disappear when the process exits.
-    let cgroup = fs::read_to_string(dir.join("cgroup"))?;
-    let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+    // Order matters when racing a short-lived process: the command line, the
+    // executable and the working directory vanish as soon as it exits; status
+    // and cgroup stay readable until its parent reaps it.
+    let cmdline = fs::read(dir.join("cmdline"))?;
+    let exe = read_link_bytes(&dir.join("exe"));
+    let cwd = read_link_bytes(&dir.join("cwd"));
     let status = fs::read_to_string(dir.join("status"))?;
+    let cgroup = fs::read_to_string(dir.join("cgroup"))?;
     let (ppid, uid, gid) = parse_status(&status);
     Ok(ProcessInfo {
         pid,
         ppid,
         uid,
         gid,
-        exe: read_link_bytes(&dir.join("exe")),
+        exe,
         argv: split_cmdline(&cmdline),
-        cwd: read_link_bytes(&dir.join("cwd")),
+        cwd,
         cgroup,
     })
 }
