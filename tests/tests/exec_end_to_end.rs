@@ -119,8 +119,12 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut rows: Vec<Row> = Vec::new();
     let found = loop {
+        // The agent sees every container on the host (other tests' too): look
+        // for the exec in ours, by the id podman gave it.
+        let ours = |r: &&Row| r.container_id.as_deref() == Some(container_id.as_str());
         if let Some(r) = rows
             .iter()
+            .filter(ours)
             .find(|r| r.kind == Kind::Exec && r.argv.first().map(String::as_str) == Some("cat"))
         {
             break r.clone();
@@ -128,7 +132,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
         let remaining = deadline.saturating_duration_since(Instant::now());
         anyhow::ensure!(
             !remaining.is_zero(),
-            "no exec of cat in {} within 30 s; rows seen: {rows:#?}",
+            "no exec of cat in container {container_id} on {} within 30 s; rows seen: {rows:#?}",
             RecordType::Process.topic()
         );
         let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
@@ -157,7 +161,6 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
         }
     };
 
-    assert_eq!(found.container_id.as_deref(), Some(container_id.as_str()));
     assert_eq!(found.image.as_deref(), Some(TEST_IMAGE));
     assert_eq!(found.argv, vec!["cat".to_owned(), "/etc/hostname".to_owned()]);
     assert_eq!(found.path.as_deref(), Some("/bin/busybox"), "cat is busybox's applet");
