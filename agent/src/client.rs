@@ -26,6 +26,8 @@ use crate::pipeline::PendingBatch;
 pub struct ClientConfig {
     pub endpoints: Vec<String>,
     pub hello: v1::Hello,
+    /// Bearer token presented with `hello.agent_id`.
+    pub token: Option<String>,
     pub max_unacked: usize,
     pub max_strings: usize,
     pub drain_timeout: Duration,
@@ -184,7 +186,19 @@ async fn session(
     {
         return SessionEnd::Failed("stream closed before hello".into());
     }
-    let mut inbound = match client.stream(ReceiverStream::new(rx)).await {
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &config.token {
+        let values = (
+            tonic::metadata::MetadataValue::try_from(config.hello.agent_id.as_str()),
+            tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")),
+        );
+        let (Ok(agent), Ok(bearer)) = values else {
+            return SessionEnd::Failed("agent id or token is not a valid header value".into());
+        };
+        request.metadata_mut().insert("glasshouse-agent-id", agent);
+        request.metadata_mut().insert("authorization", bearer);
+    }
+    let mut inbound = match client.stream(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return SessionEnd::Failed(format!("{}: {}", status.code(), status.message())),
     };

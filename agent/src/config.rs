@@ -17,6 +17,10 @@ pub struct Config {
     /// answers and fails over to the next. Default: the local stack's aggregator.
     #[serde(default = "default_aggregators")]
     pub aggregators: Vec<String>,
+    /// File holding this agent's bearer token for the aggregator (the
+    /// aggregator's tokens file maps `agent_id` to it). Default: none.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Docker-compatible API sockets to ask for container metadata, tried in
     /// order. Default: Podman's (`podman system service`) then Docker's.
     #[serde(default = "default_runtime_sockets")]

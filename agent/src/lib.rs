@@ -54,6 +54,12 @@ use crate::sensor::proc_connector::{ConnectorError, ProcConnector};
 pub enum AgentError {
     #[error(transparent)]
     Sensor(#[from] ConnectorError),
+    #[error("token file {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the sensor thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -64,6 +70,17 @@ const STATS_INTERVAL: Duration = Duration::from_secs(30);
 /// Runs the agent until `cancel`, then drains: the sensor stops, the last batch
 /// is sent, acknowledgements are awaited up to `drain_timeout_ms`.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientReport, AgentError> {
+    let token = match &config.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|source| AgentError::Token {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let connector = ProcConnector::open()?;
     tracing::info!(
         agent = %config.agent_id,
@@ -118,6 +135,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     let client_config = ClientConfig {
         endpoints: config.aggregators.clone(),
         hello,
+        token,
         max_unacked: config.max_unacked_batches,
         max_strings: config.max_strings,
         drain_timeout: config.drain_timeout(),

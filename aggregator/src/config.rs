@@ -36,6 +36,10 @@ pub struct Config {
     /// Largest gRPC message accepted, bytes. Default: 16 MiB.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Per-agent bearer tokens (see `auth`); when unset, any agent may stream
+    /// (a warning says so at start). Default: unset.
+    #[serde(default)]
+    pub tokens_file: Option<std::path::PathBuf>,
     /// How long shutdown waits for Kafka to acknowledge what is buffered, ms.
     /// Default: 10000.
     #[serde(default = "default_shutdown_flush_ms")]

@@ -11,11 +11,13 @@
 //! ```
 //!
 //! # Layout
+//! - [`auth`]: per-agent bearer tokens.
 //! - [`config`]: the TOML config.
 //! - [`decode`]: wire batch → rows, with the per-stream string/container tables.
 //! - [`sink`]: Arrow batching and the Kafka producer.
 //! - [`service`]: the `Ingest` gRPC service and error classification.
 
+pub mod auth;
 pub mod config;
 pub mod decode;
 pub mod service;
@@ -52,6 +54,8 @@ pub enum AggregatorError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error(transparent)]
+    Tokens(#[from] auth::TokensError),
     #[error("grpc server: {0}")]
     Serve(#[source] tonic::transport::Error),
 }
@@ -71,6 +75,17 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Aggreg
 /// Shutdown order: stop accepting, let streams acknowledge what is in flight,
 /// flush the sink, flush the producer.
 pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<(), AggregatorError> {
+    let tokens = match &config.tokens_file {
+        Some(path) => {
+            let tokens = auth::Tokens::load(path)?;
+            tracing::info!(agents = tokens.len(), "agent authentication by token");
+            Some(tokens)
+        }
+        None => {
+            tracing::warn!("agent authentication disabled: no tokens_file configured, any client may stream");
+            None
+        }
+    };
     if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
         return Ok(());
     }
@@ -97,6 +112,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         },
         sink,
         shutdown: cancel.clone(),
+        tokens,
     };
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, brokers = %config.brokers, "aggregator serving");

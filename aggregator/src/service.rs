@@ -34,6 +34,8 @@ pub enum StreamError {
     Sink(#[from] SinkError),
     #[error("aggregator shutting down")]
     ShuttingDown,
+    #[error("token of agent {authenticated:?} used by a hello claiming {claimed:?}")]
+    Impersonation { authenticated: String, claimed: String },
 }
 
 impl StreamError {
@@ -42,6 +44,7 @@ impl StreamError {
     pub fn code(&self) -> Code {
         match self {
             StreamError::Protocol(_) => Code::InvalidArgument,
+            StreamError::Impersonation { .. } => Code::PermissionDenied,
             StreamError::Decode(DecodeError::TooManyEvents { .. } | DecodeError::TooManyStrings { .. }) => {
                 Code::ResourceExhausted
             }
@@ -69,6 +72,8 @@ pub struct IngestService {
     pub limits: Limits,
     pub sink: SinkHandle,
     pub shutdown: CancellationToken,
+    /// `None`: authentication disabled.
+    pub tokens: Option<crate::auth::Tokens>,
 }
 
 type AckStream = ReceiverStream<Result<v1::AggregatorFrame, Status>>;
@@ -81,6 +86,16 @@ impl Ingest for IngestService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let authenticated = match &self.tokens {
+            Some(tokens) => match tokens.authenticate(request.metadata()) {
+                Ok(agent) => Some(agent),
+                Err(status) => {
+                    tracing::warn!(%peer, reason = status.message(), "refused unauthenticated client");
+                    return Err(status);
+                }
+            },
+            None => None,
+        };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 2);
         let session = Session {
@@ -88,6 +103,7 @@ impl Ingest for IngestService {
             limits: self.limits,
             sink: self.sink.clone(),
             shutdown: self.shutdown.clone(),
+            authenticated,
             tx,
         };
         tokio::spawn(
@@ -104,6 +120,7 @@ struct Session {
     limits: Limits,
     sink: SinkHandle,
     shutdown: CancellationToken,
+    authenticated: Option<String>,
     tx: mpsc::Sender<Result<v1::AggregatorFrame, Status>>,
 }
 
@@ -114,7 +131,7 @@ impl Session {
         let tx = self.tx.clone();
         if let Err(error) = self.serve(inbound).await {
             match error.code() {
-                Code::InvalidArgument | Code::ResourceExhausted => {
+                Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied => {
                     tracing::warn!(%error, "refused agent input");
                 }
                 _ => tracing::info!(%error, "agent stream ended"),
@@ -134,6 +151,14 @@ impl Session {
         };
         if hello.agent_id.is_empty() {
             return Err(StreamError::Protocol("hello without agent_id"));
+        }
+        if let Some(agent) = &self.authenticated
+            && *agent != hello.agent_id
+        {
+            return Err(StreamError::Impersonation {
+                authenticated: agent.clone(),
+                claimed: hello.agent_id,
+            });
         }
         tracing::info!(agent = %hello.agent_id, host = %hello.hostname, mode = %hello.sensor_mode, "agent connected");
         let mut tables = StreamTables::new(&hello, self.limits.max_batch_events, self.limits.max_strings);

@@ -169,3 +169,72 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// Hand-built wire frames, for tests that play an agent.
+pub mod wire {
+    use glasshouse_proto::v1;
+
+    /// A hello from `agent_id`.
+    pub fn hello(agent_id: &str) -> v1::AgentFrame {
+        v1::AgentFrame {
+            frame: Some(v1::agent_frame::Frame::Hello(v1::Hello {
+                agent_id: agent_id.to_owned(),
+                boot_id: 1,
+                hostname: format!("{agent_id}-host"),
+                agent_version: "test".into(),
+                sensor_mode: "test".into(),
+            })),
+        }
+    }
+
+    /// A batch of `events` exec events in one container. The first batch of a
+    /// stream (`define = true`) defines the strings and the container.
+    pub fn batch(sequence: u64, events: usize, define: bool) -> v1::AgentFrame {
+        let s = |id: u32, v: &str| v1::StringDef {
+            id,
+            value: v.as_bytes().to_vec().into(),
+        };
+        let (strings, containers) = if define {
+            (
+                vec![
+                    s(1, &"ab".repeat(32)),
+                    s(2, "localhost/sim:1"),
+                    s(3, "localhost/sim"),
+                    s(4, "/bin/true"),
+                ],
+                vec![v1::ContainerDef {
+                    r#ref: 1,
+                    runtime: v1::ContainerRuntime::Podman as i32,
+                    container_id: 1,
+                    image: 2,
+                    workload_id: 3,
+                    ..Default::default()
+                }],
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let process_events = (0..events)
+            .map(|i| v1::ProcessEvent {
+                time_delta_ns: 1_000,
+                kind: v1::ProcessEventKind::Exec as i32,
+                container: 1,
+                pid: 1000 + u32::try_from(i).unwrap_or(0),
+                path: 4,
+                argv: vec![4],
+                count: 1,
+                ..Default::default()
+            })
+            .collect();
+        v1::AgentFrame {
+            frame: Some(v1::agent_frame::Frame::Batch(v1::Batch {
+                sequence,
+                base_time_unix_ns: 1_800_000_000_000_000_000,
+                reset_strings: false,
+                strings,
+                containers,
+                process_events,
+            })),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The aggregator refuses bad clients and bad input — each with its own gRPC
+//! status — while a concurrent well-behaved agent keeps being served and every
+//! one of its events reaches Kafka.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use glasshouse_proto::process;
+use glasshouse_proto::record::RecordType;
+use glasshouse_proto::v1::{self, aggregator_frame, ingest_client::IngestClient};
+use glasshouse_proto::{ipc, service::parse_config};
+use glasshouse_tests::{Broker, free_port, init_logging, wire};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+const GOOD_SECRET: &str = "good-agent-secret-0123456789";
+const BAD_SECRET: &str = "bad-agent-secret-0123456789";
+
+/// Opens a stream as `agent` with `secret`, sends `frames`, and returns the
+/// acks received until the aggregator ends the stream (or its status).
+async fn play(
+    endpoint: &str,
+    auth: Option<(&str, &str)>,
+    frames: Vec<v1::AgentFrame>,
+    expect_acks: usize,
+) -> Result<Vec<u64>, tonic::Status> {
+    let mut client = IngestClient::connect(endpoint.to_owned())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(frames.len() + 1);
+    for f in frames {
+        tx.send(f).await.map_err(|_| tonic::Status::internal("channel"))?;
+    }
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some((agent, secret)) = auth {
+        let agent = MetadataValue::try_from(agent).map_err(|_| tonic::Status::internal("header"))?;
+        let bearer =
+            MetadataValue::try_from(format!("Bearer {secret}")).map_err(|_| tonic::Status::internal("header"))?;
+        request.metadata_mut().insert("glasshouse-agent-id", agent);
+        request.metadata_mut().insert("authorization", bearer);
+    }
+    let mut inbound = client.stream(request).await?.into_inner();
+    let mut acks = Vec::new();
+    while acks.len() < expect_acks {
+        match inbound.message().await? {
+            Some(v1::AggregatorFrame {
+                frame: Some(aggregator_frame::Frame::Ack(a)),
+            }) => acks.push(a.sequence),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    // Closing our side ends the stream.
+    drop(tx);
+    Ok(acks)
+}
+
+fn expect_status(result: Result<Vec<u64>, tonic::Status>, code: Code, words: &str) -> anyhow::Result<()> {
+    let status = match result {
+        Ok(acks) => anyhow::bail!("expected {code:?} ({words}), got acks {acks:?}"),
+        Err(s) => s,
+    };
+    ensure!(status.code() == code, "expected {code:?}, got {status:?}");
+    ensure!(
+        status.message().contains(words),
+        "status {status:?} should mention {words:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::Result<()> {
+    init_logging();
+    let broker = Broker::start()?;
+    let dir = std::env::temp_dir().join(format!("glasshouse-refusals-{}", free_port()?));
+    std::fs::create_dir_all(&dir)?;
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!("[agents]\ngood = \"{GOOD_SECRET}\"\nbad = \"{BAD_SECRET}\"\n"),
+    )?;
+    let cancel = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let config: glasshouse_aggregator::Config = parse_config(
+        "test",
+        &format!(
+            "brokers = \"{}\"\nmax_batch_events = 100\ntokens_file = \"{}\"\nflush_max_age_ms = 20\n",
+            broker.bootstrap(),
+            tokens.display()
+        ),
+    )?;
+    let aggregator = tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone()));
+
+    // The good agent streams 50 batches of 10 events while the others misbehave.
+    const BATCHES: u64 = 50;
+    let good = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let mut frames = vec![wire::hello("good")];
+            frames.extend((1..=BATCHES).map(|seq| wire::batch(seq, 10, seq == 1)));
+            play(&endpoint, Some(("good", GOOD_SECRET)), frames, BATCHES as usize).await
+        })
+    };
+
+    let hello_and = |frames: Vec<v1::AgentFrame>| {
+        let mut all = vec![wire::hello("bad")];
+        all.extend(frames);
+        all
+    };
+    // No credentials at all.
+    expect_status(
+        play(&endpoint, None, hello_and(vec![wire::batch(1, 1, true)]), 1).await,
+        Code::Unauthenticated,
+        "missing glasshouse-agent-id",
+    )?;
+    // A wrong secret; a revoked (unknown) agent.
+    expect_status(
+        play(
+            &endpoint,
+            Some(("bad", GOOD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, true)]),
+            1,
+        )
+        .await,
+        Code::Unauthenticated,
+        "wrong token",
+    )?;
+    expect_status(
+        play(
+            &endpoint,
+            Some(("revoked", BAD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, true)]),
+            1,
+        )
+        .await,
+        Code::Unauthenticated,
+        "wrong token",
+    )?;
+    // A valid token whose hello claims another agent.
+    expect_status(
+        play(
+            &endpoint,
+            Some(("bad", BAD_SECRET)),
+            vec![wire::hello("good"), wire::batch(1, 1, true)],
+            1,
+        )
+        .await,
+        Code::PermissionDenied,
+        "claiming \"good\"",
+    )?;
+    // A batch over the limit.
+    expect_status(
+        play(
+            &endpoint,
+            Some(("bad", BAD_SECRET)),
+            hello_and(vec![wire::batch(1, 101, true)]),
+            1,
+        )
+        .await,
+        Code::ResourceExhausted,
+        "101 events, limit is 100",
+    )?;
+    // A dangling string reference: the second batch uses strings never defined
+    // on this stream.
+    expect_status(
+        play(
+            &endpoint,
+            Some(("bad", BAD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, false)]),
+            1,
+        )
+        .await,
+        Code::InvalidArgument,
+        "unknown container reference 1",
+    )?;
+    let mut dangling = wire::batch(1, 1, true);
+    if let Some(v1::agent_frame::Frame::Batch(b)) = &mut dangling.frame {
+        b.process_events[0].argv.push(77);
+    }
+    expect_status(
+        play(&endpoint, Some(("bad", BAD_SECRET)), hello_and(vec![dangling]), 1).await,
+        Code::InvalidArgument,
+        "unknown string reference 77",
+    )?;
+    // A stream that does not start with a hello.
+    expect_status(
+        play(&endpoint, Some(("bad", BAD_SECRET)), vec![wire::batch(1, 1, true)], 1).await,
+        Code::InvalidArgument,
+        "first frame must be a hello",
+    )?;
+
+    // The good agent got every ack, in order.
+    let acks = tokio::time::timeout(Duration::from_secs(60), good).await???;
+    assert_eq!(acks, (1..=BATCHES).collect::<Vec<_>>());
+
+    // And every one of its events is in Kafka, once; nothing from the others.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("refusals-check-{}", free_port()?))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[RecordType::Process.topic()])?;
+    let mut ids = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids.len() < (BATCHES * 10) as usize {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !remaining.is_zero(),
+            "only {} of {} events in kafka",
+            ids.len(),
+            BATCHES * 10
+        );
+        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
+            continue;
+        };
+        let msg = msg?;
+        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
+        for row in process::read_rows(&batch)? {
+            assert_eq!(row.agent_id, "good", "a refused agent's event reached kafka");
+            assert!(
+                ids.insert((row.boot_id, row.batch_seq, row.event_index)),
+                "duplicate event"
+            );
+        }
+    }
+    consumer.unsubscribe();
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
