@@ -63,7 +63,8 @@ pub async fn run(
         acked: 0,
     };
     let mut backoff = Backoff::default();
-    let mut attempt = 0usize;
+    // Agents spread over the endpoints by their id, and fail over in list order.
+    let mut attempt = spread_start(&config.hello.agent_id, config.endpoints.len());
     loop {
         if state.finished() {
             break;
@@ -256,8 +257,34 @@ async fn session(
     }
 }
 
+/// A stable start index in `0..n` derived from the agent id (FNV-1a).
+fn spread_start(agent_id: &str, n: usize) -> usize {
+    let hash = agent_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % n.max(1) as u64).unwrap_or(0)
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     if let Some(d) = deadline {
         tokio::time::sleep_until(d).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_spread_over_endpoints_stably() {
+        let mut used = [0usize; 3];
+        for i in 0..300 {
+            let id = format!("host-{i}");
+            let start = spread_start(&id, 3);
+            assert_eq!(start, spread_start(&id, 3), "stable");
+            used[start] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 60), "uneven spread {used:?}");
+        assert_eq!(spread_start("x", 1), 0);
     }
 }

@@ -16,5 +16,7 @@ cargo fmt --all --check
 echo "==> cargo clippy" >&2
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test" >&2
+# Tests start some binaries as real processes (e.g. aggregators to kill -9).
+cargo build --locked --workspace --bins
 cargo test --locked --workspace
 echo "==> all tests passed in $(( $(date +%s) - start )) s" >&2

@@ -159,6 +159,83 @@ impl Drop for PodmanService {
     }
 }
 
+/// A binary of this workspace, built next to the test executables
+/// (`cargo test --workspace` builds every binary of the workspace).
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let bin = dir.join(name);
+    ensure!(
+        bin.is_file(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A `glasshouse-aggregator` as its own process (so a test can kill -9 it).
+#[derive(Debug)]
+pub struct AggregatorProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    config: PathBuf,
+}
+
+impl AggregatorProcess {
+    /// Starts one on a free port, writing to `brokers`; `extra` is appended
+    /// to its TOML config.
+    pub fn start(brokers: &str, extra: &str) -> anyhow::Result<AggregatorProcess> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = std::env::temp_dir().join(format!("glasshouse-aggregator-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!("listen = \"{addr}\"\nbrokers = \"{brokers}\"\nproducer_id = \"aggregator/{port}\"\n{extra}\n"),
+        )?;
+        let child = Command::new(workspace_binary("glasshouse-aggregator")?)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting glasshouse-aggregator")?;
+        let process = AggregatorProcess { child, addr, config };
+        wait_for_port(addr, Duration::from_secs(30)).context("aggregator did not start")?;
+        Ok(process)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no drain, no flush.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait: the orderly shutdown path.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid with a constant signal.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for AggregatorProcess {
+    fn drop(&mut self) {
+        // Ignored errors: it may already be gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
 /// Installs a test log subscriber once (RUST_LOG or `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
