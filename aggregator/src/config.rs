@@ -36,6 +36,9 @@ pub struct Config {
     /// Largest gRPC message accepted, bytes. Default: 16 MiB.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Per-agent bearer tokens (see `auth`); when unset, any agent may stream
     /// (a warning says so at start). Default: unset.
     #[serde(default)]

@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`auth`]: per-agent bearer tokens.
 //! - [`config`]: the TOML config.
+//! - [`internal_events`]: our own metrics, one function per notable event.
 //! - [`decode`]: wire batch → rows, with the per-stream string/container tables.
 //! - [`sink`]: Arrow batching and the Kafka producer.
 //! - [`service`]: the `Ingest` gRPC service and error classification.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod decode;
+pub mod internal_events;
 pub mod service;
 pub mod sink;
 
@@ -56,6 +58,8 @@ pub enum AggregatorError {
     },
     #[error(transparent)]
     Tokens(#[from] auth::TokensError),
+    #[error("{0}")]
+    Metrics(#[source] std::io::Error),
     #[error("grpc server: {0}")]
     Serve(#[source] tonic::transport::Error),
 }
@@ -114,9 +118,33 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         shutdown: cancel.clone(),
         tokens,
     };
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = glasshouse_proto::metrics::bind(addr)
+                .await
+                .map_err(AggregatorError::Metrics)?;
+            Some(tokio::spawn(glasshouse_proto::metrics::serve(
+                listener,
+                &internal_events::ALL,
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
+    // gRPC health (grpc.health.v1): SERVING until shutdown starts.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+    let health_on_shutdown = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            health.set_not_serving::<IngestServer<IngestService>>().await;
+        })
+    };
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, brokers = %config.brokers, "aggregator serving");
     let served = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(IngestServer::new(service).max_decoding_message_size(config.max_message_bytes))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
         .await;
@@ -127,6 +155,11 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     let flushed = tokio::task::spawn_blocking(move || producer.flush(config.shutdown_flush())).await;
     if !matches!(flushed, Ok(Ok(()))) {
         tracing::warn!("kafka producer flush incomplete at shutdown");
+    }
+    health_on_shutdown.abort();
+    if let Some(m) = metrics {
+        // Ignored result: the endpoint stops with `cancel`.
+        let _ = m.await;
     }
     tracing::info!("aggregator stopped");
     served.map_err(AggregatorError::Serve)

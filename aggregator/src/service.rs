@@ -17,6 +17,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::decode::{DecodeError, StreamTables};
+use crate::internal_events;
 use crate::sink::{SinkError, SinkHandle};
 
 /// Batches of one stream submitted but not yet acknowledged by Kafka; beyond
@@ -52,6 +53,23 @@ impl StreamError {
             StreamError::Sink(SinkError::Delivery(_)) | StreamError::ShuttingDown => Code::Unavailable,
             StreamError::Sink(SinkError::Encode(_) | SinkError::Stopped) => Code::Internal,
         }
+    }
+
+    /// The `reason` label of the refusals metric, for errors that refuse input.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            StreamError::Protocol(_) => "protocol",
+            StreamError::Impersonation { .. } => "impersonation",
+            StreamError::Decode(DecodeError::TooManyEvents { .. } | DecodeError::TooManyStrings { .. }) => "too_large",
+            StreamError::Decode(DecodeError::BadTimestamp { .. }) => "bad_timestamp",
+            StreamError::Decode(
+                DecodeError::UnknownString { .. }
+                | DecodeError::UnknownContainerString { .. }
+                | DecodeError::UnknownContainer { .. },
+            ) => "dangling_reference",
+            StreamError::Decode(_) => "other",
+            StreamError::Sink(_) | StreamError::ShuttingDown => return None,
+        })
     }
 
     pub fn to_status(&self) -> Status {
@@ -91,6 +109,7 @@ impl Ingest for IngestService {
                 Ok(agent) => Some(agent),
                 Err(status) => {
                     tracing::warn!(%peer, reason = status.message(), "refused unauthenticated client");
+                    internal_events::refused("unauthenticated");
                     return Err(status);
                 }
             },
@@ -129,7 +148,13 @@ type Pending = Pin<Box<dyn Future<Output = (u64, Result<(), SinkError>)> + Send>
 impl Session {
     async fn run(self, inbound: Streaming<v1::AgentFrame>) {
         let tx = self.tx.clone();
-        if let Err(error) = self.serve(inbound).await {
+        internal_events::STREAMS.inc();
+        let served = self.serve(inbound).await;
+        internal_events::STREAMS.dec();
+        if let Err(error) = served {
+            if let Some(reason) = error.refusal_reason() {
+                internal_events::refused(reason);
+            }
             match error.code() {
                 Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied => {
                     tracing::warn!(%error, "refused agent input");
@@ -181,10 +206,13 @@ impl Session {
                     Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::Batch(batch)) })) => {
                         let sequence = batch.sequence;
                         let rows = tables.resolve(batch)?;
+                        internal_events::batch_accepted(rows.iter().map(|(_, r)| r.len()).sum());
                         if rows.is_empty() {
                             pending.push_back(Box::pin(async move { (sequence, Ok(())) }));
                         } else {
+                            let waiting = std::time::Instant::now();
                             let completion = self.sink.submit(rows).await?;
+                            internal_events::waited_for_sink(waiting.elapsed());
                             pending.push_back(Box::pin(async move {
                                 (sequence, completion.await.unwrap_or(Err(SinkError::Stopped)))
                             }));

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::decode::RowsByWorkload;
+use crate::internal_events;
 
 /// Submissions buffered in front of the sink.
 const SUBMISSION_QUEUE: usize = 64;
@@ -142,9 +143,21 @@ async fn flush(
         match encode_split(&batch, config.max_message_bytes) {
             Ok(values) => {
                 for value in values {
+                    let bytes = value.len();
+                    let started = std::time::Instant::now();
                     match produce(producer, &config.producer_id, workload, value).await {
-                        Ok(f) => futures.push(f),
-                        Err(e) => failure = Some(SinkError::Delivery(e.to_string())),
+                        Ok(f) => futures.push(async move {
+                            let outcome = f.await;
+                            match &outcome {
+                                Ok(Ok(_)) => internal_events::message_delivered(bytes, started.elapsed()),
+                                _ => internal_events::message_failed(),
+                            }
+                            outcome
+                        }),
+                        Err(e) => {
+                            internal_events::message_failed();
+                            failure = Some(SinkError::Delivery(e.to_string()));
+                        }
                     }
                 }
             }

@@ -19,6 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const GOOD_SECRET: &str = "good-agent-secret-0123456789";
 const BAD_SECRET: &str = "bad-agent-secret-0123456789";
@@ -62,6 +64,16 @@ async fn play(
     Ok(acks)
 }
 
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
 fn expect_status(result: Result<Vec<u64>, tonic::Status>, code: Code, words: &str) -> anyhow::Result<()> {
     let status = match result {
         Ok(acks) => anyhow::bail!("expected {code:?} ({words}), got acks {acks:?}"),
@@ -87,12 +99,13 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         format!("[agents]\ngood = \"{GOOD_SECRET}\"\nbad = \"{BAD_SECRET}\"\n"),
     )?;
     let cancel = CancellationToken::new();
+    let metrics_port = free_port()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     let config: glasshouse_aggregator::Config = parse_config(
         "test",
         &format!(
-            "brokers = \"{}\"\nmax_batch_events = 100\ntokens_file = \"{}\"\nflush_max_age_ms = 20\n",
+            "brokers = \"{}\"\nmax_batch_events = 100\ntokens_file = \"{}\"\nflush_max_age_ms = 20\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n",
             broker.bootstrap(),
             tokens.display()
         ),
@@ -197,6 +210,20 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         "first frame must be a hello",
     )?;
 
+    // The gRPC health service says the ingest is serving.
+    let mut health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(endpoint.clone())?
+            .connect()
+            .await?,
+    );
+    let serving = health
+        .check(HealthCheckRequest {
+            service: "glasshouse.v1.Ingest".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(serving.status, ServingStatus::Serving as i32);
+
     // The good agent got every ack, in order.
     let acks = tokio::time::timeout(Duration::from_secs(60), good).await???;
     assert_eq!(acks, (1..=BATCHES).collect::<Vec<_>>());
@@ -232,6 +259,23 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         }
     }
     consumer.unsubscribe();
+
+    // Refusals are counted by reason, and accepted records too.
+    let metrics = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics").await?;
+    for (reason, n) in [
+        ("unauthenticated", 3),
+        ("impersonation", 1),
+        ("too_large", 1),
+        ("dangling_reference", 2),
+        ("protocol", 1),
+    ] {
+        let line = format!("glasshouse_aggregator_refusals_total{{reason=\"{reason}\"}} {n}\n");
+        ensure!(metrics.contains(&line), "metrics lack {line:?}:\n{metrics}");
+    }
+    ensure!(
+        metrics.contains(&format!("glasshouse_aggregator_records_in_total {}\n", BATCHES * 10)),
+        "records_in: {metrics}"
+    );
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;

@@ -1,0 +1,326 @@
+//! Prometheus metrics of our own: static counters, labelled counters and
+//! histograms (atomics, no allocation on the hot path), rendered in the text
+//! exposition format by a minimal HTTP endpoint (`GET /metrics`).
+//!
+//! Label values are fixed sets chosen in code (never a container or agent
+//! id), so cardinality stays low.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Something that renders itself in the Prometheus text format.
+pub trait Metric: Sync {
+    fn render(&self, out: &mut String);
+}
+
+/// A monotonically increasing counter.
+#[derive(Debug)]
+pub struct Counter {
+    pub name: &'static str,
+    pub help: &'static str,
+    value: AtomicU64,
+}
+
+impl Counter {
+    pub const fn new(name: &'static str, help: &'static str) -> Counter {
+        Counter {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
+    }
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+impl Metric for Counter {
+    fn render(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} counter\n{} {}",
+            self.name,
+            self.help,
+            self.name,
+            self.name,
+            self.get()
+        );
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    value: AtomicU64,
+}
+
+impl Gauge {
+    pub const fn new(name: &'static str, help: &'static str) -> Gauge {
+        Gauge {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
+    }
+    pub fn inc(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.value.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+impl Metric for Gauge {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} gauge\n{} {}",
+            self.name,
+            self.help,
+            self.name,
+            self.name,
+            self.get()
+        );
+    }
+}
+
+/// Counters sharing a name, one per value of a fixed label set.
+#[derive(Debug)]
+pub struct LabeledCounter<const N: usize> {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub label: &'static str,
+    pub values: [&'static str; N],
+    counts: [AtomicU64; N],
+}
+
+impl<const N: usize> LabeledCounter<N> {
+    pub const fn new(name: &'static str, help: &'static str, label: &'static str, values: [&'static str; N]) -> Self {
+        LabeledCounter {
+            name,
+            help,
+            label,
+            values,
+            counts: [const { AtomicU64::new(0) }; N],
+        }
+    }
+    /// Adds to the counter of `value`; an unknown value counts as the last one.
+    pub fn add(&self, value: &str, n: u64) {
+        let i = self.values.iter().position(|v| *v == value).unwrap_or(N - 1);
+        self.counts[i].fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self, value: &str) -> u64 {
+        self.values
+            .iter()
+            .position(|v| *v == value)
+            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
+    }
+}
+
+impl<const N: usize> Metric for LabeledCounter<N> {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
+        for (v, c) in self.values.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{}\"}} {}",
+                self.name,
+                self.label,
+                v,
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// Bucket upper bounds, in seconds, for latencies from 100 µs to 10 s.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
+
+/// A latency histogram with [`LATENCY_BUCKETS`].
+#[derive(Debug)]
+pub struct Histogram {
+    pub name: &'static str,
+    pub help: &'static str,
+    buckets: [AtomicU64; 12],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub const fn new(name: &'static str, help: &'static str) -> Histogram {
+        Histogram {
+            name,
+            help,
+            buckets: [const { AtomicU64::new(0) }; 12],
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Metric for Histogram {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} histogram",
+            self.name, self.help, self.name
+        );
+        let mut cumulative = 0;
+        for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{}_bucket{{le=\"{bound}\"}} {cumulative}", self.name);
+        }
+        let count = self.count();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{}_bucket{{le=\"+Inf\"}} {count}\n{}_sum {sum}\n{}_count {count}",
+            self.name, self.name, self.name
+        );
+    }
+}
+
+/// Renders `metrics` in the text exposition format.
+pub fn render(metrics: &[&dyn Metric]) -> String {
+    let mut out = String::new();
+    for m in metrics {
+        m.render(&mut out);
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until `cancel`. Other paths get 404;
+/// requests are read with a size cap and a deadline.
+pub async fn serve(listener: TcpListener, metrics: &'static [&'static dyn Metric], cancel: CancellationToken) {
+    let addr = listener.local_addr().ok();
+    tracing::info!(listen = ?addr, "metrics endpoint serving");
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = cancel.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(async move {
+                    if let Err(error) = answer(stream, metrics).await {
+                        tracing::debug!(%error, "metrics request failed");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &'static [&'static dyn Metric]) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timed out"))??;
+    let ok = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
+    let (status, body) = if ok {
+        ("200 OK", render(metrics))
+    } else {
+        ("404 Not Found", "only GET /metrics is served\n".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Binds `addr` for [`serve`], with an error naming the address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics listener {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static C: Counter = Counter::new("t_total", "a counter");
+    static L: LabeledCounter<3> = LabeledCounter::new("t_refusals_total", "refusals", "reason", ["a", "b", "other"]);
+    static H: Histogram = Histogram::new("t_latency_seconds", "latency");
+    static ALL: [&dyn Metric; 3] = [&C, &L, &H];
+
+    #[tokio::test]
+    async fn renders_and_serves_the_exposition_format() {
+        C.add(3);
+        L.add("b", 2);
+        L.add("nonsense", 1);
+        H.observe(Duration::from_millis(3));
+        let text = render(&ALL);
+        assert!(text.contains("# TYPE t_total counter\nt_total 3\n"), "{text}");
+        assert!(text.contains("t_refusals_total{reason=\"b\"} 2\n"));
+        assert!(text.contains("t_refusals_total{reason=\"other\"} 1\n"));
+        assert!(text.contains("t_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("t_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("t_latency_seconds_count 1\n"));
+
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, &ALL, cancel.clone()));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.contains("t_total 3"), "{ok}");
+        assert!(get("/").await.starts_with("HTTP/1.1 404"));
+        cancel.cancel();
+        server.await.unwrap();
+    }
+}
