@@ -80,6 +80,18 @@ impl Broker {
         Ok(broker)
     }
 
+    /// SIGSTOP: the broker keeps its connections but answers nothing (a stall).
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own child's pid with a constant signal.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        // SAFETY: kill(2) on our own child's pid with a constant signal.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
@@ -210,6 +222,17 @@ impl AggregatorProcess {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Peak resident memory of the process so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")?;
+        Ok(kb * 1024)
     }
 
     /// SIGKILL: no drain, no flush.
