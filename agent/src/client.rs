@@ -28,6 +28,8 @@ pub struct ClientConfig {
     pub hello: v1::Hello,
     /// Bearer token presented with `hello.agent_id`.
     pub token: Option<String>,
+    /// TLS settings for every endpoint.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub max_unacked: usize,
     pub max_strings: usize,
     pub drain_timeout: Duration,
@@ -72,7 +74,7 @@ pub async fn run(
         let endpoint = &config.endpoints[attempt % config.endpoints.len()];
         attempt += 1;
         let connected = tokio::select! {
-            c = IngestClient::connect(endpoint.clone()) => Some(c),
+            c = connect(endpoint, config.tls.as_ref()) => Some(c),
             () = state.wait_drain(&cancel) => None,
         };
         let end = match connected {
@@ -255,6 +257,17 @@ async fn session(
             }
         }
     }
+}
+
+async fn connect(
+    endpoint: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<IngestClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let mut e = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?;
+    if let Some(tls) = tls {
+        e = e.tls_config(tls.clone())?;
+    }
+    Ok(IngestClient::new(e.connect().await?))
 }
 
 /// A stable start index in `0..n` derived from the agent id (FNV-1a).

@@ -21,6 +21,11 @@ pub struct Config {
     /// aggregator's tokens file maps `agent_id` to it). Default: none.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// TLS to the aggregators (`https://` endpoints); with `cert_file` and
+    /// `key_file` the agent authenticates with its certificate (mTLS), whose
+    /// common name must be `agent_id`. Default: none.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Docker-compatible API sockets to ask for container metadata, tried in
     /// order. Default: Podman's (`podman system service`) then Docker's.
     #[serde(default = "default_runtime_sockets")]
@@ -52,6 +57,24 @@ pub struct Config {
     /// milliseconds. Default: 5000.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM CA that signs the aggregators' certificates.
+    pub ca_file: PathBuf,
+    /// PEM client certificate of this agent. Default: none.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`. Default: none.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the aggregator certificate against. Default: the
+    /// endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn default_agent_id() -> String {
@@ -106,6 +129,11 @@ impl Validate for Config {
             if !(a.starts_with("http://") || a.starts_with("https://")) {
                 return Err(("aggregators", format!("{a:?} must start with http:// or https://")));
             }
+        }
+        if let Some(tls) = &self.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(("tls.key_file", "cert_file and key_file go together".into()));
         }
         for (field, value) in [
             ("batch_max_events", self.batch_max_events),

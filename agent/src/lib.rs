@@ -54,7 +54,7 @@ use crate::sensor::proc_connector::{ConnectorError, ProcConnector};
 pub enum AgentError {
     #[error(transparent)]
     Sensor(#[from] ConnectorError),
-    #[error("token file {path}: {source}")]
+    #[error("credentials file {path}: {source}")]
     Token {
         path: String,
         #[source]
@@ -136,6 +136,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         endpoints: config.aggregators.clone(),
         hello,
         token,
+        tls: client_tls(config.tls.as_ref())?,
         max_unacked: config.max_unacked_batches,
         max_strings: config.max_strings,
         drain_timeout: config.drain_timeout(),
@@ -166,6 +167,25 @@ fn log_stats(stats: &SensorStats) {
         exec_unreadable = unreadable.1,
         "sensor counters"
     );
+}
+
+fn client_tls(tls: Option<&config::TlsConfig>) -> Result<Option<tonic::transport::ClientTlsConfig>, AgentError> {
+    let Some(tls) = tls else { return Ok(None) };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| AgentError::Token {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let mut c = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?));
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        c = c.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(name) = &tls.server_name {
+        c = c.domain_name(name.clone());
+    }
+    Ok(Some(c))
 }
 
 /// A random id for this agent process start.

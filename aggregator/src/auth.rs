@@ -1,4 +1,6 @@
-//! Agent authentication by per-agent bearer token. The agent sends
+//! Agent authentication: by client certificate (mTLS; the agent id is the
+//! certificate's common name, else its first DNS name) or by per-agent bearer
+//! token. With a token, the agent sends
 //! `glasshouse-agent-id: ID` and `authorization: Bearer SECRET` on its stream;
 //! the secret is compared in constant time with the one configured for ID, and
 //! the hello that follows must name the same agent. An agent removed from the
@@ -106,6 +108,19 @@ impl Tokens {
             )))
         }
     }
+}
+
+/// The agent id a client certificate names: subject CN, else first DNS SAN.
+pub fn agent_of_certificate(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Some(cn) = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
+        return Some(cn.to_owned());
+    }
+    let san = cert.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+        _ => None,
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

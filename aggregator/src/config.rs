@@ -24,6 +24,9 @@ pub struct Config {
     /// Rows buffered before a flush to Kafka. Default: 65536.
     #[serde(default = "default_flush_rows")]
     pub flush_max_rows: usize,
+    /// Approximate bytes buffered before a flush. Default: 8 MiB.
+    #[serde(default = "default_flush_bytes")]
+    pub flush_max_bytes: usize,
     /// Oldest buffered row's age that forces a flush, ms. Default: 50.
     #[serde(default = "default_flush_age_ms")]
     pub flush_max_age_ms: u64,
@@ -43,10 +46,35 @@ pub struct Config {
     /// (a warning says so at start). Default: unset.
     #[serde(default)]
     pub tokens_file: Option<std::path::PathBuf>,
+    /// TLS for the ingest port; with `client_ca_file`, agents authenticate
+    /// with client certificates (mTLS). Default: none (plain TCP).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// How long shutdown waits for Kafka to acknowledge what is buffered, ms.
     /// Default: 10000.
     #[serde(default = "default_shutdown_flush_ms")]
     pub shutdown_flush_ms: u64,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of this aggregator.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key of `cert_file`.
+    pub key_file: std::path::PathBuf,
+    /// PEM CA that signs agent certificates; enables mTLS. Default: none.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// With `client_ca_file`: refuse connections without a client
+    /// certificate (else a bearer token may be used instead). Default: true.
+    #[serde(default = "default_true")]
+    pub require_client_cert: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_listen() -> SocketAddr {
@@ -61,6 +89,9 @@ fn default_producer_id() -> String {
 }
 fn default_flush_rows() -> usize {
     65_536
+}
+fn default_flush_bytes() -> usize {
+    8 * 1024 * 1024
 }
 fn default_flush_age_ms() -> u64 {
     50
@@ -92,6 +123,9 @@ impl Validate for Config {
         self.topics.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
+        }
+        if self.flush_max_bytes < 1024 {
+            return Err(("flush_max_bytes", "must be at least 1024".into()));
         }
         if self.flush_max_rows == 0 {
             return Err(("flush_max_rows", "must be at least 1".into()));

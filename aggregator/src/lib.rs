@@ -60,6 +60,12 @@ pub enum AggregatorError {
     Tokens(#[from] auth::TokensError),
     #[error("{0}")]
     Metrics(#[source] std::io::Error),
+    #[error("tls file {path}: {source}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("grpc server: {0}")]
     Serve(#[source] tonic::transport::Error),
 }
@@ -85,11 +91,12 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
             tracing::info!(agents = tokens.len(), "agent authentication by token");
             Some(tokens)
         }
-        None => {
-            tracing::warn!("agent authentication disabled: no tokens_file configured, any client may stream");
-            None
-        }
+        None => None,
     };
+    let mtls = config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    if tokens.is_none() && !mtls {
+        tracing::warn!("agent authentication disabled: no tokens_file or tls.client_ca_file, any client may stream");
+    }
     if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
         return Ok(());
     }
@@ -103,6 +110,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         SinkConfig {
             producer_id: config.producer_id.clone(),
             flush_max_rows: config.flush_max_rows,
+            flush_max_bytes: config.flush_max_bytes,
             flush_max_age: config.flush_max_age(),
             max_message_bytes: config.max_message_bytes,
         },
@@ -117,6 +125,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         sink,
         shutdown: cancel.clone(),
         tokens,
+        require_authentication: mtls,
     };
     let metrics = match config.metrics_listen {
         Some(addr) => {
@@ -143,7 +152,11 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     };
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, brokers = %config.brokers, "aggregator serving");
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(server_tls(tls)?).map_err(AggregatorError::Serve)?;
+    }
+    let served = server
         .add_service(health_service)
         .add_service(IngestServer::new(service).max_decoding_message_size(config.max_message_bytes))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
@@ -163,6 +176,23 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     }
     tracing::info!("aggregator stopped");
     served.map_err(AggregatorError::Serve)
+}
+
+fn server_tls(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, AggregatorError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| AggregatorError::TlsFile {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+    let mut server = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        server = server
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(!tls.require_client_cert);
+    }
+    Ok(server)
 }
 
 fn producer_config(config: &Config) -> ClientConfig {

@@ -90,8 +90,10 @@ pub struct IngestService {
     pub limits: Limits,
     pub sink: SinkHandle,
     pub shutdown: CancellationToken,
-    /// `None`: authentication disabled.
+    /// `None`: no token authentication.
     pub tokens: Option<crate::auth::Tokens>,
+    /// Refuse clients that present neither a certificate nor a token.
+    pub require_authentication: bool,
 }
 
 type AckStream = ReceiverStream<Result<v1::AggregatorFrame, Status>>;
@@ -104,8 +106,14 @@ impl Ingest for IngestService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        let authenticated = match &self.tokens {
-            Some(tokens) => match tokens.authenticate(request.metadata()) {
+        let from_certificate = request.peer_certs().and_then(|certs| {
+            certs
+                .first()
+                .and_then(|c| crate::auth::agent_of_certificate(c.as_ref()))
+        });
+        let authenticated = match (from_certificate, &self.tokens) {
+            (Some(agent), _) => Some(agent),
+            (None, Some(tokens)) => match tokens.authenticate(request.metadata()) {
                 Ok(agent) => Some(agent),
                 Err(status) => {
                     tracing::warn!(%peer, reason = status.message(), "refused unauthenticated client");
@@ -113,7 +121,13 @@ impl Ingest for IngestService {
                     return Err(status);
                 }
             },
-            None => None,
+            (None, None) if self.require_authentication => {
+                internal_events::refused("unauthenticated");
+                return Err(Status::unauthenticated(
+                    "a client certificate or bearer token is required",
+                ));
+            }
+            (None, None) => None,
         };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 2);

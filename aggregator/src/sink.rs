@@ -1,5 +1,5 @@
 //! The Kafka sink shared by every stream of this aggregator: rows are appended
-//! to one Arrow builder per workload, flushed by row count or age into one Arrow
+//! to one Arrow builder per workload, flushed by row count, size or age into one Arrow
 //! IPC message per workload (key = workload id, so one workload stays in one
 //! partition, in order), and every submitter is told once Kafka has
 //! acknowledged all of its rows.
@@ -76,6 +76,7 @@ impl SinkHandle {
 pub struct SinkConfig {
     pub producer_id: String,
     pub flush_max_rows: usize,
+    pub flush_max_bytes: usize,
     pub flush_max_age: Duration,
     /// Largest Kafka message value; bigger batches are split.
     pub max_message_bytes: usize,
@@ -93,6 +94,7 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
     let mut builders: HashMap<Arc<str>, process::Builder> = HashMap::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), SinkError>>> = Vec::new();
     let mut rows = 0usize;
+    let mut bytes = 0usize;
     let mut opened: Option<Instant> = None;
     let mut deliveries = Vec::new();
     loop {
@@ -104,12 +106,13 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
                         let b = builders.entry(workload).or_default();
                         for row in &group {
                             b.append(row);
+                            bytes += row.approx_bytes();
                         }
                         rows += group.len();
                     }
                     waiters.push(sub.done);
                     opened.get_or_insert_with(Instant::now);
-                    rows >= config.flush_max_rows
+                    rows >= config.flush_max_rows || bytes >= config.flush_max_bytes
                 }
                 None => break,
             },
@@ -118,6 +121,7 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
         if flush_now {
             deliveries.push(flush(&config, &producer, &mut builders, std::mem::take(&mut waiters)).await);
             rows = 0;
+            bytes = 0;
             opened = None;
             deliveries.retain(|d: &tokio::task::JoinHandle<()>| !d.is_finished());
         }

@@ -88,6 +88,24 @@ pub struct Row {
     pub count: u32,
 }
 
+impl Row {
+    /// Approximate bytes this row takes in Arrow builders (for flush-by-size).
+    pub fn approx_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 4);
+        96 + self.agent_id.len()
+            + self.host.len()
+            + self.workload_id.len()
+            + opt(&self.container_id)
+            + opt(&self.container_name)
+            + opt(&self.image)
+            + opt(&self.image_id)
+            + opt(&self.path)
+            + opt(&self.cwd)
+            + opt(&self.parent_exe)
+            + self.argv.iter().map(|a| a.len() + 4).sum::<usize>()
+    }
+}
+
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     let u32f = |name: &str| Field::new(name, DataType::UInt32, false);

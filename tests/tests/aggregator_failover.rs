@@ -52,8 +52,9 @@ fn batch(agent: u64, sequence: u64, container: &Arc<Container>) -> PendingBatch 
 async fn killing_an_aggregator_mid_stream_loses_nothing() -> anyhow::Result<()> {
     init_logging();
     let broker = Broker::start()?;
-    let mut a = AggregatorProcess::start(&broker.bootstrap(), "flush_max_age_ms = 20")?;
-    let mut b = AggregatorProcess::start(&broker.bootstrap(), "flush_max_age_ms = 20")?;
+    // A small size limit exercises flush-by-size alongside flush-by-age.
+    let mut a = AggregatorProcess::start(&broker.bootstrap(), "flush_max_age_ms = 20\nflush_max_bytes = 16384")?;
+    let mut b = AggregatorProcess::start(&broker.bootstrap(), "flush_max_age_ms = 20\nflush_max_bytes = 16384")?;
     let endpoints = vec![a.endpoint(), b.endpoint()];
     let cancel = CancellationToken::new();
 
@@ -92,6 +93,7 @@ async fn killing_an_aggregator_mid_stream_loses_nothing() -> anyhow::Result<()> 
                 sensor_mode: "simulated".into(),
             },
             token: None,
+            tls: None,
             max_unacked: 64,
             max_strings: 100_000,
             drain_timeout: Duration::from_secs(60),

@@ -95,6 +95,7 @@ async fn stalled_broker_slows_agents_and_loses_nothing() -> anyhow::Result<()> {
                 sensor_mode: "simulated".into(),
             },
             token: None,
+            tls: None,
             max_unacked: MAX_UNACKED,
             max_strings: 100_000,
             drain_timeout: Duration::from_secs(120),

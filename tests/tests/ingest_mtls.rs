@@ -1,0 +1,201 @@
+//! mTLS between agents and the aggregator, with real certificates generated
+//! here: an agent with a certificate from the agents' CA streams and is
+//! acknowledged (its identity is the certificate's common name); a client
+//! without a certificate, or with one from another CA, cannot connect; a
+//! certificate used with a hello naming another agent is refused.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::ensure;
+use bytes::Bytes;
+use glasshouse_agent::attribute::ContainerKey;
+use glasshouse_agent::client::{self, ClientConfig};
+use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
+use glasshouse_agent::runtime::ContainerMeta;
+use glasshouse_proto::process::Kind;
+use glasshouse_proto::service::parse_config;
+use glasshouse_proto::v1::{self, ingest_client::IngestClient};
+use glasshouse_tests::{Broker, free_port, init_logging, wire};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> anyhow::Result<Ca> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key)?;
+    Ok(Ca {
+        cert_pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    })
+}
+
+/// A leaf certificate (PEM cert, PEM key) with `cn` and `sans`.
+fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> anyhow::Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let cert = params.signed_by(&key, &ca.issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<String> {
+    let p = dir.join(name);
+    std::fs::write(&p, text)?;
+    Ok(p.display().to_string())
+}
+
+fn batches(n: u64) -> Vec<PendingBatch> {
+    let container = Arc::new(Container {
+        key: ContainerKey {
+            runtime: v1::ContainerRuntime::Podman,
+            id: "c".repeat(64),
+            pod_uid: None,
+        },
+        meta: ContainerMeta::default(),
+        workload_id: "localhost/tls".into(),
+        complete: true,
+    });
+    (1..=n)
+        .map(|sequence| PendingBatch {
+            sequence,
+            events: vec![Event {
+                time_unix_ns: 1_800_000_000_000_000_000,
+                kind: Kind::Exec,
+                container: Some(container.clone()),
+                pid: 7,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                path: Some(Bytes::from_static(b"/bin/true")),
+                argv: vec![Bytes::from(format!("true-{sequence}"))],
+                cwd: None,
+                parent_exe: None,
+                exit_code: None,
+                count: 1,
+            }],
+        })
+        .collect()
+}
+
+/// Opens a raw stream with `tls`, sends a hello for `agent` and one batch, and
+/// returns the first error (connect, call or stream).
+async fn raw_attempt(endpoint: &str, tls: ClientTlsConfig, agent: &str) -> Result<(), String> {
+    let channel = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {}", glasshouse_proto::service::error_chain(&e)))?;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(wire::hello(agent)).await.map_err(|e| e.to_string())?;
+    tx.send(wire::batch(1, 1, true)).await.map_err(|e| e.to_string())?;
+    let mut inbound = IngestClient::new(channel)
+        .stream(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    loop {
+        match inbound.message().await {
+            Ok(Some(v1::AggregatorFrame {
+                frame: Some(v1::aggregator_frame::Frame::Ack(_)),
+            })) => return Ok(()),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("stream closed".into()),
+            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_agents_with_certificates_from_the_agent_ca_stream() -> anyhow::Result<()> {
+    init_logging();
+    let broker = Broker::start()?;
+    let dir = std::env::temp_dir().join(format!("glasshouse-mtls-{}", free_port()?));
+    std::fs::create_dir_all(&dir)?;
+    let server_ca = ca("glasshouse test server ca")?;
+    let agent_ca = ca("glasshouse test agent ca")?;
+    let rogue_ca = ca("someone else")?;
+    let (server_cert, server_key) = leaf(&server_ca, "aggregator", &["localhost", "127.0.0.1"])?;
+    let (agent_cert, agent_key) = leaf(&agent_ca, "tls-agent", &["tls-agent"])?;
+    let (rogue_cert, rogue_key) = leaf(&rogue_ca, "tls-agent", &["tls-agent"])?;
+
+    let cancel = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("https://localhost:{}", listener.local_addr()?.port());
+    let config: glasshouse_aggregator::Config = parse_config(
+        "test",
+        &format!(
+            "brokers = \"{}\"\nflush_max_age_ms = 20\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+            broker.bootstrap(),
+            write(&dir, "server.pem", &server_cert)?,
+            write(&dir, "server.key", &server_key)?,
+            write(&dir, "agent-ca.pem", &agent_ca.cert_pem)?,
+        ),
+    )?;
+    let aggregator = tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone()));
+
+    let trust = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&server_ca.cert_pem));
+    let with = |cert: &str, key: &str| trust().identity(Identity::from_pem(cert, key));
+
+    // The real agent client, authenticated by its certificate, gets every ack.
+    let (tx, rx) = mpsc::channel(8);
+    for b in batches(5) {
+        tx.send(b).await?;
+    }
+    drop(tx);
+    let agent_config = ClientConfig {
+        endpoints: vec![endpoint.clone()],
+        hello: v1::Hello {
+            agent_id: "tls-agent".into(),
+            boot_id: 1,
+            hostname: "tls-host".into(),
+            agent_version: "test".into(),
+            sensor_mode: "simulated".into(),
+        },
+        token: None,
+        tls: Some(with(&agent_cert, &agent_key)),
+        max_unacked: 8,
+        max_strings: 10_000,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        client::run(agent_config, rx, cancel.child_token()),
+    )
+    .await?;
+    ensure!(report.batches_acked == 5 && report.batches_unacked == 0, "{report:?}");
+
+    // No client certificate, or one from another CA: the TLS layer refuses
+    // (under TLS 1.3 the client learns it on its first request), no ack.
+    let no_cert = raw_attempt(&endpoint, trust(), "tls-agent").await;
+    ensure!(no_cert.is_err(), "a client without certificate was served");
+    let rogue = raw_attempt(&endpoint, with(&rogue_cert, &rogue_key), "tls-agent").await;
+    ensure!(rogue.is_err(), "a client with a certificate from another CA was served");
+    // The right certificate with a hello naming someone else.
+    let err = raw_attempt(&endpoint, with(&agent_cert, &agent_key), "other-agent")
+        .await
+        .unwrap_err();
+    ensure!(err.starts_with("PermissionDenied"), "impersonation: {err}");
+    // And the right certificate again, raw: served.
+    raw_attempt(&endpoint, with(&agent_cert, &agent_key), "tls-agent")
+        .await
+        .map_err(|e| anyhow::anyhow!("good client refused: {e}"))?;
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
