@@ -224,6 +224,22 @@ impl AggregatorProcess {
         format!("http://{}", self.addr)
     }
 
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised command name; utime and stime are the
+        // 12th and 13th of them.
+        let rest = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .unwrap_or(100)
+            .max(1);
+        Ok(Duration::from_millis(ticks * 1000 / hz))
+    }
+
     /// Peak resident memory of the process so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
