@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use glasshouse_agent::attribute::ContainerKey;
-use glasshouse_agent::client::{self, ClientConfig};
+use glasshouse_agent::client;
 use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
 use glasshouse_agent::runtime::ContainerMeta;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::record::RecordType;
 use glasshouse_proto::v1;
-use glasshouse_tests::{AggregatorProcess, Broker, free_port};
+use glasshouse_tests::{AggregatorProcess, Broker, free_port, simulated};
 use rdkafka::ClientConfig as KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -101,21 +101,8 @@ async fn stream_all(endpoint: &str, batches: u64, pause: Option<(&Broker, Durati
                 }
             }
         });
-        let config = ClientConfig {
-            endpoints: vec![endpoint.to_owned()],
-            hello: v1::Hello {
-                agent_id: format!("bench-{agent}-{}", free_port().unwrap_or(0)),
-                boot_id: agent,
-                hostname: "bench".into(),
-                agent_version: "bench".into(),
-                sensor_mode: "simulated".into(),
-            },
-            token: None,
-            tls: None,
-            max_unacked: 64,
-            max_strings: 100_000,
-            drain_timeout: Duration::from_secs(600),
-        };
+        let agent_id = format!("bench-{agent}-{}", free_port().unwrap_or(0));
+        let config = simulated::agent(&agent_id, agent, vec![endpoint.to_owned()], 64);
         tasks.push(tokio::spawn(client::run(config, rx, cancel.clone())));
     }
     if let Some((broker, stall)) = pause {

@@ -354,3 +354,130 @@ pub mod wire {
         }
     }
 }
+
+/// Simulated agents: the real agent stream client fed synthetic batches.
+pub mod simulated {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, ensure};
+    use bytes::Bytes;
+    use glasshouse_agent::attribute::ContainerKey;
+    use glasshouse_agent::client::ClientConfig;
+    use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
+    use glasshouse_agent::runtime::ContainerMeta;
+    use glasshouse_proto::process::{self, Kind};
+    use glasshouse_proto::record::RecordType;
+    use glasshouse_proto::{ipc, v1};
+    use rdkafka::ClientConfig as KafkaConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+
+    /// A Podman container numbered `n` of workload `workload`.
+    pub fn container(n: u64, workload: &str) -> Arc<Container> {
+        Arc::new(Container {
+            key: ContainerKey {
+                runtime: v1::ContainerRuntime::Podman,
+                id: format!("{n:064x}"),
+                pod_uid: None,
+            },
+            meta: ContainerMeta {
+                image: Some(format!("{workload}:1")),
+                ..Default::default()
+            },
+            workload_id: workload.to_owned(),
+            complete: true,
+        })
+    }
+
+    /// Batch `sequence` of `events` distinct execs in `container`.
+    pub fn batch(container: &Arc<Container>, sequence: u64, events: usize) -> PendingBatch {
+        let events = (0..events)
+            .map(|i| Event {
+                time_unix_ns: 1_800_000_000_000_000_000 + i64::try_from(sequence * 1000).unwrap_or(0),
+                kind: Kind::Exec,
+                container: Some(container.clone()),
+                pid: u32::try_from(i).unwrap_or(0) + 100,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                path: Some(Bytes::from_static(b"/bin/true")),
+                argv: vec![Bytes::from(format!("arg-{sequence}-{i}"))],
+                cwd: Some(Bytes::from_static(b"/")),
+                parent_exe: None,
+                exit_code: None,
+                count: 1,
+            })
+            .collect();
+        PendingBatch { sequence, events }
+    }
+
+    /// Client settings for agent `agent_id` (boot id `boot`).
+    pub fn agent(agent_id: &str, boot: u64, endpoints: Vec<String>, max_unacked: usize) -> ClientConfig {
+        ClientConfig {
+            endpoints,
+            hello: v1::Hello {
+                agent_id: agent_id.to_owned(),
+                boot_id: boot,
+                hostname: format!("{agent_id}-host"),
+                agent_version: "test".into(),
+                sensor_mode: "simulated".into(),
+            },
+            token: None,
+            tls: None,
+            max_unacked,
+            max_strings: 100_000,
+            drain_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Stable event id: agent, boot, batch sequence, index in batch.
+    pub type EventId = (String, u64, u64, u32);
+
+    /// Reads `glasshouse.process` from the start until `expected` distinct
+    /// event ids are seen and the topic has been quiet for a second; returns
+    /// how often each id was seen. Checks every message key is its rows'
+    /// workload id.
+    pub async fn collect_ids(
+        brokers: &str,
+        expected: usize,
+        within: Duration,
+    ) -> anyhow::Result<HashMap<EventId, u32>> {
+        let consumer: StreamConsumer = KafkaConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("collect-{}", crate::free_port()?))
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[RecordType::Process.topic()])?;
+        let mut seen: HashMap<EventId, u32> = HashMap::new();
+        let deadline = Instant::now() + within;
+        let mut idle_since = Instant::now();
+        while seen.len() < expected || idle_since.elapsed() < Duration::from_secs(1) {
+            ensure!(
+                Instant::now() < deadline,
+                "only {} of {expected} events in kafka",
+                seen.len()
+            );
+            let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
+                continue;
+            };
+            idle_since = Instant::now();
+            let msg = msg?;
+            let batch = ipc::decode(msg.payload().context("empty payload")?)?;
+            let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            for row in process::read_rows(&batch)? {
+                ensure!(
+                    key.as_deref() == Some(row.workload_id.as_str()),
+                    "key is not the workload id"
+                );
+                *seen
+                    .entry((row.agent_id, row.boot_id, row.batch_seq, row.event_index))
+                    .or_default() += 1;
+            }
+        }
+        // Leave the group before closing: a plain drop waits out the session timeout.
+        consumer.unsubscribe();
+        Ok(seen)
+    }
+}

@@ -3,24 +3,13 @@
 //! sending), the aggregator's memory stays bounded, and when the broker
 //! returns every event arrives.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use bytes::Bytes;
-use glasshouse_agent::attribute::ContainerKey;
-use glasshouse_agent::client::{self, ClientConfig};
-use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
-use glasshouse_agent::runtime::ContainerMeta;
-use glasshouse_proto::process::{self, Kind};
-use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{ipc, v1};
-use glasshouse_tests::{AggregatorProcess, Broker, free_port, init_logging};
-use rdkafka::ClientConfig as KafkaConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use glasshouse_agent::client;
+use glasshouse_tests::{AggregatorProcess, Broker, init_logging, simulated};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,27 +22,6 @@ const STALL: Duration = Duration::from_secs(10);
 /// rows and bytes, so this holds however long the broker stalls.
 const MAX_PEAK_RSS: u64 = 512 * 1024 * 1024;
 
-fn batch(agent: u64, sequence: u64, container: &Arc<Container>) -> PendingBatch {
-    let events = (0..EVENTS)
-        .map(|i| Event {
-            time_unix_ns: 1_800_000_000_000_000_000 + i64::try_from(sequence).unwrap_or(0),
-            kind: Kind::Exec,
-            container: Some(container.clone()),
-            pid: u32::try_from(i).unwrap_or(0) + 100,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            path: Some(Bytes::from_static(b"/usr/bin/worker")),
-            argv: vec![Bytes::from(format!("job-{agent}-{sequence}-{i}"))],
-            cwd: Some(Bytes::from_static(b"/srv")),
-            parent_exe: None,
-            exit_code: None,
-            count: 1,
-        })
-        .collect();
-    PendingBatch { sequence, events }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_broker_slows_agents_and_loses_nothing() -> anyhow::Result<()> {
     init_logging();
@@ -64,42 +32,24 @@ async fn stalled_broker_slows_agents_and_loses_nothing() -> anyhow::Result<()> {
 
     let mut agents = Vec::new();
     for agent in 0..AGENTS {
-        let container = Arc::new(Container {
-            key: ContainerKey {
-                runtime: v1::ContainerRuntime::Podman,
-                id: format!("{:064x}", agent + 1000),
-                pod_uid: None,
-            },
-            meta: ContainerMeta::default(),
-            workload_id: format!("localhost/worker-{agent}"),
-            complete: true,
-        });
+        let container = simulated::container(agent + 1000, &format!("localhost/worker-{agent}"));
         let (tx, rx) = mpsc::channel(1);
         let sent = sent.clone();
         tokio::spawn(async move {
             for seq in 1..=BATCHES {
-                if tx.send(batch(agent, seq, &container)).await.is_err() {
+                if tx.send(simulated::batch(&container, seq, EVENTS)).await.is_err() {
                     return;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
-        let config = ClientConfig {
-            endpoints: vec![aggregator.endpoint()],
-            hello: v1::Hello {
-                agent_id: format!("stall-{agent}"),
-                boot_id: agent,
-                hostname: "stall-host".into(),
-                agent_version: "test".into(),
-                sensor_mode: "simulated".into(),
-            },
-            token: None,
-            tls: None,
-            max_unacked: MAX_UNACKED,
-            max_strings: 100_000,
-            drain_timeout: Duration::from_secs(120),
-        };
+        let config = simulated::agent(
+            &format!("stall-{agent}"),
+            agent,
+            vec![aggregator.endpoint()],
+            MAX_UNACKED,
+        );
         agents.push(tokio::spawn(client::run(config, rx, cancel.clone())));
     }
 
@@ -130,31 +80,13 @@ async fn stalled_broker_slows_agents_and_loses_nothing() -> anyhow::Result<()> {
     let drained = resumed.elapsed();
     let peak = aggregator.peak_rss()?;
 
-    let consumer: StreamConsumer = KafkaConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("stall-check-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Process.topic()])?;
     let expected = usize::try_from(AGENTS * BATCHES)? * EVENTS;
-    let mut ids = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ids.len() < expected {
-        ensure!(
-            Instant::now() < deadline,
-            "only {} of {expected} events in kafka",
-            ids.len()
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        for row in process::read_rows(&batch)? {
-            ids.insert((row.agent_id, row.batch_seq, row.event_index));
-        }
-    }
-    consumer.unsubscribe();
+    let seen = simulated::collect_ids(&broker.bootstrap(), expected, Duration::from_secs(60)).await?;
+    ensure!(
+        seen.len() == expected,
+        "{} event ids in kafka, expected {expected}",
+        seen.len()
+    );
     println!(
         "broker stall: {expected} events, lost 0; batches sent during the stall {during_stall}; \
          drained {drained:?} after resume; aggregator peak RSS {} MiB",

@@ -5,19 +5,13 @@
 //! certificate used with a hello naming another agent is refused.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
-use bytes::Bytes;
-use glasshouse_agent::attribute::ContainerKey;
-use glasshouse_agent::client::{self, ClientConfig};
-use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
-use glasshouse_agent::runtime::ContainerMeta;
-use glasshouse_proto::process::Kind;
+use glasshouse_agent::client;
 use glasshouse_proto::service::parse_config;
 use glasshouse_proto::v1::{self, ingest_client::IngestClient};
-use glasshouse_tests::{Broker, free_port, init_logging, wire};
+use glasshouse_tests::{Broker, free_port, init_logging, simulated, wire};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -54,39 +48,6 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<String> {
     let p = dir.join(name);
     std::fs::write(&p, text)?;
     Ok(p.display().to_string())
-}
-
-fn batches(n: u64) -> Vec<PendingBatch> {
-    let container = Arc::new(Container {
-        key: ContainerKey {
-            runtime: v1::ContainerRuntime::Podman,
-            id: "c".repeat(64),
-            pod_uid: None,
-        },
-        meta: ContainerMeta::default(),
-        workload_id: "localhost/tls".into(),
-        complete: true,
-    });
-    (1..=n)
-        .map(|sequence| PendingBatch {
-            sequence,
-            events: vec![Event {
-                time_unix_ns: 1_800_000_000_000_000_000,
-                kind: Kind::Exec,
-                container: Some(container.clone()),
-                pid: 7,
-                ppid: 1,
-                uid: 0,
-                gid: 0,
-                path: Some(Bytes::from_static(b"/bin/true")),
-                argv: vec![Bytes::from(format!("true-{sequence}"))],
-                cwd: None,
-                parent_exe: None,
-                exit_code: None,
-                count: 1,
-            }],
-        })
-        .collect()
 }
 
 /// Opens a raw stream with `tls`, sends a hello for `agent` and one batch, and
@@ -152,25 +113,13 @@ async fn only_agents_with_certificates_from_the_agent_ca_stream() -> anyhow::Res
 
     // The real agent client, authenticated by its certificate, gets every ack.
     let (tx, rx) = mpsc::channel(8);
-    for b in batches(5) {
-        tx.send(b).await?;
+    let container = simulated::container(7, "localhost/tls");
+    for seq in 1..=5 {
+        tx.send(simulated::batch(&container, seq, 1)).await?;
     }
     drop(tx);
-    let agent_config = ClientConfig {
-        endpoints: vec![endpoint.clone()],
-        hello: v1::Hello {
-            agent_id: "tls-agent".into(),
-            boot_id: 1,
-            hostname: "tls-host".into(),
-            agent_version: "test".into(),
-            sensor_mode: "simulated".into(),
-        },
-        token: None,
-        tls: Some(with(&agent_cert, &agent_key)),
-        max_unacked: 8,
-        max_strings: 10_000,
-        drain_timeout: Duration::from_secs(10),
-    };
+    let mut agent_config = simulated::agent("tls-agent", 1, vec![endpoint.clone()], 8);
+    agent_config.tls = Some(with(&agent_cert, &agent_key));
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         client::run(agent_config, rx, cancel.child_token()),

@@ -128,87 +128,74 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         all.extend(frames);
         all
     };
-    // No credentials at all.
-    expect_status(
-        play(&endpoint, None, hello_and(vec![wire::batch(1, 1, true)]), 1).await,
-        Code::Unauthenticated,
-        "missing glasshouse-agent-id",
-    )?;
-    // A wrong secret; a revoked (unknown) agent.
-    expect_status(
-        play(
-            &endpoint,
-            Some(("bad", GOOD_SECRET)),
-            hello_and(vec![wire::batch(1, 1, true)]),
-            1,
-        )
-        .await,
-        Code::Unauthenticated,
-        "wrong token",
-    )?;
-    expect_status(
-        play(
-            &endpoint,
-            Some(("revoked", BAD_SECRET)),
-            hello_and(vec![wire::batch(1, 1, true)]),
-            1,
-        )
-        .await,
-        Code::Unauthenticated,
-        "wrong token",
-    )?;
-    // A valid token whose hello claims another agent.
-    expect_status(
-        play(
-            &endpoint,
-            Some(("bad", BAD_SECRET)),
-            vec![wire::hello("good"), wire::batch(1, 1, true)],
-            1,
-        )
-        .await,
-        Code::PermissionDenied,
-        "claiming \"good\"",
-    )?;
-    // A batch over the limit.
-    expect_status(
-        play(
-            &endpoint,
-            Some(("bad", BAD_SECRET)),
-            hello_and(vec![wire::batch(1, 101, true)]),
-            1,
-        )
-        .await,
-        Code::ResourceExhausted,
-        "101 events, limit is 100",
-    )?;
-    // A dangling string reference: the second batch uses strings never defined
-    // on this stream.
-    expect_status(
-        play(
-            &endpoint,
-            Some(("bad", BAD_SECRET)),
-            hello_and(vec![wire::batch(1, 1, false)]),
-            1,
-        )
-        .await,
-        Code::InvalidArgument,
-        "unknown container reference 1",
-    )?;
     let mut dangling = wire::batch(1, 1, true);
     if let Some(v1::agent_frame::Frame::Batch(b)) = &mut dangling.frame {
         b.process_events[0].argv.push(77);
     }
-    expect_status(
-        play(&endpoint, Some(("bad", BAD_SECRET)), hello_and(vec![dangling]), 1).await,
-        Code::InvalidArgument,
-        "unknown string reference 77",
-    )?;
-    // A stream that does not start with a hello.
-    expect_status(
-        play(&endpoint, Some(("bad", BAD_SECRET)), vec![wire::batch(1, 1, true)], 1).await,
-        Code::InvalidArgument,
-        "first frame must be a hello",
-    )?;
+    let bad = Some(("bad", BAD_SECRET));
+    /// Case name, credentials, frames sent, expected code, words in the message.
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, Vec<v1::AgentFrame>, Code, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "no credentials",
+            None,
+            hello_and(vec![wire::batch(1, 1, true)]),
+            Code::Unauthenticated,
+            "missing glasshouse-agent-id",
+        ),
+        (
+            "wrong secret",
+            Some(("bad", GOOD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, true)]),
+            Code::Unauthenticated,
+            "wrong token",
+        ),
+        (
+            "revoked agent",
+            Some(("revoked", BAD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, true)]),
+            Code::Unauthenticated,
+            "wrong token",
+        ),
+        (
+            "impersonation",
+            bad,
+            vec![wire::hello("good"), wire::batch(1, 1, true)],
+            Code::PermissionDenied,
+            "claiming \"good\"",
+        ),
+        (
+            "over the limit",
+            bad,
+            hello_and(vec![wire::batch(1, 101, true)]),
+            Code::ResourceExhausted,
+            "101 events, limit is 100",
+        ),
+        (
+            "undefined container",
+            bad,
+            hello_and(vec![wire::batch(1, 1, false)]),
+            Code::InvalidArgument,
+            "unknown container reference 1",
+        ),
+        (
+            "dangling string",
+            bad,
+            hello_and(vec![dangling]),
+            Code::InvalidArgument,
+            "unknown string reference 77",
+        ),
+        (
+            "no hello",
+            bad,
+            vec![wire::batch(1, 1, true)],
+            Code::InvalidArgument,
+            "first frame must be a hello",
+        ),
+    ];
+    for (case, auth, frames, code, words) in cases {
+        expect_status(play(&endpoint, auth, frames, 1).await, code, words).with_context(|| case.to_owned())?;
+    }
 
     // The gRPC health service says the ingest is serving.
     let mut health = HealthClient::new(
