@@ -43,18 +43,20 @@ impl Counter {
     }
 }
 
+/// One unlabelled sample with its HELP and TYPE lines.
+fn render_scalar(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}
+# TYPE {name} {kind}
+{name} {value}"
+    );
+}
+
 impl Metric for Counter {
     fn render(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} counter\n{} {}",
-            self.name,
-            self.help,
-            self.name,
-            self.name,
-            self.get()
-        );
+        render_scalar(out, self.name, self.help, "counter", self.get());
     }
 }
 
@@ -87,15 +89,7 @@ impl Gauge {
 
 impl Metric for Gauge {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} gauge\n{} {}",
-            self.name,
-            self.help,
-            self.name,
-            self.name,
-            self.get()
-        );
+        render_scalar(out, self.name, self.help, "gauge", self.get());
     }
 }
 
