@@ -42,6 +42,9 @@ pub struct ClientReport {
     /// Batches still unacknowledged at exit (lost).
     pub batches_unacked: usize,
     pub events_unacked: usize,
+    /// Batches the aggregator refused as malformed, dropped (and logged).
+    pub batches_refused: u64,
+    pub events_refused: u64,
 }
 
 enum SessionEnd {
@@ -63,6 +66,8 @@ pub async fn run(
         drain_deadline: None,
         drain_timeout: config.drain_timeout,
         acked: 0,
+        refused_batches: 0,
+        refused_events: 0,
     };
     let mut backoff = Backoff::default();
     // Agents spread over the endpoints by their id, and fail over in list order.
@@ -117,6 +122,8 @@ pub async fn run(
         batches_acked: state.acked,
         batches_unacked: state.unacked.len(),
         events_unacked: state.unacked.iter().map(|b| b.events.len()).sum(),
+        batches_refused: state.refused_batches,
+        events_refused: state.refused_events,
     };
     if report.batches_unacked > 0 {
         tracing::error!(
@@ -134,6 +141,8 @@ struct State {
     drain_deadline: Option<Instant>,
     drain_timeout: Duration,
     acked: u64,
+    refused_batches: u64,
+    refused_events: u64,
 }
 
 impl State {
@@ -160,6 +169,29 @@ impl State {
     fn start_drain(&mut self) {
         self.drain_deadline
             .get_or_insert_with(|| Instant::now() + self.drain_timeout);
+    }
+
+    /// A batch the aggregator refused as malformed would be refused again on
+    /// every reconnect and block everything behind it: drop it, loudly.
+    fn drop_refused(&mut self, status: &tonic::Status) {
+        let refused = status
+            .metadata()
+            .get(glasshouse_proto::metadata::REFUSED_BATCH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(sequence) = refused else { return };
+        if let Some(pos) = self.unacked.iter().position(|b| b.sequence == sequence) {
+            let batch = self.unacked.remove(pos);
+            let events = batch.as_ref().map_or(0, |b| b.events.len());
+            self.refused_batches += 1;
+            self.refused_events += events as u64;
+            tracing::error!(
+                sequence,
+                events,
+                reason = status.message(),
+                "aggregator refused a batch as malformed; dropped it"
+            );
+        }
     }
 
     fn ack(&mut self, sequence: u64) {
@@ -198,7 +230,9 @@ async fn session(
         let (Ok(agent), Ok(bearer)) = values else {
             return SessionEnd::Failed("agent id or token is not a valid header value".into());
         };
-        request.metadata_mut().insert("glasshouse-agent-id", agent);
+        request
+            .metadata_mut()
+            .insert(glasshouse_proto::metadata::AGENT_ID, agent);
         request.metadata_mut().insert("authorization", bearer);
     }
     let mut inbound = match client.stream(request).await {
@@ -238,7 +272,10 @@ async fn session(
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return SessionEnd::Failed("aggregator closed the stream".into()),
-                Err(status) => return SessionEnd::Failed(format!("{}: {}", status.code(), status.message())),
+                Err(status) => {
+                    state.drop_refused(&status);
+                    return SessionEnd::Failed(format!("{}: {}", status.code(), status.message()));
+                }
             },
             batch = batches.recv(), if can_take => match batch {
                 Some(batch) => {

@@ -20,7 +20,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 /// Metadata key naming the agent that presents the token.
-pub const AGENT_ID_HEADER: &str = "glasshouse-agent-id";
+pub const AGENT_ID_HEADER: &str = glasshouse_proto::metadata::AGENT_ID;
 /// Shortest secret accepted in a tokens file.
 pub const MIN_SECRET_LEN: usize = 16;
 

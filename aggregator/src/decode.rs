@@ -18,8 +18,8 @@ const MAX_TIME_NS: i64 = 7_258_118_400_000_000_000;
 pub enum DecodeError {
     #[error("batch {sequence} has {events} events, limit is {max}")]
     TooManyEvents { sequence: u64, events: usize, max: u32 },
-    #[error("string dictionary would exceed {max} entries")]
-    TooManyStrings { max: u32 },
+    #[error("batch {sequence}: string dictionary would exceed {max} entries")]
+    TooManyStrings { sequence: u64, max: u32 },
     #[error("batch {sequence}: string id 0 is reserved")]
     StringIdZero { sequence: u64 },
     #[error("batch {sequence}: container ref 0 is reserved")]
@@ -40,6 +40,25 @@ pub enum DecodeError {
     BadTimestamp { sequence: u64, index: usize },
     #[error("batch sequence {sequence} is not after {previous}")]
     SequenceNotIncreasing { sequence: u64, previous: u64 },
+}
+
+impl DecodeError {
+    /// The batch refused, when the error concerns one batch.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            DecodeError::TooManyEvents { sequence, .. }
+            | DecodeError::TooManyStrings { sequence, .. }
+            | DecodeError::StringIdZero { sequence }
+            | DecodeError::ContainerRefZero { sequence }
+            | DecodeError::UnknownString { sequence, .. }
+            | DecodeError::UnknownContainerString { sequence, .. }
+            | DecodeError::UnknownContainer { sequence, .. }
+            | DecodeError::UnknownKind { sequence, .. }
+            | DecodeError::BadTimestamp { sequence, .. } => Some(*sequence),
+            // Not the batch's fault alone: a duplicate or reordered sequence.
+            DecodeError::SequenceNotIncreasing { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +124,10 @@ impl StreamTables {
             self.containers.clear();
         }
         if self.strings.len() + batch.strings.len() > self.max_strings as usize {
-            return Err(DecodeError::TooManyStrings { max: self.max_strings });
+            return Err(DecodeError::TooManyStrings {
+                sequence,
+                max: self.max_strings,
+            });
         }
         for def in batch.strings {
             if def.id == 0 {
@@ -141,7 +163,10 @@ impl StreamTables {
                 image_id: lookup(c.image_id)?,
             };
             if self.containers.len() >= self.max_strings as usize && !self.containers.contains_key(&c.r#ref) {
-                return Err(DecodeError::TooManyStrings { max: self.max_strings });
+                return Err(DecodeError::TooManyStrings {
+                    sequence,
+                    max: self.max_strings,
+                });
             }
             self.containers.insert(c.r#ref, entry);
         }

@@ -72,8 +72,19 @@ impl StreamError {
         })
     }
 
+    /// The status sent to the agent; a refused batch is named in the
+    /// `glasshouse-refused-batch` metadata so the agent can drop it.
     pub fn to_status(&self) -> Status {
-        Status::new(self.code(), self.to_string())
+        let mut status = Status::new(self.code(), self.to_string());
+        if let StreamError::Decode(e) = self
+            && let Some(sequence) = e.sequence()
+            && let Ok(value) = sequence.to_string().parse()
+        {
+            status
+                .metadata_mut()
+                .insert(glasshouse_proto::metadata::REFUSED_BATCH, value);
+        }
+        status
     }
 }
 

@@ -34,5 +34,15 @@ pub mod v1 {
     tonic::include_proto!("glasshouse.v1");
 }
 
+/// gRPC metadata keys of the ingest stream (besides `authorization`).
+pub mod metadata {
+    /// Request: the agent id a bearer token belongs to.
+    pub const AGENT_ID: &str = "glasshouse-agent-id";
+    /// Error status: the sequence of the batch the aggregator refused as
+    /// malformed; the agent drops that batch (counting it) instead of
+    /// re-sending it forever.
+    pub const REFUSED_BATCH: &str = "glasshouse-refused-batch";
+}
+
 /// Version of the Arrow schemas in this crate, sent in the `glasshouse-schema-version` header.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use glasshouse_agent::client;
 use glasshouse_proto::process;
 use glasshouse_proto::record::RecordType;
 use glasshouse_proto::v1::{self, aggregator_frame, ingest_client::IngestClient};
 use glasshouse_proto::{ipc, service::parse_config};
-use glasshouse_tests::{Broker, free_port, init_logging, wire};
+use glasshouse_tests::{Broker, free_port, init_logging, simulated, wire};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -24,6 +25,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const GOOD_SECRET: &str = "good-agent-secret-0123456789";
 const BAD_SECRET: &str = "bad-agent-secret-0123456789";
+const MIXED_SECRET: &str = "mixed-agent-secret-0123456789";
 
 /// Opens a stream as `agent` with `secret`, sends `frames`, and returns the
 /// acks received until the aggregator ends the stream (or its status).
@@ -96,7 +98,7 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
     let tokens = dir.join("tokens.toml");
     std::fs::write(
         &tokens,
-        format!("[agents]\ngood = \"{GOOD_SECRET}\"\nbad = \"{BAD_SECRET}\"\n"),
+        format!("[agents]\ngood = \"{GOOD_SECRET}\"\nbad = \"{BAD_SECRET}\"\nmixed = \"{MIXED_SECRET}\"\n"),
     )?;
     let cancel = CancellationToken::new();
     let metrics_port = free_port()?;
@@ -197,6 +199,27 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         expect_status(play(&endpoint, auth, frames, 1).await, code, words).with_context(|| case.to_owned())?;
     }
 
+    // The real agent client: a batch refused as malformed is dropped and
+    // counted, not re-sent forever; the batches around it are delivered.
+    let container = simulated::container(9, "localhost/mixed");
+    let (tx, rx) = mpsc::channel(4);
+    for (seq, events) in [(1, 10), (2, 101), (3, 10)] {
+        tx.send(simulated::batch(&container, seq, events)).await?;
+    }
+    drop(tx);
+    let mut mixed = simulated::agent("mixed", 1, vec![endpoint.clone()], 8);
+    mixed.token = Some(MIXED_SECRET.to_owned());
+    let report = tokio::time::timeout(Duration::from_secs(60), client::run(mixed, rx, cancel.child_token())).await?;
+    ensure!(
+        (
+            report.batches_acked,
+            report.batches_refused,
+            report.events_refused,
+            report.batches_unacked
+        ) == (2, 1, 101, 0),
+        "mixed agent: {report:?}"
+    );
+
     // The gRPC health service says the ingest is serving.
     let mut health = HealthClient::new(
         tonic::transport::Endpoint::from_shared(endpoint.clone())?
@@ -238,6 +261,9 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         let msg = msg?;
         let batch = ipc::decode(msg.payload().context("empty payload")?)?;
         for row in process::read_rows(&batch)? {
+            if row.agent_id == "mixed" {
+                continue;
+            }
             assert_eq!(row.agent_id, "good", "a refused agent's event reached kafka");
             assert!(
                 ids.insert((row.boot_id, row.batch_seq, row.event_index)),
@@ -252,16 +278,23 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
     for (reason, n) in [
         ("unauthenticated", 3),
         ("impersonation", 1),
-        ("too_large", 1),
+        ("too_large", 2),
         ("dangling_reference", 2),
         ("protocol", 1),
     ] {
         let line = format!("glasshouse_aggregator_refusals_total{{reason=\"{reason}\"}} {n}\n");
         ensure!(metrics.contains(&line), "metrics lack {line:?}:\n{metrics}");
     }
+    // The good agent's events, plus the mixed agent's two good batches (its
+    // first may be counted twice: it was re-sent after the refusal).
+    let records_in: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("glasshouse_aggregator_records_in_total "))
+        .and_then(|v| v.parse().ok())
+        .context("no records_in metric")?;
     ensure!(
-        metrics.contains(&format!("glasshouse_aggregator_records_in_total {}\n", BATCHES * 10)),
-        "records_in: {metrics}"
+        (BATCHES * 10 + 20..=BATCHES * 10 + 30).contains(&records_in),
+        "records_in {records_in}"
     );
 
     cancel.cancel();
