@@ -18,6 +18,11 @@ pub struct Config {
     /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
     #[serde(default)]
     pub topics: glasshouse_proto::kafka::TopicLayout,
+    /// Kafka-level compression of the producer: `none`, `gzip`, `snappy`,
+    /// `lz4` or `zstd` (Arrow IPC bodies are zstd-compressed either way; the
+    /// ingest bench showed no clear CPU difference between them). Default: `zstd`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
     /// Name in the `glasshouse-producer-id` header and logs. Default: `aggregator/<host>`.
     #[serde(default = "default_producer_id")]
     pub producer_id: String,
@@ -80,6 +85,9 @@ fn default_true() -> bool {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 50051))
 }
+fn default_compression() -> String {
+    "zstd".to_owned()
+}
 fn default_brokers() -> String {
     "127.0.0.1:9092".to_owned()
 }
@@ -123,6 +131,12 @@ impl Validate for Config {
         self.topics.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
+        }
+        if !matches!(self.compression.as_str(), "none" | "gzip" | "snappy" | "lz4" | "zstd") {
+            return Err((
+                "compression",
+                format!("{:?} is not one of none, gzip, snappy, lz4, zstd", self.compression),
+            ));
         }
         if self.flush_max_bytes < 1024 {
             return Err(("flush_max_bytes", "must be at least 1024".into()));

@@ -200,7 +200,7 @@ fn producer_config(config: &Config) -> ClientConfig {
     c.set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "zstd")
+        .set("compression.type", &config.compression)
         .set("linger.ms", "5")
         .set("message.max.bytes", config.max_message_bytes.to_string())
         // Bounded producer queue: when Kafka is slow, the sink waits.

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 const AGENTS: u64 = 8;
 const BATCHES: u64 = 250;
 const EVENTS: usize = 500;
+/// Broker stall of part 3; `GLASSHOUSE_BENCH_STALL_SECS` overrides it.
 const STALL_SECS: u64 = 60;
 
 fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
@@ -161,7 +162,10 @@ async fn main() -> anyhow::Result<()> {
     let metrics_port = free_port()?;
     let aggregator = AggregatorProcess::start(
         &broker.bootstrap(),
-        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n[topics]\npartitions = 3"),
+        &format!(
+            "metrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n[topics]\npartitions = 3",
+            std::env::var("GLASSHOUSE_BENCH_AGGREGATOR").unwrap_or_default()
+        ),
     )?;
     let endpoint = aggregator.endpoint();
     // Warm-up: connections, topic metadata, producer id.
@@ -248,10 +252,14 @@ async fn main() -> anyhow::Result<()> {
     println!("  wire: {:.1} bytes per event in Kafka", bytes as f64 / events as f64);
 
     // Peak memory with the broker stalled.
+    let stall_secs = std::env::var("GLASSHOUSE_BENCH_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(STALL_SECS);
     let before = aggregator.peak_rss()?;
-    let stalled = stream_all(&endpoint, BATCHES / 2, Some((&broker, Duration::from_secs(STALL_SECS)))).await?;
+    let stalled = stream_all(&endpoint, BATCHES / 2, Some((&broker, Duration::from_secs(stall_secs)))).await?;
     println!(
-        "stall: broker stopped {STALL_SECS} s while {AGENTS} agents streamed; all acknowledged after {stalled:.2?}; \
+        "stall: broker stopped {stall_secs} s while {AGENTS} agents streamed; all acknowledged after {stalled:.2?}; \
          aggregator peak RSS {} MiB (before the stall {} MiB)",
         aggregator.peak_rss()? / (1024 * 1024),
         before / (1024 * 1024)
