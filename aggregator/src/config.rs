@@ -179,5 +179,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("config a.toml:1:"), "{e}");
+        let e = parse_config::<Config>("a.toml", "compression = \"brotli\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`compression`") && e.contains("brotli"), "{e}");
     }
 }
