@@ -73,9 +73,9 @@ struct ContainerEntry {
 /// The tables of one agent stream.
 #[derive(Debug)]
 pub struct StreamTables {
-    agent_id: String,
+    agent_id: Arc<str>,
     boot_id: u64,
-    host: String,
+    host: Arc<str>,
     host_workload: Arc<str>,
     max_events: u32,
     max_strings: u32,
@@ -90,9 +90,9 @@ pub type RowsByWorkload = Vec<(Arc<str>, Vec<Row>)>;
 impl StreamTables {
     pub fn new(hello: &v1::Hello, max_events: u32, max_strings: u32) -> StreamTables {
         StreamTables {
-            agent_id: hello.agent_id.clone(),
+            agent_id: hello.agent_id.as_str().into(),
             boot_id: hello.boot_id,
-            host: hello.hostname.clone(),
+            host: hello.hostname.as_str().into(),
             host_workload: Arc::from(format!("host:{}", hello.hostname)),
             max_events,
             max_strings,
@@ -179,13 +179,13 @@ impl StreamTables {
                 .checked_add(e.time_delta_ns)
                 .filter(|t| (MIN_TIME_NS..MAX_TIME_NS).contains(t))
                 .ok_or(DecodeError::BadTimestamp { sequence, index })?;
-            let string = |id: u32| -> Result<Option<String>, DecodeError> {
+            let string = |id: u32| -> Result<Option<Arc<str>>, DecodeError> {
                 if id == 0 {
                     return Ok(None);
                 }
                 self.strings
                     .get(&id)
-                    .map(|s| Some(s.to_string()))
+                    .map(|s| Some(s.clone()))
                     .ok_or(DecodeError::UnknownString { sequence, index, id })
             };
             let kind = match v1::ProcessEventKind::try_from(e.kind) {
@@ -214,7 +214,7 @@ impl StreamTables {
                 .map(|id| string(*id).map(Option::unwrap_or_default))
                 .collect::<Result<Vec<_>, _>>()?;
             let workload = container.map_or_else(|| self.host_workload.clone(), |c| c.workload_id.clone());
-            let text = |s: &Option<Arc<str>>| s.as_deref().map(str::to_owned);
+            let text = |s: &Option<Arc<str>>| s.clone();
             let row = Row {
                 agent_id: self.agent_id.clone(),
                 boot_id: self.boot_id,
@@ -222,11 +222,11 @@ impl StreamTables {
                 event_index: u32::try_from(index).unwrap_or(u32::MAX),
                 time_unix_ns: time,
                 host: self.host.clone(),
-                container_id: container.map(|c| c.id.to_string()),
+                container_id: container.map(|c| c.id.clone()),
                 container_name: container.and_then(|c| text(&c.name)),
                 image: container.and_then(|c| text(&c.image)),
                 image_id: container.and_then(|c| text(&c.image_id)),
-                workload_id: workload.to_string(),
+                workload_id: workload.clone(),
                 kind,
                 pid: e.pid,
                 ppid: e.ppid,
@@ -324,11 +324,11 @@ mod tests {
         let r = &rows[0];
         assert_eq!(r.container_id.as_deref(), Some("c0ffee"));
         assert_eq!(r.image.as_deref(), Some("localhost/app:1"));
-        assert_eq!(r.argv, vec!["cat", "/etc/hostname"]);
         assert_eq!(
-            (r.agent_id.as_str(), r.boot_id, r.batch_seq, r.event_index),
-            ("a1", 9, 1, 0)
+            r.argv.iter().map(|a| &**a).collect::<Vec<_>>(),
+            vec!["cat", "/etc/hostname"]
         );
+        assert_eq!((&*r.agent_id, r.boot_id, r.batch_seq, r.event_index), ("a1", 9, 1, 0));
         let (w, rows) = &groups[1];
         assert_eq!(&**w, "host:h1");
         assert_eq!(rows[0].time_unix_ns, 1_700_000_000_000_000_005);

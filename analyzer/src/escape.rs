@@ -32,9 +32,10 @@ pub fn terminal(s: &str) -> String {
 
 /// An argument vector as a shell-like line: each argument escaped, and quoted
 /// when it is empty or holds spaces or quotes, so argument boundaries stay visible.
-pub fn argv(args: &[String]) -> String {
+pub fn argv<S: AsRef<str>>(args: &[S]) -> String {
     args.iter()
         .map(|a| {
+            let a = a.as_ref();
             let e = terminal(a);
             if a.is_empty() || a.contains([' ', '"', '\'']) {
                 format!("\"{}\"", e.replace('"', "\\\""))

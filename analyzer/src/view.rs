@@ -15,7 +15,7 @@ const MAX_REMEMBERED: usize = 16_384;
 #[derive(Debug)]
 pub struct View<W> {
     out: W,
-    seen: HashSet<String>,
+    seen: HashSet<glasshouse_proto::process::Str>,
 }
 
 impl<W: Write> View<W> {
@@ -33,7 +33,7 @@ impl<W: Write> View<W> {
         };
         let short = &id[..id.len().min(12)];
         let name = escape::terminal(row.container_name.as_deref().unwrap_or("?"));
-        if !self.seen.contains(id) {
+        if !self.seen.contains(&**id) {
             if self.seen.len() >= MAX_REMEMBERED {
                 self.seen.clear();
             }

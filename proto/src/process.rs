@@ -61,29 +61,33 @@ impl Kind {
     }
 }
 
+/// A shared string: rows of one batch share their agent, host, container and
+/// interned strings instead of copying them.
+pub type Str = Arc<str>;
+
 /// One process event, resolved and attributed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub agent_id: String,
+    pub agent_id: Str,
     pub boot_id: u64,
     pub batch_seq: u64,
     pub event_index: u32,
     pub time_unix_ns: i64,
-    pub host: String,
-    pub container_id: Option<String>,
-    pub container_name: Option<String>,
-    pub image: Option<String>,
-    pub image_id: Option<String>,
-    pub workload_id: String,
+    pub host: Str,
+    pub container_id: Option<Str>,
+    pub container_name: Option<Str>,
+    pub image: Option<Str>,
+    pub image_id: Option<Str>,
+    pub workload_id: Str,
     pub kind: Kind,
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
-    pub path: Option<String>,
-    pub argv: Vec<String>,
-    pub cwd: Option<String>,
-    pub parent_exe: Option<String>,
+    pub path: Option<Str>,
+    pub argv: Vec<Str>,
+    pub cwd: Option<Str>,
+    pub parent_exe: Option<Str>,
     pub exit_code: Option<i32>,
     pub count: u32,
 }
@@ -91,7 +95,7 @@ pub struct Row {
 impl Row {
     /// Approximate bytes this row takes in Arrow builders (for flush-by-size).
     pub fn approx_bytes(&self) -> usize {
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 4);
+        let opt = |s: &Option<Str>| s.as_ref().map_or(0, |s| s.len() + 4);
         96 + self.agent_id.len()
             + self.host.len()
             + self.workload_id.len()
@@ -291,7 +295,7 @@ pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
     let u64_col = |i: usize| batch.column(i).as_primitive::<UInt64Type>();
     let opt = |i: usize, row: usize| {
         let c = str_col(i);
-        c.is_valid(row).then(|| c.value(row).to_owned())
+        c.is_valid(row).then(|| Str::from(c.value(row)))
     };
     let time = batch.column(4).as_primitive::<TimestampNanosecondType>();
     let argv = batch.column(17).as_list::<i32>();
@@ -304,24 +308,24 @@ pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
         let args = argv.value(r);
         let args = args.as_string::<i32>();
         rows.push(Row {
-            agent_id: str_col(0).value(r).to_owned(),
+            agent_id: str_col(0).value(r).into(),
             boot_id: u64_col(1).value(r),
             batch_seq: u64_col(2).value(r),
             event_index: u32_col(3).value(r),
             time_unix_ns: time.value(r),
-            host: str_col(5).value(r).to_owned(),
+            host: str_col(5).value(r).into(),
             container_id: opt(6, r),
             container_name: opt(7, r),
             image: opt(8, r),
             image_id: opt(9, r),
-            workload_id: str_col(10).value(r).to_owned(),
+            workload_id: str_col(10).value(r).into(),
             kind,
             pid: u32_col(12).value(r),
             ppid: u32_col(13).value(r),
             uid: u32_col(14).value(r),
             gid: u32_col(15).value(r),
             path: opt(16, r),
-            argv: args.iter().map(|a| a.unwrap_or_default().to_owned()).collect(),
+            argv: args.iter().map(|a| Str::from(a.unwrap_or_default())).collect(),
             cwd: opt(18, r),
             parent_exe: opt(19, r),
             exit_code: exit.is_valid(r).then(|| exit.value(r)),

@@ -467,12 +467,9 @@ pub mod simulated {
             let batch = ipc::decode(msg.payload().context("empty payload")?)?;
             let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
             for row in process::read_rows(&batch)? {
-                ensure!(
-                    key.as_deref() == Some(row.workload_id.as_str()),
-                    "key is not the workload id"
-                );
+                ensure!(key.as_deref() == Some(&*row.workload_id), "key is not the workload id");
                 *seen
-                    .entry((row.agent_id, row.boot_id, row.batch_seq, row.event_index))
+                    .entry((row.agent_id.to_string(), row.boot_id, row.batch_seq, row.event_index))
                     .or_default() += 1;
             }
         }

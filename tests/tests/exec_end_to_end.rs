@@ -125,7 +125,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
         if let Some(r) = rows
             .iter()
             .filter(ours)
-            .find(|r| r.kind == Kind::Exec && r.argv.first().map(String::as_str) == Some("cat"))
+            .find(|r| r.kind == Kind::Exec && r.argv.first().map(|a| &**a) == Some("cat"))
         {
             break r.clone();
         }
@@ -154,7 +154,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
         for row in process::read_rows(&batch)? {
             assert_eq!(
                 key.as_deref(),
-                Some(row.workload_id.as_str()),
+                Some(&*row.workload_id),
                 "message key is the workload id"
             );
             rows.push(row);
@@ -162,17 +162,20 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     };
 
     assert_eq!(found.image.as_deref(), Some(TEST_IMAGE));
-    assert_eq!(found.argv, vec!["cat".to_owned(), "/etc/hostname".to_owned()]);
+    assert_eq!(
+        found.argv.iter().map(|a| &**a).collect::<Vec<_>>(),
+        ["cat", "/etc/hostname"]
+    );
     assert_eq!(found.path.as_deref(), Some("/bin/busybox"), "cat is busybox's applet");
     assert_eq!(found.container_name.as_deref(), Some(name.as_str()));
-    assert_eq!(found.workload_id, "localhost/glasshouse-test");
-    assert_eq!(found.agent_id, "e2e-agent");
+    assert_eq!(&*found.workload_id, "localhost/glasshouse-test");
+    assert_eq!(&*found.agent_id, "e2e-agent");
     assert!(found.image_id.as_deref().is_some_and(|i| !i.is_empty()));
     // The container's shell ran first: its exec is attributed to the same container.
     assert!(
         rows.iter().any(|r| r.kind == Kind::Exec
             && r.container_id.as_deref() == Some(container_id.as_str())
-            && r.argv.first().map(String::as_str) == Some("/bin/sh")),
+            && r.argv.first().map(|a| &**a) == Some("/bin/sh")),
         "exec of /bin/sh missing: {rows:#?}"
     );
 
