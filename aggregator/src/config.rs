@@ -51,6 +51,10 @@ pub struct Config {
     /// (a warning says so at start). Default: unset.
     #[serde(default)]
     pub tokens_file: Option<std::path::PathBuf>,
+    /// Agent ids refused whatever credential they present (a certificate
+    /// that cannot be withdrawn, a leaked token). Default: none.
+    #[serde(default)]
+    pub revoked_agents: Vec<String>,
     /// TLS for the ingest port; with `client_ca_file`, agents authenticate
     /// with client certificates (mTLS). Default: none (plain TCP).
     #[serde(default)]

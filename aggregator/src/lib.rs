@@ -126,6 +126,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         shutdown: cancel.clone(),
         tokens,
         require_authentication: mtls,
+        revoked: config.revoked_agents.clone(),
     };
     let metrics = match config.metrics_listen {
         Some(addr) => {

@@ -105,6 +105,8 @@ pub struct IngestService {
     pub tokens: Option<crate::auth::Tokens>,
     /// Refuse clients that present neither a certificate nor a token.
     pub require_authentication: bool,
+    /// Agent ids refused whatever their credentials.
+    pub revoked: Vec<String>,
 }
 
 type AckStream = ReceiverStream<Result<v1::AggregatorFrame, Status>>;
@@ -140,6 +142,13 @@ impl Ingest for IngestService {
             }
             (None, None) => None,
         };
+        if let Some(agent) = &authenticated
+            && self.revoked.iter().any(|r| r == agent)
+        {
+            tracing::warn!(%peer, %agent, "refused revoked agent");
+            internal_events::refused("unauthenticated");
+            return Err(Status::unauthenticated(format!("agent {agent:?} is revoked")));
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 2);
         let session = Session {

@@ -92,6 +92,7 @@ async fn only_agents_with_certificates_from_the_agent_ca_stream() -> anyhow::Res
     let (server_cert, server_key) = leaf(&server_ca, "aggregator", &["localhost", "127.0.0.1"])?;
     let (agent_cert, agent_key) = leaf(&agent_ca, "tls-agent", &["tls-agent"])?;
     let (rogue_cert, rogue_key) = leaf(&rogue_ca, "tls-agent", &["tls-agent"])?;
+    let (revoked_cert, revoked_key) = leaf(&agent_ca, "revoked-agent", &["revoked-agent"])?;
 
     let cancel = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -99,7 +100,7 @@ async fn only_agents_with_certificates_from_the_agent_ca_stream() -> anyhow::Res
     let config: glasshouse_aggregator::Config = parse_config(
         "test",
         &format!(
-            "brokers = \"{}\"\nflush_max_age_ms = 20\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+            "brokers = \"{}\"\nflush_max_age_ms = 20\nrevoked_agents = [\"revoked-agent\"]\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
             broker.bootstrap(),
             write(&dir, "server.pem", &server_cert)?,
             write(&dir, "server.key", &server_key)?,
@@ -133,6 +134,14 @@ async fn only_agents_with_certificates_from_the_agent_ca_stream() -> anyhow::Res
     ensure!(no_cert.is_err(), "a client without certificate was served");
     let rogue = raw_attempt(&endpoint, with(&rogue_cert, &rogue_key), "tls-agent").await;
     ensure!(rogue.is_err(), "a client with a certificate from another CA was served");
+    // A valid certificate of a revoked agent.
+    let err = raw_attempt(&endpoint, with(&revoked_cert, &revoked_key), "revoked-agent")
+        .await
+        .unwrap_err();
+    ensure!(
+        err.starts_with("Unauthenticated") && err.contains("revoked"),
+        "revoked agent: {err}"
+    );
     // The right certificate with a hello naming someone else.
     let err = raw_attempt(&endpoint, with(&agent_cert, &agent_key), "other-agent")
         .await
