@@ -225,29 +225,37 @@ async fn main() -> anyhow::Result<()> {
         let batch = glasshouse_proto::ipc::decode(value)?;
         rows_by_key.push((key.clone(), glasshouse_proto::process::read_rows(&batch)?));
     }
-    let cpu_before = self_cpu();
-    let mut encoded = Vec::with_capacity(rows_by_key.len());
-    for (key, rows) in &rows_by_key {
-        let mut builder = glasshouse_proto::process::Builder::default();
-        for row in rows {
-            builder.append(row);
+    // Three rounds: the machine is shared, so report the best and the median.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let cpu_before = self_cpu();
+        let mut encoded = Vec::with_capacity(rows_by_key.len());
+        for (key, rows) in &rows_by_key {
+            let mut builder = glasshouse_proto::process::Builder::default();
+            for row in rows {
+                builder.append(row);
+            }
+            encoded.push((key, glasshouse_proto::ipc::encode(&builder.finish())?));
         }
-        encoded.push((key, glasshouse_proto::ipc::encode(&builder.finish())?));
+        let mut deliveries = Vec::with_capacity(encoded.len());
+        for (key, value) in &encoded {
+            let record = FutureRecord::to(RecordType::File.topic())
+                .key(key.as_str())
+                .payload(value);
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        for d in deliveries {
+            d.await?.map_err(|(e, _)| e)?;
+        }
+        rounds.push(self_cpu() - cpu_before);
     }
-    let mut deliveries = Vec::with_capacity(encoded.len());
-    for (key, value) in &encoded {
-        let record = FutureRecord::to(RecordType::File.topic())
-            .key(key.as_str())
-            .payload(value);
-        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
-    }
-    for d in deliveries {
-        d.await?.map_err(|(e, _)| e)?;
-    }
-    let arrow_cpu = self_cpu() - cpu_before;
+    rounds.sort();
+    let (best, median) = (rounds[0], rounds[1]);
     println!(
-        "  direct Arrow build + IPC encode + produce of the same rows: CPU {arrow_cpu:.2?}; ratio aggregator / that: {:.2}",
-        agg_cpu.as_secs_f64() / arrow_cpu.as_secs_f64()
+        "  direct Arrow build + IPC encode + produce of the same rows: CPU best {best:.2?}, median {median:.2?}; \
+         ratio aggregator / that: {:.2} (best) {:.2} (median)",
+        agg_cpu.as_secs_f64() / best.as_secs_f64(),
+        agg_cpu.as_secs_f64() / median.as_secs_f64()
     );
     println!("  wire: {:.1} bytes per event in Kafka", bytes as f64 / events as f64);
 
