@@ -30,6 +30,9 @@ pub struct Config {
     /// order. Default: Podman's (`podman system service`) then Docker's.
     #[serde(default = "default_runtime_sockets")]
     pub runtime_sockets: Vec<PathBuf>,
+    /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,

@@ -60,6 +60,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Metrics(#[source] std::io::Error),
     #[error("cannot start the sensor thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -96,6 +98,21 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         .spawn(move || connector.run(PathBuf::from("/proc"), raw_tx, sensor_stats, sensor_cancel))
         .map_err(AgentError::Thread)?;
 
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = glasshouse_proto::metrics::bind(addr)
+                .await
+                .map_err(AgentError::Metrics)?;
+            let stats = stats.clone();
+            let render: glasshouse_proto::metrics::Renderer = Arc::new(move || stats.render(sensor::MODE_NETLINK));
+            Some(tokio::spawn(glasshouse_proto::metrics::serve(
+                listener,
+                render,
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
     let (batch_tx, batch_rx) = mpsc::channel(4);
     let attributor = Attributor::new(
         runtime::RuntimeClient::new(config.runtime_sockets.clone()),
@@ -148,6 +165,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     // Ignored results: a panicked pipeline or stats task has already logged.
     let _ = pipeline.await;
     let _ = stats_task.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = tokio::task::spawn_blocking(move || sensor.join()).await;
     log_stats(&stats);
     tracing::info!(

@@ -135,7 +135,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
                 .map_err(AggregatorError::Metrics)?;
             Some(tokio::spawn(glasshouse_proto::metrics::serve(
                 listener,
-                &internal_events::ALL,
+                glasshouse_proto::metrics::renderer(&internal_events::ALL),
                 cancel.clone(),
             )))
         }

@@ -44,7 +44,7 @@ impl Counter {
 }
 
 /// One unlabelled sample with its HELP and TYPE lines.
-fn render_scalar(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+pub fn render_scalar(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
@@ -212,9 +212,17 @@ pub fn render(metrics: &[&dyn Metric]) -> String {
     out
 }
 
+/// Produces the body of `GET /metrics`.
+pub type Renderer = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
+/// A [`Renderer`] of a static set of metrics.
+pub fn renderer(metrics: &'static [&'static dyn Metric]) -> Renderer {
+    std::sync::Arc::new(move || render(metrics))
+}
+
 /// Serves `GET /metrics` on `listener` until `cancel`. Other paths get 404;
 /// requests are read with a size cap and a deadline.
-pub async fn serve(listener: TcpListener, metrics: &'static [&'static dyn Metric], cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, metrics: Renderer, cancel: CancellationToken) {
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, "metrics endpoint serving");
     loop {
@@ -224,8 +232,9 @@ pub async fn serve(listener: TcpListener, metrics: &'static [&'static dyn Metric
         };
         match accepted {
             Ok((stream, _)) => {
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = answer(stream, metrics).await {
+                    if let Err(error) = answer(stream, &metrics).await {
                         tracing::debug!(%error, "metrics request failed");
                     }
                 });
@@ -238,7 +247,7 @@ pub async fn serve(listener: TcpListener, metrics: &'static [&'static dyn Metric
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &'static [&'static dyn Metric]) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, metrics: &Renderer) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     let read = async {
@@ -256,7 +265,7 @@ async fn answer(mut stream: TcpStream, metrics: &'static [&'static dyn Metric]) 
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timed out"))??;
     let ok = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
     let (status, body) = if ok {
-        ("200 OK", render(metrics))
+        ("200 OK", metrics())
     } else {
         ("404 Not Found", "only GET /metrics is served\n".to_owned())
     };
@@ -301,7 +310,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, &ALL, cancel.clone()));
+        let server = tokio::spawn(serve(listener, renderer(&ALL), cancel.clone()));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

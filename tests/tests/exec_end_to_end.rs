@@ -75,10 +75,11 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let analyzer = tokio::spawn(glasshouse_analyzer::run(analyzer_config, view.clone(), cancel.clone()));
 
     // Agent.
+    let agent_metrics = free_port()?;
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"e2e-agent\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
+            "agent_id = \"e2e-agent\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nmetrics_listen = \"127.0.0.1:{agent_metrics}\"",
             podman_api.socket.display()
         ),
     )?;
@@ -195,6 +196,26 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
         "{}",
         view.text()
     );
+
+    // The agent's own metrics say what it read and how.
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", agent_metrics)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        out
+    };
+    ensure!(
+        metrics.contains("glasshouse_agent_sensor_mode{mode=\"netlink\"} 1"),
+        "{metrics}"
+    );
+    let events: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("glasshouse_agent_events_total "))
+        .and_then(|v| v.parse().ok())
+        .context("no events metric")?;
+    ensure!(events > 0, "agent read no kernel events: {metrics}");
 
     // Clean shutdown of every part.
     cancel.cancel();

@@ -48,6 +48,49 @@ pub struct SensorStats {
 }
 
 impl SensorStats {
+    /// Prometheus text of these counters and the sensor mode.
+    pub fn render(&self, mode: &str) -> String {
+        use glasshouse_proto::metrics::render_scalar;
+        let mut out = String::new();
+        let [events, overflows, drops, unreadable] = self.snapshot();
+        render_scalar(
+            &mut out,
+            "glasshouse_agent_events_total",
+            "Kernel events read.",
+            "counter",
+            events.1,
+        );
+        render_scalar(
+            &mut out,
+            "glasshouse_agent_kernel_overflows_total",
+            "Times the kernel reported lost events (socket buffer overflow).",
+            "counter",
+            overflows.1,
+        );
+        render_scalar(
+            &mut out,
+            "glasshouse_agent_queue_drops_total",
+            "Events dropped because the pipeline queue was full.",
+            "counter",
+            drops.1,
+        );
+        render_scalar(
+            &mut out,
+            "glasshouse_agent_exec_unreadable_total",
+            "Execs whose process exited before /proc could be read.",
+            "counter",
+            unreadable.1,
+        );
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "# HELP glasshouse_agent_sensor_mode How processes are observed.\n# TYPE glasshouse_agent_sensor_mode gauge\nglasshouse_agent_sensor_mode{{mode=\"{mode}\"}} 1\n"
+            ),
+        );
+        out
+    }
+
     pub fn snapshot(&self) -> [(&'static str, u64); 4] {
         [
             ("events", self.events.load(Ordering::Relaxed)),
