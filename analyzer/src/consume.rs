@@ -79,6 +79,7 @@ pub async fn consume(
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
         // A rebalance waits this long for members to rejoin; our handlers are
         // fast, so a dead member must not hold its partitions for the
         // librdkafka default of five minutes.
