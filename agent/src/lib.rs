@@ -55,7 +55,7 @@ pub enum AgentError {
     #[error(transparent)]
     Sensor(#[from] ConnectorError),
     #[error("credentials file {path}: {source}")]
-    Token {
+    Credentials {
         path: String,
         #[source]
         source: std::io::Error,
@@ -76,7 +76,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .map(|t| t.trim().to_owned())
-                .map_err(|source| AgentError::Token {
+                .map_err(|source| AgentError::Credentials {
                     path: path.display().to_string(),
                     source,
                 })?,
@@ -192,7 +192,7 @@ fn log_stats(stats: &SensorStats) {
 fn client_tls(tls: Option<&config::TlsConfig>) -> Result<Option<tonic::transport::ClientTlsConfig>, AgentError> {
     let Some(tls) = tls else { return Ok(None) };
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|source| AgentError::Token {
+        std::fs::read(p).map_err(|source| AgentError::Credentials {
             path: p.display().to_string(),
             source,
         })

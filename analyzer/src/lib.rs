@@ -94,7 +94,10 @@ pub async fn watch<W: Write + Send>(
     out: W,
     cancel: CancellationToken,
 ) -> Result<ConsumeStats, AnalyzerError> {
-    let group = format!("glasshouse-watch-{}-{}", std::process::id(), glasshouse_proto_now());
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let group = format!("glasshouse-watch-{}-{started_ms}", std::process::id());
     let mut shower = Shower {
         view: Some(View::new(out)),
     };
@@ -112,10 +115,4 @@ pub async fn watch<W: Write + Send>(
         extra: Default::default(),
     };
     Ok(consume::consume(&settings, &mut shower, &cancel).await?)
-}
-
-fn glasshouse_proto_now() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }

@@ -7,9 +7,15 @@
 //! failure with a message saying how to install it (`deploy/local/setup.sh`).
 //!
 //! # Layout
-//! - [`Broker`]: a tansu broker on a free loopback port, killed on drop.
+//! - [`Broker`]: a tansu broker on a free loopback port, killed on drop;
+//!   [`Broker::pause`] stalls it.
+//! - [`AggregatorProcess`]: `glasshouse-aggregator` as its own process (to kill
+//!   it, measure its CPU and memory); [`workspace_binary`] finds it.
 //! - [`PodmanService`]: the Docker-compatible API on a private socket.
 //! - [`podman`]: run a podman command and return its stdout.
+//! - [`wire`]: hand-built frames and a raw ingest exchange.
+//! - [`simulated`]: the real agent client fed synthetic batches; event ids in Kafka.
+//! - [`http_get`], [`metric_value`]: reading a `/metrics` page.
 //! - [`free_port`], [`wait_for_port`].
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -275,6 +281,24 @@ impl Drop for AggregatorProcess {
     }
 }
 
+/// `GET path` on `addr` over plain HTTP/1.1; the whole response as text.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text page.
+pub fn metric_value(page: &str, name: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Installs a test log subscriber once (RUST_LOG or `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -288,7 +312,50 @@ pub fn init_logging() {
 
 /// Hand-built wire frames, for tests that play an agent.
 pub mod wire {
-    use glasshouse_proto::v1;
+    use glasshouse_proto::v1::{self, aggregator_frame, ingest_client::IngestClient};
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::Status;
+    use tonic::metadata::MetadataValue;
+    use tonic::transport::Channel;
+
+    /// Opens a stream on `channel` (with a bearer token when `auth` is
+    /// `(agent, secret)`), sends `frames`, and returns the acks received until
+    /// `expect_acks` arrived or the aggregator ended the stream — or its status.
+    pub async fn exchange(
+        channel: Channel,
+        auth: Option<(&str, &str)>,
+        frames: Vec<v1::AgentFrame>,
+        expect_acks: usize,
+    ) -> Result<Vec<u64>, Status> {
+        let (tx, rx) = mpsc::channel(frames.len() + 1);
+        for f in frames {
+            tx.send(f).await.map_err(|_| Status::internal("channel"))?;
+        }
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some((agent, secret)) = auth {
+            let agent = MetadataValue::try_from(agent).map_err(|_| Status::internal("header"))?;
+            let bearer = MetadataValue::try_from(format!("Bearer {secret}")).map_err(|_| Status::internal("header"))?;
+            request
+                .metadata_mut()
+                .insert(glasshouse_proto::metadata::AGENT_ID, agent);
+            request.metadata_mut().insert("authorization", bearer);
+        }
+        let mut inbound = IngestClient::new(channel).stream(request).await?.into_inner();
+        let mut acks = Vec::new();
+        while acks.len() < expect_acks {
+            match inbound.message().await? {
+                Some(v1::AggregatorFrame {
+                    frame: Some(aggregator_frame::Frame::Ack(a)),
+                }) => acks.push(a.sequence),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        // Closing our side ends the stream.
+        drop(tx);
+        Ok(acks)
+    }
 
     /// A hello from `agent_id`.
     pub fn hello(agent_id: &str) -> v1::AgentFrame {

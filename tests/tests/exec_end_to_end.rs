@@ -198,23 +198,13 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     );
 
     // The agent's own metrics say what it read and how.
-    let metrics = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", agent_metrics)).await?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        out
-    };
+    let metrics = glasshouse_tests::http_get(&format!("127.0.0.1:{agent_metrics}"), "/metrics").await?;
     ensure!(
         metrics.contains("glasshouse_agent_sensor_mode{mode=\"netlink\"} 1"),
         "{metrics}"
     );
-    let events: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("glasshouse_agent_events_total "))
-        .and_then(|v| v.parse().ok())
-        .context("no events metric")?;
+    let events =
+        glasshouse_tests::metric_value(&metrics, "glasshouse_agent_events_total").context("no events metric")?;
     ensure!(events > 0, "agent read no kernel events: {metrics}");
 
     // Clean shutdown of every part.

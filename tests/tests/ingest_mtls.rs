@@ -10,11 +10,9 @@ use std::time::Duration;
 use anyhow::ensure;
 use glasshouse_agent::client;
 use glasshouse_proto::service::parse_config;
-use glasshouse_proto::v1::{self, ingest_client::IngestClient};
 use glasshouse_tests::{Broker, free_port, init_logging, simulated, wire};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -60,23 +58,10 @@ async fn raw_attempt(endpoint: &str, tls: ClientTlsConfig, agent: &str) -> Resul
         .connect()
         .await
         .map_err(|e| format!("connect: {}", glasshouse_proto::service::error_chain(&e)))?;
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(wire::hello(agent)).await.map_err(|e| e.to_string())?;
-    tx.send(wire::batch(1, 1, true)).await.map_err(|e| e.to_string())?;
-    let mut inbound = IngestClient::new(channel)
-        .stream(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
-    loop {
-        match inbound.message().await {
-            Ok(Some(v1::AggregatorFrame {
-                frame: Some(v1::aggregator_frame::Frame::Ack(_)),
-            })) => return Ok(()),
-            Ok(Some(_)) => {}
-            Ok(None) => return Err("stream closed".into()),
-            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
-        }
+    match wire::exchange(channel, None, vec![wire::hello(agent), wire::batch(1, 1, true)], 1).await {
+        Ok(acks) if acks.len() == 1 => Ok(()),
+        Ok(_) => Err("stream closed".into()),
+        Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
     }
 }
 

@@ -2,24 +2,16 @@
 //! status — while a concurrent well-behaved agent keeps being served and every
 //! one of its events reaches Kafka.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use glasshouse_agent::client;
-use glasshouse_proto::process;
-use glasshouse_proto::record::RecordType;
-use glasshouse_proto::v1::{self, aggregator_frame, ingest_client::IngestClient};
-use glasshouse_proto::{ipc, service::parse_config};
+use glasshouse_proto::service::parse_config;
+use glasshouse_proto::v1;
 use glasshouse_tests::{Broker, free_port, init_logging, simulated, wire};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -35,45 +27,12 @@ async fn play(
     frames: Vec<v1::AgentFrame>,
     expect_acks: usize,
 ) -> Result<Vec<u64>, tonic::Status> {
-    let mut client = IngestClient::connect(endpoint.to_owned())
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let (tx, rx) = mpsc::channel(frames.len() + 1);
-    for f in frames {
-        tx.send(f).await.map_err(|_| tonic::Status::internal("channel"))?;
-    }
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some((agent, secret)) = auth {
-        let agent = MetadataValue::try_from(agent).map_err(|_| tonic::Status::internal("header"))?;
-        let bearer =
-            MetadataValue::try_from(format!("Bearer {secret}")).map_err(|_| tonic::Status::internal("header"))?;
-        request.metadata_mut().insert("glasshouse-agent-id", agent);
-        request.metadata_mut().insert("authorization", bearer);
-    }
-    let mut inbound = client.stream(request).await?.into_inner();
-    let mut acks = Vec::new();
-    while acks.len() < expect_acks {
-        match inbound.message().await? {
-            Some(v1::AggregatorFrame {
-                frame: Some(aggregator_frame::Frame::Ack(a)),
-            }) => acks.push(a.sequence),
-            Some(_) => {}
-            None => break,
-        }
-    }
-    // Closing our side ends the stream.
-    drop(tx);
-    Ok(acks)
-}
-
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
+    wire::exchange(channel, auth, frames, expect_acks).await
 }
 
 fn expect_status(result: Result<Vec<u64>, tonic::Status>, code: Code, words: &str) -> anyhow::Result<()> {
@@ -239,42 +198,21 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
     assert_eq!(acks, (1..=BATCHES).collect::<Vec<_>>());
 
     // And every one of its events is in Kafka, once; nothing from the others.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("refusals-check-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Process.topic()])?;
-    let mut ids = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ids.len() < (BATCHES * 10) as usize {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        ensure!(
-            !remaining.is_zero(),
-            "only {} of {} events in kafka",
-            ids.len(),
-            BATCHES * 10
-        );
-        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        for row in process::read_rows(&batch)? {
-            if &*row.agent_id == "mixed" {
-                continue;
-            }
-            assert_eq!(&*row.agent_id, "good", "a refused agent's event reached kafka");
-            assert!(
-                ids.insert((row.boot_id, row.batch_seq, row.event_index)),
-                "duplicate event"
-            );
-        }
+    let expected = usize::try_from(BATCHES * 10)?;
+    let seen = simulated::collect_ids(&broker.bootstrap(), expected, Duration::from_secs(30)).await?;
+    let good: Vec<_> = seen.iter().filter(|((agent, ..), _)| agent != "mixed").collect();
+    ensure!(
+        good.len() == expected,
+        "{} of {expected} events of the good agent in kafka",
+        good.len()
+    );
+    for ((agent, ..), count) in good {
+        assert_eq!(agent, "good", "a refused agent's event reached kafka");
+        assert_eq!(*count, 1, "duplicate event");
     }
-    consumer.unsubscribe();
 
     // Refusals are counted by reason, and accepted records too.
-    let metrics = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics").await?;
+    let metrics = glasshouse_tests::http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics").await?;
     for (reason, n) in [
         ("unauthenticated", 3),
         ("impersonation", 1),
@@ -287,10 +225,7 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
     }
     // The good agent's events, plus the mixed agent's two good batches (its
     // first may be counted twice: it was re-sent after the refusal).
-    let records_in: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("glasshouse_aggregator_records_in_total "))
-        .and_then(|v| v.parse().ok())
+    let records_in = glasshouse_tests::metric_value(&metrics, "glasshouse_aggregator_records_in_total")
         .context("no records_in metric")?;
     ensure!(
         (BATCHES * 10 + 20..=BATCHES * 10 + 30).contains(&records_in),
