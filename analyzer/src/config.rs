@@ -23,9 +23,9 @@ pub struct Config {
     #[serde(default = "default_view")]
     pub view: bool,
     /// Static group membership id (KIP-345): a restarted analyzer with the same
-    /// id takes its partitions back at once instead of waiting for the group
-    /// to expire its previous incarnation. Must differ between analyzers of
-    /// one group. Default: `analyzer-<host name>`.
+    /// id takes its partitions back once its previous incarnation's session
+    /// expires (tansu 0.6 held a dead dynamic member's partitions for minutes).
+    /// Must differ between analyzers of one group. Default: `analyzer-<host name>`.
     #[serde(default = "default_instance_id")]
     pub instance_id: String,
     /// Consumer group session timeout, ms: how soon the partitions of a dead
