@@ -33,6 +33,11 @@ pub struct Config {
     /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How processes are observed: `auto` (eBPF, or the netlink proc connector
+    /// when eBPF cannot load: the reason is logged and `/metrics` shows the
+    /// mode), `bpf` (fail when eBPF cannot load) or `netlink`. Default: auto.
+    #[serde(default)]
+    pub sensor: SensorChoice,
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,
@@ -60,6 +65,16 @@ pub struct Config {
     /// milliseconds. Default: 5000.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+}
+
+/// The `sensor` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorChoice {
+    #[default]
+    Auto,
+    Bpf,
+    Netlink,
 }
 
 /// The `[tls]` table.

@@ -3,8 +3,8 @@
 //! aggregator over gRPC.
 //!
 //! ```text
-//!  kernel ──proc connector──▶ sensor thread ──bounded queue (drop+count)──▶ pipeline
-//!    (fork/exec/exit)          reads /proc at exec              attribute: cgroup → container
+//!  kernel ──eBPF ring buffer──▶ sensor thread ──bounded queue (drop+count)──▶ pipeline
+//!    (fork/exec/exit)  or proc connector + /proc              attribute: cgroup → container
 //!                                                               runtime API → image, workload
 //!                                                               collapse, batch (size/age)
 //!                                                                      │ bounded (blocks)
@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config.
-//! - [`sensor`]: kernel event sources ([`sensor::proc_connector`]).
+//! - [`sensor`]: kernel event sources ([`sensor::bpf`], fallback [`sensor::proc_connector`]).
 //! - [`procfs`]: reading processes from `/proc`.
 //! - [`attribute`]: cgroup path → container, for every major runtime.
 //! - [`runtime`]: container metadata from the Docker-compatible API.
@@ -46,14 +46,16 @@ pub use config::Config;
 
 use crate::client::{ClientConfig, ClientReport};
 use crate::pipeline::{Attributor, Batcher};
-use crate::sensor::SensorStats;
 use crate::sensor::proc_connector::{ConnectorError, ProcConnector};
+use crate::sensor::{RawEvent, SensorStats};
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     Sensor(#[from] ConnectorError),
+    #[error(transparent)]
+    Bpf(#[from] sensor::bpf::BpfError),
     #[error("credentials file {path}: {source}")]
     Credentials {
         path: String,
@@ -83,20 +85,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         ),
         None => None,
     };
-    let connector = ProcConnector::open()?;
-    tracing::info!(
-        agent = %config.agent_id,
-        mode = sensor::MODE_NETLINK,
-        "sensor mode: netlink proc connector and /proc (no eBPF)"
-    );
     let stats = Arc::new(SensorStats::default());
     let (raw_tx, raw_rx) = mpsc::channel(config.event_queue);
-    let sensor_cancel = cancel.clone();
-    let sensor_stats = stats.clone();
-    let sensor = std::thread::Builder::new()
-        .name("proc-connector".into())
-        .spawn(move || connector.run(PathBuf::from("/proc"), raw_tx, sensor_stats, sensor_cancel))
-        .map_err(AgentError::Thread)?;
+    let (sensor, mode) = start_sensor(&config, raw_tx, stats.clone(), cancel.clone())?;
+    tracing::info!(agent = %config.agent_id, mode, "sensor started");
 
     let metrics = match config.metrics_listen {
         Some(addr) => {
@@ -104,7 +96,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
                 .await
                 .map_err(AgentError::Metrics)?;
             let stats = stats.clone();
-            let render: glasshouse_proto::metrics::Renderer = Arc::new(move || stats.render(sensor::MODE_NETLINK));
+            let render: glasshouse_proto::metrics::Renderer = Arc::new(move || stats.render(mode));
             Some(tokio::spawn(glasshouse_proto::metrics::serve(
                 listener,
                 render,
@@ -147,7 +139,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         boot_id: boot_id(),
         hostname: procfs::hostname(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        sensor_mode: sensor::MODE_NETLINK.to_owned(),
+        sensor_mode: mode.to_owned(),
     };
     let client_config = ClientConfig {
         endpoints: config.aggregators.clone(),
@@ -176,6 +168,32 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         "agent stopped"
     );
     Ok(report)
+}
+
+/// Starts the sensor the config asks for; `auto` falls back from eBPF to the
+/// proc connector and says why.
+fn start_sensor(
+    config: &Config,
+    tx: mpsc::Sender<RawEvent>,
+    stats: Arc<SensorStats>,
+    cancel: CancellationToken,
+) -> Result<(std::thread::JoinHandle<()>, &'static str), AgentError> {
+    use config::SensorChoice;
+    if config.sensor != SensorChoice::Netlink {
+        match sensor::bpf::start(config.host_processes, tx.clone(), stats.clone(), cancel.clone()) {
+            Ok(s) => return Ok((s.thread, sensor::MODE_BPF)),
+            Err(e) if config.sensor == SensorChoice::Auto => {
+                tracing::warn!(error = %glasshouse_proto::service::error_chain(&e), "eBPF sensor unavailable, falling back to the netlink proc connector");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let connector = ProcConnector::open()?;
+    let thread = std::thread::Builder::new()
+        .name("proc-connector".into())
+        .spawn(move || connector.run(PathBuf::from("/proc"), tx, stats, cancel))
+        .map_err(AgentError::Thread)?;
+    Ok((thread, sensor::MODE_NETLINK))
 }
 
 fn log_stats(stats: &SensorStats) {

@@ -25,6 +25,9 @@ pub struct ProcessInfo {
 /// Longest argv kept, in bytes; a longer command line is cut (and the cut marked).
 pub const MAX_ARGV_BYTES: usize = 64 * 1024;
 
+/// Appended to an argv that was cut.
+pub const TRUNCATED_MARK: &[u8] = b"...[truncated]";
+
 /// Reads a process from `root` (normally `/proc`). Fails when it has exited.
 pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
     let dir = root.join(pid.to_string());
@@ -74,7 +77,7 @@ pub fn split_cmdline(raw: &[u8]) -> Vec<Bytes> {
     }
     let mut args: Vec<Bytes> = raw.split(|b| *b == 0).map(Bytes::copy_from_slice).collect();
     if cut {
-        args.push(Bytes::from_static(b"...[truncated]"));
+        args.push(Bytes::from_static(TRUNCATED_MARK));
     }
     args
 }
@@ -114,6 +117,17 @@ pub fn monotonic_to_unix_offset_ns() -> i64 {
         ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     };
     read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
+}
+
+/// `CLOCK_REALTIME - CLOCK_BOOTTIME` (eBPF timestamps are boot time).
+pub fn boottime_to_unix_offset_ns() -> i64 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec and the clock ids are constants.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
 }
 
 /// Current Unix time in nanoseconds.

@@ -12,7 +12,8 @@ say() { printf '==> %s\n' "$*" >&2; }
 PACKAGES=(
   clang mold pkg-config cmake make          # build: linker, librdkafka's build
   protobuf-compiler                         # tonic-prost-build needs protoc
-  zlib1g-dev                                # librdkafka
+  zlib1g-dev                                # librdkafka, libbpf
+  libbpf-dev libelf-dev                     # the agent's eBPF programs (headers) and libbpf (libelf)
   podman runc netavark aardvark-dns iptables conmon uidmap  # containers
   busybox-static                            # the test image's rootfs
   postgresql-client                         # psql for the SQL front door

@@ -1,6 +1,6 @@
 //! The vertical slice through real parts: a Podman container started after the
-//! agent runs `cat`; the agent (netlink proc connector + /proc) attributes the
-//! exec to the container and streams it over gRPC; the aggregator writes it as
+//! agent runs `cat`; the agent (once with its eBPF sensor, once with the netlink
+//! proc connector + /proc fallback) attributes the exec to the container and streams it over gRPC; the aggregator writes it as
 //! Arrow IPC to `glasshouse.process` on a real broker, keyed by workload id; an
 //! independent Kafka consumer reads it back, and the analyzer (a consumer
 //! group member) shows it.
@@ -40,7 +40,17 @@ impl Shared {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()> {
+async fn exec_in_a_new_container_reaches_kafka_attributed_bpf() -> anyhow::Result<()> {
+    exec_reaches_kafka("bpf").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_in_a_new_container_reaches_kafka_attributed_netlink() -> anyhow::Result<()> {
+    exec_reaches_kafka("netlink").await
+}
+
+/// `sensor` is forced (not `auto`): a BPF failure fails the test.
+async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     init_logging();
     require_test_image()?;
     let broker = Broker::start()?;
@@ -68,7 +78,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "brokers = \"{}\"\ngroup = \"e2e-analyzer\"\n[topics]\npartitions = 3",
+            "brokers = \"{}\"\ngroup = \"e2e-analyzer-{sensor}\"\n[topics]\npartitions = 3",
             broker.bootstrap()
         ),
     )?;
@@ -79,7 +89,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"e2e-agent\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nmetrics_listen = \"127.0.0.1:{agent_metrics}\"",
+            "agent_id = \"e2e-agent\"\nsensor = \"{sensor}\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nmetrics_listen = \"127.0.0.1:{agent_metrics}\"",
             podman_api.socket.display()
         ),
     )?;
@@ -88,7 +98,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
 
-    let name = format!("gh-e2e-{}", free_port()?);
+    let name = format!("gh-e2e-{sensor}-{}", free_port()?);
     let container_id = tokio::task::spawn_blocking({
         let name = name.clone();
         move || {
@@ -96,6 +106,10 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
                 "create",
                 "--name",
                 &name,
+                "--workdir",
+                "/tmp",
+                "--user",
+                "1234:5678",
                 TEST_IMAGE,
                 "/bin/sh",
                 "-c",
@@ -169,6 +183,8 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     );
     assert_eq!(found.path.as_deref(), Some("/bin/busybox"), "cat is busybox's applet");
     assert_eq!(found.container_name.as_deref(), Some(name.as_str()));
+    assert_eq!(found.cwd.as_deref(), Some("/tmp"));
+    assert_eq!((found.uid, found.gid), (1234, 5678));
     assert_eq!(&*found.workload_id, "localhost/glasshouse-test");
     assert_eq!(&*found.agent_id, "e2e-agent");
     assert!(found.image_id.as_deref().is_some_and(|i| !i.is_empty()));
@@ -200,7 +216,7 @@ async fn exec_in_a_new_container_reaches_kafka_attributed() -> anyhow::Result<()
     // The agent's own metrics say what it read and how.
     let metrics = glasshouse_tests::http_get(&format!("127.0.0.1:{agent_metrics}"), "/metrics").await?;
     ensure!(
-        metrics.contains("glasshouse_agent_sensor_mode{mode=\"netlink\"} 1"),
+        metrics.contains(&format!("glasshouse_agent_sensor_mode{{mode=\"{sensor}\"}} 1")),
         "{metrics}"
     );
     let events =

@@ -3,6 +3,7 @@
 //! the queue is full the event is dropped and counted (the kernel side never
 //! waits for us), and the counters are reported in the logs.
 
+pub mod bpf;
 pub mod proc_connector;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,18 @@ use crate::procfs::ProcessInfo;
 
 /// How processes are observed; sent to the aggregator in the stream's hello.
 pub const MODE_NETLINK: &str = "netlink";
+/// ... or through the eBPF programs ([`bpf`]).
+pub const MODE_BPF: &str = "bpf";
+
+/// Wait status → exit code, or minus the terminating signal.
+pub(crate) fn decode_wait_status(status: u32) -> i32 {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        ((status >> 8) & 0xff) as i32
+    } else {
+        -(signal as i32)
+    }
+}
 
 /// An event as a sensor saw it, before attribution.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{RawEvent, SensorStats};
+use super::{RawEvent, SensorStats, decode_wait_status};
 use crate::procfs;
 
 const NETLINK_CONNECTOR: libc::c_int = 11;
@@ -279,16 +279,6 @@ fn parse_message(msg: &[u8]) -> Option<Parsed> {
             (pid == tgid).then_some(Parsed::Exit { ts, pid: tgid, status })
         }
         _ => None,
-    }
-}
-
-/// Wait status → exit code, or minus the terminating signal.
-fn decode_wait_status(status: u32) -> i32 {
-    let signal = status & 0x7f;
-    if signal == 0 {
-        ((status >> 8) & 0xff) as i32
-    } else {
-        -(signal as i32)
     }
 }
 

@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: (Apache-2.0 OR GPL-2.0-only)
+/*
+ * Process sensor: exec, fork and exit of every process in a container, from
+ * raw tracepoints (no tracefs, no kprobes). Exec events carry everything the
+ * kernel knows at that instant (executable, full argv up to GH_ARGV_MAX, cwd,
+ * uid/gid, parent and its executable, cgroup path), so a process that exits
+ * at once is still reported in full. Host processes (those in the agent's
+ * mount namespace) are filtered out here unless `host_processes` is set.
+ *
+ * Records go to one ring buffer; when it is full the record is dropped and
+ * counted per cgroup in `drops`, which user space reads and reports.
+ *
+ * The record layout is the ABI with agent/src/sensor/bpf.rs: little-endian,
+ * naturally aligned, a 32-byte header then, for exec, five strings.
+ */
+#include "glasshouse.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define GH_EXEC 1
+#define GH_FORK 2
+#define GH_EXIT 3
+
+#define GH_ARGV_MAX 8192    /* argv bytes kept; longer is cut and flagged */
+#define GH_NAME_MAX 256     /* one path component, with its NUL */
+#define GH_PATH_PARTS 40    /* components followed up from a dentry */
+#define GH_CGROUP_PARTS 12  /* levels followed up a cgroup path */
+#define GH_DATA 16384       /* string area of one exec record (power of two) */
+
+#define GH_FLAG_ARGV_CUT 1
+#define GH_FLAG_PATH_CUT 2
+
+struct gh_config {
+	u32 host_mnt_ns;       /* inum of the host mount namespace */
+	u32 host_processes;    /* 1: report host processes too */
+	s32 cgroup_subsys;     /* v1 subsystem index, or -1 for the v2 hierarchy */
+	u32 pad;
+};
+
+const volatile struct gh_config gh_cfg = {};
+
+struct gh_header {
+	u32 kind;
+	u32 pid;       /* thread group id */
+	u64 time_ns;   /* CLOCK_BOOTTIME */
+	u32 ppid;      /* exec: parent; fork: parent; exit: 0 */
+	u32 uid;
+	u32 gid;
+	s32 code;      /* exit: wait status; exec: flags */
+};
+
+struct gh_exec {
+	struct gh_header h;
+	u16 argv_len, exe_len, cwd_len, pexe_len, cgroup_len, pad[3];
+	/* Slack of one component/argv beyond GH_DATA keeps every masked write in bounds. */
+	char data[GH_DATA + GH_ARGV_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct gh_exec);
+} scratch SEC(".maps");
+
+/* Records lost because the ring buffer was full, per cgroup id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u64);
+	__type(value, u64);
+} drops SEC(".maps");
+
+static __always_inline bool wanted(struct task_struct *task)
+{
+	if (gh_cfg.host_processes)
+		return true;
+	u32 ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	/* A task without nsproxy is exiting; report it (user space knows it or not). */
+	return ns == 0 || ns != gh_cfg.host_mnt_ns;
+}
+
+static __always_inline struct cgroup *task_cgroup(struct task_struct *task)
+{
+	struct css_set *cset = BPF_CORE_READ(task, cgroups);
+	s32 idx = gh_cfg.cgroup_subsys;
+	if (idx < 0)
+		return BPF_CORE_READ(cset, dfl_cgrp);
+	if (idx >= 12)
+		return 0;
+	struct cgroup_subsys_state **subsys = __builtin_preserve_access_index(&cset->subsys[0]);
+	struct cgroup_subsys_state *css = 0;
+	bpf_probe_read_kernel(&css, sizeof(css), subsys + idx);
+	return BPF_CORE_READ(css, cgroup);
+}
+
+static __always_inline void count_drop(struct task_struct *task)
+{
+	struct cgroup *cg = task_cgroup(task);
+	u64 id = BPF_CORE_READ(cg, kn, id);
+	u64 one = 1, *n = bpf_map_lookup_elem(&drops, &id);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		bpf_map_update_elem(&drops, &id, &one, BPF_NOEXIST);
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(((struct kernfs_node___new *)0)->__parent))
+		return BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+}
+
+/* State of one walk up a path or a cgroup, for bpf_loop: one verified step
+ * instead of an unrolled loop whose branches the verifier would multiply. */
+struct gh_walk {
+	struct gh_exec *e;
+	u32 off;
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *m;
+	struct dentry *root_d;
+	struct vfsmount *root_m;
+	struct kernfs_node *kn;
+};
+
+/* Copies one NUL-terminated name to e->data[off..]; returns its length with
+ * the NUL, or 0 when it does not fit or cannot be read. A global function, so
+ * the verifier checks it once for any `off` instead of once per value of `off`
+ * in every walk (which would never converge). */
+__noinline int gh_put_name(struct gh_exec *e, u32 off, u64 name)
+{
+	if (!e)
+		return 0;
+	if (off > GH_DATA - GH_NAME_MAX) {
+		e->h.code |= GH_FLAG_PATH_CUT;
+		return 0;
+	}
+	long n = bpf_probe_read_kernel_str(&e->data[off & (GH_DATA - 1)], GH_NAME_MAX, (const void *)name);
+	return n > 0 ? n : 0;
+}
+
+static __always_inline bool put_name(struct gh_walk *w, const void *name)
+{
+	int n = gh_put_name(w->e, w->off, (u64)name);
+	w->off += n;
+	return n > 0;
+}
+
+static long path_step(u32 i, void *ctx)
+{
+	struct gh_walk *w = ctx;
+	/* Locals, not w->…, inside BPF_CORE_READ: only kernel types get relocated. */
+	struct dentry *d = w->d;
+	struct vfsmount *vm = w->vm;
+	struct mount *m = w->m;
+	if (!d || (d == w->root_d && vm == w->root_m))
+		return 1;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == BPF_CORE_READ(vm, mnt_root) || d == parent) {
+		/* The top of a mount: go on from where it is mounted. */
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (mp == m)
+			return 1;
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = mp;
+		w->vm = (void *)mp + bpf_core_field_offset(struct mount, mnt);
+		return 0;
+	}
+	if (!put_name(w, BPF_CORE_READ(d, d_name.name)))
+		return 1;
+	w->d = parent;
+	return 0;
+}
+
+static long cgroup_step(u32 i, void *ctx)
+{
+	struct gh_walk *w = ctx;
+	struct kernfs_node *kn = w->kn;
+	if (!kn)
+		return 1;
+	struct kernfs_node *parent = kn_parent(kn);
+	if (!parent) /* the hierarchy's root has no name of its own */
+		return 1;
+	if (!put_name(w, BPF_CORE_READ(kn, name)))
+		return 1;
+	w->kn = parent;
+	return 0;
+}
+
+/* Writes the names of a path's components leaf first, each NUL-terminated,
+ * at e->data[w->off..], up to `root`; returns the bytes written. */
+static __always_inline u16 put_path(struct gh_walk *w, struct dentry *d, struct vfsmount *vm, struct path *root)
+{
+	u32 start = w->off;
+	w->d = d;
+	w->vm = vm;
+	w->m = (void *)vm - bpf_core_field_offset(struct mount, mnt);
+	w->root_d = BPF_CORE_READ(root, dentry);
+	w->root_m = BPF_CORE_READ(root, mnt);
+	bpf_loop(GH_PATH_PARTS, path_step, w, 0);
+	return w->off - start;
+}
+
+static __always_inline u16 put_file(struct gh_walk *w, struct file *f, struct path *root)
+{
+	if (!f)
+		return 0;
+	return put_path(w, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), root);
+}
+
+static __always_inline u16 put_cgroup(struct gh_walk *w, struct cgroup *cg)
+{
+	u32 start = w->off;
+	w->kn = BPF_CORE_READ(cg, kn);
+	bpf_loop(GH_CGROUP_PARTS, cgroup_step, w, 0);
+	return w->off - start;
+}
+
+SEC("raw_tp/sched_process_exec")
+int gh_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (void *)ctx->args[0];
+	struct linux_binprm *bprm = (void *)ctx->args[2];
+	if (!wanted(task))
+		return 0;
+	u32 zero = 0;
+	struct gh_exec *e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 0;
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	e->h.kind = GH_EXEC;
+	e->h.pid = BPF_CORE_READ(task, tgid);
+	e->h.time_ns = bpf_ktime_get_boot_ns();
+	e->h.ppid = BPF_CORE_READ(parent, tgid);
+	e->h.uid = BPF_CORE_READ(task, real_cred, uid.val);
+	e->h.gid = BPF_CORE_READ(task, real_cred, gid.val);
+	e->h.code = 0;
+
+	/* argv first, at offset 0: the new image's arguments are on its stack now. */
+	unsigned long a0 = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long a1 = BPF_CORE_READ(task, mm, arg_end);
+	u64 len = a1 > a0 ? a1 - a0 : 0;
+	if (len > GH_ARGV_MAX - 1) {
+		len = GH_ARGV_MAX - 1;
+		e->h.code |= GH_FLAG_ARGV_CUT;
+	}
+	len &= GH_ARGV_MAX - 1;
+	if (bpf_probe_read_user(e->data, len, (void *)a0) < 0)
+		len = 0;
+	e->argv_len = len;
+	struct gh_walk w = { .e = e, .off = len };
+
+	struct path root;
+	BPF_CORE_READ_INTO(&root, task, fs, root);
+	e->exe_len = put_file(&w, BPF_CORE_READ(bprm, file), &root);
+	struct path pwd;
+	BPF_CORE_READ_INTO(&pwd, task, fs, pwd);
+	e->cwd_len = put_path(&w, pwd.dentry, pwd.mnt, &root);
+	/* The parent's executable, seen from the new process's root. */
+	e->pexe_len = put_file(&w, BPF_CORE_READ(parent, mm, exe_file), &root);
+	e->cgroup_len = put_cgroup(&w, task_cgroup(task));
+
+	u64 size = __builtin_offsetof(struct gh_exec, data) + (w.off & (GH_DATA - 1));
+	if (size > sizeof(*e))
+		return 0;
+	if (bpf_ringbuf_output(&events, e, size, 0) < 0)
+		count_drop(task);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int gh_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (void *)ctx->args[0];
+	struct task_struct *child = (void *)ctx->args[1];
+	int pid = BPF_CORE_READ(child, pid);
+	if (pid != BPF_CORE_READ(child, tgid)) /* a thread, not a process */
+		return 0;
+	if (!wanted(child))
+		return 0;
+	struct gh_header *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+	if (!h) {
+		count_drop(child);
+		return 0;
+	}
+	h->kind = GH_FORK;
+	h->pid = pid;
+	h->time_ns = bpf_ktime_get_boot_ns();
+	h->ppid = BPF_CORE_READ(parent, tgid);
+	h->uid = 0;
+	h->gid = 0;
+	h->code = 0;
+	bpf_ringbuf_submit(h, 0);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int gh_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (void *)ctx->args[0];
+	int pid = BPF_CORE_READ(task, pid);
+	if (pid != BPF_CORE_READ(task, tgid)) /* a thread ended, not its process */
+		return 0;
+	if (!wanted(task))
+		return 0;
+	struct gh_header *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+	if (!h) {
+		count_drop(task);
+		return 0;
+	}
+	h->kind = GH_EXIT;
+	h->pid = pid;
+	h->time_ns = bpf_ktime_get_boot_ns();
+	h->ppid = 0;
+	h->uid = 0;
+	h->gid = 0;
+	h->code = BPF_CORE_READ(task, exit_code);
+	bpf_ringbuf_submit(h, 0);
+	return 0;
+}

@@ -1,0 +1,484 @@
+//! The eBPF process sensor: `bpf/process.bpf.c` on the raw tracepoints
+//! `sched_process_exec`, `sched_process_fork` and `sched_process_exit`, read
+//! through one ring buffer. Unlike the proc connector it needs no `/proc` read
+//! at exec: the kernel side copies argv, executable, cwd, credentials, the
+//! parent's executable and the cgroup path as the exec happens, so a process
+//! that exits at once is still reported in full.
+//!
+//! Host processes (the mount namespace of pid 1) are filtered in the kernel
+//! unless `host_processes` is set. Records the ring buffer cannot take are
+//! counted per cgroup in the kernel and added to
+//! [`SensorStats::kernel_overflows`].
+//!
+//! Needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with
+//! BTF at `/sys/kernel/btf/vmlinux`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libbpf_rs::{MapCore, MapFlags};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{RawEvent, SensorStats};
+use crate::procfs::{self, ProcessInfo};
+
+/// The compiled program (see `build.rs`).
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/process.bpf.o"));
+
+const KIND_EXEC: u32 = 1;
+const KIND_FORK: u32 = 2;
+const KIND_EXIT: u32 = 3;
+const HEADER_LEN: usize = 32;
+const EXEC_HEADER_LEN: usize = HEADER_LEN + 16;
+const FLAG_ARGV_CUT: i32 = 1;
+const FLAG_PATH_CUT: i32 = 2;
+/// How often the kernel's per-cgroup drop counters are read.
+const DROPS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the eBPF sensor could not start (the agent then falls back to netlink).
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("eBPF sensor: {op}: {source}")]
+    Load {
+        op: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("eBPF sensor: {0}")]
+    Host(String),
+    #[error("eBPF sensor thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+fn load_err(op: &'static str) -> impl FnOnce(libbpf_rs::Error) -> BpfError {
+    move |source| BpfError::Load { op, source }
+}
+
+/// What the kernel side is told before loading; the layout of `struct
+/// gh_config` in `process.bpf.c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KernelConfig {
+    host_mnt_ns: u32,
+    host_processes: bool,
+    /// v1 subsystem index whose hierarchy names containers, or -1 for cgroup v2.
+    cgroup_subsys: i32,
+}
+
+impl KernelConfig {
+    fn detect(host_processes: bool) -> Result<KernelConfig, BpfError> {
+        // The host's mount namespace is init's; where init cannot be inspected
+        // (a sandbox that hides it), the agent's own, which is the host's when
+        // the agent runs on the host (not in a container).
+        let ns = std::fs::metadata("/proc/1/ns/mnt")
+            .or_else(|e| {
+                tracing::warn!(error = %e, "cannot inspect init's mount namespace, taking the agent's as the host's");
+                std::fs::metadata("/proc/self/ns/mnt")
+            })
+            .map_err(|e| BpfError::Host(format!("cannot read the host mount namespace (/proc/self/ns/mnt): {e}")))?;
+        let host_mnt_ns = u32::try_from(ns.ino())
+            .map_err(|_| BpfError::Host(format!("mount namespace inode {} out of range", ns.ino())))?;
+        let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let cgroup_subsys = if pure_v2 {
+            -1
+        } else {
+            let table = std::fs::read_to_string("/proc/cgroups")
+                .map_err(|e| BpfError::Host(format!("cannot read /proc/cgroups: {e}")))?;
+            memory_subsys_index(&table).unwrap_or(-1)
+        };
+        Ok(KernelConfig {
+            host_mnt_ns,
+            host_processes,
+            cgroup_subsys,
+        })
+    }
+
+    fn bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.host_mnt_ns.to_le_bytes());
+        b[4..8].copy_from_slice(&u32::from(self.host_processes).to_le_bytes());
+        b[8..12].copy_from_slice(&self.cgroup_subsys.to_le_bytes());
+        b
+    }
+
+    /// The `/proc/PID/cgroup` line a cgroup path from the kernel stands for.
+    fn cgroup_line(&self, path: &str) -> String {
+        if self.cgroup_subsys < 0 {
+            format!("0::{path}")
+        } else {
+            format!("{}:memory:{path}", self.cgroup_subsys + 1)
+        }
+    }
+}
+
+/// The subsystem id of the v1 memory controller when it is mounted: the
+/// position of its line in `/proc/cgroups`, which lists subsystems by id.
+fn memory_subsys_index(table: &str) -> Option<i32> {
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .enumerate()
+        .find_map(|(i, line)| {
+            let mut f = line.split_whitespace();
+            let (name, hierarchy) = (f.next()?, f.next()?);
+            (name == "memory" && hierarchy != "0").then(|| i32::try_from(i).ok())?
+        })
+}
+
+/// A running eBPF sensor thread.
+#[derive(Debug)]
+pub struct BpfSensor {
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Loads and attaches the programs on a new thread, which then forwards events
+/// to `tx` until `cancel`. Returns once the programs are attached, or with the
+/// reason they could not be.
+pub fn start(
+    host_processes: bool,
+    tx: mpsc::Sender<RawEvent>,
+    stats: Arc<SensorStats>,
+    cancel: CancellationToken,
+) -> Result<BpfSensor, BpfError> {
+    let config = KernelConfig::detect(host_processes)?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("bpf-sensor".into())
+        .spawn(move || {
+            // libbpf objects are not Send: everything lives on this thread.
+            let object = match load(config) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            if let Err(e) = poll(&object.0, config, &tx, &stats, &cancel) {
+                tracing::error!(error = %e, "eBPF sensor stopped");
+            }
+        })
+        .map_err(BpfError::Thread)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(BpfSensor { thread }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(BpfError::Host("the sensor thread ended while loading".into())),
+    }
+}
+
+/// The loaded object and its attachments (dropping them detaches).
+struct Loaded(
+    libbpf_rs::Object,
+    #[expect(dead_code, reason = "held to keep the programs attached")] Vec<libbpf_rs::Link>,
+);
+
+fn load(config: KernelConfig) -> Result<Loaded, BpfError> {
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_log)));
+    let mut open = libbpf_rs::ObjectBuilder::default()
+        .open_memory(OBJECT)
+        .map_err(load_err("open"))?;
+    let mut configured = false;
+    for mut map in open.maps_mut() {
+        if map.name().to_string_lossy().ends_with(".rodata")
+            && let Some(data) = map.initial_value_mut()
+            && data.len() >= 16
+        {
+            data[..16].copy_from_slice(&config.bytes());
+            configured = true;
+        }
+    }
+    if !configured {
+        return Err(BpfError::Host("the program has no .rodata configuration".into()));
+    }
+    let object = open.load().map_err(load_err("load (verifier)"))?;
+    let mut links = Vec::new();
+    for prog in object.progs_mut() {
+        links.push(prog.attach().map_err(load_err("attach"))?);
+    }
+    Ok(Loaded(object, links))
+}
+
+fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
+        libbpf_rs::PrintLevel::Info => tracing::info!(target: "libbpf", "{msg}"),
+        libbpf_rs::PrintLevel::Debug => tracing::debug!(target: "libbpf", "{msg}"),
+    }
+}
+
+fn map<'o>(object: &'o libbpf_rs::Object, name: &str) -> Result<libbpf_rs::Map<'o>, BpfError> {
+    object
+        .maps()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| BpfError::Host(format!("the program has no map {name}")))
+}
+
+fn poll(
+    object: &libbpf_rs::Object,
+    config: KernelConfig,
+    tx: &mpsc::Sender<RawEvent>,
+    stats: &SensorStats,
+    cancel: &CancellationToken,
+) -> Result<(), BpfError> {
+    let offset = procfs::boottime_to_unix_offset_ns();
+    let events = map(object, "events")?;
+    let drops = map(object, "drops")?;
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    builder
+        .add(&events, |record: &[u8]| {
+            stats.events.fetch_add(1, Ordering::Relaxed);
+            match parse(record, offset, &config) {
+                Some(raw) => {
+                    if tx.try_send(raw).is_err() {
+                        stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => tracing::warn!(len = record.len(), "malformed record from the eBPF program"),
+            }
+            0
+        })
+        .map_err(load_err("ring buffer"))?;
+    let ring = builder.build().map_err(load_err("ring buffer"))?;
+    let mut last_drops = Instant::now();
+    let mut dropped_total = 0u64;
+    while !cancel.is_cancelled() {
+        if let Err(e) = ring.poll(Duration::from_millis(100)) {
+            // EINTR is the only expected failure; anything else is logged.
+            tracing::debug!(error = %e, "ring buffer poll");
+        }
+        if last_drops.elapsed() >= DROPS_INTERVAL {
+            last_drops = Instant::now();
+            let total = read_drops(&drops);
+            if total > dropped_total {
+                stats
+                    .kernel_overflows
+                    .fetch_add(total - dropped_total, Ordering::Relaxed);
+                tracing::warn!(
+                    dropped = total - dropped_total,
+                    "eBPF ring buffer full, kernel dropped events"
+                );
+                dropped_total = total;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sum of the kernel's per-cgroup drop counters.
+fn read_drops(map: &libbpf_rs::Map<'_>) -> u64 {
+    map.keys()
+        .filter_map(|k| map.lookup(&k, MapFlags::ANY).ok().flatten())
+        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+        .sum()
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?)))
+}
+
+/// Decodes one ring-buffer record (layout: `struct gh_header` / `gh_exec`).
+fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
+    let kind = u32_at(b, 0)?;
+    let pid = u32_at(b, 4)?;
+    let time_ns = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+    let time_unix_ns = i64::try_from(time_ns).unwrap_or(i64::MAX).saturating_add(offset_ns);
+    let ppid = u32_at(b, 16)?;
+    let code = u32_at(b, 28)?.cast_signed();
+    match kind {
+        KIND_FORK => Some(RawEvent::Fork {
+            time_unix_ns,
+            parent_pid: ppid,
+            child_pid: pid,
+        }),
+        KIND_EXIT => Some(RawEvent::Exit {
+            time_unix_ns,
+            pid,
+            code: super::decode_wait_status(code.cast_unsigned()),
+        }),
+        KIND_EXEC => {
+            let lens = [
+                u16_at(b, 32)?,
+                u16_at(b, 34)?,
+                u16_at(b, 36)?,
+                u16_at(b, 38)?,
+                u16_at(b, 40)?,
+            ];
+            let mut parts = [&b[..0]; 5];
+            let mut at = EXEC_HEADER_LEN;
+            for (part, len) in parts.iter_mut().zip(lens) {
+                *part = b.get(at..at + len)?;
+                at += len;
+            }
+            let [argv, exe, cwd, parent_exe, cgroup] = parts;
+            let mut args = procfs::split_cmdline(argv);
+            if code & FLAG_ARGV_CUT != 0 {
+                args.push(Bytes::from_static(procfs::TRUNCATED_MARK));
+            }
+            let path_cut = code & FLAG_PATH_CUT != 0;
+            let cgroup = String::from_utf8_lossy(&join_leaf_first(cgroup, false)).into_owned();
+            Some(RawEvent::Exec {
+                time_unix_ns,
+                pid,
+                info: Some(ProcessInfo {
+                    pid,
+                    ppid,
+                    uid: u32_at(b, 20)?,
+                    gid: u32_at(b, 24)?,
+                    exe: (!exe.is_empty()).then(|| join_leaf_first(exe, path_cut)),
+                    argv: args,
+                    cwd: Some(join_leaf_first(cwd, path_cut)),
+                    cgroup: config.cgroup_line(&cgroup),
+                }),
+                parent_exe: (!parent_exe.is_empty()).then(|| join_leaf_first(parent_exe, path_cut)),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `b"c\0b\0a\0"` (components leaf first, as the kernel side walks up) →
+/// `b"/a/b/c"`; no components is `/`. A path cut short is marked with a
+/// leading `...`.
+fn join_leaf_first(raw: &[u8], cut: bool) -> Bytes {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    let mut out = Vec::with_capacity(raw.len() + 4);
+    if cut {
+        out.extend_from_slice(b"...");
+    }
+    if raw.is_empty() {
+        out.push(b'/');
+    } else {
+        for part in raw.rsplit(|b| *b == 0) {
+            out.push(b'/');
+            out.extend_from_slice(part);
+        }
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_record(argv: &[u8], parts: [&[u8]; 4], flags: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [KIND_EXEC, 42] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&5_000_000_000u64.to_le_bytes());
+        for v in [7u32, 1000, 100] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&flags.to_le_bytes());
+        let lens = [
+            argv.len(),
+            parts[0].len(),
+            parts[1].len(),
+            parts[2].len(),
+            parts[3].len(),
+            0,
+            0,
+            0,
+        ];
+        for l in lens {
+            b.extend_from_slice(&u16::try_from(l).unwrap().to_le_bytes());
+        }
+        b.extend_from_slice(argv);
+        for p in parts {
+            b.extend_from_slice(p);
+        }
+        b
+    }
+
+    const V1: KernelConfig = KernelConfig {
+        host_mnt_ns: 1,
+        host_processes: false,
+        cgroup_subsys: 4,
+    };
+
+    #[test]
+    fn exec_record_decodes_to_a_full_process() {
+        let rec = exec_record(
+            b"sh\0-c\0echo hi\0",
+            [
+                b"sh\0bin\0",
+                b"tmp\0",
+                b"conmon\0bin\0usr\0",
+                b"libpod-abc\0libpod_parent\0",
+            ],
+            0,
+        );
+        let Some(RawEvent::Exec {
+            time_unix_ns,
+            pid,
+            info: Some(info),
+            parent_exe,
+        }) = parse(&rec, 10, &V1)
+        else {
+            panic!("not an exec: {:?}", parse(&rec, 10, &V1));
+        };
+        assert_eq!(
+            (time_unix_ns, pid, info.ppid, info.uid, info.gid),
+            (5_000_000_010, 42, 7, 1000, 100)
+        );
+        assert_eq!(info.argv, [&b"sh"[..], b"-c", b"echo hi"]);
+        assert_eq!(info.exe.as_deref(), Some(&b"/bin/sh"[..]));
+        assert_eq!(info.cwd.as_deref(), Some(&b"/tmp"[..]));
+        assert_eq!(parent_exe.as_deref(), Some(&b"/usr/bin/conmon"[..]));
+        assert_eq!(info.cgroup, "5:memory:/libpod_parent/libpod-abc");
+    }
+
+    #[test]
+    fn cut_argv_and_paths_are_marked_and_root_is_slash() {
+        let rec = exec_record(b"a\0b", [b"x\0", b"", b"", b""], FLAG_ARGV_CUT | FLAG_PATH_CUT);
+        let Some(RawEvent::Exec {
+            info: Some(info),
+            parent_exe,
+            ..
+        }) = parse(&rec, 0, &V1)
+        else {
+            panic!("not an exec");
+        };
+        assert_eq!(info.argv, [&b"a"[..], b"b", procfs::TRUNCATED_MARK]);
+        assert_eq!(info.exe.as_deref(), Some(&b".../x"[..]));
+        assert_eq!(info.cwd.as_deref(), Some(&b".../"[..]));
+        assert_eq!(parent_exe, None);
+    }
+
+    #[test]
+    fn truncated_records_are_rejected_not_misread() {
+        let rec = exec_record(b"sh\0", [b"sh\0bin\0", b"", b"", b""], 0);
+        for len in [0, 4, 31, 40, rec.len() - 1] {
+            assert!(parse(&rec[..len], 0, &V1).is_none(), "length {len}");
+        }
+        let mut fork = rec[..32].to_vec();
+        fork[..4].copy_from_slice(&KIND_FORK.to_le_bytes());
+        assert!(matches!(
+            parse(&fork, 0, &V1),
+            Some(RawEvent::Fork {
+                parent_pid: 7,
+                child_pid: 42,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn memory_controller_index_comes_from_proc_cgroups() {
+        let table = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\ncpu\t1\t1\t1\ncpuacct\t2\t1\t1\nblkio\t7\t1\t1\nmemory\t4\t9\t1\n";
+        assert_eq!(memory_subsys_index(table), Some(4));
+        assert_eq!(memory_subsys_index("#h\nmemory\t0\t1\t1\n"), None);
+    }
+}
