@@ -121,7 +121,7 @@ pub async fn run(
     let report = ClientReport {
         batches_acked: state.acked,
         batches_unacked: state.unacked.len(),
-        events_unacked: state.unacked.iter().map(|b| b.events.len()).sum(),
+        events_unacked: state.unacked.iter().map(PendingBatch::len).sum(),
         batches_refused: state.refused_batches,
         events_refused: state.refused_events,
     };
@@ -182,7 +182,7 @@ impl State {
         let Some(sequence) = refused else { return };
         if let Some(pos) = self.unacked.iter().position(|b| b.sequence == sequence) {
             let batch = self.unacked.remove(pos);
-            let events = batch.as_ref().map_or(0, |b| b.events.len());
+            let events = batch.as_ref().map_or(0, PendingBatch::len);
             self.refused_batches += 1;
             self.refused_events += events as u64;
             tracing::error!(

@@ -12,6 +12,13 @@ use glasshouse_proto::v1;
 
 use crate::pipeline::{Container, PendingBatch};
 
+fn ip_bytes(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 /// Interning state of one stream.
 #[derive(Debug)]
 pub struct StreamEncoder {
@@ -38,12 +45,17 @@ impl StreamEncoder {
     pub fn encode(&mut self, batch: &PendingBatch) -> v1::Batch {
         let mut out = v1::Batch {
             sequence: batch.sequence,
-            base_time_unix_ns: batch.events.first().map_or(0, |e| e.time_unix_ns),
+            base_time_unix_ns: batch
+                .events
+                .first()
+                .map(|e| e.time_unix_ns)
+                .or_else(|| batch.network.first().map(|e| e.raw.time_unix_ns))
+                .unwrap_or(0),
             ..Default::default()
         };
         // Worst case every string of the batch is new: reset first if that could
         // overflow the dictionary, so the aggregator's table stays bounded too.
-        let worst = batch.events.iter().map(|e| 4 + e.argv.len()).sum::<usize>() + 6 * batch.events.len();
+        let worst = batch.events.iter().map(|e| 4 + e.argv.len()).sum::<usize>() + 6 * batch.len();
         if self.strings.len() + worst > self.max_strings {
             self.strings.clear();
             self.containers.clear();
@@ -71,8 +83,30 @@ impl StreamEncoder {
                 parent_exe,
                 exit_code: e.exit_code,
                 count: e.count,
+                exec_in: e.exec_in,
             });
             previous = e.time_unix_ns;
+        }
+        let mut previous = out.base_time_unix_ns;
+        for e in &batch.network {
+            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let n = &e.raw;
+            let (remote_addr, remote_port) = n.remote.map_or((Vec::new(), 0), |r| (ip_bytes(r.ip()), r.port()));
+            out.network_events.push(v1::NetworkEvent {
+                time_delta_ns: n.time_unix_ns.saturating_sub(previous),
+                kind: n.kind as i32,
+                container,
+                pid: n.pid,
+                local_addr: ip_bytes(n.local.ip()),
+                local_port: u32::from(n.local.port()),
+                remote_addr,
+                remote_port: u32::from(remote_port),
+                bytes_sent: n.bytes_sent,
+                bytes_received: n.bytes_received,
+                count: 1,
+                pre_existing: n.pre_existing,
+            });
+            previous = n.time_unix_ns;
         }
         out
     }
@@ -125,6 +159,7 @@ fn kind_to_wire(kind: Kind) -> v1::ProcessEventKind {
         Kind::Exec => v1::ProcessEventKind::Exec,
         Kind::Fork => v1::ProcessEventKind::Fork,
         Kind::Exit => v1::ProcessEventKind::Exit,
+        Kind::Running => v1::ProcessEventKind::Running,
     }
 }
 

@@ -47,7 +47,7 @@ pub use config::Config;
 use crate::client::{ClientConfig, ClientReport};
 use crate::pipeline::{Attributor, Batcher};
 use crate::sensor::proc_connector::{ConnectorError, ProcConnector};
-use crate::sensor::{RawEvent, SensorStats};
+use crate::sensor::{ListenerSeed, RawEvent, SensorStats};
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     };
     let stats = Arc::new(SensorStats::default());
     let (raw_tx, raw_rx) = mpsc::channel(config.event_queue);
-    let (sensor, mode) = start_sensor(&config, raw_tx, stats.clone(), cancel.clone())?;
+    let Sensor {
+        thread: sensor,
+        seeds,
+        mode,
+    } = start_sensor(&config, raw_tx, stats.clone(), cancel.clone())?;
     tracing::info!(agent = %config.agent_id, mode, "sensor started");
 
     let metrics = match config.metrics_listen {
@@ -106,11 +110,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         None => None,
     };
     let (batch_tx, batch_rx) = mpsc::channel(4);
-    let attributor = Attributor::new(
+    let mut attributor = Attributor::new(
         runtime::RuntimeClient::new(config.runtime_sockets.clone()),
         PathBuf::from("/proc"),
         config.host_processes,
     );
+    if let Some(seeds) = seeds {
+        attributor = attributor.with_listener_seeds(seeds);
+    }
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
     let pipeline =
@@ -170,6 +177,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     Ok(report)
 }
 
+/// A started sensor.
+struct Sensor {
+    thread: std::thread::JoinHandle<()>,
+    /// Where pre-existing listening sockets go (eBPF only).
+    seeds: Option<std::sync::mpsc::Sender<ListenerSeed>>,
+    mode: &'static str,
+}
+
 /// Starts the sensor the config asks for; `auto` falls back from eBPF to the
 /// proc connector and says why.
 fn start_sensor(
@@ -177,11 +192,17 @@ fn start_sensor(
     tx: mpsc::Sender<RawEvent>,
     stats: Arc<SensorStats>,
     cancel: CancellationToken,
-) -> Result<(std::thread::JoinHandle<()>, &'static str), AgentError> {
+) -> Result<Sensor, AgentError> {
     use config::SensorChoice;
     if config.sensor != SensorChoice::Netlink {
         match sensor::bpf::start(config.host_processes, tx.clone(), stats.clone(), cancel.clone()) {
-            Ok(s) => return Ok((s.thread, sensor::MODE_BPF)),
+            Ok(s) => {
+                return Ok(Sensor {
+                    thread: s.thread,
+                    seeds: Some(s.seeds),
+                    mode: sensor::MODE_BPF,
+                });
+            }
             Err(e) if config.sensor == SensorChoice::Auto => {
                 tracing::warn!(error = %glasshouse_proto::service::error_chain(&e), "eBPF sensor unavailable, falling back to the netlink proc connector");
             }
@@ -193,7 +214,11 @@ fn start_sensor(
         .name("proc-connector".into())
         .spawn(move || connector.run(PathBuf::from("/proc"), tx, stats, cancel))
         .map_err(AgentError::Thread)?;
-    Ok((thread, sensor::MODE_NETLINK))
+    Ok(Sensor {
+        thread,
+        seeds: None,
+        mode: sensor::MODE_NETLINK,
+    })
 }
 
 fn log_stats(stats: &SensorStats) {

@@ -6,7 +6,7 @@
 //! (agent → aggregator blocks); the sensor queue in front of it does not (kernel
 //! → agent drops and counts).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::attribute::{self, ContainerKey};
 use crate::procfs;
 use crate::runtime::{ContainerMeta, RuntimeClient};
-use crate::sensor::RawEvent;
+use crate::sensor::{ListenerSeed, NetworkRaw, RawEvent};
 use crate::workload;
 
 /// Most containers kept in the attribution cache.
@@ -27,6 +27,8 @@ const MAX_CONTAINERS: usize = 4096;
 const MAX_PIDS: usize = 262_144;
 /// Most execs kept waiting for the fork that attributes them.
 const MAX_UNRESOLVED: usize = 4096;
+/// Cgroup ids remembered; beyond this the table restarts (it refills from execs).
+const MAX_CGROUPS: usize = 16_384;
 /// How soon a failed metadata lookup is tried again.
 const METADATA_RETRY: Duration = Duration::from_secs(5);
 
@@ -55,7 +57,17 @@ pub struct Event {
     pub cwd: Option<Bytes>,
     pub parent_exe: Option<Bytes>,
     pub exit_code: Option<i32>,
+    /// Entered from outside the container (`podman exec`, `kubectl exec`, a
+    /// probe) or a descendant of such a process, not of the container's init.
+    pub exec_in: bool,
     pub count: u32,
+}
+
+/// An attributed TCP socket event.
+#[derive(Debug, Clone)]
+pub struct NetworkEvent {
+    pub container: Option<Arc<Container>>,
+    pub raw: NetworkRaw,
 }
 
 /// A batch waiting to be sent and acknowledged.
@@ -63,6 +75,18 @@ pub struct Event {
 pub struct PendingBatch {
     pub sequence: u64,
     pub events: Vec<Event>,
+    pub network: Vec<NetworkEvent>,
+}
+
+impl PendingBatch {
+    /// Events of every kind in the batch.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.network.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 struct CachedContainer {
@@ -80,6 +104,12 @@ pub struct Attributor {
     pids: HashMap<u32, Option<Arc<Container>>>,
     /// Execs of unknown pids whose `/proc` entry was already gone.
     unresolved: HashMap<u32, Event>,
+    /// Pids of exec-in sessions and their descendants (a subset of `pids`).
+    exec_in: HashSet<u32>,
+    /// Kernel cgroup id → its container, learnt from execs (eBPF sensor).
+    cgroups: HashMap<u64, Option<Arc<Container>>>,
+    /// Where listening sockets found at start are reported (the eBPF sensor).
+    listener_seeds: Option<std::sync::mpsc::Sender<ListenerSeed>>,
 }
 
 impl std::fmt::Debug for Attributor {
@@ -100,13 +130,182 @@ impl Attributor {
             containers: HashMap::new(),
             pids: HashMap::new(),
             unresolved: HashMap::new(),
+            exec_in: HashSet::new(),
+            cgroups: HashMap::new(),
+            listener_seeds: None,
         }
     }
 
-    /// Attributes one raw event into the events to report (usually zero or one).
+    /// Reports listening sockets found by [`Attributor::existing`] to `seeds`.
+    pub fn with_listener_seeds(mut self, seeds: std::sync::mpsc::Sender<ListenerSeed>) -> Attributor {
+        self.listener_seeds = Some(seeds);
+        self
+    }
+
+    /// What already runs when the agent starts: every process in `/proc` is
+    /// tracked (so later events need no `/proc` read), container processes are
+    /// reported as [`Kind::Running`], and their TCP listening sockets and
+    /// established connections as pre-existing network events (accepted when
+    /// the local port is one the namespace listens on, else connected).
+    pub async fn existing(&mut self) -> (Vec<Event>, Vec<NetworkEvent>) {
+        use glasshouse_proto::v1::NetworkEventKind as NetKind;
+        use procfs::{TCP_ESTABLISHED, TCP_LISTEN};
+        let now = procfs::now_unix_ns();
+        let pids = match procfs::pids(&self.proc_root) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list processes; those already running are not reported");
+                return (Vec::new(), Vec::new());
+            }
+        };
+        let mut events = Vec::new();
+        let mut by_netns: HashMap<u64, Vec<u32>> = HashMap::new();
+        for pid in pids {
+            // A process that exited meanwhile is simply not there.
+            let Ok(info) = procfs::read_process(&self.proc_root, pid) else {
+                continue;
+            };
+            let container = match attribute::from_proc_cgroup(&info.cgroup) {
+                Some(key) => Some(self.container(key).await),
+                None => None,
+            };
+            self.track(pid, container.clone());
+            if container.is_none() && !self.host_processes {
+                continue;
+            }
+            if let Ok(ns) = procfs::net_namespace(&self.proc_root, pid) {
+                by_netns.entry(ns).or_default().push(pid);
+            }
+            events.push(Event {
+                time_unix_ns: now,
+                kind: Kind::Running,
+                container,
+                pid,
+                ppid: info.ppid,
+                uid: info.uid,
+                gid: info.gid,
+                parent_exe: procfs::exe_of(&self.proc_root, info.ppid),
+                path: info.exe,
+                argv: info.argv,
+                cwd: info.cwd,
+                exit_code: None,
+                exec_in: false,
+                count: 1,
+            });
+        }
+        let mut network = Vec::new();
+        for (netns, pids) in by_netns {
+            let Some(sockets) = pids.iter().find_map(|p| procfs::tcp_sockets(&self.proc_root, *p).ok()) else {
+                continue;
+            };
+            // Only sockets one of these processes holds: a namespace can be
+            // shared with processes that are not reported (the host's).
+            let owners: HashMap<u64, u32> = pids
+                .iter()
+                .flat_map(|p| {
+                    procfs::socket_inodes(&self.proc_root, *p)
+                        .into_iter()
+                        .map(move |i| (i, *p))
+                })
+                .collect();
+            let listening: HashSet<u16> = sockets
+                .iter()
+                .filter(|s| s.state == TCP_LISTEN)
+                .map(|s| s.local.port())
+                .collect();
+            for s in sockets {
+                let Some(&pid) = owners.get(&s.inode) else {
+                    continue;
+                };
+                let kind = match s.state {
+                    TCP_LISTEN => NetKind::Listen,
+                    TCP_ESTABLISHED if listening.contains(&s.local.port()) => NetKind::Accept,
+                    TCP_ESTABLISHED => NetKind::Connect,
+                    _ => continue,
+                };
+                if kind == NetKind::Listen
+                    && let (Some(seeds), Ok(netns)) = (&self.listener_seeds, u32::try_from(netns))
+                {
+                    // Ignored error: the sensor stopped; nothing left to seed.
+                    let _ = seeds.send(ListenerSeed {
+                        netns,
+                        port: s.local.port(),
+                        pid,
+                    });
+                }
+                network.push(NetworkEvent {
+                    container: self.pids.get(&pid).cloned().flatten(),
+                    raw: NetworkRaw {
+                        time_unix_ns: now,
+                        pid,
+                        kind,
+                        local: s.local,
+                        remote: (kind != NetKind::Listen).then_some(s.remote),
+                        bytes_sent: 0,
+                        bytes_received: 0,
+                        cgroup_id: 0,
+                        pre_existing: true,
+                    },
+                });
+            }
+        }
+        tracing::info!(
+            processes = events.len(),
+            sockets = network.len(),
+            "reported what was already running"
+        );
+        (events, network)
+    }
+
+    /// Whether an exec of `pid` in `container` enters it from outside: its
+    /// parent is not in the container (a runtime's exec, not a descendant of
+    /// the container's init) while the container already runs another process
+    /// (so this is not the init itself), or its parent already was an exec-in.
+    fn is_exec_in(&self, pid: u32, ppid: Option<u32>, container: Option<&Arc<Container>>) -> bool {
+        let (Some(container), Some(ppid)) = (container, ppid) else {
+            return false;
+        };
+        if self.exec_in.contains(&pid) || self.exec_in.contains(&ppid) {
+            return true;
+        }
+        let same = |c: &Option<Arc<Container>>| c.as_ref().is_some_and(|c| c.key.id == container.key.id);
+        if self.pids.get(&ppid).is_some_and(same) {
+            return false;
+        }
+        self.pids.iter().any(|(p, c)| *p != pid && same(c))
+    }
+
+    /// Attributes a TCP socket event to the container of the process that owns
+    /// the socket; `None` when that is the host and host processes are not
+    /// reported.
+    pub async fn network(&mut self, raw: NetworkRaw) -> Option<NetworkEvent> {
+        let by_cgroup = (raw.cgroup_id != 0).then(|| self.cgroups.get(&raw.cgroup_id)).flatten();
+        let container = match (self.pids.get(&raw.pid), by_cgroup) {
+            (Some(c), _) | (None, Some(c)) => c.clone(),
+            (None, None) => {
+                let container = match procfs::read_process(&self.proc_root, raw.pid)
+                    .ok()
+                    .and_then(|i| attribute::from_proc_cgroup(&i.cgroup))
+                {
+                    Some(key) => Some(self.container(key).await),
+                    None => None,
+                };
+                self.track(raw.pid, container.clone());
+                container
+            }
+        };
+        (container.is_some() || self.host_processes).then_some(NetworkEvent { container, raw })
+    }
+
+    /// Attributes one raw process event into the events to report (usually
+    /// zero or one); network events go through [`Attributor::network`].
     pub async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
         tracing::trace!(?raw, "raw event");
         match raw {
+            RawEvent::Network(n) => {
+                tracing::error!(?n, "network event passed to the process attribution");
+                Vec::new()
+            }
             RawEvent::Exec { .. } => self.exec(raw).await.into_iter().collect(),
             RawEvent::Fork { child_pid, .. } => {
                 let fork = self.fork_or_exit(raw).await;
@@ -150,7 +349,17 @@ impl Attributor {
                         }
                     },
                 };
+                if let Some(id) = info.as_ref().map(|i| i.cgroup_id).filter(|id| *id != 0) {
+                    if self.cgroups.len() >= MAX_CGROUPS {
+                        self.cgroups.clear();
+                    }
+                    self.cgroups.insert(id, container.clone());
+                }
+                let exec_in = self.is_exec_in(pid, info.as_ref().map(|i| i.ppid), container.as_ref());
                 self.track(pid, container.clone());
+                if exec_in {
+                    self.exec_in.insert(pid);
+                }
                 if container.is_none() && !self.host_processes {
                     return None;
                 }
@@ -168,10 +377,11 @@ impl Attributor {
                     cwd: info.cwd,
                     parent_exe,
                     exit_code: None,
+                    exec_in,
                     count: 1,
                 })
             }
-            RawEvent::Fork { .. } | RawEvent::Exit { .. } => None,
+            RawEvent::Fork { .. } | RawEvent::Exit { .. } | RawEvent::Network(_) => None,
         }
     }
 
@@ -196,6 +406,7 @@ impl Attributor {
                 cwd: None,
                 parent_exe,
                 exit_code: None,
+                exec_in: false,
                 count: 1,
             },
         );
@@ -203,7 +414,7 @@ impl Attributor {
 
     async fn fork_or_exit(&mut self, raw: RawEvent) -> Option<Event> {
         match raw {
-            RawEvent::Exec { .. } => None,
+            RawEvent::Exec { .. } | RawEvent::Network(_) => None,
             RawEvent::Fork {
                 time_unix_ns,
                 parent_pid,
@@ -220,6 +431,10 @@ impl Attributor {
                     },
                 };
                 self.track(child_pid, container.clone());
+                let exec_in = self.exec_in.contains(&parent_pid);
+                if exec_in {
+                    self.exec_in.insert(child_pid);
+                }
                 if container.is_none() && !self.host_processes {
                     return None;
                 }
@@ -236,6 +451,7 @@ impl Attributor {
                     cwd: None,
                     parent_exe: None,
                     exit_code: None,
+                    exec_in,
                     count: 1,
                 })
             }
@@ -245,6 +461,7 @@ impl Attributor {
                 code,
             } => {
                 let container = self.pids.remove(&pid).flatten();
+                let exec_in = self.exec_in.remove(&pid);
                 if container.is_none() && !self.host_processes {
                     return None;
                 }
@@ -261,6 +478,7 @@ impl Attributor {
                     cwd: None,
                     parent_exe: None,
                     exit_code: Some(code),
+                    exec_in,
                     count: 1,
                 })
             }
@@ -276,6 +494,8 @@ impl Attributor {
                 tracing::warn!(tracked = self.pids.len(), "pid table full, forgetting all pids");
                 self.pids.clear();
             }
+            let pids = &self.pids;
+            self.exec_in.retain(|p| pids.contains_key(p));
         }
         self.pids.insert(pid, container);
     }
@@ -331,7 +551,7 @@ impl Attributor {
 
     /// Forgets containers that no process tracked refers to any more.
     fn evict_containers(&mut self) {
-        let live: std::collections::HashSet<&str> = self.pids.values().flatten().map(|c| c.key.id.as_str()).collect();
+        let live: HashSet<&str> = self.pids.values().flatten().map(|c| c.key.id.as_str()).collect();
         let before = self.containers.len();
         self.containers.retain(|id, _| live.contains(id.as_str()));
         tracing::debug!(
@@ -347,6 +567,7 @@ impl Attributor {
 struct CollapseKey {
     container: Option<String>,
     kind: Kind,
+    exec_in: bool,
     ppid: u32,
     uid: u32,
     gid: u32,
@@ -362,6 +583,7 @@ impl CollapseKey {
         (e.kind != Kind::Fork).then(|| CollapseKey {
             container: e.container.as_ref().map(|c| c.key.id.clone()),
             kind: e.kind,
+            exec_in: e.exec_in,
             ppid: e.ppid,
             uid: e.uid,
             gid: e.gid,
@@ -380,6 +602,7 @@ pub struct Batcher {
     max_age: Duration,
     next_sequence: u64,
     events: Vec<Event>,
+    network: Vec<NetworkEvent>,
     index: HashMap<CollapseKey, usize>,
     opened: Option<Instant>,
 }
@@ -391,6 +614,7 @@ impl Batcher {
             max_age,
             next_sequence: 1,
             events: Vec::new(),
+            network: Vec::new(),
             index: HashMap::new(),
             opened: None,
         }
@@ -409,7 +633,19 @@ impl Batcher {
         }
         self.opened.get_or_insert_with(Instant::now);
         self.events.push(event);
-        (self.events.len() >= self.max_events).then(|| self.take())
+        self.full().then(|| self.take())
+    }
+
+    /// Adds a network event (never collapsed: each socket's events are
+    /// distinct); returns a batch when this one filled it.
+    pub fn push_network(&mut self, event: NetworkEvent) -> Option<PendingBatch> {
+        self.opened.get_or_insert_with(Instant::now);
+        self.network.push(event);
+        self.full().then(|| self.take())
+    }
+
+    fn full(&self) -> bool {
+        self.events.len() + self.network.len() >= self.max_events
     }
 
     /// When the open batch must be sent, if any.
@@ -419,7 +655,7 @@ impl Batcher {
 
     /// Closes the open batch (if not empty).
     pub fn flush(&mut self) -> Option<PendingBatch> {
-        (!self.events.is_empty()).then(|| self.take())
+        (!self.events.is_empty() || !self.network.is_empty()).then(|| self.take())
     }
 
     fn take(&mut self) -> PendingBatch {
@@ -430,6 +666,7 @@ impl Batcher {
         PendingBatch {
             sequence,
             events: std::mem::take(&mut self.events),
+            network: std::mem::take(&mut self.network),
         }
     }
 }
@@ -442,10 +679,29 @@ pub async fn run(
     mut raw: mpsc::Receiver<RawEvent>,
     out: mpsc::Sender<PendingBatch>,
 ) {
+    let (events, network) = attributor.existing().await;
+    let mut full: Vec<PendingBatch> = events.into_iter().filter_map(|e| batcher.push(e)).collect();
+    full.extend(network.into_iter().filter_map(|e| batcher.push_network(e)));
+    for batch in full {
+        if out.send(batch).await.is_err() {
+            tracing::error!("stream client stopped, pipeline stops");
+            return;
+        }
+    }
     loop {
         let deadline = batcher.deadline();
         let ready = tokio::select! {
             event = raw.recv() => match event {
+                Some(RawEvent::Network(n)) => {
+                    if let Some(e) = attributor.network(n).await
+                        && let Some(full) = batcher.push_network(e)
+                        && out.send(full).await.is_err()
+                    {
+                        tracing::error!("stream client stopped, pipeline stops");
+                        return;
+                    }
+                    None
+                }
                 Some(event) => {
                     for e in attributor.attribute(event).await {
                         if let Some(full) = batcher.push(e)
@@ -484,6 +740,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::procfs::ProcessInfo;
     use glasshouse_proto::v1::ContainerRuntime;
 
     pub(crate) fn container(id: &str) -> Arc<Container> {
@@ -513,6 +770,7 @@ pub(crate) mod tests {
             cwd: Some(Bytes::from_static(b"/")),
             parent_exe: None,
             exit_code: None,
+            exec_in: false,
             count: 1,
         }
     }
@@ -623,5 +881,111 @@ pub(crate) mod tests {
             .await
             .is_empty()
         );
+    }
+
+    fn exec_of(pid: u32, ppid: u32, container_hex: Option<char>) -> RawEvent {
+        let cgroup = container_hex.map_or_else(
+            || "0::/user.slice".to_owned(),
+            |h| format!("0::/machine.slice/libpod-{}.scope", h.to_string().repeat(64)),
+        );
+        RawEvent::Exec {
+            time_unix_ns: i64::from(pid),
+            pid,
+            info: Some(ProcessInfo {
+                pid,
+                ppid,
+                cgroup,
+                ..Default::default()
+            }),
+            parent_exe: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_ins_and_their_descendants_are_marked_init_and_its_children_not() {
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
+        let exec_in = async |a: &mut Attributor, raw: RawEvent| a.attribute(raw).await.remove(0).exec_in;
+        // The runtime (host pid 5) starts the container's init, pid 10.
+        a.track(5, None);
+        assert!(!exec_in(&mut a, exec_of(10, 5, Some('a'))).await, "init");
+        // init's own child.
+        a.attribute(RawEvent::Fork {
+            time_unix_ns: 11,
+            parent_pid: 10,
+            child_pid: 11,
+        })
+        .await;
+        assert!(!exec_in(&mut a, exec_of(11, 10, Some('a'))).await, "child of init");
+        // `podman exec`: the runtime (host) starts pid 20 in the running container.
+        assert!(exec_in(&mut a, exec_of(20, 5, Some('a'))).await, "exec-in");
+        // ... whose shell forks and execs a child: still the exec-in session.
+        let fork = a
+            .attribute(RawEvent::Fork {
+                time_unix_ns: 21,
+                parent_pid: 20,
+                child_pid: 21,
+            })
+            .await;
+        assert!(fork[0].exec_in);
+        assert!(
+            exec_in(&mut a, exec_of(21, 20, Some('a'))).await,
+            "descendant of an exec-in"
+        );
+        let exit = a
+            .attribute(RawEvent::Exit {
+                time_unix_ns: 22,
+                pid: 21,
+                code: 0,
+            })
+            .await;
+        assert!(exit[0].exec_in);
+        // The init of another container started by the same runtime is not an exec-in.
+        assert!(
+            !exec_in(&mut a, exec_of(30, 5, Some('b'))).await,
+            "another container's init"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_socket_closed_after_its_owner_exited_is_attributed_by_cgroup() {
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
+        let RawEvent::Exec {
+            time_unix_ns,
+            pid,
+            info,
+            parent_exe,
+        } = exec_of(10, 5, Some('a'))
+        else {
+            unreachable!()
+        };
+        let info = info.map(|i| ProcessInfo { cgroup_id: 77, ..i });
+        a.attribute(RawEvent::Exec {
+            time_unix_ns,
+            pid,
+            info,
+            parent_exe,
+        })
+        .await;
+        a.attribute(RawEvent::Exit {
+            time_unix_ns: 11,
+            pid: 10,
+            code: 0,
+        })
+        .await;
+        let close = |cgroup_id| NetworkRaw {
+            time_unix_ns: 12,
+            pid: 10,
+            kind: glasshouse_proto::v1::NetworkEventKind::Close,
+            local: "10.88.0.2:8080".parse().unwrap(),
+            remote: Some("10.88.0.3:40000".parse().unwrap()),
+            bytes_sent: 1,
+            bytes_received: 2,
+            cgroup_id,
+            pre_existing: false,
+        };
+        let e = a.network(close(77)).await.expect("attributed through its cgroup");
+        assert_eq!(e.container.unwrap().key.id, "a".repeat(64));
+        // Unknown pid and cgroup: not a container's (and host processes are off).
+        assert!(a.network(close(78)).await.is_none());
     }
 }

@@ -20,6 +20,8 @@ pub struct ProcessInfo {
     pub cwd: Option<Bytes>,
     /// Contents of `/proc/PID/cgroup`.
     pub cgroup: String,
+    /// Kernel id of the cgroup `cgroup` names (eBPF sensor only; 0 unknown).
+    pub cgroup_id: u64,
 }
 
 /// Longest argv kept, in bytes; a longer command line is cut (and the cut marked).
@@ -49,6 +51,7 @@ pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
         argv: split_cmdline(&cmdline),
         cwd,
         cgroup,
+        cgroup_id: 0,
     })
 }
 
@@ -96,6 +99,94 @@ fn parse_status(status: &str) -> (u32, u32, u32) {
         }
     }
     out
+}
+
+/// One line of `/proc/PID/net/tcp` or `tcp6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// Kernel TCP state (1 established, 10 listen, ...).
+    pub state: u8,
+    pub inode: u64,
+}
+
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_LISTEN: u8 = 10;
+
+/// The TCP sockets (IPv4 and IPv6) of the network namespace `pid` is in.
+pub fn tcp_sockets(root: &Path, pid: u32) -> io::Result<Vec<TcpSocket>> {
+    let dir = root.join(pid.to_string()).join("net");
+    let mut out = parse_tcp_table(&fs::read_to_string(dir.join("tcp"))?);
+    // IPv6 may be disabled: then there is no tcp6 table.
+    if let Ok(t) = fs::read_to_string(dir.join("tcp6")) {
+        out.extend(parse_tcp_table(&t));
+    }
+    Ok(out)
+}
+
+/// Parses a `/proc/net/tcp{,6}` table; lines that do not parse are skipped.
+pub fn parse_tcp_table(text: &str) -> Vec<TcpSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(TcpSocket {
+                local: parse_hex_endpoint(f.get(1)?)?,
+                remote: parse_hex_endpoint(f.get(2)?)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` → 127.0.0.1:8080. The kernel prints each 32-bit word of the
+/// address as a host-order number, so each word's bytes are reversed here
+/// (little-endian hosts).
+fn parse_hex_endpoint(s: &str) -> Option<std::net::SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..addr.len() / 8)
+        .map(|i| u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let mut bytes = Vec::with_capacity(16);
+    for w in &words {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    let ip = match (addr.len(), bytes.len()) {
+        (8, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        (32, 16) => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
+/// Inodes of the sockets `pid` has open (its `fd/` links `socket:[N]`).
+pub fn socket_inodes(root: &Path, pid: u32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(root.join(pid.to_string()).join("fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|t| t.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
+/// Inode number of the network namespace `pid` is in.
+pub fn net_namespace(root: &Path, pid: u32) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::metadata(root.join(pid.to_string()).join("ns/net"))?.ino())
+}
+
+/// Every pid under `root`, in ascending order.
+pub fn pids(root: &Path) -> io::Result<Vec<u32>> {
+    let mut out: Vec<u32> = fs::read_dir(root)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// This host's name (from the kernel), or `localhost`.
@@ -162,6 +253,36 @@ mod tests {
     fn status_fields() {
         let s = "Name:\tcat\nPPid:\t42\nUid:\t1000\t1000\t1000\t1000\nGid:\t7\t7\t7\t7\n";
         assert_eq!(parse_status(s), (42, 1000, 7));
+    }
+
+    #[test]
+    fn tcp_tables_parse_both_families() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n   1: 0200580A:A028 0300580A:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 777 1\ngarbage line\n";
+        let t = parse_tcp_table(v4);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0].local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((t[0].state, t[0].inode), (TCP_LISTEN, 12345));
+        assert_eq!(t[1].local, "10.88.0.2:41000".parse().unwrap());
+        assert_eq!(t[1].remote, "10.88.0.3:8080".parse().unwrap());
+        assert_eq!(t[1].state, TCP_ESTABLISHED);
+        let v6 = "header\n   0: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1\n";
+        let t = parse_tcp_table(v6);
+        assert_eq!(t[0].local, "[::1]:443".parse().unwrap());
+    }
+
+    #[test]
+    fn reads_own_sockets() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let me = std::process::id();
+        let table = tcp_sockets(Path::new("/proc"), me).unwrap();
+        let ours = table
+            .iter()
+            .find(|s| s.local.port() == port && s.state == TCP_LISTEN)
+            .unwrap();
+        assert!(socket_inodes(Path::new("/proc"), me).contains(&ours.inode));
+        assert!(net_namespace(Path::new("/proc"), me).unwrap() > 0);
+        assert!(pids(Path::new("/proc")).unwrap().contains(&me));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Resolves wire batches of one agent stream into Arrow rows: string and
 //! container references are looked up in the stream's tables, timestamps
-//! rebuilt from deltas. Anything inconsistent is refused with a [`DecodeError`]
+//! rebuilt from deltas (one chain per event list), raw network addresses
+//! turned into text. Anything inconsistent is refused with a [`DecodeError`]
 //! naming the problem; the tables stay bounded by the configured limits.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use glasshouse_proto::process::{Kind, Row};
-use glasshouse_proto::v1;
+use glasshouse_proto::{network, process, v1};
 
 /// 2000-01-01 and 2200-01-01 in Unix ns: anything outside is a broken clock or input.
 const MIN_TIME_NS: i64 = 946_684_800_000_000_000;
@@ -36,6 +37,25 @@ pub enum DecodeError {
     },
     #[error("batch {sequence}, event {index}: unknown process event kind {kind}")]
     UnknownKind { sequence: u64, index: usize, kind: i32 },
+    #[error("batch {sequence}, event {index}: unknown network event kind {kind}")]
+    UnknownNetworkKind { sequence: u64, index: usize, kind: i32 },
+    #[error("batch {sequence}, event {index}: {side} address of {len} bytes, expected {expected}")]
+    BadAddress {
+        sequence: u64,
+        index: usize,
+        side: &'static str,
+        len: usize,
+        expected: &'static str,
+    },
+    #[error("batch {sequence}, event {index}: local and remote addresses of different families")]
+    AddressFamilyMismatch { sequence: u64, index: usize },
+    #[error("batch {sequence}, event {index}: {side} port {port} out of range")]
+    BadPort {
+        sequence: u64,
+        index: usize,
+        side: &'static str,
+        port: u32,
+    },
     #[error("batch {sequence}, event {index}: timestamp out of range")]
     BadTimestamp { sequence: u64, index: usize },
     #[error("batch sequence {sequence} is not after {previous}")]
@@ -54,6 +74,10 @@ impl DecodeError {
             | DecodeError::UnknownContainerString { sequence, .. }
             | DecodeError::UnknownContainer { sequence, .. }
             | DecodeError::UnknownKind { sequence, .. }
+            | DecodeError::UnknownNetworkKind { sequence, .. }
+            | DecodeError::BadAddress { sequence, .. }
+            | DecodeError::AddressFamilyMismatch { sequence, .. }
+            | DecodeError::BadPort { sequence, .. }
             | DecodeError::BadTimestamp { sequence, .. } => Some(*sequence),
             // Not the batch's fault alone: a duplicate or reordered sequence.
             DecodeError::SequenceNotIncreasing { .. } => None,
@@ -84,8 +108,52 @@ pub struct StreamTables {
     last_sequence: u64,
 }
 
-/// Rows of one batch grouped by workload id (the Kafka key), in event order.
-pub type RowsByWorkload = Vec<(Arc<str>, Vec<Row>)>;
+/// Rows grouped by workload id (the Kafka key), in event order.
+pub type RowsByWorkload<R> = Vec<(Arc<str>, Vec<R>)>;
+
+/// The rows of one batch, per record type.
+#[derive(Debug, Default)]
+pub struct BatchRows {
+    pub process: RowsByWorkload<process::Row>,
+    pub network: RowsByWorkload<network::Row>,
+}
+
+impl BatchRows {
+    /// Rows of every type.
+    pub fn len(&self) -> usize {
+        fn count<R>(groups: &RowsByWorkload<R>) -> usize {
+            groups.iter().map(|(_, rows)| rows.len()).sum()
+        }
+        count(&self.process) + count(&self.network)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Appends `row` to the group of `workload`, creating it in first-seen order.
+fn push_grouped<R>(out: &mut RowsByWorkload<R>, slots: &mut HashMap<Arc<str>, usize>, workload: Arc<str>, row: R) {
+    let slot = *slots.entry(workload.clone()).or_insert_with(|| {
+        out.push((workload, Vec::new()));
+        out.len() - 1
+    });
+    out[slot].1.push(row);
+}
+
+/// An address from the wire: 4 bytes (IPv4), 16 (IPv6), or empty (`Some(None)`);
+/// `None` for any other length.
+fn ip_address(bytes: &[u8]) -> Option<Option<IpAddr>> {
+    if bytes.is_empty() {
+        return Some(None);
+    }
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(Some(IpAddr::V4(Ipv4Addr::from(v4))));
+    }
+    <[u8; 16]>::try_from(bytes)
+        .ok()
+        .map(|v6| Some(IpAddr::V6(Ipv6Addr::from(v6))))
+}
 
 impl StreamTables {
     pub fn new(hello: &v1::Hello, max_events: u32, max_strings: u32) -> StreamTables {
@@ -104,7 +172,7 @@ impl StreamTables {
 
     /// Applies the batch's definitions and resolves its events. On error the
     /// tables may hold the batch's definitions; the stream is ended anyway.
-    pub fn resolve(&mut self, batch: v1::Batch) -> Result<RowsByWorkload, DecodeError> {
+    pub fn resolve(&mut self, batch: v1::Batch) -> Result<BatchRows, DecodeError> {
         let sequence = batch.sequence;
         if sequence <= self.last_sequence {
             return Err(DecodeError::SequenceNotIncreasing {
@@ -112,10 +180,11 @@ impl StreamTables {
                 previous: self.last_sequence,
             });
         }
-        if batch.process_events.len() > self.max_events as usize {
+        let events = batch.process_events.len() + batch.network_events.len();
+        if events > self.max_events as usize {
             return Err(DecodeError::TooManyEvents {
                 sequence,
-                events: batch.process_events.len(),
+                events,
                 max: self.max_events,
             });
         }
@@ -172,7 +241,8 @@ impl StreamTables {
         }
 
         let mut groups: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut out: RowsByWorkload = Vec::new();
+        let mut out = BatchRows::default();
+        let process_events = batch.process_events.len();
         let mut time = batch.base_time_unix_ns;
         for (index, e) in batch.process_events.into_iter().enumerate() {
             time = time
@@ -189,9 +259,10 @@ impl StreamTables {
                     .ok_or(DecodeError::UnknownString { sequence, index, id })
             };
             let kind = match v1::ProcessEventKind::try_from(e.kind) {
-                Ok(v1::ProcessEventKind::Exec) => Kind::Exec,
-                Ok(v1::ProcessEventKind::Fork) => Kind::Fork,
-                Ok(v1::ProcessEventKind::Exit) => Kind::Exit,
+                Ok(v1::ProcessEventKind::Exec) => process::Kind::Exec,
+                Ok(v1::ProcessEventKind::Fork) => process::Kind::Fork,
+                Ok(v1::ProcessEventKind::Exit) => process::Kind::Exit,
+                Ok(v1::ProcessEventKind::Running) => process::Kind::Running,
                 _ => {
                     return Err(DecodeError::UnknownKind {
                         sequence,
@@ -215,7 +286,7 @@ impl StreamTables {
                 .collect::<Result<Vec<_>, _>>()?;
             let workload = container.map_or_else(|| self.host_workload.clone(), |c| c.workload_id.clone());
             let text = |s: &Option<Arc<str>>| s.clone();
-            let row = Row {
+            let row = process::Row {
                 agent_id: self.agent_id.clone(),
                 boot_id: self.boot_id,
                 batch_seq: sequence,
@@ -238,12 +309,93 @@ impl StreamTables {
                 parent_exe: string(e.parent_exe)?,
                 exit_code: e.exit_code,
                 count: e.count.max(1),
+                exec_in: e.exec_in,
             };
-            let slot = *groups.entry(workload.clone()).or_insert_with(|| {
-                out.push((workload, Vec::new()));
-                out.len() - 1
-            });
-            out[slot].1.push(row);
+            push_grouped(&mut out.process, &mut groups, workload, row);
+        }
+
+        // Network events: their own time chain; indexes continue after the
+        // process events.
+        groups.clear();
+        let mut time = batch.base_time_unix_ns;
+        for (i, e) in batch.network_events.into_iter().enumerate() {
+            let index = process_events + i;
+            time = time
+                .checked_add(e.time_delta_ns)
+                .filter(|t| (MIN_TIME_NS..MAX_TIME_NS).contains(t))
+                .ok_or(DecodeError::BadTimestamp { sequence, index })?;
+            let kind = match v1::NetworkEventKind::try_from(e.kind) {
+                Ok(v1::NetworkEventKind::Listen) => network::Kind::Listen,
+                Ok(v1::NetworkEventKind::Connect) => network::Kind::Connect,
+                Ok(v1::NetworkEventKind::Accept) => network::Kind::Accept,
+                Ok(v1::NetworkEventKind::Close) => network::Kind::Close,
+                Ok(v1::NetworkEventKind::ConnectFailed) => network::Kind::ConnectFailed,
+                _ => {
+                    return Err(DecodeError::UnknownNetworkKind {
+                        sequence,
+                        index,
+                        kind: e.kind,
+                    });
+                }
+            };
+            let container = match e.container {
+                0 => None,
+                r => Some(self.containers.get(&r).ok_or(DecodeError::UnknownContainer {
+                    sequence,
+                    index,
+                    container_ref: r,
+                })?),
+            };
+            let bad_address = |side, len, expected| DecodeError::BadAddress {
+                sequence,
+                index,
+                side,
+                len,
+                expected,
+            };
+            let local = ip_address(&e.local_addr)
+                .flatten()
+                .ok_or_else(|| bad_address("local", e.local_addr.len(), "4 or 16"))?;
+            let remote =
+                ip_address(&e.remote_addr).ok_or_else(|| bad_address("remote", e.remote_addr.len(), "0, 4 or 16"))?;
+            let family = network::Family::of(local);
+            if remote.is_some_and(|r| network::Family::of(r) != family) {
+                return Err(DecodeError::AddressFamilyMismatch { sequence, index });
+            }
+            let port = |side, port: u32| {
+                u16::try_from(port).map_err(|_| DecodeError::BadPort {
+                    sequence,
+                    index,
+                    side,
+                    port,
+                })
+            };
+            let workload = container.map_or_else(|| self.host_workload.clone(), |c| c.workload_id.clone());
+            let row = network::Row {
+                agent_id: self.agent_id.clone(),
+                boot_id: self.boot_id,
+                batch_seq: sequence,
+                event_index: u32::try_from(index).unwrap_or(u32::MAX),
+                time_unix_ns: time,
+                host: self.host.clone(),
+                container_id: container.map(|c| c.id.clone()),
+                container_name: container.and_then(|c| c.name.clone()),
+                image: container.and_then(|c| c.image.clone()),
+                image_id: container.and_then(|c| c.image_id.clone()),
+                workload_id: workload.clone(),
+                kind,
+                pid: e.pid,
+                family,
+                local_addr: Arc::from(local.to_string()),
+                local_port: port("local", e.local_port)?,
+                remote_addr: remote.map(|r| Arc::from(r.to_string())),
+                remote_port: port("remote", e.remote_port)?,
+                bytes_sent: e.bytes_sent,
+                bytes_received: e.bytes_received,
+                count: e.count.max(1),
+                pre_existing: e.pre_existing,
+            };
+            push_grouped(&mut out.network, &mut groups, workload, row);
         }
         self.last_sequence = sequence;
         Ok(out)
@@ -311,13 +463,41 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            network_events: vec![
+                v1::NetworkEvent {
+                    time_delta_ns: 3,
+                    kind: v1::NetworkEventKind::Close as i32,
+                    container: 1,
+                    pid: 10,
+                    local_addr: vec![10, 0, 0, 2],
+                    local_port: 43122,
+                    remote_addr: vec![93, 184, 216, 34],
+                    remote_port: 443,
+                    bytes_sent: 3000,
+                    bytes_received: 500,
+                    count: 0,
+                    pre_existing: true,
+                },
+                v1::NetworkEvent {
+                    time_delta_ns: 4,
+                    kind: v1::NetworkEventKind::Listen as i32,
+                    container: 0,
+                    pid: 12,
+                    local_addr: Ipv6Addr::LOCALHOST.octets().to_vec(),
+                    local_port: 8080,
+                    count: 2,
+                    ..Default::default()
+                },
+            ],
         }
     }
 
     #[test]
     fn resolves_references_deltas_and_groups_by_workload() {
         let mut t = StreamTables::new(&hello(), 100, 100);
-        let groups = t.resolve(good_batch()).unwrap();
+        let out = t.resolve(good_batch()).unwrap();
+        assert_eq!(out.len(), 4);
+        let groups = &out.process;
         assert_eq!(groups.len(), 2);
         let (w, rows) = &groups[0];
         assert_eq!(&**w, "localhost/app");
@@ -334,6 +514,57 @@ mod tests {
         assert_eq!(rows[0].time_unix_ns, 1_700_000_000_000_000_005);
         assert_eq!(rows[0].event_index, 1);
         assert_eq!(rows[0].count, 1, "0 on the wire reads as 1");
+
+        // Network events: own time chain, indexes after the process events,
+        // addresses as text, grouped by workload like process rows.
+        let groups = &out.network;
+        assert_eq!(groups.len(), 2);
+        let (w, rows) = &groups[0];
+        assert_eq!(&**w, "localhost/app");
+        assert_eq!(
+            rows[0],
+            network::Row {
+                agent_id: "a1".into(),
+                boot_id: 9,
+                batch_seq: 1,
+                event_index: 2,
+                time_unix_ns: 1_700_000_000_000_000_003,
+                host: "h1".into(),
+                container_id: Some("c0ffee".into()),
+                container_name: None,
+                image: Some("localhost/app:1".into()),
+                image_id: None,
+                workload_id: "localhost/app".into(),
+                kind: network::Kind::Close,
+                pid: 10,
+                family: network::Family::Ipv4,
+                local_addr: "10.0.0.2".into(),
+                local_port: 43122,
+                remote_addr: Some("93.184.216.34".into()),
+                remote_port: 443,
+                bytes_sent: 3000,
+                bytes_received: 500,
+                count: 1,
+                pre_existing: true,
+            }
+        );
+        let (w, rows) = &groups[1];
+        assert_eq!(&**w, "host:h1");
+        let r = &rows[0];
+        assert_eq!((r.event_index, r.time_unix_ns), (3, 1_700_000_000_000_000_007));
+        assert_eq!(
+            (r.kind, r.family, &*r.local_addr, r.local_port),
+            (network::Kind::Listen, network::Family::Ipv6, "::1", 8080)
+        );
+        assert_eq!(
+            (
+                r.remote_addr.as_deref(),
+                r.remote_port,
+                r.container_id.as_deref(),
+                r.count
+            ),
+            (None, 0, None, 2)
+        );
 
         // Definitions persist for the stream: a later batch may only reference.
         let mut next = good_batch();
@@ -375,6 +606,55 @@ mod tests {
                 Box::new(|b| b.process_events.extend((0..200).map(|_| v1::ProcessEvent::default()))),
                 "limit is 100",
             ),
+            (
+                Box::new(|b| b.network_events[1].container = 8),
+                "event 3: unknown container reference 8",
+            ),
+            (
+                Box::new(|b| b.network_events[0].kind = 42),
+                "event 2: unknown network event kind 42",
+            ),
+            (
+                Box::new(|b| b.network_events[0].kind = v1::NetworkEventKind::Unspecified as i32),
+                "unknown network event kind 0",
+            ),
+            (
+                Box::new(|b| b.network_events[1].time_delta_ns = i64::MAX),
+                "event 3: timestamp out of range",
+            ),
+            (
+                Box::new(|b| b.network_events[0].time_delta_ns = -1_000_000_000_000_000_000),
+                "event 2: timestamp out of range",
+            ),
+            (
+                Box::new(|b| b.network_events[0].local_addr = vec![10, 0, 0]),
+                "local address of 3 bytes, expected 4 or 16",
+            ),
+            (
+                Box::new(|b| b.network_events[0].local_addr = Vec::new()),
+                "local address of 0 bytes, expected 4 or 16",
+            ),
+            (
+                Box::new(|b| b.network_events[0].remote_addr = vec![0; 5]),
+                "remote address of 5 bytes, expected 0, 4 or 16",
+            ),
+            (
+                Box::new(|b| b.network_events[0].remote_addr = vec![0; 16]),
+                "event 2: local and remote addresses of different families",
+            ),
+            (
+                Box::new(|b| b.network_events[1].local_port = 65_536),
+                "local port 65536 out of range",
+            ),
+            (
+                Box::new(|b| b.network_events[0].remote_port = u32::MAX),
+                "remote port 4294967295 out of range",
+            ),
+            // Both lists count against the limit: 2 process + 99 network events.
+            (
+                Box::new(|b| b.network_events.extend((0..97).map(|_| v1::NetworkEvent::default()))),
+                "101 events, limit is 100",
+            ),
         ];
         for (mutate, want) in cases {
             let mut t = StreamTables::new(&hello(), 100, 100);
@@ -383,6 +663,23 @@ mod tests {
             let err = t.resolve(b).unwrap_err().to_string();
             assert!(err.contains(want), "{err} should contain {want}");
         }
+    }
+
+    #[test]
+    fn both_event_lists_count_against_the_limit() {
+        let mut at_limit = good_batch();
+        let close = at_limit.network_events[0].clone();
+        at_limit.network_events.extend(std::iter::repeat_n(close, 96));
+        assert_eq!(at_limit.process_events.len() + at_limit.network_events.len(), 100);
+        let out = StreamTables::new(&hello(), 100, 100).resolve(at_limit).unwrap();
+        assert_eq!(out.len(), 100);
+        let last = out
+            .network
+            .iter()
+            .flat_map(|(_, rows)| rows)
+            .map(|r| r.event_index)
+            .max();
+        assert_eq!(last, Some(99));
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The Glasshouse aggregator: the fleet's stateless front door. Agents stream
-//! batches over gRPC; rows become Arrow batches on Kafka, keyed by workload id;
-//! each batch is acknowledged to its agent only after Kafka acknowledged it.
+//! batches over gRPC; rows become Arrow batches on Kafka (`glasshouse.process`,
+//! `glasshouse.network`), keyed by workload id; each batch is acknowledged to
+//! its agent only after Kafka acknowledged all its rows.
 //!
 //! ```text
 //!  agents ──gRPC Batch──▶ service (one task per stream: hello, resolve, submit)
 //!         ◀──────Ack────┘        │ bounded                      ▲ completion
 //!                                ▼                              │
-//!                         sink: Arrow builders per workload ──▶ Kafka (idempotent,
-//!                               flush by rows/age, IPC            compressed producer)
+//!                         sink: Arrow builders per record ──▶ Kafka (idempotent,
+//!                               type and workload, flush by     compressed producer)
+//!                               rows/bytes/age, IPC
 //! ```
 //!
 //! # Layout

@@ -240,7 +240,7 @@ impl Session {
                     Ok(Some(v1::AgentFrame { frame: Some(agent_frame::Frame::Batch(batch)) })) => {
                         let sequence = batch.sequence;
                         let rows = tables.resolve(batch)?;
-                        internal_events::batch_accepted(rows.iter().map(|(_, r)| r.len()).sum());
+                        internal_events::batch_accepted(rows.len());
                         if rows.is_empty() {
                             pending.push_back(Box::pin(async move { (sequence, Ok(())) }));
                         } else {

@@ -1,8 +1,9 @@
 //! The Kafka sink shared by every stream of this aggregator: rows are appended
-//! to one Arrow builder per workload, flushed by row count, size or age into one Arrow
-//! IPC message per workload (key = workload id, so one workload stays in one
-//! partition, in order), and every submitter is told once Kafka has
-//! acknowledged all of its rows.
+//! to one Arrow builder per record type and workload, flushed (all together)
+//! by row count, size or age into one Arrow IPC message per record type and
+//! workload (topic of the record type, key = workload id, so one workload
+//! stays in one partition, in order), and every submitter is told once Kafka
+//! has acknowledged all of its rows, of every type.
 //!
 //! Backpressure: submissions go through a bounded channel, and the producer's
 //! own queue is bounded; when Kafka is slow the sink stops taking submissions,
@@ -15,9 +16,9 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 use futures::future::join_all;
-use glasshouse_proto::process;
 use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, ipc};
+use glasshouse_proto::{network, process};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -26,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::decode::RowsByWorkload;
+use crate::decode::BatchRows;
 use crate::internal_events;
 
 /// Submissions buffered in front of the sink.
@@ -46,7 +47,7 @@ pub enum SinkError {
 }
 
 struct Submission {
-    rows: RowsByWorkload,
+    rows: BatchRows,
     done: oneshot::Sender<Result<(), SinkError>>,
 }
 
@@ -61,7 +62,7 @@ pub type Completion = oneshot::Receiver<Result<(), SinkError>>;
 
 impl SinkHandle {
     /// Queues rows; waits while the sink is saturated (backpressure).
-    pub async fn submit(&self, rows: RowsByWorkload) -> Result<Completion, SinkError> {
+    pub async fn submit(&self, rows: BatchRows) -> Result<Completion, SinkError> {
         let (done, completion) = oneshot::channel();
         self.tx
             .send(Submission { rows, done })
@@ -90,8 +91,55 @@ pub fn spawn(config: SinkConfig, producer: FutureProducer) -> (SinkHandle, tokio
     (SinkHandle { tx }, task)
 }
 
+/// The open Arrow builders, per record type and workload.
+#[derive(Default)]
+struct Builders {
+    process: HashMap<Arc<str>, process::Builder>,
+    network: HashMap<Arc<str>, network::Builder>,
+}
+
+impl Builders {
+    /// Appends a submission's rows; returns (rows, approximate bytes) added.
+    fn append(&mut self, rows: BatchRows) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, 0);
+        for (workload, group) in rows.process {
+            let b = self.process.entry(workload).or_default();
+            for row in &group {
+                b.append(row);
+                bytes += row.approx_bytes();
+            }
+            count += group.len();
+        }
+        for (workload, group) in rows.network {
+            let b = self.network.entry(workload).or_default();
+            for row in &group {
+                b.append(row);
+                bytes += row.approx_bytes();
+            }
+            count += group.len();
+        }
+        (count, bytes)
+    }
+
+    /// Finishes every non-empty builder and forgets them all: builders of
+    /// workloads that went quiet would accumulate; they are cheap to recreate.
+    fn finish(&mut self) -> Vec<(RecordType, Arc<str>, RecordBatch)> {
+        let process = self
+            .process
+            .drain()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(w, mut b)| (RecordType::Process, w, b.finish()));
+        let network = self
+            .network
+            .drain()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(w, mut b)| (RecordType::Network, w, b.finish()));
+        process.chain(network).collect()
+    }
+}
+
 async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receiver<Submission>) {
-    let mut builders: HashMap<Arc<str>, process::Builder> = HashMap::new();
+    let mut builders = Builders::default();
     let mut waiters: Vec<oneshot::Sender<Result<(), SinkError>>> = Vec::new();
     let mut rows = 0usize;
     let mut bytes = 0usize;
@@ -102,14 +150,9 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
         let flush_now = tokio::select! {
             sub = rx.recv() => match sub {
                 Some(sub) => {
-                    for (workload, group) in sub.rows {
-                        let b = builders.entry(workload).or_default();
-                        for row in &group {
-                            b.append(row);
-                            bytes += row.approx_bytes();
-                        }
-                        rows += group.len();
-                    }
+                    let (added_rows, added_bytes) = builders.append(sub.rows);
+                    rows += added_rows;
+                    bytes += added_bytes;
                     waiters.push(sub.done);
                     opened.get_or_insert_with(Instant::now);
                     rows >= config.flush_max_rows || bytes >= config.flush_max_bytes
@@ -132,24 +175,24 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
     join_all(deliveries).await;
 }
 
-/// Produces every builder's batch and spawns the wait for their deliveries,
-/// which settles all `waiters` at once.
+/// Produces every builder's batch (of every record type) and spawns the wait
+/// for their deliveries, which settles all `waiters` at once: a submitter
+/// hears back only when all of its rows, of every type, are in Kafka.
 async fn flush(
     config: &SinkConfig,
     producer: &FutureProducer,
-    builders: &mut HashMap<Arc<str>, process::Builder>,
+    builders: &mut Builders,
     waiters: Vec<oneshot::Sender<Result<(), SinkError>>>,
 ) -> tokio::task::JoinHandle<()> {
     let mut futures = Vec::new();
     let mut failure = None;
-    for (workload, builder) in builders.iter_mut().filter(|(_, b)| !b.is_empty()) {
-        let batch = builder.finish();
+    for (record_type, workload, batch) in builders.finish() {
         match encode_split(&batch, config.max_message_bytes) {
             Ok(values) => {
                 for value in values {
                     let bytes = value.len();
                     let started = std::time::Instant::now();
-                    match produce(producer, &config.producer_id, workload, value).await {
+                    match produce(producer, &config.producer_id, record_type, &workload, value).await {
                         Ok(f) => futures.push(async move {
                             let outcome = f.await;
                             match &outcome {
@@ -168,8 +211,6 @@ async fn flush(
             Err(e) => failure = Some(SinkError::Encode(e.to_string())),
         }
     }
-    // Builders of workloads that went quiet would accumulate; they are cheap to recreate.
-    builders.clear();
     tokio::spawn(async move {
         let mut result = failure.map_or(Ok(()), Err);
         for outcome in join_all(futures).await {
@@ -204,6 +245,7 @@ fn encode_split(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<Vec<u8>>, A
 async fn produce(
     producer: &FutureProducer,
     producer_id: &str,
+    record_type: RecordType,
     workload: &str,
     value: Vec<u8>,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
@@ -211,7 +253,7 @@ async fn produce(
     let headers = OwnedHeaders::new()
         .insert(Header {
             key: HEADER_RECORD_TYPE,
-            value: Some(RecordType::Process.name()),
+            value: Some(record_type.name()),
         })
         .insert(Header {
             key: HEADER_SCHEMA_VERSION,
@@ -221,7 +263,7 @@ async fn produce(
             key: HEADER_PRODUCER_ID,
             value: Some(producer_id),
         });
-    let mut record = FutureRecord::to(RecordType::Process.topic())
+    let mut record = FutureRecord::to(record_type.topic())
         .key(workload)
         .payload(&value)
         .headers(headers);

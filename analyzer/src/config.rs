@@ -18,7 +18,7 @@ pub struct Config {
     /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
     #[serde(default)]
     pub topics: glasshouse_proto::kafka::TopicLayout,
-    /// Print the live view (containers and what they execute) on stdout.
+    /// Print the live view (containers, what they execute, their TCP connections) on stdout.
     /// Default: true.
     #[serde(default = "default_view")]
     pub view: bool,

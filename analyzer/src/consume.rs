@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use glasshouse_proto::ipc;
-use glasshouse_proto::process::{self, Row};
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, RecordType};
+use glasshouse_proto::{ipc, network, process};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -46,12 +45,17 @@ pub struct ConsumerSettings {
     pub extra: BTreeMap<String, String>,
 }
 
-/// Handles the rows of one message; an error is logged and the message skipped.
+/// The record types consumed, one topic each.
+pub const CONSUMED: [RecordType; 2] = [RecordType::Process, RecordType::Network];
+
+/// Handles the rows of one message; a message that cannot be decoded is
+/// logged and skipped before it gets here.
 pub trait RowHandler {
-    fn handle(&mut self, rows: &[Row]);
+    fn handle_process(&mut self, rows: &[process::Row]);
+    fn handle_network(&mut self, rows: &[network::Row]);
 }
 
-/// Consumes `glasshouse.process` as a member of `group` until `cancel`.
+/// Consumes the topics of [`CONSUMED`] as a member of `group` until `cancel`.
 pub async fn consume(
     settings: &ConsumerSettings,
     handler: &mut (dyn RowHandler + Send),
@@ -98,10 +102,9 @@ pub async fn consume(
         client.set(k, v);
     }
     let consumer: StreamConsumer = client.create().map_err(client_error)?;
-    consumer
-        .subscribe(&[RecordType::Process.topic()])
-        .map_err(client_error)?;
-    tracing::info!(brokers, group, topic = RecordType::Process.topic(), "consuming");
+    let topics = CONSUMED.map(RecordType::topic);
+    consumer.subscribe(&topics).map_err(client_error)?;
+    tracing::info!(brokers, group, ?topics, "consuming");
     let mut stats = ConsumeStats::default();
     let mut error_logged_at: Option<std::time::Instant> = None;
     loop {
@@ -144,37 +147,77 @@ pub struct ConsumeStats {
     pub undecodable: u64,
 }
 
+/// The record type a message's topic carries, if the header (when present) agrees.
+fn record_type_of(topic: &str, header: Option<&str>) -> Option<RecordType> {
+    let record_type = CONSUMED.into_iter().find(|t| t.topic() == topic)?;
+    header.is_none_or(|h| h == record_type.name()).then_some(record_type)
+}
+
 fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send), stats: &mut ConsumeStats) {
     stats.messages += 1;
-    let record_type = m.headers().and_then(|h| {
+    let header = m.headers().and_then(|h| {
         h.iter()
             .find(|h| h.key == HEADER_RECORD_TYPE)
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     });
-    if record_type.as_deref().is_some_and(|t| t != RecordType::Process.name()) {
+    let Some(record_type) = record_type_of(m.topic(), header.as_deref()) else {
         stats.undecodable += 1;
         tracing::warn!(
+            topic = m.topic(),
             partition = m.partition(),
             offset = m.offset(),
-            record_type,
+            record_type = header,
             "unexpected record type, skipped"
         );
         return;
-    }
-    let decoded = m
+    };
+    let batch = m
         .payload()
         .ok_or_else(|| "empty message".to_owned())
-        .and_then(|p| ipc::decode(p).map_err(|e| e.to_string()))
-        .and_then(|batch| process::read_rows(&batch).map_err(|e| e.to_string()));
-    match decoded {
-        Ok(rows) => {
-            stats.rows += rows.len() as u64;
-            handler.handle(&rows);
-        }
+        .and_then(|p| ipc::decode(p).map_err(|e| e.to_string()));
+    let handled = batch.and_then(|batch| match record_type {
+        RecordType::Network => network::read_rows(&batch)
+            .map(|rows| {
+                handler.handle_network(&rows);
+                rows.len()
+            })
+            .map_err(|e| e.to_string()),
+        RecordType::Process => process::read_rows(&batch)
+            .map(|rows| {
+                handler.handle_process(&rows);
+                rows.len()
+            })
+            .map_err(|e| e.to_string()),
+        other => Err(format!("record type {other} is not consumed")),
+    });
+    match handled {
+        Ok(rows) => stats.rows += rows as u64,
         Err(error) => {
             stats.undecodable += 1;
-            tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "undecodable message, skipped");
+            tracing::warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                %error,
+                "undecodable message, skipped"
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_decides_the_record_type_and_a_header_must_agree() {
+        assert_eq!(
+            record_type_of("glasshouse.network", Some("network")),
+            Some(RecordType::Network)
+        );
+        assert_eq!(record_type_of("glasshouse.process", None), Some(RecordType::Process));
+        assert_eq!(record_type_of("glasshouse.process", Some("network")), None);
+        assert_eq!(record_type_of("glasshouse.file", Some("file")), None);
     }
 }

@@ -1,16 +1,18 @@
 //! The Glasshouse analyzer: a member of a Kafka consumer group over the event
-//! topics. Today it decodes the Arrow batches and shows, live, the containers
-//! and what they execute; baselines, scoring and alerts build on this loop.
+//! topics. Today it decodes the Arrow batches and shows, live, the containers,
+//! what they execute and their TCP connections; baselines, scoring and alerts
+//! build on this loop.
 //!
 //! ```text
 //!  Kafka glasshouse.process ──consumer group──▶ consume: decode Arrow IPC ──▶ view (stdout,
-//!   (partition = workload)                        store offset after handling     escaped)
+//!        glasshouse.network                       store offset after handling     escaped)
+//!   (partition = workload)
 //! ```
 //!
 //! # Layout
 //! - [`config`]: the TOML config.
 //! - [`consume`]: the consumer-group loop (at-least-once offsets).
-//! - [`view`]: the live view of containers and execs.
+//! - [`view`]: the live view of containers, execs and connections.
 //! - [`escape`]: escaping of container-supplied text for output.
 
 pub mod config;
@@ -21,7 +23,7 @@ pub mod view;
 use std::io::Write;
 
 use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
-use glasshouse_proto::process::Row;
+use glasshouse_proto::{network, process};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -41,16 +43,30 @@ struct Shower<W: Write> {
     view: Option<View<W>>,
 }
 
+impl<W: Write> Shower<W> {
+    /// Shows with `show`; the first output error disables the view.
+    fn show<R>(&mut self, row: &R, show: impl FnOnce(&mut View<W>, &R) -> std::io::Result<()>) {
+        if let Some(view) = &mut self.view
+            && let Err(error) = show(view, row)
+        {
+            tracing::warn!(%error, "live view output failed, view disabled");
+            self.view = None;
+        }
+    }
+}
+
 impl<W: Write> RowHandler for Shower<W> {
-    fn handle(&mut self, rows: &[Row]) {
+    fn handle_process(&mut self, rows: &[process::Row]) {
         for row in rows {
             tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "event");
-            if let Some(view) = &mut self.view
-                && let Err(error) = view.show(row)
-            {
-                tracing::warn!(%error, "live view output failed, view disabled");
-                self.view = None;
-            }
+            self.show(row, View::show);
+        }
+    }
+
+    fn handle_network(&mut self, rows: &[network::Row]) {
+        for row in rows {
+            tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "network event");
+            self.show(row, View::show_network);
         }
     }
 }

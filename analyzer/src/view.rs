@@ -1,10 +1,24 @@
-//! The live view: one line per new container and per process exec, with every
-//! container-supplied field escaped ([`crate::escape`]).
+//! The live view: one line per new container, per process exec and per TCP
+//! socket event of a container, with every container-supplied field escaped
+//! ([`crate::escape`]):
+//!
+//! ```text
+//! 2026-11-28T18:40:01.123Z  container 41ee3b278ccc web-1  image=…  workload=…  host=…
+//! 2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  exec pid=7 uid=0 /bin/cat  cat /etc/hostname
+//! 2026-11-28T18:40:02.001Z    41ee3b278ccc web-1  exec-in pid=9 uid=0 /bin/sh  sh
+//! 2026-11-28T18:40:01.124Z    41ee3b278ccc web-1  connect pid=7 10.0.0.2:43122 -> 93.184.216.34:443
+//! 2026-11-28T18:40:01.130Z    41ee3b278ccc web-1  close pid=7 10.0.0.2:43122 -> 93.184.216.34:443 sent 3000 recv 500
+//! ```
+//!
+//! Processes already running when the agent started show as `running`, an
+//! exec entered from outside the container (or under such a process) as
+//! `exec-in`; sockets already open at the agent's start end with `(open at start)`.
 
 use std::collections::HashSet;
 use std::io::Write;
 
-use glasshouse_proto::process::{Kind, Row};
+use glasshouse_proto::network::{self, Family};
+use glasshouse_proto::process::{Kind, Row, Str};
 
 use crate::escape;
 
@@ -15,7 +29,7 @@ const MAX_REMEMBERED: usize = 16_384;
 #[derive(Debug)]
 pub struct View<W> {
     out: W,
-    seen: HashSet<glasshouse_proto::process::Str>,
+    seen: HashSet<Str>,
 }
 
 impl<W: Write> View<W> {
@@ -26,13 +40,19 @@ impl<W: Write> View<W> {
         }
     }
 
-    /// Shows one row (exec rows and first sightings of containers).
-    pub fn show(&mut self, row: &Row) -> std::io::Result<()> {
-        let Some(id) = &row.container_id else {
-            return Ok(());
-        };
-        let short = &id[..id.len().min(12)];
-        let name = escape::terminal(row.container_name.as_deref().unwrap_or("?"));
+    /// Writes the "container" line on the first sighting of container `id`;
+    /// returns the (escaped) short id and name that start its event lines.
+    fn sighting(
+        &mut self,
+        time_unix_ns: i64,
+        id: &Str,
+        name: Option<&str>,
+        image: Option<&str>,
+        workload: &str,
+        host: &str,
+    ) -> std::io::Result<(String, String)> {
+        let short = escape::terminal(id.get(..12).unwrap_or(id));
+        let name = escape::terminal(name.unwrap_or("?"));
         if !self.seen.contains(&**id) {
             if self.seen.len() >= MAX_REMEMBERED {
                 self.seen.clear();
@@ -41,21 +61,37 @@ impl<W: Write> View<W> {
             writeln!(
                 self.out,
                 "{}  container {short} {name}  image={}  workload={}  host={}",
-                timestamp(row.time_unix_ns),
-                escape::terminal(row.image.as_deref().unwrap_or("?")),
-                escape::terminal(&row.workload_id),
-                escape::terminal(&row.host),
+                timestamp(time_unix_ns),
+                escape::terminal(image.unwrap_or("?")),
+                escape::terminal(workload),
+                escape::terminal(host),
             )?;
         }
-        if row.kind == Kind::Exec {
-            let repeat = if row.count > 1 {
-                format!(" (x{})", row.count)
-            } else {
-                String::new()
+        Ok((short, name))
+    }
+
+    /// Shows one process row (exec rows and first sightings of containers).
+    pub fn show(&mut self, row: &Row) -> std::io::Result<()> {
+        let Some(id) = &row.container_id else {
+            return Ok(());
+        };
+        let (short, name) = self.sighting(
+            row.time_unix_ns,
+            id,
+            row.container_name.as_deref(),
+            row.image.as_deref(),
+            &row.workload_id,
+            &row.host,
+        )?;
+        if matches!(row.kind, Kind::Exec | Kind::Running) {
+            let what = match (row.kind, row.exec_in) {
+                (Kind::Running, _) => "running",
+                (_, true) => "exec-in",
+                _ => "exec",
             };
             writeln!(
                 self.out,
-                "{}    {short} {name}  exec pid={} uid={} {}  {}{repeat}",
+                "{}    {short} {name}  {what} pid={} uid={} {}  {}{}",
                 timestamp(row.time_unix_ns),
                 row.pid,
                 row.uid,
@@ -65,9 +101,67 @@ impl<W: Write> View<W> {
                 } else {
                     escape::argv(&row.argv)
                 },
+                repeat(row.count),
             )?;
         }
         self.out.flush()
+    }
+
+    /// Shows one TCP socket row of a container (and its first sighting):
+    /// `connect pid=7 10.0.0.2:43122 -> 93.184.216.34:443`, an accept with
+    /// `<-`, a close with `sent N recv M`.
+    pub fn show_network(&mut self, row: &network::Row) -> std::io::Result<()> {
+        let Some(id) = &row.container_id else {
+            return Ok(());
+        };
+        let (short, name) = self.sighting(
+            row.time_unix_ns,
+            id,
+            row.container_name.as_deref(),
+            row.image.as_deref(),
+            &row.workload_id,
+            &row.host,
+        )?;
+        let local = endpoint(row.family, &row.local_addr, row.local_port);
+        let peer = match (&row.remote_addr, row.kind) {
+            (None, _) => String::new(),
+            (Some(remote), network::Kind::Accept) => format!(" <- {}", endpoint(row.family, remote, row.remote_port)),
+            (Some(remote), _) => format!(" -> {}", endpoint(row.family, remote, row.remote_port)),
+        };
+        let bytes = if row.kind == network::Kind::Close && row.remote_addr.is_some() {
+            format!(" sent {} recv {}", row.bytes_sent, row.bytes_received)
+        } else {
+            String::new()
+        };
+        writeln!(
+            self.out,
+            "{}    {short} {name}  {} pid={} {local}{peer}{bytes}{}{}",
+            timestamp(row.time_unix_ns),
+            row.kind.as_str(),
+            row.pid,
+            repeat(row.count),
+            if row.pre_existing { " (open at start)" } else { "" },
+        )?;
+        self.out.flush()
+    }
+}
+
+/// ` (xN)` for a row standing for N > 1 identical events.
+fn repeat(count: u32) -> String {
+    if count > 1 {
+        format!(" (x{count})")
+    } else {
+        String::new()
+    }
+}
+
+/// `10.0.0.2:443` or `[fd00::1]:443`; the address is escaped all the same,
+/// it came over Kafka.
+fn endpoint(family: Family, addr: &str, port: u16) -> String {
+    let addr = escape::terminal(addr);
+    match family {
+        Family::Ipv4 => format!("{addr}:{port}"),
+        Family::Ipv6 => format!("[{addr}]:{port}"),
     }
 }
 
@@ -122,7 +216,87 @@ mod tests {
             parent_exe: None,
             exit_code: None,
             count: 1,
+            exec_in: false,
         }
+    }
+
+    fn network_row(kind: network::Kind) -> network::Row {
+        network::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            event_index: 1,
+            time_unix_ns: 1_795_891_201_123_000_000,
+            host: "h".into(),
+            container_id: Some("41ee3b278ccc524b".into()),
+            // Hostile: tries to end the line, forge another, and clear the screen.
+            container_name: Some("web\n2026-11-28T18:40:01.123Z    fake exec\u{1b}[2J\u{202e}".into()),
+            image: Some("localhost/glasshouse-test:latest".into()),
+            image_id: None,
+            workload_id: "localhost/glasshouse-test".into(),
+            kind,
+            pid: 7,
+            family: Family::Ipv4,
+            local_addr: "10.0.0.2".into(),
+            local_port: 43122,
+            remote_addr: Some("93.184.216.34".into()),
+            remote_port: 443,
+            bytes_sent: 3000,
+            bytes_received: 500,
+            count: 1,
+            pre_existing: false,
+        }
+    }
+
+    #[test]
+    fn network_rows_one_escaped_line_each() {
+        let mut out = Vec::new();
+        let mut v = View::new(&mut out);
+        v.show_network(&network_row(network::Kind::Connect)).unwrap();
+        v.show_network(&network_row(network::Kind::Close)).unwrap();
+        let mut accept = network_row(network::Kind::Accept);
+        accept.family = Family::Ipv6;
+        accept.local_addr = "fd00::3".into();
+        accept.local_port = 8080;
+        accept.remote_addr = Some("fd00::2".into());
+        accept.remote_port = 50000;
+        accept.count = 3;
+        v.show_network(&accept).unwrap();
+        let mut listen = network_row(network::Kind::Listen);
+        listen.remote_addr = None;
+        listen.remote_port = 0;
+        listen.pre_existing = true;
+        v.show_network(&listen).unwrap();
+        let mut host = network_row(network::Kind::Connect);
+        host.container_id = None;
+        v.show_network(&host).unwrap();
+
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "one container line, four events, no host rows: {text}");
+        let name = "web\\n2026-11-28T18:40:01.123Z    fake exec\\u{1b}[2J\\u{202e}";
+        assert!(
+            lines[0].starts_with(&format!(
+                "2026-11-28T18:40:01.123Z  container 41ee3b278ccc {name}  image="
+            )),
+            "{}",
+            lines[0]
+        );
+        let prefix = format!("2026-11-28T18:40:01.123Z    41ee3b278ccc {name}  ");
+        let events: Vec<_> = lines[1..]
+            .iter()
+            .map(|l| l.strip_prefix(&prefix).unwrap_or_else(|| panic!("{l}")))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                "connect pid=7 10.0.0.2:43122 -> 93.184.216.34:443",
+                "close pid=7 10.0.0.2:43122 -> 93.184.216.34:443 sent 3000 recv 500",
+                "accept pid=7 [fd00::3]:8080 <- [fd00::2]:50000 (x3)",
+                "listen pid=7 10.0.0.2:43122 (open at start)",
+            ]
+        );
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}'), "{text:?}");
     }
 
     #[test]
@@ -138,9 +312,31 @@ mod tests {
         let mut v = View::new(&mut out);
         v.show(&row()).unwrap();
         v.show(&row()).unwrap();
+        v.show(&Row { exec_in: true, ..row() }).unwrap();
+        v.show(&Row {
+            kind: Kind::Running,
+            ..row()
+        })
+        .unwrap();
+        // Forks and exits are not shown.
+        v.show(&Row {
+            kind: Kind::Fork,
+            ..row()
+        })
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[3].ends_with("exec-in pid=7 uid=0 /bin/busybox  cat /etc/hostname"),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[4].ends_with("running pid=7 uid=0 /bin/busybox  cat /etc/hostname"),
+            "{}",
+            lines[4]
+        );
         assert!(lines[0].contains("container 41ee3b278ccc web\\n1  image=localhost/glasshouse-test:latest"));
         assert!(
             lines[1].ends_with("exec pid=7 uid=0 /bin/busybox  cat /etc/hostname"),

@@ -11,6 +11,7 @@
 //!   (generated from `glasshouse/v1/ingest.proto`).
 //! - [`record`]: the record types, their Kafka topics and message headers.
 //! - [`process`]: the Arrow schema of process events, a builder and a reader for it.
+//! - [`network`]: the same for TCP socket events.
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
 //! - [`metadata`]: gRPC metadata keys of the ingest stream.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
@@ -21,6 +22,7 @@ pub mod ipc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;
+pub mod network;
 pub mod process;
 pub mod record;
 pub mod service;

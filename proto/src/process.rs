@@ -1,5 +1,5 @@
 //! Arrow schema of `glasshouse.process` records: one row per process event
-//! (exec, fork, exit), already resolved (no string references) and attributed.
+//! (exec, fork, exit, running at agent start), already resolved (no string references) and attributed.
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -14,7 +14,7 @@
 //! | `image` | utf8, nullable | image reference the container was started from |
 //! | `image_id` | utf8, nullable | image id / digest |
 //! | `workload_id` | utf8 | key baselines are learned under; also the Kafka message key |
-//! | `kind` | utf8 | `exec`, `fork` or `exit` |
+//! | `kind` | utf8 | `exec`, `fork`, `exit`, or `running` (already running when the agent started) |
 //! | `pid`, `ppid`, `uid`, `gid` | uint32 | as seen from the host pid namespace |
 //! | `path` | utf8, nullable | executable (exec) |
 //! | `argv` | list<utf8> | arguments (exec); empty otherwise |
@@ -22,12 +22,13 @@
 //! | `parent_exe` | utf8, nullable | executable of the parent process |
 //! | `exit_code` | int32, nullable | exit status (exit) |
 //! | `count` | uint32 | identical events collapsed into this row |
+//! | `exec_in` | bool | entered from outside the container (`podman exec`, `kubectl exec`, probes) or a descendant of such a process |
 //!
 //! Strings that are not valid UTF-8 are converted lossily (U+FFFD).
 
 use std::sync::{Arc, LazyLock};
 
-use arrow_array::builder::Int32Builder;
+use arrow_array::builder::{BooleanBuilder, Int32Builder};
 use arrow_array::builder::{ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampNanosecondType, UInt32Type, UInt64Type};
@@ -40,6 +41,7 @@ pub enum Kind {
     Exec,
     Fork,
     Exit,
+    Running,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::Fork => "fork",
             Kind::Exit => "exit",
+            Kind::Running => "running",
         }
     }
 
@@ -56,6 +59,7 @@ impl Kind {
             "exec" => Some(Kind::Exec),
             "fork" => Some(Kind::Fork),
             "exit" => Some(Kind::Exit),
+            "running" => Some(Kind::Running),
             _ => None,
         }
     }
@@ -90,6 +94,7 @@ pub struct Row {
     pub parent_exe: Option<Str>,
     pub exit_code: Option<i32>,
     pub count: u32,
+    pub exec_in: bool,
 }
 
 impl Row {
@@ -144,6 +149,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("parent_exe", true),
         Field::new("exit_code", DataType::Int32, true),
         u32f("count"),
+        Field::new("exec_in", DataType::Boolean, false),
     ]))
 });
 
@@ -177,6 +183,7 @@ pub struct Builder {
     parent_exe: StringBuilder,
     exit_code: Int32Builder,
     count: UInt32Builder,
+    exec_in: BooleanBuilder,
     rows: usize,
 }
 
@@ -205,6 +212,7 @@ impl Default for Builder {
             parent_exe: StringBuilder::new(),
             exit_code: Int32Builder::new(),
             count: UInt32Builder::new(),
+            exec_in: BooleanBuilder::new(),
             rows: 0,
         }
     }
@@ -246,6 +254,7 @@ impl Builder {
         self.parent_exe.append_option(row.parent_exe.as_deref());
         self.exit_code.append_option(row.exit_code);
         self.count.append_value(row.count);
+        self.exec_in.append_value(row.exec_in);
         self.rows += 1;
     }
 
@@ -274,6 +283,7 @@ impl Builder {
             Arc::new(self.parent_exe.finish()),
             Arc::new(self.exit_code.finish()),
             Arc::new(self.count.finish()),
+            Arc::new(self.exec_in.finish()),
         ];
         self.rows = 0;
         // Cannot fail: every column is built above from the matching field type,
@@ -330,6 +340,7 @@ pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
             parent_exe: opt(19, r),
             exit_code: exit.is_valid(r).then(|| exit.value(r)),
             count: u32_col(21).value(r),
+            exec_in: batch.column(22).as_boolean().value(r),
         });
     }
     Ok(rows)
@@ -363,6 +374,7 @@ pub(crate) mod tests {
             parent_exe: None,
             exit_code: None,
             count: 1,
+            exec_in: true,
         }
     }
 

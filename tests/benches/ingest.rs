@@ -77,9 +77,11 @@ fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
                     cwd: Some(Bytes::from_static(b"/srv/app")),
                     parent_exe: Some(Bytes::from_static(b"/usr/local/bin/app")),
                     exit_code: None,
+                    exec_in: false,
                     count: 1,
                 })
                 .collect(),
+            network: Vec::new(),
         })
         .collect()
 }

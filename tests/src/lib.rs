@@ -232,18 +232,7 @@ impl AggregatorProcess {
 
     /// CPU time (user + system) the process has used so far.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the parenthesised command name; utime and stime are the
-        // 12th and 13th of them.
-        let rest = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-            .unwrap_or(100)
-            .max(1);
-        Ok(Duration::from_millis(ticks * 1000 / hz))
+        cpu_time_of(self.child.id())
     }
 
     /// Peak resident memory of the process so far (VmHWM), in bytes.
@@ -273,6 +262,73 @@ impl AggregatorProcess {
 }
 
 impl Drop for AggregatorProcess {
+    fn drop(&mut self) {
+        // Ignored errors: it may already be gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them.
+    let rest = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    Ok(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// A `glasshouse-agent` as its own process, with its `/metrics` on a free port.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Child,
+    pub metrics: SocketAddr,
+    config: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts one streaming to `endpoint`; `extra` is appended to its TOML config.
+    pub fn start(endpoint: &str, extra: &str) -> anyhow::Result<AgentProcess> {
+        let port = free_port()?;
+        let metrics = SocketAddr::from(([127, 0, 0, 1], port));
+        let config = std::env::temp_dir().join(format!("glasshouse-agent-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\n{extra}\n"),
+        )?;
+        let child = Command::new(workspace_binary("glasshouse-agent")?)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting glasshouse-agent")?;
+        let process = AgentProcess { child, metrics, config };
+        wait_for_port(metrics, Duration::from_secs(30)).context("agent did not start")?;
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait: the orderly shutdown path.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid with a constant signal.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for AgentProcess {
     fn drop(&mut self) {
         // Ignored errors: it may already be gone.
         let _ = self.child.kill();
@@ -417,6 +473,7 @@ pub mod wire {
                 strings,
                 containers,
                 process_events,
+                network_events: Vec::new(),
             })),
         }
     }
@@ -474,10 +531,15 @@ pub mod simulated {
                 cwd: Some(Bytes::from_static(b"/")),
                 parent_exe: None,
                 exit_code: None,
+                exec_in: false,
                 count: 1,
             })
             .collect();
-        PendingBatch { sequence, events }
+        PendingBatch {
+            sequence,
+            events,
+            network: Vec::new(),
+        }
     }
 
     /// Client settings for agent `agent_id` (boot id `boot`).

@@ -1,6 +1,7 @@
-//! The eBPF process sensor: `bpf/process.bpf.c` on the raw tracepoints
-//! `sched_process_exec`, `sched_process_fork` and `sched_process_exit`, read
-//! through one ring buffer. Unlike the proc connector it needs no `/proc` read
+//! The eBPF sensors: `bpf/sensors.bpf.c` on the raw tracepoints
+//! `sched_process_exec`, `sched_process_fork`, `sched_process_exit` and
+//! `inet_sock_set_state` (TCP connect, accept, listen, close with byte
+//! counts, IPv4 and IPv6), read through one ring buffer. Unlike the proc connector it needs no `/proc` read
 //! at exec: the kernel side copies argv, executable, cwd, credentials, the
 //! parent's executable and the cgroup path as the exec happens, so a process
 //! that exits at once is still reported in full.
@@ -24,17 +25,24 @@ use libbpf_rs::{MapCore, MapFlags};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{RawEvent, SensorStats};
+use std::net::{IpAddr, SocketAddr};
+
+use super::{ListenerSeed, NetworkRaw, RawEvent, SensorStats};
 use crate::procfs::{self, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/process.bpf.o"));
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
 
 const KIND_EXEC: u32 = 1;
 const KIND_FORK: u32 = 2;
 const KIND_EXIT: u32 = 3;
+const KIND_NET: u32 = 4;
+const NET_RECORD_LEN: usize = HEADER_LEN + 8 + 32 + 16 + 8;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 const HEADER_LEN: usize = 32;
-const EXEC_HEADER_LEN: usize = HEADER_LEN + 16;
+/// The header, five string lengths (and padding), the cgroup id.
+const EXEC_HEADER_LEN: usize = HEADER_LEN + 16 + 8;
 const FLAG_ARGV_CUT: i32 = 1;
 const FLAG_PATH_CUT: i32 = 2;
 /// How often the kernel's per-cgroup drop counters are read.
@@ -133,6 +141,9 @@ fn memory_subsys_index(table: &str) -> Option<i32> {
 #[derive(Debug)]
 pub struct BpfSensor {
     pub thread: std::thread::JoinHandle<()>,
+    /// Listening sockets that existed before the sensor, for the kernel's
+    /// listener table.
+    pub seeds: std::sync::mpsc::Sender<ListenerSeed>,
 }
 
 /// Loads and attaches the programs on a new thread, which then forwards events
@@ -146,6 +157,7 @@ pub fn start(
 ) -> Result<BpfSensor, BpfError> {
     let config = KernelConfig::detect(host_processes)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let (seeds, seed_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("bpf-sensor".into())
         .spawn(move || {
@@ -158,13 +170,13 @@ pub fn start(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            if let Err(e) = poll(&object.0, config, &tx, &stats, &cancel) {
+            if let Err(e) = poll(&object.0, config, &tx, &stats, &seed_rx, &cancel) {
                 tracing::error!(error = %e, "eBPF sensor stopped");
             }
         })
         .map_err(BpfError::Thread)?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(BpfSensor { thread }),
+        Ok(Ok(())) => Ok(BpfSensor { thread, seeds }),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -226,8 +238,10 @@ fn poll(
     config: KernelConfig,
     tx: &mpsc::Sender<RawEvent>,
     stats: &SensorStats,
+    seeds: &std::sync::mpsc::Receiver<ListenerSeed>,
     cancel: &CancellationToken,
 ) -> Result<(), BpfError> {
+    let listeners = map(object, "listeners")?;
     let offset = procfs::boottime_to_unix_offset_ns();
     let events = map(object, "events")?;
     let drops = map(object, "drops")?;
@@ -253,6 +267,18 @@ fn poll(
         if let Err(e) = ring.poll(Duration::from_millis(100)) {
             // EINTR is the only expected failure; anything else is logged.
             tracing::debug!(error = %e, "ring buffer poll");
+        }
+        while let Ok(seed) = seeds.try_recv() {
+            // Layout of `struct gh_listen_key` and its u32 value.
+            let mut key = [0u8; 8];
+            key[..4].copy_from_slice(&seed.netns.to_le_bytes());
+            key[4..].copy_from_slice(&u32::from(seed.port).to_le_bytes());
+            // `struct gh_owner`: pid, padding, cgroup id (unknown here: 0).
+            let mut owner = [0u8; 16];
+            owner[..4].copy_from_slice(&seed.pid.to_le_bytes());
+            if let Err(e) = listeners.update(&key, &owner, MapFlags::ANY) {
+                tracing::warn!(error = %e, ?seed, "cannot record a pre-existing listener");
+            }
         }
         if last_drops.elapsed() >= DROPS_INTERVAL {
             last_drops = Instant::now();
@@ -307,6 +333,7 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
             pid,
             code: super::decode_wait_status(code.cast_unsigned()),
         }),
+        KIND_NET => parse_network(b, time_unix_ns, pid, code).map(RawEvent::Network),
         KIND_EXEC => {
             let lens = [
                 u16_at(b, 32)?,
@@ -340,12 +367,53 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
                     argv: args,
                     cwd: Some(join_leaf_first(cwd, path_cut)),
                     cgroup: config.cgroup_line(&cgroup),
+                    cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
                 }),
                 parent_exe: (!parent_exe.is_empty()).then(|| join_leaf_first(parent_exe, path_cut)),
             })
         }
         _ => None,
     }
+}
+
+/// A `struct gh_net` record.
+fn parse_network(b: &[u8], time_unix_ns: i64, pid: u32, kind: i32) -> Option<NetworkRaw> {
+    use glasshouse_proto::v1::NetworkEventKind;
+    let b = b.get(..NET_RECORD_LEN)?;
+    let u16_le = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let family = u16_le(32);
+    let (lport, rport) = (u16_le(34), u16_le(36));
+    let addr = |at: usize| -> Option<IpAddr> {
+        match family {
+            AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(&b[at..at + 4]).ok()?)),
+            AF_INET6 => Some(IpAddr::from(<[u8; 16]>::try_from(&b[at..at + 16]).ok()?)),
+            _ => None,
+        }
+    };
+    let kind = NetworkEventKind::try_from(kind)
+        .ok()
+        .filter(|k| *k != NetworkEventKind::Unspecified)?;
+    // The kernel side leaves the remote end zero for LISTEN and a listener's CLOSE.
+    let remote = rport != 0;
+    let u64_le = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
+    let (mut local, mut peer) = (addr(40)?, if remote { Some(addr(56)?) } else { None });
+    // An IPv6 socket talking IPv4 shows v4-mapped addresses (::ffff:a.b.c.d):
+    // report them as IPv4, the way the peer sees them, when both ends are.
+    if local.to_canonical().is_ipv4() && peer.is_none_or(|p| p.to_canonical().is_ipv4()) {
+        local = local.to_canonical();
+        peer = peer.map(|p| p.to_canonical());
+    }
+    Some(NetworkRaw {
+        time_unix_ns,
+        pid,
+        kind,
+        local: SocketAddr::new(local, lport),
+        remote: peer.map(|p| SocketAddr::new(p, rport)),
+        bytes_sent: u64_le(72),
+        bytes_received: u64_le(80),
+        cgroup_id: u64_le(88),
+        pre_existing: false,
+    })
 }
 
 /// `b"c\0b\0a\0"` (components leaf first, as the kernel side walks up) →
@@ -395,6 +463,7 @@ mod tests {
         for l in lens {
             b.extend_from_slice(&u16::try_from(l).unwrap().to_le_bytes());
         }
+        b.extend_from_slice(&4242u64.to_le_bytes());
         b.extend_from_slice(argv);
         for p in parts {
             b.extend_from_slice(p);
@@ -438,6 +507,7 @@ mod tests {
         assert_eq!(info.cwd.as_deref(), Some(&b"/tmp"[..]));
         assert_eq!(parent_exe.as_deref(), Some(&b"/usr/bin/conmon"[..]));
         assert_eq!(info.cgroup, "5:memory:/libpod_parent/libpod-abc");
+        assert_eq!(info.cgroup_id, 4242);
     }
 
     #[test]
@@ -460,7 +530,7 @@ mod tests {
     #[test]
     fn truncated_records_are_rejected_not_misread() {
         let rec = exec_record(b"sh\0", [b"sh\0bin\0", b"", b"", b""], 0);
-        for len in [0, 4, 31, 40, rec.len() - 1] {
+        for len in [0, 4, 31, 40, 50, rec.len() - 1] {
             assert!(parse(&rec[..len], 0, &V1).is_none(), "length {len}");
         }
         let mut fork = rec[..32].to_vec();
@@ -473,6 +543,82 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn net_record(kind: i32, family: u16, laddr: &[u8], raddr: &[u8], ports: (u16, u16)) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [KIND_NET, 77] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&1_000u64.to_le_bytes());
+        b.extend_from_slice(&[0; 12]);
+        b.extend_from_slice(&kind.to_le_bytes());
+        for v in [family, ports.0, ports.1, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for a in [laddr, raddr] {
+            let mut padded = [0u8; 16];
+            padded[..a.len()].copy_from_slice(a);
+            b.extend_from_slice(&padded);
+        }
+        b.extend_from_slice(&1234u64.to_le_bytes());
+        b.extend_from_slice(&5678u64.to_le_bytes());
+        b.extend_from_slice(&99u64.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn network_records_decode_for_both_families() {
+        use glasshouse_proto::v1::NetworkEventKind;
+        let rec = net_record(4, AF_INET, &[10, 88, 0, 2], &[10, 88, 0, 3], (41000, 8080));
+        let Some(RawEvent::Network(n)) = parse(&rec, 5, &V1) else {
+            panic!("not a network event");
+        };
+        assert_eq!(n.kind, NetworkEventKind::Close);
+        assert_eq!((n.pid, n.time_unix_ns), (77, 1005));
+        assert_eq!(n.local, "10.88.0.2:41000".parse().unwrap());
+        assert_eq!(n.remote, Some("10.88.0.3:8080".parse().unwrap()));
+        assert_eq!((n.bytes_sent, n.bytes_received, n.cgroup_id), (1234, 5678, 99));
+
+        let v6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+        let rec = net_record(1, AF_INET6, &v6.octets(), &[], (8443, 0));
+        let Some(RawEvent::Network(n)) = parse(&rec, 0, &V1) else {
+            panic!("not a network event");
+        };
+        assert_eq!(n.kind, NetworkEventKind::Listen);
+        assert_eq!(n.local, "[fd00::1]:8443".parse().unwrap());
+        assert_eq!(n.remote, None);
+
+        // v4-mapped IPv6 (an IPv6 socket talking IPv4) reads as IPv4 ...
+        let mapped = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_ipv6_mapped().octets();
+        let rec = net_record(
+            3,
+            AF_INET6,
+            &mapped([10, 88, 0, 2]),
+            &mapped([10, 88, 0, 3]),
+            (8080, 41000),
+        );
+        let Some(RawEvent::Network(n)) = parse(&rec, 0, &V1) else {
+            panic!("not a network event");
+        };
+        assert_eq!(
+            (n.local, n.remote),
+            (
+                "10.88.0.2:8080".parse().unwrap(),
+                Some("10.88.0.3:41000".parse().unwrap())
+            )
+        );
+        // ... but not when only one end is (both ends keep one family).
+        let rec = net_record(3, AF_INET6, &[0; 16], &mapped([10, 88, 0, 3]), (8080, 41000));
+        let Some(RawEvent::Network(n)) = parse(&rec, 0, &V1) else {
+            panic!("not a network event");
+        };
+        assert!(n.local.is_ipv6() && n.remote.is_some_and(|r| r.is_ipv6()));
+
+        // Unknown kind, unknown family, short record: rejected.
+        assert!(parse(&net_record(9, AF_INET, &[1; 4], &[2; 4], (1, 2)), 0, &V1).is_none());
+        assert!(parse(&net_record(2, 1, &[1; 4], &[2; 4], (1, 2)), 0, &V1).is_none());
+        assert!(parse(&rec[..rec.len() - 1], 0, &V1).is_none());
     }
 
     #[test]

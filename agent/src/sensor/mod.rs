@@ -45,6 +45,36 @@ pub enum RawEvent {
     /// A process (thread group) exited; `code` is the exit status, or minus the
     /// number of the signal that killed it.
     Exit { time_unix_ns: i64, pid: u32, code: i32 },
+    /// A TCP socket changed state (eBPF sensor only).
+    Network(NetworkRaw),
+}
+
+/// A TCP socket event as the kernel reported it; `pid` owns the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRaw {
+    pub time_unix_ns: i64,
+    pub pid: u32,
+    pub kind: glasshouse_proto::v1::NetworkEventKind,
+    pub local: std::net::SocketAddr,
+    /// `None` for LISTEN and the close of a listening socket.
+    pub remote: Option<std::net::SocketAddr>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Kernel id of the owner's cgroup when it opened the socket (0 unknown):
+    /// attributes a close that happens after the owner exited.
+    pub cgroup_id: u64,
+    /// Found open when the agent started (from `/proc`), not seen happening.
+    pub pre_existing: bool,
+}
+
+/// A listening socket found at start, for the kernel side's table of
+/// listeners (so connections it accepts later are attributed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSeed {
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    pub port: u16,
+    pub pid: u32,
 }
 
 /// Counters every sensor keeps; nothing is dropped without being counted here.

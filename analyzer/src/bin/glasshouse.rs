@@ -13,7 +13,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show, live, the containers and what they execute (from Kafka).
+    /// Show, live, the containers, what they execute and their TCP connections (from Kafka).
     Watch {
         /// Kafka bootstrap servers.
         #[arg(long, default_value = "127.0.0.1:9092")]

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: (Apache-2.0 OR GPL-2.0-only)
 /*
+ * The agent's kernel side, one object: the process sensor and the TCP sensor.
+ *
  * Process sensor: exec, fork and exit of every process in a container, from
  * raw tracepoints (no tracefs, no kprobes). Exec events carry everything the
  * kernel knows at that instant (executable, full argv up to GH_ARGV_MAX, cwd,
@@ -10,8 +12,15 @@
  * Records go to one ring buffer; when it is full the record is dropped and
  * counted per cgroup in `drops`, which user space reads and reports.
  *
+ * TCP sensor: `sock/inet_sock_set_state` for IPv4 and IPv6. A socket's owner
+ * (the process that called connect or listen) is recorded in process context
+ * and looked up when the connection is established or closed in softirq
+ * context; an inbound connection belongs to the owner of the listening socket
+ * on its (network namespace, port). Closes carry the connection's byte counts.
+ *
  * The record layout is the ABI with agent/src/sensor/bpf.rs: little-endian,
- * naturally aligned, a 32-byte header then, for exec, five strings.
+ * naturally aligned, a 32-byte header then, for exec, five strings; for
+ * network events a fixed body.
  */
 #include "glasshouse.h"
 #include <bpf/bpf_helpers.h>
@@ -22,6 +31,24 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define GH_EXEC 1
 #define GH_FORK 2
 #define GH_EXIT 3
+#define GH_NET 4
+
+/* Network event kinds: the values of NetworkEventKind in ingest.proto. */
+#define GH_NET_LISTEN 1
+#define GH_NET_CONNECT 2
+#define GH_NET_ACCEPT 3
+#define GH_NET_CLOSE 4
+#define GH_NET_CONNECT_FAILED 5
+
+#define GH_AF_INET 2
+#define GH_AF_INET6 10
+#define GH_IPPROTO_TCP 6
+#define GH_RCV_SHUTDOWN 1
+#define GH_TCP_ESTABLISHED 1
+#define GH_TCP_SYN_SENT 2
+#define GH_TCP_SYN_RECV 3
+#define GH_TCP_CLOSE 7
+#define GH_TCP_LISTEN 10
 
 #define GH_ARGV_MAX 8192    /* argv bytes kept; longer is cut and flagged */
 #define GH_NAME_MAX 256     /* one path component, with its NUL */
@@ -54,6 +81,7 @@ struct gh_header {
 struct gh_exec {
 	struct gh_header h;
 	u16 argv_len, exe_len, cwd_len, pexe_len, cgroup_len, pad[3];
+	u64 cgroup_id; /* kernfs id of the cgroup named by the cgroup path */
 	/* Slack of one component/argv beyond GH_DATA keeps every masked write in bounds. */
 	char data[GH_DATA + GH_ARGV_MAX];
 };
@@ -267,7 +295,9 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 	e->cwd_len = put_path(&w, pwd.dentry, pwd.mnt, &root);
 	/* The parent's executable, seen from the new process's root. */
 	e->pexe_len = put_file(&w, BPF_CORE_READ(parent, mm, exe_file), &root);
-	e->cgroup_len = put_cgroup(&w, task_cgroup(task));
+	struct cgroup *cg = task_cgroup(task);
+	e->cgroup_id = BPF_CORE_READ(cg, kn, id);
+	e->cgroup_len = put_cgroup(&w, cg);
 
 	u64 size = __builtin_offsetof(struct gh_exec, data) + (w.off & (GH_DATA - 1));
 	if (size > sizeof(*e))
@@ -325,5 +355,163 @@ int gh_exit(struct bpf_raw_tracepoint_args *ctx)
 	h->gid = 0;
 	h->code = BPF_CORE_READ(task, exit_code);
 	bpf_ringbuf_submit(h, 0);
+	return 0;
+}
+
+struct gh_net {
+	struct gh_header h; /* pid: the socket's owner; code: GH_NET_* */
+	u16 family;
+	u16 lport;
+	u16 rport;
+	u16 pad;
+	u8 laddr[16];
+	u8 raddr[16];
+	u64 bytes_sent;
+	u64 bytes_received;
+	u64 cgroup_id; /* the owner's cgroup when it opened the socket */
+};
+
+/* Who owns a socket: the process, and its cgroup (which outlives it: a socket
+ * often closes after its process exited). */
+struct gh_owner {
+	u32 pid;
+	u32 pad;
+	u64 cgroup_id;
+};
+
+/* Socket → owner, from connect or accept. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct gh_owner);
+} sock_owners SEC(".maps");
+
+struct gh_listen_key {
+	u32 netns;
+	u32 port;
+};
+
+/* (network namespace, port) of a listening socket → its owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gh_listen_key);
+	__type(value, struct gh_owner);
+} listeners SEC(".maps");
+
+static __always_inline void emit_net(struct sock *sk, struct task_struct *task, struct gh_owner *owner, s32 kind,
+				     bool remote)
+{
+	struct gh_net *n = bpf_ringbuf_reserve(&events, sizeof(*n), 0);
+	if (!n) {
+		count_drop(task);
+		return;
+	}
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	n->h.kind = GH_NET;
+	n->h.pid = owner->pid;
+	n->cgroup_id = owner->cgroup_id;
+	n->h.time_ns = bpf_ktime_get_boot_ns();
+	n->h.ppid = 0;
+	n->h.uid = 0;
+	n->h.gid = 0;
+	n->h.code = kind;
+	n->family = family;
+	/* inet_sport, not skc_num: the bound port is released before the close. */
+	n->lport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	n->rport = remote ? __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport)) : 0;
+	n->pad = 0;
+	__builtin_memset(n->laddr, 0, sizeof(n->laddr));
+	__builtin_memset(n->raddr, 0, sizeof(n->raddr));
+	if (family == GH_AF_INET6) {
+		BPF_CORE_READ_INTO(&n->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		if (remote)
+			BPF_CORE_READ_INTO(&n->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((u32 *)n->laddr, sk, __sk_common.skc_rcv_saddr);
+		if (remote)
+			BPF_CORE_READ_INTO((u32 *)n->raddr, sk, __sk_common.skc_daddr);
+	}
+	n->bytes_sent = 0;
+	n->bytes_received = 0;
+	if (kind == GH_NET_CLOSE && remote) {
+		/* Payload only: bytes_sent counts retransmissions again, and
+		 * bytes_received counts the peer's FIN (then RCV_SHUTDOWN is set). */
+		struct tcp_sock *tp = (void *)sk;
+		n->bytes_sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
+		u64 received = BPF_CORE_READ(tp, bytes_received);
+		if (received && (BPF_CORE_READ(sk, sk_shutdown) & GH_RCV_SHUTDOWN))
+			received--;
+		n->bytes_received = received;
+	}
+	bpf_ringbuf_submit(n, 0);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int gh_sock_state(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sock *sk = (void *)ctx->args[0];
+	int old = ctx->args[1];
+	int new = ctx->args[2];
+	if (BPF_CORE_READ(sk, sk_protocol) != GH_IPPROTO_TCP)
+		return 0;
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != GH_AF_INET && family != GH_AF_INET6)
+		return 0;
+	u64 key = (u64)sk;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct gh_listen_key lk = {
+		.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+	};
+	struct gh_owner *owner;
+
+	if (new == GH_TCP_SYN_SENT || new == GH_TCP_LISTEN) {
+		/* connect() or listen(), in the caller's context. */
+		if (!wanted(task))
+			return 0;
+		struct gh_owner me = {
+			.pid = bpf_get_current_pid_tgid() >> 32,
+			.cgroup_id = BPF_CORE_READ(task_cgroup(task), kn, id),
+		};
+		if (new == GH_TCP_SYN_SENT) {
+			bpf_map_update_elem(&sock_owners, &key, &me, BPF_ANY);
+		} else {
+			bpf_map_update_elem(&listeners, &lk, &me, BPF_ANY);
+			emit_net(sk, task, &me, GH_NET_LISTEN, false);
+		}
+		return 0;
+	}
+	if (new == GH_TCP_ESTABLISHED && old == GH_TCP_SYN_SENT) {
+		owner = bpf_map_lookup_elem(&sock_owners, &key);
+		if (owner)
+			emit_net(sk, task, owner, GH_NET_CONNECT, true);
+		return 0;
+	}
+	if (new == GH_TCP_ESTABLISHED && old == GH_TCP_SYN_RECV) {
+		owner = bpf_map_lookup_elem(&listeners, &lk);
+		if (!owner)
+			return 0;
+		struct gh_owner o = *owner;
+		bpf_map_update_elem(&sock_owners, &key, &o, BPF_ANY);
+		emit_net(sk, task, &o, GH_NET_ACCEPT, true);
+		return 0;
+	}
+	if (new != GH_TCP_CLOSE)
+		return 0;
+	if (old == GH_TCP_LISTEN) {
+		owner = bpf_map_lookup_elem(&listeners, &lk);
+		if (owner) {
+			emit_net(sk, task, owner, GH_NET_CLOSE, false);
+			bpf_map_delete_elem(&listeners, &lk);
+		}
+		return 0;
+	}
+	owner = bpf_map_lookup_elem(&sock_owners, &key);
+	if (!owner)
+		return 0;
+	emit_net(sk, task, owner, old == GH_TCP_SYN_SENT ? GH_NET_CONNECT_FAILED : GH_NET_CLOSE, true);
+	bpf_map_delete_elem(&sock_owners, &key);
 	return 0;
 }

@@ -1,0 +1,278 @@
+//! Agent overhead and compactness, printed as figures and ratios measured in
+//! one run (`cargo bench -p glasshouse-tests --bench agent`; needs root, Podman,
+//! the test image and the release binaries: `cargo build --release --workspace
+//! --bins`).
+//!
+//! A static load generator (`storm.c`, built here with `gcc -static`) runs in
+//! a Podman container, first with no agent, then with the real agent (eBPF
+//! sensor) streaming through a real aggregator into a tansu broker:
+//!
+//! 1. exec storm: `EXECS` fork + execve + wait; slowdown = time with / without;
+//! 2. TCP storm: `CONNECTIONS` loopback connect + accept + close; same ratio;
+//! 3. agent CPU (user + system, from /proc) per kernel event during the storms;
+//! 4. kernel drops (ring buffer full) and queue drops at the storms' event rate;
+//! 5. wire bytes per exec event (the agent's encoder on a realistic batch) vs
+//!    the same fields as JSON.
+//!
+//! Each storm runs `ROUNDS` times per side; the medians are compared.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use bytes::Bytes;
+use glasshouse_agent::attribute::ContainerKey;
+use glasshouse_agent::encode::StreamEncoder;
+use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
+use glasshouse_agent::runtime::ContainerMeta;
+use glasshouse_proto::process::Kind;
+use glasshouse_proto::v1;
+use glasshouse_tests::{
+    AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, cpu_time_of, free_port, http_get, metric_value,
+    podman, require_test_image,
+};
+use prost::Message;
+
+const EXECS: u64 = 20_000;
+const CONNECTIONS: u64 = 50_000;
+const ROUNDS: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Builds the load generator into a fresh directory (mounted into the container).
+fn build_storm() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("glasshouse-storm-{}", free_port()?));
+    std::fs::create_dir_all(&dir)?;
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/storm.c");
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("storm"))
+        .arg(&src)
+        .status()
+        .context("running gcc")?;
+    ensure!(status.success(), "gcc failed on {}", src.display());
+    Ok(dir)
+}
+
+/// Runs one storm in the container; the seconds its loop took.
+fn storm(container: &str, kind: &str, n: u64) -> anyhow::Result<f64> {
+    let out = podman(&["exec", container, "/gh/storm", kind, &n.to_string()])?;
+    out.trim().parse().with_context(|| format!("storm printed {out:?}"))
+}
+
+struct Side {
+    exec: Vec<f64>,
+    tcp: Vec<f64>,
+}
+
+fn measure(container: &str) -> anyhow::Result<Side> {
+    let mut side = Side {
+        exec: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for _ in 0..ROUNDS {
+        side.exec.push(storm(container, "exec", EXECS)?);
+        side.tcp.push(storm(container, "tcp", CONNECTIONS)?);
+    }
+    Ok(side)
+}
+
+async fn counters(agent: &AgentProcess) -> anyhow::Result<[u64; 3]> {
+    let page = http_get(&agent.metrics.to_string(), "/metrics").await?;
+    let get = |name| metric_value(&page, name).with_context(|| format!("no {name} in agent metrics"));
+    Ok([
+        get("glasshouse_agent_events_total")?,
+        get("glasshouse_agent_kernel_overflows_total")?,
+        get("glasshouse_agent_queue_drops_total")?,
+    ])
+}
+
+async fn run() -> anyhow::Result<()> {
+    require_test_image()?;
+    let dir = build_storm()?;
+    let name = format!("gh-bench-{}", free_port()?);
+    let volume = format!("{}:/gh:ro", dir.display());
+    podman(&[
+        "run", "-d", "--name", &name, "-v", &volume, TEST_IMAGE, "sleep", "100000",
+    ])?;
+    let result = bench(&name).await;
+    let _ = podman(&["rm", "-f", "-t", "0", &name]);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn bench(container: &str) -> anyhow::Result<()> {
+    println!("agent benchmark: {EXECS} execs and {CONNECTIONS} loopback TCP connections per storm, {ROUNDS} rounds");
+    let without = measure(container)?;
+
+    let broker = Broker::start()?;
+    let podman_api = PodmanService::start()?;
+    let aggregator = AggregatorProcess::start(&broker.bootstrap(), "")?;
+    let mut agent = AgentProcess::start(
+        &aggregator.endpoint(),
+        &format!(
+            "sensor = \"bpf\"\nruntime_sockets = [\"{}\"]",
+            podman_api.socket.display()
+        ),
+    )?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut with = Side {
+        exec: Vec::new(),
+        tcp: Vec::new(),
+    };
+    let mut per_event = Vec::new();
+    let mut rates = Vec::new();
+    let (mut kernel_drops, mut queue_drops) = (0, 0);
+    for _ in 0..ROUNDS {
+        for (kind, n, into) in [("exec", EXECS, &mut with.exec), ("tcp", CONNECTIONS, &mut with.tcp)] {
+            let cpu0 = cpu_time_of(agent.pid())?;
+            let [e0, k0, q0] = counters(&agent).await?;
+            let secs = storm(container, kind, n)?;
+            // Let the agent finish what the storm queued before reading its CPU.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let cpu = cpu_time_of(agent.pid())?.saturating_sub(cpu0);
+            let [e1, k1, q1] = counters(&agent).await?;
+            let events = e1.saturating_sub(e0).max(1);
+            per_event.push(cpu.as_secs_f64() * 1e6 / events as f64);
+            #[expect(clippy::cast_precision_loss, reason = "event counts are far below 2^52")]
+            rates.push((kind, events as f64 / secs));
+            kernel_drops += k1 - k0;
+            queue_drops += q1 - q0;
+            into.push(secs);
+        }
+    }
+    agent.stop()?;
+
+    let (b_exec, w_exec) = (median(without.exec), median(with.exec));
+    let (b_tcp, w_tcp) = (median(without.tcp), median(with.tcp));
+    println!(
+        "exec storm: {b_exec:.3} s without agent, {w_exec:.3} s with; slowdown ratio {:.3} (goal <= 1.10)",
+        w_exec / b_exec
+    );
+    println!(
+        "tcp storm:  {b_tcp:.3} s without agent, {w_tcp:.3} s with; slowdown ratio {:.3} (goal <= 1.10)",
+        w_tcp / b_tcp
+    );
+    println!(
+        "agent CPU per kernel event: median {:.2} us (goal <= 2 us)",
+        median(per_event.clone())
+    );
+    let peak = rates.iter().map(|r| r.1).fold(0.0, f64::max);
+    for (kind, rate) in &rates {
+        println!("  {kind} storm kernel events/s: {rate:.0}");
+    }
+    println!(
+        "kernel drops: {kernel_drops}, queue drops: {queue_drops} at up to {peak:.0} events/s (goal 0 at 50,000/s)"
+    );
+
+    let (wire, json) = wire_vs_json();
+    println!(
+        "wire bytes per exec event: {wire:.1} (protobuf, interned) vs {json:.1} as JSON: {:.1}x smaller (goal >= 10x)",
+        json / wire
+    );
+    drop(aggregator);
+    drop(podman_api);
+    drop(broker);
+    Ok(())
+}
+
+/// Bytes per exec on the wire for a realistic batch of 512 execs (a web
+/// container running a few tools with varying arguments), steady state (the
+/// stream's dictionary already holds the recurring strings), vs the same
+/// fields as one JSON object per event.
+fn wire_vs_json() -> (f64, f64) {
+    let container = Arc::new(Container {
+        key: ContainerKey {
+            runtime: v1::ContainerRuntime::Podman,
+            id: "4f1c9d0e7a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5".to_owned(),
+            pod_uid: None,
+        },
+        meta: ContainerMeta {
+            name: Some("shop-web-7d9f".to_owned()),
+            image: Some("registry.local/shop/web:1.4.2".to_owned()),
+            image_id: Some("sha256:9a8b7c6d5e4f30211f2e3d4c5b6a79881726354453627180f9e8d7c6b5a49382".to_owned()),
+            ..Default::default()
+        },
+        workload_id: "registry.local/shop/web".to_owned(),
+        complete: true,
+    });
+    let tools: [(&str, &[&str]); 4] = [
+        ("/usr/bin/curl", &["curl", "-fsS", "http://127.0.0.1:8080/healthz"]),
+        ("/bin/sh", &["sh", "-c", "/usr/local/bin/rotate-logs --keep 7"]),
+        ("/usr/bin/python3", &["python3", "/srv/app/manage.py", "runjob", "--id"]),
+        ("/usr/local/bin/rotate-logs", &["rotate-logs", "--keep", "7"]),
+    ];
+    let batch = |sequence: u64| PendingBatch {
+        sequence,
+        events: (0..512u32)
+            .map(|i| {
+                let (path, args) = tools[i as usize % 4];
+                let mut argv: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+                if i % 4 == 2 {
+                    argv.push(Bytes::from(format!("{}", 10_000 + u64::from(i) + sequence * 512)));
+                }
+                Event {
+                    time_unix_ns: 1_800_000_000_000_000_000 + i64::from(i) * 1_700_000,
+                    kind: Kind::Exec,
+                    container: Some(container.clone()),
+                    pid: 20_000 + i,
+                    ppid: 1,
+                    uid: 33,
+                    gid: 33,
+                    path: Some(Bytes::from_static(path.as_bytes())),
+                    argv,
+                    cwd: Some(Bytes::from_static(b"/srv/app")),
+                    parent_exe: Some(Bytes::from_static(b"/usr/local/bin/gunicorn")),
+                    exit_code: None,
+                    exec_in: false,
+                    count: 1,
+                }
+            })
+            .collect(),
+        network: Vec::new(),
+    };
+    let mut encoder = StreamEncoder::new(100_000);
+    let _ = encoder.encode(&batch(1));
+    let second = batch(2);
+    let wire = encoder.encode(&second).encoded_len();
+    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let json: usize = second
+        .events
+        .iter()
+        .map(|e| {
+            let c = e.container.as_ref().expect("every event has the container");
+            serde_json::json!({
+                "time_unix_ns": e.time_unix_ns,
+                "kind": "exec",
+                "container_id": c.key.id,
+                "container_name": c.meta.name,
+                "image": c.meta.image,
+                "image_id": c.meta.image_id,
+                "workload_id": c.workload_id,
+                "pid": e.pid,
+                "ppid": e.ppid,
+                "uid": e.uid,
+                "gid": e.gid,
+                "path": text(&e.path),
+                "argv": e.argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
+                "cwd": text(&e.cwd),
+                "parent_exe": text(&e.parent_exe),
+            })
+            .to_string()
+            .len()
+        })
+        .sum();
+    #[expect(clippy::cast_precision_loss, reason = "byte counts are small")]
+    (wire as f64 / 512.0, json as f64 / 512.0)
+}
