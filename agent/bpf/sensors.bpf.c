@@ -106,6 +106,20 @@ struct {
 	__type(value, u64);
 } drops SEC(".maps");
 
+/* Wake the reader only once this much is waiting: one wakeup per few hundred
+ * records instead of one per record (a context switch each). User space also
+ * drains the ring on a short timer, so a quiet trickle is not held back. */
+#define GH_WAKEUP_BYTES (64 * 1024)
+#define GH_RB_NO_WAKEUP 1
+#define GH_RB_FORCE_WAKEUP 2
+#define GH_RB_AVAIL_DATA 0
+
+static __always_inline u64 wakeup(void)
+{
+	return bpf_ringbuf_query(&events, GH_RB_AVAIL_DATA) >= GH_WAKEUP_BYTES ? GH_RB_FORCE_WAKEUP
+										: GH_RB_NO_WAKEUP;
+}
+
 static __always_inline bool wanted(struct task_struct *task)
 {
 	if (gh_cfg.host_processes)
@@ -302,7 +316,7 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 	u64 size = __builtin_offsetof(struct gh_exec, data) + (w.off & (GH_DATA - 1));
 	if (size > sizeof(*e))
 		return 0;
-	if (bpf_ringbuf_output(&events, e, size, 0) < 0)
+	if (bpf_ringbuf_output(&events, e, size, wakeup()) < 0)
 		count_drop(task);
 	return 0;
 }
@@ -329,7 +343,7 @@ int gh_fork(struct bpf_raw_tracepoint_args *ctx)
 	h->uid = 0;
 	h->gid = 0;
 	h->code = 0;
-	bpf_ringbuf_submit(h, 0);
+	bpf_ringbuf_submit(h, wakeup());
 	return 0;
 }
 
@@ -354,7 +368,7 @@ int gh_exit(struct bpf_raw_tracepoint_args *ctx)
 	h->uid = 0;
 	h->gid = 0;
 	h->code = BPF_CORE_READ(task, exit_code);
-	bpf_ringbuf_submit(h, 0);
+	bpf_ringbuf_submit(h, wakeup());
 	return 0;
 }
 
@@ -445,7 +459,7 @@ static __always_inline void emit_net(struct sock *sk, struct task_struct *task, 
 			received--;
 		n->bytes_received = received;
 	}
-	bpf_ringbuf_submit(n, 0);
+	bpf_ringbuf_submit(n, wakeup());
 }
 
 SEC("raw_tp/inet_sock_set_state")

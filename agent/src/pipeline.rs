@@ -336,12 +336,21 @@ impl Attributor {
                 info,
                 parent_exe,
             } => {
-                let container = match &info {
-                    Some(info) => match attribute::from_proc_cgroup(&info.cgroup) {
+                // A cgroup seen before (eBPF gives its id) skips parsing the
+                // path, unless its container's metadata is still incomplete.
+                let cached = info
+                    .as_ref()
+                    .filter(|i| i.cgroup_id != 0)
+                    .and_then(|i| self.cgroups.get(&i.cgroup_id))
+                    .filter(|c| c.as_ref().is_none_or(|c| c.complete))
+                    .cloned();
+                let container = match (cached, &info) {
+                    (Some(c), _) => c,
+                    (None, Some(info)) => match attribute::from_proc_cgroup(&info.cgroup) {
                         Some(key) => Some(self.container(key).await),
                         None => None,
                     },
-                    None => match self.pids.get(&pid) {
+                    (None, None) => match self.pids.get(&pid) {
                         Some(c) => c.clone(),
                         None => {
                             self.remember_unresolved(time_unix_ns, pid, parent_exe);

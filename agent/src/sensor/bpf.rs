@@ -45,6 +45,8 @@ const HEADER_LEN: usize = 32;
 const EXEC_HEADER_LEN: usize = HEADER_LEN + 16 + 8;
 const FLAG_ARGV_CUT: i32 = 1;
 const FLAG_PATH_CUT: i32 = 2;
+/// Longest a record waits in the ring buffer when too few arrive to wake us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 /// How often the kernel's per-cgroup drop counters are read.
 const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -264,7 +266,9 @@ fn poll(
     let mut last_drops = Instant::now();
     let mut dropped_total = 0u64;
     while !cancel.is_cancelled() {
-        if let Err(e) = ring.poll(Duration::from_millis(100)) {
+        // The kernel side wakes us only when 64 KiB are waiting; the timeout
+        // drains whatever trickled in meanwhile (at most DRAIN_INTERVAL late).
+        if let Err(e) = ring.poll(DRAIN_INTERVAL).and_then(|()| ring.consume()) {
             // EINTR is the only expected failure; anything else is logged.
             tracing::debug!(error = %e, "ring buffer poll");
         }
