@@ -58,6 +58,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define GH_FLAG_ARGV_CUT 1
 #define GH_FLAG_PATH_CUT 2
+#define GH_FLAG_DRIFT 4 /* exec of a file in the container's writable layer */
+
+#define GH_FILE 5
+#define GH_OVERLAYFS_MAGIC 0x794c7630
+#define GH_FMODE_WRITE 0x2
+#define GH_FMODE_CREATED 0x100000
 
 struct gh_config {
 	u32 host_mnt_ns;       /* inum of the host mount namespace */
@@ -172,6 +178,8 @@ struct gh_walk {
 	struct dentry *root_d;
 	struct vfsmount *root_m;
 	struct kernfs_node *kn;
+	u32 last;     /* offset of the last name written */
+	u32 last_len; /* its length without the NUL */
 };
 
 /* Copies one NUL-terminated name to e->data[off..]; returns its length with
@@ -193,6 +201,10 @@ __noinline int gh_put_name(struct gh_exec *e, u32 off, u64 name)
 static __always_inline bool put_name(struct gh_walk *w, const void *name)
 {
 	int n = gh_put_name(w->e, w->off, (u64)name);
+	if (n > 0) {
+		w->last = w->off;
+		w->last_len = n - 1;
+	}
 	w->off += n;
 	return n > 0;
 }
@@ -267,6 +279,17 @@ static __always_inline u16 put_cgroup(struct gh_walk *w, struct cgroup *cg)
 	return w->off - start;
 }
 
+/* Whether a file lives in an overlayfs upper (writable) layer: created or
+ * modified after the container started, not part of its image. */
+static __always_inline bool is_upper(struct file *f)
+{
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != GH_OVERLAYFS_MAGIC)
+		return false;
+	struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
+	return BPF_CORE_READ(oi, __upperdentry) != 0;
+}
+
 SEC("raw_tp/sched_process_exec")
 int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -303,7 +326,10 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 
 	struct path root;
 	BPF_CORE_READ_INTO(&root, task, fs, root);
-	e->exe_len = put_file(&w, BPF_CORE_READ(bprm, file), &root);
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	e->exe_len = put_file(&w, exe, &root);
+	if (is_upper(exe))
+		e->h.code |= GH_FLAG_DRIFT;
 	struct path pwd;
 	BPF_CORE_READ_INTO(&pwd, task, fs, pwd);
 	e->cwd_len = put_path(&w, pwd.dentry, pwd.mnt, &root);
@@ -528,4 +554,125 @@ int gh_sock_state(struct bpf_raw_tracepoint_args *ctx)
 	emit_net(sk, task, owner, old == GH_TCP_SYN_SENT ? GH_NET_CONNECT_FAILED : GH_NET_CLOSE, true);
 	bpf_map_delete_elem(&sock_owners, &key);
 	return 0;
+}
+
+/*
+ * File sensor: every successful open(2) family call of a container process
+ * that opened a file for writing, at syscall exit (the file is then resolved
+ * by the kernel: the path is walked from the struct file, not taken from the
+ * caller). Only files under a top-level directory listed in `sensitive_top`
+ * (filled by user space from its configured prefixes) are reported; user
+ * space applies the exact prefixes.
+ *
+ * The record reuses the exec header and lengths, with its own data order:
+ * the file's path (cwd_len bytes) then the writing process's executable
+ * (exe_len bytes), both leaf first; h.uid carries the file's f_flags and h.gid
+ * is 1 when the open created the file.
+ */
+
+struct gh_top_key {
+	char name[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct gh_top_key);
+	__type(value, u8);
+} sensitive_top SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct gh_exec);
+} file_scratch SEC(".maps");
+
+struct gh_sys_exit {
+	u64 common;
+	long nr;
+	long ret;
+};
+
+static __always_inline int file_opened(struct gh_sys_exit *ctx)
+{
+	long fd = ctx->ret;
+	if (fd < 0)
+		return 0;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	if (!wanted(task))
+		return 0;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), fds + fd);
+	if (!f)
+		return 0;
+	unsigned int mode = BPF_CORE_READ(f, f_mode);
+	if (!(mode & GH_FMODE_WRITE))
+		return 0;
+	u32 zero = 0;
+	struct gh_exec *e = bpf_map_lookup_elem(&file_scratch, &zero);
+	if (!e)
+		return 0;
+	e->h.kind = GH_FILE;
+	e->h.pid = bpf_get_current_pid_tgid() >> 32;
+	e->h.time_ns = bpf_ktime_get_boot_ns();
+	e->h.ppid = 0;
+	e->h.uid = BPF_CORE_READ(f, f_flags);
+	e->h.gid = (mode & GH_FMODE_CREATED) ? 1 : 0;
+	e->h.code = 0;
+	e->argv_len = 0;
+	e->pexe_len = 0;
+	e->cgroup_len = 0;
+	e->cgroup_id = BPF_CORE_READ(task_cgroup(task), kn, id);
+
+	struct path root;
+	BPF_CORE_READ_INTO(&root, task, fs, root);
+	struct gh_walk w = { .e = e, .off = 0 };
+	e->cwd_len = put_path(&w, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), &root);
+	/* The top-level directory is the last component written (leaf first). */
+	u32 len = w.last_len;
+	if (len == 0 || len >= sizeof(struct gh_top_key))
+		return 0;
+	/* Keep the bound visible to the verifier on the register passed. */
+	asm volatile("" : "+r"(len));
+	len &= sizeof(struct gh_top_key) - 1;
+	struct gh_top_key key = {};
+	bpf_probe_read_kernel(&key.name, len, &e->data[w.last & (GH_DATA - 1)]);
+	if (!bpf_map_lookup_elem(&sensitive_top, &key))
+		return 0;
+	e->exe_len = put_file(&w, BPF_CORE_READ(task, mm, exe_file), &root);
+	u64 size = __builtin_offsetof(struct gh_exec, data) + (w.off & (GH_DATA - 1));
+	if (size > sizeof(*e))
+		return 0;
+	if (bpf_ringbuf_output(&events, e, size, wakeup()) < 0)
+		count_drop(task);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_openat")
+int gh_exit_openat(struct gh_sys_exit *ctx)
+{
+	return file_opened(ctx);
+}
+
+SEC("tp/syscalls/sys_exit_openat2")
+int gh_exit_openat2(struct gh_sys_exit *ctx)
+{
+	return file_opened(ctx);
+}
+
+SEC("tp/syscalls/sys_exit_open")
+int gh_exit_open(struct gh_sys_exit *ctx)
+{
+	return file_opened(ctx);
+}
+
+SEC("tp/syscalls/sys_exit_creat")
+int gh_exit_creat(struct gh_sys_exit *ctx)
+{
+	return file_opened(ctx);
 }

@@ -38,6 +38,12 @@ pub struct Config {
     /// mode), `bpf` (fail when eBPF cannot load) or `netlink`. Default: auto.
     #[serde(default)]
     pub sensor: SensorChoice,
+    /// Path prefixes under which a container process's writes are reported
+    /// (whole components; `*` matches one component; a leading `~` means every
+    /// home directory). Default: /etc, /bin, /sbin, /usr, /lib, /lib32, /lib64,
+    /// /boot, /root, ~/.ssh, /var/spool/cron.
+    #[serde(default = "crate::sensitive::defaults")]
+    pub sensitive_paths: Vec<String>,
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,

@@ -50,6 +50,7 @@ impl StreamEncoder {
                 .first()
                 .map(|e| e.time_unix_ns)
                 .or_else(|| batch.network.first().map(|e| e.raw.time_unix_ns))
+                .or_else(|| batch.files.first().map(|e| e.raw.time_unix_ns))
                 .unwrap_or(0),
             ..Default::default()
         };
@@ -84,6 +85,7 @@ impl StreamEncoder {
                 exit_code: e.exit_code,
                 count: e.count,
                 exec_in: e.exec_in,
+                drift: e.drift,
             });
             previous = e.time_unix_ns;
         }
@@ -107,6 +109,29 @@ impl StreamEncoder {
                 pre_existing: n.pre_existing,
             });
             previous = n.time_unix_ns;
+        }
+        let mut previous = out.base_time_unix_ns;
+        for e in &batch.files {
+            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let f = &e.raw;
+            let path = self.intern(&f.path, &mut out.strings);
+            let exe = f.exe.as_ref().map_or(0, |x| self.intern(x, &mut out.strings));
+            let kind = if f.created {
+                v1::FileEventKind::Create
+            } else {
+                v1::FileEventKind::Write
+            };
+            out.file_events.push(v1::FileEvent {
+                time_delta_ns: f.time_unix_ns.saturating_sub(previous),
+                kind: kind as i32,
+                container,
+                pid: f.pid,
+                path,
+                exe,
+                flags: f.flags,
+                count: e.count,
+            });
+            previous = f.time_unix_ns;
         }
         out
     }

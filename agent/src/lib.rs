@@ -20,6 +20,7 @@
 //! - [`attribute`]: cgroup path → container, for every major runtime.
 //! - [`runtime`]: container metadata from the Docker-compatible API.
 //! - [`workload`]: workload identity.
+//! - [`sensitive`]: the path prefixes whose writes are reported.
 //! - [`pipeline`]: attribution, collapsing and batching.
 //! - [`encode`]: per-stream interning and delta timestamps.
 //! - [`client`]: the gRPC stream with acks, reconnect and failover.
@@ -31,6 +32,7 @@ pub mod encode;
 pub mod pipeline;
 pub mod procfs;
 pub mod runtime;
+pub mod sensitive;
 pub mod sensor;
 pub mod workload;
 
@@ -118,6 +120,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     if let Some(seeds) = seeds {
         attributor = attributor.with_listener_seeds(seeds);
     }
+    attributor = attributor.with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths));
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
     let pipeline =
@@ -195,7 +198,13 @@ fn start_sensor(
 ) -> Result<Sensor, AgentError> {
     use config::SensorChoice;
     if config.sensor != SensorChoice::Netlink {
-        match sensor::bpf::start(config.host_processes, tx.clone(), stats.clone(), cancel.clone()) {
+        match sensor::bpf::start(
+            config.host_processes,
+            &config.sensitive_paths,
+            tx.clone(),
+            stats.clone(),
+            cancel.clone(),
+        ) {
             Ok(s) => {
                 return Ok(Sensor {
                     thread: s.thread,

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use crate::attribute::{self, ContainerKey};
 use crate::procfs;
 use crate::runtime::{ContainerMeta, RuntimeClient};
-use crate::sensor::{ListenerSeed, NetworkRaw, RawEvent};
+use crate::sensitive::SensitivePaths;
+use crate::sensor::{FileRaw, ListenerSeed, NetworkRaw, RawEvent};
 use crate::workload;
 
 /// Most containers kept in the attribution cache.
@@ -60,6 +61,8 @@ pub struct Event {
     /// Entered from outside the container (`podman exec`, `kubectl exec`, a
     /// probe) or a descendant of such a process, not of the container's init.
     pub exec_in: bool,
+    /// Exec of a file created or modified after the container started.
+    pub drift: bool,
     pub count: u32,
 }
 
@@ -70,18 +73,27 @@ pub struct NetworkEvent {
     pub raw: NetworkRaw,
 }
 
+/// An attributed write under a sensitive path.
+#[derive(Debug, Clone)]
+pub struct FileEvent {
+    pub container: Option<Arc<Container>>,
+    pub raw: FileRaw,
+    pub count: u32,
+}
+
 /// A batch waiting to be sent and acknowledged.
 #[derive(Debug, Clone)]
 pub struct PendingBatch {
     pub sequence: u64,
     pub events: Vec<Event>,
     pub network: Vec<NetworkEvent>,
+    pub files: Vec<FileEvent>,
 }
 
 impl PendingBatch {
     /// Events of every kind in the batch.
     pub fn len(&self) -> usize {
-        self.events.len() + self.network.len()
+        self.events.len() + self.network.len() + self.files.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,6 +122,8 @@ pub struct Attributor {
     cgroups: HashMap<u64, Option<Arc<Container>>>,
     /// Where listening sockets found at start are reported (the eBPF sensor).
     listener_seeds: Option<std::sync::mpsc::Sender<ListenerSeed>>,
+    /// Writes reported only under these.
+    sensitive: SensitivePaths,
 }
 
 impl std::fmt::Debug for Attributor {
@@ -133,6 +147,48 @@ impl Attributor {
             exec_in: HashSet::new(),
             cgroups: HashMap::new(),
             listener_seeds: None,
+            sensitive: SensitivePaths::new(&crate::sensitive::defaults()),
+        }
+    }
+
+    /// Reports writes under `paths` (default: [`crate::sensitive::defaults`]).
+    pub fn with_sensitive_paths(mut self, paths: SensitivePaths) -> Attributor {
+        self.sensitive = paths;
+        self
+    }
+
+    /// Attributes a write (like a network event: by pid, then by the cgroup
+    /// the kernel saw); `None` outside the sensitive paths or for a host
+    /// process when those are not reported.
+    pub async fn file(&mut self, raw: FileRaw) -> Option<FileEvent> {
+        if !self.sensitive.matches(&raw.path) {
+            return None;
+        }
+        let container = self.owner(raw.pid, raw.cgroup_id).await;
+        (container.is_some() || self.host_processes).then_some(FileEvent {
+            container,
+            raw,
+            count: 1,
+        })
+    }
+
+    /// The container of process `pid`, or of kernel cgroup `cgroup_id` when
+    /// the pid is not known (it may have exited), else from `/proc`.
+    async fn owner(&mut self, pid: u32, cgroup_id: u64) -> Option<Arc<Container>> {
+        let by_cgroup = (cgroup_id != 0).then(|| self.cgroups.get(&cgroup_id)).flatten();
+        match (self.pids.get(&pid), by_cgroup) {
+            (Some(c), _) | (None, Some(c)) => c.clone(),
+            (None, None) => {
+                let container = match procfs::read_process(&self.proc_root, pid)
+                    .ok()
+                    .and_then(|i| attribute::from_proc_cgroup(&i.cgroup))
+                {
+                    Some(key) => Some(self.container(key).await),
+                    None => None,
+                };
+                self.track(pid, container.clone());
+                container
+            }
         }
     }
 
@@ -190,6 +246,7 @@ impl Attributor {
                 cwd: info.cwd,
                 exit_code: None,
                 exec_in: false,
+                drift: false,
                 count: 1,
             });
         }
@@ -279,21 +336,7 @@ impl Attributor {
     /// the socket; `None` when that is the host and host processes are not
     /// reported.
     pub async fn network(&mut self, raw: NetworkRaw) -> Option<NetworkEvent> {
-        let by_cgroup = (raw.cgroup_id != 0).then(|| self.cgroups.get(&raw.cgroup_id)).flatten();
-        let container = match (self.pids.get(&raw.pid), by_cgroup) {
-            (Some(c), _) | (None, Some(c)) => c.clone(),
-            (None, None) => {
-                let container = match procfs::read_process(&self.proc_root, raw.pid)
-                    .ok()
-                    .and_then(|i| attribute::from_proc_cgroup(&i.cgroup))
-                {
-                    Some(key) => Some(self.container(key).await),
-                    None => None,
-                };
-                self.track(raw.pid, container.clone());
-                container
-            }
-        };
+        let container = self.owner(raw.pid, raw.cgroup_id).await;
         (container.is_some() || self.host_processes).then_some(NetworkEvent { container, raw })
     }
 
@@ -302,8 +345,8 @@ impl Attributor {
     pub async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
         tracing::trace!(?raw, "raw event");
         match raw {
-            RawEvent::Network(n) => {
-                tracing::error!(?n, "network event passed to the process attribution");
+            RawEvent::Network(_) | RawEvent::File(_) => {
+                tracing::error!(?raw, "network or file event passed to the process attribution");
                 Vec::new()
             }
             RawEvent::Exec { .. } => self.exec(raw).await.into_iter().collect(),
@@ -373,6 +416,7 @@ impl Attributor {
                     return None;
                 }
                 let info = info.unwrap_or_default();
+                let drift = info.drift;
                 Some(Event {
                     time_unix_ns,
                     kind: Kind::Exec,
@@ -387,10 +431,11 @@ impl Attributor {
                     parent_exe,
                     exit_code: None,
                     exec_in,
+                    drift,
                     count: 1,
                 })
             }
-            RawEvent::Fork { .. } | RawEvent::Exit { .. } | RawEvent::Network(_) => None,
+            RawEvent::Fork { .. } | RawEvent::Exit { .. } | RawEvent::Network(_) | RawEvent::File(_) => None,
         }
     }
 
@@ -416,6 +461,7 @@ impl Attributor {
                 parent_exe,
                 exit_code: None,
                 exec_in: false,
+                drift: false,
                 count: 1,
             },
         );
@@ -423,7 +469,7 @@ impl Attributor {
 
     async fn fork_or_exit(&mut self, raw: RawEvent) -> Option<Event> {
         match raw {
-            RawEvent::Exec { .. } | RawEvent::Network(_) => None,
+            RawEvent::Exec { .. } | RawEvent::Network(_) | RawEvent::File(_) => None,
             RawEvent::Fork {
                 time_unix_ns,
                 parent_pid,
@@ -461,6 +507,7 @@ impl Attributor {
                     parent_exe: None,
                     exit_code: None,
                     exec_in,
+                    drift: false,
                     count: 1,
                 })
             }
@@ -488,6 +535,7 @@ impl Attributor {
                     parent_exe: None,
                     exit_code: Some(code),
                     exec_in,
+                    drift: false,
                     count: 1,
                 })
             }
@@ -577,6 +625,7 @@ struct CollapseKey {
     container: Option<String>,
     kind: Kind,
     exec_in: bool,
+    drift: bool,
     ppid: u32,
     uid: u32,
     gid: u32,
@@ -593,6 +642,7 @@ impl CollapseKey {
             container: e.container.as_ref().map(|c| c.key.id.clone()),
             kind: e.kind,
             exec_in: e.exec_in,
+            drift: e.drift,
             ppid: e.ppid,
             uid: e.uid,
             gid: e.gid,
@@ -604,6 +654,9 @@ impl CollapseKey {
     }
 }
 
+/// (container, path, exe, flags, created): writes that collapse into one.
+type FileKey = (Option<String>, Bytes, Option<Bytes>, u32, bool);
+
 /// Accumulates events into [`PendingBatch`]es.
 #[derive(Debug)]
 pub struct Batcher {
@@ -612,6 +665,9 @@ pub struct Batcher {
     next_sequence: u64,
     events: Vec<Event>,
     network: Vec<NetworkEvent>,
+    files: Vec<FileEvent>,
+    /// Identical writes → position in `files`.
+    file_index: HashMap<FileKey, usize>,
     index: HashMap<CollapseKey, usize>,
     opened: Option<Instant>,
 }
@@ -624,6 +680,8 @@ impl Batcher {
             next_sequence: 1,
             events: Vec::new(),
             network: Vec::new(),
+            files: Vec::new(),
+            file_index: HashMap::new(),
             index: HashMap::new(),
             opened: None,
         }
@@ -653,8 +711,28 @@ impl Batcher {
         self.full().then(|| self.take())
     }
 
+    /// Adds a file event; identical writes in the batch collapse with a count.
+    pub fn push_file(&mut self, event: FileEvent) -> Option<PendingBatch> {
+        let key = (
+            event.container.as_ref().map(|c| c.key.id.clone()),
+            event.raw.path.clone(),
+            event.raw.exe.clone(),
+            event.raw.flags,
+            event.raw.created,
+        );
+        if let Some(i) = self.file_index.get(&key) {
+            let e = &mut self.files[*i];
+            e.count = e.count.saturating_add(event.count);
+            return None;
+        }
+        self.file_index.insert(key, self.files.len());
+        self.opened.get_or_insert_with(Instant::now);
+        self.files.push(event);
+        self.full().then(|| self.take())
+    }
+
     fn full(&self) -> bool {
-        self.events.len() + self.network.len() >= self.max_events
+        self.events.len() + self.network.len() + self.files.len() >= self.max_events
     }
 
     /// When the open batch must be sent, if any.
@@ -664,18 +742,20 @@ impl Batcher {
 
     /// Closes the open batch (if not empty).
     pub fn flush(&mut self) -> Option<PendingBatch> {
-        (!self.events.is_empty() || !self.network.is_empty()).then(|| self.take())
+        (!self.events.is_empty() || !self.network.is_empty() || !self.files.is_empty()).then(|| self.take())
     }
 
     fn take(&mut self) -> PendingBatch {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.index.clear();
+        self.file_index.clear();
         self.opened = None;
         PendingBatch {
             sequence,
             events: std::mem::take(&mut self.events),
             network: std::mem::take(&mut self.network),
+            files: std::mem::take(&mut self.files),
         }
     }
 }
@@ -701,6 +781,16 @@ pub async fn run(
         let deadline = batcher.deadline();
         let ready = tokio::select! {
             event = raw.recv() => match event {
+                Some(RawEvent::File(f)) => {
+                    if let Some(e) = attributor.file(f).await
+                        && let Some(full) = batcher.push_file(e)
+                        && out.send(full).await.is_err()
+                    {
+                        tracing::error!("stream client stopped, pipeline stops");
+                        return;
+                    }
+                    None
+                }
                 Some(RawEvent::Network(n)) => {
                     if let Some(e) = attributor.network(n).await
                         && let Some(full) = batcher.push_network(e)
@@ -780,6 +870,7 @@ pub(crate) mod tests {
             parent_exe: None,
             exit_code: None,
             exec_in: false,
+            drift: false,
             count: 1,
         }
     }
@@ -996,5 +1087,38 @@ pub(crate) mod tests {
         assert_eq!(e.container.unwrap().key.id, "a".repeat(64));
         // Unknown pid and cgroup: not a container's (and host processes are off).
         assert!(a.network(close(78)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn writes_outside_sensitive_paths_are_dropped_and_repeats_collapse() {
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
+        let c = container("c1");
+        a.track(10, Some(c.clone()));
+        let write = |path: &'static [u8]| FileRaw {
+            time_unix_ns: 1,
+            pid: 10,
+            path: Bytes::from_static(path),
+            exe: Some(Bytes::from_static(b"/bin/busybox")),
+            flags: 1,
+            created: false,
+            cgroup_id: 0,
+        };
+        assert!(a.file(write(b"/tmp/x")).await.is_none(), "not sensitive");
+        let mut b = Batcher::new(100, Duration::from_secs(1));
+        for _ in 0..3 {
+            let e = a.file(write(b"/etc/passwd")).await.expect("sensitive, in a container");
+            assert!(b.push_file(e).is_none());
+        }
+        b.push_file(a.file(write(b"/etc/shadow")).await.unwrap());
+        let batch = b.flush().unwrap();
+        assert_eq!(batch.files.len(), 2);
+        assert_eq!((batch.files[0].count, batch.files[1].count), (3, 1));
+        assert_eq!(batch.len(), 2);
+        // A host process's write is not reported.
+        let host = FileRaw {
+            pid: 99,
+            ..write(b"/etc/passwd")
+        };
+        assert!(a.file(host).await.is_none());
     }
 }

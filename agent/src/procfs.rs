@@ -22,6 +22,9 @@ pub struct ProcessInfo {
     pub cgroup: String,
     /// Kernel id of the cgroup `cgroup` names (eBPF sensor only; 0 unknown).
     pub cgroup_id: u64,
+    /// The executable lives in the container's writable layer: created or
+    /// modified after the container started (eBPF sensor only).
+    pub drift: bool,
 }
 
 /// Longest argv kept, in bytes; a longer command line is cut (and the cut marked).
@@ -52,6 +55,7 @@ pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
         cwd,
         cgroup,
         cgroup_id: 0,
+        drift: false,
     })
 }
 

@@ -240,11 +240,13 @@ fn wire_vs_json() -> (f64, f64) {
                     parent_exe: Some(Bytes::from_static(b"/usr/local/bin/gunicorn")),
                     exit_code: None,
                     exec_in: false,
+                    drift: false,
                     count: 1,
                 }
             })
             .collect(),
         network: Vec::new(),
+        files: Vec::new(),
     };
     let mut encoder = StreamEncoder::new(100_000);
     let _ = encoder.encode(&batch(1));

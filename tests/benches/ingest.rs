@@ -78,10 +78,12 @@ fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
                     parent_exe: Some(Bytes::from_static(b"/usr/local/bin/app")),
                     exit_code: None,
                     exec_in: false,
+                    drift: false,
                     count: 1,
                 })
                 .collect(),
             network: Vec::new(),
+            files: Vec::new(),
         })
         .collect()
 }

@@ -474,6 +474,7 @@ pub mod wire {
                 containers,
                 process_events,
                 network_events: Vec::new(),
+                file_events: Vec::new(),
             })),
         }
     }
@@ -532,6 +533,7 @@ pub mod simulated {
                 parent_exe: None,
                 exit_code: None,
                 exec_in: false,
+                drift: false,
                 count: 1,
             })
             .collect();
@@ -539,6 +541,7 @@ pub mod simulated {
             sequence,
             events,
             network: Vec::new(),
+            files: Vec::new(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The eBPF sensors: `bpf/sensors.bpf.c` on the raw tracepoints
 //! `sched_process_exec`, `sched_process_fork`, `sched_process_exit` and
 //! `inet_sock_set_state` (TCP connect, accept, listen, close with byte
-//! counts, IPv4 and IPv6), read through one ring buffer. Unlike the proc connector it needs no `/proc` read
+//! counts, IPv4 and IPv6), and the tracepoints `syscalls/sys_exit_open*`
+//! (files opened for writing under sensitive paths; exec "drift" is flagged on
+//! exec records), read through one ring buffer. Unlike the proc connector it needs no `/proc` read
 //! at exec: the kernel side copies argv, executable, cwd, credentials, the
 //! parent's executable and the cgroup path as the exec happens, so a process
 //! that exits at once is still reported in full.
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{ListenerSeed, NetworkRaw, RawEvent, SensorStats};
+use super::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats};
 use crate::procfs::{self, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
@@ -37,6 +39,10 @@ const KIND_EXEC: u32 = 1;
 const KIND_FORK: u32 = 2;
 const KIND_EXIT: u32 = 3;
 const KIND_NET: u32 = 4;
+const KIND_FILE: u32 = 5;
+const FLAG_DRIFT: i32 = 4;
+/// Where the syscall tracepoints' ids are read by libbpf.
+const TRACEFS: &str = "/sys/kernel/tracing";
 const NET_RECORD_LEN: usize = HEADER_LEN + 8 + 32 + 16 + 8;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -153,18 +159,20 @@ pub struct BpfSensor {
 /// reason they could not be.
 pub fn start(
     host_processes: bool,
+    sensitive_paths: &[String],
     tx: mpsc::Sender<RawEvent>,
     stats: Arc<SensorStats>,
     cancel: CancellationToken,
 ) -> Result<BpfSensor, BpfError> {
     let config = KernelConfig::detect(host_processes)?;
+    let tops = top_level_names(sensitive_paths);
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let (seeds, seed_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("bpf-sensor".into())
         .spawn(move || {
             // libbpf objects are not Send: everything lives on this thread.
-            let object = match load(config) {
+            let object = match load(config, &tops) {
                 Ok(o) => o,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -193,7 +201,45 @@ struct Loaded(
     #[expect(dead_code, reason = "held to keep the programs attached")] Vec<libbpf_rs::Link>,
 );
 
-fn load(config: KernelConfig) -> Result<Loaded, BpfError> {
+/// The top-level directory names of the sensitive path prefixes: the kernel
+/// side reports writes under these, user space then applies the prefixes. A
+/// `*` or `~` first component (any top-level directory) is expanded to
+/// `root` and `home` (home directories).
+fn top_level_names(prefixes: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in prefixes {
+        let first = p.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let names: &[&str] = match first {
+            "" => continue,
+            "~" | "*" => &["root", "home"],
+            other => &[other],
+        };
+        for n in names {
+            if !out.iter().any(|o| o == n) {
+                out.push((*n).to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Makes sure tracefs is mounted (libbpf reads tracepoint ids there);
+/// whether it is.
+fn ensure_tracefs() -> bool {
+    let events = Path::new(TRACEFS).join("events");
+    if events.exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return true;
+    }
+    let (src, dst, fs) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot mount tracefs at {TRACEFS}");
+    }
+    events.exists()
+}
+
+fn load(config: KernelConfig, tops: &[String]) -> Result<Loaded, BpfError> {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_log)));
     let mut open = libbpf_rs::ObjectBuilder::default()
         .open_memory(OBJECT)
@@ -211,10 +257,44 @@ fn load(config: KernelConfig) -> Result<Loaded, BpfError> {
     if !configured {
         return Err(BpfError::Host("the program has no .rodata configuration".into()));
     }
+    // The file sensor needs the syscall tracepoints: skip those this kernel
+    // lacks (open and creat exist only on some architectures), or all of them
+    // without tracefs; everything else still loads.
+    let tracefs = ensure_tracefs();
+    let mut skipped = Vec::new();
+    for mut prog in open.progs_mut() {
+        let section = prog.section().to_string_lossy().into_owned();
+        if let Some(tp) = section.strip_prefix("tp/syscalls/")
+            && !(tracefs && Path::new(TRACEFS).join("events/syscalls").join(tp).exists())
+        {
+            prog.set_autoload(false);
+            skipped.push(tp.to_owned());
+        }
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            ?skipped,
+            "syscall tracepoints unavailable: file writes through them are not seen"
+        );
+    }
     let object = open.load().map_err(load_err("load (verifier)"))?;
+    let top_map = map(&object, "sensitive_top")?;
+    for name in tops {
+        let mut key = [0u8; 16];
+        if name.len() >= key.len() {
+            tracing::warn!(name, "top-level directory name too long for the kernel filter, ignored");
+            continue;
+        }
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        top_map
+            .update(&key, &[1], MapFlags::ANY)
+            .map_err(load_err("sensitive paths"))?;
+    }
     let mut links = Vec::new();
     for prog in object.progs_mut() {
-        links.push(prog.attach().map_err(load_err("attach"))?);
+        if prog.autoload() {
+            links.push(prog.attach().map_err(load_err("attach"))?);
+        }
     }
     Ok(Loaded(object, links))
 }
@@ -338,6 +418,21 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
             code: super::decode_wait_status(code.cast_unsigned()),
         }),
         KIND_NET => parse_network(b, time_unix_ns, pid, code).map(RawEvent::Network),
+        KIND_FILE => {
+            let (path_len, exe_len) = (u16_at(b, 36)?, u16_at(b, 34)?);
+            let path = b.get(EXEC_HEADER_LEN..EXEC_HEADER_LEN + path_len)?;
+            let exe = b.get(EXEC_HEADER_LEN + path_len..EXEC_HEADER_LEN + path_len + exe_len)?;
+            let cut = code & FLAG_PATH_CUT != 0;
+            Some(RawEvent::File(FileRaw {
+                time_unix_ns,
+                pid,
+                path: join_leaf_first(path, cut),
+                exe: (!exe.is_empty()).then(|| join_leaf_first(exe, cut)),
+                flags: u32_at(b, 20)?,
+                created: u32_at(b, 24)? != 0,
+                cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
+            }))
+        }
         KIND_EXEC => {
             let lens = [
                 u16_at(b, 32)?,
@@ -372,6 +467,7 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
                     cwd: Some(join_leaf_first(cwd, path_cut)),
                     cgroup: config.cgroup_line(&cgroup),
                     cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
+                    drift: code & FLAG_DRIFT != 0,
                 }),
                 parent_exe: (!parent_exe.is_empty()).then(|| join_leaf_first(parent_exe, path_cut)),
             })
@@ -623,6 +719,50 @@ mod tests {
         assert!(parse(&net_record(9, AF_INET, &[1; 4], &[2; 4], (1, 2)), 0, &V1).is_none());
         assert!(parse(&net_record(2, 1, &[1; 4], &[2; 4], (1, 2)), 0, &V1).is_none());
         assert!(parse(&rec[..rec.len() - 1], 0, &V1).is_none());
+    }
+
+    #[test]
+    fn file_records_decode_path_then_exe_and_exec_drift_flag() {
+        // A file record: exec layout, data = path then exe (lengths in the
+        // cwd and exe slots).
+        let mut rec = exec_record(b"", [b"sh\0bin\0", b"passwd\0etc\0", b"", b""], 0);
+        rec[..4].copy_from_slice(&KIND_FILE.to_le_bytes());
+        let data_at = EXEC_HEADER_LEN;
+        // exec_record wrote exe (7 bytes) before cwd (11 bytes): put path first.
+        let (exe, path) = (
+            rec[data_at..data_at + 7].to_vec(),
+            rec[data_at + 7..data_at + 18].to_vec(),
+        );
+        rec[data_at..data_at + 11].copy_from_slice(&path);
+        rec[data_at + 11..data_at + 18].copy_from_slice(&exe);
+        rec[24..28].copy_from_slice(&1u32.to_le_bytes());
+        let Some(RawEvent::File(f)) = parse(&rec, 0, &V1) else {
+            panic!("not a file event: {:?}", parse(&rec, 0, &V1));
+        };
+        assert_eq!(f.path, Bytes::from_static(b"/etc/passwd"));
+        assert_eq!(f.exe.as_deref(), Some(&b"/bin/sh"[..]));
+        assert_eq!((f.flags, f.created, f.cgroup_id, f.pid), (1000, true, 4242, 42));
+
+        let rec = exec_record(b"x\0", [b"x\0tmp\0", b"", b"", b""], FLAG_DRIFT);
+        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0, &V1) else {
+            panic!("not an exec");
+        };
+        assert!(info.drift);
+    }
+
+    #[test]
+    fn top_level_names_of_sensitive_prefixes() {
+        let prefixes = [
+            "/etc",
+            "/usr/bin",
+            "~/.ssh",
+            "/root",
+            "/var/spool/cron",
+            "/",
+            "/etc/cron.d",
+        ]
+        .map(String::from);
+        assert_eq!(top_level_names(&prefixes), ["etc", "usr", "root", "home", "var"]);
     }
 
     #[test]

@@ -47,6 +47,26 @@ pub enum RawEvent {
     Exit { time_unix_ns: i64, pid: u32, code: i32 },
     /// A TCP socket changed state (eBPF sensor only).
     Network(NetworkRaw),
+    /// A file under a sensitive top-level directory was opened for writing
+    /// (eBPF sensor only; the exact prefixes are applied later).
+    File(FileRaw),
+}
+
+/// A file opened for writing, as the kernel resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRaw {
+    pub time_unix_ns: i64,
+    pub pid: u32,
+    /// Absolute path as the container sees it.
+    pub path: bytes::Bytes,
+    /// The writing process's executable.
+    pub exe: Option<bytes::Bytes>,
+    /// The open file's flags (`f_flags`: access mode, O_APPEND, ...).
+    pub flags: u32,
+    /// The open created the file.
+    pub created: bool,
+    /// Kernel id of the writer's cgroup (0 unknown).
+    pub cgroup_id: u64,
 }
 
 /// A TCP socket event as the kernel reported it; `pid` owns the socket.
