@@ -676,3 +676,54 @@ int gh_exit_creat(struct gh_sys_exit *ctx)
 {
 	return file_opened(ctx);
 }
+
+/*
+ * Syscall sensor: per-cgroup counts of every system call entered by a
+ * container process, in a per-CPU map that user space reads (and diffs)
+ * periodically. Never one event per syscall.
+ */
+#define GH_SYSCALLS 512
+
+struct gh_syscalls {
+	u64 counts[GH_SYSCALLS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u64);
+	__type(value, struct gh_syscalls);
+} syscall_counts SEC(".maps");
+
+/* A zeroed value to insert (too large for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct gh_syscalls);
+} syscall_zero SEC(".maps");
+
+SEC("raw_tp/sys_enter")
+int gh_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	long nr = ctx->args[1];
+	if (nr < 0 || nr >= GH_SYSCALLS)
+		return 0;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	if (!wanted(task))
+		return 0;
+	u64 id = BPF_CORE_READ(task_cgroup(task), kn, id);
+	struct gh_syscalls *c = bpf_map_lookup_elem(&syscall_counts, &id);
+	if (!c) {
+		u32 zero = 0;
+		struct gh_syscalls *z = bpf_map_lookup_elem(&syscall_zero, &zero);
+		if (!z)
+			return 0;
+		bpf_map_update_elem(&syscall_counts, &id, z, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&syscall_counts, &id);
+		if (!c)
+			return 0;
+	}
+	c->counts[nr & (GH_SYSCALLS - 1)]++;
+	return 0;
+}

@@ -44,6 +44,10 @@ pub struct Config {
     /// /boot, /root, ~/.ssh, /var/spool/cron.
     #[serde(default = "crate::sensitive::defaults")]
     pub sensitive_paths: Vec<String>,
+    /// How often per-container syscall counts and cgroup resource counters
+    /// are sampled, in milliseconds. Default: 10000.
+    #[serde(default = "default_sample_interval_ms")]
+    pub sample_interval_ms: u64,
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,
@@ -113,6 +117,9 @@ fn default_runtime_sockets() -> Vec<PathBuf> {
         PathBuf::from("/var/run/docker.sock"),
     ]
 }
+fn default_sample_interval_ms() -> u64 {
+    10_000
+}
 fn default_batch_max_events() -> usize {
     512
 }
@@ -176,6 +183,12 @@ impl Validate for Config {
         }
         if self.batch_max_age_ms == 0 {
             return Err(("batch_max_age_ms", "must be at least 1".into()));
+        }
+        if self.sample_interval_ms < 100 {
+            return Err((
+                "sample_interval_ms",
+                format!("must be at least 100, got {}", self.sample_interval_ms),
+            ));
         }
         Ok(())
     }

@@ -51,6 +51,8 @@ impl StreamEncoder {
                 .map(|e| e.time_unix_ns)
                 .or_else(|| batch.network.first().map(|e| e.raw.time_unix_ns))
                 .or_else(|| batch.files.first().map(|e| e.raw.time_unix_ns))
+                .or_else(|| batch.resources.first().map(|r| r.time_unix_ns))
+                .or_else(|| batch.syscalls.first().map(|s| s.raw.start_unix_ns))
                 .unwrap_or(0),
             ..Default::default()
         };
@@ -132,6 +134,37 @@ impl StreamEncoder {
                 count: e.count,
             });
             previous = f.time_unix_ns;
+        }
+        for s in &batch.syscalls {
+            let container = self.container_ref(&s.container, &mut out);
+            let (nr, count) = s.raw.counts.iter().copied().unzip();
+            out.syscall_profiles.push(v1::SyscallProfile {
+                container,
+                start_unix_ns: s.raw.start_unix_ns,
+                end_unix_ns: s.raw.end_unix_ns,
+                nr,
+                count,
+                arch: std::env::consts::ARCH.to_owned(),
+            });
+        }
+        for r in &batch.resources {
+            let container = self.container_ref(&r.container, &mut out);
+            let c = &r.counters;
+            out.resource_samples.push(v1::ResourceSample {
+                container,
+                time_unix_ns: r.time_unix_ns,
+                cpu_usage_ns: c.cpu_usage_ns,
+                memory_bytes: c.memory_bytes,
+                memory_limit_bytes: c.memory_limit_bytes,
+                io_read_bytes: c.io_read_bytes,
+                io_write_bytes: c.io_write_bytes,
+                pids: c.pids,
+                pids_limit: c.pids_limit,
+                net_rx_bytes: c.net_rx_bytes,
+                net_tx_bytes: c.net_tx_bytes,
+                net_rx_packets: c.net_rx_packets,
+                net_tx_packets: c.net_tx_packets,
+            });
         }
         out
     }

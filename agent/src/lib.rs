@@ -31,6 +31,7 @@ pub mod config;
 pub mod encode;
 pub mod pipeline;
 pub mod procfs;
+pub mod resources;
 pub mod runtime;
 pub mod sensitive;
 pub mod sensor;
@@ -120,7 +121,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     if let Some(seeds) = seeds {
         attributor = attributor.with_listener_seeds(seeds);
     }
-    attributor = attributor.with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths));
+    attributor = attributor
+        .with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths))
+        .with_sample_interval(Duration::from_millis(config.sample_interval_ms));
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
     let pipeline =
@@ -198,13 +201,12 @@ fn start_sensor(
 ) -> Result<Sensor, AgentError> {
     use config::SensorChoice;
     if config.sensor != SensorChoice::Netlink {
-        match sensor::bpf::start(
-            config.host_processes,
-            &config.sensitive_paths,
-            tx.clone(),
-            stats.clone(),
-            cancel.clone(),
-        ) {
+        let options = sensor::bpf::BpfOptions {
+            host_processes: config.host_processes,
+            sensitive_paths: config.sensitive_paths.clone(),
+            syscall_interval: Duration::from_millis(config.sample_interval_ms),
+        };
+        match sensor::bpf::start(&options, tx.clone(), stats.clone(), cancel.clone()) {
             Ok(s) => {
                 return Ok(Sensor {
                     thread: s.thread,

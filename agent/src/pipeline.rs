@@ -7,7 +7,7 @@
 //! → agent drops and counts).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 
 use crate::attribute::{self, ContainerKey};
 use crate::procfs;
+use crate::resources::{self, Counters};
 use crate::runtime::{ContainerMeta, RuntimeClient};
 use crate::sensitive::SensitivePaths;
-use crate::sensor::{FileRaw, ListenerSeed, NetworkRaw, RawEvent};
+use crate::sensor::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SyscallRaw};
 use crate::workload;
 
 /// Most containers kept in the attribution cache.
@@ -81,19 +82,36 @@ pub struct FileEvent {
     pub count: u32,
 }
 
-/// A batch waiting to be sent and acknowledged.
+/// One container's syscall counts over an interval.
 #[derive(Debug, Clone)]
+pub struct SyscallSample {
+    pub container: Arc<Container>,
+    pub raw: SyscallRaw,
+}
+
+/// One container's resource counters at one instant.
+#[derive(Debug, Clone)]
+pub struct ResourceSample {
+    pub container: Arc<Container>,
+    pub time_unix_ns: i64,
+    pub counters: Counters,
+}
+
+/// A batch waiting to be sent and acknowledged.
+#[derive(Debug, Clone, Default)]
 pub struct PendingBatch {
     pub sequence: u64,
     pub events: Vec<Event>,
     pub network: Vec<NetworkEvent>,
     pub files: Vec<FileEvent>,
+    pub syscalls: Vec<SyscallSample>,
+    pub resources: Vec<ResourceSample>,
 }
 
 impl PendingBatch {
-    /// Events of every kind in the batch.
+    /// Records of every kind in the batch.
     pub fn len(&self) -> usize {
-        self.events.len() + self.network.len() + self.files.len()
+        self.events.len() + self.network.len() + self.files.len() + self.syscalls.len() + self.resources.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,6 +142,11 @@ pub struct Attributor {
     listener_seeds: Option<std::sync::mpsc::Sender<ListenerSeed>>,
     /// Writes reported only under these.
     sensitive: SensitivePaths,
+    /// Container id → its `/proc/PID/cgroup` text and a pid in it (last seen),
+    /// for resource samples.
+    container_cgroups: HashMap<String, (String, u32)>,
+    /// How often resources are sampled.
+    sample_interval: Duration,
 }
 
 impl std::fmt::Debug for Attributor {
@@ -148,6 +171,78 @@ impl Attributor {
             cgroups: HashMap::new(),
             listener_seeds: None,
             sensitive: SensitivePaths::new(&crate::sensitive::defaults()),
+            container_cgroups: HashMap::new(),
+            sample_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Samples resources every `interval` (default 10 s).
+    pub fn with_sample_interval(mut self, interval: Duration) -> Attributor {
+        self.sample_interval = interval;
+        self
+    }
+
+    /// Attributes one cgroup's syscall counts through the cgroup ids learnt
+    /// from execs and the start-up scan; `None` for a cgroup not known to be
+    /// a container's.
+    pub fn syscalls(&self, raw: SyscallRaw) -> Option<SyscallSample> {
+        let container = self.cgroups.get(&raw.cgroup_id).cloned().flatten()?;
+        Some(SyscallSample { container, raw })
+    }
+
+    /// Reads the resource counters of every container with a live process.
+    pub fn sample_resources(&mut self) -> Vec<ResourceSample> {
+        let now = procfs::now_unix_ns();
+        let root = Path::new("/sys/fs/cgroup");
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (id, (cgroup, pid)) in &mut self.container_cgroups {
+            if !self.proc_root.join(pid.to_string()).exists() {
+                // Its last seen process exited: another of the container's, if any.
+                match self.pids.iter().find(|(p, c)| {
+                    c.as_ref().is_some_and(|c| &c.key.id == id) && self.proc_root.join(p.to_string()).exists()
+                }) {
+                    Some((p, _)) => *pid = *p,
+                    None => {
+                        gone.push(id.clone());
+                        continue;
+                    }
+                }
+            }
+            let Some(container) = self.containers.get(id).map(|c| c.container.clone()) else {
+                gone.push(id.clone());
+                continue;
+            };
+            out.push(ResourceSample {
+                container,
+                time_unix_ns: now,
+                counters: resources::read(root, cgroup, &self.proc_root, *pid),
+            });
+        }
+        for id in gone {
+            self.container_cgroups.remove(&id);
+        }
+        out
+    }
+
+    /// Remembers where a container's cgroup is (for resource samples and, with
+    /// its kernel id, for syscall counts).
+    fn learn_cgroup(&mut self, container: &Option<Arc<Container>>, info: &procfs::ProcessInfo) {
+        let Some(c) = container else { return };
+        if self.container_cgroups.len() < MAX_CONTAINERS || self.container_cgroups.contains_key(&c.key.id) {
+            self.container_cgroups
+                .insert(c.key.id.clone(), (info.cgroup.clone(), info.pid));
+        }
+        let id = if info.cgroup_id != 0 {
+            info.cgroup_id
+        } else {
+            cgroup_inode(&info.cgroup).unwrap_or(0)
+        };
+        if id != 0 {
+            if self.cgroups.len() >= MAX_CGROUPS {
+                self.cgroups.clear();
+            }
+            self.cgroups.insert(id, container.clone());
         }
     }
 
@@ -226,6 +321,7 @@ impl Attributor {
                 None => None,
             };
             self.track(pid, container.clone());
+            self.learn_cgroup(&container, &info);
             if container.is_none() && !self.host_processes {
                 continue;
             }
@@ -345,8 +441,11 @@ impl Attributor {
     pub async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
         tracing::trace!(?raw, "raw event");
         match raw {
-            RawEvent::Network(_) | RawEvent::File(_) => {
-                tracing::error!(?raw, "network or file event passed to the process attribution");
+            RawEvent::Network(_) | RawEvent::File(_) | RawEvent::Syscalls(_) => {
+                tracing::error!(
+                    ?raw,
+                    "network, file or syscall record passed to the process attribution"
+                );
                 Vec::new()
             }
             RawEvent::Exec { .. } => self.exec(raw).await.into_iter().collect(),
@@ -401,11 +500,8 @@ impl Attributor {
                         }
                     },
                 };
-                if let Some(id) = info.as_ref().map(|i| i.cgroup_id).filter(|id| *id != 0) {
-                    if self.cgroups.len() >= MAX_CGROUPS {
-                        self.cgroups.clear();
-                    }
-                    self.cgroups.insert(id, container.clone());
+                if let Some(info) = &info {
+                    self.learn_cgroup(&container, info);
                 }
                 let exec_in = self.is_exec_in(pid, info.as_ref().map(|i| i.ppid), container.as_ref());
                 self.track(pid, container.clone());
@@ -435,7 +531,11 @@ impl Attributor {
                     count: 1,
                 })
             }
-            RawEvent::Fork { .. } | RawEvent::Exit { .. } | RawEvent::Network(_) | RawEvent::File(_) => None,
+            RawEvent::Fork { .. }
+            | RawEvent::Exit { .. }
+            | RawEvent::Network(_)
+            | RawEvent::File(_)
+            | RawEvent::Syscalls(_) => None,
         }
     }
 
@@ -469,7 +569,7 @@ impl Attributor {
 
     async fn fork_or_exit(&mut self, raw: RawEvent) -> Option<Event> {
         match raw {
-            RawEvent::Exec { .. } | RawEvent::Network(_) | RawEvent::File(_) => None,
+            RawEvent::Exec { .. } | RawEvent::Network(_) | RawEvent::File(_) | RawEvent::Syscalls(_) => None,
             RawEvent::Fork {
                 time_unix_ns,
                 parent_pid,
@@ -654,8 +754,34 @@ impl CollapseKey {
     }
 }
 
+/// The kernel id of the cgroup a `/proc/PID/cgroup` text names in the
+/// hierarchy the eBPF sensor reads (v2, else v1 memory): its directory's inode.
+fn cgroup_inode(text: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let root = Path::new("/sys/fs/cgroup");
+    let dir = if root.join("cgroup.controllers").exists() {
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        root.join(path.trim_start_matches('/'))
+    } else {
+        let path = text.lines().find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, controllers, path) = (p.next()?, p.next()?, p.next()?);
+            controllers.split(',').any(|c| c == "memory").then_some(path)
+        })?;
+        root.join("memory").join(path.trim_start_matches('/'))
+    };
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
 /// (container, path, exe, flags, created): writes that collapse into one.
 type FileKey = (Option<String>, Bytes, Option<Bytes>, u32, bool);
+
+/// A periodic per-container sample.
+#[derive(Debug)]
+pub enum Sample {
+    Syscalls(SyscallSample),
+    Resources(ResourceSample),
+}
 
 /// Accumulates events into [`PendingBatch`]es.
 #[derive(Debug)]
@@ -666,6 +792,8 @@ pub struct Batcher {
     events: Vec<Event>,
     network: Vec<NetworkEvent>,
     files: Vec<FileEvent>,
+    syscalls: Vec<SyscallSample>,
+    resources: Vec<ResourceSample>,
     /// Identical writes → position in `files`.
     file_index: HashMap<FileKey, usize>,
     index: HashMap<CollapseKey, usize>,
@@ -681,6 +809,8 @@ impl Batcher {
             events: Vec::new(),
             network: Vec::new(),
             files: Vec::new(),
+            syscalls: Vec::new(),
+            resources: Vec::new(),
             file_index: HashMap::new(),
             index: HashMap::new(),
             opened: None,
@@ -731,8 +861,27 @@ impl Batcher {
         self.full().then(|| self.take())
     }
 
+    fn full_is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.network.is_empty()
+            && self.files.is_empty()
+            && self.syscalls.is_empty()
+            && self.resources.is_empty()
+    }
+
+    /// Adds a syscall or resource sample; returns a batch when this one filled it.
+    pub fn push_sample(&mut self, sample: Sample) -> Option<PendingBatch> {
+        self.opened.get_or_insert_with(Instant::now);
+        match sample {
+            Sample::Syscalls(s) => self.syscalls.push(s),
+            Sample::Resources(r) => self.resources.push(r),
+        }
+        self.full().then(|| self.take())
+    }
+
     fn full(&self) -> bool {
-        self.events.len() + self.network.len() + self.files.len() >= self.max_events
+        self.events.len() + self.network.len() + self.files.len() + self.syscalls.len() + self.resources.len()
+            >= self.max_events
     }
 
     /// When the open batch must be sent, if any.
@@ -742,7 +891,7 @@ impl Batcher {
 
     /// Closes the open batch (if not empty).
     pub fn flush(&mut self) -> Option<PendingBatch> {
-        (!self.events.is_empty() || !self.network.is_empty() || !self.files.is_empty()).then(|| self.take())
+        (!self.full_is_empty()).then(|| self.take())
     }
 
     fn take(&mut self) -> PendingBatch {
@@ -756,6 +905,8 @@ impl Batcher {
             events: std::mem::take(&mut self.events),
             network: std::mem::take(&mut self.network),
             files: std::mem::take(&mut self.files),
+            syscalls: std::mem::take(&mut self.syscalls),
+            resources: std::mem::take(&mut self.resources),
         }
     }
 }
@@ -777,10 +928,27 @@ pub async fn run(
             return;
         }
     }
+    let mut sample_tick = tokio::time::interval(attributor.sample_interval);
+    sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = batcher.deadline();
         let ready = tokio::select! {
+            _ = sample_tick.tick() => {
+                for r in attributor.sample_resources() {
+                    if let Some(full) = batcher.push_sample(Sample::Resources(r))
+                        && out.send(full).await.is_err()
+                    {
+                        tracing::error!("stream client stopped, pipeline stops");
+                        return;
+                    }
+                }
+                None
+            }
             event = raw.recv() => match event {
+                Some(RawEvent::Syscalls(s)) => match attributor.syscalls(s) {
+                    Some(sample) => batcher.push_sample(Sample::Syscalls(sample)),
+                    None => None,
+                },
                 Some(RawEvent::File(f)) => {
                     if let Some(e) = attributor.file(f).await
                         && let Some(full) = batcher.push_file(e)

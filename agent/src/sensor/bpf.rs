@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats};
+use super::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw};
 use crate::procfs::{self, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
@@ -157,15 +157,25 @@ pub struct BpfSensor {
 /// Loads and attaches the programs on a new thread, which then forwards events
 /// to `tx` until `cancel`. Returns once the programs are attached, or with the
 /// reason they could not be.
+/// What the eBPF sensors are asked to do.
+#[derive(Debug, Clone)]
+pub struct BpfOptions {
+    pub host_processes: bool,
+    /// Writes under these prefixes are reported (see [`crate::sensitive`]).
+    pub sensitive_paths: Vec<String>,
+    /// How often per-container syscall counts are read and reported.
+    pub syscall_interval: Duration,
+}
+
 pub fn start(
-    host_processes: bool,
-    sensitive_paths: &[String],
+    options: &BpfOptions,
     tx: mpsc::Sender<RawEvent>,
     stats: Arc<SensorStats>,
     cancel: CancellationToken,
 ) -> Result<BpfSensor, BpfError> {
-    let config = KernelConfig::detect(host_processes)?;
-    let tops = top_level_names(sensitive_paths);
+    let config = KernelConfig::detect(options.host_processes)?;
+    let tops = top_level_names(&options.sensitive_paths);
+    let syscall_interval = options.syscall_interval;
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let (seeds, seed_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -180,7 +190,7 @@ pub fn start(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            if let Err(e) = poll(&object.0, config, &tx, &stats, &seed_rx, &cancel) {
+            if let Err(e) = poll(&object.0, config, syscall_interval, &tx, &stats, &seed_rx, &cancel) {
                 tracing::error!(error = %e, "eBPF sensor stopped");
             }
         })
@@ -318,6 +328,7 @@ fn map<'o>(object: &'o libbpf_rs::Object, name: &str) -> Result<libbpf_rs::Map<'
 fn poll(
     object: &libbpf_rs::Object,
     config: KernelConfig,
+    syscall_interval: Duration,
     tx: &mpsc::Sender<RawEvent>,
     stats: &SensorStats,
     seeds: &std::sync::mpsc::Receiver<ListenerSeed>,
@@ -345,6 +356,9 @@ fn poll(
     let ring = builder.build().map_err(load_err("ring buffer"))?;
     let mut last_drops = Instant::now();
     let mut dropped_total = 0u64;
+    let syscall_map = map(object, "syscall_counts")?;
+    let mut syscalls = SyscallReader::default();
+    let mut last_syscalls = Instant::now();
     while !cancel.is_cancelled() {
         // The kernel side wakes us only when 64 KiB are waiting; the timeout
         // drains whatever trickled in meanwhile (at most DRAIN_INTERVAL late).
@@ -364,6 +378,14 @@ fn poll(
                 tracing::warn!(error = %e, ?seed, "cannot record a pre-existing listener");
             }
         }
+        if last_syscalls.elapsed() >= syscall_interval {
+            last_syscalls = Instant::now();
+            for raw in syscalls.read(&syscall_map) {
+                if tx.try_send(RawEvent::Syscalls(raw)).is_err() {
+                    stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         if last_drops.elapsed() >= DROPS_INTERVAL {
             last_drops = Instant::now();
             let total = read_drops(&drops);
@@ -380,6 +402,70 @@ fn poll(
         }
     }
     Ok(())
+}
+
+/// Number of syscall counters per cgroup in the kernel map (`GH_SYSCALLS`).
+const SYSCALLS: usize = 512;
+
+/// Turns the kernel's cumulative per-cgroup, per-CPU syscall counters into
+/// per-interval counts.
+#[derive(Debug, Default)]
+struct SyscallReader {
+    /// cgroup id → cumulative count per syscall number at the last read.
+    previous: std::collections::HashMap<u64, Vec<u64>>,
+    last_read_unix_ns: Option<i64>,
+}
+
+impl SyscallReader {
+    fn read(&mut self, map: &libbpf_rs::Map<'_>) -> Vec<SyscallRaw> {
+        let now = procfs::now_unix_ns();
+        let start = self.last_read_unix_ns.replace(now).unwrap_or(now);
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for key in map.keys() {
+            let Some(cgroup_id) = key.get(..8).and_then(|k| k.try_into().ok()).map(u64::from_le_bytes) else {
+                continue;
+            };
+            let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) else {
+                continue;
+            };
+            let total = sum_per_cpu(&per_cpu);
+            let before = self.previous.get(&cgroup_id);
+            let counts: Vec<(u32, u64)> = total
+                .iter()
+                .enumerate()
+                .filter_map(|(nr, now)| {
+                    let was = before.and_then(|b| b.get(nr)).copied().unwrap_or(0);
+                    // A counter that went down was evicted and re-created.
+                    let delta = if *now >= was { now - was } else { *now };
+                    (delta > 0).then(|| (u32::try_from(nr).unwrap_or(u32::MAX), delta))
+                })
+                .collect();
+            if !counts.is_empty() {
+                out.push(SyscallRaw {
+                    cgroup_id,
+                    start_unix_ns: start,
+                    end_unix_ns: now,
+                    counts,
+                });
+            }
+            seen.insert(cgroup_id, total);
+        }
+        // Cgroups gone from the map are forgotten (bounded by the map size).
+        self.previous = seen;
+        out
+    }
+}
+
+/// Adds the per-CPU copies of one `struct gh_syscalls`.
+fn sum_per_cpu(per_cpu: &[Vec<u8>]) -> Vec<u64> {
+    let mut total = vec![0u64; SYSCALLS];
+    for cpu in per_cpu {
+        for (slot, chunk) in total.iter_mut().zip(cpu.chunks_exact(8)) {
+            *slot += u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        }
+    }
+    total
 }
 
 /// Sum of the kernel's per-cgroup drop counters.
@@ -748,6 +834,19 @@ mod tests {
             panic!("not an exec");
         };
         assert!(info.drift);
+    }
+
+    #[test]
+    fn per_cpu_syscall_counters_add_up() {
+        let cpu = |pairs: &[(usize, u64)]| {
+            let mut v = vec![0u8; SYSCALLS * 8];
+            for (nr, n) in pairs {
+                v[nr * 8..nr * 8 + 8].copy_from_slice(&n.to_le_bytes());
+            }
+            v
+        };
+        let total = sum_per_cpu(&[cpu(&[(0, 5), (59, 1)]), cpu(&[(0, 2), (511, 7)])]);
+        assert_eq!((total[0], total[59], total[511], total[1]), (7, 1, 7, 0));
     }
 
     #[test]

@@ -50,6 +50,19 @@ pub enum RawEvent {
     /// A file under a sensitive top-level directory was opened for writing
     /// (eBPF sensor only; the exact prefixes are applied later).
     File(FileRaw),
+    /// One cgroup's syscall counts over an interval (eBPF sensor only).
+    Syscalls(SyscallRaw),
+}
+
+/// Syscalls entered by the processes of one cgroup during an interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyscallRaw {
+    /// Kernel id of the cgroup.
+    pub cgroup_id: u64,
+    pub start_unix_ns: i64,
+    pub end_unix_ns: i64,
+    /// (syscall number, count), non-zero counts only.
+    pub counts: Vec<(u32, u64)>,
 }
 
 /// A file opened for writing, as the kernel resolved it.
