@@ -16,12 +16,10 @@
 //!
 //! Each storm runs `ROUNDS` times per side; the medians are compared.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use bytes::Bytes;
 use glasshouse_agent::attribute::ContainerKey;
 use glasshouse_agent::encode::StreamEncoder;
@@ -30,8 +28,8 @@ use glasshouse_agent::runtime::ContainerMeta;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::v1;
 use glasshouse_tests::{
-    AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, cpu_time_of, free_port, http_get, metric_value,
-    podman, require_test_image,
+    AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, build_storm, cpu_time_of, free_port, http_get,
+    metric_value, podman, require_test_image,
 };
 use prost::Message;
 
@@ -47,21 +45,6 @@ fn main() -> anyhow::Result<()> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Builds the load generator into a fresh directory (mounted into the container).
-fn build_storm() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("glasshouse-storm-{}", free_port()?));
-    std::fs::create_dir_all(&dir)?;
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/storm.c");
-    let status = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.join("storm"))
-        .arg(&src)
-        .status()
-        .context("running gcc")?;
-    ensure!(status.success(), "gcc failed on {}", src.display());
-    Ok(dir)
 }
 
 /// Runs one storm in the container; the seconds its loop took.
@@ -245,8 +228,7 @@ fn wire_vs_json() -> (f64, f64) {
                 }
             })
             .collect(),
-        network: Vec::new(),
-        files: Vec::new(),
+        ..Default::default()
     };
     let mut encoder = StreamEncoder::new(100_000);
     let _ = encoder.encode(&batch(1));

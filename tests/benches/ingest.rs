@@ -82,8 +82,7 @@ fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
                     count: 1,
                 })
                 .collect(),
-            network: Vec::new(),
-            files: Vec::new(),
+            ..Default::default()
         })
         .collect()
 }

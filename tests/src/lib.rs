@@ -207,7 +207,11 @@ impl AggregatorProcess {
     /// Starts one on a free port, writing to `brokers`; `extra` is appended
     /// to its TOML config.
     pub fn start(brokers: &str, extra: &str) -> anyhow::Result<AggregatorProcess> {
-        let port = free_port()?;
+        AggregatorProcess::start_on(free_port()?, brokers, extra)
+    }
+
+    /// Starts one on 127.0.0.1:`port` (e.g. to replace one that was killed).
+    pub fn start_on(port: u16, brokers: &str, extra: &str) -> anyhow::Result<AggregatorProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let config = std::env::temp_dir().join(format!("glasshouse-aggregator-{port}.toml"));
         std::fs::write(
@@ -268,6 +272,22 @@ impl Drop for AggregatorProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// Builds `tests/benches/storm.c` (a static load generator: `storm exec N`,
+/// `storm tcp N`) into a fresh directory, to mount into containers.
+pub fn build_storm() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("glasshouse-storm-{}", free_port()?));
+    std::fs::create_dir_all(&dir)?;
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/storm.c");
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("storm"))
+        .arg(&src)
+        .status()
+        .context("running gcc")?;
+    ensure!(status.success(), "gcc failed on {}", src.display());
+    Ok(dir)
 }
 
 /// CPU time (user + system) process `pid` has used so far.
@@ -473,8 +493,7 @@ pub mod wire {
                 strings,
                 containers,
                 process_events,
-                network_events: Vec::new(),
-                file_events: Vec::new(),
+                ..Default::default()
             })),
         }
     }
@@ -540,8 +559,7 @@ pub mod simulated {
         PendingBatch {
             sequence,
             events,
-            network: Vec::new(),
-            files: Vec::new(),
+            ..Default::default()
         }
     }
 
