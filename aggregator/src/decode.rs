@@ -1,14 +1,14 @@
 //! Resolves wire batches of one agent stream into Arrow rows: string and
 //! container references are looked up in the stream's tables, timestamps
 //! rebuilt from deltas (one chain per event list), raw network addresses
-//! turned into text. Anything inconsistent is refused with a [`DecodeError`]
+//! turned into text, file paths required. Anything inconsistent is refused with a [`DecodeError`]
 //! naming the problem; the tables stay bounded by the configured limits.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use glasshouse_proto::{network, process, v1};
+use glasshouse_proto::{file, network, process, v1};
 
 /// 2000-01-01 and 2200-01-01 in Unix ns: anything outside is a broken clock or input.
 const MIN_TIME_NS: i64 = 946_684_800_000_000_000;
@@ -39,6 +39,10 @@ pub enum DecodeError {
     UnknownKind { sequence: u64, index: usize, kind: i32 },
     #[error("batch {sequence}, event {index}: unknown network event kind {kind}")]
     UnknownNetworkKind { sequence: u64, index: usize, kind: i32 },
+    #[error("batch {sequence}, event {index}: unknown file event kind {kind}")]
+    UnknownFileKind { sequence: u64, index: usize, kind: i32 },
+    #[error("batch {sequence}, event {index}: file event without a path")]
+    MissingPath { sequence: u64, index: usize },
     #[error("batch {sequence}, event {index}: {side} address of {len} bytes, expected {expected}")]
     BadAddress {
         sequence: u64,
@@ -75,6 +79,8 @@ impl DecodeError {
             | DecodeError::UnknownContainer { sequence, .. }
             | DecodeError::UnknownKind { sequence, .. }
             | DecodeError::UnknownNetworkKind { sequence, .. }
+            | DecodeError::UnknownFileKind { sequence, .. }
+            | DecodeError::MissingPath { sequence, .. }
             | DecodeError::BadAddress { sequence, .. }
             | DecodeError::AddressFamilyMismatch { sequence, .. }
             | DecodeError::BadPort { sequence, .. }
@@ -116,6 +122,7 @@ pub type RowsByWorkload<R> = Vec<(Arc<str>, Vec<R>)>;
 pub struct BatchRows {
     pub process: RowsByWorkload<process::Row>,
     pub network: RowsByWorkload<network::Row>,
+    pub file: RowsByWorkload<file::Row>,
 }
 
 impl BatchRows {
@@ -124,7 +131,7 @@ impl BatchRows {
         fn count<R>(groups: &RowsByWorkload<R>) -> usize {
             groups.iter().map(|(_, rows)| rows.len()).sum()
         }
-        count(&self.process) + count(&self.network)
+        count(&self.process) + count(&self.network) + count(&self.file)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,7 +187,7 @@ impl StreamTables {
                 previous: self.last_sequence,
             });
         }
-        let events = batch.process_events.len() + batch.network_events.len();
+        let events = batch.process_events.len() + batch.network_events.len() + batch.file_events.len();
         if events > self.max_events as usize {
             return Err(DecodeError::TooManyEvents {
                 sequence,
@@ -243,6 +250,7 @@ impl StreamTables {
         let mut groups: HashMap<Arc<str>, usize> = HashMap::new();
         let mut out = BatchRows::default();
         let process_events = batch.process_events.len();
+        let network_events = batch.network_events.len();
         let mut time = batch.base_time_unix_ns;
         for (index, e) in batch.process_events.into_iter().enumerate() {
             time = time
@@ -310,6 +318,7 @@ impl StreamTables {
                 exit_code: e.exit_code,
                 count: e.count.max(1),
                 exec_in: e.exec_in,
+                drift: e.drift,
             };
             push_grouped(&mut out.process, &mut groups, workload, row);
         }
@@ -397,6 +406,69 @@ impl StreamTables {
             };
             push_grouped(&mut out.network, &mut groups, workload, row);
         }
+
+        // File events: their own time chain; indexes continue after the
+        // process and network events.
+        groups.clear();
+        let mut time = batch.base_time_unix_ns;
+        for (i, e) in batch.file_events.into_iter().enumerate() {
+            let index = process_events + network_events + i;
+            time = time
+                .checked_add(e.time_delta_ns)
+                .filter(|t| (MIN_TIME_NS..MAX_TIME_NS).contains(t))
+                .ok_or(DecodeError::BadTimestamp { sequence, index })?;
+            let string = |id: u32| -> Result<Option<Arc<str>>, DecodeError> {
+                if id == 0 {
+                    return Ok(None);
+                }
+                self.strings
+                    .get(&id)
+                    .map(|s| Some(s.clone()))
+                    .ok_or(DecodeError::UnknownString { sequence, index, id })
+            };
+            let kind = match v1::FileEventKind::try_from(e.kind) {
+                Ok(v1::FileEventKind::Write) => file::Kind::Write,
+                Ok(v1::FileEventKind::Create) => file::Kind::Create,
+                _ => {
+                    return Err(DecodeError::UnknownFileKind {
+                        sequence,
+                        index,
+                        kind: e.kind,
+                    });
+                }
+            };
+            let container = match e.container {
+                0 => None,
+                r => Some(self.containers.get(&r).ok_or(DecodeError::UnknownContainer {
+                    sequence,
+                    index,
+                    container_ref: r,
+                })?),
+            };
+            // A file event is about its path: without one there is nothing to report.
+            let path = string(e.path)?.ok_or(DecodeError::MissingPath { sequence, index })?;
+            let workload = container.map_or_else(|| self.host_workload.clone(), |c| c.workload_id.clone());
+            let row = file::Row {
+                agent_id: self.agent_id.clone(),
+                boot_id: self.boot_id,
+                batch_seq: sequence,
+                event_index: u32::try_from(index).unwrap_or(u32::MAX),
+                time_unix_ns: time,
+                host: self.host.clone(),
+                container_id: container.map(|c| c.id.clone()),
+                container_name: container.and_then(|c| c.name.clone()),
+                image: container.and_then(|c| c.image.clone()),
+                image_id: container.and_then(|c| c.image_id.clone()),
+                workload_id: workload.clone(),
+                kind,
+                pid: e.pid,
+                path,
+                exe: string(e.exe)?,
+                flags: e.flags,
+                count: e.count.max(1),
+            };
+            push_grouped(&mut out.file, &mut groups, workload, row);
+        }
         self.last_sequence = sequence;
         Ok(out)
     }
@@ -434,6 +506,9 @@ mod tests {
                 s(4, "/bin/cat"),
                 s(5, "cat"),
                 s(6, "/etc/hostname"),
+                s(7, "/etc/passwd"),
+                s(8, "/bin/busybox"),
+                s(9, "/root/.ssh/authorized_keys"),
             ],
             containers: vec![v1::ContainerDef {
                 r#ref: 1,
@@ -452,6 +527,7 @@ mod tests {
                     path: 4,
                     argv: vec![5, 6],
                     count: 1,
+                    drift: true,
                     ..Default::default()
                 },
                 v1::ProcessEvent {
@@ -489,6 +565,32 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            file_events: vec![
+                v1::FileEvent {
+                    time_delta_ns: 2,
+                    kind: v1::FileEventKind::Write as i32,
+                    container: 1,
+                    pid: 10,
+                    path: 7,
+                    exe: 8,
+                    // O_WRONLY | O_TRUNC
+                    flags: 0o1001,
+                    count: 0,
+                },
+                v1::FileEvent {
+                    time_delta_ns: 6,
+                    kind: v1::FileEventKind::Create as i32,
+                    container: 0,
+                    pid: 12,
+                    path: 9,
+                    exe: 0,
+                    // O_WRONLY | O_CREAT | O_EXCL
+                    flags: 0o301,
+                    count: 4,
+                },
+            ],
+            syscall_profiles: Vec::new(),
+            resource_samples: Vec::new(),
         }
     }
 
@@ -496,7 +598,7 @@ mod tests {
     fn resolves_references_deltas_and_groups_by_workload() {
         let mut t = StreamTables::new(&hello(), 100, 100);
         let out = t.resolve(good_batch()).unwrap();
-        assert_eq!(out.len(), 4);
+        assert_eq!(out.len(), 6);
         let groups = &out.process;
         assert_eq!(groups.len(), 2);
         let (w, rows) = &groups[0];
@@ -509,11 +611,13 @@ mod tests {
             vec!["cat", "/etc/hostname"]
         );
         assert_eq!((&*r.agent_id, r.boot_id, r.batch_seq, r.event_index), ("a1", 9, 1, 0));
+        assert!(r.drift, "drift maps through");
         let (w, rows) = &groups[1];
         assert_eq!(&**w, "host:h1");
         assert_eq!(rows[0].time_unix_ns, 1_700_000_000_000_000_005);
         assert_eq!(rows[0].event_index, 1);
         assert_eq!(rows[0].count, 1, "0 on the wire reads as 1");
+        assert!(!rows[0].drift);
 
         // Network events: own time chain, indexes after the process events,
         // addresses as text, grouped by workload like process rows.
@@ -564,6 +668,50 @@ mod tests {
                 r.count
             ),
             (None, 0, None, 2)
+        );
+
+        // File events: own time chain, indexes after the process and network
+        // events, path and executable resolved, grouped by workload.
+        let groups = &out.file;
+        assert_eq!(groups.len(), 2);
+        let (w, rows) = &groups[0];
+        assert_eq!(&**w, "localhost/app");
+        assert_eq!(
+            rows[..],
+            [file::Row {
+                agent_id: "a1".into(),
+                boot_id: 9,
+                batch_seq: 1,
+                event_index: 4,
+                time_unix_ns: 1_700_000_000_000_000_002,
+                host: "h1".into(),
+                container_id: Some("c0ffee".into()),
+                container_name: None,
+                image: Some("localhost/app:1".into()),
+                image_id: None,
+                workload_id: "localhost/app".into(),
+                kind: file::Kind::Write,
+                pid: 10,
+                path: "/etc/passwd".into(),
+                exe: Some("/bin/busybox".into()),
+                flags: 0o1001,
+                count: 1,
+            }]
+        );
+        let (w, rows) = &groups[1];
+        assert_eq!(&**w, "host:h1");
+        let r = &rows[0];
+        assert_eq!((r.event_index, r.time_unix_ns), (5, 1_700_000_000_000_000_008));
+        assert_eq!(
+            (
+                r.kind,
+                &*r.path,
+                r.exe.as_deref(),
+                r.flags,
+                r.count,
+                r.container_id.as_deref()
+            ),
+            (file::Kind::Create, "/root/.ssh/authorized_keys", None, 0o301, 4, None)
         );
 
         // Definitions persist for the stream: a later batch may only reference.
@@ -650,9 +798,46 @@ mod tests {
                 Box::new(|b| b.network_events[0].remote_port = u32::MAX),
                 "remote port 4294967295 out of range",
             ),
-            // Both lists count against the limit: 2 process + 99 network events.
             (
-                Box::new(|b| b.network_events.extend((0..97).map(|_| v1::NetworkEvent::default()))),
+                Box::new(|b| b.file_events[0].kind = 42),
+                "event 4: unknown file event kind 42",
+            ),
+            (
+                Box::new(|b| b.file_events[1].kind = v1::FileEventKind::Unspecified as i32),
+                "event 5: unknown file event kind 0",
+            ),
+            (
+                Box::new(|b| b.file_events[1].container = 9),
+                "event 5: unknown container reference 9",
+            ),
+            (
+                Box::new(|b| b.file_events[0].path = 99),
+                "event 4: unknown string reference 99",
+            ),
+            (
+                Box::new(|b| b.file_events[0].exe = 98),
+                "event 4: unknown string reference 98",
+            ),
+            (
+                Box::new(|b| b.file_events[1].path = 0),
+                "event 5: file event without a path",
+            ),
+            (
+                Box::new(|b| b.file_events[1].time_delta_ns = i64::MAX),
+                "event 5: timestamp out of range",
+            ),
+            (
+                Box::new(|b| b.file_events[0].time_delta_ns = -1_000_000_000_000_000_000),
+                "event 4: timestamp out of range",
+            ),
+            // Every list counts against the limit: 2 process + 97 network + 2 file events,
+            (
+                Box::new(|b| b.network_events.extend((0..95).map(|_| v1::NetworkEvent::default()))),
+                "101 events, limit is 100",
+            ),
+            // and 2 process + 2 network + 97 file events.
+            (
+                Box::new(|b| b.file_events.extend((0..95).map(|_| v1::FileEvent::default()))),
                 "101 events, limit is 100",
             ),
         ];
@@ -666,20 +851,37 @@ mod tests {
     }
 
     #[test]
-    fn both_event_lists_count_against_the_limit() {
+    fn every_event_list_counts_against_the_limit() {
         let mut at_limit = good_batch();
         let close = at_limit.network_events[0].clone();
-        at_limit.network_events.extend(std::iter::repeat_n(close, 96));
-        assert_eq!(at_limit.process_events.len() + at_limit.network_events.len(), 100);
+        at_limit.network_events.extend(std::iter::repeat_n(close, 46));
+        let write = at_limit.file_events[0];
+        at_limit.file_events.extend(std::iter::repeat_n(write, 48));
+        assert_eq!(
+            (
+                at_limit.process_events.len(),
+                at_limit.network_events.len(),
+                at_limit.file_events.len()
+            ),
+            (2, 48, 50)
+        );
         let out = StreamTables::new(&hello(), 100, 100).resolve(at_limit).unwrap();
         assert_eq!(out.len(), 100);
-        let last = out
+        let range = |indexes: Vec<u32>| (indexes.iter().min().copied(), indexes.iter().max().copied());
+        let network: Vec<u32> = out
             .network
             .iter()
             .flat_map(|(_, rows)| rows)
             .map(|r| r.event_index)
-            .max();
-        assert_eq!(last, Some(99));
+            .collect();
+        let file: Vec<u32> = out
+            .file
+            .iter()
+            .flat_map(|(_, rows)| rows)
+            .map(|r| r.event_index)
+            .collect();
+        assert_eq!(range(network), (Some(2), Some(49)));
+        assert_eq!(range(file), (Some(50), Some(99)));
     }
 
     #[test]

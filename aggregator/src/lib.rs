@@ -1,6 +1,6 @@
 //! The Glasshouse aggregator: the fleet's stateless front door. Agents stream
 //! batches over gRPC; rows become Arrow batches on Kafka (`glasshouse.process`,
-//! `glasshouse.network`), keyed by workload id; each batch is acknowledged to
+//! `glasshouse.network`, `glasshouse.file`), keyed by workload id; each batch is acknowledged to
 //! its agent only after Kafka acknowledged all its rows.
 //!
 //! ```text

@@ -18,7 +18,7 @@ use arrow_schema::ArrowError;
 use futures::future::join_all;
 use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, ipc};
-use glasshouse_proto::{network, process};
+use glasshouse_proto::{file, network, process};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -96,6 +96,7 @@ pub fn spawn(config: SinkConfig, producer: FutureProducer) -> (SinkHandle, tokio
 struct Builders {
     process: HashMap<Arc<str>, process::Builder>,
     network: HashMap<Arc<str>, network::Builder>,
+    file: HashMap<Arc<str>, file::Builder>,
 }
 
 impl Builders {
@@ -118,6 +119,14 @@ impl Builders {
             }
             count += group.len();
         }
+        for (workload, group) in rows.file {
+            let b = self.file.entry(workload).or_default();
+            for row in &group {
+                b.append(row);
+                bytes += row.approx_bytes();
+            }
+            count += group.len();
+        }
         (count, bytes)
     }
 
@@ -134,7 +143,12 @@ impl Builders {
             .drain()
             .filter(|(_, b)| !b.is_empty())
             .map(|(w, mut b)| (RecordType::Network, w, b.finish()));
-        process.chain(network).collect()
+        let file = self
+            .file
+            .drain()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(w, mut b)| (RecordType::File, w, b.finish()));
+        process.chain(network).chain(file).collect()
     }
 }
 

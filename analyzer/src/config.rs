@@ -18,7 +18,8 @@ pub struct Config {
     /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
     #[serde(default)]
     pub topics: glasshouse_proto::kafka::TopicLayout,
-    /// Print the live view (containers, what they execute, their TCP connections) on stdout.
+    /// Print the live view (containers, what they execute, their TCP connections,
+    /// the sensitive files they write) on stdout.
     /// Default: true.
     #[serde(default = "default_view")]
     pub view: bool,

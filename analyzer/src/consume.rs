@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, RecordType};
-use glasshouse_proto::{ipc, network, process};
+use glasshouse_proto::{file, ipc, network, process};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -46,13 +46,14 @@ pub struct ConsumerSettings {
 }
 
 /// The record types consumed, one topic each.
-pub const CONSUMED: [RecordType; 2] = [RecordType::Process, RecordType::Network];
+pub const CONSUMED: [RecordType; 3] = [RecordType::Process, RecordType::Network, RecordType::File];
 
 /// Handles the rows of one message; a message that cannot be decoded is
 /// logged and skipped before it gets here.
 pub trait RowHandler {
     fn handle_process(&mut self, rows: &[process::Row]);
     fn handle_network(&mut self, rows: &[network::Row]);
+    fn handle_file(&mut self, rows: &[file::Row]);
 }
 
 /// Consumes the topics of [`CONSUMED`] as a member of `group` until `cancel`.
@@ -183,6 +184,12 @@ fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send)
                 rows.len()
             })
             .map_err(|e| e.to_string()),
+        RecordType::File => file::read_rows(&batch)
+            .map(|rows| {
+                handler.handle_file(&rows);
+                rows.len()
+            })
+            .map_err(|e| e.to_string()),
         RecordType::Process => process::read_rows(&batch)
             .map(|rows| {
                 handler.handle_process(&rows);
@@ -217,7 +224,9 @@ mod tests {
             Some(RecordType::Network)
         );
         assert_eq!(record_type_of("glasshouse.process", None), Some(RecordType::Process));
+        assert_eq!(record_type_of("glasshouse.file", Some("file")), Some(RecordType::File));
         assert_eq!(record_type_of("glasshouse.process", Some("network")), None);
-        assert_eq!(record_type_of("glasshouse.file", Some("file")), None);
+        assert_eq!(record_type_of("glasshouse.file", Some("process")), None);
+        assert_eq!(record_type_of("glasshouse.syscalls", Some("syscalls")), None);
     }
 }

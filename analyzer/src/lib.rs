@@ -1,18 +1,19 @@
 //! The Glasshouse analyzer: a member of a Kafka consumer group over the event
 //! topics. Today it decodes the Arrow batches and shows, live, the containers,
-//! what they execute and their TCP connections; baselines, scoring and alerts
-//! build on this loop.
+//! what they execute, their TCP connections and the sensitive files they
+//! write; baselines, scoring and alerts build on this loop.
 //!
 //! ```text
 //!  Kafka glasshouse.process ──consumer group──▶ consume: decode Arrow IPC ──▶ view (stdout,
 //!        glasshouse.network                       store offset after handling     escaped)
+//!        glasshouse.file
 //!   (partition = workload)
 //! ```
 //!
 //! # Layout
 //! - [`config`]: the TOML config.
 //! - [`consume`]: the consumer-group loop (at-least-once offsets).
-//! - [`view`]: the live view of containers, execs and connections.
+//! - [`view`]: the live view of containers, execs, connections and file writes.
 //! - [`escape`]: escaping of container-supplied text for output.
 
 pub mod config;
@@ -23,7 +24,7 @@ pub mod view;
 use std::io::Write;
 
 use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
-use glasshouse_proto::{network, process};
+use glasshouse_proto::{file, network, process};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -67,6 +68,13 @@ impl<W: Write> RowHandler for Shower<W> {
         for row in rows {
             tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "network event");
             self.show(row, View::show_network);
+        }
+    }
+
+    fn handle_file(&mut self, rows: &[file::Row]) {
+        for row in rows {
+            tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "file event");
+            self.show(row, View::show_file);
         }
     }
 }

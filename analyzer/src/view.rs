@@ -1,6 +1,6 @@
-//! The live view: one line per new container, per process exec and per TCP
-//! socket event of a container, with every container-supplied field escaped
-//! ([`crate::escape`]):
+//! The live view: one line per new container, per process exec, per TCP
+//! socket event and per write to a sensitive file of a container, with every
+//! container-supplied field escaped ([`crate::escape`]):
 //!
 //! ```text
 //! 2026-11-28T18:40:01.123Z  container 41ee3b278ccc web-1  image=…  workload=…  host=…
@@ -8,15 +8,21 @@
 //! 2026-11-28T18:40:02.001Z    41ee3b278ccc web-1  exec-in pid=9 uid=0 /bin/sh  sh
 //! 2026-11-28T18:40:01.124Z    41ee3b278ccc web-1  connect pid=7 10.0.0.2:43122 -> 93.184.216.34:443
 //! 2026-11-28T18:40:01.130Z    41ee3b278ccc web-1  close pid=7 10.0.0.2:43122 -> 93.184.216.34:443 sent 3000 recv 500
+//! 2026-11-28T18:40:03.500Z    41ee3b278ccc web-1  write pid=7 /etc/passwd by /bin/busybox
+//! 2026-11-28T18:40:03.600Z    41ee3b278ccc web-1  create pid=7 /tmp/x by /bin/busybox
+//! 2026-11-28T18:40:03.700Z    41ee3b278ccc web-1  exec (drift) pid=8 uid=0 /tmp/x  /tmp/x
 //! ```
 //!
 //! Processes already running when the agent started show as `running`, an
 //! exec entered from outside the container (or under such a process) as
-//! `exec-in`; sockets already open at the agent's start end with `(open at start)`.
+//! `exec-in`, an exec of a file that is not from the image (created or
+//! modified since the container started) with `(drift)`; sockets already open
+//! at the agent's start end with `(open at start)`.
 
 use std::collections::HashSet;
 use std::io::Write;
 
+use glasshouse_proto::file;
 use glasshouse_proto::network::{self, Family};
 use glasshouse_proto::process::{Kind, Row, Str};
 
@@ -91,8 +97,9 @@ impl<W: Write> View<W> {
             };
             writeln!(
                 self.out,
-                "{}    {short} {name}  {what} pid={} uid={} {}  {}{}",
+                "{}    {short} {name}  {what}{} pid={} uid={} {}  {}{}",
                 timestamp(row.time_unix_ns),
+                if row.drift { " (drift)" } else { "" },
                 row.pid,
                 row.uid,
                 escape::terminal(row.path.as_deref().unwrap_or("?")),
@@ -141,6 +148,34 @@ impl<W: Write> View<W> {
             row.pid,
             repeat(row.count),
             if row.pre_existing { " (open at start)" } else { "" },
+        )?;
+        self.out.flush()
+    }
+
+    /// Shows one sensitive-file row of a container (and its first sighting):
+    /// `write pid=7 /etc/passwd by /bin/busybox`, or `create …`. The path and
+    /// the executable come from inside the container: both are escaped.
+    pub fn show_file(&mut self, row: &file::Row) -> std::io::Result<()> {
+        let Some(id) = &row.container_id else {
+            return Ok(());
+        };
+        let (short, name) = self.sighting(
+            row.time_unix_ns,
+            id,
+            row.container_name.as_deref(),
+            row.image.as_deref(),
+            &row.workload_id,
+            &row.host,
+        )?;
+        writeln!(
+            self.out,
+            "{}    {short} {name}  {} pid={} {} by {}{}",
+            timestamp(row.time_unix_ns),
+            row.kind.as_str(),
+            row.pid,
+            escape::terminal(&row.path),
+            escape::terminal(row.exe.as_deref().unwrap_or("?")),
+            repeat(row.count),
         )?;
         self.out.flush()
     }
@@ -217,6 +252,7 @@ mod tests {
             exit_code: None,
             count: 1,
             exec_in: false,
+            drift: false,
         }
     }
 
@@ -299,6 +335,76 @@ mod tests {
         assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}'), "{text:?}");
     }
 
+    fn file_row(kind: file::Kind, path: &str) -> file::Row {
+        file::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            event_index: 2,
+            time_unix_ns: 1_795_891_201_123_000_000,
+            host: "h".into(),
+            container_id: Some("41ee3b278ccc524b".into()),
+            container_name: Some("web-1".into()),
+            image: Some("localhost/glasshouse-test:latest".into()),
+            image_id: None,
+            workload_id: "localhost/glasshouse-test".into(),
+            kind,
+            pid: 7,
+            path: path.into(),
+            exe: Some("/bin/busybox".into()),
+            flags: 0o1001,
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn file_rows_one_escaped_line_each() {
+        let mut out = Vec::new();
+        let mut v = View::new(&mut out);
+        v.show_file(&file_row(file::Kind::Write, "/etc/passwd")).unwrap();
+        // Hostile names: a file and an executable whose names try to end the
+        // line, forge another, clear the screen and reverse the text.
+        let mut create = file_row(
+            file::Kind::Create,
+            "/etc/cron.d/x\n2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  exec pid=1\u{1b}[2J\u{202e}dwssap",
+        );
+        create.exe = Some("/tmp/\u{1b}]0;owned\u{7}evil\u{2066}".into());
+        create.count = 2;
+        v.show_file(&create).unwrap();
+        let mut unknown_exe = file_row(file::Kind::Write, "/root/.ssh/authorized_keys");
+        unknown_exe.exe = None;
+        v.show_file(&unknown_exe).unwrap();
+        let mut host = file_row(file::Kind::Write, "/etc/shadow");
+        host.container_id = None;
+        v.show_file(&host).unwrap();
+
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "one container line, three events, no host rows: {text}");
+        assert!(
+            lines[0].contains("  container 41ee3b278ccc web-1  image="),
+            "{}",
+            lines[0]
+        );
+        let prefix = "2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  ";
+        let events: Vec<_> = lines[1..]
+            .iter()
+            .map(|l| l.strip_prefix(prefix).unwrap_or_else(|| panic!("{l}")))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                "write pid=7 /etc/passwd by /bin/busybox",
+                "create pid=7 /etc/cron.d/x\\n2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  exec pid=1\\u{1b}[2J\\u{202e}dwssap \
+                 by /tmp/\\u{1b}]0;owned\\u{7}evil\\u{2066} (x2)",
+                "write pid=7 /root/.ssh/authorized_keys by ?",
+            ]
+        );
+        for bad in ['\u{1b}', '\u{7}', '\u{202e}', '\u{2066}'] {
+            assert!(!text.contains(bad), "{bad:?} in {text:?}");
+        }
+    }
+
     #[test]
     fn timestamps() {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
@@ -324,9 +430,33 @@ mod tests {
             ..row()
         })
         .unwrap();
+        v.show(&Row {
+            drift: true,
+            path: Some("/tmp/x".into()),
+            argv: vec!["/tmp/x".into()],
+            ..row()
+        })
+        .unwrap();
+        v.show(&Row {
+            drift: true,
+            exec_in: true,
+            ..row()
+        })
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
+        assert!(
+            lines[5].ends_with("  exec (drift) pid=7 uid=0 /tmp/x  /tmp/x"),
+            "{}",
+            lines[5]
+        );
+        assert!(
+            lines[6].ends_with("  exec-in (drift) pid=7 uid=0 /bin/busybox  cat /etc/hostname"),
+            "{}",
+            lines[6]
+        );
+        assert!(!lines[1].contains("drift"), "{}", lines[1]);
         assert!(
             lines[3].ends_with("exec-in pid=7 uid=0 /bin/busybox  cat /etc/hostname"),
             "{}",

@@ -12,12 +12,14 @@
 //! - [`record`]: the record types, their Kafka topics and message headers.
 //! - [`process`]: the Arrow schema of process events, a builder and a reader for it.
 //! - [`network`]: the same for TCP socket events.
+//! - [`file`]: the same for writes to sensitive files.
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
 //! - [`metadata`]: gRPC metadata keys of the ingest stream.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`service`]: what every process shares: shutdown, config loading, backoff, logs.
 //! - `kafka` (feature `kafka`): topic layout and creation, broker wait.
 
+pub mod file;
 pub mod ipc;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -23,6 +23,7 @@
 //! | `exit_code` | int32, nullable | exit status (exit) |
 //! | `count` | uint32 | identical events collapsed into this row |
 //! | `exec_in` | bool | entered from outside the container (`podman exec`, `kubectl exec`, probes) or a descendant of such a process |
+//! | `drift` | bool | exec of a file created or modified after its container started (found in the container's writable layer, not the image) |
 //!
 //! Strings that are not valid UTF-8 are converted lossily (U+FFFD).
 
@@ -95,6 +96,8 @@ pub struct Row {
     pub exit_code: Option<i32>,
     pub count: u32,
     pub exec_in: bool,
+    /// Exec of a file created or modified after its container started.
+    pub drift: bool,
 }
 
 impl Row {
@@ -150,6 +153,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("exit_code", DataType::Int32, true),
         u32f("count"),
         Field::new("exec_in", DataType::Boolean, false),
+        Field::new("drift", DataType::Boolean, false),
     ]))
 });
 
@@ -184,6 +188,7 @@ pub struct Builder {
     exit_code: Int32Builder,
     count: UInt32Builder,
     exec_in: BooleanBuilder,
+    drift: BooleanBuilder,
     rows: usize,
 }
 
@@ -213,6 +218,7 @@ impl Default for Builder {
             exit_code: Int32Builder::new(),
             count: UInt32Builder::new(),
             exec_in: BooleanBuilder::new(),
+            drift: BooleanBuilder::new(),
             rows: 0,
         }
     }
@@ -255,6 +261,7 @@ impl Builder {
         self.exit_code.append_option(row.exit_code);
         self.count.append_value(row.count);
         self.exec_in.append_value(row.exec_in);
+        self.drift.append_value(row.drift);
         self.rows += 1;
     }
 
@@ -284,6 +291,7 @@ impl Builder {
             Arc::new(self.exit_code.finish()),
             Arc::new(self.count.finish()),
             Arc::new(self.exec_in.finish()),
+            Arc::new(self.drift.finish()),
         ];
         self.rows = 0;
         // Cannot fail: every column is built above from the matching field type,
@@ -341,6 +349,7 @@ pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
             exit_code: exit.is_valid(r).then(|| exit.value(r)),
             count: u32_col(21).value(r),
             exec_in: batch.column(22).as_boolean().value(r),
+            drift: batch.column(23).as_boolean().value(r),
         });
     }
     Ok(rows)
@@ -375,6 +384,7 @@ pub(crate) mod tests {
             exit_code: None,
             count: 1,
             exec_in: true,
+            drift: false,
         }
     }
 
@@ -391,13 +401,31 @@ pub(crate) mod tests {
         host.argv.clear();
         host.exit_code = Some(-9);
         host.event_index = 1;
+        host.exec_in = false;
+        let drift = Row {
+            event_index: 2,
+            path: Some("/tmp/dropped".into()),
+            argv: vec!["./dropped".into()],
+            exec_in: false,
+            drift: true,
+            ..sample_row()
+        };
         b.append(&a);
         b.append(&host);
-        assert_eq!(b.len(), 2);
+        b.append(&drift);
+        assert_eq!(b.len(), 3);
         let batch = b.finish();
         assert!(b.is_empty());
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(read_rows(&batch).unwrap(), vec![a, host]);
+        assert_eq!(batch.num_rows(), 3);
+        let flags = |name: &str| {
+            let c = batch.column_by_name(name).unwrap().as_boolean();
+            (0..c.len()).map(|i| c.value(i)).collect::<Vec<_>>()
+        };
+        assert_eq!(flags("exec_in"), vec![true, false, false]);
+        assert_eq!(flags("drift"), vec![false, false, true]);
+        assert_eq!(read_rows(&batch).unwrap(), vec![a, host, drift.clone()]);
+        let back = crate::ipc::decode(&crate::ipc::encode(&batch).unwrap()).unwrap();
+        assert_eq!(read_rows(&back).unwrap()[2], drift);
     }
 
     #[test]

@@ -13,7 +13,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show, live, the containers, what they execute and their TCP connections (from Kafka).
+    /// Show, live, the containers, what they execute, their TCP connections and
+    /// the sensitive files they write (from Kafka).
     Watch {
         /// Kafka bootstrap servers.
         #[arg(long, default_value = "127.0.0.1:9092")]
