@@ -125,7 +125,10 @@ async fn sensitive_writes_and_drift_execs_are_reported() -> anyhow::Result<()> {
     ensure!(
         drift.len() == 1 && drift[0].path.as_deref() == Some("/tmp/true") && drift[0].kind == process::Kind::Exec,
         "exactly the exec of /tmp/true is drift: {drift:#?}; execs of /tmp/true: {:#?}",
-        procs.iter().filter(|r| r.path.as_deref() == Some("/tmp/true")).collect::<Vec<_>>()
+        procs
+            .iter()
+            .filter(|r| r.path.as_deref() == Some("/tmp/true"))
+            .collect::<Vec<_>>()
     );
     ensure!(
         procs.iter().any(|r| ours(&r.container_id)
