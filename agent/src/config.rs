@@ -48,6 +48,13 @@ pub struct Config {
     /// are sampled, in milliseconds. Default: 10000.
     #[serde(default = "default_sample_interval_ms")]
     pub sample_interval_ms: u64,
+    /// Events per second one container may produce (process, network and file
+    /// events, counted before identical repeats are collapsed; bursts of two
+    /// seconds' worth); beyond it they are dropped, counted, and reported
+    /// downstream as gap records, so one noisy container cannot starve the
+    /// others. 0: no limit. Default: 50000.
+    #[serde(default = "default_container_rate_limit")]
+    pub container_rate_limit: u32,
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,
@@ -116,6 +123,9 @@ fn default_runtime_sockets() -> Vec<PathBuf> {
         PathBuf::from("/run/podman/podman.sock"),
         PathBuf::from("/var/run/docker.sock"),
     ]
+}
+fn default_container_rate_limit() -> u32 {
+    50_000
 }
 fn default_sample_interval_ms() -> u64 {
     10_000

@@ -147,6 +147,16 @@ impl StreamEncoder {
                 arch: std::env::consts::ARCH.to_owned(),
             });
         }
+        for g in &batch.gaps {
+            let container = g.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            out.gaps.push(v1::Gap {
+                container,
+                start_unix_ns: g.start_unix_ns,
+                end_unix_ns: g.end_unix_ns,
+                dropped: g.dropped,
+                reason: g.reason as i32,
+            });
+        }
         for r in &batch.resources {
             let container = self.container_ref(&r.container, &mut out);
             let c = &r.counters;

@@ -123,7 +123,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     }
     attributor = attributor
         .with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths))
-        .with_sample_interval(Duration::from_millis(config.sample_interval_ms));
+        .with_sample_interval(Duration::from_millis(config.sample_interval_ms))
+        .with_rate_limit(config.container_rate_limit)
+        .with_stats(stats.clone());
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
     let pipeline =

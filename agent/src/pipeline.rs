@@ -29,6 +29,8 @@ const MAX_CONTAINERS: usize = 4096;
 const MAX_PIDS: usize = 262_144;
 /// Most execs kept waiting for the fork that attributes them.
 const MAX_UNRESOLVED: usize = 4096;
+/// How often gaps (dropped events) are reported.
+const GAP_INTERVAL: Duration = Duration::from_secs(1);
 /// Cgroup ids remembered; beyond this the table restarts (it refills from execs).
 const MAX_CGROUPS: usize = 16_384;
 /// How soon a failed metadata lookup is tried again.
@@ -97,6 +99,17 @@ pub struct ResourceSample {
     pub counters: Counters,
 }
 
+/// Events the agent knows it did not report, for one container (or, without
+/// one, the whole host) over a window.
+#[derive(Debug, Clone)]
+pub struct Gap {
+    pub container: Option<Arc<Container>>,
+    pub start_unix_ns: i64,
+    pub end_unix_ns: i64,
+    pub dropped: u64,
+    pub reason: glasshouse_proto::v1::GapReason,
+}
+
 /// A batch waiting to be sent and acknowledged.
 #[derive(Debug, Clone, Default)]
 pub struct PendingBatch {
@@ -106,12 +119,18 @@ pub struct PendingBatch {
     pub files: Vec<FileEvent>,
     pub syscalls: Vec<SyscallSample>,
     pub resources: Vec<ResourceSample>,
+    pub gaps: Vec<Gap>,
 }
 
 impl PendingBatch {
     /// Records of every kind in the batch.
     pub fn len(&self) -> usize {
-        self.events.len() + self.network.len() + self.files.len() + self.syscalls.len() + self.resources.len()
+        self.events.len()
+            + self.network.len()
+            + self.files.len()
+            + self.syscalls.len()
+            + self.resources.len()
+            + self.gaps.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,6 +166,21 @@ pub struct Attributor {
     container_cgroups: HashMap<String, (String, u32)>,
     /// How often resources are sampled.
     sample_interval: Duration,
+    /// Per-container event rate limit (events per second; 0: none).
+    rate_limit: u32,
+    buckets: HashMap<String, Bucket>,
+    /// Open gaps by (container id, reason).
+    gaps: HashMap<(Option<String>, i32), Gap>,
+    /// The sensor's counters, for queue drops.
+    stats: Option<Arc<crate::sensor::SensorStats>>,
+    queue_drops_seen: u64,
+}
+
+/// A token bucket: `rate` events per second, bursts of up to two seconds' worth.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
 }
 
 impl std::fmt::Debug for Attributor {
@@ -173,7 +207,117 @@ impl Attributor {
             sensitive: SensitivePaths::new(&crate::sensitive::defaults()),
             container_cgroups: HashMap::new(),
             sample_interval: Duration::from_secs(10),
+            rate_limit: 0,
+            buckets: HashMap::new(),
+            gaps: HashMap::new(),
+            stats: None,
+            queue_drops_seen: 0,
         }
+    }
+
+    /// Limits each container to `per_second` reported events (0: no limit);
+    /// what is dropped is reported as a gap.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Attributor {
+        self.rate_limit = per_second;
+        self
+    }
+
+    /// Reports the sensor's queue drops as host-wide gaps.
+    pub fn with_stats(mut self, stats: Arc<crate::sensor::SensorStats>) -> Attributor {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Whether an event of `container` may be reported under the rate limit;
+    /// a refused one is counted into the container's gap.
+    pub fn admit(&mut self, container: Option<&Arc<Container>>, time_unix_ns: i64) -> bool {
+        let Some(c) = container else { return true };
+        if self.rate_limit == 0 {
+            return true;
+        }
+        let rate = f64::from(self.rate_limit);
+        let now = Instant::now();
+        if self.buckets.len() >= MAX_CONTAINERS && !self.buckets.contains_key(&c.key.id) {
+            self.buckets.clear();
+        }
+        let bucket = self.buckets.entry(c.key.id.clone()).or_insert(Bucket {
+            tokens: 2.0 * rate,
+            last: now,
+        });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(2.0 * rate);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return true;
+        }
+        self.add_gap(
+            Some(c.clone()),
+            glasshouse_proto::v1::GapReason::RateLimited,
+            time_unix_ns,
+            time_unix_ns,
+            1,
+        );
+        false
+    }
+
+    fn add_gap(
+        &mut self,
+        container: Option<Arc<Container>>,
+        reason: glasshouse_proto::v1::GapReason,
+        start: i64,
+        end: i64,
+        dropped: u64,
+    ) {
+        let key = (container.as_ref().map(|c| c.key.id.clone()), reason as i32);
+        let gap = self.gaps.entry(key).or_insert(Gap {
+            container,
+            start_unix_ns: start,
+            end_unix_ns: end,
+            dropped: 0,
+            reason,
+        });
+        gap.start_unix_ns = gap.start_unix_ns.min(start);
+        gap.end_unix_ns = gap.end_unix_ns.max(end);
+        gap.dropped += dropped;
+    }
+
+    /// Kernel ring-buffer drops per cgroup: gaps of their containers (of the
+    /// host when the cgroup is not a known container's).
+    pub fn kernel_drops(&mut self, drops: crate::sensor::DropsRaw) {
+        for (cgroup_id, n) in drops.per_cgroup {
+            let container = self.cgroups.get(&cgroup_id).cloned().flatten();
+            self.add_gap(
+                container,
+                glasshouse_proto::v1::GapReason::KernelBufferFull,
+                drops.start_unix_ns,
+                drops.end_unix_ns,
+                n,
+            );
+        }
+    }
+
+    /// The gaps gathered since the last call (queue drops included).
+    pub fn take_gaps(&mut self) -> Vec<Gap> {
+        if let Some(stats) = &self.stats {
+            let total = stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed);
+            if total > self.queue_drops_seen {
+                let now = procfs::now_unix_ns();
+                let since = now - i64::try_from(GAP_INTERVAL.as_nanos()).unwrap_or(0);
+                let n = total - self.queue_drops_seen;
+                self.queue_drops_seen = total;
+                self.add_gap(None, glasshouse_proto::v1::GapReason::QueueFull, since, now, n);
+            }
+        }
+        let gaps: Vec<Gap> = self.gaps.drain().map(|(_, g)| g).collect();
+        for g in &gaps {
+            tracing::warn!(
+                container = g.container.as_ref().map_or("(host)", |c| c.key.id.as_str()),
+                reason = g.reason.as_str_name(),
+                dropped = g.dropped,
+                "events not reported; a gap record says so downstream"
+            );
+        }
+        gaps
     }
 
     /// Samples resources every `interval` (default 10 s).
@@ -441,7 +585,7 @@ impl Attributor {
     pub async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
         tracing::trace!(?raw, "raw event");
         match raw {
-            RawEvent::Network(_) | RawEvent::File(_) | RawEvent::Syscalls(_) => {
+            RawEvent::Network(_) | RawEvent::File(_) | RawEvent::Syscalls(_) | RawEvent::Drops(_) => {
                 tracing::error!(
                     ?raw,
                     "network, file or syscall record passed to the process attribution"
@@ -535,7 +679,8 @@ impl Attributor {
             | RawEvent::Exit { .. }
             | RawEvent::Network(_)
             | RawEvent::File(_)
-            | RawEvent::Syscalls(_) => None,
+            | RawEvent::Syscalls(_)
+            | RawEvent::Drops(_) => None,
         }
     }
 
@@ -569,7 +714,11 @@ impl Attributor {
 
     async fn fork_or_exit(&mut self, raw: RawEvent) -> Option<Event> {
         match raw {
-            RawEvent::Exec { .. } | RawEvent::Network(_) | RawEvent::File(_) | RawEvent::Syscalls(_) => None,
+            RawEvent::Exec { .. }
+            | RawEvent::Network(_)
+            | RawEvent::File(_)
+            | RawEvent::Syscalls(_)
+            | RawEvent::Drops(_) => None,
             RawEvent::Fork {
                 time_unix_ns,
                 parent_pid,
@@ -781,6 +930,7 @@ type FileKey = (Option<String>, Bytes, Option<Bytes>, u32, bool);
 pub enum Sample {
     Syscalls(SyscallSample),
     Resources(ResourceSample),
+    Gap(Gap),
 }
 
 /// Accumulates events into [`PendingBatch`]es.
@@ -794,6 +944,7 @@ pub struct Batcher {
     files: Vec<FileEvent>,
     syscalls: Vec<SyscallSample>,
     resources: Vec<ResourceSample>,
+    gaps: Vec<Gap>,
     /// Identical writes → position in `files`.
     file_index: HashMap<FileKey, usize>,
     index: HashMap<CollapseKey, usize>,
@@ -811,6 +962,7 @@ impl Batcher {
             files: Vec::new(),
             syscalls: Vec::new(),
             resources: Vec::new(),
+            gaps: Vec::new(),
             file_index: HashMap::new(),
             index: HashMap::new(),
             opened: None,
@@ -867,6 +1019,7 @@ impl Batcher {
             && self.files.is_empty()
             && self.syscalls.is_empty()
             && self.resources.is_empty()
+            && self.gaps.is_empty()
     }
 
     /// Adds a syscall or resource sample; returns a batch when this one filled it.
@@ -875,12 +1028,18 @@ impl Batcher {
         match sample {
             Sample::Syscalls(s) => self.syscalls.push(s),
             Sample::Resources(r) => self.resources.push(r),
+            Sample::Gap(g) => self.gaps.push(g),
         }
         self.full().then(|| self.take())
     }
 
     fn full(&self) -> bool {
-        self.events.len() + self.network.len() + self.files.len() + self.syscalls.len() + self.resources.len()
+        self.events.len()
+            + self.network.len()
+            + self.files.len()
+            + self.syscalls.len()
+            + self.resources.len()
+            + self.gaps.len()
             >= self.max_events
     }
 
@@ -907,6 +1066,7 @@ impl Batcher {
             files: std::mem::take(&mut self.files),
             syscalls: std::mem::take(&mut self.syscalls),
             resources: std::mem::take(&mut self.resources),
+            gaps: std::mem::take(&mut self.gaps),
         }
     }
 }
@@ -919,80 +1079,71 @@ pub async fn run(
     mut raw: mpsc::Receiver<RawEvent>,
     out: mpsc::Sender<PendingBatch>,
 ) {
+    let mut ready: Vec<PendingBatch> = Vec::new();
     let (events, network) = attributor.existing().await;
-    let mut full: Vec<PendingBatch> = events.into_iter().filter_map(|e| batcher.push(e)).collect();
-    full.extend(network.into_iter().filter_map(|e| batcher.push_network(e)));
-    for batch in full {
-        if out.send(batch).await.is_err() {
-            tracing::error!("stream client stopped, pipeline stops");
-            return;
-        }
-    }
+    ready.extend(events.into_iter().filter_map(|e| batcher.push(e)));
+    ready.extend(network.into_iter().filter_map(|e| batcher.push_network(e)));
     let mut sample_tick = tokio::time::interval(attributor.sample_interval);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gap_tick = tokio::time::interval(GAP_INTERVAL);
+    gap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        for batch in ready.drain(..) {
+            if out.send(batch).await.is_err() {
+                tracing::error!("stream client stopped, pipeline stops");
+                return;
+            }
+        }
         let deadline = batcher.deadline();
-        let ready = tokio::select! {
+        tokio::select! {
             _ = sample_tick.tick() => {
                 for r in attributor.sample_resources() {
-                    if let Some(full) = batcher.push_sample(Sample::Resources(r))
-                        && out.send(full).await.is_err()
-                    {
-                        tracing::error!("stream client stopped, pipeline stops");
-                        return;
-                    }
+                    ready.extend(batcher.push_sample(Sample::Resources(r)));
                 }
-                None
+            }
+            _ = gap_tick.tick() => {
+                for g in attributor.take_gaps() {
+                    ready.extend(batcher.push_sample(Sample::Gap(g)));
+                }
             }
             event = raw.recv() => match event {
-                Some(RawEvent::Syscalls(s)) => match attributor.syscalls(s) {
-                    Some(sample) => batcher.push_sample(Sample::Syscalls(sample)),
-                    None => None,
-                },
+                Some(RawEvent::Syscalls(s)) => {
+                    if let Some(sample) = attributor.syscalls(s) {
+                        ready.extend(batcher.push_sample(Sample::Syscalls(sample)));
+                    }
+                }
+                Some(RawEvent::Drops(d)) => attributor.kernel_drops(d),
                 Some(RawEvent::File(f)) => {
                     if let Some(e) = attributor.file(f).await
-                        && let Some(full) = batcher.push_file(e)
-                        && out.send(full).await.is_err()
+                        && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
                     {
-                        tracing::error!("stream client stopped, pipeline stops");
-                        return;
+                        ready.extend(batcher.push_file(e));
                     }
-                    None
                 }
                 Some(RawEvent::Network(n)) => {
                     if let Some(e) = attributor.network(n).await
-                        && let Some(full) = batcher.push_network(e)
-                        && out.send(full).await.is_err()
+                        && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
                     {
-                        tracing::error!("stream client stopped, pipeline stops");
-                        return;
+                        ready.extend(batcher.push_network(e));
                     }
-                    None
                 }
                 Some(event) => {
                     for e in attributor.attribute(event).await {
-                        if let Some(full) = batcher.push(e)
-                            && out.send(full).await.is_err()
-                        {
-                            tracing::error!("stream client stopped, pipeline stops");
-                            return;
+                        if attributor.admit(e.container.as_ref(), e.time_unix_ns) {
+                            ready.extend(batcher.push(e));
                         }
                     }
-                    // Batches that only aged are sent by the timer branch.
-                    None
                 }
                 None => break,
             },
-            () = sleep_until(deadline), if deadline.is_some() => batcher.flush(),
-        };
-        if let Some(batch) = ready
-            && out.send(batch).await.is_err()
-        {
-            tracing::error!("stream client stopped, pipeline stops");
-            return;
+            () = sleep_until(deadline), if deadline.is_some() => ready.extend(batcher.flush()),
         }
     }
-    if let Some(batch) = batcher.flush() {
+    for g in attributor.take_gaps() {
+        ready.extend(batcher.push_sample(Sample::Gap(g)));
+    }
+    ready.extend(batcher.flush());
+    for batch in ready {
         // Ignored error: the client is gone and reports its own loss.
         let _ = out.send(batch).await;
     }
@@ -1288,5 +1439,37 @@ pub(crate) mod tests {
             ..write(b"/etc/passwd")
         };
         assert!(a.file(host).await.is_none());
+    }
+
+    #[test]
+    fn a_noisy_container_is_limited_and_its_drops_become_a_gap() {
+        let mut a =
+            Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false).with_rate_limit(10);
+        let (noisy, quiet) = (container("noisy"), container("quiet"));
+        // A burst of two seconds' worth passes, then the bucket is empty.
+        let admitted = (0..100).filter(|i| a.admit(Some(&noisy), 1_000 + i)).count();
+        assert_eq!(admitted, 20);
+        assert!(a.admit(Some(&quiet), 5_000), "another container keeps its own budget");
+        assert!(a.admit(None, 5_000), "host events are not limited");
+        let gaps = a.take_gaps();
+        assert_eq!(gaps.len(), 1);
+        let g = &gaps[0];
+        assert_eq!(g.container.as_ref().unwrap().key.id, "noisy");
+        assert_eq!((g.dropped, g.start_unix_ns, g.end_unix_ns), (80, 1_020, 1_099));
+        assert_eq!(g.reason, glasshouse_proto::v1::GapReason::RateLimited);
+        assert!(a.take_gaps().is_empty(), "a gap is reported once");
+
+        // Kernel drops of a known container's cgroup and of an unknown one.
+        a.cgroups.insert(7, Some(quiet.clone()));
+        a.kernel_drops(crate::sensor::DropsRaw {
+            start_unix_ns: 1,
+            end_unix_ns: 2,
+            per_cgroup: vec![(7, 3), (8, 4)],
+        });
+        let mut gaps = a.take_gaps();
+        gaps.sort_by_key(|g| g.dropped);
+        assert_eq!(gaps.len(), 2);
+        assert_eq!(gaps[0].container.as_ref().unwrap().key.id, "quiet");
+        assert!(gaps[1].container.is_none(), "unknown cgroup: a host-wide gap");
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw};
+use super::{DropsRaw, FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw};
 use crate::procfs::{self, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
@@ -355,7 +355,8 @@ fn poll(
         .map_err(load_err("ring buffer"))?;
     let ring = builder.build().map_err(load_err("ring buffer"))?;
     let mut last_drops = Instant::now();
-    let mut dropped_total = 0u64;
+    let mut previous_drops = std::collections::HashMap::new();
+    let mut window_start = procfs::now_unix_ns();
     let syscall_map = map(object, "syscall_counts")?;
     let mut syscalls = SyscallReader::default();
     let mut last_syscalls = Instant::now();
@@ -388,17 +389,31 @@ fn poll(
         }
         if last_drops.elapsed() >= DROPS_INTERVAL {
             last_drops = Instant::now();
-            let total = read_drops(&drops);
-            if total > dropped_total {
-                stats
-                    .kernel_overflows
-                    .fetch_add(total - dropped_total, Ordering::Relaxed);
-                tracing::warn!(
-                    dropped = total - dropped_total,
-                    "eBPF ring buffer full, kernel dropped events"
-                );
-                dropped_total = total;
+            let now = read_drops(&drops);
+            let window_end = procfs::now_unix_ns();
+            let per_cgroup: Vec<(u64, u64)> = now
+                .iter()
+                .filter_map(|(cg, n)| {
+                    let was = previous_drops.get(cg).copied().unwrap_or(0);
+                    let delta = if *n >= was { n - was } else { *n };
+                    (delta > 0).then_some((*cg, delta))
+                })
+                .collect();
+            previous_drops = now;
+            let dropped: u64 = per_cgroup.iter().map(|(_, n)| n).sum();
+            if dropped > 0 {
+                stats.kernel_overflows.fetch_add(dropped, Ordering::Relaxed);
+                tracing::warn!(dropped, "eBPF ring buffer full, kernel dropped events");
+                let raw = RawEvent::Drops(DropsRaw {
+                    start_unix_ns: window_start,
+                    end_unix_ns: window_end,
+                    per_cgroup,
+                });
+                if tx.try_send(raw).is_err() {
+                    stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            window_start = window_end;
         }
     }
     Ok(())
@@ -468,12 +483,12 @@ fn sum_per_cpu(per_cpu: &[Vec<u8>]) -> Vec<u64> {
     total
 }
 
-/// Sum of the kernel's per-cgroup drop counters.
-fn read_drops(map: &libbpf_rs::Map<'_>) -> u64 {
+/// The kernel's per-cgroup drop counters (cumulative), by cgroup id.
+fn read_drops(map: &libbpf_rs::Map<'_>) -> std::collections::HashMap<u64, u64> {
+    let le = |b: &[u8]| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     map.keys()
-        .filter_map(|k| map.lookup(&k, MapFlags::ANY).ok().flatten())
-        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
-        .sum()
+        .filter_map(|k| Some((le(&k)?, le(&map.lookup(&k, MapFlags::ANY).ok().flatten()?)?)))
+        .collect()
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {

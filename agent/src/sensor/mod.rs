@@ -52,6 +52,16 @@ pub enum RawEvent {
     File(FileRaw),
     /// One cgroup's syscall counts over an interval (eBPF sensor only).
     Syscalls(SyscallRaw),
+    /// Records the kernel could not put in the ring buffer, per cgroup.
+    Drops(DropsRaw),
+}
+
+/// Kernel ring-buffer drops over a window, per cgroup id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropsRaw {
+    pub start_unix_ns: i64,
+    pub end_unix_ns: i64,
+    pub per_cgroup: Vec<(u64, u64)>,
 }
 
 /// Syscalls entered by the processes of one cgroup during an interval.
