@@ -630,6 +630,7 @@ impl Attributor {
                     .and_then(|i| self.cgroups.get(&i.cgroup_id))
                     .filter(|c| c.as_ref().is_none_or(|c| c.complete))
                     .cloned();
+                let hit = cached.is_some();
                 let container = match (cached, &info) {
                     (Some(c), _) => c,
                     (None, Some(info)) => match attribute::from_proc_cgroup(&info.cgroup) {
@@ -644,7 +645,7 @@ impl Attributor {
                         }
                     },
                 };
-                if let Some(info) = &info {
+                if let Some(info) = info.as_ref().filter(|_| !hit) {
                     self.learn_cgroup(&container, info);
                 }
                 let exec_in = self.is_exec_in(pid, info.as_ref().map(|i| i.ppid), container.as_ref());
@@ -871,7 +872,8 @@ impl Attributor {
 /// Key under which identical events collapse into one with a count.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CollapseKey {
-    container: Option<String>,
+    /// The container's address: unique while the batch holds the `Arc`.
+    container: Option<usize>,
     kind: Kind,
     exec_in: bool,
     drift: bool,
@@ -888,7 +890,7 @@ impl CollapseKey {
     fn of(e: &Event) -> Option<CollapseKey> {
         // Forks are not collapsed: each creates the pid later events refer to.
         (e.kind != Kind::Fork).then(|| CollapseKey {
-            container: e.container.as_ref().map(|c| c.key.id.clone()),
+            container: e.container.as_ref().map(|c| Arc::as_ptr(c) as usize),
             kind: e.kind,
             exec_in: e.exec_in,
             drift: e.drift,
