@@ -74,6 +74,20 @@ pub struct Config {
     /// Default: 65536.
     #[serde(default = "default_event_queue")]
     pub event_queue: usize,
+    /// Keep unacknowledged batches in an on-disk spool when memory is not
+    /// enough (window full, aggregator unreachable, agent stopping); the next
+    /// start re-sends them first. `false`: memory only, lost at exit.
+    /// Default: true.
+    #[serde(default = "default_spool")]
+    pub spool: bool,
+    /// Directory of the spool (one agent per directory: it is locked).
+    /// Default: /var/lib/glasshouse/spool.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// Bound of the spool's files in bytes; when full, the oldest batches are
+    /// dropped, counted and logged. Default: 268435456 (256 MiB).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
     /// Distinct strings interned per stream before the dictionary is reset.
     /// Default: 100000.
     #[serde(default = "default_max_strings")]
@@ -139,6 +153,17 @@ fn default_batch_max_age_ms() -> u64 {
 fn default_max_unacked_batches() -> usize {
     1024
 }
+fn default_spool() -> bool {
+    true
+}
+/// The FHS place for a program's persistent state.
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/glasshouse/spool")
+}
+/// Minutes of a busy host's batches, small next to any disk.
+fn default_spool_max_bytes() -> u64 {
+    256 << 20
+}
 fn default_event_queue() -> usize {
     65_536
 }
@@ -157,6 +182,9 @@ impl Config {
         Duration::from_millis(self.drain_timeout_ms)
     }
 }
+
+/// Smallest spool bound: room for a few full-size batches.
+const MIN_SPOOL_BYTES: u64 = 1 << 20;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -189,6 +217,12 @@ impl Validate for Config {
             return Err((
                 "max_strings",
                 format!("must be at least 1024, got {}", self.max_strings),
+            ));
+        }
+        if self.spool && self.spool_max_bytes < MIN_SPOOL_BYTES {
+            return Err((
+                "spool_max_bytes",
+                format!("must be at least {MIN_SPOOL_BYTES}, got {}", self.spool_max_bytes),
             ));
         }
         if self.batch_max_age_ms == 0 {

@@ -10,7 +10,9 @@
 //!                                                                      │ bounded (blocks)
 //!                                                                      ▼
 //!                                       aggregator ◀──gRPC Batch/Ack── client: intern, re-send
-//!                                                                      unacked after reconnect
+//!                                                                      unacked after reconnect; spill
+//!                                                                      to the disk spool when behind
+//!                                                                      or unreachable, and at exit
 //! ```
 //!
 //! # Layout
@@ -24,6 +26,7 @@
 //! - [`pipeline`]: attribution, collapsing and batching.
 //! - [`encode`]: per-stream interning and delta timestamps.
 //! - [`client`]: the gRPC stream with acks, reconnect and failover.
+//! - [`spool`]: the bounded on-disk queue of unacknowledged batches.
 
 pub mod attribute;
 pub mod client;
@@ -35,6 +38,7 @@ pub mod resources;
 pub mod runtime;
 pub mod sensitive;
 pub mod sensor;
+pub mod spool;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -97,13 +101,22 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     } = start_sensor(&config, raw_tx, stats.clone(), cancel.clone())?;
     tracing::info!(agent = %config.agent_id, mode, "sensor started");
 
+    let spool = config
+        .spool
+        .then(|| spool::SpoolConfig::new(&config.spool_dir, config.spool_max_bytes));
+    let spool_metrics = spool.as_ref().map_or_else(Arc::default, |s| s.metrics.clone());
     let metrics = match config.metrics_listen {
         Some(addr) => {
             let listener = glasshouse_proto::metrics::bind(addr)
                 .await
                 .map_err(AgentError::Metrics)?;
             let stats = stats.clone();
-            let render: glasshouse_proto::metrics::Renderer = Arc::new(move || stats.render(mode));
+            let spool_metrics = spool_metrics.clone();
+            let render: glasshouse_proto::metrics::Renderer = Arc::new(move || {
+                let mut out = stats.render(mode);
+                spool_metrics.render(&mut out);
+                out
+            });
             Some(tokio::spawn(glasshouse_proto::metrics::serve(
                 listener,
                 render,
@@ -164,6 +177,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         max_unacked: config.max_unacked_batches,
         max_strings: config.max_strings,
         drain_timeout: config.drain_timeout(),
+        spool,
     };
     let report = client::run(client_config, batch_rx, cancel.clone()).await;
     // The client returns after cancel (drained or timed out); make sure the
@@ -180,6 +194,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     tracing::info!(
         acked = report.batches_acked,
         unacked = report.batches_unacked,
+        spooled = report.spool_batches,
+        spool_dropped = report.spool_dropped_batches,
         "agent stopped"
     );
     Ok(report)
@@ -235,12 +251,13 @@ fn start_sensor(
 }
 
 fn log_stats(stats: &SensorStats) {
-    let [events, overflows, drops, unreadable] = stats.snapshot();
+    let [events, overflows, drops, unreadable, limited] = stats.snapshot();
     tracing::info!(
         events = events.1,
         kernel_overflows = overflows.1,
         queue_drops = drops.1,
         exec_unreadable = unreadable.1,
+        rate_limited = limited.1,
         "sensor counters"
     );
 }

@@ -322,7 +322,8 @@ impl AgentProcess {
         let config = std::env::temp_dir().join(format!("glasshouse-agent-{port}.toml"));
         std::fs::write(
             &config,
-            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\n{extra}\n"),
+            // No spool: a benchmark's agent must not re-send another run's batches.
+            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\nspool = false\n{extra}\n"),
         )?;
         let child = Command::new(workspace_binary("glasshouse-agent")?)
             .arg("--config")
@@ -579,6 +580,7 @@ pub mod simulated {
             max_unacked,
             max_strings: 100_000,
             drain_timeout: Duration::from_secs(120),
+            spool: None,
         }
     }
 

@@ -31,12 +31,16 @@ async fn execs_survive_an_aggregator_killed_mid_stream() -> anyhow::Result<()> {
     let broker = Broker::start()?;
     let podman_api = PodmanService::start()?;
     let port = free_port()?;
+    // The agent's own spool (unacknowledged batches go there while the
+    // aggregator is down), not the host's default one.
+    let spool = std::env::temp_dir().join(format!("glasshouse-spool-{port}"));
     let mut aggregator = AggregatorProcess::start_on(port, &broker.bootstrap(), "flush_max_age_ms = 20")?;
     let cancel = CancellationToken::new();
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"restart-agent\"\nsensor = \"bpf\"\naggregators = [\"{}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 20\nbatch_max_events = 64",
+            "agent_id = \"restart-agent\"\nspool_dir = \"{}\"\nsensor = \"bpf\"\naggregators = [\"{}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 20\nbatch_max_events = 64",
+            spool.display(),
             aggregator.endpoint(),
             podman_api.socket.display()
         ),
@@ -132,6 +136,7 @@ async fn execs_survive_an_aggregator_killed_mid_stream() -> anyhow::Result<()> {
     let report = tokio::time::timeout(Duration::from_secs(20), agent).await???;
     assert_eq!(report.batches_unacked, 0);
     let _ = std::fs::remove_dir_all(&storm);
+    let _ = std::fs::remove_dir_all(&spool);
     drop(podman_api);
     drop(broker);
     Ok(())

@@ -58,7 +58,7 @@ async fn running_containers_sockets_and_exec_ins_are_reported() -> anyhow::Resul
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"start-agent\"\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
+            "agent_id = \"start-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
             podman_api.socket.display()
         ),
     )?;

@@ -89,7 +89,7 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"e2e-agent\"\nsensor = \"{sensor}\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nmetrics_listen = \"127.0.0.1:{agent_metrics}\"",
+            "agent_id = \"e2e-agent\"\nspool = false\nsensor = \"{sensor}\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nmetrics_listen = \"127.0.0.1:{agent_metrics}\"",
             podman_api.socket.display()
         ),
     )?;

@@ -38,7 +38,7 @@ async fn sensitive_writes_and_drift_execs_are_reported() -> anyhow::Result<()> {
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"file-agent\"\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
+            "agent_id = \"file-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
             podman_api.socket.display()
         ),
     )?;

@@ -42,7 +42,7 @@ async fn tcp_between_containers_and_to_the_host_is_reported_with_bytes() -> anyh
     let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
         "test",
         &format!(
-            "agent_id = \"net-agent\"\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
+            "agent_id = \"net-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
             podman_api.socket.display()
         ),
     )?;

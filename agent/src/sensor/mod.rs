@@ -125,12 +125,15 @@ pub struct ListenerSeed {
 pub struct SensorStats {
     /// Events read from the kernel.
     pub events: AtomicU64,
-    /// Times the kernel reported its socket buffer overflowed (events lost there).
+    /// Events the kernel lost: proc connector socket overflows, or eBPF
+    /// records the ring buffer could not take.
     pub kernel_overflows: AtomicU64,
     /// Events dropped because the pipeline queue was full.
     pub queue_drops: AtomicU64,
     /// Execs whose process was gone before `/proc` could be read.
     pub exec_unreadable: AtomicU64,
+    /// Events dropped by the per-container rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 impl SensorStats {
@@ -138,7 +141,7 @@ impl SensorStats {
     pub fn render(&self, mode: &str) -> String {
         use glasshouse_proto::metrics::render_scalar;
         let mut out = String::new();
-        let [events, overflows, drops, unreadable] = self.snapshot();
+        let [events, overflows, drops, unreadable, limited] = self.snapshot();
         render_scalar(
             &mut out,
             "glasshouse_agent_events_total",
@@ -167,6 +170,13 @@ impl SensorStats {
             "counter",
             unreadable.1,
         );
+        render_scalar(
+            &mut out,
+            "glasshouse_agent_rate_limited_total",
+            "Events dropped by the per-container rate limit (reported downstream as gaps).",
+            "counter",
+            limited.1,
+        );
         // Writing to a String cannot fail.
         let _ = std::fmt::Write::write_fmt(
             &mut out,
@@ -177,12 +187,13 @@ impl SensorStats {
         out
     }
 
-    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
         [
             ("events", self.events.load(Ordering::Relaxed)),
             ("kernel_overflows", self.kernel_overflows.load(Ordering::Relaxed)),
             ("queue_drops", self.queue_drops.load(Ordering::Relaxed)),
             ("exec_unreadable", self.exec_unreadable.load(Ordering::Relaxed)),
+            ("rate_limited", self.rate_limited.load(Ordering::Relaxed)),
         ]
     }
 }
