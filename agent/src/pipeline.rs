@@ -357,10 +357,14 @@ impl Attributor {
                 gone.push(id.clone());
                 continue;
             };
+            // The process's own cgroup file names every hierarchy (the eBPF
+            // sensor's exec records name only the one it reads).
+            let text = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
+                .unwrap_or_else(|_| cgroup.clone());
             out.push(ResourceSample {
                 container,
                 time_unix_ns: now,
-                counters: resources::read(root, cgroup, &self.proc_root, *pid),
+                counters: resources::read(root, &text, &self.proc_root, *pid),
             });
         }
         for id in gone {

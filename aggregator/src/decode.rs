@@ -1,22 +1,47 @@
 //! Resolves wire batches of one agent stream into Arrow rows: string and
 //! container references are looked up in the stream's tables, timestamps
 //! rebuilt from deltas (one chain per event list), raw network addresses
-//! turned into text, file paths required. Anything inconsistent is refused with a [`DecodeError`]
-//! naming the problem; the tables stay bounded by the configured limits.
+//! turned into text, file paths required; each syscall profile becomes one
+//! row per syscall (named for x86_64), each resource sample one row.
+//! Anything inconsistent is refused with a [`DecodeError`] naming the
+//! problem; the tables stay bounded by the configured limits.
+//!
+//! The batch limit (`max_batch_events`, sent to the agent in the welcome)
+//! counts events and samples: every process, network and file event, one per
+//! syscall profile (whatever its number of syscalls) and one per resource
+//! sample. Gaps are not counted.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use glasshouse_proto::{file, network, process, v1};
+use glasshouse_proto::{file, network, process, resources, syscalls, v1};
 
 /// 2000-01-01 and 2200-01-01 in Unix ns: anything outside is a broken clock or input.
 const MIN_TIME_NS: i64 = 946_684_800_000_000_000;
 const MAX_TIME_NS: i64 = 7_258_118_400_000_000_000;
 
+/// Which list of periodic samples a refusal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    SyscallProfile,
+    ResourceSample,
+}
+
+impl fmt::Display for SampleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SampleKind::SyscallProfile => "syscall profile",
+            SampleKind::ResourceSample => "resource sample",
+        })
+    }
+}
+
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// `events` counts events and samples (see the module documentation).
     #[error("batch {sequence} has {events} events, limit is {max}")]
     TooManyEvents { sequence: u64, events: usize, max: u32 },
     #[error("batch {sequence}: string dictionary would exceed {max} entries")]
@@ -62,6 +87,42 @@ pub enum DecodeError {
     },
     #[error("batch {sequence}, event {index}: timestamp out of range")]
     BadTimestamp { sequence: u64, index: usize },
+    /// Samples are per container: host processes are neither profiled nor sampled.
+    #[error("batch {sequence}, {sample} {index}: container 0, a sample must name a container")]
+    SampleWithoutContainer {
+        sequence: u64,
+        sample: SampleKind,
+        index: usize,
+    },
+    #[error("batch {sequence}, {sample} {index}: unknown container reference {container_ref}")]
+    UnknownSampleContainer {
+        sequence: u64,
+        sample: SampleKind,
+        index: usize,
+        container_ref: u32,
+    },
+    #[error("batch {sequence}, {sample} {index}: timestamp out of range")]
+    BadSampleTimestamp {
+        sequence: u64,
+        sample: SampleKind,
+        index: usize,
+    },
+    #[error(
+        "batch {sequence}, syscall profile {index}: interval ends at {end_unix_ns}, before its start {start_unix_ns}"
+    )]
+    ReversedInterval {
+        sequence: u64,
+        index: usize,
+        start_unix_ns: i64,
+        end_unix_ns: i64,
+    },
+    #[error("batch {sequence}, syscall profile {index}: {numbers} syscall numbers but {counts} counts")]
+    ProfileLengthMismatch {
+        sequence: u64,
+        index: usize,
+        numbers: usize,
+        counts: usize,
+    },
     #[error("batch sequence {sequence} is not after {previous}")]
     SequenceNotIncreasing { sequence: u64, previous: u64 },
 }
@@ -84,7 +145,12 @@ impl DecodeError {
             | DecodeError::BadAddress { sequence, .. }
             | DecodeError::AddressFamilyMismatch { sequence, .. }
             | DecodeError::BadPort { sequence, .. }
-            | DecodeError::BadTimestamp { sequence, .. } => Some(*sequence),
+            | DecodeError::BadTimestamp { sequence, .. }
+            | DecodeError::SampleWithoutContainer { sequence, .. }
+            | DecodeError::UnknownSampleContainer { sequence, .. }
+            | DecodeError::BadSampleTimestamp { sequence, .. }
+            | DecodeError::ReversedInterval { sequence, .. }
+            | DecodeError::ProfileLengthMismatch { sequence, .. } => Some(*sequence),
             // Not the batch's fault alone: a duplicate or reordered sequence.
             DecodeError::SequenceNotIncreasing { .. } => None,
         }
@@ -123,15 +189,19 @@ pub struct BatchRows {
     pub process: RowsByWorkload<process::Row>,
     pub network: RowsByWorkload<network::Row>,
     pub file: RowsByWorkload<file::Row>,
+    /// One row per syscall of each profile.
+    pub syscalls: RowsByWorkload<syscalls::Row>,
+    pub resources: RowsByWorkload<resources::Row>,
 }
 
 impl BatchRows {
-    /// Rows of every type.
+    /// Rows of every type: the batch is acknowledged at once only when this
+    /// is 0, otherwise after every one of them is in Kafka.
     pub fn len(&self) -> usize {
         fn count<R>(groups: &RowsByWorkload<R>) -> usize {
             groups.iter().map(|(_, rows)| rows.len()).sum()
         }
-        count(&self.process) + count(&self.network) + count(&self.file)
+        count(&self.process) + count(&self.network) + count(&self.file) + count(&self.syscalls) + count(&self.resources)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -187,7 +257,12 @@ impl StreamTables {
                 previous: self.last_sequence,
             });
         }
-        let events = batch.process_events.len() + batch.network_events.len() + batch.file_events.len();
+        // Events and samples: see the module documentation.
+        let events = batch.process_events.len()
+            + batch.network_events.len()
+            + batch.file_events.len()
+            + batch.syscall_profiles.len()
+            + batch.resource_samples.len();
         if events > self.max_events as usize {
             return Err(DecodeError::TooManyEvents {
                 sequence,
@@ -469,8 +544,129 @@ impl StreamTables {
             };
             push_grouped(&mut out.file, &mut groups, workload, row);
         }
+
+        // Syscall profiles: absolute interval, one row per syscall.
+        groups.clear();
+        for (index, p) in batch.syscall_profiles.into_iter().enumerate() {
+            let sample = SampleKind::SyscallProfile;
+            let c = self.sample_container(sequence, sample, index, p.container)?;
+            let in_range = |t: i64| {
+                (MIN_TIME_NS..MAX_TIME_NS)
+                    .contains(&t)
+                    .then_some(t)
+                    .ok_or(DecodeError::BadSampleTimestamp {
+                        sequence,
+                        sample,
+                        index,
+                    })
+            };
+            let (start, end) = (in_range(p.start_unix_ns)?, in_range(p.end_unix_ns)?);
+            if end < start {
+                return Err(DecodeError::ReversedInterval {
+                    sequence,
+                    index,
+                    start_unix_ns: start,
+                    end_unix_ns: end,
+                });
+            }
+            if p.nr.len() != p.count.len() {
+                return Err(DecodeError::ProfileLengthMismatch {
+                    sequence,
+                    index,
+                    numbers: p.nr.len(),
+                    counts: p.count.len(),
+                });
+            }
+            let arch: Arc<str> = Arc::from(p.arch);
+            for (nr, count) in p.nr.into_iter().zip(p.count) {
+                let row = syscalls::Row {
+                    agent_id: self.agent_id.clone(),
+                    boot_id: self.boot_id,
+                    batch_seq: sequence,
+                    host: self.host.clone(),
+                    container_id: c.id.clone(),
+                    container_name: c.name.clone(),
+                    image: c.image.clone(),
+                    image_id: c.image_id.clone(),
+                    workload_id: c.workload_id.clone(),
+                    start_unix_ns: start,
+                    end_unix_ns: end,
+                    arch: arch.clone(),
+                    nr,
+                    name: syscalls::name(&arch, nr),
+                    count,
+                };
+                push_grouped(&mut out.syscalls, &mut groups, c.workload_id.clone(), row);
+            }
+        }
+
+        // Resource samples: absolute time, one row each.
+        groups.clear();
+        for (index, r) in batch.resource_samples.into_iter().enumerate() {
+            let sample = SampleKind::ResourceSample;
+            let c = self.sample_container(sequence, sample, index, r.container)?;
+            if !(MIN_TIME_NS..MAX_TIME_NS).contains(&r.time_unix_ns) {
+                return Err(DecodeError::BadSampleTimestamp {
+                    sequence,
+                    sample,
+                    index,
+                });
+            }
+            let row = resources::Row {
+                agent_id: self.agent_id.clone(),
+                boot_id: self.boot_id,
+                batch_seq: sequence,
+                host: self.host.clone(),
+                container_id: c.id.clone(),
+                container_name: c.name.clone(),
+                image: c.image.clone(),
+                image_id: c.image_id.clone(),
+                workload_id: c.workload_id.clone(),
+                time_unix_ns: r.time_unix_ns,
+                counters: resources::Counters {
+                    cpu_usage_ns: r.cpu_usage_ns,
+                    memory_bytes: r.memory_bytes,
+                    memory_limit_bytes: r.memory_limit_bytes,
+                    io_read_bytes: r.io_read_bytes,
+                    io_write_bytes: r.io_write_bytes,
+                    pids: r.pids,
+                    pids_limit: r.pids_limit,
+                    net_rx_bytes: r.net_rx_bytes,
+                    net_tx_bytes: r.net_tx_bytes,
+                    net_rx_packets: r.net_rx_packets,
+                    net_tx_packets: r.net_tx_packets,
+                },
+            };
+            push_grouped(&mut out.resources, &mut groups, c.workload_id.clone(), row);
+        }
         self.last_sequence = sequence;
         Ok(out)
+    }
+
+    /// The container a sample names: never 0 (host processes are not
+    /// sampled), always defined.
+    fn sample_container(
+        &self,
+        sequence: u64,
+        sample: SampleKind,
+        index: usize,
+        container_ref: u32,
+    ) -> Result<&ContainerEntry, DecodeError> {
+        if container_ref == 0 {
+            return Err(DecodeError::SampleWithoutContainer {
+                sequence,
+                sample,
+                index,
+            });
+        }
+        self.containers
+            .get(&container_ref)
+            .ok_or(DecodeError::UnknownSampleContainer {
+                sequence,
+                sample,
+                index,
+                container_ref,
+            })
     }
 }
 
@@ -589,8 +785,38 @@ mod tests {
                     count: 4,
                 },
             ],
-            syscall_profiles: Vec::new(),
-            resource_samples: Vec::new(),
+            syscall_profiles: vec![v1::SyscallProfile {
+                container: 1,
+                start_unix_ns: 1_700_000_000_000_000_000,
+                end_unix_ns: 1_700_000_010_000_000_000,
+                // read, openat, and a number past the x86_64 table.
+                nr: vec![0, 257, 999],
+                count: vec![12, 3, 1],
+                arch: "x86_64".into(),
+            }],
+            resource_samples: vec![
+                v1::ResourceSample {
+                    container: 1,
+                    time_unix_ns: 1_700_000_010_000_000_000,
+                    cpu_usage_ns: 1,
+                    memory_bytes: 2,
+                    memory_limit_bytes: 3,
+                    io_read_bytes: 4,
+                    io_write_bytes: 5,
+                    pids: 6,
+                    pids_limit: 7,
+                    net_rx_bytes: 8,
+                    net_tx_bytes: 9,
+                    net_rx_packets: 10,
+                    net_tx_packets: 11,
+                },
+                v1::ResourceSample {
+                    container: 1,
+                    time_unix_ns: 1_700_000_020_000_000_000,
+                    ..Default::default()
+                },
+            ],
+            gaps: Vec::new(),
         }
     }
 
@@ -598,7 +824,7 @@ mod tests {
     fn resolves_references_deltas_and_groups_by_workload() {
         let mut t = StreamTables::new(&hello(), 100, 100);
         let out = t.resolve(good_batch()).unwrap();
-        assert_eq!(out.len(), 6);
+        assert_eq!(out.len(), 6 + 3 + 2, "events, one row per syscall, one per sample");
         let groups = &out.process;
         assert_eq!(groups.len(), 2);
         let (w, rows) = &groups[0];
@@ -712,6 +938,65 @@ mod tests {
                 r.container_id.as_deref()
             ),
             (file::Kind::Create, "/root/.ssh/authorized_keys", None, 0o301, 4, None)
+        );
+
+        // Syscall profile: one row per syscall, all in the profile's
+        // container and interval, named from the x86_64 table when known.
+        let syscall = |nr: u32, name: Option<&str>, count: u64| syscalls::Row {
+            agent_id: "a1".into(),
+            boot_id: 9,
+            batch_seq: 1,
+            host: "h1".into(),
+            container_id: "c0ffee".into(),
+            container_name: None,
+            image: Some("localhost/app:1".into()),
+            image_id: None,
+            workload_id: "localhost/app".into(),
+            start_unix_ns: 1_700_000_000_000_000_000,
+            end_unix_ns: 1_700_000_010_000_000_000,
+            arch: "x86_64".into(),
+            nr,
+            name: name.map(Into::into),
+            count,
+        };
+        assert_eq!(out.syscalls.len(), 1);
+        let (w, rows) = &out.syscalls[0];
+        assert_eq!(&**w, "localhost/app");
+        assert_eq!(
+            rows[..],
+            [
+                syscall(0, Some("read"), 12),
+                syscall(257, Some("openat"), 3),
+                syscall(999, None, 1)
+            ]
+        );
+
+        // Resource samples: one row each, absolute times, every counter.
+        assert_eq!(out.resources.len(), 1);
+        let (w, rows) = &out.resources[0];
+        assert_eq!(&**w, "localhost/app");
+        let sample = |time_unix_ns: i64, counters: resources::Counters| resources::Row {
+            agent_id: "a1".into(),
+            boot_id: 9,
+            batch_seq: 1,
+            host: "h1".into(),
+            container_id: "c0ffee".into(),
+            container_name: None,
+            image: Some("localhost/app:1".into()),
+            image_id: None,
+            workload_id: "localhost/app".into(),
+            time_unix_ns,
+            counters,
+        };
+        assert_eq!(
+            rows[..],
+            [
+                sample(
+                    1_700_000_010_000_000_000,
+                    resources::Counters::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+                ),
+                sample(1_700_000_020_000_000_000, resources::Counters::default()),
+            ]
         );
 
         // Definitions persist for the stream: a later batch may only reference.
@@ -830,15 +1115,78 @@ mod tests {
                 Box::new(|b| b.file_events[0].time_delta_ns = -1_000_000_000_000_000_000),
                 "event 4: timestamp out of range",
             ),
-            // Every list counts against the limit: 2 process + 97 network + 2 file events,
+            // Every list counts against the limit: 2 process + 94 network + 2 file
+            // events + 1 syscall profile + 2 resource samples,
             (
-                Box::new(|b| b.network_events.extend((0..95).map(|_| v1::NetworkEvent::default()))),
+                Box::new(|b| b.network_events.extend((0..92).map(|_| v1::NetworkEvent::default()))),
                 "101 events, limit is 100",
             ),
-            // and 2 process + 2 network + 97 file events.
+            // 2 process + 2 network + 94 file events + 3 samples,
             (
-                Box::new(|b| b.file_events.extend((0..95).map(|_| v1::FileEvent::default()))),
+                Box::new(|b| b.file_events.extend((0..92).map(|_| v1::FileEvent::default()))),
                 "101 events, limit is 100",
+            ),
+            // 6 events + 93 syscall profiles (one each, whatever their
+            // syscalls) + 2 resource samples,
+            (
+                Box::new(|b| {
+                    let p = b.syscall_profiles[0].clone();
+                    b.syscall_profiles.extend(std::iter::repeat_n(p, 92));
+                }),
+                "101 events, limit is 100",
+            ),
+            // and 6 events + 1 profile + 94 resource samples.
+            (
+                Box::new(|b| {
+                    let r = b.resource_samples[0];
+                    b.resource_samples.extend(std::iter::repeat_n(r, 92));
+                }),
+                "101 events, limit is 100",
+            ),
+            // Samples name a defined container; host processes are not sampled.
+            (
+                Box::new(|b| b.syscall_profiles[0].container = 0),
+                "batch 1, syscall profile 0: container 0, a sample must name a container",
+            ),
+            (
+                Box::new(|b| b.resource_samples[1].container = 0),
+                "batch 1, resource sample 1: container 0, a sample must name a container",
+            ),
+            (
+                Box::new(|b| b.syscall_profiles[0].container = 5),
+                "batch 1, syscall profile 0: unknown container reference 5",
+            ),
+            (
+                Box::new(|b| b.resource_samples[1].container = 6),
+                "batch 1, resource sample 1: unknown container reference 6",
+            ),
+            (
+                Box::new(|b| b.syscall_profiles[0].count.truncate(2)),
+                "batch 1, syscall profile 0: 3 syscall numbers but 2 counts",
+            ),
+            (
+                Box::new(|b| b.syscall_profiles[0].nr.push(1)),
+                "batch 1, syscall profile 0: 4 syscall numbers but 3 counts",
+            ),
+            (
+                Box::new(|b| b.syscall_profiles[0].end_unix_ns = 1_699_999_999_999_999_999),
+                "batch 1, syscall profile 0: interval ends at 1699999999999999999, before its start 1700000000000000000",
+            ),
+            (
+                Box::new(|b| b.syscall_profiles[0].start_unix_ns = i64::MIN),
+                "batch 1, syscall profile 0: timestamp out of range",
+            ),
+            (
+                Box::new(|b| b.syscall_profiles[0].end_unix_ns = i64::MAX),
+                "batch 1, syscall profile 0: timestamp out of range",
+            ),
+            (
+                Box::new(|b| b.resource_samples[0].time_unix_ns = 0),
+                "batch 1, resource sample 0: timestamp out of range",
+            ),
+            (
+                Box::new(|b| b.resource_samples[1].time_unix_ns = i64::MAX),
+                "batch 1, resource sample 1: timestamp out of range",
             ),
         ];
         for (mutate, want) in cases {
@@ -854,19 +1202,26 @@ mod tests {
     fn every_event_list_counts_against_the_limit() {
         let mut at_limit = good_batch();
         let close = at_limit.network_events[0].clone();
-        at_limit.network_events.extend(std::iter::repeat_n(close, 46));
+        at_limit.network_events.extend(std::iter::repeat_n(close, 44));
         let write = at_limit.file_events[0];
-        at_limit.file_events.extend(std::iter::repeat_n(write, 48));
+        at_limit.file_events.extend(std::iter::repeat_n(write, 45));
+        let profile = at_limit.syscall_profiles[0].clone();
+        at_limit.syscall_profiles.push(profile);
+        let sample = at_limit.resource_samples[0];
+        at_limit.resource_samples.push(sample);
         assert_eq!(
             (
                 at_limit.process_events.len(),
                 at_limit.network_events.len(),
-                at_limit.file_events.len()
+                at_limit.file_events.len(),
+                at_limit.syscall_profiles.len(),
+                at_limit.resource_samples.len()
             ),
-            (2, 48, 50)
+            (2, 46, 47, 2, 3)
         );
         let out = StreamTables::new(&hello(), 100, 100).resolve(at_limit).unwrap();
-        assert_eq!(out.len(), 100);
+        // A profile counts once against the limit but gives a row per syscall.
+        assert_eq!(out.len(), 2 + 46 + 47 + 2 * 3 + 3);
         let range = |indexes: Vec<u32>| (indexes.iter().min().copied(), indexes.iter().max().copied());
         let network: Vec<u32> = out
             .network
@@ -880,8 +1235,32 @@ mod tests {
             .flat_map(|(_, rows)| rows)
             .map(|r| r.event_index)
             .collect();
-        assert_eq!(range(network), (Some(2), Some(49)));
-        assert_eq!(range(file), (Some(50), Some(99)));
+        assert_eq!(range(network), (Some(2), Some(47)));
+        assert_eq!(range(file), (Some(48), Some(94)));
+    }
+
+    #[test]
+    fn a_batch_of_samples_only_has_rows_to_deliver() {
+        // The service acknowledges a batch at once only when it has no rows:
+        // samples are rows, so a batch of samples waits for Kafka.
+        let mut t = StreamTables::new(&hello(), 100, 100);
+        let mut b = good_batch();
+        b.process_events.clear();
+        b.network_events.clear();
+        b.file_events.clear();
+        let out = t.resolve(b).unwrap();
+        assert_eq!((out.syscalls.len(), out.resources.len(), out.len()), (1, 1, 5));
+
+        // A profile without syscalls (an idle container) has nothing to write.
+        let mut idle = good_batch();
+        idle.sequence = 2;
+        idle.process_events.clear();
+        idle.network_events.clear();
+        idle.file_events.clear();
+        idle.resource_samples.clear();
+        idle.syscall_profiles[0].nr.clear();
+        idle.syscall_profiles[0].count.clear();
+        assert!(t.resolve(idle).unwrap().is_empty());
     }
 
     #[test]

@@ -61,11 +61,16 @@ impl StreamError {
             StreamError::Protocol(_) => "protocol",
             StreamError::Impersonation { .. } => "impersonation",
             StreamError::Decode(DecodeError::TooManyEvents { .. } | DecodeError::TooManyStrings { .. }) => "too_large",
-            StreamError::Decode(DecodeError::BadTimestamp { .. }) => "bad_timestamp",
+            StreamError::Decode(
+                DecodeError::BadTimestamp { .. }
+                | DecodeError::BadSampleTimestamp { .. }
+                | DecodeError::ReversedInterval { .. },
+            ) => "bad_timestamp",
             StreamError::Decode(
                 DecodeError::UnknownString { .. }
                 | DecodeError::UnknownContainerString { .. }
-                | DecodeError::UnknownContainer { .. },
+                | DecodeError::UnknownContainer { .. }
+                | DecodeError::UnknownSampleContainer { .. },
             ) => "dangling_reference",
             StreamError::Decode(_) => "other",
             StreamError::Sink(_) | StreamError::ShuttingDown => return None,
@@ -279,5 +284,76 @@ impl Session {
     async fn send(&self, frame: aggregator_frame::Frame) {
         // Ignored error: the agent hung up; it re-sends what was not acknowledged.
         let _ = self.tx.send(Ok(v1::AggregatorFrame { frame: Some(frame) })).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::SampleKind;
+
+    #[test]
+    fn sample_refusals_are_invalid_input_naming_the_batch() {
+        let sample = SampleKind::ResourceSample;
+        let cases = [
+            (
+                DecodeError::SampleWithoutContainer {
+                    sequence: 4,
+                    sample,
+                    index: 0,
+                },
+                "other",
+            ),
+            (
+                DecodeError::UnknownSampleContainer {
+                    sequence: 4,
+                    sample,
+                    index: 1,
+                    container_ref: 9,
+                },
+                "dangling_reference",
+            ),
+            (
+                DecodeError::BadSampleTimestamp {
+                    sequence: 4,
+                    sample: SampleKind::SyscallProfile,
+                    index: 0,
+                },
+                "bad_timestamp",
+            ),
+            (
+                DecodeError::ReversedInterval {
+                    sequence: 4,
+                    index: 0,
+                    start_unix_ns: 2,
+                    end_unix_ns: 1,
+                },
+                "bad_timestamp",
+            ),
+            (
+                DecodeError::ProfileLengthMismatch {
+                    sequence: 4,
+                    index: 0,
+                    numbers: 3,
+                    counts: 2,
+                },
+                "other",
+            ),
+        ];
+        for (decode, reason) in cases {
+            let error = StreamError::Decode(decode);
+            assert_eq!(error.code(), Code::InvalidArgument, "{error}");
+            assert_eq!(error.refusal_reason(), Some(reason), "{error}");
+            let status = error.to_status();
+            assert_eq!(
+                status
+                    .metadata()
+                    .get(glasshouse_proto::metadata::REFUSED_BATCH)
+                    .and_then(|v| v.to_str().ok()),
+                Some("4"),
+                "{error}"
+            );
+            assert!(status.message().starts_with("batch 4, "), "{}", status.message());
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! by row count, size or age into one Arrow IPC message per record type and
 //! workload (topic of the record type, key = workload id, so one workload
 //! stays in one partition, in order), and every submitter is told once Kafka
-//! has acknowledged all of its rows, of every type.
+//! has acknowledged all of its rows, of every type: process, network and file
+//! events, syscall counts and resource samples alike.
 //!
 //! Backpressure: submissions go through a bounded channel, and the producer's
 //! own queue is bounded; when Kafka is slow the sink stops taking submissions,
@@ -18,7 +19,7 @@ use arrow_schema::ArrowError;
 use futures::future::join_all;
 use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, ipc};
-use glasshouse_proto::{file, network, process};
+use glasshouse_proto::{file, network, process, resources, syscalls};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::decode::BatchRows;
+use crate::decode::{BatchRows, RowsByWorkload};
 use crate::internal_events;
 
 /// Submissions buffered in front of the sink.
@@ -91,64 +92,113 @@ pub fn spawn(config: SinkConfig, producer: FutureProducer) -> (SinkHandle, tokio
     (SinkHandle { tx }, task)
 }
 
+/// What the sink needs of the row builder of one record type.
+trait RecordBuilder: Default {
+    type Row;
+    const RECORD_TYPE: RecordType;
+    /// Appends a row; returns its approximate size in bytes.
+    fn append_row(&mut self, row: &Self::Row) -> usize;
+    fn has_rows(&self) -> bool;
+    fn finish_batch(&mut self) -> RecordBatch;
+}
+
+macro_rules! record_builder {
+    ($module:ident, $record_type:expr) => {
+        impl RecordBuilder for $module::Builder {
+            type Row = $module::Row;
+            const RECORD_TYPE: RecordType = $record_type;
+
+            fn append_row(&mut self, row: &$module::Row) -> usize {
+                self.append(row);
+                row.approx_bytes()
+            }
+
+            fn has_rows(&self) -> bool {
+                !self.is_empty()
+            }
+
+            fn finish_batch(&mut self) -> RecordBatch {
+                self.finish()
+            }
+        }
+    };
+}
+
+record_builder!(process, RecordType::Process);
+record_builder!(network, RecordType::Network);
+record_builder!(file, RecordType::File);
+record_builder!(syscalls, RecordType::Syscalls);
+record_builder!(resources, RecordType::Resources);
+
+/// The open builders of one record type, one per workload.
+type PerWorkload<B> = HashMap<Arc<str>, B>;
+
+/// Appends groups of rows to their workloads' builders; returns (rows,
+/// approximate bytes) added.
+fn append_groups<B: RecordBuilder>(builders: &mut PerWorkload<B>, groups: RowsByWorkload<B::Row>) -> (usize, usize) {
+    let (mut count, mut bytes) = (0, 0);
+    for (workload, group) in groups {
+        let b = builders.entry(workload).or_default();
+        for row in &group {
+            bytes += b.append_row(row);
+        }
+        count += group.len();
+    }
+    (count, bytes)
+}
+
+/// Finishes every non-empty builder into `out` and forgets them all.
+fn finish_all<B: RecordBuilder>(builders: &mut PerWorkload<B>, out: &mut Vec<(RecordType, Arc<str>, RecordBatch)>) {
+    out.extend(
+        builders
+            .drain()
+            .filter(|(_, b)| b.has_rows())
+            .map(|(w, mut b)| (B::RECORD_TYPE, w, b.finish_batch())),
+    );
+}
+
 /// The open Arrow builders, per record type and workload.
 #[derive(Default)]
 struct Builders {
-    process: HashMap<Arc<str>, process::Builder>,
-    network: HashMap<Arc<str>, network::Builder>,
-    file: HashMap<Arc<str>, file::Builder>,
+    process: PerWorkload<process::Builder>,
+    network: PerWorkload<network::Builder>,
+    file: PerWorkload<file::Builder>,
+    syscalls: PerWorkload<syscalls::Builder>,
+    resources: PerWorkload<resources::Builder>,
 }
 
 impl Builders {
-    /// Appends a submission's rows; returns (rows, approximate bytes) added.
+    /// Appends a submission's rows, of every type; returns (rows, approximate
+    /// bytes) added.
     fn append(&mut self, rows: BatchRows) -> (usize, usize) {
-        let (mut count, mut bytes) = (0, 0);
-        for (workload, group) in rows.process {
-            let b = self.process.entry(workload).or_default();
-            for row in &group {
-                b.append(row);
-                bytes += row.approx_bytes();
-            }
-            count += group.len();
-        }
-        for (workload, group) in rows.network {
-            let b = self.network.entry(workload).or_default();
-            for row in &group {
-                b.append(row);
-                bytes += row.approx_bytes();
-            }
-            count += group.len();
-        }
-        for (workload, group) in rows.file {
-            let b = self.file.entry(workload).or_default();
-            for row in &group {
-                b.append(row);
-                bytes += row.approx_bytes();
-            }
-            count += group.len();
-        }
-        (count, bytes)
+        let BatchRows {
+            process,
+            network,
+            file,
+            syscalls,
+            resources,
+        } = rows;
+        [
+            append_groups(&mut self.process, process),
+            append_groups(&mut self.network, network),
+            append_groups(&mut self.file, file),
+            append_groups(&mut self.syscalls, syscalls),
+            append_groups(&mut self.resources, resources),
+        ]
+        .into_iter()
+        .fold((0, 0), |(rows, bytes), (r, b)| (rows + r, bytes + b))
     }
 
     /// Finishes every non-empty builder and forgets them all: builders of
     /// workloads that went quiet would accumulate; they are cheap to recreate.
     fn finish(&mut self) -> Vec<(RecordType, Arc<str>, RecordBatch)> {
-        let process = self
-            .process
-            .drain()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(w, mut b)| (RecordType::Process, w, b.finish()));
-        let network = self
-            .network
-            .drain()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(w, mut b)| (RecordType::Network, w, b.finish()));
-        let file = self
-            .file
-            .drain()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(w, mut b)| (RecordType::File, w, b.finish()));
-        process.chain(network).chain(file).collect()
+        let mut out = Vec::new();
+        finish_all(&mut self.process, &mut out);
+        finish_all(&mut self.network, &mut out);
+        finish_all(&mut self.file, &mut out);
+        finish_all(&mut self.syscalls, &mut out);
+        finish_all(&mut self.resources, &mut out);
+        out
     }
 }
 
@@ -298,5 +348,86 @@ async fn produce(
 async fn sleep_until(deadline: Option<Instant>) {
     if let Some(d) = deadline {
         tokio::time::sleep_until(d).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use glasshouse_proto::v1;
+
+    use super::*;
+    use crate::decode::StreamTables;
+
+    /// One host exec, one syscall profile of two syscalls and one resource
+    /// sample of container 1 (workload `localhost/app`).
+    fn rows() -> BatchRows {
+        let hello = v1::Hello {
+            agent_id: "a1".into(),
+            boot_id: 1,
+            hostname: "h1".into(),
+            ..Default::default()
+        };
+        let s = |id: u32, v: &str| v1::StringDef {
+            id,
+            value: v.as_bytes().to_vec().into(),
+        };
+        let t = 1_700_000_000_000_000_000;
+        let batch = v1::Batch {
+            sequence: 1,
+            base_time_unix_ns: t,
+            strings: vec![s(1, "c0ffee"), s(2, "localhost/app")],
+            containers: vec![v1::ContainerDef {
+                r#ref: 1,
+                container_id: 1,
+                workload_id: 2,
+                ..Default::default()
+            }],
+            process_events: vec![v1::ProcessEvent {
+                kind: v1::ProcessEventKind::Exec as i32,
+                pid: 1,
+                ..Default::default()
+            }],
+            syscall_profiles: vec![v1::SyscallProfile {
+                container: 1,
+                start_unix_ns: t,
+                end_unix_ns: t + 10,
+                nr: vec![0, 1],
+                count: vec![5, 6],
+                arch: "x86_64".into(),
+            }],
+            resource_samples: vec![v1::ResourceSample {
+                container: 1,
+                time_unix_ns: t + 10,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        StreamTables::new(&hello, 100, 100).resolve(batch).unwrap()
+    }
+
+    #[test]
+    fn every_record_type_is_flushed_to_its_topic_per_workload() {
+        let mut builders = Builders::default();
+        let (rows, bytes) = builders.append(rows());
+        assert_eq!(rows, 4);
+        assert!(bytes > 4 * 80, "{bytes}");
+        let (rows, _) = builders.append(self::rows());
+        assert_eq!(rows, 4);
+
+        let mut batches: Vec<_> = builders
+            .finish()
+            .into_iter()
+            .map(|(t, w, b)| (t, w.to_string(), b.num_rows()))
+            .collect();
+        batches.sort();
+        assert_eq!(
+            batches,
+            [
+                (RecordType::Process, "host:h1".to_owned(), 2),
+                (RecordType::Syscalls, "localhost/app".to_owned(), 4),
+                (RecordType::Resources, "localhost/app".to_owned(), 2),
+            ]
+        );
+        assert!(builders.finish().is_empty(), "finishing forgets the builders");
     }
 }

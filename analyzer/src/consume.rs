@@ -2,12 +2,26 @@
 //! topics, and so the workloads keyed to them. A message's offset is stored only
 //! after its rows were handled, and committed (periodically and at shutdown)
 //! from the stored offsets: at-least-once.
+//!
+//! Which messages are read: the topic decides the record type (a
+//! `glasshouse-record-type` header, when present, must agree), and the
+//! message's Arrow schema must be exactly the one this build knows for that
+//! type (`read_rows` checks every column's name, type and nullability). The
+//! `glasshouse-schema-version` header does not decide alone: a message of
+//! another [`SCHEMA_VERSION`] whose schema for its record type did not change
+//! is read (a process message written before version 2 with `exec_in` and
+//! `drift` is; one without them is not), so an upgrade loses nothing it could
+//! read. A message that cannot be read is skipped and counted as
+//! undecodable, and the warning names the version it was written with next
+//! to the one this build reads, so an operator sees old data or a newer
+//! producer at once. A version header that is not a decimal number is
+//! malformed: the message is skipped.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use glasshouse_proto::record::{HEADER_RECORD_TYPE, RecordType};
-use glasshouse_proto::{file, ipc, network, process};
+use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
+use glasshouse_proto::{SCHEMA_VERSION, file, ipc, network, process, resources};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -45,8 +59,14 @@ pub struct ConsumerSettings {
     pub extra: BTreeMap<String, String>,
 }
 
-/// The record types consumed, one topic each.
-pub const CONSUMED: [RecordType; 3] = [RecordType::Process, RecordType::Network, RecordType::File];
+/// The record types consumed, one topic each (`glasshouse.syscalls` is not,
+/// yet: nothing uses syscall profiles so far).
+pub const CONSUMED: [RecordType; 4] = [
+    RecordType::Process,
+    RecordType::Network,
+    RecordType::File,
+    RecordType::Resources,
+];
 
 /// Handles the rows of one message; a message that cannot be decoded is
 /// logged and skipped before it gets here.
@@ -54,6 +74,7 @@ pub trait RowHandler {
     fn handle_process(&mut self, rows: &[process::Row]);
     fn handle_network(&mut self, rows: &[network::Row]);
     fn handle_file(&mut self, rows: &[file::Row]);
+    fn handle_resources(&mut self, rows: &[resources::Row]);
 }
 
 /// Consumes the topics of [`CONSUMED`] as a member of `group` until `cancel`.
@@ -154,50 +175,36 @@ fn record_type_of(topic: &str, header: Option<&str>) -> Option<RecordType> {
     header.is_none_or(|h| h == record_type.name()).then_some(record_type)
 }
 
+/// The schema version a message says it was written with: `Ok(None)` without
+/// the header, an error when the header is not a decimal number.
+fn schema_version_of(header: Option<&[u8]>) -> Result<Option<u32>, String> {
+    let Some(value) = header else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| format!("malformed schema version header {:?}", String::from_utf8_lossy(value)))
+}
+
+/// The value of header `key` of `m`, if any.
+fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m [u8]> {
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == key))
+        .and_then(|h| h.value)
+}
+
 fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send), stats: &mut ConsumeStats) {
     stats.messages += 1;
-    let header = m.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == HEADER_RECORD_TYPE)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    });
-    let Some(record_type) = record_type_of(m.topic(), header.as_deref()) else {
-        stats.undecodable += 1;
-        tracing::warn!(
-            topic = m.topic(),
-            partition = m.partition(),
-            offset = m.offset(),
-            record_type = header,
-            "unexpected record type, skipped"
-        );
-        return;
-    };
-    let batch = m
-        .payload()
-        .ok_or_else(|| "empty message".to_owned())
-        .and_then(|p| ipc::decode(p).map_err(|e| e.to_string()));
-    let handled = batch.and_then(|batch| match record_type {
-        RecordType::Network => network::read_rows(&batch)
-            .map(|rows| {
-                handler.handle_network(&rows);
-                rows.len()
-            })
-            .map_err(|e| e.to_string()),
-        RecordType::File => file::read_rows(&batch)
-            .map(|rows| {
-                handler.handle_file(&rows);
-                rows.len()
-            })
-            .map_err(|e| e.to_string()),
-        RecordType::Process => process::read_rows(&batch)
-            .map(|rows| {
-                handler.handle_process(&rows);
-                rows.len()
-            })
-            .map_err(|e| e.to_string()),
-        other => Err(format!("record type {other} is not consumed")),
-    });
+    let record_type_header = header(m, HEADER_RECORD_TYPE).map(|v| String::from_utf8_lossy(v).into_owned());
+    let handled = decode_message(
+        m.topic(),
+        record_type_header.as_deref(),
+        header(m, HEADER_SCHEMA_VERSION),
+        m.payload(),
+        handler,
+    );
     match handled {
         Ok(rows) => stats.rows += rows as u64,
         Err(error) => {
@@ -206,11 +213,51 @@ fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send)
                 topic = m.topic(),
                 partition = m.partition(),
                 offset = m.offset(),
+                record_type = record_type_header,
                 %error,
                 "undecodable message, skipped"
             );
         }
     }
+}
+
+/// Decodes one message and hands its rows to `handler`; returns the number of
+/// rows, or why the message is skipped (see the module documentation).
+fn decode_message(
+    topic: &str,
+    record_type_header: Option<&str>,
+    schema_version_header: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    handler: &mut (dyn RowHandler + Send),
+) -> Result<usize, String> {
+    let record_type = record_type_of(topic, record_type_header).ok_or("unexpected record type")?;
+    let version = schema_version_of(schema_version_header)?;
+    let batch = ipc::decode(payload.ok_or("empty message")?).map_err(|e| e.to_string())?;
+    let read = match record_type {
+        RecordType::Process => process::read_rows(&batch).map(|rows| {
+            handler.handle_process(&rows);
+            rows.len()
+        }),
+        RecordType::Network => network::read_rows(&batch).map(|rows| {
+            handler.handle_network(&rows);
+            rows.len()
+        }),
+        RecordType::File => file::read_rows(&batch).map(|rows| {
+            handler.handle_file(&rows);
+            rows.len()
+        }),
+        RecordType::Resources => resources::read_rows(&batch).map(|rows| {
+            handler.handle_resources(&rows);
+            rows.len()
+        }),
+        other => return Err(format!("record type {other} is not consumed")),
+    };
+    read.map_err(|error| match version {
+        Some(v) if v != SCHEMA_VERSION => {
+            format!("{error} (written with schema version {v}, this analyzer reads {SCHEMA_VERSION})")
+        }
+        _ => error.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -227,6 +274,152 @@ mod tests {
         assert_eq!(record_type_of("glasshouse.file", Some("file")), Some(RecordType::File));
         assert_eq!(record_type_of("glasshouse.process", Some("network")), None);
         assert_eq!(record_type_of("glasshouse.file", Some("process")), None);
+        assert_eq!(
+            record_type_of("glasshouse.resources", Some("resources")),
+            Some(RecordType::Resources)
+        );
         assert_eq!(record_type_of("glasshouse.syscalls", Some("syscalls")), None);
+    }
+
+    #[test]
+    fn schema_version_headers_are_decimal_numbers() {
+        assert_eq!(schema_version_of(None), Ok(None));
+        assert_eq!(schema_version_of(Some(b"2")), Ok(Some(2)));
+        assert_eq!(schema_version_of(Some(b"17")), Ok(Some(17)));
+        for bad in [&b""[..], b"v2", b"-1", b"2.0", b"\xff"] {
+            let err = schema_version_of(Some(bad)).unwrap_err();
+            assert!(err.starts_with("malformed schema version header"), "{err}");
+        }
+    }
+
+    /// Counts the rows handed over, per record type.
+    #[derive(Default)]
+    struct Counted {
+        process: usize,
+        network: usize,
+        file: usize,
+        resources: usize,
+    }
+
+    impl RowHandler for Counted {
+        fn handle_process(&mut self, rows: &[process::Row]) {
+            self.process += rows.len();
+        }
+        fn handle_network(&mut self, rows: &[network::Row]) {
+            self.network += rows.len();
+        }
+        fn handle_file(&mut self, rows: &[file::Row]) {
+            self.file += rows.len();
+        }
+        fn handle_resources(&mut self, rows: &[resources::Row]) {
+            self.resources += rows.len();
+        }
+    }
+
+    fn process_row(exec_in: bool) -> process::Row {
+        process::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            event_index: 0,
+            time_unix_ns: 1_700_000_000_000_000_000,
+            host: "h".into(),
+            container_id: Some("c0ffee".into()),
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: "localhost/app".into(),
+            kind: process::Kind::Exec,
+            pid: 7,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            path: Some("/bin/true".into()),
+            argv: vec!["true".into()],
+            cwd: None,
+            parent_exe: None,
+            exit_code: None,
+            count: 1,
+            exec_in,
+            drift: false,
+        }
+    }
+
+    /// A process message with the current schema, and one as the first
+    /// version-1 aggregators wrote it: without `exec_in` and `drift`.
+    fn process_messages() -> (Vec<u8>, Vec<u8>) {
+        let mut b = process::Builder::default();
+        b.append(&process_row(true));
+        let batch = b.finish();
+        let without: Vec<usize> = (0..batch.num_columns())
+            .filter(|i| !["exec_in", "drift"].contains(&batch.schema().field(*i).name().as_str()))
+            .collect();
+        let old = batch.project(&without).unwrap();
+        assert_eq!(old.num_columns() + 2, batch.num_columns());
+        (ipc::encode(&batch).unwrap(), ipc::encode(&old).unwrap())
+    }
+
+    #[test]
+    fn the_schema_decides_and_the_version_explains_a_skip() {
+        let (current, old) = process_messages();
+        let this = SCHEMA_VERSION.to_string();
+        let mut h = Counted::default();
+        let mut decode = |version: Option<&[u8]>, payload: &[u8]| {
+            decode_message("glasshouse.process", Some("process"), version, Some(payload), &mut h)
+        };
+        // The current schema: read whatever the header says, or without one.
+        assert_eq!(decode(Some(this.as_bytes()), &current), Ok(1));
+        assert_eq!(decode(None, &current), Ok(1));
+        assert_eq!(
+            decode(Some(b"1"), &current),
+            Ok(1),
+            "a version-1 message with today's columns"
+        );
+        // A schema this build does not know: skipped, the version named.
+        let err = decode(Some(b"1"), &old).unwrap_err();
+        assert!(
+            err.contains("not a glasshouse.process batch")
+                && err.ends_with(&format!(
+                    "(written with schema version 1, this analyzer reads {SCHEMA_VERSION})"
+                )),
+            "{err}"
+        );
+        let err = decode(None, &old).unwrap_err();
+        assert!(!err.contains("schema version"), "{err}");
+        // A malformed version header: skipped even if the schema would do.
+        let err = decode(Some(b"two"), &current).unwrap_err();
+        assert!(err.contains("malformed schema version header \"two\""), "{err}");
+        assert_eq!(h.process, 3);
+
+        // A newer producer whose resources schema did not change is read.
+        let mut b = resources::Builder::default();
+        b.append(&resources::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            host: "h".into(),
+            container_id: "c0ffee".into(),
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: "localhost/app".into(),
+            time_unix_ns: 1_700_000_000_000_000_000,
+            counters: resources::Counters::default(),
+        });
+        let value = ipc::encode(&b.finish()).unwrap();
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        assert_eq!(
+            decode_message(
+                "glasshouse.resources",
+                Some("resources"),
+                Some(newer.as_bytes()),
+                Some(&value),
+                &mut h
+            ),
+            Ok(1)
+        );
+        // A resources value on the process topic is not a process batch.
+        assert!(decode_message("glasshouse.process", None, None, Some(&value), &mut h).is_err());
+        assert_eq!((h.process, h.network, h.file, h.resources), (3, 0, 0, 1));
     }
 }

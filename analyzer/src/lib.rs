@@ -1,19 +1,21 @@
 //! The Glasshouse analyzer: a member of a Kafka consumer group over the event
 //! topics. Today it decodes the Arrow batches and shows, live, the containers,
-//! what they execute, their TCP connections and the sensitive files they
-//! write; baselines, scoring and alerts build on this loop.
+//! what they execute, their TCP connections, the sensitive files they write
+//! and their resource use; baselines, scoring and alerts build on this loop.
 //!
 //! ```text
 //!  Kafka glasshouse.process ──consumer group──▶ consume: decode Arrow IPC ──▶ view (stdout,
 //!        glasshouse.network                       store offset after handling     escaped)
 //!        glasshouse.file
+//!        glasshouse.resources
 //!   (partition = workload)
 //! ```
 //!
 //! # Layout
 //! - [`config`]: the TOML config.
 //! - [`consume`]: the consumer-group loop (at-least-once offsets).
-//! - [`view`]: the live view of containers, execs, connections and file writes.
+//! - [`view`]: the live view of containers, execs, connections, file writes
+//!   and resource samples.
 //! - [`escape`]: escaping of container-supplied text for output.
 
 pub mod config;
@@ -24,7 +26,7 @@ pub mod view;
 use std::io::Write;
 
 use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
-use glasshouse_proto::{file, network, process};
+use glasshouse_proto::{file, network, process, resources};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -75,6 +77,13 @@ impl<W: Write> RowHandler for Shower<W> {
         for row in rows {
             tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "file event");
             self.show(row, View::show_file);
+        }
+    }
+
+    fn handle_resources(&mut self, rows: &[resources::Row]) {
+        for row in rows {
+            tracing::debug!(workload = %row.workload_id, container = %row.container_id, "resource sample");
+            self.show(row, View::show_resources);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The live view: one line per new container, per process exec, per TCP
-//! socket event and per write to a sensitive file of a container, with every
-//! container-supplied field escaped ([`crate::escape`]):
+//! socket event, per write to a sensitive file and per resource sample of a
+//! container, with every container-supplied field escaped ([`crate::escape`]):
 //!
 //! ```text
 //! 2026-11-28T18:40:01.123Z  container 41ee3b278ccc web-1  image=…  workload=…  host=…
@@ -11,20 +11,26 @@
 //! 2026-11-28T18:40:03.500Z    41ee3b278ccc web-1  write pid=7 /etc/passwd by /bin/busybox
 //! 2026-11-28T18:40:03.600Z    41ee3b278ccc web-1  create pid=7 /tmp/x by /bin/busybox
 //! 2026-11-28T18:40:03.700Z    41ee3b278ccc web-1  exec (drift) pid=8 uid=0 /tmp/x  /tmp/x
+//! 2026-11-28T18:40:10.000Z    41ee3b278ccc web-1  resources mem=34.1MiB/512.0MiB pids=3/100
+//! 2026-11-28T18:40:20.000Z    41ee3b278ccc web-1  resources mem=34.2MiB/512.0MiB pids=3/100 cpu=12.5% io=r1.2MiB/w0B net=rx10.0KiB/tx2.0KiB
 //! ```
 //!
 //! Processes already running when the agent started show as `running`, an
 //! exec entered from outside the container (or under such a process) as
 //! `exec-in`, an exec of a file that is not from the image (created or
 //! modified since the container started) with `(drift)`; sockets already open
-//! at the agent's start end with `(open at start)`.
+//! at the agent's start end with `(open at start)`. A resource line shows
+//! memory and tasks (with their limits, if any) and, from the container's
+//! previous sample, CPU use (100% is one core) and the block I/O and network
+//! bytes of the interval. Syscall profiles are not shown.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use glasshouse_proto::file;
 use glasshouse_proto::network::{self, Family};
 use glasshouse_proto::process::{Kind, Row, Str};
+use glasshouse_proto::resources::{self, Counters};
 
 use crate::escape;
 
@@ -36,6 +42,8 @@ const MAX_REMEMBERED: usize = 16_384;
 pub struct View<W> {
     out: W,
     seen: HashSet<Str>,
+    /// The latest resource sample (time, counters) of each container.
+    samples: HashMap<Str, (i64, Counters)>,
 }
 
 impl<W: Write> View<W> {
@@ -43,6 +51,7 @@ impl<W: Write> View<W> {
         View {
             out,
             seen: HashSet::new(),
+            samples: HashMap::new(),
         }
     }
 
@@ -179,6 +188,80 @@ impl<W: Write> View<W> {
         )?;
         self.out.flush()
     }
+}
+
+impl<W: Write> View<W> {
+    /// Shows one resource sample (and the container's first sighting):
+    /// `resources mem=34.1MiB/512.0MiB pids=3/100 cpu=12.5% io=r1.2MiB/w0B
+    /// net=rx10.0KiB/tx2.0KiB`; the rates need the container's previous sample
+    /// and are left out without one (or when a counter went down: the
+    /// container restarted).
+    pub fn show_resources(&mut self, row: &resources::Row) -> std::io::Result<()> {
+        let (short, name) = self.sighting(
+            row.time_unix_ns,
+            &row.container_id,
+            row.container_name.as_deref(),
+            row.image.as_deref(),
+            &row.workload_id,
+            &row.host,
+        )?;
+        let c = &row.counters;
+        let limited = |value: String, limit: u64, unit: fn(u64) -> String| {
+            if limit == 0 {
+                value
+            } else {
+                format!("{value}/{}", unit(limit))
+            }
+        };
+        let mut line = format!(
+            "resources mem={} pids={}",
+            limited(bytes(c.memory_bytes), c.memory_limit_bytes, bytes),
+            limited(c.pids.to_string(), c.pids_limit, |n| n.to_string()),
+        );
+        let previous = self.samples.get(&row.container_id).copied();
+        let rates = previous.and_then(|(time, p)| {
+            let interval = row.time_unix_ns.checked_sub(time).filter(|d| *d > 0)?;
+            let cpu = c.cpu_usage_ns.checked_sub(p.cpu_usage_ns)?;
+            let read = c.io_read_bytes.checked_sub(p.io_read_bytes)?;
+            let written = c.io_write_bytes.checked_sub(p.io_write_bytes)?;
+            let rx = c.net_rx_bytes.checked_sub(p.net_rx_bytes)?;
+            let tx = c.net_tx_bytes.checked_sub(p.net_tx_bytes)?;
+            // Display only: f64 precision is plenty for a percentage.
+            let percent = cpu as f64 * 100.0 / interval as f64;
+            Some(format!(
+                " cpu={percent:.1}% io=r{}/w{} net=rx{}/tx{}",
+                bytes(read),
+                bytes(written),
+                bytes(rx),
+                bytes(tx)
+            ))
+        });
+        line.push_str(rates.as_deref().unwrap_or(""));
+        if previous.is_none_or(|(time, _)| time < row.time_unix_ns) {
+            if self.samples.len() >= MAX_REMEMBERED && previous.is_none() {
+                self.samples.clear();
+            }
+            self.samples.insert(row.container_id.clone(), (row.time_unix_ns, *c));
+        }
+        writeln!(self.out, "{}    {short} {name}  {line}", timestamp(row.time_unix_ns))?;
+        self.out.flush()
+    }
+}
+
+/// `512B`, `1.5KiB`, `34.1MiB`, `2.0GiB`, `1.0TiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    // Display only: f64 precision is plenty for one decimal.
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 /// ` (xN)` for a row standing for N > 1 identical events.
@@ -403,6 +486,104 @@ mod tests {
         for bad in ['\u{1b}', '\u{7}', '\u{202e}', '\u{2066}'] {
             assert!(!text.contains(bad), "{bad:?} in {text:?}");
         }
+    }
+
+    fn resource_row(time_unix_ns: i64, counters: Counters) -> resources::Row {
+        resources::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            host: "h".into(),
+            container_id: "41ee3b278ccc524b".into(),
+            container_name: Some("web-1\u{1b}[2J".into()),
+            image: Some("localhost/glasshouse-test:latest".into()),
+            image_id: None,
+            workload_id: "localhost/glasshouse-test".into(),
+            time_unix_ns,
+            counters,
+        }
+    }
+
+    #[test]
+    fn resource_samples_one_line_each_with_rates_from_the_previous_one() {
+        const MIB: u64 = 1024 * 1024;
+        const T: i64 = 1_795_891_210_000_000_000;
+        const SECOND: i64 = 1_000_000_000;
+        let first = Counters {
+            cpu_usage_ns: 5_000_000_000,
+            memory_bytes: 34 * MIB + MIB / 10,
+            memory_limit_bytes: 512 * MIB,
+            io_read_bytes: 10 * MIB,
+            io_write_bytes: 4096,
+            pids: 3,
+            pids_limit: 100,
+            net_rx_bytes: 1000,
+            net_tx_bytes: 500,
+            net_rx_packets: 10,
+            net_tx_packets: 5,
+        };
+        // 10 s later: 1.25 s of CPU (12.5% of one core), 1.2 MiB read,
+        // nothing written, 10 KiB in, 2 KiB out.
+        let second = Counters {
+            cpu_usage_ns: 6_250_000_000,
+            io_read_bytes: 10 * MIB + MIB * 12 / 10,
+            net_rx_bytes: 1000 + 10 * 1024,
+            net_tx_bytes: 500 + 2048,
+            ..first
+        };
+        // No limits; the container restarted (counters went down).
+        let restarted = Counters {
+            cpu_usage_ns: 1_000,
+            memory_limit_bytes: 0,
+            pids_limit: 0,
+            memory_bytes: 900,
+            ..Counters::default()
+        };
+        let mut out = Vec::new();
+        let mut v = View::new(&mut out);
+        v.show_resources(&resource_row(T, first)).unwrap();
+        v.show_resources(&resource_row(T + 10 * SECOND, second)).unwrap();
+        // A re-sent (duplicate) sample: no interval, no rates.
+        v.show_resources(&resource_row(T + 10 * SECOND, second)).unwrap();
+        v.show_resources(&resource_row(T + 20 * SECOND, restarted)).unwrap();
+        v.show_resources(&resource_row(T + 30 * SECOND, restarted)).unwrap();
+
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(
+            lines[0].starts_with("2026-11-28T18:40:10.000Z  container 41ee3b278ccc web-1\\u{1b}[2J  image="),
+            "{}",
+            lines[0]
+        );
+        let events: Vec<_> = lines[1..]
+            .iter()
+            .map(|l| {
+                l.split_once("41ee3b278ccc web-1\\u{1b}[2J  ")
+                    .unwrap_or_else(|| panic!("{l}"))
+                    .1
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "resources mem=34.1MiB/512.0MiB pids=3/100",
+                "resources mem=34.1MiB/512.0MiB pids=3/100 cpu=12.5% io=r1.2MiB/w0B net=rx10.0KiB/tx2.0KiB",
+                "resources mem=34.1MiB/512.0MiB pids=3/100",
+                "resources mem=900B pids=0",
+                "resources mem=900B pids=0 cpu=0.0% io=r0B/w0B net=rx0B/tx0B",
+            ]
+        );
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+    }
+
+    #[test]
+    fn byte_counts_are_short() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(bytes(1536), "1.5KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0GiB");
+        assert_eq!(bytes(u64::MAX), "16777216.0TiB");
     }
 
     #[test]
