@@ -2,21 +2,25 @@
 //! container references are looked up in the stream's tables, timestamps
 //! rebuilt from deltas (one chain per event list), raw network addresses
 //! turned into text, file paths required; each syscall profile becomes one
-//! row per syscall (named for x86_64), each resource sample one row.
+//! row per syscall (named for x86_64), each resource sample one row, each
+//! gap one row (container 0: a gap of the whole host, under the host
+//! workload id like host events).
 //! Anything inconsistent is refused with a [`DecodeError`] naming the
 //! problem; the tables stay bounded by the configured limits.
 //!
 //! The batch limit (`max_batch_events`, sent to the agent in the welcome)
 //! counts events and samples: every process, network and file event, one per
 //! syscall profile (whatever its number of syscalls) and one per resource
-//! sample. Gaps are not counted.
+//! sample. Gaps are not counted: they are small, and the agent bounds them
+//! (one per container and reason per second); a batch may still hold at most
+//! `max_batch_events` of them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use glasshouse_proto::{file, network, process, resources, syscalls, v1};
+use glasshouse_proto::{file, gaps, network, process, resources, syscalls, v1};
 
 /// 2000-01-01 and 2200-01-01 in Unix ns: anything outside is a broken clock or input.
 const MIN_TIME_NS: i64 = 946_684_800_000_000_000;
@@ -123,6 +127,29 @@ pub enum DecodeError {
         numbers: usize,
         counts: usize,
     },
+    /// Gaps do not count against the event limit but have their own of the same size.
+    #[error("batch {sequence} has {gaps} gaps, limit is {max}")]
+    TooManyGaps { sequence: u64, gaps: usize, max: u32 },
+    #[error("batch {sequence}, gap {index}: unknown gap reason {reason}")]
+    UnknownGapReason { sequence: u64, index: usize, reason: i32 },
+    #[error("batch {sequence}, gap {index}: unknown container reference {container_ref}")]
+    UnknownGapContainer {
+        sequence: u64,
+        index: usize,
+        container_ref: u32,
+    },
+    #[error("batch {sequence}, gap {index}: timestamp out of range")]
+    BadGapTimestamp { sequence: u64, index: usize },
+    #[error("batch {sequence}, gap {index}: window ends at {end_unix_ns}, before its start {start_unix_ns}")]
+    ReversedGap {
+        sequence: u64,
+        index: usize,
+        start_unix_ns: i64,
+        end_unix_ns: i64,
+    },
+    /// A gap reports events that were not sent: zero of them is no gap.
+    #[error("batch {sequence}, gap {index}: 0 events dropped")]
+    EmptyGap { sequence: u64, index: usize },
     #[error("batch sequence {sequence} is not after {previous}")]
     SequenceNotIncreasing { sequence: u64, previous: u64 },
 }
@@ -150,7 +177,13 @@ impl DecodeError {
             | DecodeError::UnknownSampleContainer { sequence, .. }
             | DecodeError::BadSampleTimestamp { sequence, .. }
             | DecodeError::ReversedInterval { sequence, .. }
-            | DecodeError::ProfileLengthMismatch { sequence, .. } => Some(*sequence),
+            | DecodeError::ProfileLengthMismatch { sequence, .. }
+            | DecodeError::TooManyGaps { sequence, .. }
+            | DecodeError::UnknownGapReason { sequence, .. }
+            | DecodeError::UnknownGapContainer { sequence, .. }
+            | DecodeError::BadGapTimestamp { sequence, .. }
+            | DecodeError::ReversedGap { sequence, .. }
+            | DecodeError::EmptyGap { sequence, .. } => Some(*sequence),
             // Not the batch's fault alone: a duplicate or reordered sequence.
             DecodeError::SequenceNotIncreasing { .. } => None,
         }
@@ -192,6 +225,8 @@ pub struct BatchRows {
     /// One row per syscall of each profile.
     pub syscalls: RowsByWorkload<syscalls::Row>,
     pub resources: RowsByWorkload<resources::Row>,
+    /// One row per gap.
+    pub gaps: RowsByWorkload<gaps::Row>,
 }
 
 impl BatchRows {
@@ -201,7 +236,12 @@ impl BatchRows {
         fn count<R>(groups: &RowsByWorkload<R>) -> usize {
             groups.iter().map(|(_, rows)| rows.len()).sum()
         }
-        count(&self.process) + count(&self.network) + count(&self.file) + count(&self.syscalls) + count(&self.resources)
+        count(&self.process)
+            + count(&self.network)
+            + count(&self.file)
+            + count(&self.syscalls)
+            + count(&self.resources)
+            + count(&self.gaps)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -267,6 +307,13 @@ impl StreamTables {
             return Err(DecodeError::TooManyEvents {
                 sequence,
                 events,
+                max: self.max_events,
+            });
+        }
+        if batch.gaps.len() > self.max_events as usize {
+            return Err(DecodeError::TooManyGaps {
+                sequence,
+                gaps: batch.gaps.len(),
                 max: self.max_events,
             });
         }
@@ -638,6 +685,66 @@ impl StreamTables {
                 },
             };
             push_grouped(&mut out.resources, &mut groups, c.workload_id.clone(), row);
+        }
+
+        // Gaps: absolute window, one row each; container 0 is the whole host.
+        groups.clear();
+        for (index, g) in batch.gaps.into_iter().enumerate() {
+            let reason = match v1::GapReason::try_from(g.reason) {
+                Ok(v1::GapReason::KernelBufferFull) => gaps::Reason::KernelBufferFull,
+                Ok(v1::GapReason::RateLimited) => gaps::Reason::RateLimited,
+                Ok(v1::GapReason::QueueFull) => gaps::Reason::QueueFull,
+                Ok(v1::GapReason::Unspecified) | Err(_) => {
+                    return Err(DecodeError::UnknownGapReason {
+                        sequence,
+                        index,
+                        reason: g.reason,
+                    });
+                }
+            };
+            let container = match g.container {
+                0 => None,
+                r => Some(self.containers.get(&r).ok_or(DecodeError::UnknownGapContainer {
+                    sequence,
+                    index,
+                    container_ref: r,
+                })?),
+            };
+            let in_range = |t: i64| {
+                (MIN_TIME_NS..MAX_TIME_NS)
+                    .contains(&t)
+                    .then_some(t)
+                    .ok_or(DecodeError::BadGapTimestamp { sequence, index })
+            };
+            let (start, end) = (in_range(g.start_unix_ns)?, in_range(g.end_unix_ns)?);
+            if end < start {
+                return Err(DecodeError::ReversedGap {
+                    sequence,
+                    index,
+                    start_unix_ns: start,
+                    end_unix_ns: end,
+                });
+            }
+            if g.dropped == 0 {
+                return Err(DecodeError::EmptyGap { sequence, index });
+            }
+            let workload = container.map_or_else(|| self.host_workload.clone(), |c| c.workload_id.clone());
+            let row = gaps::Row {
+                agent_id: self.agent_id.clone(),
+                boot_id: self.boot_id,
+                batch_seq: sequence,
+                host: self.host.clone(),
+                container_id: container.map(|c| c.id.clone()),
+                container_name: container.and_then(|c| c.name.clone()),
+                image: container.and_then(|c| c.image.clone()),
+                image_id: container.and_then(|c| c.image_id.clone()),
+                workload_id: workload.clone(),
+                start_unix_ns: start,
+                end_unix_ns: end,
+                reason,
+                dropped: g.dropped,
+            };
+            push_grouped(&mut out.gaps, &mut groups, workload, row);
         }
         self.last_sequence = sequence;
         Ok(out)
@@ -1261,6 +1368,149 @@ mod tests {
         idle.syscall_profiles[0].nr.clear();
         idle.syscall_profiles[0].count.clear();
         assert!(t.resolve(idle).unwrap().is_empty());
+    }
+
+    /// `good_batch` with a rate-limit gap of container 1 and a queue-full gap
+    /// of the host.
+    fn gap_batch() -> v1::Batch {
+        let t = 1_700_000_001_000_000_000;
+        v1::Batch {
+            gaps: vec![
+                v1::Gap {
+                    container: 1,
+                    start_unix_ns: t,
+                    end_unix_ns: t + 1_000_000_000,
+                    dropped: 1234,
+                    reason: v1::GapReason::RateLimited as i32,
+                },
+                v1::Gap {
+                    container: 0,
+                    start_unix_ns: t,
+                    end_unix_ns: t,
+                    dropped: u64::MAX,
+                    reason: v1::GapReason::QueueFull as i32,
+                },
+            ],
+            ..good_batch()
+        }
+    }
+
+    #[test]
+    fn gaps_become_rows_host_gaps_under_the_host_workload() {
+        let out = StreamTables::new(&hello(), 100, 100).resolve(gap_batch()).unwrap();
+        let gap = |container: bool, reason, end_unix_ns, dropped| gaps::Row {
+            agent_id: "a1".into(),
+            boot_id: 9,
+            batch_seq: 1,
+            host: "h1".into(),
+            container_id: container.then(|| "c0ffee".into()),
+            container_name: None,
+            image: container.then(|| "localhost/app:1".into()),
+            image_id: None,
+            workload_id: if container { "localhost/app" } else { "host:h1" }.into(),
+            start_unix_ns: 1_700_000_001_000_000_000,
+            end_unix_ns,
+            reason,
+            dropped,
+        };
+        let groups: Vec<_> = out.gaps.iter().map(|(w, rows)| (&**w, rows.clone())).collect();
+        assert_eq!(
+            groups,
+            [
+                (
+                    "localhost/app",
+                    vec![gap(true, gaps::Reason::RateLimited, 1_700_000_002_000_000_000, 1234)]
+                ),
+                (
+                    "host:h1",
+                    vec![gap(false, gaps::Reason::QueueFull, 1_700_000_001_000_000_000, u64::MAX)]
+                ),
+            ]
+        );
+        // Gaps are rows to deliver (the batch waits for Kafka) but no events.
+        let plain = StreamTables::new(&hello(), 100, 100).resolve(good_batch()).unwrap();
+        assert_eq!(out.len(), plain.len() + 2);
+
+        let mut only_gaps = v1::Batch {
+            sequence: 2,
+            base_time_unix_ns: 1_700_000_000_000_000_000,
+            ..gap_batch()
+        };
+        only_gaps.strings.clear();
+        only_gaps.containers.clear();
+        only_gaps.process_events.clear();
+        only_gaps.network_events.clear();
+        only_gaps.file_events.clear();
+        only_gaps.syscall_profiles.clear();
+        only_gaps.resource_samples.clear();
+        only_gaps.gaps[1].reason = v1::GapReason::KernelBufferFull as i32;
+        let mut t = StreamTables::new(&hello(), 100, 100);
+        t.resolve(good_batch()).unwrap();
+        let out = t.resolve(only_gaps).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.gaps[1].1[0].reason, gaps::Reason::KernelBufferFull);
+    }
+
+    #[test]
+    fn gaps_do_not_count_as_events_but_have_the_same_limit() {
+        // 100 events and samples (the limit) plus 100 gaps: accepted.
+        let mut b = gap_batch();
+        let close = b.network_events[0].clone();
+        b.network_events.extend(std::iter::repeat_n(close, 91));
+        let gap = b.gaps[0];
+        b.gaps.extend(std::iter::repeat_n(gap, 98));
+        assert_eq!(b.gaps.len(), 100);
+        let mut t = StreamTables::new(&hello(), 100, 100);
+        assert_eq!(t.resolve(b.clone()).unwrap().gaps[0].1.len(), 99);
+        // One gap more: refused as too large, whatever the events.
+        b.sequence = 2;
+        b.gaps.push(gap);
+        let err = t.resolve(b).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooManyGaps {
+                sequence: 2,
+                gaps: 101,
+                max: 100
+            }
+        );
+        assert_eq!(err.to_string(), "batch 2 has 101 gaps, limit is 100");
+    }
+
+    #[test]
+    fn bad_gaps_refuse_their_batch_with_a_reason() {
+        type Mutation = Box<dyn Fn(&mut v1::Gap)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|g| g.reason = v1::GapReason::Unspecified as i32),
+                "batch 1, gap 1: unknown gap reason 0",
+            ),
+            (Box::new(|g| g.reason = 42), "batch 1, gap 1: unknown gap reason 42"),
+            (
+                Box::new(|g| g.container = 7),
+                "batch 1, gap 1: unknown container reference 7",
+            ),
+            (
+                Box::new(|g| g.end_unix_ns = g.start_unix_ns - 1),
+                "batch 1, gap 1: window ends at 1700000000999999999, before its start 1700000001000000000",
+            ),
+            (
+                Box::new(|g| g.start_unix_ns = 0),
+                "batch 1, gap 1: timestamp out of range",
+            ),
+            (
+                Box::new(|g| g.end_unix_ns = i64::MAX),
+                "batch 1, gap 1: timestamp out of range",
+            ),
+            (Box::new(|g| g.dropped = 0), "batch 1, gap 1: 0 events dropped"),
+        ];
+        for (mutate, want) in cases {
+            let mut b = gap_batch();
+            mutate(&mut b.gaps[1]);
+            let err = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap_err();
+            assert_eq!(err.sequence(), Some(1), "{err}");
+            assert_eq!(err.to_string(), want);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use glasshouse_proto::metrics::{Counter, Gauge, Histogram, LabeledCounter, Metri
 
 pub static RECORDS_IN: Counter = Counter::new(
     "glasshouse_aggregator_records_in_total",
-    "Rows accepted from agents: events, one per syscall of a syscall profile, one per resource sample.",
+    "Rows accepted from agents: events, one per syscall of a syscall profile, one per resource sample, one per gap.",
 );
 pub static BATCHES_IN: Counter = Counter::new("glasshouse_aggregator_batches_in_total", "Agent batches accepted.");
 pub static MESSAGES_OUT: Counter = Counter::new(

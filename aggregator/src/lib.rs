@@ -1,7 +1,7 @@
 //! The Glasshouse aggregator: the fleet's stateless front door. Agents stream
 //! batches over gRPC; rows become Arrow batches on Kafka (`glasshouse.process`,
 //! `glasshouse.network`, `glasshouse.file`, `glasshouse.syscalls`,
-//! `glasshouse.resources`), keyed by workload id; each batch is acknowledged
+//! `glasshouse.resources`, `glasshouse.gaps`), keyed by workload id; each batch is acknowledged
 //! to its agent only after Kafka acknowledged all its rows, of every type.
 //!
 //! ```text
@@ -17,8 +17,8 @@
 //! - [`auth`]: per-agent bearer tokens.
 //! - [`config`]: the TOML config.
 //! - [`internal_events`]: our own metrics, one function per notable event.
-//! - [`decode`]: wire batch → rows (events, syscall counts, resource samples),
-//!   with the per-stream string/container tables.
+//! - [`decode`]: wire batch → rows (events, syscall counts, resource samples,
+//!   gaps), with the per-stream string/container tables.
 //! - [`sink`]: Arrow batching and the Kafka producer.
 //! - [`service`]: the `Ingest` gRPC service and error classification.
 

@@ -46,9 +46,11 @@ impl StreamError {
         match self {
             StreamError::Protocol(_) => Code::InvalidArgument,
             StreamError::Impersonation { .. } => Code::PermissionDenied,
-            StreamError::Decode(DecodeError::TooManyEvents { .. } | DecodeError::TooManyStrings { .. }) => {
-                Code::ResourceExhausted
-            }
+            StreamError::Decode(
+                DecodeError::TooManyEvents { .. }
+                | DecodeError::TooManyStrings { .. }
+                | DecodeError::TooManyGaps { .. },
+            ) => Code::ResourceExhausted,
             StreamError::Decode(_) => Code::InvalidArgument,
             StreamError::Sink(SinkError::Delivery(_)) | StreamError::ShuttingDown => Code::Unavailable,
             StreamError::Sink(SinkError::Encode(_) | SinkError::Stopped) => Code::Internal,
@@ -60,17 +62,24 @@ impl StreamError {
         Some(match self {
             StreamError::Protocol(_) => "protocol",
             StreamError::Impersonation { .. } => "impersonation",
-            StreamError::Decode(DecodeError::TooManyEvents { .. } | DecodeError::TooManyStrings { .. }) => "too_large",
+            StreamError::Decode(
+                DecodeError::TooManyEvents { .. }
+                | DecodeError::TooManyStrings { .. }
+                | DecodeError::TooManyGaps { .. },
+            ) => "too_large",
             StreamError::Decode(
                 DecodeError::BadTimestamp { .. }
                 | DecodeError::BadSampleTimestamp { .. }
-                | DecodeError::ReversedInterval { .. },
+                | DecodeError::ReversedInterval { .. }
+                | DecodeError::BadGapTimestamp { .. }
+                | DecodeError::ReversedGap { .. },
             ) => "bad_timestamp",
             StreamError::Decode(
                 DecodeError::UnknownString { .. }
                 | DecodeError::UnknownContainerString { .. }
                 | DecodeError::UnknownContainer { .. }
-                | DecodeError::UnknownSampleContainer { .. },
+                | DecodeError::UnknownSampleContainer { .. }
+                | DecodeError::UnknownGapContainer { .. },
             ) => "dangling_reference",
             StreamError::Decode(_) => "other",
             StreamError::Sink(_) | StreamError::ShuttingDown => return None,
@@ -343,17 +352,85 @@ mod tests {
         for (decode, reason) in cases {
             let error = StreamError::Decode(decode);
             assert_eq!(error.code(), Code::InvalidArgument, "{error}");
-            assert_eq!(error.refusal_reason(), Some(reason), "{error}");
-            let status = error.to_status();
-            assert_eq!(
-                status
-                    .metadata()
-                    .get(glasshouse_proto::metadata::REFUSED_BATCH)
-                    .and_then(|v| v.to_str().ok()),
-                Some("4"),
-                "{error}"
-            );
-            assert!(status.message().starts_with("batch 4, "), "{}", status.message());
+            assert_refused_batch_4(&error, reason);
         }
+    }
+
+    #[test]
+    fn gap_refusals_name_the_batch_too_many_gaps_is_too_large() {
+        let cases = [
+            (
+                DecodeError::UnknownGapReason {
+                    sequence: 4,
+                    index: 0,
+                    reason: 0,
+                },
+                Code::InvalidArgument,
+                "other",
+            ),
+            (
+                DecodeError::UnknownGapContainer {
+                    sequence: 4,
+                    index: 1,
+                    container_ref: 9,
+                },
+                Code::InvalidArgument,
+                "dangling_reference",
+            ),
+            (
+                DecodeError::BadGapTimestamp { sequence: 4, index: 0 },
+                Code::InvalidArgument,
+                "bad_timestamp",
+            ),
+            (
+                DecodeError::ReversedGap {
+                    sequence: 4,
+                    index: 0,
+                    start_unix_ns: 2,
+                    end_unix_ns: 1,
+                },
+                Code::InvalidArgument,
+                "bad_timestamp",
+            ),
+            (
+                DecodeError::EmptyGap { sequence: 4, index: 0 },
+                Code::InvalidArgument,
+                "other",
+            ),
+            (
+                DecodeError::TooManyGaps {
+                    sequence: 4,
+                    gaps: 101,
+                    max: 100,
+                },
+                Code::ResourceExhausted,
+                "too_large",
+            ),
+        ];
+        for (decode, code, reason) in cases {
+            let error = StreamError::Decode(decode);
+            assert_eq!(error.code(), code, "{error}");
+            assert_refused_batch_4(&error, reason);
+        }
+    }
+
+    /// The error counts under `reason` and its status names batch 4, in the
+    /// metadata and at the start of the message.
+    fn assert_refused_batch_4(error: &StreamError, reason: &str) {
+        assert_eq!(error.refusal_reason(), Some(reason), "{error}");
+        let status = error.to_status();
+        assert_eq!(
+            status
+                .metadata()
+                .get(glasshouse_proto::metadata::REFUSED_BATCH)
+                .and_then(|v| v.to_str().ok()),
+            Some("4"),
+            "{error}"
+        );
+        let message = status.message();
+        assert!(
+            message.starts_with("batch 4, ") || message.starts_with("batch 4 has "),
+            "{message}"
+        );
     }
 }

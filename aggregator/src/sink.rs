@@ -4,7 +4,7 @@
 //! workload (topic of the record type, key = workload id, so one workload
 //! stays in one partition, in order), and every submitter is told once Kafka
 //! has acknowledged all of its rows, of every type: process, network and file
-//! events, syscall counts and resource samples alike.
+//! events, syscall counts, resource samples and gaps alike.
 //!
 //! Backpressure: submissions go through a bounded channel, and the producer's
 //! own queue is bounded; when Kafka is slow the sink stops taking submissions,
@@ -19,7 +19,7 @@ use arrow_schema::ArrowError;
 use futures::future::join_all;
 use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, ipc};
-use glasshouse_proto::{file, network, process, resources, syscalls};
+use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -129,6 +129,7 @@ record_builder!(network, RecordType::Network);
 record_builder!(file, RecordType::File);
 record_builder!(syscalls, RecordType::Syscalls);
 record_builder!(resources, RecordType::Resources);
+record_builder!(gaps, RecordType::Gaps);
 
 /// The open builders of one record type, one per workload.
 type PerWorkload<B> = HashMap<Arc<str>, B>;
@@ -165,6 +166,7 @@ struct Builders {
     file: PerWorkload<file::Builder>,
     syscalls: PerWorkload<syscalls::Builder>,
     resources: PerWorkload<resources::Builder>,
+    gaps: PerWorkload<gaps::Builder>,
 }
 
 impl Builders {
@@ -177,6 +179,7 @@ impl Builders {
             file,
             syscalls,
             resources,
+            gaps,
         } = rows;
         [
             append_groups(&mut self.process, process),
@@ -184,6 +187,7 @@ impl Builders {
             append_groups(&mut self.file, file),
             append_groups(&mut self.syscalls, syscalls),
             append_groups(&mut self.resources, resources),
+            append_groups(&mut self.gaps, gaps),
         ]
         .into_iter()
         .fold((0, 0), |(rows, bytes), (r, b)| (rows + r, bytes + b))
@@ -198,6 +202,7 @@ impl Builders {
         finish_all(&mut self.file, &mut out);
         finish_all(&mut self.syscalls, &mut out);
         finish_all(&mut self.resources, &mut out);
+        finish_all(&mut self.gaps, &mut out);
         out
     }
 }
@@ -358,8 +363,9 @@ mod tests {
     use super::*;
     use crate::decode::StreamTables;
 
-    /// One host exec, one syscall profile of two syscalls and one resource
-    /// sample of container 1 (workload `localhost/app`).
+    /// One host exec, one syscall profile of two syscalls, one resource
+    /// sample and one gap of container 1 (workload `localhost/app`), and one
+    /// gap of the host.
     fn rows() -> BatchRows {
         let hello = v1::Hello {
             agent_id: "a1".into(),
@@ -400,6 +406,22 @@ mod tests {
                 time_unix_ns: t + 10,
                 ..Default::default()
             }],
+            gaps: vec![
+                v1::Gap {
+                    container: 1,
+                    start_unix_ns: t,
+                    end_unix_ns: t + 10,
+                    dropped: 3,
+                    reason: v1::GapReason::RateLimited as i32,
+                },
+                v1::Gap {
+                    container: 0,
+                    start_unix_ns: t,
+                    end_unix_ns: t + 10,
+                    dropped: 4,
+                    reason: v1::GapReason::QueueFull as i32,
+                },
+            ],
             ..Default::default()
         };
         StreamTables::new(&hello, 100, 100).resolve(batch).unwrap()
@@ -409,10 +431,10 @@ mod tests {
     fn every_record_type_is_flushed_to_its_topic_per_workload() {
         let mut builders = Builders::default();
         let (rows, bytes) = builders.append(rows());
-        assert_eq!(rows, 4);
-        assert!(bytes > 4 * 80, "{bytes}");
+        assert_eq!(rows, 6);
+        assert!(bytes > 6 * 80, "{bytes}");
         let (rows, _) = builders.append(self::rows());
-        assert_eq!(rows, 4);
+        assert_eq!(rows, 6);
 
         let mut batches: Vec<_> = builders
             .finish()
@@ -426,6 +448,8 @@ mod tests {
                 (RecordType::Process, "host:h1".to_owned(), 2),
                 (RecordType::Syscalls, "localhost/app".to_owned(), 4),
                 (RecordType::Resources, "localhost/app".to_owned(), 2),
+                (RecordType::Gaps, "host:h1".to_owned(), 2),
+                (RecordType::Gaps, "localhost/app".to_owned(), 2),
             ]
         );
         assert!(builders.finish().is_empty(), "finishing forgets the builders");

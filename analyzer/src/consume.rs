@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
-use glasshouse_proto::{SCHEMA_VERSION, file, ipc, network, process, resources};
+use glasshouse_proto::{SCHEMA_VERSION, file, gaps, ipc, network, process, resources};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -61,11 +61,12 @@ pub struct ConsumerSettings {
 
 /// The record types consumed, one topic each (`glasshouse.syscalls` is not,
 /// yet: nothing uses syscall profiles so far).
-pub const CONSUMED: [RecordType; 4] = [
+pub const CONSUMED: [RecordType; 5] = [
     RecordType::Process,
     RecordType::Network,
     RecordType::File,
     RecordType::Resources,
+    RecordType::Gaps,
 ];
 
 /// Handles the rows of one message; a message that cannot be decoded is
@@ -75,6 +76,9 @@ pub trait RowHandler {
     fn handle_network(&mut self, rows: &[network::Row]);
     fn handle_file(&mut self, rows: &[file::Row]);
     fn handle_resources(&mut self, rows: &[resources::Row]);
+    /// Events the agent did not report: the window of the container (of the
+    /// host when `container_id` is null) is not complete.
+    fn handle_gaps(&mut self, rows: &[gaps::Row]);
 }
 
 /// Consumes the topics of [`CONSUMED`] as a member of `group` until `cancel`.
@@ -250,6 +254,10 @@ fn decode_message(
             handler.handle_resources(&rows);
             rows.len()
         }),
+        RecordType::Gaps => gaps::read_rows(&batch).map(|rows| {
+            handler.handle_gaps(&rows);
+            rows.len()
+        }),
         other => return Err(format!("record type {other} is not consumed")),
     };
     read.map_err(|error| match version {
@@ -278,6 +286,8 @@ mod tests {
             record_type_of("glasshouse.resources", Some("resources")),
             Some(RecordType::Resources)
         );
+        assert_eq!(record_type_of("glasshouse.gaps", Some("gaps")), Some(RecordType::Gaps));
+        assert_eq!(record_type_of("glasshouse.gaps", Some("resources")), None);
         assert_eq!(record_type_of("glasshouse.syscalls", Some("syscalls")), None);
     }
 
@@ -299,6 +309,7 @@ mod tests {
         network: usize,
         file: usize,
         resources: usize,
+        gaps: usize,
     }
 
     impl RowHandler for Counted {
@@ -313,6 +324,9 @@ mod tests {
         }
         fn handle_resources(&mut self, rows: &[resources::Row]) {
             self.resources += rows.len();
+        }
+        fn handle_gaps(&mut self, rows: &[gaps::Row]) {
+            self.gaps += rows.len();
         }
     }
 
@@ -421,5 +435,46 @@ mod tests {
         // A resources value on the process topic is not a process batch.
         assert!(decode_message("glasshouse.process", None, None, Some(&value), &mut h).is_err());
         assert_eq!((h.process, h.network, h.file, h.resources), (3, 0, 0, 1));
+    }
+
+    #[test]
+    fn gap_messages_are_read_from_their_topic_only() {
+        let gap = gaps::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            host: "h".into(),
+            container_id: None,
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: "host:h".into(),
+            start_unix_ns: 1_700_000_000_000_000_000,
+            end_unix_ns: 1_700_000_001_000_000_000,
+            reason: gaps::Reason::QueueFull,
+            dropped: 5,
+        };
+        let mut b = gaps::Builder::default();
+        b.append(&gap);
+        b.append(&gap);
+        let value = ipc::encode(&b.finish()).unwrap();
+        let version = SCHEMA_VERSION.to_string();
+        let mut h = Counted::default();
+        assert_eq!(
+            decode_message(
+                "glasshouse.gaps",
+                Some("gaps"),
+                Some(version.as_bytes()),
+                Some(&value),
+                &mut h
+            ),
+            Ok(2)
+        );
+        // A gaps value elsewhere, or another value on the gaps topic, is not read.
+        assert!(decode_message("glasshouse.resources", None, None, Some(&value), &mut h).is_err());
+        let (process, _) = process_messages();
+        let err = decode_message("glasshouse.gaps", None, None, Some(&process), &mut h).unwrap_err();
+        assert!(err.contains("not a glasshouse.gaps batch"), "{err}");
+        assert_eq!((h.process, h.resources, h.gaps), (0, 0, 2));
     }
 }

@@ -1,21 +1,23 @@
 //! The Glasshouse analyzer: a member of a Kafka consumer group over the event
 //! topics. Today it decodes the Arrow batches and shows, live, the containers,
-//! what they execute, their TCP connections, the sensitive files they write
-//! and their resource use; baselines, scoring and alerts build on this loop.
+//! what they execute, their TCP connections, the sensitive files they write,
+//! their resource use and the gaps in what the agents reported; baselines,
+//! scoring and alerts build on this loop.
 //!
 //! ```text
 //!  Kafka glasshouse.process ──consumer group──▶ consume: decode Arrow IPC ──▶ view (stdout,
 //!        glasshouse.network                       store offset after handling     escaped)
 //!        glasshouse.file
 //!        glasshouse.resources
+//!        glasshouse.gaps
 //!   (partition = workload)
 //! ```
 //!
 //! # Layout
 //! - [`config`]: the TOML config.
 //! - [`consume`]: the consumer-group loop (at-least-once offsets).
-//! - [`view`]: the live view of containers, execs, connections, file writes
-//!   and resource samples.
+//! - [`view`]: the live view of containers, execs, connections, file writes,
+//!   resource samples and gaps.
 //! - [`escape`]: escaping of container-supplied text for output.
 
 pub mod config;
@@ -26,7 +28,7 @@ pub mod view;
 use std::io::Write;
 
 use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
-use glasshouse_proto::{file, network, process, resources};
+use glasshouse_proto::{file, gaps, network, process, resources};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -84,6 +86,18 @@ impl<W: Write> RowHandler for Shower<W> {
         for row in rows {
             tracing::debug!(workload = %row.workload_id, container = %row.container_id, "resource sample");
             self.show(row, View::show_resources);
+        }
+    }
+
+    fn handle_gaps(&mut self, rows: &[gaps::Row]) {
+        for row in rows {
+            tracing::debug!(
+                workload = %row.workload_id,
+                reason = row.reason.as_str(),
+                dropped = row.dropped,
+                "gap"
+            );
+            self.show(row, View::show_gap);
         }
     }
 }

@@ -13,6 +13,8 @@
 //! 2026-11-28T18:40:03.700Z    41ee3b278ccc web-1  exec (drift) pid=8 uid=0 /tmp/x  /tmp/x
 //! 2026-11-28T18:40:10.000Z    41ee3b278ccc web-1  resources mem=34.1MiB/512.0MiB pids=3/100
 //! 2026-11-28T18:40:20.000Z    41ee3b278ccc web-1  resources mem=34.2MiB/512.0MiB pids=3/100 cpu=12.5% io=r1.2MiB/w0B net=rx10.0KiB/tx2.0KiB
+//! 2026-11-28T18:40:01.123Z  gap 41ee3b278ccc web-1  rate_limited: 1234 events not reported between 18:40:01.123Z and 18:40:02.123Z
+//! 2026-11-28T18:40:01.123Z  gap host node-7  queue_full: 80 events not reported between 18:40:01.123Z and 18:40:02.123Z
 //! ```
 //!
 //! Processes already running when the agent started show as `running`, an
@@ -22,12 +24,17 @@
 //! at the agent's start end with `(open at start)`. A resource line shows
 //! memory and tasks (with their limits, if any) and, from the container's
 //! previous sample, CPU use (100% is one core) and the block I/O and network
-//! bytes of the interval. Syscall profiles are not shown.
+//! bytes of the interval. A gap (events the agent knows it did not report)
+//! is a line of its own, like a new container, dated by the start of its
+//! window: what the view shows of that container (of every container, for
+//! `gap host`) during the window is incomplete. Syscall profiles are not
+//! shown.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use glasshouse_proto::file;
+use glasshouse_proto::gaps;
 use glasshouse_proto::network::{self, Family};
 use glasshouse_proto::process::{Kind, Row, Str};
 use glasshouse_proto::resources::{self, Counters};
@@ -245,6 +252,48 @@ impl<W: Write> View<W> {
         }
         writeln!(self.out, "{}    {short} {name}  {line}", timestamp(row.time_unix_ns))?;
         self.out.flush()
+    }
+
+    /// Shows one gap (and, for a container, its first sighting): `gap
+    /// 41ee3b278ccc web-1  rate_limited: 1234 events not reported between
+    /// 18:40:01.123Z and 18:40:02.123Z`, `gap host NAME  …` for a gap of the
+    /// whole host. Host and container names are escaped.
+    pub fn show_gap(&mut self, row: &gaps::Row) -> std::io::Result<()> {
+        let whom = match &row.container_id {
+            Some(id) => {
+                let (short, name) = self.sighting(
+                    row.start_unix_ns,
+                    id,
+                    row.container_name.as_deref(),
+                    row.image.as_deref(),
+                    &row.workload_id,
+                    &row.host,
+                )?;
+                format!("{short} {name}")
+            }
+            None => format!("host {}", escape::terminal(&row.host)),
+        };
+        writeln!(
+            self.out,
+            "{}  gap {whom}  {}: {} {} not reported between {} and {}",
+            timestamp(row.start_unix_ns),
+            row.reason.as_str(),
+            row.dropped,
+            if row.dropped == 1 { "event" } else { "events" },
+            time_of_day(row.start_unix_ns, row.start_unix_ns),
+            time_of_day(row.start_unix_ns, row.end_unix_ns),
+        )?;
+        self.out.flush()
+    }
+}
+
+/// `HH:MM:SS.mmmZ` from Unix nanoseconds when on the same day as `line_ns`
+/// (the date the line starts with), the full [`timestamp`] otherwise.
+fn time_of_day(line_ns: i64, unix_ns: i64) -> String {
+    let (line, full) = (timestamp(line_ns), timestamp(unix_ns));
+    match (line.split_once('T'), full.split_once('T')) {
+        (Some((day, _)), Some((same, time))) if day == same => time.to_owned(),
+        _ => full,
     }
 }
 
@@ -575,6 +624,65 @@ mod tests {
             ]
         );
         assert!(!text.contains('\u{1b}'), "{text:?}");
+    }
+
+    fn gap_row(container: bool, reason: gaps::Reason, dropped: u64) -> gaps::Row {
+        gaps::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            // Hostile: a host name that tries to end the line and forge another.
+            host: "node-7\n2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  exec\u{1b}[2J".into(),
+            container_id: container.then(|| "41ee3b278ccc524b".into()),
+            container_name: container.then(|| "web-1\u{202e}".into()),
+            image: container.then(|| "localhost/glasshouse-test:latest".into()),
+            image_id: None,
+            workload_id: if container {
+                "localhost/glasshouse-test"
+            } else {
+                "host:node-7"
+            }
+            .into(),
+            start_unix_ns: 1_795_891_201_123_000_000,
+            end_unix_ns: 1_795_891_202_123_000_000,
+            reason,
+            dropped,
+        }
+    }
+
+    #[test]
+    fn gaps_one_escaped_line_each_host_gaps_named_host() {
+        let mut out = Vec::new();
+        let mut v = View::new(&mut out);
+        v.show_gap(&gap_row(true, gaps::Reason::RateLimited, 1234)).unwrap();
+        v.show_gap(&gap_row(true, gaps::Reason::KernelBufferFull, 1)).unwrap();
+        // A window into the next day names the day of its end.
+        let mut host = gap_row(false, gaps::Reason::QueueFull, 80);
+        host.end_unix_ns += 86_400_000_000_000;
+        v.show_gap(&host).unwrap();
+
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "one container line, three gaps: {text}");
+        assert!(
+            lines[0].starts_with("2026-11-28T18:40:01.123Z  container 41ee3b278ccc web-1\\u{202e}  image="),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[1..],
+            [
+                "2026-11-28T18:40:01.123Z  gap 41ee3b278ccc web-1\\u{202e}  rate_limited: 1234 events not reported \
+                 between 18:40:01.123Z and 18:40:02.123Z",
+                "2026-11-28T18:40:01.123Z  gap 41ee3b278ccc web-1\\u{202e}  kernel_buffer_full: 1 event not reported \
+                 between 18:40:01.123Z and 18:40:02.123Z",
+                "2026-11-28T18:40:01.123Z  gap host node-7\\n2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  \
+                 exec\\u{1b}[2J  queue_full: 80 events not reported between 18:40:01.123Z and 2026-11-29T18:40:02.123Z",
+            ]
+        );
+        for bad in ['\u{1b}', '\u{202e}'] {
+            assert!(!text.contains(bad), "{bad:?} in {text:?}");
+        }
     }
 
     #[test]

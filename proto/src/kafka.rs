@@ -201,3 +201,19 @@ fn is_transient(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::LeaderNotAvailable
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_type_has_its_topic_created() {
+        let topics = all_topics();
+        for t in RecordType::ALL {
+            assert!(topics.contains(&(t.topic(), t.compacted())), "{t} missing");
+        }
+        assert!(topics.contains(&("glasshouse.gaps", false)));
+        assert!(topics.contains(&(TOPIC_ALERTS, false)) && topics.contains(&(TOPIC_BASELINES, true)));
+        assert_eq!(topics.len(), RecordType::ALL.len() + 2);
+    }
+}

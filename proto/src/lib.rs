@@ -16,6 +16,7 @@
 //! - [`syscalls`]: the same for per-container syscall counts (with the x86_64
 //!   syscall names).
 //! - [`resources`]: the same for per-container resource samples.
+//! - [`gaps`]: the same for gaps: events the agent knows it did not report.
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
 //! - [`metadata`]: gRPC metadata keys of the ingest stream.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
@@ -23,6 +24,7 @@
 //! - `kafka` (feature `kafka`): topic layout and creation, broker wait.
 
 pub mod file;
+pub mod gaps;
 pub mod ipc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -62,7 +64,8 @@ pub mod metadata {
 ///   later without a change of version: a message of version 1 may lack
 ///   them), `glasshouse.network`, `glasshouse.file`.
 /// - 2: `glasshouse.process` with `exec_in` and `drift`; `glasshouse.syscalls`
-///   and `glasshouse.resources`.
+///   and `glasshouse.resources`; `glasshouse.gaps` was added later without
+///   a change of version (a new topic: no existing schema changed).
 ///
 /// Consumers decide by the Arrow schema itself (each `read_rows` checks every
 /// column's name, type and nullability), not by this number alone: a message

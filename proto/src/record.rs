@@ -24,16 +24,18 @@ pub enum RecordType {
     File,
     Syscalls,
     Resources,
+    Gaps,
     Containers,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 6] = [
+    pub const ALL: [RecordType; 7] = [
         RecordType::Process,
         RecordType::Network,
         RecordType::File,
         RecordType::Syscalls,
         RecordType::Resources,
+        RecordType::Gaps,
         RecordType::Containers,
     ];
 
@@ -45,6 +47,7 @@ impl RecordType {
             RecordType::File => "file",
             RecordType::Syscalls => "syscalls",
             RecordType::Resources => "resources",
+            RecordType::Gaps => "gaps",
             RecordType::Containers => "containers",
         }
     }
@@ -57,6 +60,7 @@ impl RecordType {
             RecordType::File => "glasshouse.file",
             RecordType::Syscalls => "glasshouse.syscalls",
             RecordType::Resources => "glasshouse.resources",
+            RecordType::Gaps => "glasshouse.gaps",
             RecordType::Containers => "glasshouse.containers",
         }
     }
@@ -104,5 +108,7 @@ mod tests {
             assert_eq!(t.topic(), format!("glasshouse.{}", t.name()));
         }
         assert!("bogus".parse::<RecordType>().is_err());
+        assert_eq!("gaps".parse::<RecordType>().unwrap().topic(), "glasshouse.gaps");
+        assert!(!RecordType::Gaps.compacted());
     }
 }
