@@ -114,6 +114,21 @@ async fn a_rate_limited_container_becomes_a_gap_and_others_are_still_seen() -> a
             procs.extend(process::read_rows(&batch)?);
         }
     }
+    // The rest (gaps are reported once a second): read until the topics are
+    // quiet for two seconds.
+    let settle = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < settle {
+        let Ok(msg) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await else {
+            break;
+        };
+        let msg = msg?;
+        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
+        if msg.topic() == RecordType::Gaps.topic() {
+            gap_rows.extend(gaps::read_rows(&batch)?);
+        } else {
+            procs.extend(process::read_rows(&batch)?);
+        }
+    }
     consumer.unsubscribe();
     drop(consumer);
 
