@@ -114,6 +114,10 @@ pub async fn consume(
         // fast, so a dead member must not hold its partitions for the
         // librdkafka default of five minutes.
         .set("max.poll.interval.ms", (session_timeout_ms * 3).to_string())
+        // Topics created a moment before (by the aggregator) may not show all
+        // their partitions in the first metadata; refresh soon, not after the
+        // librdkafka default of five minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000")
         .set(
             "auto.offset.reset",
             match start {
