@@ -1,6 +1,10 @@
 //! Compiles the eBPF programs in `bpf/` with clang into `OUT_DIR`; the agent
 //! embeds the objects. CO-RE: the programs declare the kernel types they read
 //! in `bpf/glasshouse.h`, libbpf relocates against the running kernel's BTF.
+//!
+//! Also generates the client (and, for the tests' fake runtime, the server) of
+//! the Kubernetes CRI subset in `proto/cri.proto` with tonic-prost-build (needs
+//! `protoc`, like the `glasshouse-proto` crate).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -31,4 +35,14 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot run {clang} to compile {src} (install clang and libbpf-dev): {e}"));
         assert!(status.success(), "{clang} failed to compile {src}");
     }
+    compile_cri_proto();
+}
+
+fn compile_cri_proto() {
+    println!("cargo:rerun-if-changed=proto/cri.proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/cri.proto"], &["proto"])
+        .unwrap_or_else(|e| panic!("cannot compile proto/cri.proto (install protoc): {e}"));
 }

@@ -30,6 +30,11 @@ pub struct Config {
     /// order. Default: Podman's (`podman system service`) then Docker's.
     #[serde(default = "default_runtime_sockets")]
     pub runtime_sockets: Vec<PathBuf>,
+    /// Kubernetes CRI API sockets (containerd, CRI-O) to ask for container
+    /// metadata after `runtime_sockets`, tried in order; missing ones are
+    /// skipped. Default: containerd's then CRI-O's.
+    #[serde(default = "default_cri_sockets")]
+    pub cri_sockets: Vec<PathBuf>,
     /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -136,6 +141,14 @@ fn default_runtime_sockets() -> Vec<PathBuf> {
     vec![
         PathBuf::from("/run/podman/podman.sock"),
         PathBuf::from("/var/run/docker.sock"),
+    ]
+}
+/// Where containerd and CRI-O put their sockets by default (the paths
+/// `crictl` tries too).
+fn default_cri_sockets() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("/run/containerd/containerd.sock"),
+        PathBuf::from("/run/crio/crio.sock"),
     ]
 }
 fn default_container_rate_limit() -> u32 {
@@ -248,6 +261,7 @@ mod tests {
         let c: Config = parse_config("t", "").unwrap();
         assert_eq!(c.aggregators, default_aggregators());
         assert!(!c.host_processes);
+        assert_eq!(c.cri_sockets, default_cri_sockets());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! - [`sensor`]: kernel event sources ([`sensor::bpf`], fallback [`sensor::proc_connector`]).
 //! - [`procfs`]: reading processes from `/proc`.
 //! - [`attribute`]: cgroup path → container, for every major runtime.
-//! - [`runtime`]: container metadata from the Docker-compatible API.
+//! - [`runtime`]: container metadata from the Docker-compatible API and the CRI API.
 //! - [`workload`]: workload identity.
 //! - [`sensitive`]: the path prefixes whose writes are reported.
 //! - [`pipeline`]: attribution, collapsing and batching.
@@ -127,7 +127,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     };
     let (batch_tx, batch_rx) = mpsc::channel(4);
     let mut attributor = Attributor::new(
-        runtime::RuntimeClient::new(config.runtime_sockets.clone()),
+        runtime::RuntimeClient::new(config.runtime_sockets.clone()).with_cri_sockets(config.cri_sockets.clone()),
         PathBuf::from("/proc"),
         config.host_processes,
     );
