@@ -630,3 +630,82 @@ pub mod simulated {
         Ok(seen)
     }
 }
+
+/// Reading a telemetry topic back as an independent consumer would.
+pub mod topics {
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, ensure};
+    use glasshouse_proto::SCHEMA_VERSION;
+    use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+
+    /// Reads `record_type`'s topic from the start until `expected` rows arrived
+    /// and the topic has been quiet for a second (so extra rows would be seen);
+    /// `read` turns a message value into rows. Returns every row with its
+    /// message's key. Checks every message has a key, a record-type header
+    /// naming `record_type` and the schema version of this build.
+    pub async fn read_topic<R>(
+        brokers: &str,
+        record_type: RecordType,
+        expected: usize,
+        read: impl Fn(&[u8]) -> anyhow::Result<Vec<R>>,
+    ) -> anyhow::Result<Vec<(String, R)>> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set(
+                "group.id",
+                format!("read-{}-{}", record_type.name(), crate::free_port()?),
+            )
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[record_type.topic()])?;
+        let within = Duration::from_secs(30);
+        let deadline = Instant::now() + within;
+        let mut rows = Vec::new();
+        let mut idle_since = Instant::now();
+        while rows.len() < expected || idle_since.elapsed() < Duration::from_secs(1) {
+            ensure!(
+                Instant::now() < deadline,
+                "only {} of {expected} {record_type} rows after {within:?}",
+                rows.len()
+            );
+            let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
+                continue;
+            };
+            idle_since = Instant::now();
+            let msg = msg?;
+            let header = |key: &str| {
+                msg.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == key))
+                    .and_then(|h| h.value)
+            };
+            ensure!(
+                header(HEADER_RECORD_TYPE) == Some(record_type.name().as_bytes()),
+                "record type header {:?} on {}",
+                header(HEADER_RECORD_TYPE),
+                record_type.topic()
+            );
+            ensure!(
+                header(HEADER_SCHEMA_VERSION) == Some(SCHEMA_VERSION.to_string().as_bytes()),
+                "schema version header {:?} on {}",
+                header(HEADER_SCHEMA_VERSION),
+                record_type.topic()
+            );
+            let key = String::from_utf8(msg.key().context("message without key")?.to_vec())?;
+            for row in read(msg.payload().context("empty payload")?)? {
+                rows.push((key.clone(), row));
+            }
+        }
+        ensure!(
+            rows.len() == expected,
+            "{} {record_type} rows, expected {expected}",
+            rows.len()
+        );
+        // Leave the group before closing: a plain drop waits out the session timeout.
+        consumer.unsubscribe();
+        Ok(rows)
+    }
+}

@@ -11,16 +11,14 @@
 //! event without a path is refused with a status naming the batch, and
 //! nothing of it reaches Kafka.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use glasshouse_proto::file::{self, Kind, Row};
-use glasshouse_proto::record::{HEADER_RECORD_TYPE, RecordType};
+use glasshouse_proto::record::RecordType;
 use glasshouse_proto::{ipc, network, process, v1};
-use glasshouse_tests::{Broker, free_port, init_logging, wire};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use glasshouse_tests::topics::read_topic;
+use glasshouse_tests::{Broker, init_logging, wire};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -370,60 +368,4 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     Ok(())
-}
-
-/// Reads `record_type`'s topic from the start until `expected` rows arrived
-/// and the topic has been quiet for a second (so extra rows would be seen);
-/// `read` turns a message value into rows. Returns every row with its
-/// message's key. Checks every message has a key and a record-type header
-/// naming `record_type`.
-async fn read_topic<R>(
-    brokers: &str,
-    record_type: RecordType,
-    expected: usize,
-    read: impl Fn(&[u8]) -> anyhow::Result<Vec<R>>,
-) -> anyhow::Result<Vec<(String, R)>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("file-ingest-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[record_type.topic()])?;
-    let within = Duration::from_secs(30);
-    let deadline = Instant::now() + within;
-    let mut rows = Vec::new();
-    let mut idle_since = Instant::now();
-    while rows.len() < expected || idle_since.elapsed() < Duration::from_secs(1) {
-        ensure!(
-            Instant::now() < deadline,
-            "only {} of {expected} {record_type} rows after {within:?}",
-            rows.len()
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
-            continue;
-        };
-        idle_since = Instant::now();
-        let msg = msg?;
-        let header = msg
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == HEADER_RECORD_TYPE))
-            .and_then(|h| h.value);
-        ensure!(
-            header == Some(record_type.name().as_bytes()),
-            "record type header {header:?} on {}",
-            record_type.topic()
-        );
-        let key = String::from_utf8(msg.key().context("message without key")?.to_vec())?;
-        for row in read(msg.payload().context("empty payload")?)? {
-            rows.push((key.clone(), row));
-        }
-    }
-    ensure!(
-        rows.len() == expected,
-        "{} {record_type} rows, expected {expected}",
-        rows.len()
-    );
-    // Leave the group before closing: a plain drop waits out the session timeout.
-    consumer.unsubscribe();
-    Ok(rows)
 }

@@ -12,16 +12,14 @@
 //! container 0 is refused with a status naming the batch and sample, and
 //! nothing of it (not even its valid profile) reaches Kafka.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
+use glasshouse_proto::record::RecordType;
 use glasshouse_proto::resources::{self, Counters};
-use glasshouse_proto::{SCHEMA_VERSION, ipc, syscalls, v1};
-use glasshouse_tests::{Broker, free_port, init_logging, wire};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use glasshouse_proto::{ipc, syscalls, v1};
+use glasshouse_tests::topics::read_topic;
+use glasshouse_tests::{Broker, init_logging, wire};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -295,68 +293,4 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     Ok(())
-}
-
-/// Reads `record_type`'s topic from the start until `expected` rows arrived
-/// and the topic has been quiet for a second (so extra rows would be seen);
-/// `read` turns a message value into rows. Returns every row with its
-/// message's key. Checks every message has a key, a record-type header
-/// naming `record_type` and the schema version of this build.
-async fn read_topic<R>(
-    brokers: &str,
-    record_type: RecordType,
-    expected: usize,
-    read: impl Fn(&[u8]) -> anyhow::Result<Vec<R>>,
-) -> anyhow::Result<Vec<(String, R)>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("sample-ingest-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[record_type.topic()])?;
-    let within = Duration::from_secs(30);
-    let deadline = Instant::now() + within;
-    let mut rows = Vec::new();
-    let mut idle_since = Instant::now();
-    while rows.len() < expected || idle_since.elapsed() < Duration::from_secs(1) {
-        ensure!(
-            Instant::now() < deadline,
-            "only {} of {expected} {record_type} rows after {within:?}",
-            rows.len()
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
-            continue;
-        };
-        idle_since = Instant::now();
-        let msg = msg?;
-        let header = |key: &str| {
-            msg.headers()
-                .and_then(|h| h.iter().find(|h| h.key == key))
-                .and_then(|h| h.value)
-        };
-        ensure!(
-            header(HEADER_RECORD_TYPE) == Some(record_type.name().as_bytes()),
-            "record type header {:?} on {}",
-            header(HEADER_RECORD_TYPE),
-            record_type.topic()
-        );
-        ensure!(
-            header(HEADER_SCHEMA_VERSION) == Some(SCHEMA_VERSION.to_string().as_bytes()),
-            "schema version header {:?} on {}",
-            header(HEADER_SCHEMA_VERSION),
-            record_type.topic()
-        );
-        let key = String::from_utf8(msg.key().context("message without key")?.to_vec())?;
-        for row in read(msg.payload().context("empty payload")?)? {
-            rows.push((key.clone(), row));
-        }
-    }
-    ensure!(
-        rows.len() == expected,
-        "{} {record_type} rows, expected {expected}",
-        rows.len()
-    );
-    // Leave the group before closing: a plain drop waits out the session timeout.
-    consumer.unsubscribe();
-    Ok(rows)
 }
