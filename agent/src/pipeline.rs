@@ -237,13 +237,22 @@ impl Attributor {
         }
         let rate = f64::from(self.rate_limit);
         let now = Instant::now();
-        if self.buckets.len() >= MAX_CONTAINERS && !self.buckets.contains_key(&c.key.id) {
-            self.buckets.clear();
+        if !self.buckets.contains_key(&c.key.id) {
+            // Only a container's first event pays for its key.
+            if self.buckets.len() >= MAX_CONTAINERS {
+                self.buckets.clear();
+            }
+            self.buckets.insert(
+                c.key.id.clone(),
+                Bucket {
+                    tokens: 2.0 * rate,
+                    last: now,
+                },
+            );
         }
-        let bucket = self.buckets.entry(c.key.id.clone()).or_insert(Bucket {
-            tokens: 2.0 * rate,
-            last: now,
-        });
+        let Some(bucket) = self.buckets.get_mut(&c.key.id) else {
+            return true;
+        };
         bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(2.0 * rate);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
