@@ -338,16 +338,15 @@ fn poll(
     let offset = procfs::boottime_to_unix_offset_ns();
     let events = map(object, "events")?;
     let drops = map(object, "drops")?;
+    // Records of one drain are handed over together: sent one by one while
+    // parsing, each would wake the pipeline (a context switch per event).
+    let drained: std::cell::RefCell<Vec<RawEvent>> = std::cell::RefCell::new(Vec::new());
     let mut builder = libbpf_rs::RingBufferBuilder::new();
     builder
         .add(&events, |record: &[u8]| {
             stats.events.fetch_add(1, Ordering::Relaxed);
             match parse(record, offset, &config) {
-                Some(raw) => {
-                    if tx.try_send(raw).is_err() {
-                        stats.queue_drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                Some(raw) => drained.borrow_mut().push(raw),
                 None => tracing::warn!(len = record.len(), "malformed record from the eBPF program"),
             }
             0
@@ -366,6 +365,11 @@ fn poll(
         if let Err(e) = ring.poll(DRAIN_INTERVAL).and_then(|()| ring.consume()) {
             // EINTR is the only expected failure; anything else is logged.
             tracing::debug!(error = %e, "ring buffer poll");
+        }
+        for raw in drained.borrow_mut().drain(..) {
+            if tx.try_send(raw).is_err() {
+                stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+            }
         }
         while let Ok(seed) = seeds.try_recv() {
             // Layout of `struct gh_listen_key` and its u32 value.
