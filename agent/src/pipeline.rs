@@ -386,14 +386,17 @@ impl Attributor {
     /// its kernel id, for syscall counts).
     fn learn_cgroup(&mut self, container: &Option<Arc<Container>>, info: &procfs::ProcessInfo) {
         let Some(c) = container else { return };
-        if self.container_cgroups.len() < MAX_CONTAINERS || self.container_cgroups.contains_key(&c.key.id) {
+        let known = self.container_cgroups.contains_key(&c.key.id);
+        if known || self.container_cgroups.len() < MAX_CONTAINERS {
             self.container_cgroups
                 .insert(c.key.id.clone(), (info.cgroup.clone(), info.pid));
         }
-        let id = if info.cgroup_id != 0 {
-            info.cgroup_id
-        } else {
-            cgroup_inode(&info.cgroup).unwrap_or(0)
+        // Without an id from the kernel, the cgroup directory is looked up
+        // once per container (the start-up scan sees all its processes).
+        let id = match info.cgroup_id {
+            0 if known => return,
+            0 => cgroup_inode(&info.cgroup).unwrap_or(0),
+            id => id,
         };
         if id != 0 {
             if self.cgroups.len() >= MAX_CGROUPS {

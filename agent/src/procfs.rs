@@ -205,24 +205,23 @@ pub fn hostname() -> String {
 /// Offset to add to a `CLOCK_MONOTONIC` nanosecond reading (what the proc
 /// connector reports) to get Unix time in nanoseconds.
 pub fn monotonic_to_unix_offset_ns() -> i64 {
-    let read = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec and the clock ids are constants.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
+    clock_to_unix_offset_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// `CLOCK_REALTIME - CLOCK_BOOTTIME` (eBPF timestamps are boot time).
 pub fn boottime_to_unix_offset_ns() -> i64 {
+    clock_to_unix_offset_ns(libc::CLOCK_BOOTTIME)
+}
+
+/// `CLOCK_REALTIME - clock`, in nanoseconds.
+fn clock_to_unix_offset_ns(clock: libc::clockid_t) -> i64 {
     let read = |clock| {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `ts` is a valid, writable timespec and the clock ids are constants.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     };
-    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+    read(libc::CLOCK_REALTIME) - read(clock)
 }
 
 /// Current Unix time in nanoseconds.
