@@ -69,8 +69,9 @@ pub struct Config {
     /// ... or when its oldest event is this old, in milliseconds. Default: 200.
     #[serde(default = "default_batch_max_age_ms")]
     pub batch_max_age_ms: u64,
-    /// Batches kept until the aggregator acknowledges them; when full the agent
-    /// stops reading kernel events (which are then dropped and counted).
+    /// Batches kept in memory until the aggregator acknowledges them; when
+    /// full, further batches go to the spool, or without one the agent stops
+    /// reading kernel events (which are then dropped and counted).
     /// Default: 1024.
     #[serde(default = "default_max_unacked_batches")]
     pub max_unacked_batches: usize,

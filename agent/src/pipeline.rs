@@ -1,10 +1,15 @@
 //! The pipeline between sensors and the stream: **attribute** each raw event to
-//! its container (cgroup → container, runtime API → metadata → workload id),
-//! **collapse** identical repeats, and **batch** by size or age.
+//! its container (cgroup → container, runtime API → metadata → workload id;
+//! sockets and files through the pid or cgroup that owns them), **limit** each
+//! container's event rate, **collapse** identical repeats, and **batch** by
+//! size or age. At start it reports what already runs ([`Attributor::existing`]);
+//! every sample interval it reads the containers' resource counters, and every
+//! second it turns what was dropped (rate limit, kernel ring buffer, queue) into
+//! gap records.
 //!
-//! Backpressure: the pipeline blocks when the client holds `max_unacked_batches`
-//! (agent → aggregator blocks); the sensor queue in front of it does not (kernel
-//! → agent drops and counts).
+//! Backpressure: without a spool the pipeline waits when the client holds
+//! `max_unacked_batches` (with one the client always takes batches); the
+//! sensor queue in front of it never waits (kernel → agent drops and counts).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
