@@ -279,7 +279,12 @@ impl Drop for AggregatorProcess {
 pub fn build_storm() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("glasshouse-storm-{}", free_port()?));
     std::fs::create_dir_all(&dir)?;
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/storm.c");
+    // The directory at run time (cargo sets it for tests and benches), not the
+    // one compiled in: one target directory serves clones at other paths, and
+    // a test binary built for another clone is reused when nothing changed.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let src = manifest_dir.join("benches/storm.c");
     let status = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
         .arg(dir.join("storm"))

@@ -93,7 +93,9 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
             podman_api.socket.display()
         ),
     )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
+    // The agent stops first, so its last batch is acknowledged by a running aggregator.
+    let agent_cancel = cancel.child_token();
+    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
     // The agent must be watching before the container starts.
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
@@ -224,8 +226,9 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     ensure!(events > 0, "agent read no kernel events: {metrics}");
 
     // Clean shutdown of every part.
-    cancel.cancel();
+    agent_cancel.cancel();
     let report = tokio::time::timeout(Duration::from_secs(20), agent).await???;
+    cancel.cancel();
     assert_eq!(report.batches_unacked, 0, "agent left batches unacknowledged");
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     let stats = tokio::time::timeout(Duration::from_secs(20), analyzer).await???;

@@ -46,7 +46,9 @@ async fn tcp_between_containers_and_to_the_host_is_reported_with_bytes() -> anyh
             podman_api.socket.display()
         ),
     )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
+    // The agent stops first, so its last batch is acknowledged by a running aggregator.
+    let agent_cancel = cancel.child_token();
+    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
 
@@ -144,8 +146,9 @@ async fn tcp_between_containers_and_to_the_host_is_reported_with_bytes() -> anyh
         assert_eq!(&*r.agent_id, "net-agent");
     }
 
-    cancel.cancel();
+    agent_cancel.cancel();
     let report = tokio::time::timeout(Duration::from_secs(20), agent).await???;
+    cancel.cancel();
     assert_eq!(report.batches_unacked, 0);
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     drop(podman_api);
