@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::baseline::Rules;
+use crate::engine::Settings;
+use crate::features::{Cidr, Phases};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -33,10 +37,159 @@ pub struct Config {
     /// analyzer move to the others. Default: 10000.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u32,
-    /// Extra librdkafka consumer properties (e.g. `security.protocol`,
-    /// `sasl.mechanism`), applied last. Default: none.
+    /// Extra librdkafka properties (e.g. `security.protocol`,
+    /// `sasl.mechanism`) of the consumer and producer, applied last.
+    /// Default: none.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// Baselines, scoring and alerts (`[analysis]`).
+    #[serde(default)]
+    pub analysis: Analysis,
+}
+
+/// The `[analysis]` table: how baselines learn and how events are scored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// Score events and publish alerts to `glasshouse.alerts`. Default: true.
+    pub enabled: bool,
+    /// How long a container is in its start-up phase, counted from the
+    /// first event of it the analyzer saw. Default: 60.
+    pub startup_secs: u64,
+    /// A baseline learns at least this long before it can become stable.
+    /// Default: 3600.
+    pub min_learning_secs: u64,
+    /// … and from at least this many events. Default: 1000.
+    pub min_events: u64,
+    /// … and only when new features per event over the last novelty window
+    /// stay at or under this. Default: 0.01.
+    pub max_novelty: f64,
+    /// Length of a novelty window. Default: 300.
+    pub novelty_window_secs: u64,
+    /// Event score (0–1) at or above which an event is a finding. Default: 0.7.
+    pub alert_threshold: f64,
+    /// Container score (sum of event scores over `window_secs`) at or above
+    /// which the container is a finding. Default: 3.0.
+    pub container_threshold: f64,
+    /// Alert window: one alert per workload and finding per window, with a
+    /// count; also the container score window. Default: 300.
+    pub window_secs: u64,
+    /// Fleet scoring: a feature shown by one replica only is suspicious
+    /// when the workload has at least this many active replicas. 0 or 1
+    /// turns fleet scoring off. Default: 3.
+    pub fleet_min_replicas: usize,
+    /// … counting only peers that were running this long before the
+    /// feature first appeared. Default: 300.
+    pub fleet_peer_age_secs: u64,
+    /// A replica with an event within this is active. Default: 600.
+    pub active_secs: u64,
+    /// Networks of the cluster (`ADDR/BITS`): peers in them are of class
+    /// `cluster`. Default: none.
+    pub cluster_cidrs: Vec<Cidr>,
+    /// Outbound ports of mining pools (Stratum). Default: 3333, 3334, 4444,
+    /// 5555, 7777, 9999, 14433, 14444, 45560, 45700.
+    pub mining_ports: Vec<u16>,
+    /// CPU (in cores) that counts as a mining sample. Default: 0.9.
+    pub mining_cpu_cores: f64,
+    /// Consecutive resource samples at or above `mining_cpu_cores` that make
+    /// a finding. Default: 6 (a minute at the agent's default interval).
+    pub mining_cpu_samples: u32,
+    /// How often baselines are written to `glasshouse.baselines` and the
+    /// offsets they cover committed, ms. Default: 5000.
+    pub checkpoint_ms: u64,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            enabled: true,
+            startup_secs: 60,
+            min_learning_secs: 3600,
+            min_events: 1000,
+            max_novelty: 0.01,
+            novelty_window_secs: 300,
+            alert_threshold: 0.7,
+            container_threshold: 3.0,
+            window_secs: 300,
+            fleet_min_replicas: 3,
+            fleet_peer_age_secs: 300,
+            active_secs: 600,
+            cluster_cidrs: Vec::new(),
+            mining_ports: vec![3333, 3334, 4444, 5555, 7777, 9999, 14433, 14444, 45560, 45700],
+            mining_cpu_cores: 0.9,
+            mining_cpu_samples: 6,
+            checkpoint_ms: 5000,
+        }
+    }
+}
+
+impl Analysis {
+    /// The engine's settings.
+    pub fn settings(&self) -> Settings {
+        let s = |secs: u64| (secs as i64).saturating_mul(1_000_000_000);
+        Settings {
+            phases: Phases {
+                startup_ns: s(self.startup_secs),
+            },
+            rules: Rules {
+                min_learning_ns: s(self.min_learning_secs),
+                min_events: self.min_events,
+                max_novelty: self.max_novelty,
+                novelty_window_ns: s(self.novelty_window_secs),
+            },
+            cluster: self.cluster_cidrs.clone(),
+            alert_threshold: self.alert_threshold,
+            container_threshold: self.container_threshold,
+            window_ns: s(self.window_secs),
+            fleet_min_replicas: self.fleet_min_replicas,
+            fleet_peer_age_ns: s(self.fleet_peer_age_secs),
+            active_ns: s(self.active_secs),
+            mining_ports: self.mining_ports.clone(),
+            mining_cpu_cores: self.mining_cpu_cores,
+            mining_cpu_samples: self.mining_cpu_samples,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let unit = |name: &'static str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err((name, format!("must be between 0 and 1, got {v}")))
+            }
+        };
+        unit("analysis.alert_threshold", self.alert_threshold)?;
+        unit("analysis.max_novelty", self.max_novelty)?;
+        if self.container_threshold.is_nan() || self.container_threshold <= 0.0 {
+            return Err((
+                "analysis.container_threshold",
+                format!("must be above 0, got {}", self.container_threshold),
+            ));
+        }
+        for (name, v) in [
+            ("analysis.novelty_window_secs", self.novelty_window_secs),
+            ("analysis.window_secs", self.window_secs),
+            ("analysis.active_secs", self.active_secs),
+            ("analysis.mining_cpu_samples", u64::from(self.mining_cpu_samples)),
+        ] {
+            if v == 0 {
+                return Err((name, "must be at least 1".into()));
+            }
+        }
+        if !(100..=600_000).contains(&self.checkpoint_ms) {
+            return Err((
+                "analysis.checkpoint_ms",
+                format!("must be between 100 and 600000, got {}", self.checkpoint_ms),
+            ));
+        }
+        if self.mining_cpu_cores.is_nan() || self.mining_cpu_cores <= 0.0 {
+            return Err((
+                "analysis.mining_cpu_cores",
+                format!("must be above 0, got {}", self.mining_cpu_cores),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_brokers() -> String {
@@ -59,6 +212,7 @@ fn default_session_timeout_ms() -> u32 {
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         self.topics.validate()?;
+        self.analysis.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
         }
@@ -101,6 +255,25 @@ mod tests {
         )
         .unwrap();
         assert!(c.view);
+    }
+
+    #[test]
+    fn analysis_settings_are_checked() {
+        let c: Config = parse_config(
+            "a.toml",
+            "[analysis]\nmin_learning_secs = 5\ncluster_cidrs = [\"10.88.0.0/16\"]",
+        )
+        .unwrap();
+        assert_eq!(c.analysis.min_learning_secs, 5);
+        assert_eq!(c.analysis.settings().cluster.len(), 1);
+        let e = parse_config::<Config>("a.toml", "[analysis]\nalert_threshold = 2.0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("analysis.alert_threshold"), "{e}");
+        let e = parse_config::<Config>("a.toml", "[analysis]\ncluster_cidrs = [\"10.0.0.0/40\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefix length"), "{e}");
     }
 
     #[test]

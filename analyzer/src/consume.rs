@@ -1,7 +1,13 @@
 //! The consumer-group loop: this instance owns some partitions of the event
-//! topics, and so the workloads keyed to them. A message's offset is stored only
-//! after its rows were handled, and committed (periodically and at shutdown)
-//! from the stored offsets: at-least-once.
+//! topics, and so the workloads keyed to them. A message's offset is stored
+//! only after its rows were handled and, for a handler with state (the
+//! analyzer's baselines), only after a [`RowHandler::checkpoint`] made the
+//! state that depends on it durable; stored offsets are committed
+//! periodically and at shutdown: at-least-once. When partitions move, the
+//! handler hears of it ([`RowHandler::assigned`], [`RowHandler::revoked`])
+//! before it sees a message of a newly assigned partition: it drops the
+//! state of revoked partitions (their new owner resumes from the last
+//! checkpoint and its offsets) and loads that of assigned ones.
 //!
 //! Which messages are read: the topic decides the record type (a
 //! `glasshouse-record-type` header, when present, must agree), and the
@@ -17,14 +23,16 @@
 //! producer at once. A version header that is not a decimal number is
 //! malformed: the message is skipped.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
-use glasshouse_proto::{SCHEMA_VERSION, file, gaps, ipc, network, process, resources};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use glasshouse_proto::{SCHEMA_VERSION, file, gaps, ipc, network, process, resources, syscalls};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 /// Why consuming failed.
@@ -36,6 +44,8 @@ pub enum ConsumeError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("analyzer state: {0}")]
+    State(String),
 }
 
 /// Where consumption starts for a group without committed offsets.
@@ -59,12 +69,12 @@ pub struct ConsumerSettings {
     pub extra: BTreeMap<String, String>,
 }
 
-/// The record types consumed, one topic each (`glasshouse.syscalls` is not,
-/// yet: nothing uses syscall profiles so far).
-pub const CONSUMED: [RecordType; 5] = [
+/// The record types consumed, one topic each.
+pub const CONSUMED: [RecordType; 6] = [
     RecordType::Process,
     RecordType::Network,
     RecordType::File,
+    RecordType::Syscalls,
     RecordType::Resources,
     RecordType::Gaps,
 ];
@@ -79,12 +89,78 @@ pub trait RowHandler {
     /// Events the agent did not report: the window of the container (of the
     /// host when `container_id` is null) is not complete.
     fn handle_gaps(&mut self, rows: &[gaps::Row]);
+    /// Syscall profiles; ignored unless overridden.
+    fn handle_syscalls(&mut self, rows: &[syscalls::Row]) {
+        let _ = rows;
+    }
+    /// The partition the rows of the next message come from.
+    fn partition(&mut self, partition: i32) {
+        let _ = partition;
+    }
+    /// Called about once a second.
+    fn tick(&mut self) {}
+    /// How often to [`checkpoint`](RowHandler::checkpoint); `None`: the
+    /// handler keeps no state, offsets are stored as soon as a message is
+    /// handled.
+    fn checkpoint_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// Makes durable the state built from every message handled so far;
+    /// their offsets are stored only when this succeeds.
+    fn checkpoint(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Ok(()))
+    }
+    /// Partitions (numbers, the same for every consumed topic) now owned.
+    fn assigned(&mut self, partitions: &[i32]) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = partitions;
+        std::future::ready(Ok(()))
+    }
+    /// Partitions no longer owned.
+    fn revoked(&mut self, partitions: &[i32]) {
+        let _ = partitions;
+    }
+}
+
+/// A partition assignment change, as the rebalance callback saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Moved {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Records assignment changes for the consume loop.
+struct Context {
+    moved: Arc<Mutex<Vec<Moved>>>,
+}
+
+impl ClientContext for Context {}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    let mut v: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let moved = match rebalance {
+            Rebalance::Assign(tpl) => Moved::Assigned(partitions_of(tpl)),
+            Rebalance::Revoke(tpl) => Moved::Revoked(partitions_of(tpl)),
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "consumer group rebalance failed");
+                return;
+            }
+        };
+        tracing::info!(?moved, "partitions moved");
+        self.moved.lock().expect("not poisoned").push(moved);
+    }
 }
 
 /// Consumes the topics of [`CONSUMED`] as a member of `group` until `cancel`.
-pub async fn consume(
+pub async fn consume<H: RowHandler + Send>(
     settings: &ConsumerSettings,
-    handler: &mut (dyn RowHandler + Send),
+    handler: &mut H,
     cancel: &CancellationToken,
 ) -> Result<ConsumeStats, ConsumeError> {
     let ConsumerSettings {
@@ -131,22 +207,63 @@ pub async fn consume(
     for (k, v) in extra {
         client.set(k, v);
     }
-    let consumer: StreamConsumer = client.create().map_err(client_error)?;
+    let moved = Arc::new(Mutex::new(Vec::new()));
+    let consumer: StreamConsumer<Context> = client
+        .create_with_context(Context { moved: moved.clone() })
+        .map_err(client_error)?;
     let topics = CONSUMED.map(RecordType::topic);
     consumer.subscribe(&topics).map_err(client_error)?;
     tracing::info!(brokers, group, ?topics, "consuming");
     let mut stats = ConsumeStats::default();
-    let mut error_logged_at: Option<std::time::Instant> = None;
+    let mut error_logged_at: Option<Instant> = None;
+    let interval = handler.checkpoint_interval();
+    // Offsets (next to read) handled since the last checkpoint.
+    let mut pending: HashMap<(String, i32), i64> = HashMap::new();
+    let mut last_checkpoint = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
-            m = consumer.recv() => m,
+            m = consumer.recv() => Some(m),
+            _ = ticker.tick() => None,
             () = cancel.cancelled() => break,
+        };
+        // Partition moves first: no message of a partition before its state.
+        let changes = std::mem::take(&mut *moved.lock().expect("not poisoned"));
+        for change in changes {
+            match change {
+                Moved::Revoked(parts) => {
+                    pending.retain(|(_, p), _| !parts.contains(p));
+                    handler.revoked(&parts);
+                }
+                Moved::Assigned(parts) => {
+                    if let Err(error) = handler.assigned(&parts).await {
+                        // Without its state a partition would be learned from
+                        // scratch and its offsets committed over the state:
+                        // give up rather than corrupt it.
+                        return Err(ConsumeError::State(format!("loading partitions {parts:?}: {error}")));
+                    }
+                }
+            }
+        }
+        let Some(message) = message else {
+            handler.tick();
+            if let Some(every) = interval
+                && last_checkpoint.elapsed() >= every
+            {
+                last_checkpoint = Instant::now();
+                checkpoint(handler, &consumer, &mut pending).await;
+            }
+            continue;
         };
         match message {
             Ok(m) => {
                 error_logged_at = None;
+                handler.partition(m.partition());
                 handle_message(&m, handler, &mut stats);
-                if let Err(error) = consumer.store_offset_from_message(&m) {
+                if interval.is_some() {
+                    pending.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+                } else if let Err(error) = consumer.store_offset_from_message(&m) {
                     tracing::warn!(%error, "cannot store offset");
                 }
             }
@@ -155,18 +272,50 @@ pub async fn consume(
                 // so once per interval instead of once per poll.
                 if error_logged_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!(brokers, %error, "kafka consumer error, retrying");
-                    error_logged_at = Some(std::time::Instant::now());
+                    error_logged_at = Some(Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
-    // Commit what was handled before leaving the group.
+    // Make the state durable and commit what it covers before leaving.
+    if interval.is_some() {
+        checkpoint(handler, &consumer, &mut pending).await;
+    }
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(%error, "final offset commit skipped");
     }
     consumer.unsubscribe();
     Ok(stats)
+}
+
+/// Checkpoints the handler's state, then stores the offsets it covers.
+async fn checkpoint<H: RowHandler + Send>(
+    handler: &mut H,
+    consumer: &StreamConsumer<Context>,
+    pending: &mut HashMap<(String, i32), i64>,
+) {
+    let covered = std::mem::take(pending);
+    match handler.checkpoint().await {
+        Ok(()) => {
+            for ((topic, partition), offset) in covered {
+                let mut tpl = TopicPartitionList::new();
+                let stored = tpl
+                    .add_partition_offset(&topic, partition, Offset::Offset(offset))
+                    .and_then(|()| consumer.store_offsets(&tpl));
+                if let Err(error) = stored {
+                    // A partition revoked meanwhile: its new owner replays.
+                    tracing::debug!(%error, topic, partition, "offset not stored");
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "checkpoint failed; offsets not committed, retrying");
+            for (k, v) in covered {
+                pending.entry(k).or_insert(v);
+            }
+        }
+    }
 }
 
 /// Counters of one consume run.
@@ -203,7 +352,7 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m [u8]> {
         .and_then(|h| h.value)
 }
 
-fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send), stats: &mut ConsumeStats) {
+fn handle_message<H: RowHandler + Send>(m: &BorrowedMessage<'_>, handler: &mut H, stats: &mut ConsumeStats) {
     stats.messages += 1;
     let record_type_header = header(m, HEADER_RECORD_TYPE).map(|v| String::from_utf8_lossy(v).into_owned());
     let handled = decode_message(
@@ -231,12 +380,12 @@ fn handle_message(m: &BorrowedMessage<'_>, handler: &mut (dyn RowHandler + Send)
 
 /// Decodes one message and hands its rows to `handler`; returns the number of
 /// rows, or why the message is skipped (see the module documentation).
-fn decode_message(
+fn decode_message<H: RowHandler + Send>(
     topic: &str,
     record_type_header: Option<&str>,
     schema_version_header: Option<&[u8]>,
     payload: Option<&[u8]>,
-    handler: &mut (dyn RowHandler + Send),
+    handler: &mut H,
 ) -> Result<usize, String> {
     let record_type = record_type_of(topic, record_type_header).ok_or("unexpected record type")?;
     let version = schema_version_of(schema_version_header)?;
@@ -256,6 +405,10 @@ fn decode_message(
         }),
         RecordType::Resources => resources::read_rows(&batch).map(|rows| {
             handler.handle_resources(&rows);
+            rows.len()
+        }),
+        RecordType::Syscalls => syscalls::read_rows(&batch).map(|rows| {
+            handler.handle_syscalls(&rows);
             rows.len()
         }),
         RecordType::Gaps => gaps::read_rows(&batch).map(|rows| {
@@ -292,7 +445,11 @@ mod tests {
         );
         assert_eq!(record_type_of("glasshouse.gaps", Some("gaps")), Some(RecordType::Gaps));
         assert_eq!(record_type_of("glasshouse.gaps", Some("resources")), None);
-        assert_eq!(record_type_of("glasshouse.syscalls", Some("syscalls")), None);
+        assert_eq!(
+            record_type_of("glasshouse.syscalls", Some("syscalls")),
+            Some(RecordType::Syscalls)
+        );
+        assert_eq!(record_type_of("glasshouse.containers", None), None);
     }
 
     #[test]

@@ -20,20 +20,31 @@
 //!   resource samples and gaps.
 //! - [`escape`]: escaping of container-supplied text for output.
 
+pub mod baseline;
 pub mod config;
 pub mod consume;
+pub mod engine;
 pub mod escape;
+pub mod features;
+pub mod finding;
+pub mod ocsf;
+pub mod store;
 pub mod view;
 
 use std::io::Write;
 
 use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
-use glasshouse_proto::{file, gaps, network, process, resources};
+use std::time::Duration;
+
+use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
+use rdkafka::producer::DeliveryFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 use crate::consume::{ConsumeError, ConsumeStats, ConsumerSettings, RowHandler, StartAt};
+use crate::engine::{Alert, Engine};
+use crate::store::Store;
 use crate::view::View;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +53,8 @@ pub enum AnalyzerError {
     Topics(#[from] TopicError),
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+    #[error("analyzer store: {0}")]
+    Store(String),
 }
 
 struct Shower<W: Write> {
@@ -63,28 +76,24 @@ impl<W: Write> Shower<W> {
 impl<W: Write> RowHandler for Shower<W> {
     fn handle_process(&mut self, rows: &[process::Row]) {
         for row in rows {
-            tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "event");
             self.show(row, View::show);
         }
     }
 
     fn handle_network(&mut self, rows: &[network::Row]) {
         for row in rows {
-            tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "network event");
             self.show(row, View::show_network);
         }
     }
 
     fn handle_file(&mut self, rows: &[file::Row]) {
         for row in rows {
-            tracing::debug!(workload = %row.workload_id, kind = row.kind.as_str(), pid = row.pid, "file event");
             self.show(row, View::show_file);
         }
     }
 
     fn handle_resources(&mut self, rows: &[resources::Row]) {
         for row in rows {
-            tracing::debug!(workload = %row.workload_id, container = %row.container_id, "resource sample");
             self.show(row, View::show_resources);
         }
     }
@@ -102,8 +111,160 @@ impl<W: Write> RowHandler for Shower<W> {
     }
 }
 
-/// Runs the analyzer until `cancel`, writing the live view to `out` when
-/// `config.view` is set.
+/// The analyzer proper: the live view, and the engine with its Kafka store.
+struct Analyzer<W: Write> {
+    shower: Shower<W>,
+    engine: Engine,
+    store: Store,
+    checkpoint_every: Duration,
+    /// Alerts enqueued and not yet known to be in Kafka.
+    in_flight: Vec<(Alert, DeliveryFuture)>,
+    /// Alerts Kafka refused, to send again at the next checkpoint.
+    retry: Vec<Alert>,
+}
+
+impl<W: Write> Analyzer<W> {
+    /// Publishes the engine's new alerts (and shows them).
+    fn publish(&mut self) {
+        for alert in self.engine.drain_alerts() {
+            self.shower.show(&alert, View::show_alert);
+            self.send(alert);
+        }
+    }
+
+    fn send(&mut self, alert: Alert) {
+        match self.store.publish_alert(&alert.workload, &alert.json) {
+            Ok(f) => self.in_flight.push((alert, f)),
+            Err(error) => {
+                tracing::warn!(%error, uid = alert.uid, "alert not enqueued, retrying at the next checkpoint");
+                self.retry.push(alert);
+            }
+        }
+    }
+}
+
+impl<W: Write + Send> RowHandler for Analyzer<W> {
+    fn handle_process(&mut self, rows: &[process::Row]) {
+        self.shower.handle_process(rows);
+        for row in rows {
+            self.engine.handle_process(row);
+        }
+        self.publish();
+    }
+
+    fn handle_network(&mut self, rows: &[network::Row]) {
+        self.shower.handle_network(rows);
+        for row in rows {
+            self.engine.handle_network(row);
+        }
+        self.publish();
+    }
+
+    fn handle_file(&mut self, rows: &[file::Row]) {
+        self.shower.handle_file(rows);
+        for row in rows {
+            self.engine.handle_file(row);
+        }
+        self.publish();
+    }
+
+    fn handle_resources(&mut self, rows: &[resources::Row]) {
+        self.shower.handle_resources(rows);
+        for row in rows {
+            self.engine.handle_resources(row);
+        }
+        self.publish();
+    }
+
+    fn handle_gaps(&mut self, rows: &[gaps::Row]) {
+        self.shower.handle_gaps(rows);
+        for row in rows {
+            self.engine.handle_gap(row);
+        }
+    }
+
+    fn handle_syscalls(&mut self, rows: &[syscalls::Row]) {
+        self.engine.handle_syscalls(rows);
+        self.publish();
+    }
+
+    fn partition(&mut self, partition: i32) {
+        self.engine.set_partition(partition);
+    }
+
+    fn tick(&mut self) {
+        self.engine.tick();
+        self.publish();
+    }
+
+    fn checkpoint_interval(&self) -> Option<Duration> {
+        Some(self.checkpoint_every)
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), String> {
+        // Alerts first: an offset is committed only once its alerts are in Kafka.
+        for alert in std::mem::take(&mut self.retry) {
+            self.send(alert);
+        }
+        let mut failed = 0;
+        for (alert, delivery) in std::mem::take(&mut self.in_flight) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    tracing::warn!(%error, uid = alert.uid, "alert not delivered, retrying");
+                    self.retry.push(alert);
+                    failed += 1;
+                }
+                Err(_) => {
+                    self.retry.push(alert);
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            return Err(format!("{failed} alerts not delivered"));
+        }
+        let snapshots: Vec<(i32, String, Vec<u8>)> = self
+            .engine
+            .dirty_baselines()
+            .into_iter()
+            .map(|b| {
+                let json = serde_json::to_vec(b).map_err(|e| e.to_string())?;
+                Ok((b.partition, b.workload.clone(), json))
+            })
+            .collect::<Result<_, String>>()?;
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.store.save(&snapshots).await {
+            // Written again in full at the next checkpoint.
+            for (_, workload, _) in &snapshots {
+                self.engine.mark_dirty(workload);
+            }
+            return Err(error);
+        }
+        tracing::debug!(baselines = snapshots.len(), "baselines saved");
+        Ok(())
+    }
+
+    async fn assigned(&mut self, partitions: &[i32]) -> Result<(), String> {
+        let restored = self.store.load(partitions).await?;
+        tracing::info!(?partitions, baselines = restored.len(), "baselines restored");
+        for b in restored {
+            self.engine.restore(b);
+        }
+        Ok(())
+    }
+
+    fn revoked(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.engine.drop_partition(*p);
+        }
+    }
+}
+
+/// Runs the analyzer until `cancel`, writing the live view (and alerts) to
+/// `out` when `config.view` is set.
 pub async fn run<W: Write + Send>(
     config: Config,
     out: W,
@@ -112,7 +273,7 @@ pub async fn run<W: Write + Send>(
     if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
         return Ok(ConsumeStats::default());
     }
-    let mut shower = Shower {
+    let shower = Shower {
         view: config.view.then(|| View::new(out)),
     };
     let settings = ConsumerSettings {
@@ -123,7 +284,35 @@ pub async fn run<W: Write + Send>(
         session_timeout_ms: config.session_timeout_ms,
         extra: config.kafka.clone(),
     };
-    let stats = consume::consume(&settings, &mut shower, &cancel).await?;
+    let stats = if config.analysis.enabled {
+        let store = Store::connect(&config.brokers, &config.kafka)
+            .await
+            .map_err(AnalyzerError::Store)?;
+        let mut analyzer = Analyzer {
+            shower,
+            engine: Engine::new(config.analysis.settings()),
+            store,
+            checkpoint_every: Duration::from_millis(config.analysis.checkpoint_ms),
+            in_flight: Vec::new(),
+            retry: Vec::new(),
+        };
+        let stats = consume::consume(&settings, &mut analyzer, &cancel).await?;
+        let e = analyzer.engine.stats;
+        tracing::info!(
+            events = e.events,
+            findings = e.findings,
+            alerts = e.alerts,
+            suppressed = e.suppressed,
+            "analysis stopped"
+        );
+        if let Err(error) = analyzer.store.flush(Duration::from_secs(10)) {
+            tracing::warn!(%error, "alerts not flushed at shutdown");
+        }
+        stats
+    } else {
+        let mut shower = shower;
+        consume::consume(&settings, &mut shower, &cancel).await?
+    };
     tracing::info!(
         messages = stats.messages,
         rows = stats.rows,

@@ -287,6 +287,35 @@ impl<W: Write> View<W> {
     }
 }
 
+impl<W: Write> View<W> {
+    /// Shows one alert: `ALERT High 41ee3b278ccc web-1  rule.drift  Drift:
+    /// /tmp/x was not in the image and was executed  [T1105] baseline v12
+    /// stable`, with `(xN, update)` for the closing count of a recurring
+    /// finding. The title, names and ids are escaped.
+    pub fn show_alert(&mut self, alert: &crate::engine::Alert) -> std::io::Result<()> {
+        let f = &alert.finding;
+        let technique = f.technique.map_or(String::new(), |t| format!("  [{}]", t.uid));
+        let count = if alert.count > 1 {
+            format!(" (x{}, update)", alert.count)
+        } else {
+            String::new()
+        };
+        writeln!(
+            self.out,
+            "{}  ALERT {} {} {}  {}  {}{technique} baseline v{} {}{count}",
+            timestamp(f.time_ns),
+            f.severity.as_str(),
+            escape::terminal(f.container.id.get(..12).unwrap_or(&f.container.id)),
+            escape::terminal(f.container.name.as_deref().unwrap_or("?")),
+            f.rule,
+            escape::terminal(&f.title),
+            f.baseline_version,
+            f.baseline_state,
+        )?;
+        self.out.flush()
+    }
+}
+
 /// `HH:MM:SS.mmmZ` from Unix nanoseconds when on the same day as `line_ns`
 /// (the date the line starts with), the full [`timestamp`] otherwise.
 fn time_of_day(line_ns: i64, unix_ns: i64) -> String {
