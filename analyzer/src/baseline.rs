@@ -457,7 +457,11 @@ impl Baseline {
         let mut stats = Stats::new(time_ns);
         stats.record(count, time_ns, by.replica, by.host);
         values.insert(feature.value.as_str().into(), stats);
-        self.window_new += 1;
+        // Syscall profiles are samples, not events: they do not count
+        // towards the novelty rate (new features per event).
+        if feature.kind != Kind::Syscall {
+            self.window_new += 1;
+        }
         self.change(time_ns, format!("learned {feature}"));
         true
     }

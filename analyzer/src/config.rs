@@ -34,7 +34,8 @@ pub struct Config {
     #[serde(default = "default_instance_id")]
     pub instance_id: String,
     /// Consumer group session timeout, ms: how soon the partitions of a dead
-    /// analyzer move to the others. Default: 10000.
+    /// analyzer move to the others. Default: 10000. (With tansu 0.6, static
+    /// members with a 3000 ms session rebalanced in a loop; 10000 is stable.)
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u32,
     /// Extra librdkafka properties (e.g. `security.protocol`,

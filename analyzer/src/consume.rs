@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, file, gaps, ipc, network, process, resources, syscalls};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -133,7 +134,16 @@ struct Context {
     moved: Arc<Mutex<Vec<Moved>>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's own log lines, into ours.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            tracing::warn!(fac, "kafka consumer: {log_message}");
+        } else {
+            tracing::debug!(fac, "kafka consumer: {log_message}");
+        }
+    }
+}
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
     let mut v: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();

@@ -3,9 +3,9 @@
 //!
 //! | kind | value | from |
 //! |---|---|---|
-//! | `exec` | executable path | process exec / running |
-//! | `lineage` | `parent exe -> child exe` | process exec / running |
-//! | `args` | `exe` and its argument shape (numbers, hex, UUIDs, temp names masked) | process exec |
+//! | `exec` | the program: executable path, with the name it was invoked as when that differs (`/bin/busybox (wget)`, see [`program`]) | process exec / running |
+//! | `lineage` | `parent exe -> program` | process exec / running |
+//! | `args` | the program and its argument shape (numbers, hex, UUIDs, temp names masked) | process exec |
 //! | `shell` | interactive shell executable (a shell without `-c` or a script) | process exec |
 //! | `connect` | `port/peer class` (`loopback`, `cluster`, `private`, `public`) | outbound TCP connect |
 //! | `peer` | `address:port` | outbound TCP connect |
@@ -193,12 +193,13 @@ pub fn of_process(row: &process::Row, phase: Phase) -> Vec<Feature> {
     let Some(path) = row.path.as_deref() else {
         return Vec::new();
     };
-    let mut out = vec![Feature::new(phase, Kind::Exec, path)];
+    let program = program(path, &row.argv);
+    let mut out = vec![Feature::new(phase, Kind::Exec, program.clone())];
     if let Some(parent) = row.parent_exe.as_deref() {
-        out.push(Feature::new(phase, Kind::Lineage, format!("{parent} -> {path}")));
+        out.push(Feature::new(phase, Kind::Lineage, format!("{parent} -> {program}")));
     }
     if row.kind == process::Kind::Exec {
-        out.push(Feature::new(phase, Kind::Args, args_shape(path, &row.argv)));
+        out.push(Feature::new(phase, Kind::Args, args_shape(&program, &row.argv)));
         if is_interactive_shell(path, &row.argv) {
             out.push(Feature::new(phase, Kind::Shell, path));
         }
@@ -230,6 +231,19 @@ pub fn of_network(row: &network::Row, phase: Phase, cluster: &[Cidr]) -> Vec<Fea
 /// The features of a sensitive file write.
 pub fn of_file(row: &file::Row, phase: Phase) -> Vec<Feature> {
     vec![Feature::new(phase, Kind::File, &*row.path)]
+}
+
+/// What a process runs: its executable, and the name it was invoked as
+/// (`argv[0]`'s file name) when that differs, as multi-call binaries such
+/// as busybox choose what to do by it: `/bin/busybox (wget)`.
+pub fn program(path: &str, argv: &[impl AsRef<str>]) -> String {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    match argv.first().map(|a| base(a.as_ref())) {
+        Some(name) if !name.is_empty() && name != base(path) => {
+            format!("{path} ({})", mask(name.trim_start_matches('-')))
+        }
+        _ => path.to_owned(),
+    }
 }
 
 /// `addr:port`, with brackets around IPv6 addresses.
@@ -475,6 +489,17 @@ mod tests {
         assert!(args_shape("/x", &many).ends_with(" …"));
         let long = "x".repeat(100);
         assert_eq!(mask(&long).chars().count(), 65);
+    }
+
+    #[test]
+    fn multi_call_binaries_are_told_apart_by_their_name() {
+        assert_eq!(program("/bin/busybox", &["wget", "-q"]), "/bin/busybox (wget)");
+        assert_eq!(program("/bin/busybox", &["/bin/sh", "-c", "x"]), "/bin/busybox (sh)");
+        assert_eq!(program("/bin/busybox", &["-sh"]), "/bin/busybox (sh)");
+        assert_eq!(program("/usr/bin/python3", &["python3"]), "/usr/bin/python3");
+        assert_eq!(program("/app/worker", &["/app/worker"]), "/app/worker");
+        assert_eq!(program("/app/worker", &[] as &[&str]), "/app/worker");
+        assert_eq!(program("/app/w", &["w-7"]), "/app/w (w-<n>)");
     }
 
     #[test]

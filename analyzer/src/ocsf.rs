@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `finding_info` | id, title, description, rule (`analytic`), ATT&CK technique and tactic (`attacks`), first and last seen |
 //! | `anomaly_analyses` | what was observed; what the baseline holds for the same phase and kind (most frequent values with counts); fleet prevalence (replicas and hosts that showed it, of all) |
-//! | `evidences` | the container (id, name, image and digest), the process with its parent and ancestry, the network endpoint or the file |
+//! | `evidences` | the container (id, name, image and digest), the process with its parent and ancestry, the network endpoint or the file; for a measurement (resources), `data` |
+//! | `metadata.profiles` | `container` (the profile that puts `container` on a process) |
 //! | `severity_id`, `confidence_score`, `count` | the finding's severity, score (0–100), occurrences in the alert window |
 //! | `unmapped.glasshouse` | workload, rule, baseline version and state, score, event id |
 //!
@@ -110,6 +111,10 @@ pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64,
             "type_id": 1,
         });
     }
+    if f.process.is_none() && f.endpoint.is_none() && f.file.is_none() {
+        // An evidence names at least one artifact: the measurement itself.
+        evidence["data"] = json!({ f.anomaly.parameter.as_str(): f.anomaly.observed });
+    }
     let mut anomalies = vec![json!({
         "observation_parameter": f.anomaly.parameter,
         "observation_type": "observed",
@@ -191,6 +196,7 @@ pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64,
             },
             "uid": uid,
             "correlation_uid": f.workload,
+            "profiles": ["container"],
         },
         "finding_info": finding_info,
         "anomaly_analyses": [analysis],

@@ -73,4 +73,10 @@ if ! podman image exists "$IMAGE"; then
   podman import --change 'CMD ["/bin/sh"]' "$root.tar" "$IMAGE" >/dev/null
   rm -f "$root.tar"
 fi
+# 5. Python packages of the tests: the official OCSF schema, validated offline.
+if ! python3 -c 'import ocsf_json_schema, jsonschema' 2>/dev/null; then
+  say "installing python packages: ocsf-json-schema jsonschema"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
+    'ocsf-json-schema==1.2.0' 'jsonschema>=4.18,<5'
+fi
 say "setup complete"

@@ -18,6 +18,7 @@
 //! - [`http_get`], [`metric_value`]: reading a `/metrics` page.
 //! - [`free_port`], [`wait_for_port`].
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -713,4 +714,35 @@ pub mod topics {
         consumer.unsubscribe();
         Ok(rows)
     }
+}
+
+/// Validates OCSF documents (one JSON document each) against the official
+/// OCSF schema with `tests/ocsf/validate.py` (PyPI `ocsf-json-schema` and
+/// `jsonschema`, offline). Fails naming every invalid document's errors.
+pub fn validate_ocsf(docs: &[String]) -> anyhow::Result<()> {
+    ensure!(!docs.is_empty(), "no OCSF documents to validate");
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let mut file = tempfile::NamedTempFile::new()?;
+    for d in docs {
+        ensure!(!d.contains('\n'), "a document spans lines: {d}");
+        writeln!(file, "{d}")?;
+    }
+    file.flush()?;
+    let out = Command::new("python3")
+        .arg(manifest_dir.join("ocsf/validate.py"))
+        .arg(file.path())
+        .output()
+        .context("running python3 tests/ocsf/validate.py (setup.sh installs ocsf-json-schema and jsonschema)")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "OCSF validation failed:\n{text}");
+    ensure!(
+        text.contains(&format!("{} checked, 0 invalid", docs.len())),
+        "unexpected validator output:\n{text}"
+    );
+    Ok(())
 }
