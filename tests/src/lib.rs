@@ -777,7 +777,11 @@ pub mod deploy {
             .output()
             .context("running helm")?;
         if !out.status.success() {
-            bail!("helm template {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "helm template {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }

@@ -375,10 +375,7 @@ fn pods_get_only_the_privileges_they_need() -> anyhow::Result<()> {
                 assert_eq!(mount["readOnly"], true, "{name} must be read-only");
             }
         }
-        let paths: BTreeSet<&str> = volumes
-            .iter()
-            .filter_map(|v| v["hostPath"]["path"].as_str())
-            .collect();
+        let paths: BTreeSet<&str> = volumes.iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
         ensure!(paths.contains("/sys/fs/cgroup"), "{paths:?}");
         if sensor != "netlink" {
             ensure!(
@@ -401,7 +398,10 @@ fn pods_get_only_the_privileges_they_need() -> anyhow::Result<()> {
         assert_eq!(spec["automountServiceAccountToken"], false);
         let namespace = d["metadata"]["namespace"].as_str().context("namespace")?;
         let ns = find(&objects, "Namespace", namespace)?;
-        assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(
+            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "restricted"
+        );
     }
     Ok(())
 }

@@ -90,8 +90,18 @@ fn units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
     // The same check refuses broken units.
     let good = std::fs::read_to_string(deploy::repo_root().join("deploy/systemd/glasshouse-analyzer.service"))?;
     for (what, from, to, expected) in [
-        ("misspelt directive", "NoNewPrivileges=yes", "NoNewPrivilege=yes", "Unknown key"),
-        ("bad value", "ProtectSystem=strict", "ProtectSystem=strictt", "Failed to parse"),
+        (
+            "misspelt directive",
+            "NoNewPrivileges=yes",
+            "NoNewPrivilege=yes",
+            "Unknown key",
+        ),
+        (
+            "bad value",
+            "ProtectSystem=strict",
+            "ProtectSystem=strictt",
+            "Failed to parse",
+        ),
         (
             "missing binary",
             "ExecStart=/usr/bin/glasshouse-analyzer",
@@ -100,10 +110,7 @@ fn units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
         ),
     ] {
         ensure!(good.contains(from), "{from} not in the analyzer unit");
-        std::fs::write(
-            root.0.join("etc/systemd/system/broken.service"),
-            good.replace(from, to),
-        )?;
+        std::fs::write(root.0.join("etc/systemd/system/broken.service"), good.replace(from, to))?;
         match verify(&root.0, "broken.service")? {
             Ok(()) => anyhow::bail!("{what} accepted"),
             Err(said) => ensure!(said.contains(expected), "{what}: {said}"),
@@ -157,14 +164,17 @@ fn units_are_hardened() -> anyhow::Result<()> {
         .map(|c| format!("CAP_{c}"))
         .collect();
     expected.insert("CAP_SYS_RESOURCE".into());
-    assert_eq!(
-        bounding,
-        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
-    );
+    assert_eq!(bounding, expected.iter().map(String::as_str).collect::<BTreeSet<_>>());
     for unit in ["glasshouse-aggregator.service", "glasshouse-analyzer.service"] {
         let text = std::fs::read_to_string(deploy::repo_root().join("deploy/systemd").join(unit))?;
-        ensure!(text.lines().any(|l| l == "CapabilityBoundingSet="), "{unit} keeps capabilities");
-        ensure!(text.lines().any(|l| l == "DynamicUser=yes"), "{unit} runs as a fixed user");
+        ensure!(
+            text.lines().any(|l| l == "CapabilityBoundingSet="),
+            "{unit} keeps capabilities"
+        );
+        ensure!(
+            text.lines().any(|l| l == "DynamicUser=yes"),
+            "{unit} runs as a fixed user"
+        );
     }
     Ok(())
 }
@@ -178,9 +188,17 @@ fn example_configs_parse_with_the_binaries_config_types() -> anyhow::Result<()> 
     let analyzer: glasshouse_analyzer::Config = parse_config("analyzer.toml", &read("analyzer.toml")?)?;
     // Credentials come from LoadCredential= of the matching unit.
     let agent_tls = agent.tls.context("agent example without TLS")?;
-    ensure!(agent_tls.ca_file.starts_with("/run/credentials/glasshouse-agent.service"));
+    ensure!(
+        agent_tls
+            .ca_file
+            .starts_with("/run/credentials/glasshouse-agent.service")
+    );
     let aggregator_tls = aggregator.tls.context("aggregator example without TLS")?;
-    ensure!(aggregator_tls.cert_file.starts_with("/run/credentials/glasshouse-aggregator.service"));
+    ensure!(
+        aggregator_tls
+            .cert_file
+            .starts_with("/run/credentials/glasshouse-aggregator.service")
+    );
     ensure!(agent.aggregators.iter().all(|a| a.starts_with("https://")));
     assert_eq!(agent.spool_dir, Path::new("/var/lib/glasshouse/spool"));
     assert_eq!(aggregator.brokers, analyzer.brokers);
