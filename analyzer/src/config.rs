@@ -43,6 +43,11 @@ pub struct Config {
     /// Default: none.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// Address of the HTTP endpoint with Prometheus `/metrics` and the live
+    /// container scores as JSON (`/containers`, what `glasshouse containers`
+    /// shows). Default: none.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Baselines, scoring and alerts (`[analysis]`).
     #[serde(default)]
     pub analysis: Analysis,

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
+use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType, TOPIC_CONTROL};
 use glasshouse_proto::{SCHEMA_VERSION, file, gaps, ipc, network, process, resources, syscalls};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -93,6 +93,16 @@ pub trait RowHandler {
     /// Syscall profiles; ignored unless overridden.
     fn handle_syscalls(&mut self, rows: &[syscalls::Row]) {
         let _ = rows;
+    }
+    /// Whether to consume operator commands (`glasshouse.control`).
+    fn wants_control(&self) -> bool {
+        false
+    }
+    /// One operator command (see [`crate::control`]); an error says why it
+    /// was not applied.
+    fn handle_control(&mut self, payload: &[u8]) -> Result<(), String> {
+        let _ = payload;
+        Err("commands are not consumed here".into())
     }
     /// The partition the rows of the next message come from.
     fn partition(&mut self, partition: i32) {
@@ -221,7 +231,10 @@ pub async fn consume<H: RowHandler + Send>(
     let consumer: StreamConsumer<Context> = client
         .create_with_context(Context { moved: moved.clone() })
         .map_err(client_error)?;
-    let topics = CONSUMED.map(RecordType::topic);
+    let mut topics = CONSUMED.map(RecordType::topic).to_vec();
+    if handler.wants_control() {
+        topics.push(TOPIC_CONTROL);
+    }
     consumer.subscribe(&topics).map_err(client_error)?;
     tracing::info!(brokers, group, ?topics, "consuming");
     let mut stats = ConsumeStats::default();
@@ -364,6 +377,13 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m [u8]> {
 
 fn handle_message<H: RowHandler + Send>(m: &BorrowedMessage<'_>, handler: &mut H, stats: &mut ConsumeStats) {
     stats.messages += 1;
+    if m.topic() == TOPIC_CONTROL {
+        if let Err(error) = handler.handle_control(m.payload().unwrap_or_default()) {
+            stats.undecodable += 1;
+            tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "operator command not applied");
+        }
+        return;
+    }
     let record_type_header = header(m, HEADER_RECORD_TYPE).map(|v| String::from_utf8_lossy(v).into_owned());
     let handled = decode_message(
         m.topic(),

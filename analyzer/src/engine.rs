@@ -1072,6 +1072,17 @@ pub enum Command {
     Import(Box<Baseline>),
 }
 
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Lock => "lock",
+            Command::Unlock => "unlock",
+            Command::Reset => "reset",
+            Command::Import(_) => "import",
+        })
+    }
+}
+
 /// One event being evaluated.
 #[derive(Debug)]
 struct Event<'r> {

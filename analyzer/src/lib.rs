@@ -21,8 +21,10 @@
 //! - [`escape`]: escaping of container-supplied text for output.
 
 pub mod baseline;
+pub mod cli;
 pub mod config;
 pub mod consume;
+pub mod control;
 pub mod engine;
 pub mod escape;
 pub mod features;
@@ -34,6 +36,7 @@ pub mod view;
 use std::io::Write;
 
 use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
@@ -43,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::consume::{ConsumeError, ConsumeStats, ConsumerSettings, RowHandler, StartAt};
-use crate::engine::{Alert, Engine};
+use crate::engine::{Alert, Engine, EngineStats};
 use crate::store::Store;
 use crate::view::View;
 
@@ -55,6 +58,8 @@ pub enum AnalyzerError {
     Consume(#[from] ConsumeError),
     #[error("analyzer store: {0}")]
     Store(String),
+    #[error(transparent)]
+    Metrics(std::io::Error),
 }
 
 struct Shower<W: Write> {
@@ -111,8 +116,70 @@ impl<W: Write> RowHandler for Shower<W> {
     }
 }
 
+/// What the analyzer's HTTP endpoint serves, refreshed every tick.
+#[derive(Debug, Default)]
+struct Published {
+    stats: EngineStats,
+    baselines: [u64; 3],
+    baseline_bytes: u64,
+    checkpoint_failures: u64,
+    containers: Vec<cli::ContainerRow>,
+}
+
+impl Published {
+    fn metrics(&self) -> String {
+        use glasshouse_proto::metrics::render_scalar;
+        let mut out = String::new();
+        let s = &self.stats;
+        for (name, help, v) in [
+            ("glasshouse_analyzer_events_total", "Container events scored.", s.events),
+            (
+                "glasshouse_analyzer_findings_total",
+                "Findings, before deduplication.",
+                s.findings,
+            ),
+            (
+                "glasshouse_analyzer_alerts_total",
+                "Alerts published (creates and updates).",
+                s.alerts,
+            ),
+            (
+                "glasshouse_analyzer_alerts_suppressed_total",
+                "Findings counted in an open alert instead of alerting again.",
+                s.suppressed,
+            ),
+            (
+                "glasshouse_analyzer_gap_events_total",
+                "Events inside a reported gap: scored, not learned from.",
+                s.learned_in_gap,
+            ),
+            (
+                "glasshouse_analyzer_checkpoint_failures_total",
+                "Checkpoints that failed (offsets not committed, retried).",
+                self.checkpoint_failures,
+            ),
+        ] {
+            render_scalar(&mut out, name, help, "counter", v);
+        }
+        out.push_str("# HELP glasshouse_analyzer_baselines Baselines held, by state.\n# TYPE glasshouse_analyzer_baselines gauge\n");
+        for (state, n) in ["learning", "stable", "locked"].iter().zip(self.baselines) {
+            out.push_str(&format!("glasshouse_analyzer_baselines{{state=\"{state}\"}} {n}\n"));
+        }
+        render_scalar(
+            &mut out,
+            "glasshouse_analyzer_baseline_bytes",
+            "Approximate memory of the baselines held.",
+            "gauge",
+            self.baseline_bytes,
+        );
+        out
+    }
+}
+
 /// The analyzer proper: the live view, and the engine with its Kafka store.
 struct Analyzer<W: Write> {
+    published: Arc<Mutex<Published>>,
+    checkpoint_failures: u64,
     shower: Shower<W>,
     engine: Engine,
     store: Store,
@@ -192,9 +259,48 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         self.engine.set_partition(partition);
     }
 
+    fn wants_control(&self) -> bool {
+        true
+    }
+
+    fn handle_control(&mut self, payload: &[u8]) -> Result<(), String> {
+        let (workload, command, by) = control::parse(payload)?;
+        let what = format!("{command}");
+        let version = self.engine.command(&workload, command)?;
+        tracing::info!(workload, command = what, by, version, "operator command applied");
+        Ok(())
+    }
+
     fn tick(&mut self) {
         self.engine.tick();
         self.publish();
+        let mut baselines = [0u64; 3];
+        let mut bytes = 0;
+        for b in self.engine.baselines() {
+            baselines[b.state as usize] += 1;
+            bytes += b.approx_bytes() as u64;
+        }
+        let containers = self
+            .engine
+            .container_scores()
+            .into_iter()
+            .map(|c| cli::ContainerRow {
+                container_id: c.container.id.to_string(),
+                name: c.container.name.as_deref().map(str::to_owned),
+                image: c.container.image.as_deref().map(str::to_owned),
+                host: c.container.host.to_string(),
+                workload: c.workload.to_string(),
+                score: c.score,
+                baseline_state: c.baseline_state.to_owned(),
+            })
+            .collect();
+        *self.published.lock().expect("not poisoned") = Published {
+            stats: self.engine.stats,
+            baselines,
+            baseline_bytes: bytes,
+            checkpoint_failures: self.checkpoint_failures,
+            containers,
+        };
     }
 
     fn checkpoint_interval(&self) -> Option<Duration> {
@@ -222,6 +328,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
             }
         }
         if failed > 0 {
+            self.checkpoint_failures += 1;
             return Err(format!("{failed} alerts not delivered"));
         }
         let snapshots: Vec<(i32, String, Vec<u8>)> = self
@@ -241,6 +348,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
             for (_, workload, _) in &snapshots {
                 self.engine.mark_dirty(workload);
             }
+            self.checkpoint_failures += 1;
             return Err(error);
         }
         tracing::debug!(baselines = snapshots.len(), "baselines saved");
@@ -284,11 +392,39 @@ pub async fn run<W: Write + Send>(
         session_timeout_ms: config.session_timeout_ms,
         extra: config.kafka.clone(),
     };
+    let published = Arc::new(Mutex::new(Published::default()));
+    let endpoint = match config.metrics_listen {
+        Some(addr) => {
+            let listener = glasshouse_proto::metrics::bind(addr)
+                .await
+                .map_err(AnalyzerError::Metrics)?;
+            let published = published.clone();
+            let routes: glasshouse_proto::metrics::Routes = Arc::new(move |path: &str| {
+                let p = published.lock().expect("not poisoned");
+                match path {
+                    "/metrics" => Some((glasshouse_proto::metrics::TEXT_FORMAT, p.metrics())),
+                    "/containers" => Some((
+                        "application/json",
+                        cli::ascii_json(&serde_json::to_string(&p.containers).unwrap_or_default()),
+                    )),
+                    _ => None,
+                }
+            });
+            Some(tokio::spawn(glasshouse_proto::metrics::serve_routes(
+                listener,
+                routes,
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
     let stats = if config.analysis.enabled {
         let store = Store::connect(&config.brokers, &config.kafka)
             .await
             .map_err(AnalyzerError::Store)?;
         let mut analyzer = Analyzer {
+            published,
+            checkpoint_failures: 0,
             shower,
             engine: Engine::new(config.analysis.settings()),
             store,
@@ -313,6 +449,9 @@ pub async fn run<W: Write + Send>(
         let mut shower = shower;
         consume::consume(&settings, &mut shower, &cancel).await?
     };
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
     tracing::info!(
         messages = stats.messages,
         rows = stats.rows,

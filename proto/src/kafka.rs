@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES};
+use crate::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL};
 use crate::service::Backoff;
 
 /// How topics are created when missing: the `[topics]` table of the
@@ -85,6 +85,7 @@ pub fn all_topics() -> Vec<(&'static str, bool)> {
     let mut topics: Vec<(&'static str, bool)> = RecordType::ALL.iter().map(|t| (t.topic(), t.compacted())).collect();
     topics.push((TOPIC_ALERTS, false));
     topics.push((TOPIC_BASELINES, true));
+    topics.push((TOPIC_CONTROL, false));
     topics
 }
 
@@ -214,6 +215,7 @@ mod tests {
         }
         assert!(topics.contains(&("glasshouse.gaps", false)));
         assert!(topics.contains(&(TOPIC_ALERTS, false)) && topics.contains(&(TOPIC_BASELINES, true)));
-        assert_eq!(topics.len(), RecordType::ALL.len() + 2);
+        assert!(topics.contains(&(TOPIC_CONTROL, false)));
+        assert_eq!(topics.len(), RecordType::ALL.len() + 3);
     }
 }

@@ -220,9 +220,22 @@ pub fn renderer(metrics: &'static [&'static dyn Metric]) -> Renderer {
     std::sync::Arc::new(move || render(metrics))
 }
 
+/// Answers `GET path` (the path without its query): `Some((content type,
+/// body))`, or `None` for 404.
+pub type Routes = std::sync::Arc<dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync>;
+
+/// The content type of the Prometheus text format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
+
 /// Serves `GET /metrics` on `listener` until `cancel`. Other paths get 404;
 /// requests are read with a size cap and a deadline.
 pub async fn serve(listener: TcpListener, metrics: Renderer, cancel: CancellationToken) {
+    let routes: Routes = std::sync::Arc::new(move |path: &str| (path == "/metrics").then(|| (TEXT_FORMAT, metrics())));
+    serve_routes(listener, routes, cancel).await;
+}
+
+/// Serves the GET requests `routes` answers on `listener` until `cancel`.
+pub async fn serve_routes(listener: TcpListener, routes: Routes, cancel: CancellationToken) {
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, "metrics endpoint serving");
     loop {
@@ -232,9 +245,9 @@ pub async fn serve(listener: TcpListener, metrics: Renderer, cancel: Cancellatio
         };
         match accepted {
             Ok((stream, _)) => {
-                let metrics = metrics.clone();
+                let routes = routes.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = answer(stream, &metrics).await {
+                    if let Err(error) = answer(stream, &routes).await {
                         tracing::debug!(%error, "metrics request failed");
                     }
                 });
@@ -247,7 +260,7 @@ pub async fn serve(listener: TcpListener, metrics: Renderer, cancel: Cancellatio
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Renderer) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, routes: &Routes) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     let read = async {
@@ -263,14 +276,18 @@ async fn answer(mut stream: TcpStream, metrics: &Renderer) -> std::io::Result<()
     tokio::time::timeout(Duration::from_secs(5), read)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timed out"))??;
-    let ok = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
-    let (status, body) = if ok {
-        ("200 OK", metrics())
-    } else {
-        ("404 Not Found", "only GET /metrics is served\n".to_owned())
+    // `GET /path?query HTTP/1.1`: the path, without its query.
+    let path = head
+        .strip_prefix(b"GET ")
+        .and_then(|rest| rest.split(|b| *b == b' ').next())
+        .and_then(|target| std::str::from_utf8(target).ok())
+        .map(|target| target.split('?').next().unwrap_or(target));
+    let (status, content_type, body) = match path.and_then(|p| routes(p)) {
+        Some((content_type, body)) => ("200 OK", content_type, body),
+        None => ("404 Not Found", "text/plain", "not found\n".to_owned()),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

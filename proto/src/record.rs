@@ -15,6 +15,10 @@ pub const HEADER_PRODUCER_ID: &str = "glasshouse-producer-id";
 pub const TOPIC_ALERTS: &str = "glasshouse.alerts";
 /// Compacted topic of baseline snapshots, keyed by workload id.
 pub const TOPIC_BASELINES: &str = "glasshouse.baselines";
+/// Operator commands to the analyzers (lock, unlock, reset, import a
+/// baseline), JSON keyed by workload id: the analyzer that owns the
+/// workload's partition applies them.
+pub const TOPIC_CONTROL: &str = "glasshouse.control";
 
 /// The kinds of telemetry record, one Kafka topic each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -648,6 +648,22 @@ pub mod topics {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::{Headers, Message};
 
+    /// Messages in `topic` now: the sum of its partitions' high watermarks
+    /// minus their low ones.
+    pub fn count_messages(brokers: &str, topic: &str) -> anyhow::Result<i64> {
+        use rdkafka::consumer::BaseConsumer;
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let t = metadata.topics().first().context("no metadata")?;
+        let mut n = 0;
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            n += high - low;
+        }
+        Ok(n)
+    }
+
     /// Reads `record_type`'s topic from the start until `expected` rows arrived
     /// and the topic has been quiet for a second (so extra rows would be seen);
     /// `read` turns a message value into rows. Returns every row with its

@@ -1,12 +1,20 @@
 //! `glasshouse`: the operator's command line.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use glasshouse_analyzer::baseline::Baseline;
+use glasshouse_analyzer::{cli, control};
 use glasshouse_proto::service;
 
 /// Glasshouse command line.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+    brokers: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -16,13 +24,95 @@ enum Command {
     /// Show, live, the containers, what they execute, their TCP connections and
     /// the sensitive files they write (from Kafka).
     Watch {
-        /// Kafka bootstrap servers.
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        brokers: String,
         /// Start with the oldest retained events instead of new ones.
         #[arg(long)]
         from_beginning: bool,
     },
+    /// Alerts (OCSF Detection Findings on `glasshouse.alerts`).
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// The workloads' behaviour baselines (on `glasshouse.baselines`).
+    Baselines {
+        #[command(subcommand)]
+        command: BaselinesCommand,
+    },
+    /// Live scores of the containers, from the analyzers' HTTP endpoints
+    /// (`metrics_listen` in their config).
+    Containers {
+        /// Analyzer endpoints, `HOST:PORT`, comma separated.
+        #[arg(long, default_value = "127.0.0.1:9466", value_delimiter = ',')]
+        analyzer: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Print alerts as they arrive.
+    Tail {
+        /// One OCSF JSON document per line (ASCII-only) instead of a summary line.
+        #[arg(long)]
+        json: bool,
+        /// Start with the oldest retained alerts.
+        #[arg(long)]
+        from_beginning: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BaselinesCommand {
+    /// One line per workload: state, version, size.
+    List,
+    /// What a workload's baseline holds and its latest changes.
+    Show { workload: String },
+    /// The baseline snapshot as JSON (to stdout, or a file).
+    Export {
+        workload: String,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Replace a workload's baseline with an exported snapshot.
+    Import { file: PathBuf },
+    /// Freeze a baseline: nothing is learned, everything new is scored.
+    Lock { workload: String },
+    /// Let a baseline learn again.
+    Unlock { workload: String },
+    /// Forget a baseline: the workload learns from nothing.
+    Reset { workload: String },
+}
+
+fn fail(message: String) -> ! {
+    tracing::error!("{message}");
+    std::process::exit(1)
+}
+
+async fn read_baselines(brokers: &str) -> std::collections::BTreeMap<String, Baseline> {
+    let brokers = brokers.to_owned();
+    match tokio::task::spawn_blocking(move || control::read_baselines(&brokers, Duration::from_secs(15))).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+async fn one_baseline(brokers: &str, workload: &str) -> Baseline {
+    read_baselines(brokers)
+        .await
+        .remove(workload)
+        .unwrap_or_else(|| fail(format!("no baseline of workload {workload:?} on the baselines topic")))
+}
+
+async fn send_command(brokers: &str, workload: &str, name: &str, baseline: Option<Baseline>) {
+    match control::send(brokers, workload, name, baseline, Duration::from_secs(30)).await {
+        Ok(b) => println!(
+            "{name}: {} is now version {} ({})",
+            glasshouse_analyzer::escape::terminal(workload),
+            b.version,
+            b.state.as_str()
+        ),
+        Err(e) => fail(e),
+    }
 }
 
 #[tokio::main]
@@ -30,14 +120,60 @@ async fn main() {
     service::init_logging();
     let cli = Cli::parse();
     let cancel = service::shutdown_on_signals();
+    let brokers = cli.brokers;
     match cli.command {
-        Command::Watch {
-            brokers,
-            from_beginning,
-        } => {
+        Command::Watch { from_beginning } => {
             service::exit_on_error(
                 glasshouse_analyzer::watch(&brokers, from_beginning, std::io::stdout(), cancel).await,
             );
+        }
+        Command::Alerts {
+            command: AlertsCommand::Tail { json, from_beginning },
+        } => {
+            let shown = cli::alerts_tail(&brokers, json, from_beginning, std::io::stdout(), cancel).await;
+            service::exit_on_error(shown.map_err(std::io::Error::other));
+        }
+        Command::Baselines { command } => match command {
+            BaselinesCommand::List => {
+                let all = read_baselines(&brokers).await;
+                print!("{}", cli::baselines_table(&all.values().collect::<Vec<_>>()));
+            }
+            BaselinesCommand::Show { workload } => {
+                print!("{}", cli::baseline_report(&one_baseline(&brokers, &workload).await));
+            }
+            BaselinesCommand::Export { workload, output } => {
+                let b = one_baseline(&brokers, &workload).await;
+                let json = serde_json::to_string_pretty(&b).unwrap_or_else(|e| fail(e.to_string()));
+                let json = cli::ascii_json(&json);
+                match output {
+                    Some(path) => std::fs::write(&path, json + "\n")
+                        .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display()))),
+                    None => println!("{json}"),
+                }
+            }
+            BaselinesCommand::Import { file } => {
+                let text = std::fs::read(&file).unwrap_or_else(|e| fail(format!("reading {}: {e}", file.display())));
+                let b: Baseline = serde_json::from_slice(&text)
+                    .unwrap_or_else(|e| fail(format!("{}: not a baseline snapshot: {e}", file.display())));
+                let workload = b.workload.clone();
+                send_command(&brokers, &workload, "import", Some(b)).await;
+            }
+            BaselinesCommand::Lock { workload } => send_command(&brokers, &workload, "lock", None).await,
+            BaselinesCommand::Unlock { workload } => send_command(&brokers, &workload, "unlock", None).await,
+            BaselinesCommand::Reset { workload } => send_command(&brokers, &workload, "reset", None).await,
+        },
+        Command::Containers { analyzer } => {
+            let mut rows = Vec::new();
+            for addr in &analyzer {
+                let body = cli::http_get(addr, "/containers")
+                    .await
+                    .unwrap_or_else(|e| fail(format!("analyzer at {addr}: {e}")));
+                let mut more: Vec<cli::ContainerRow> = serde_json::from_str(&body)
+                    .unwrap_or_else(|e| fail(format!("analyzer at {addr}: unexpected answer: {e}")));
+                rows.append(&mut more);
+            }
+            rows.sort_by(|a, b| b.score.total_cmp(&a.score));
+            print!("{}", cli::containers_table(&rows));
         }
     }
 }

@@ -36,6 +36,7 @@ glasshouse.gaps: telemetry
 glasshouse.containers: compacted
 glasshouse.alerts: alerts
 glasshouse.baselines: compacted
+glasshouse.control: telemetry
 {{- end }}
 
 {{/* imagePullSecrets of a pod spec. */}}
