@@ -1,24 +1,31 @@
 //! The Glasshouse analyzer: a member of a Kafka consumer group over the event
-//! topics. Today it decodes the Arrow batches and shows, live, the containers,
-//! what they execute, their TCP connections, the sensitive files they write,
-//! their resource use and the gaps in what the agents reported; baselines,
-//! scoring and alerts build on this loop.
+//! topics. It learns a behaviour baseline per workload across all its replicas,
+//! scores every event against it and against the workload's other replicas,
+//! runs the detections that need no baseline, publishes alerts as OCSF
+//! Detection Findings, and shows the live view.
 //!
 //! ```text
-//!  Kafka glasshouse.process ──consumer group──▶ consume: decode Arrow IPC ──▶ view (stdout,
-//!        glasshouse.network                       store offset after handling     escaped)
-//!        glasshouse.file
-//!        glasshouse.resources
-//!        glasshouse.gaps
-//!   (partition = workload)
+//!  Kafka glasshouse.process ─┐                                      ┌─▶ glasshouse.alerts (OCSF JSON)
+//!        glasshouse.network  │ consume: decode Arrow IPC ──▶ engine ─┤
+//!        glasshouse.file     ├─(partition = workload)          │     └─▶ view (stdout, escaped)
+//!        glasshouse.syscalls │                                baselines ◀─▶ glasshouse.baselines
+//!        glasshouse.resources│                                  ▲            (checkpoint, restore)
+//!        glasshouse.gaps     │                                  │
+//!        glasshouse.control ─┘ (operator commands) ─────────────┘
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the TOML config.
-//! - [`consume`]: the consumer-group loop (at-least-once offsets).
-//! - [`view`]: the live view of containers, execs, connections, file writes,
-//!   resource samples and gaps.
-//! - [`escape`]: escaping of container-supplied text for output.
+//! - [`config`]: the TOML config (`[analysis]`: learning, scoring, alerts).
+//! - [`consume`]: the consumer-group loop (offsets stored after checkpoints,
+//!   state moved with partitions).
+//! - [`features`]: what an event shows a baseline, per phase.
+//! - [`baseline`]: one workload's baseline, its lifecycle and versions.
+//! - [`engine`]: scoring, detections, container scores, alert windows.
+//! - [`finding`], [`ocsf`]: findings and their OCSF 1.8 JSON.
+//! - [`store`]: alerts and baseline snapshots in Kafka.
+//! - [`control`]: operator commands and reading baselines back (CLI).
+//! - [`cli`]: what the `glasshouse` command line prints.
+//! - [`view`]: the live view; [`escape`]: escaping of container-supplied text.
 
 pub mod baseline;
 pub mod cli;

@@ -275,17 +275,20 @@ impl Drop for AggregatorProcess {
     }
 }
 
+/// This crate's directory (`tests/`) at run time (cargo sets it for tests and
+/// benches), not the one compiled in: one target directory serves clones at
+/// other paths, and a test binary built for another clone is reused when
+/// nothing changed.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Builds `tests/benches/storm.c` (a static load generator: `storm exec N`,
 /// `storm tcp N`) into a fresh directory, to mount into containers.
 pub fn build_storm() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("glasshouse-storm-{}", free_port()?));
     std::fs::create_dir_all(&dir)?;
-    // The directory at run time (cargo sets it for tests and benches), not the
-    // one compiled in: one target directory serves clones at other paths, and
-    // a test binary built for another clone is reused when nothing changed.
-    let manifest_dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    let src = manifest_dir.join("benches/storm.c");
+    let src = manifest_dir().join("benches/storm.c");
     let status = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
         .arg(dir.join("storm"))
@@ -737,8 +740,6 @@ pub mod topics {
 /// `jsonschema`, offline). Fails naming every invalid document's errors.
 pub fn validate_ocsf(docs: &[String]) -> anyhow::Result<()> {
     ensure!(!docs.is_empty(), "no OCSF documents to validate");
-    let manifest_dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let mut file = tempfile::NamedTempFile::new()?;
     for d in docs {
         ensure!(!d.contains('\n'), "a document spans lines: {d}");
@@ -746,7 +747,7 @@ pub fn validate_ocsf(docs: &[String]) -> anyhow::Result<()> {
     }
     file.flush()?;
     let out = Command::new("python3")
-        .arg(manifest_dir.join("ocsf/validate.py"))
+        .arg(manifest_dir().join("ocsf/validate.py"))
         .arg(file.path())
         .output()
         .context("running python3 tests/ocsf/validate.py (setup.sh installs ocsf-json-schema and jsonschema)")?;
@@ -775,7 +776,7 @@ pub mod deploy {
 
     /// The repository's root directory.
     pub fn repo_root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        crate::manifest_dir()
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".."))

@@ -1,0 +1,417 @@
+//! Analyzer figures, measured in one run (`cargo bench -p glasshouse-tests
+//! --bench analyzer`; part 3 needs root, Podman and the test image):
+//!
+//! 1. Scored events per second on one core: `WORKLOADS` workloads of three
+//!    replicas learn, become stable, then `SCORED` events (exec, connect,
+//!    sensitive write; one in a thousand new) are scored on this thread.
+//!    Reference in the same run: decoding the same events from Arrow IPC
+//!    (what the consumer does before scoring); ratio = scoring / decoding.
+//! 2. Memory per baseline: resident memory before and after learning
+//!    `MEMORY_WORKLOADS` more baselines of about 150 features each, and the
+//!    baselines' own estimate.
+//! 3. Time from an exec in a container to its alert on Kafka: a real agent
+//!    (eBPF), aggregator, analyzer and broker with the local stack's latency
+//!    settings; a container runs `LATENCY_EXECS` binaries it downloaded
+//!    (drift), one per second; each alert's arrival on `glasshouse.alerts` is
+//!    compared with its event time (p50, p99, max).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use glasshouse_analyzer::baseline::Rules;
+use glasshouse_analyzer::engine::{Engine, Settings};
+use glasshouse_analyzer::features::Phases;
+use glasshouse_proto::{file, ipc, network, process};
+use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, cpu_time_of, free_port, podman, require_test_image};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+const WORKLOADS: usize = 200;
+const SCORED: usize = 1_000_000;
+const MEMORY_WORKLOADS: usize = 2_000;
+const LATENCY_EXECS: usize = 40;
+const S: i64 = 1_000_000_000;
+
+fn settings() -> Settings {
+    Settings {
+        phases: Phases { startup_ns: 0 },
+        rules: Rules {
+            min_learning_ns: 0,
+            min_events: 1,
+            max_novelty: 1.0,
+            novelty_window_ns: 10 * S,
+        },
+        cluster: vec!["10.0.0.0/8".parse().expect("cidr")],
+        alert_threshold: 0.7,
+        container_threshold: 3.0,
+        window_ns: 300 * S,
+        fleet_min_replicas: 3,
+        fleet_peer_age_ns: 300 * S,
+        active_ns: 600 * S,
+        mining_ports: vec![3333],
+        mining_cpu_cores: 0.9,
+        mining_cpu_samples: 6,
+    }
+}
+
+type Str = Arc<str>;
+
+/// Interned strings of the synthetic fleet.
+struct Fleet {
+    workloads: Vec<Str>,
+    containers: Vec<Vec<Str>>,
+    programs: Vec<Str>,
+    args: Vec<Vec<Str>>,
+    parents: Vec<Str>,
+    peers: Vec<Str>,
+    files: Vec<Str>,
+    host: Str,
+    agent: Str,
+}
+
+impl Fleet {
+    fn new(workloads: usize, prefix: &str) -> Fleet {
+        Fleet {
+            workloads: (0..workloads).map(|w| format!("{prefix}/app-{w}").into()).collect(),
+            containers: (0..workloads)
+                .map(|w| (0..3).map(|r| format!("{w:032x}{r:032x}").into()).collect())
+                .collect(),
+            programs: (0..40).map(|p| format!("/usr/local/bin/tool-{p}").into()).collect(),
+            args: (0..40)
+                .map(|p| vec![format!("tool-{p}").into(), "--id".into(), format!("{p}").into()])
+                .collect(),
+            parents: vec!["/usr/local/bin/server".into(), "/bin/sh".into()],
+            peers: (0..40)
+                .map(|p| format!("10.1.{}.{}", p / 250, p % 250).into())
+                .collect(),
+            files: (0..10).map(|f| format!("/etc/app/conf-{f}").into()).collect(),
+            host: "node-1".into(),
+            agent: "bench".into(),
+        }
+    }
+
+    fn exec(&self, w: usize, r: usize, i: usize, t: i64, novel: bool) -> process::Row {
+        let p = i % self.programs.len();
+        let path: Str = if novel {
+            format!("/tmp/new-{i}").into()
+        } else {
+            self.programs[p].clone()
+        };
+        process::Row {
+            agent_id: self.agent.clone(),
+            boot_id: 1,
+            batch_seq: i as u64,
+            event_index: 0,
+            time_unix_ns: t,
+            host: self.host.clone(),
+            container_id: Some(self.containers[w][r].clone()),
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: self.workloads[w].clone(),
+            kind: process::Kind::Exec,
+            pid: 1000 + i as u32,
+            ppid: 10,
+            uid: 0,
+            gid: 0,
+            path: Some(path),
+            argv: self.args[p].clone(),
+            cwd: None,
+            parent_exe: Some(self.parents[i % 2].clone()),
+            exit_code: None,
+            count: 1,
+            exec_in: false,
+            drift: false,
+        }
+    }
+
+    fn connect(&self, w: usize, r: usize, i: usize, t: i64) -> network::Row {
+        network::Row {
+            agent_id: self.agent.clone(),
+            boot_id: 1,
+            batch_seq: i as u64,
+            event_index: 1,
+            time_unix_ns: t,
+            host: self.host.clone(),
+            container_id: Some(self.containers[w][r].clone()),
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: self.workloads[w].clone(),
+            kind: network::Kind::Connect,
+            pid: 1000,
+            family: network::Family::Ipv4,
+            local_addr: "10.0.0.2".into(),
+            local_port: 40000,
+            remote_addr: Some(self.peers[i % self.peers.len()].clone()),
+            remote_port: [5432, 6379, 443, 8080][i % 4],
+            bytes_sent: 0,
+            bytes_received: 0,
+            count: 1,
+            pre_existing: false,
+        }
+    }
+
+    fn write(&self, w: usize, r: usize, i: usize, t: i64) -> file::Row {
+        file::Row {
+            agent_id: self.agent.clone(),
+            boot_id: 1,
+            batch_seq: i as u64,
+            event_index: 2,
+            time_unix_ns: t,
+            host: self.host.clone(),
+            container_id: Some(self.containers[w][r].clone()),
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: self.workloads[w].clone(),
+            kind: file::Kind::Write,
+            pid: 1000,
+            path: self.files[i % self.files.len()].clone(),
+            exe: None,
+            flags: 1,
+            count: 1,
+        }
+    }
+
+    /// Every known feature of every workload, shown by every replica.
+    fn learn(&self, engine: &mut Engine) {
+        for w in 0..self.workloads.len() {
+            for r in 0..3 {
+                for i in 0..self.programs.len() * 2 {
+                    engine.handle_process(&self.exec(w, r, i, i as i64 * S, false));
+                    engine.handle_network(&self.connect(w, r, i, i as i64 * S));
+                    engine.handle_file(&self.write(w, r, i, i as i64 * S));
+                }
+            }
+        }
+        engine.tick();
+    }
+}
+
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn scoring() -> anyhow::Result<()> {
+    let fleet = Fleet::new(WORKLOADS, "registry.local/shop");
+    let mut engine = Engine::new(settings());
+    fleet.learn(&mut engine);
+    let stable = engine.baselines().filter(|b| b.state.as_str() == "stable").count();
+    anyhow::ensure!(stable == WORKLOADS, "{stable} of {WORKLOADS} baselines stable");
+    engine.drain_alerts();
+
+    // The events to score: 60% execs, 30% connects, 10% writes; 0.1% new.
+    let mut execs = Vec::new();
+    let mut connects = Vec::new();
+    let mut writes = Vec::new();
+    for i in 0..SCORED {
+        let (w, r, t) = (i % WORKLOADS, i % 3, 1000 * S + i as i64 * 1000);
+        match i % 10 {
+            0..=5 => execs.push(fleet.exec(w, r, i, t, i % 1000 == 7)),
+            6..=8 => connects.push(fleet.connect(w, r, i, t)),
+            _ => writes.push(fleet.write(w, r, i, t)),
+        }
+    }
+    // Reference: the same rows as Arrow IPC messages of 1,000 rows, decoded.
+    let mut messages = Vec::new();
+    for chunk in execs.chunks(1000) {
+        let mut b = process::Builder::default();
+        chunk.iter().for_each(|r| b.append(r));
+        messages.push((0, ipc::encode(&b.finish())?));
+    }
+    for chunk in connects.chunks(1000) {
+        let mut b = network::Builder::default();
+        chunk.iter().for_each(|r| b.append(r));
+        messages.push((1, ipc::encode(&b.finish())?));
+    }
+    for chunk in writes.chunks(1000) {
+        let mut b = file::Builder::default();
+        chunk.iter().for_each(|r| b.append(r));
+        messages.push((2, ipc::encode(&b.finish())?));
+    }
+    let pid = std::process::id();
+    let (c0, t0) = (cpu_time_of(pid)?, Instant::now());
+    let mut decoded = 0;
+    for (kind, m) in &messages {
+        let batch = ipc::decode(m)?;
+        decoded += match kind {
+            0 => process::read_rows(&batch)?.len(),
+            1 => network::read_rows(&batch)?.len(),
+            _ => file::read_rows(&batch)?.len(),
+        };
+    }
+    let (decode_cpu, decode_wall) = (cpu_time_of(pid)? - c0, t0.elapsed());
+    anyhow::ensure!(decoded == SCORED);
+
+    let (c0, t0) = (cpu_time_of(pid)?, Instant::now());
+    for r in &execs {
+        engine.handle_process(r);
+    }
+    for r in &connects {
+        engine.handle_network(r);
+    }
+    for r in &writes {
+        engine.handle_file(r);
+    }
+    let (score_cpu, score_wall) = (cpu_time_of(pid)? - c0, t0.elapsed());
+    let alerts = engine.drain_alerts().len();
+    let per_core = SCORED as f64 / score_cpu.as_secs_f64();
+    println!(
+        "1. scoring: {SCORED} events over {WORKLOADS} stable baselines in {score_wall:.2?} wall, {score_cpu:.2?} CPU: {:.0} scored events/s per core ({:.0} ns/event); {alerts} alerts for the {} new executables",
+        per_core,
+        score_cpu.as_nanos() as f64 / SCORED as f64,
+        SCORED / 10 * 6 / 1000
+    );
+    println!(
+        "   reference: Arrow IPC decoding of the same events {decode_wall:.2?} wall, {decode_cpu:.2?} CPU ({:.0} events/s per core); scoring / decoding CPU = {:.2}",
+        SCORED as f64 / decode_cpu.as_secs_f64(),
+        score_cpu.as_secs_f64() / decode_cpu.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn memory() -> anyhow::Result<()> {
+    let fleet = Fleet::new(MEMORY_WORKLOADS, "registry.local/memory");
+    let mut engine = Engine::new(settings());
+    let before = rss();
+    fleet.learn(&mut engine);
+    let after = rss();
+    let features: usize = engine
+        .baselines()
+        .map(|b| b.features.values().map(|m| m.len()).sum::<usize>())
+        .sum();
+    let estimate: usize = engine.baselines().map(|b| b.approx_bytes()).sum();
+    let per = (after.saturating_sub(before)) as f64 / MEMORY_WORKLOADS as f64;
+    println!(
+        "2. memory: {MEMORY_WORKLOADS} baselines of {} features each (3 replicas): resident memory +{:.1} MiB = {:.1} KiB per baseline (includes the engine's container and process tables); the baselines' own estimate {:.1} KiB each",
+        features / MEMORY_WORKLOADS,
+        after.saturating_sub(before) as f64 / 1048576.0,
+        per / 1024.0,
+        estimate as f64 / MEMORY_WORKLOADS as f64 / 1024.0
+    );
+    Ok(())
+}
+
+async fn latency() -> anyhow::Result<()> {
+    require_test_image()?;
+    let broker = Broker::start()?;
+    let brokers = broker.bootstrap();
+    let podman_api = PodmanService::start()?;
+    let cancel = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ingest = listener.local_addr()?;
+    // The local stack's configs, pointed at this broker and aggregator.
+    let local =
+        |name: &str| std::fs::read_to_string(glasshouse_tests::manifest_dir().join("../deploy/local").join(name));
+    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+        "aggregator.toml",
+        &local("aggregator.toml")?
+            .replace("127.0.0.1:9092", &brokers)
+            .replace("metrics_listen = \"127.0.0.1:9464\"", ""),
+    )?;
+    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
+        aggregator_config,
+        listener,
+        cancel.clone(),
+    ));
+    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+        "analyzer.toml",
+        &local("analyzer.toml")?
+            .replace("127.0.0.1:9092", &brokers)
+            .replace("view = true", "view = false"),
+    )?;
+    let analyzer = tokio::spawn(glasshouse_analyzer::run(
+        analyzer_config,
+        std::io::sink(),
+        cancel.clone(),
+    ));
+    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
+        "agent.toml",
+        &format!(
+            "{}\nagent_id = \"latency\"\nspool = false\n",
+            local("agent.toml")?
+                .replace("http://127.0.0.1:50051", &format!("http://{ingest}"))
+                .replace("/run/podman/podman.sock", &podman_api.socket.display().to_string())
+                .replace("metrics_listen = \"127.0.0.1:9465\"", "")
+        ),
+    )?;
+    let agent_cancel = cancel.child_token();
+    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "latency-bench")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "2000")
+        .create()?;
+    consumer.subscribe(&[glasshouse_proto::record::TOPIC_ALERTS])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let name = format!("gh-latency-{}", free_port()?);
+    let script = format!(
+        "sleep 15; i=0; while [ $i -lt {LATENCY_EXECS} ]; do cp /bin/busybox /tmp/x$i; /tmp/x$i true; i=$((i+1)); sleep 1; done; sleep 5"
+    );
+    podman(&["run", "-d", "--name", &name, TEST_IMAGE, "/bin/sh", "-c", &script])?;
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15 + LATENCY_EXECS as u64 + 40);
+    while latencies.len() < LATENCY_EXECS && Instant::now() < deadline {
+        let Ok(m) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else {
+            continue;
+        };
+        let m = m?;
+        let received = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        let doc: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+        if doc["unmapped"]["glasshouse"]["rule"] == "rule.drift" && doc["activity_id"] == 1 {
+            let event_ms = doc["finding_info"]["first_seen_time"]
+                .as_i64()
+                .context("no first_seen_time")?;
+            latencies.push(received - event_ms);
+        }
+    }
+    // Ignored: cleanup only.
+    let _ = podman(&["rm", "-f", "-t", "0", &name]);
+    consumer.unsubscribe();
+    agent_cancel.cancel();
+    agent.await??;
+    cancel.cancel();
+    aggregator.await??;
+    analyzer.await??;
+    drop(podman_api);
+    drop(broker);
+    anyhow::ensure!(
+        latencies.len() == LATENCY_EXECS,
+        "only {} of {LATENCY_EXECS} drift alerts",
+        latencies.len()
+    );
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    println!(
+        "3. exec to alert on Kafka, {} execs with the local stack's settings (agent batch 100 ms, aggregator flush 50 ms): p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        pct(0.50),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() -> anyhow::Result<()> {
+    scoring()?;
+    memory()?;
+    latency().await
+}
