@@ -23,7 +23,7 @@
 //! statistics, not changes. The last [`HISTORY`] changes are kept with the
 //! baseline, and every alert names the version it was scored against.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,8 +42,12 @@ pub const MAX_VALUES: usize = 4096;
 /// Resource samples kept per metric for the robust statistics.
 pub const RESERVOIR: usize = 256;
 
+/// A hash map with a fast, per-instance seeded hash (foldhash): the hot path
+/// looks up several feature values per event.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Features by phase and kind, then value.
-pub type FeatureMap = HashMap<(Phase, Kind), HashMap<Box<str>, Stats>>;
+pub type FeatureMap = Map<(Phase, Kind), Map<Box<str>, Stats>>;
 
 /// Lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,11 +242,11 @@ pub struct Baseline {
     #[serde(with = "feature_map")]
     pub features: FeatureMap,
     /// Replicas by container id.
-    pub replicas: HashMap<String, Replica>,
+    pub replicas: Map<String, Replica>,
     pub next_replica: u32,
     /// Host names; features and replicas refer to them by index.
     pub hosts: Vec<String>,
-    pub resources: HashMap<ResourceMetric, Metric>,
+    pub resources: Map<ResourceMetric, Metric>,
     /// The novelty window in progress: its start, events and new features.
     pub window_start_ns: i64,
     pub window_events: u64,
@@ -266,10 +270,7 @@ mod feature_map {
         stats: Stats,
     }
 
-    pub fn serialize<S: Serializer>(
-        m: &HashMap<(Phase, Kind), HashMap<Box<str>, Stats>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &FeatureMap, s: S) -> Result<S::Ok, S::Error> {
         let mut entries: Vec<Entry> = m
             .iter()
             .flat_map(|((phase, kind), values)| {
@@ -287,7 +288,7 @@ mod feature_map {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FeatureMap, D::Error> {
         let entries = Vec::<Entry>::deserialize(d)?;
-        let mut m = FeatureMap::new();
+        let mut m = FeatureMap::default();
         for e in entries {
             m.entry((e.phase, e.kind)).or_default().insert(e.value.into(), e.stats);
         }
@@ -313,11 +314,11 @@ impl Baseline {
             created_ns: now_ns,
             images: Vec::new(),
             events: 0,
-            features: HashMap::new(),
-            replicas: HashMap::new(),
+            features: Map::default(),
+            replicas: Map::default(),
             next_replica: 0,
             hosts: Vec::new(),
-            resources: HashMap::new(),
+            resources: Map::default(),
             window_start_ns: now_ns,
             window_events: 0,
             window_new: 0,

@@ -48,6 +48,10 @@ pub struct Config {
     /// shows). Default: none.
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Alert outputs besides Kafka (`[[outputs.syslog]]`, `[outputs.webhook]`).
+    /// Default: none.
+    #[serde(default)]
+    pub outputs: crate::outputs::OutputsConfig,
     /// Baselines, scoring and alerts (`[analysis]`).
     #[serde(default)]
     pub analysis: Analysis,
@@ -219,6 +223,7 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         self.topics.validate()?;
         self.analysis.validate()?;
+        self.outputs.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
         }
@@ -280,6 +285,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("prefix length"), "{e}");
+    }
+
+    #[test]
+    fn outputs_are_checked() {
+        let c: Config = parse_config(
+            "a.toml",
+            "[[outputs.syslog]]\naddress = \"127.0.0.1:514\"\n[[outputs.syslog]]\naddress = \"127.0.0.1:601\"\nprotocol = \"tcp\"\n\
+             [outputs.webhook]\nurl = \"http://siem:8088/services/collector/event\"",
+        )
+        .unwrap();
+        assert_eq!(c.outputs.syslog.len(), 2);
+        let e = parse_config::<Config>(
+            "a.toml",
+            "[[outputs.syslog]]\naddress = \"127.0.0.1:514\"\nfacility = 99",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outputs.syslog.facility"), "{e}");
+        let e = parse_config::<Config>("a.toml", "[outputs.webhook]\nurl = \"https://siem/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("https is not supported"), "{e}");
     }
 
     #[test]

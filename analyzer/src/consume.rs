@@ -214,6 +214,9 @@ pub async fn consume<H: RowHandler + Send>(
         // their partitions in the first metadata; refresh soon, not after the
         // librdkafka default of five minutes.
         .set("topic.metadata.refresh.interval.ms", "5000")
+        // Alerts are as late as the slowest fetch: the broker may hold a
+        // fetch this long when there is little to read (librdkafka: 500).
+        .set("fetch.wait.max.ms", "100")
         .set(
             "auto.offset.reset",
             match start {

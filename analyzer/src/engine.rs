@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
 
-use crate::baseline::{Baseline, ResourceMetric, Rules, Shower, State, short};
+use crate::baseline::{Baseline, Map, ResourceMetric, Rules, Shower, State, short};
 use crate::features::{self, Cidr, Feature, Kind, Phase, Phases};
 use crate::finding::{self, Anomaly, Container, Endpoint, Finding, Fleet, Process, Severity, Technique};
 use crate::ocsf;
@@ -141,12 +141,12 @@ pub struct ContainerScore {
 #[derive(Debug)]
 pub struct Engine {
     settings: Settings,
-    baselines: HashMap<Arc<str>, Baseline>,
+    baselines: Map<Arc<str>, Baseline>,
     dirty: std::collections::HashSet<Arc<str>>,
-    containers: HashMap<Arc<str>, ContainerState>,
-    processes: HashMap<(Arc<str>, u32), (Arc<str>, u32)>,
+    containers: Map<Arc<str>, ContainerState>,
+    processes: ProcTable,
     gaps: HashMap<Arc<str>, VecDeque<(i64, i64)>>,
-    open: HashMap<(Arc<str>, String), Open>,
+    open: Map<(Arc<str>, String), Open>,
     outbox: Vec<Alert>,
     partition: i32,
     pub stats: EngineStats,
@@ -162,12 +162,12 @@ impl Engine {
     pub fn new(settings: Settings) -> Engine {
         Engine {
             settings,
-            baselines: HashMap::new(),
+            baselines: Map::default(),
             dirty: Default::default(),
-            containers: HashMap::new(),
-            processes: HashMap::new(),
+            containers: Map::default(),
+            processes: Map::default(),
             gaps: HashMap::new(),
-            open: HashMap::new(),
+            open: Map::default(),
             outbox: Vec::new(),
             partition: 0,
             stats: EngineStats::default(),
@@ -274,6 +274,9 @@ impl Engine {
     }
 
     fn in_gap(&self, container: &str, host: &str, time_ns: i64) -> bool {
+        if self.gaps.is_empty() {
+            return false;
+        }
         let covers = |k: &str| {
             self.gaps
                 .get(k)
@@ -359,26 +362,13 @@ impl Engine {
         if feats.is_empty() {
             return;
         }
-        let process = Process {
-            pid: row.pid,
-            ppid: row.ppid,
-            uid: row.uid,
-            path: row.path.clone(),
-            argv: row.argv.clone(),
-            cwd: row.cwd.clone(),
-            parent_exe: row.parent_exe.clone(),
-            lineage: self.lineage(&row.host, row.ppid),
-        };
         let ev = Event {
             workload: row.workload_id.clone(),
             info,
             image_id: row.image_id.as_deref(),
             time_ns: row.time_unix_ns,
             count: u64::from(row.count),
-            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
-            process: Some(process),
-            endpoint: None,
-            file: None,
+            source: Source::Process(row),
         };
         let mut rule_findings = Vec::new();
         if row.kind == process::Kind::Exec {
@@ -426,22 +416,6 @@ impl Engine {
         self.processes.insert(key, (exe, ppid));
     }
 
-    /// Executables of the ancestors of a process whose parent is `ppid`.
-    fn lineage(&self, host: &Arc<str>, mut ppid: u32) -> Vec<Arc<str>> {
-        let mut out = Vec::new();
-        while ppid > 1 && out.len() < 8 {
-            let Some((exe, parent)) = self.processes.get(&(host.clone(), ppid)) else {
-                break;
-            };
-            out.push(exe.clone());
-            if *parent == ppid {
-                break;
-            }
-            ppid = *parent;
-        }
-        out
-    }
-
     pub fn handle_network(&mut self, row: &network::Row) {
         let Some(container_id) = row.container_id.clone() else {
             return;
@@ -463,17 +437,6 @@ impl Engine {
         if feats.is_empty() {
             return;
         }
-        let exe = self.processes.get(&(row.host.clone(), row.pid)).map(|p| p.0.clone());
-        let process = Process {
-            pid: row.pid,
-            path: exe,
-            lineage: self.lineage(&row.host, row.pid),
-            ..Process::default()
-        };
-        let endpoint = row.remote_addr.clone().map(|addr| Endpoint {
-            addr,
-            port: row.remote_port,
-        });
         let mut hits = Vec::new();
         if matches!(row.kind, network::Kind::Connect | network::Kind::ConnectFailed)
             && self.settings.mining_ports.contains(&row.remote_port)
@@ -498,10 +461,7 @@ impl Engine {
             image_id: row.image_id.as_deref(),
             time_ns: row.time_unix_ns,
             count: u64::from(row.count),
-            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
-            process: Some(process),
-            endpoint,
-            file: None,
+            source: Source::Network(row),
         };
         self.evaluate(ev, feats, hits);
     }
@@ -550,22 +510,13 @@ impl Engine {
                 phase,
             ));
         }
-        let exe = row.exe.clone();
         let ev = Event {
             workload: row.workload_id.clone(),
             info,
             image_id: row.image_id.as_deref(),
             time_ns: row.time_unix_ns,
             count: u64::from(row.count),
-            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
-            process: Some(Process {
-                pid: row.pid,
-                path: exe,
-                lineage: self.lineage(&row.host, row.pid),
-                ..Process::default()
-            }),
-            endpoint: None,
-            file: Some(row.path.clone()),
+            source: Source::File(row),
         };
         self.evaluate(ev, feats, hits);
     }
@@ -591,10 +542,7 @@ impl Engine {
                 image_id: row.image_id.as_deref(),
                 time_ns: row.start_unix_ns,
                 count: row.count,
-                event_id: None,
-                process: None,
-                endpoint: None,
-                file: None,
+                source: Source::None,
             };
             self.evaluate_quiet(ev, vec![Feature::new(phase, Kind::Syscall, value)]);
         }
@@ -663,10 +611,7 @@ impl Engine {
             image_id: None,
             time_ns: row.time_unix_ns,
             count: 1,
-            event_id: None,
-            process: None,
-            endpoint: None,
-            file: None,
+            source: Source::None,
         };
         if sustained {
             let f = self.rule_finding(
@@ -819,7 +764,7 @@ impl Engine {
         }
         let baseline_finding = best
             .filter(|(score, _, _)| *score >= settings.alert_threshold)
-            .map(|(score, rule, i)| baseline_finding(b, &feats[i], rule, score, by, &ev, version));
+            .map(|(score, rule, i)| baseline_finding(b, &feats[i], (score, rule), by, &ev, version, &self.processes));
         if learned {
             self.dirty.insert(ev.workload.clone());
         }
@@ -859,7 +804,7 @@ impl Engine {
         for f in &feats {
             let (s, rule) = assess(b, f, by, ev.time_ns, settings);
             if s >= settings.alert_threshold && finding.is_none() {
-                finding = Some(baseline_finding(b, f, rule, s, by, &ev, version));
+                finding = Some(baseline_finding(b, f, (s, rule), by, &ev, version, &self.processes));
             }
             score = score.max(s);
             if !in_gap {
@@ -893,6 +838,7 @@ impl Engine {
         c.score += score;
         if before < threshold && c.score >= threshold {
             let total = c.score;
+            let d = details(ev.source, &self.processes);
             let f = Finding {
                 workload: ev.workload.clone(),
                 rule: "container.score",
@@ -912,20 +858,21 @@ impl Engine {
                     fleet: None,
                 },
                 container: ev.info.clone(),
-                process: ev.process.clone(),
-                endpoint: ev.endpoint.clone(),
-                file: ev.file.clone(),
+                process: d.process,
+                endpoint: d.endpoint,
+                file: d.file,
                 baseline_version: version,
                 baseline_state: state.as_str(),
                 score: total,
                 time_ns: ev.time_ns,
-                event_id: ev.event_id.clone(),
+                event_id: d.event_id,
             };
             self.emit(f);
         }
     }
 
     fn rule_finding(&self, ev: &Event<'_>, hit: &RuleHit, version: u64, state: State, anomaly: Anomaly) -> Finding {
+        let d = details(ev.source, &self.processes);
         Finding {
             workload: ev.workload.clone(),
             rule: hit.rule,
@@ -937,14 +884,14 @@ impl Engine {
             technique: Some(hit.technique),
             anomaly,
             container: ev.info.clone(),
-            process: ev.process.clone(),
-            endpoint: ev.endpoint.clone(),
-            file: ev.file.clone(),
+            process: d.process,
+            endpoint: d.endpoint,
+            file: d.file,
             baseline_version: version,
             baseline_state: state.as_str(),
             score: 1.0,
             time_ns: ev.time_ns,
-            event_id: ev.event_id.clone(),
+            event_id: d.event_id,
         }
     }
 
@@ -1045,7 +992,7 @@ impl Engine {
 /// The baseline of a workload in `baselines`, created when missing (on
 /// `partition`); notes the image. New and changed baselines go to `dirty`.
 fn baseline_entry<'a>(
-    baselines: &'a mut HashMap<Arc<str>, Baseline>,
+    baselines: &'a mut Map<Arc<str>, Baseline>,
     dirty: &mut std::collections::HashSet<Arc<str>>,
     partition: i32,
     workload: &Arc<str>,
@@ -1091,10 +1038,90 @@ struct Event<'r> {
     image_id: Option<&'r str>,
     time_ns: i64,
     count: u64,
+    source: Source<'r>,
+}
+
+/// The row behind an event: its evidence is built only for a finding.
+#[derive(Debug, Clone, Copy)]
+enum Source<'r> {
+    None,
+    Process(&'r process::Row),
+    Network(&'r network::Row),
+    File(&'r file::Row),
+}
+
+/// Process table for lineage: (host, pid) → (executable, parent pid).
+type ProcTable = Map<(Arc<str>, u32), (Arc<str>, u32)>;
+
+/// Executables of the ancestors of a process whose parent is `ppid`.
+fn lineage(processes: &ProcTable, host: &Arc<str>, mut ppid: u32) -> Vec<Arc<str>> {
+    let mut out = Vec::new();
+    while ppid > 1 && out.len() < 8 {
+        let Some((exe, parent)) = processes.get(&(host.clone(), ppid)) else {
+            break;
+        };
+        out.push(exe.clone());
+        if *parent == ppid {
+            break;
+        }
+        ppid = *parent;
+    }
+    out
+}
+
+/// The evidence of a finding about an event.
+#[derive(Debug, Default)]
+struct Details {
     event_id: Option<String>,
     process: Option<Process>,
     endpoint: Option<Endpoint>,
     file: Option<Arc<str>>,
+}
+
+fn details(source: Source<'_>, processes: &ProcTable) -> Details {
+    match source {
+        Source::None => Details::default(),
+        Source::Process(row) => Details {
+            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
+            process: Some(Process {
+                pid: row.pid,
+                ppid: row.ppid,
+                uid: row.uid,
+                path: row.path.clone(),
+                argv: row.argv.clone(),
+                cwd: row.cwd.clone(),
+                parent_exe: row.parent_exe.clone(),
+                lineage: lineage(processes, &row.host, row.ppid),
+            }),
+            endpoint: None,
+            file: None,
+        },
+        Source::Network(row) => Details {
+            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
+            process: Some(Process {
+                pid: row.pid,
+                path: processes.get(&(row.host.clone(), row.pid)).map(|p| p.0.clone()),
+                lineage: lineage(processes, &row.host, row.pid),
+                ..Process::default()
+            }),
+            endpoint: row.remote_addr.clone().map(|addr| Endpoint {
+                addr,
+                port: row.remote_port,
+            }),
+            file: None,
+        },
+        Source::File(row) => Details {
+            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
+            process: Some(Process {
+                pid: row.pid,
+                path: row.exe.clone(),
+                lineage: lineage(processes, &row.host, row.pid),
+                ..Process::default()
+            }),
+            endpoint: None,
+            file: Some(row.path.clone()),
+        },
+    }
 }
 
 /// A detection that needs no baseline.
@@ -1209,12 +1236,13 @@ fn rule_anomaly(b: &Baseline, phase: Phase, hit: &RuleHit, by: Shower) -> Anomal
 fn baseline_finding(
     b: &Baseline,
     f: &Feature,
-    rule: &'static str,
-    score: f64,
+    (score, rule): (f64, &'static str),
     by: Shower,
     ev: &Event<'_>,
     version: u64,
+    processes: &ProcTable,
 ) -> Finding {
+    let d = details(ev.source, processes);
     let (title, technique) = match (rule, f.kind) {
         ("fleet.outlier", _) => (
             format!(
@@ -1267,14 +1295,14 @@ fn baseline_finding(
         technique,
         anomaly: anomaly_of(b, f, by),
         container: ev.info.clone(),
-        process: ev.process.clone(),
-        endpoint: ev.endpoint.clone(),
-        file: ev.file.clone(),
+        process: d.process,
+        endpoint: d.endpoint,
+        file: d.file,
         baseline_version: version,
         baseline_state: b.state.as_str(),
         score,
         time_ns: ev.time_ns,
-        event_id: ev.event_id.clone(),
+        event_id: d.event_id,
     }
 }
 

@@ -237,7 +237,9 @@ pub fn of_file(row: &file::Row, phase: Phase) -> Vec<Feature> {
 /// (`argv[0]`'s file name) when that differs, as multi-call binaries such
 /// as busybox choose what to do by it: `/bin/busybox (wget)`.
 pub fn program(path: &str, argv: &[impl AsRef<str>]) -> String {
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    fn base(s: &str) -> &str {
+        s.rsplit('/').next().unwrap_or(s)
+    }
     match argv.first().map(|a| base(a.as_ref())) {
         Some(name) if !name.is_empty() && name != base(path) => {
             format!("{path} ({})", mask(name.trim_start_matches('-')))
@@ -299,14 +301,15 @@ pub fn is_interactive_shell(path: &str, argv: &[impl AsRef<str>]) -> bool {
 /// variable parts masked, so `worker --id 17` and `worker --id 42` are one
 /// feature. At most 8 arguments, each masked by [`mask`].
 pub fn args_shape(path: &str, argv: &[impl AsRef<str>]) -> String {
-    let mut out = String::from(path);
+    let mut out = String::with_capacity(path.len() + 32);
+    out.push_str(path);
     for (i, arg) in argv.iter().skip(1).enumerate() {
         if i == 8 {
             out.push_str(" …");
             break;
         }
         out.push(' ');
-        out.push_str(&mask(arg.as_ref()));
+        mask_into(arg.as_ref(), &mut out);
     }
     out
 }
@@ -315,15 +318,34 @@ pub fn args_shape(path: &str, argv: &[impl AsRef<str>]) -> String {
 /// `<tmp>`, UUIDs `<uuid>`, hex runs of 8 or more digits `<hex>`, numbers
 /// `<n>`. Arguments are cut at 64 characters.
 pub fn mask(arg: &str) -> String {
+    let mut out = String::new();
+    mask_into(arg, &mut out);
+    out
+}
+
+/// [`mask`], appending to `out`.
+fn mask_into(arg: &str, out: &mut String) {
     for tmp in ["/tmp/", "/var/tmp/", "/dev/shm/"] {
         if let Some(rest) = arg.strip_prefix(tmp)
             && !rest.is_empty()
         {
-            return format!("{tmp}<tmp>");
+            out.push_str(tmp);
+            out.push_str("<tmp>");
+            return;
         }
     }
+    // Nothing to mask (the common case): copy, cut at 64 characters.
+    if !arg.bytes().any(|b| b.is_ascii_digit()) {
+        match arg.char_indices().nth(64) {
+            Some((cut, _)) => {
+                out.push_str(&arg[..cut]);
+                out.push('…');
+            }
+            None => out.push_str(arg),
+        }
+        return;
+    }
     let chars: Vec<char> = arg.chars().take(64).collect();
-    let mut out = String::new();
     let mut i = 0;
     while i < chars.len() {
         if let Some(n) = uuid_at(&chars[i..]) {
@@ -348,10 +370,9 @@ pub fn mask(arg: &str) -> String {
         out.push(chars[i]);
         i += 1;
     }
-    if arg.chars().count() > 64 {
+    if arg.chars().nth(64).is_some() {
         out.push('…');
     }
-    out
 }
 
 /// Length of a UUID (8-4-4-4-12 hex digits) at the start of `c`, if any.

@@ -37,6 +37,7 @@ pub mod escape;
 pub mod features;
 pub mod finding;
 pub mod ocsf;
+pub mod outputs;
 pub mod store;
 pub mod view;
 
@@ -54,6 +55,7 @@ pub use config::Config;
 
 use crate::consume::{ConsumeError, ConsumeStats, ConsumerSettings, RowHandler, StartAt};
 use crate::engine::{Alert, Engine, EngineStats};
+use crate::outputs::Outputs;
 use crate::store::Store;
 use crate::view::View;
 
@@ -131,6 +133,8 @@ struct Published {
     baseline_bytes: u64,
     checkpoint_failures: u64,
     containers: Vec<cli::ContainerRow>,
+    /// `(output, sent, failed attempts, dropped)`.
+    outputs: Vec<(&'static str, u64, u64, u64)>,
 }
 
 impl Published {
@@ -172,6 +176,28 @@ impl Published {
         for (state, n) in ["learning", "stable", "locked"].iter().zip(self.baselines) {
             out.push_str(&format!("glasshouse_analyzer_baselines{{state=\"{state}\"}} {n}\n"));
         }
+        for (name, help, i) in [
+            ("glasshouse_analyzer_output_sent_total", "Alerts sent, by output.", 0),
+            (
+                "glasshouse_analyzer_output_failures_total",
+                "Failed send attempts, by output.",
+                1,
+            ),
+            (
+                "glasshouse_analyzer_output_dropped_total",
+                "Alerts an output dropped (queue full or retries exhausted).",
+                2,
+            ),
+        ] {
+            if self.outputs.is_empty() {
+                break;
+            }
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (output, sent, failed, dropped) in &self.outputs {
+                let v = [sent, failed, dropped][i];
+                out.push_str(&format!("{name}{{output=\"{output}\"}} {v}\n"));
+            }
+        }
         render_scalar(
             &mut out,
             "glasshouse_analyzer_baseline_bytes",
@@ -186,15 +212,16 @@ impl Published {
 /// The analyzer proper: the live view, and the engine with its Kafka store.
 struct Analyzer<W: Write> {
     published: Arc<Mutex<Published>>,
+    outputs: Outputs,
     checkpoint_failures: u64,
     shower: Shower<W>,
     engine: Engine,
     store: Store,
     checkpoint_every: Duration,
     /// Alerts enqueued and not yet known to be in Kafka.
-    in_flight: Vec<(Alert, DeliveryFuture)>,
+    in_flight: Vec<(Arc<Alert>, DeliveryFuture)>,
     /// Alerts Kafka refused, to send again at the next checkpoint.
-    retry: Vec<Alert>,
+    retry: Vec<Arc<Alert>>,
 }
 
 impl<W: Write> Analyzer<W> {
@@ -202,11 +229,13 @@ impl<W: Write> Analyzer<W> {
     fn publish(&mut self) {
         for alert in self.engine.drain_alerts() {
             self.shower.show(&alert, View::show_alert);
+            let alert = Arc::new(alert);
+            self.outputs.send(&alert);
             self.send(alert);
         }
     }
 
-    fn send(&mut self, alert: Alert) {
+    fn send(&mut self, alert: Arc<Alert>) {
         match self.store.publish_alert(&alert.workload, &alert.json) {
             Ok(f) => self.in_flight.push((alert, f)),
             Err(error) => {
@@ -307,6 +336,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
             baseline_bytes: bytes,
             checkpoint_failures: self.checkpoint_failures,
             containers,
+            outputs: self.outputs.counters(),
         };
     }
 
@@ -429,8 +459,10 @@ pub async fn run<W: Write + Send>(
         let store = Store::connect(&config.brokers, &config.kafka)
             .await
             .map_err(AnalyzerError::Store)?;
+        let outputs = Outputs::start(&config.outputs, &cancel).map_err(AnalyzerError::Store)?;
         let mut analyzer = Analyzer {
             published,
+            outputs,
             checkpoint_failures: 0,
             shower,
             engine: Engine::new(config.analysis.settings()),

@@ -17,6 +17,7 @@ PACKAGES=(
   podman runc netavark aardvark-dns iptables conmon uidmap  # containers
   busybox-static                            # the test image's rootfs
   postgresql-client                         # psql for the SQL front door
+  rsyslog                                   # a real syslog collector for the alert-output tests
   python3 python3-pip curl                  # OCSF schema validation in tests; run.sh health checks
 )
 missing=()
