@@ -59,6 +59,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define GH_FLAG_ARGV_CUT 1
 #define GH_FLAG_PATH_CUT 2
 #define GH_FLAG_DRIFT 4 /* exec of a file in the container's writable layer */
+#define GH_FLAG_STDIO_SOCKET 8 /* the new program's stdin or stdout is a socket */
+#define GH_S_IFMT 0170000
+#define GH_S_IFSOCK 0140000
 
 #define GH_FILE 5
 #define GH_OVERLAYFS_MAGIC 0x794c7630
@@ -281,6 +284,21 @@ static __always_inline u16 put_cgroup(struct gh_walk *w, struct cgroup *cg)
 
 /* Whether a file lives in an overlayfs upper (writable) layer: created or
  * modified after the container started, not part of its image. */
+/* Whether file descriptor `fd` of `task` is a socket. */
+static __always_inline bool fd_is_socket(struct task_struct *task, int fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), fds + fd);
+	if (!f)
+		return false;
+	unsigned short mode = BPF_CORE_READ(f, f_inode, i_mode);
+	return (mode & GH_S_IFMT) == GH_S_IFSOCK;
+}
+
 static __always_inline bool is_upper(struct file *f)
 {
 	struct inode *inode = BPF_CORE_READ(f, f_inode);
@@ -330,6 +348,10 @@ int gh_exec(struct bpf_raw_tracepoint_args *ctx)
 	e->exe_len = put_file(&w, exe, &root);
 	if (is_upper(exe))
 		e->h.code |= GH_FLAG_DRIFT;
+	/* A program whose input or output is a network connection: with a
+	 * shell, the shape of a reverse (or bind) shell. */
+	if (fd_is_socket(task, 0) || fd_is_socket(task, 1))
+		e->h.code |= GH_FLAG_STDIO_SOCKET;
 	struct path pwd;
 	BPF_CORE_READ_INTO(&pwd, task, fs, pwd);
 	e->cwd_len = put_path(&w, pwd.dentry, pwd.mnt, &root);

@@ -88,6 +88,7 @@ impl StreamEncoder {
                 count: e.count,
                 exec_in: e.exec_in,
                 drift: e.drift,
+                stdio_socket: e.stdio_socket,
             });
             previous = e.time_unix_ns;
         }

@@ -71,6 +71,8 @@ pub struct Event {
     pub exec_in: bool,
     /// Exec of a file created or modified after the container started.
     pub drift: bool,
+    /// The new program's stdin or stdout is a socket.
+    pub stdio_socket: bool,
     pub count: u32,
 }
 
@@ -508,6 +510,7 @@ impl Attributor {
                 exit_code: None,
                 exec_in: false,
                 drift: false,
+                stdio_socket: false,
                 count: 1,
             });
         }
@@ -678,7 +681,7 @@ impl Attributor {
                     return None;
                 }
                 let info = info.unwrap_or_default();
-                let drift = info.drift;
+                let (drift, stdio_socket) = (info.drift, info.stdio_socket);
                 Some(Event {
                     time_unix_ns,
                     kind: Kind::Exec,
@@ -694,6 +697,7 @@ impl Attributor {
                     exit_code: None,
                     exec_in,
                     drift,
+                    stdio_socket,
                     count: 1,
                 })
             }
@@ -729,6 +733,7 @@ impl Attributor {
                 exit_code: None,
                 exec_in: false,
                 drift: false,
+                stdio_socket: false,
                 count: 1,
             },
         );
@@ -779,6 +784,7 @@ impl Attributor {
                     exit_code: None,
                     exec_in,
                     drift: false,
+                    stdio_socket: false,
                     count: 1,
                 })
             }
@@ -807,6 +813,7 @@ impl Attributor {
                     exit_code: Some(code),
                     exec_in,
                     drift: false,
+                    stdio_socket: false,
                     count: 1,
                 })
             }
@@ -898,6 +905,7 @@ struct CollapseKey {
     kind: Kind,
     exec_in: bool,
     drift: bool,
+    stdio_socket: bool,
     ppid: u32,
     uid: u32,
     gid: u32,
@@ -915,6 +923,7 @@ impl CollapseKey {
             kind: e.kind,
             exec_in: e.exec_in,
             drift: e.drift,
+            stdio_socket: e.stdio_socket,
             ppid: e.ppid,
             uid: e.uid,
             gid: e.gid,
@@ -1213,6 +1222,7 @@ pub(crate) mod tests {
             exit_code: None,
             exec_in: false,
             drift: false,
+            stdio_socket: false,
             count: 1,
         }
     }

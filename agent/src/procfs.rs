@@ -25,6 +25,9 @@ pub struct ProcessInfo {
     /// The executable lives in the container's writable layer: created or
     /// modified after the container started (eBPF sensor only).
     pub drift: bool,
+    /// Its standard input or output is a socket (a network connection, or
+    /// a local socket): with a shell, the shape of a reverse shell.
+    pub stdio_socket: bool,
 }
 
 /// Longest argv kept, in bytes; a longer command line is cut (and the cut marked).
@@ -42,6 +45,9 @@ pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
     let cmdline = fs::read(dir.join("cmdline"))?;
     let exe = read_link_bytes(&dir.join("exe"));
     let cwd = read_link_bytes(&dir.join("cwd"));
+    let stdio_socket = [0, 1]
+        .iter()
+        .any(|fd| read_link_bytes(&dir.join("fd").join(fd.to_string())).is_some_and(|l| l.starts_with(b"socket:")));
     let status = fs::read_to_string(dir.join("status"))?;
     let cgroup = fs::read_to_string(dir.join("cgroup"))?;
     let (ppid, uid, gid) = parse_status(&status);
@@ -56,6 +62,7 @@ pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
         cgroup,
         cgroup_id: 0,
         drift: false,
+        stdio_socket,
     })
 }
 
@@ -234,6 +241,31 @@ pub fn now_unix_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_with_a_socket_on_stdin_is_flagged() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut on_socket = std::process::Command::new("sleep")
+            .arg("5")
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .spawn()
+            .unwrap();
+        let mut plain = std::process::Command::new("sleep")
+            .arg("5")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let flagged = read_process(Path::new("/proc"), on_socket.id()).unwrap().stdio_socket;
+        let unflagged = read_process(Path::new("/proc"), plain.id()).unwrap().stdio_socket;
+        for c in [&mut on_socket, &mut plain] {
+            // Ignored: cleanup only.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        drop(ours);
+        assert!(flagged && !unflagged);
+    }
 
     #[test]
     fn cmdline_split() {

@@ -441,6 +441,7 @@ impl StreamTables {
                 count: e.count.max(1),
                 exec_in: e.exec_in,
                 drift: e.drift,
+                stdio_socket: e.stdio_socket,
             };
             push_grouped(&mut out.process, &mut groups, workload, row);
         }
@@ -831,6 +832,7 @@ mod tests {
                     argv: vec![5, 6],
                     count: 1,
                     drift: true,
+                    stdio_socket: false,
                     ..Default::default()
                 },
                 v1::ProcessEvent {

@@ -550,6 +550,7 @@ mod tests {
             count: 1,
             exec_in,
             drift: false,
+            stdio_socket: false,
         }
     }
 

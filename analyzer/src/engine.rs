@@ -373,7 +373,26 @@ impl Engine {
         let mut rule_findings = Vec::new();
         if row.kind == process::Kind::Exec {
             let path = row.path.as_deref().unwrap_or_default();
-            if features::is_interactive_shell(path, &row.argv) {
+            let shell = features::is_shell(path)
+                && (!path.ends_with("/busybox")
+                    || row.argv.first().is_some_and(|a| {
+                        let applet = a.rsplit('/').next().unwrap_or(a).trim_start_matches('-');
+                        features::is_shell(applet) && applet != "busybox"
+                    }));
+            if shell && row.stdio_socket {
+                rule_findings.push((
+                    RuleHit {
+                        rule: "rule.reverse_shell",
+                        kind: Kind::Shell,
+                        title: format!("Reverse shell: {path} runs with its input or output on a socket"),
+                        desc: "A shell whose standard input or output is a network connection: someone remote is typing into it (a reverse or bind shell).",
+                        severity: Severity::Critical,
+                        technique: finding::UNIX_SHELL,
+                        value: format!("{path} (stdio socket)"),
+                    },
+                    phase,
+                ));
+            } else if features::is_interactive_shell(path, &row.argv) {
                 rule_findings.push((
                     RuleHit {
                         rule: "rule.interactive_shell",
@@ -1372,6 +1391,7 @@ pub(crate) mod tests {
             count: 1,
             exec_in: false,
             drift: false,
+            stdio_socket: false,
         }
     }
 
@@ -1518,6 +1538,21 @@ pub(crate) mod tests {
         assert_eq!(alerts[0].finding.severity, Severity::Medium, "an exec-in shell");
         assert_eq!(alerts[1].finding.technique.unwrap().uid, "T1105");
         assert_eq!(alerts[2].finding.file.as_deref(), Some("/etc/passwd"));
+    }
+
+    #[test]
+    fn a_shell_on_a_socket_is_a_reverse_shell() {
+        let mut e = Engine::new(settings());
+        let mut rev = exec("c1", S, "/bin/busybox", &["/bin/sh"]);
+        rev.stdio_socket = true;
+        e.handle_process(&rev);
+        // A non-shell on a socket (inetd-style service) is not.
+        let mut svc = exec("c1", 2 * S, "/usr/sbin/sshd", &["sshd", "-i"]);
+        svc.stdio_socket = true;
+        e.handle_process(&svc);
+        let alerts = e.drain_alerts();
+        assert_eq!(rules_of(&alerts), ["rule.reverse_shell"], "{:?}", rules_of(&alerts));
+        assert_eq!(alerts[0].finding.severity, Severity::Critical);
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! Processes already running when the agent started show as `running`, an
 //! exec entered from outside the container (or under such a process) as
 //! `exec-in`, an exec of a file that is not from the image (created or
-//! modified since the container started) with `(drift)`; sockets already open
+//! modified since the container started) with `(drift)`, one whose standard
+//! input or output is a socket with `(stdio socket)`; sockets already open
 //! at the agent's start end with `(open at start)`. A resource line shows
 //! memory and tasks (with their limits, if any) and, from the container's
 //! previous sample, CPU use (100% is one core) and the block I/O and network
@@ -113,9 +114,10 @@ impl<W: Write> View<W> {
             };
             writeln!(
                 self.out,
-                "{}    {short} {name}  {what}{} pid={} uid={} {}  {}{}",
+                "{}    {short} {name}  {what}{}{} pid={} uid={} {}  {}{}",
                 timestamp(row.time_unix_ns),
                 if row.drift { " (drift)" } else { "" },
+                if row.stdio_socket { " (stdio socket)" } else { "" },
                 row.pid,
                 row.uid,
                 escape::terminal(row.path.as_deref().unwrap_or("?")),
@@ -414,6 +416,7 @@ mod tests {
             count: 1,
             exec_in: false,
             drift: false,
+            stdio_socket: false,
         }
     }
 
@@ -750,6 +753,7 @@ mod tests {
         .unwrap();
         v.show(&Row {
             drift: true,
+            stdio_socket: false,
             path: Some("/tmp/x".into()),
             argv: vec!["/tmp/x".into()],
             ..row()
@@ -757,6 +761,7 @@ mod tests {
         .unwrap();
         v.show(&Row {
             drift: true,
+            stdio_socket: false,
             exec_in: true,
             ..row()
         })

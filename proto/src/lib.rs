@@ -66,10 +66,12 @@ pub mod metadata {
 /// - 2: `glasshouse.process` with `exec_in` and `drift`; `glasshouse.syscalls`
 ///   and `glasshouse.resources`; `glasshouse.gaps` was added later without
 ///   a change of version (a new topic: no existing schema changed).
+/// - 3: `glasshouse.process` gains `stdio_socket`; its reader still reads
+///   version 2's process schema (the column read as false).
 ///
 /// Consumers decide by the Arrow schema itself (each `read_rows` checks every
 /// column's name, type and nullability), not by this number alone: a message
 /// of another version whose schema for its record type is unchanged is read,
 /// any other is skipped and counted, and the version is named in the log
 /// (see the analyzer's `consume`).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;

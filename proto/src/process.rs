@@ -24,6 +24,11 @@
 //! | `count` | uint32 | identical events collapsed into this row |
 //! | `exec_in` | bool | entered from outside the container (`podman exec`, `kubectl exec`, probes) or a descendant of such a process |
 //! | `drift` | bool | exec of a file created or modified after its container started (found in the container's writable layer, not the image) |
+//! | `stdio_socket` | bool | exec: the new program's standard input or output is a socket (with a shell, a reverse shell's shape); schema version 3 |
+//!
+//! [`read_rows`] also reads batches of the version-2 schema (without
+//! `stdio_socket`, read as false), so an analyzer upgraded before its
+//! aggregators loses nothing.
 //!
 //! Strings that are not valid UTF-8 are converted lossily (U+FFFD).
 
@@ -98,6 +103,8 @@ pub struct Row {
     pub exec_in: bool,
     /// Exec of a file created or modified after its container started.
     pub drift: bool,
+    /// Exec: stdin or stdout of the new program is a socket.
+    pub stdio_socket: bool,
 }
 
 impl Row {
@@ -154,6 +161,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         u32f("count"),
         Field::new("exec_in", DataType::Boolean, false),
         Field::new("drift", DataType::Boolean, false),
+        Field::new("stdio_socket", DataType::Boolean, false),
     ]))
 });
 
@@ -189,6 +197,7 @@ pub struct Builder {
     count: UInt32Builder,
     exec_in: BooleanBuilder,
     drift: BooleanBuilder,
+    stdio_socket: BooleanBuilder,
     rows: usize,
 }
 
@@ -219,6 +228,7 @@ impl Default for Builder {
             count: UInt32Builder::new(),
             exec_in: BooleanBuilder::new(),
             drift: BooleanBuilder::new(),
+            stdio_socket: BooleanBuilder::new(),
             rows: 0,
         }
     }
@@ -262,6 +272,7 @@ impl Builder {
         self.count.append_value(row.count);
         self.exec_in.append_value(row.exec_in);
         self.drift.append_value(row.drift);
+        self.stdio_socket.append_value(row.stdio_socket);
         self.rows += 1;
     }
 
@@ -292,6 +303,7 @@ impl Builder {
             Arc::new(self.count.finish()),
             Arc::new(self.exec_in.finish()),
             Arc::new(self.drift.finish()),
+            Arc::new(self.stdio_socket.finish()),
         ];
         self.rows = 0;
         // Cannot fail: every column is built above from the matching field type,
@@ -302,7 +314,13 @@ impl Builder {
 
 /// Reads rows back from a batch with the process [`schema`] (checked first).
 pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
-    if batch.schema().fields() != schema().fields() {
+    let fields = schema().fields().clone();
+    let theirs = batch.schema();
+    // The current schema, or version 2's: the same without the last column.
+    let current = theirs.fields() == &fields;
+    let version_2 =
+        theirs.fields().len() + 1 == fields.len() && theirs.fields().iter().zip(fields.iter()).all(|(a, b)| a == b);
+    if !current && !version_2 {
         return Err(ArrowError::SchemaError(format!(
             "not a glasshouse.process batch: schema {:?}",
             batch.schema()
@@ -350,6 +368,7 @@ pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
             count: u32_col(21).value(r),
             exec_in: batch.column(22).as_boolean().value(r),
             drift: batch.column(23).as_boolean().value(r),
+            stdio_socket: current && batch.column(24).as_boolean().value(r),
         });
     }
     Ok(rows)
@@ -385,6 +404,7 @@ pub(crate) mod tests {
             count: 1,
             exec_in: true,
             drift: false,
+            stdio_socket: false,
         }
     }
 
@@ -408,6 +428,7 @@ pub(crate) mod tests {
             argv: vec!["./dropped".into()],
             exec_in: false,
             drift: true,
+            stdio_socket: false,
             ..sample_row()
         };
         b.append(&a);
@@ -426,6 +447,26 @@ pub(crate) mod tests {
         assert_eq!(read_rows(&batch).unwrap(), vec![a, host, drift.clone()]);
         let back = crate::ipc::decode(&crate::ipc::encode(&batch).unwrap()).unwrap();
         assert_eq!(read_rows(&back).unwrap()[2], drift);
+    }
+
+    #[test]
+    fn version_2_batches_are_read_without_stdio_socket() {
+        let mut b = Builder::default();
+        let mut r = sample_row();
+        r.stdio_socket = true;
+        b.append(&r);
+        let batch = b.finish();
+        assert_eq!(read_rows(&batch).unwrap()[0], r);
+        let old = batch
+            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+            .unwrap();
+        r.stdio_socket = false;
+        assert_eq!(read_rows(&old).unwrap()[0], r);
+        // Two columns short is neither schema.
+        let older = batch
+            .project(&(0..batch.num_columns() - 2).collect::<Vec<_>>())
+            .unwrap();
+        assert!(read_rows(&older).is_err());
     }
 
     #[test]

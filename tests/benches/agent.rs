@@ -226,6 +226,7 @@ fn wire_vs_json() -> (f64, f64) {
                     exit_code: None,
                     exec_in: false,
                     drift: false,
+                    stdio_socket: false,
                     count: 1,
                 }
             })

@@ -125,6 +125,7 @@ impl Fleet {
             count: 1,
             exec_in: false,
             drift: false,
+            stdio_socket: false,
         }
     }
 

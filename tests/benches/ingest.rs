@@ -79,6 +79,7 @@ fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
                     exit_code: None,
                     exec_in: false,
                     drift: false,
+                    stdio_socket: false,
                     count: 1,
                 })
                 .collect(),

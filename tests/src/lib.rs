@@ -563,6 +563,7 @@ pub mod simulated {
                 exit_code: None,
                 exec_in: false,
                 drift: false,
+                stdio_socket: false,
                 count: 1,
             })
             .collect();

@@ -3,7 +3,8 @@
 //! run until their baselines are stable; then attacks inside one web
 //! replica, each through the server itself (a CGI script it runs, as a
 //! remote code execution would): an interactive shell spawned from the
-//! server, download-and-execute (drift), a reverse shell to a listener, a
+//! server, download-and-execute (drift), a reverse shell to a listener (a
+//! shell whose stdio is a socket, flagged by the agent's eBPF exec probe), a
 //! connection to a new outbound port, a write to /etc/passwd, and a CPU
 //! burn with a connection to a mining-pool port. Each must raise an alert
 //! naming that replica within 10 s; the benign periods before and after must
@@ -358,12 +359,7 @@ async fn scenario(
     let attacks: [(&str, String, &[&str], Option<String>); 6] = [
         ("shell", String::new(), &["rule.interactive_shell"], None),
         ("dl", payload_port.to_string(), &["rule.drift"], None),
-        (
-            "rev",
-            reverse_port.to_string(),
-            &["baseline.novel"],
-            Some(reverse_port.to_string()),
-        ),
+        ("rev", reverse_port.to_string(), &["rule.reverse_shell"], None),
         (
             "port",
             new_port.to_string(),

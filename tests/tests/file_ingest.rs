@@ -105,6 +105,7 @@ fn first_batch() -> v1::Batch {
                 parent_exe: 4,
                 count: 1,
                 drift: true,
+                stdio_socket: false,
                 ..Default::default()
             },
             v1::ProcessEvent {

@@ -41,6 +41,7 @@ const KIND_EXIT: u32 = 3;
 const KIND_NET: u32 = 4;
 const KIND_FILE: u32 = 5;
 const FLAG_DRIFT: i32 = 4;
+const FLAG_STDIO_SOCKET: i32 = 8;
 /// Where the syscall tracepoints' ids are read by libbpf.
 const TRACEFS: &str = "/sys/kernel/tracing";
 const NET_RECORD_LEN: usize = HEADER_LEN + 8 + 32 + 16 + 8;
@@ -573,6 +574,7 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
                     cgroup: config.cgroup_line(&cgroup),
                     cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
                     drift: code & FLAG_DRIFT != 0,
+                    stdio_socket: code & FLAG_STDIO_SOCKET != 0,
                 }),
                 parent_exe: (!parent_exe.is_empty()).then(|| join_leaf_first(parent_exe, path_cut)),
             })
@@ -852,7 +854,12 @@ mod tests {
         let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0, &V1) else {
             panic!("not an exec");
         };
-        assert!(info.drift);
+        assert!(info.drift && !info.stdio_socket);
+        let rec = exec_record(b"sh\0", [b"sh\0bin\0", b"", b"", b""], FLAG_STDIO_SOCKET);
+        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0, &V1) else {
+            panic!("not an exec");
+        };
+        assert!(info.stdio_socket && !info.drift);
     }
 
     #[test]
