@@ -286,11 +286,17 @@ impl Engine {
     }
 
     /// Registers the container of an event; returns its first-seen time.
-    fn container(&mut self, info: Container, workload: &Arc<str>, time_ns: i64) -> i64 {
-        let c = self
-            .containers
-            .entry(info.id.clone())
-            .or_insert_with(|| ContainerState {
+    fn container(&mut self, info: &Container, workload: &Arc<str>, time_ns: i64) -> i64 {
+        if let Some(c) = self.containers.get_mut(&info.id) {
+            if c.info.name.is_none() && info.name.is_some() {
+                c.info = info.clone();
+            }
+            c.first_seen_ns = c.first_seen_ns.min(time_ns);
+            return c.first_seen_ns;
+        }
+        self.containers.insert(
+            info.id.clone(),
+            ContainerState {
                 workload: workload.clone(),
                 info: info.clone(),
                 first_seen_ns: time_ns,
@@ -299,12 +305,9 @@ impl Engine {
                 last_cpu: None,
                 forks: 0,
                 high_cpu_samples: 0,
-            });
-        if c.info.name.is_none() && info.name.is_some() {
-            c.info = info;
-        }
-        c.first_seen_ns = c.first_seen_ns.min(time_ns);
-        c.first_seen_ns
+            },
+        );
+        time_ns
     }
 
     /// The baseline of a workload, created when missing; notes the image.
@@ -353,7 +356,7 @@ impl Engine {
             image_id: row.image_id.clone(),
             host: row.host.clone(),
         };
-        let first = self.container(info.clone(), &row.workload_id, row.time_unix_ns);
+        let first = self.container(&info, &row.workload_id, row.time_unix_ns);
         let phase = self
             .settings
             .phases
@@ -447,7 +450,7 @@ impl Engine {
             image_id: row.image_id.clone(),
             host: row.host.clone(),
         };
-        let first = self.container(info.clone(), &row.workload_id, row.time_unix_ns);
+        let first = self.container(&info, &row.workload_id, row.time_unix_ns);
         let phase = self
             .settings
             .phases
@@ -497,7 +500,7 @@ impl Engine {
             image_id: row.image_id.clone(),
             host: row.host.clone(),
         };
-        let first = self.container(info.clone(), &row.workload_id, row.time_unix_ns);
+        let first = self.container(&info, &row.workload_id, row.time_unix_ns);
         let phase = self.settings.phases.of(false, false, first, row.time_unix_ns);
         let feats = features::of_file(row, phase);
         let path: &str = &row.path;
@@ -549,7 +552,7 @@ impl Engine {
                 image_id: row.image_id.clone(),
                 host: row.host.clone(),
             };
-            let first = self.container(info.clone(), &row.workload_id, row.start_unix_ns);
+            let first = self.container(&info, &row.workload_id, row.start_unix_ns);
             let phase = self.settings.phases.of(false, false, first, row.start_unix_ns);
             let value = row
                 .name
@@ -575,7 +578,7 @@ impl Engine {
             image_id: row.image_id.clone(),
             host: row.host.clone(),
         };
-        self.container(info.clone(), &row.workload_id, row.time_unix_ns);
+        self.container(&info, &row.workload_id, row.time_unix_ns);
         let in_gap = self.in_gap(&row.container_id, &row.host, row.time_unix_ns);
         let settings = self.settings.clone();
         let c = self.containers.get_mut(&row.container_id).expect("registered above");
@@ -1202,12 +1205,11 @@ fn assess(b: &Baseline, f: &Feature, by: Shower, time_ns: i64, s: &Settings) -> 
                 };
                 return (score, "baseline.novel");
             }
-            Some(st) => {
-                let (_, total) = b.totals(f.phase, f.kind);
-                if st.count <= 2 && total >= 1000 {
-                    return (0.4, "baseline.rare");
-                }
+            // The total is a sum over the kind's values: only when it matters.
+            Some(st) if st.count <= 2 && b.totals(f.phase, f.kind).1 >= 1000 => {
+                return (0.4, "baseline.rare");
             }
+            Some(_) => {}
         }
     }
     // Fleet: only this replica shows it while established peers do not.

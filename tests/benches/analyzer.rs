@@ -418,8 +418,18 @@ async fn latency() -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> anyhow::Result<()> {
+    // `GLASSHOUSE_BENCH_ONLY=scoring|memory|latency` runs one part (profiling).
+    let only = std::env::var("GLASSHOUSE_BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
     // Memory first: the allocator keeps what later parts free.
-    memory()?;
-    scoring()?;
-    latency().await
+    if run("memory") {
+        memory()?;
+    }
+    if run("scoring") {
+        scoring()?;
+    }
+    if run("latency") {
+        latency().await?;
+    }
+    Ok(())
 }

@@ -668,6 +668,56 @@ pub mod topics {
         Ok(n)
     }
 
+    /// Every message now in `topic`, read to its end (values as text).
+    pub fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "read-all")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let t = metadata.topics().first().context("no metadata")?;
+        let mut tpl = TopicPartitionList::new();
+        let mut left = 0;
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            if high > low {
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+                left += high - low;
+            }
+        }
+        let mut out = Vec::new();
+        if left == 0 {
+            return Ok(out);
+        }
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (out.len() as i64) < left {
+            ensure!(
+                Instant::now() < deadline,
+                "read {} of {left} messages of {topic}",
+                out.len()
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                out.push(String::from_utf8_lossy(m?.payload().unwrap_or_default()).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Validates every alert now on `glasshouse.alerts` against the OCSF
+    /// schema (see [`crate::validate_ocsf`]); returns how many there were.
+    pub fn validate_all_alerts(brokers: &str) -> anyhow::Result<usize> {
+        let alerts = read_all(brokers, glasshouse_proto::record::TOPIC_ALERTS)?;
+        if !alerts.is_empty() {
+            crate::validate_ocsf(&alerts)?;
+        }
+        Ok(alerts.len())
+    }
+
     /// Reads `record_type`'s topic from the start until `expected` rows arrived
     /// and the topic has been quiet for a second (so extra rows would be seen);
     /// `read` turns a message value into rows. Returns every row with its

@@ -269,6 +269,9 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
     tokio::time::timeout(Duration::from_secs(20), agent).await???;
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    // Every alert of the run is valid OCSF.
+    let alerts = glasshouse_tests::topics::validate_all_alerts(&brokers)?;
+    println!("{alerts} alerts, all valid OCSF");
     drop(podman_api);
     drop(broker);
     result

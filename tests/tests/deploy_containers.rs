@@ -410,6 +410,8 @@ async fn the_images_run_the_pipeline_with_the_daemonset_privileges() -> anyhow::
         ensure!(code == "0", "{name} exited {code}:\n{}", logs(name)?);
     }
     drop(containers);
+    // Whatever the analyzer image alerted on is valid OCSF.
+    glasshouse_tests::topics::validate_all_alerts(&broker.bootstrap())?;
     drop(podman_api);
     drop(broker);
     Ok(())

@@ -237,6 +237,8 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     // Leave the group before closing: a plain drop waits out the session timeout.
     consumer.unsubscribe();
     drop(consumer);
+    // Whatever the analyzer alerted on is valid OCSF.
+    glasshouse_tests::topics::validate_all_alerts(&broker.bootstrap())?;
     drop(podman_api);
     drop(broker);
     Ok(())
