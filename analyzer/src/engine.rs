@@ -566,7 +566,7 @@ impl Engine {
                 count: row.count,
                 source: Source::None,
             };
-            self.evaluate_quiet(ev, vec![Feature::new(phase, Kind::Syscall, value)]);
+            self.evaluate(ev, vec![Feature::new(phase, Kind::Syscall, value)], Vec::new());
         }
     }
 
@@ -737,7 +737,9 @@ impl Engine {
         }
     }
 
-    /// Scores, learns and reports one event.
+    /// Scores, learns and reports one event. A sample (a syscall count) is
+    /// learned and scored like an event but does not count as one towards
+    /// the novelty rate.
     fn evaluate(&mut self, ev: Event<'_>, feats: Vec<Feature>, hits: Vec<(RuleHit, Phase)>) {
         let in_gap = self.in_gap(&ev.info.id, &ev.info.host, ev.time_ns);
         let settings = &self.settings;
@@ -777,7 +779,7 @@ impl Engine {
         if in_gap {
             self.stats.learned_in_gap += 1;
         } else {
-            if state == State::Learning {
+            if state == State::Learning && !matches!(ev.source, Source::None) {
                 b.count_event(ev.time_ns, &settings.rules);
             }
             for f in &feats {
@@ -798,45 +800,6 @@ impl Engine {
             self.emit(f);
         }
         if let Some(f) = baseline_finding {
-            self.emit(f);
-        }
-        self.add_container_score(&ev, score, wall, version, state);
-    }
-
-    /// Learns and scores without findings of its own (syscall counts): the
-    /// score goes to the container's window.
-    fn evaluate_quiet(&mut self, ev: Event<'_>, feats: Vec<Feature>) {
-        let in_gap = self.in_gap(&ev.info.id, &ev.info.host, ev.time_ns);
-        let settings = &self.settings;
-        let wall = wall_ns();
-        let b = baseline_entry(
-            &mut self.baselines,
-            &mut self.dirty,
-            self.partition,
-            &ev.workload,
-            ev.image_id,
-            ev.time_ns,
-        );
-        let by = b.replica(&ev.info.id, &ev.info.host, ev.time_ns);
-        let version = b.version;
-        let state = b.state;
-        let mut score: f64 = 0.0;
-        let mut finding = None;
-        let mut learned = false;
-        for f in &feats {
-            let (s, rule) = assess(b, f, by, ev.time_ns, settings);
-            if s >= settings.alert_threshold && finding.is_none() {
-                finding = Some(baseline_finding(b, f, (s, rule), by, &ev, version, &self.processes));
-            }
-            score = score.max(s);
-            if !in_gap {
-                learned |= b.learn(f, 1, by, ev.time_ns);
-            }
-        }
-        if learned {
-            self.dirty.insert(ev.workload.clone());
-        }
-        if let Some(f) = finding {
             self.emit(f);
         }
         self.add_container_score(&ev, score, wall, version, state);
