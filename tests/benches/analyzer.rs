@@ -14,6 +14,10 @@
 //!    settings; a container runs `LATENCY_EXECS` binaries it downloaded
 //!    (drift), one per second; each alert's arrival on `glasshouse.alerts` is
 //!    compared with its event time (p50, p99, max).
+//! 4. False alerts: `BENIGN_REPLICAS` replicas each of a web server with a
+//!    client loop and of a worker with a periodic job learn for
+//!    `BENIGN_LEARN_SECS`, then run `BENIGN_SECS` more; every alert about
+//!    that period is false: alerts per container-hour.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +37,9 @@ const WORKLOADS: usize = 200;
 const SCORED: usize = 1_000_000;
 const MEMORY_WORKLOADS: usize = 2_000;
 const LATENCY_EXECS: usize = 40;
+const BENIGN_REPLICAS: usize = 4;
+const BENIGN_LEARN_SECS: u64 = 120;
+const BENIGN_SECS: u64 = 600;
 const S: i64 = 1_000_000_000;
 
 fn settings() -> Settings {
@@ -309,61 +316,107 @@ fn memory() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn latency() -> anyhow::Result<()> {
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    // The local stack's configs, pointed at this broker and aggregator.
-    let local =
-        |name: &str| std::fs::read_to_string(glasshouse_tests::manifest_dir().join("../deploy/local").join(name));
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "aggregator.toml",
-        &local("aggregator.toml")?
-            .replace("127.0.0.1:9092", &brokers)
-            .replace("metrics_listen = \"127.0.0.1:9464\"", ""),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
-        "analyzer.toml",
-        &local("analyzer.toml")?
-            .replace("127.0.0.1:9092", &brokers)
-            .replace("view = true", "view = false"),
-    )?;
-    let analyzer = tokio::spawn(glasshouse_analyzer::run(
-        analyzer_config,
-        std::io::sink(),
-        cancel.clone(),
-    ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "agent.toml",
-        &format!(
-            "{}\nagent_id = \"latency\"\nspool = false\n",
-            local("agent.toml")?
-                .replace("http://127.0.0.1:50051", &format!("http://{ingest}"))
-                .replace("/run/podman/podman.sock", &podman_api.socket.display().to_string())
-                .replace("metrics_listen = \"127.0.0.1:9465\"", "")
-        ),
-    )?;
-    let agent_cancel = cancel.child_token();
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
+/// The whole pipeline in this process, with the local stack's configs
+/// pointed at a fresh broker, and `analysis` appended to the analyzer's.
+struct Stack {
+    broker: Broker,
+    podman_api: PodmanService,
+    cancel: CancellationToken,
+    agent_cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "latency-bench")
-        // The measuring consumer must not add its own fetch wait.
-        .set("fetch.wait.max.ms", "10")
-        .set("auto.offset.reset", "earliest")
-        .set("topic.metadata.refresh.interval.ms", "2000")
-        .create()?;
-    consumer.subscribe(&[glasshouse_proto::record::TOPIC_ALERTS])?;
+impl Stack {
+    async fn start(analysis: &str) -> anyhow::Result<Stack> {
+        require_test_image()?;
+        let broker = Broker::start()?;
+        let brokers = broker.bootstrap();
+        let podman_api = PodmanService::start()?;
+        let cancel = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ingest = listener.local_addr()?;
+        let local =
+            |name: &str| std::fs::read_to_string(glasshouse_tests::manifest_dir().join("../deploy/local").join(name));
+        let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+            "aggregator.toml",
+            &local("aggregator.toml")?
+                .replace("127.0.0.1:9092", &brokers)
+                .replace("metrics_listen = \"127.0.0.1:9464\"", ""),
+        )?;
+        let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+            "analyzer.toml",
+            &format!(
+                "{}\n{analysis}",
+                local("analyzer.toml")?
+                    .replace("127.0.0.1:9092", &brokers)
+                    .replace("view = true", "view = false")
+            ),
+        )?;
+        let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
+            "agent.toml",
+            &format!(
+                "{}\nagent_id = \"bench\"\nspool = false\n",
+                local("agent.toml")?
+                    .replace("http://127.0.0.1:50051", &format!("http://{ingest}"))
+                    .replace("/run/podman/podman.sock", &podman_api.socket.display().to_string())
+                    .replace("metrics_listen = \"127.0.0.1:9465\"", "")
+            ),
+        )?;
+        let agent_cancel = cancel.child_token();
+        let c = cancel.clone();
+        let aggregator =
+            tokio::spawn(async move { Ok(glasshouse_aggregator::serve(aggregator_config, listener, c).await?) });
+        let c = cancel.clone();
+        let analyzer = tokio::spawn(async move {
+            glasshouse_analyzer::run(analyzer_config, std::io::sink(), c).await?;
+            Ok(())
+        });
+        let c = agent_cancel.clone();
+        let agent = tokio::spawn(async move {
+            glasshouse_agent::run(agent_config, c).await?;
+            Ok(())
+        });
+        Ok(Stack {
+            broker,
+            podman_api,
+            cancel,
+            agent_cancel,
+            tasks: vec![agent, aggregator, analyzer],
+        })
+    }
+
+    /// A consumer of `glasshouse.alerts` from its start.
+    fn alerts(&self, group: &str) -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .set("group.id", group)
+            // The measuring consumer must not add its own fetch wait.
+            .set("fetch.wait.max.ms", "10")
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            .create()?;
+        consumer.subscribe(&[glasshouse_proto::record::TOPIC_ALERTS])?;
+        Ok(consumer)
+    }
+
+    /// Stops the agent first (its last batch acknowledged), then the rest.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.agent_cancel.cancel();
+        let agent = self.tasks.remove(0);
+        agent.await??;
+        self.cancel.cancel();
+        for t in self.tasks {
+            t.await??;
+        }
+        drop(self.podman_api);
+        drop(self.broker);
+        Ok(())
+    }
+}
+
+async fn latency() -> anyhow::Result<()> {
+    let stack = Stack::start("").await?;
+    let consumer = stack.alerts("latency-bench")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let name = format!("gh-latency-{}", free_port()?);
@@ -392,13 +445,8 @@ async fn latency() -> anyhow::Result<()> {
     // Ignored: cleanup only.
     let _ = podman(&["rm", "-f", "-t", "0", &name]);
     consumer.unsubscribe();
-    agent_cancel.cancel();
-    agent.await??;
-    cancel.cancel();
-    aggregator.await??;
-    analyzer.await??;
-    drop(podman_api);
-    drop(broker);
+    drop(consumer);
+    stack.stop().await?;
     anyhow::ensure!(
         latencies.len() == LATENCY_EXECS,
         "only {} of {LATENCY_EXECS} drift alerts",
@@ -412,6 +460,94 @@ async fn latency() -> anyhow::Result<()> {
         pct(0.50),
         pct(0.99),
         latencies[latencies.len() - 1]
+    );
+    Ok(())
+}
+
+/// Benign containers after their baselines are stable: alerts per
+/// container-hour (false alerts: nothing in them is an attack).
+async fn benign() -> anyhow::Result<()> {
+    let stack = Stack::start(
+        "[analysis]\nmin_learning_secs = 60\nmin_events = 50\nmax_novelty = 0.02\nnovelty_window_secs = 10\nstartup_secs = 10",
+    )
+    .await?;
+    let consumer = stack.alerts("benign-bench")?;
+    let suffix = free_port()?;
+    let web = format!("localhost/gh-benign-web-{suffix}:1");
+    let worker = format!("localhost/gh-benign-worker-{suffix}:1");
+    podman(&["tag", TEST_IMAGE, &web])?;
+    podman(&["tag", TEST_IMAGE, &worker])?;
+    let mut names = Vec::new();
+    for i in 0..BENIGN_REPLICAS {
+        let name = format!("gh-benign-web{i}-{suffix}");
+        podman(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            &web,
+            "/bin/sh",
+            "-c",
+            "mkdir -p /www; echo hi > /www/index.html; httpd -p 8080 -h /www; while :; do wget -q -O /dev/null http://127.0.0.1:8080/index.html; date > /tmp/last; sleep 1; done",
+        ])?;
+        names.push(name);
+        let name = format!("gh-benign-worker{i}-{suffix}");
+        podman(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            &worker,
+            "/bin/sh",
+            "-c",
+            "while :; do echo job >> /tmp/out; cp /tmp/out /tmp/copy; ls /tmp > /dev/null; sleep 2; done",
+        ])?;
+        names.push(name);
+    }
+    // Learning (the baselines' minimum is 60 s), then the measured period.
+    tokio::time::sleep(Duration::from_secs(BENIGN_LEARN_SECS)).await;
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let end = Instant::now() + Duration::from_secs(BENIGN_SECS);
+    let mut during = Vec::new();
+    let mut before = 0;
+    while Instant::now() < end {
+        let Ok(m) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else {
+            continue;
+        };
+        let doc: serde_json::Value = serde_json::from_slice(m?.payload().unwrap_or_default())?;
+        if doc["activity_id"] != 1 {
+            continue;
+        }
+        if doc["finding_info"]["first_seen_time"].as_i64().unwrap_or(0) >= start_ms {
+            during.push(format!(
+                "{} {}",
+                doc["unmapped"]["glasshouse"]["rule"], doc["finding_info"]["title"]
+            ));
+        } else {
+            before += 1;
+        }
+    }
+    for n in &names {
+        // Ignored: cleanup only.
+        let _ = podman(&["rm", "-f", "-t", "0", n]);
+    }
+    let _ = podman(&["rmi", &web, &worker]);
+    consumer.unsubscribe();
+    drop(consumer);
+    stack.stop().await?;
+    let hours = (names.len() as f64) * BENIGN_SECS as f64 / 3600.0;
+    println!(
+        "4. benign: {} containers (web and worker, {BENIGN_REPLICAS} replicas each) for {BENIGN_SECS} s after {BENIGN_LEARN_SECS} s of learning: {} alerts = {:.2} false alerts per container-hour over {hours:.2} container-hours ({before} alerts while learning){}",
+        names.len(),
+        during.len(),
+        during.len() as f64 / hours,
+        if during.is_empty() {
+            String::new()
+        } else {
+            format!(": {during:#?}")
+        }
     );
     Ok(())
 }
@@ -430,6 +566,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("latency") {
         latency().await?;
+    }
+    if run("benign") {
+        benign().await?;
     }
     Ok(())
 }
