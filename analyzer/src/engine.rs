@@ -114,6 +114,8 @@ struct ContainerState {
     last_cpu: Option<(i64, u64)>,
     forks: u64,
     high_cpu_samples: u32,
+    /// Wall time of its latest event or sample.
+    last_seen_wall: i64,
 }
 
 /// A finding's alert window.
@@ -149,6 +151,8 @@ pub struct Engine {
     open: Map<(Arc<str>, String), Open>,
     outbox: Vec<Alert>,
     partition: i32,
+    /// Wall clock as of the latest tick (refreshed every second).
+    now_wall: i64,
     pub stats: EngineStats,
 }
 
@@ -170,6 +174,7 @@ impl Engine {
             open: Map::default(),
             outbox: Vec::new(),
             partition: 0,
+            now_wall: wall_ns(),
             stats: EngineStats::default(),
         }
     }
@@ -291,6 +296,7 @@ impl Engine {
             if c.info.name.is_none() && info.name.is_some() {
                 c.info = info.clone();
             }
+            c.last_seen_wall = self.now_wall;
             c.first_seen_ns = c.first_seen_ns.min(time_ns);
             return c.first_seen_ns;
         }
@@ -305,6 +311,7 @@ impl Engine {
                 last_cpu: None,
                 forks: 0,
                 high_cpu_samples: 0,
+                last_seen_wall: self.now_wall,
             },
         );
         time_ns
@@ -968,9 +975,15 @@ impl Engine {
                 self.dirty.insert(w.clone());
             }
         }
-        // Containers silent for two windows are forgotten (their score is 0).
-        self.containers
-            .retain(|_, c| c.scores.back().is_none_or(|(t, _)| now - *t < 2 * window) || c.last_cpu.is_some());
+        self.now_wall = now;
+        // Containers silent for two windows (and their gap records) are
+        // forgotten: their score is 0, and churn must not grow the tables.
+        self.containers.retain(|_, c| now - c.last_seen_wall < 2 * window);
+        let horizon = now - 2 * window;
+        self.gaps.retain(|_, g| {
+            g.retain(|(_, end)| *end >= horizon);
+            !g.is_empty()
+        });
     }
 }
 
@@ -1584,6 +1597,41 @@ pub(crate) mod tests {
                 .is_none()
         );
         assert_eq!(e.stats.learned_in_gap, 1);
+    }
+
+    #[test]
+    fn container_churn_does_not_grow_the_tables() {
+        let mut e = Engine::new(settings());
+        for i in 0..1000 {
+            let c = format!("churn-{i}");
+            e.handle_process(&exec(&c, S, "/bin/worker", &["worker"]));
+            e.handle_gap(&gaps::Row {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                host: "h1".into(),
+                container_id: Some(c.as_str().into()),
+                container_name: None,
+                image: None,
+                image_id: None,
+                workload_id: "localhost/web".into(),
+                start_unix_ns: S,
+                end_unix_ns: 2 * S,
+                reason: gaps::Reason::RateLimited,
+                dropped: 1,
+            });
+        }
+        e.handle_process(&exec("alive", S, "/bin/worker", &["worker"]));
+        assert_eq!((e.containers.len(), e.gaps.len()), (1001, 1000));
+        // Two windows later, only what was seen since remains.
+        for c in e.containers.values_mut() {
+            c.last_seen_wall -= 3 * e.settings.window_ns;
+        }
+        e.containers.get_mut("alive").unwrap().last_seen_wall = wall_ns();
+        e.tick();
+        assert_eq!((e.containers.len(), e.gaps.len()), (1, 0));
+        // The baseline keeps what the replicas taught it.
+        assert!(e.baseline("localhost/web").unwrap().next_replica >= 1001);
     }
 
     #[test]
