@@ -4,7 +4,9 @@
 //! 1.37 plus the Strimzi KafkaTopic schema, while broken manifests are
 //! refused by the same validator; the TOML in every ConfigMap parses with the
 //! binaries' own config types (unknown keys refused); ports, topics and the
-//! agent's capabilities agree with the code.
+//! agent's capabilities agree with the code; SIEM outputs and `[analysis]`
+//! reach the analyzer's config and its NetworkPolicy, and values the
+//! analyzer would refuse fail the render, saying why.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -218,19 +220,255 @@ fn the_validator_refuses_broken_manifests() -> anyhow::Result<()> {
 
 #[test]
 fn chart_refuses_values_it_cannot_render_truthfully() -> anyhow::Result<()> {
-    for (args, expected) in [
-        (["--set", "siem.syslog.enabled=true"], "no syslog sink yet"),
-        (["--set", "siem.webhook.enabled=true"], "no webhook sink yet"),
-        (["--set", "agent.sensor=kprobe"], "is not one of bpf, auto, netlink"),
-        (["--set", "analyzer.replicas=13"], "would get no partition"),
-        (["--set", "tls.requireClientCert=false"], "enable tokens too"),
+    let syslog = |address: &str| format!("siem.syslog[0].address={address}");
+    let webhook = |url: &str| format!("siem.webhook.enabled=true,siem.webhook.url={url}");
+    for (set, expected) in [
+        ("agent.sensor=kprobe".to_owned(), "is not one of bpf, auto, netlink"),
+        ("analyzer.replicas=13".to_owned(), "would get no partition"),
+        ("tls.requireClientCert=false".to_owned(), "enable tokens too"),
+        // What the analyzer would refuse at start (SocketAddr, http:// only).
+        (
+            syslog("siem.example:514"),
+            "siem.syslog[0].address \"siem.example:514\" is not IP:PORT",
+        ),
+        (syslog("192.0.2.300:514"), "is not IP:PORT"),
+        (syslog("192.0.2.10"), "is not IP:PORT"),
+        (syslog("[2001:db8::1::2]:514"), "is not IP:PORT"),
+        (
+            format!("{},siem.syslog[0].protocol=tls", syslog("192.0.2.10:514")),
+            "siem.syslog[0].protocol \"tls\" is not udp or tcp",
+        ),
+        (
+            format!("{},siem.syslog[0].facility=24", syslog("192.0.2.10:514")),
+            "facility 24 is not a syslog facility (0 to 23)",
+        ),
+        // The values of the chart before syslog existed.
+        (
+            "siem.syslog.enabled=true".to_owned(),
+            "siem.syslog is a list of outputs",
+        ),
+        (
+            webhook("https://splunk.example:8088/services/collector/event"),
+            "https is not supported by the analyzer yet",
+        ),
+        (
+            webhook("http://splunk.example/services/collector/event"),
+            "must name HOST:PORT",
+        ),
+        ("siem.webhook.enabled=true".to_owned(), "siem.webhook.url must be set"),
     ] {
-        let e = helm_template(&args)
+        let e = helm_template(&["--set", &set])
             .err()
-            .with_context(|| format!("{args:?} rendered"))?
+            .with_context(|| format!("{set} rendered"))?
             .to_string();
-        ensure!(e.contains(expected), "{args:?}: {e}");
+        ensure!(e.contains(expected), "{set}: no {expected:?} in: {e}");
     }
+    // What the chart accepts, the analyzer accepts: the IPv6 forms of Rust's
+    // SocketAddr, the extreme facilities.
+    for address in ["[2001:db8::7]:6514", "[::ffff:192.0.2.1]:514", "[1:2:3:4:5:6:7:8]:514"] {
+        for facility in [0, 23] {
+            let objects = render_valid(&[
+                "--set",
+                &format!("{},siem.syslog[0].facility={facility}", syslog(address)),
+            ])?;
+            let analyzer: glasshouse_analyzer::Config = parse_config(
+                "analyzer.toml",
+                config_text(&objects, "glasshouse-analyzer", "analyzer.toml")?,
+            )?;
+            assert_eq!(analyzer.outputs.syslog[0].address.to_string(), address);
+            assert_eq!(analyzer.outputs.syslog[0].facility, facility);
+        }
+    }
+    Ok(())
+}
+
+/// The egress rules of the analyzer's NetworkPolicy, as (peers, ports).
+fn analyzer_egress(objects: &[Value]) -> anyhow::Result<Vec<(Value, Value)>> {
+    let policy = find(objects, "NetworkPolicy", "glasshouse-analyzer")?;
+    Ok(policy["spec"]["egress"]
+        .as_array()
+        .context("analyzer egress")?
+        .iter()
+        .map(|r| (r["to"].clone(), r["ports"].clone()))
+        .collect())
+}
+
+/// Syslog (UDP and TCP) and webhook values reach the analyzer's config as
+/// `[[outputs.syslog]]` and `[outputs.webhook]` that the analyzer's own
+/// config type accepts; the token Secret is mounted where `token_file`
+/// points; the analyzer's NetworkPolicy lets exactly those destinations out.
+#[test]
+fn siem_outputs_reach_the_analyzer_config_and_its_network_policy() -> anyhow::Result<()> {
+    use glasshouse_analyzer::outputs::Protocol;
+    use serde_json::json;
+
+    let parse = |objects: &[Value]| -> anyhow::Result<glasshouse_analyzer::Config> {
+        parse_config(
+            "analyzer.toml",
+            config_text(objects, "glasshouse-analyzer", "analyzer.toml")?,
+        )
+        .map_err(Into::into)
+    };
+
+    // Defaults: no outputs, and nothing out but DNS, Kafka and the other
+    // analyzers' metrics ports.
+    let objects = render_valid(&[])?;
+    let analyzer = parse(&objects)?;
+    ensure!(analyzer.outputs.syslog.is_empty() && analyzer.outputs.webhook.is_none());
+    assert_eq!(analyzer_egress(&objects)?.len(), 3, "{:#?}", analyzer_egress(&objects)?);
+
+    let objects = render_valid(&[
+        "--set",
+        "siem.syslog[0].address=192.0.2.10:514",
+        "--set",
+        "siem.syslog[1].address=[2001:db8::7]:6514,siem.syslog[1].protocol=tcp,siem.syslog[1].facility=13,siem.syslog[1].appName=gh-prod",
+        "--set",
+        "siem.webhook.enabled=true,siem.webhook.url=http://198.51.100.7:8088/services/collector/event",
+        "--set",
+        "siem.webhook.tokenSecret.name=hec,siem.webhook.tokenSecret.key=hec-token,siem.webhook.index=security",
+    ])?;
+    let analyzer = parse(&objects)?;
+    let syslog = &analyzer.outputs.syslog;
+    assert_eq!(syslog.len(), 2);
+    assert_eq!(syslog[0].address.to_string(), "192.0.2.10:514");
+    assert_eq!(
+        (syslog[0].protocol, syslog[0].facility, syslog[0].app_name.as_str()),
+        (Protocol::Udp, 10, "glasshouse"),
+        "unset keys keep the analyzer's defaults"
+    );
+    assert_eq!(syslog[1].address.to_string(), "[2001:db8::7]:6514");
+    assert_eq!(
+        (syslog[1].protocol, syslog[1].facility, syslog[1].app_name.as_str()),
+        (Protocol::Tcp, 13, "gh-prod")
+    );
+    let webhook = analyzer.outputs.webhook.as_ref().context("no [outputs.webhook]")?;
+    assert_eq!(webhook.url, "http://198.51.100.7:8088/services/collector/event");
+    assert_eq!(webhook.sourcetype, "ocsf:detection_finding");
+    assert_eq!(webhook.index.as_deref(), Some("security"));
+
+    // The token file is the Secret's key, mounted read-only.
+    let token_file = webhook.token_file.as_ref().context("no token_file")?;
+    let (dir, file) = (
+        token_file.parent().and_then(|p| p.to_str()).context("token dir")?,
+        token_file.file_name().and_then(|f| f.to_str()).context("token file")?,
+    );
+    let spec = pod_spec(find(&objects, "Deployment", "glasshouse-analyzer")?);
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .context("mounts")?
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .with_context(|| format!("nothing mounted at {dir}"))?;
+    assert_eq!(mount["readOnly"], true);
+    let volume = spec["volumes"]
+        .as_array()
+        .context("volumes")?
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .context("volume of the token mount")?;
+    assert_eq!(volume["secret"]["secretName"], "hec");
+    assert_eq!(volume["secret"]["items"], json!([{"key": "hec-token", "path": file}]));
+
+    // Egress: each syslog address as an ipBlock with its port and transport,
+    // the webhook's host and port.
+    let egress = analyzer_egress(&objects)?;
+    for (cidr, port, protocol) in [
+        ("192.0.2.10/32", 514, "UDP"),
+        ("2001:db8::7/128", 6514, "TCP"),
+        ("198.51.100.7/32", 8088, "TCP"),
+    ] {
+        let want = (
+            json!([{"ipBlock": {"cidr": cidr}}]),
+            json!([{"port": port, "protocol": protocol}]),
+        );
+        ensure!(egress.contains(&want), "no egress {want:?} in {egress:#?}");
+    }
+    assert_eq!(egress.len(), 3 + 3, "{egress:#?}");
+
+    // A webhook named by DNS: its port to anywhere, unless `to` narrows it;
+    // a syslog `to` replaces the ipBlock.
+    let objects = render_valid(&[
+        "--set",
+        "siem.webhook.enabled=true,siem.webhook.url=http://splunk.example:8088/services/collector/event",
+    ])?;
+    let analyzer = parse(&objects)?;
+    ensure!(
+        analyzer
+            .outputs
+            .webhook
+            .as_ref()
+            .is_some_and(|w| w.token_file.is_none())
+    );
+    let egress = analyzer_egress(&objects)?;
+    let any = (Value::Null, json!([{"port": 8088, "protocol": "TCP"}]));
+    ensure!(egress.contains(&any), "{egress:#?}");
+    let objects = render_valid(&[
+        "--set",
+        "siem.webhook.enabled=true,siem.webhook.url=http://splunk.example:8088/x",
+        "--set",
+        "siem.webhook.to[0].ipBlock.cidr=198.51.100.0/24",
+        "--set",
+        "siem.syslog[0].address=10.96.0.20:514,siem.syslog[0].to[0].podSelector.matchLabels.app=collector",
+    ])?;
+    let egress = analyzer_egress(&objects)?;
+    for want in [
+        (
+            json!([{"ipBlock": {"cidr": "198.51.100.0/24"}}]),
+            json!([{"port": 8088, "protocol": "TCP"}]),
+        ),
+        (
+            json!([{"podSelector": {"matchLabels": {"app": "collector"}}}]),
+            json!([{"port": 514, "protocol": "UDP"}]),
+        ),
+    ] {
+        ensure!(egress.contains(&want), "no egress {want:?} in {egress:#?}");
+    }
+    Ok(())
+}
+
+/// `analyzer.analysis` in values.yaml holds the code's defaults (so the
+/// chart pins nothing the code would not), and what is set there reaches
+/// `[analysis]`; a key the analyzer does not know is rendered and refused
+/// by the analyzer's config type, naming it.
+#[test]
+fn analysis_values_are_the_code_defaults_and_reach_the_config() -> anyhow::Result<()> {
+    let parse = |args: &[&str]| -> anyhow::Result<glasshouse_analyzer::Config> {
+        let objects = render_valid(args)?;
+        parse_config(
+            "analyzer.toml",
+            config_text(&objects, "glasshouse-analyzer", "analyzer.toml")?,
+        )
+        .map_err(Into::into)
+    };
+    let defaults = parse(&[])?;
+    assert_eq!(
+        format!("{:?}", defaults.analysis),
+        format!("{:?}", glasshouse_analyzer::config::Analysis::default()),
+        "values.yaml analyzer.analysis differs from analyzer/src/config.rs"
+    );
+
+    let set = parse(&[
+        "--set",
+        "analyzer.analysis.clusterCidrs={10.244.0.0/16,10.96.0.0/12}",
+        "--set",
+        "analyzer.analysis.minLearningSecs=600,analyzer.analysis.alertThreshold=0.8",
+        "--set",
+        "analyzer.analysis.enabled=false",
+    ])?;
+    assert_eq!(set.analysis.settings().cluster.len(), 2);
+    assert_eq!(set.analysis.min_learning_secs, 600);
+    assert_eq!(set.analysis.alert_threshold, 0.8);
+    assert!(!set.analysis.enabled);
+
+    let objects = render_valid(&["--set", "analyzer.analysis.minLearningSeconds=600"])?;
+    let e = parse_config::<glasshouse_analyzer::Config>(
+        "analyzer.toml",
+        config_text(&objects, "glasshouse-analyzer", "analyzer.toml")?,
+    )
+    .err()
+    .context("an unknown [analysis] key was accepted")?
+    .to_string();
+    ensure!(e.contains("min_learning_seconds"), "{e}");
     Ok(())
 }
 
@@ -272,6 +510,26 @@ fn configs_use_the_binaries_keys_and_agree_with_services_and_topics() -> anyhow:
             ports[1]["containerPort"].as_u64(),
             aggregator.metrics_listen.map(|a| u64::from(a.port()))
         );
+        // The analyzer's /metrics and /containers: container port, headless
+        // Service, NetworkPolicy ingress.
+        let metrics = analyzer.metrics_listen.map(|a| u64::from(a.port()));
+        ensure!(metrics.is_some(), "the analyzer has no metrics_listen");
+        let deployment = find(&objects, "Deployment", "glasshouse-analyzer")?;
+        let port = &pod_spec(deployment)["containers"][0]["ports"][0];
+        assert_eq!(
+            (port["name"].as_str(), port["containerPort"].as_u64()),
+            (Some("metrics"), metrics)
+        );
+        let service = find(&objects, "Service", "glasshouse-analyzer")?;
+        assert_eq!(service["spec"]["clusterIP"], "None");
+        assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), metrics);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+        if let Ok(policy) = find(&objects, "NetworkPolicy", "glasshouse-analyzer") {
+            assert_eq!(
+                policy["spec"]["ingress"][0]["ports"],
+                serde_json::json!([{"port": "metrics", "protocol": "TCP"}])
+            );
+        }
         let daemonset = find(&objects, "DaemonSet", "glasshouse-agent")?;
         assert_eq!(
             pod_spec(daemonset)["containers"][0]["ports"][0]["containerPort"].as_u64(),

@@ -3,7 +3,8 @@
 //! directive, which systemd only warns about and ignores, proves), their
 //! hardening scores stay in systemd's "OK" band, the agent's capability
 //! bounding set is the DaemonSet's, and the example configs beside them parse
-//! with the binaries' own config types.
+//! with the binaries' own config types (the analyzer's commented examples of
+//! `[analysis]` and `[outputs]` too).
 //!
 //! The units are checked in a scratch root (`--root`) holding the units, the
 //! workspace's binaries at their `ExecStart` paths, and copies of this host's
@@ -202,5 +203,31 @@ fn example_configs_parse_with_the_binaries_config_types() -> anyhow::Result<()> 
     ensure!(agent.aggregators.iter().all(|a| a.starts_with("https://")));
     assert_eq!(agent.spool_dir, Path::new("/var/lib/glasshouse/spool"));
     assert_eq!(aggregator.brokers, analyzer.brokers);
+    ensure!(
+        analyzer.metrics_listen.is_some(),
+        "`glasshouse containers` needs metrics_listen"
+    );
+
+    // The commented examples of the analyzer's config parse too, once
+    // uncommented: `# [[outputs.syslog]]`, `# key = value`.
+    let uncommented: String = read("analyzer.toml")?
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => {
+                rest
+            }
+            _ => l,
+        })
+        .fold(String::new(), |text, l| text + l + "\n");
+    let examples: glasshouse_analyzer::Config = parse_config("analyzer.toml (uncommented)", &uncommented)?;
+    assert_eq!(examples.outputs.syslog.len(), 2, "{uncommented}");
+    let webhook = examples.outputs.webhook.context("no [outputs.webhook] example")?;
+    ensure!(
+        webhook
+            .token_file
+            .is_some_and(|f| f.starts_with("/run/credentials/glasshouse-analyzer.service")),
+        "the webhook token comes from LoadCredential="
+    );
+    ensure!(!examples.analysis.cluster_cidrs.is_empty(), "{uncommented}");
     Ok(())
 }
