@@ -60,6 +60,16 @@ pub struct Config {
     /// others. 0: no limit. Default: 50000.
     #[serde(default = "default_container_rate_limit")]
     pub container_rate_limit: u32,
+    /// The agent's CPU budget, percent of one core (user + system time of
+    /// the agent process). Over it, the agent throttles the noisiest
+    /// containers (see `budget`), reports what it drops as gaps, and says so
+    /// in its log and `/metrics`. 0: no CPU budget. Default: 50.
+    #[serde(default = "default_cpu_budget_percent")]
+    pub cpu_budget_percent: f64,
+    /// The agent's resident memory budget, MiB; over it, the same
+    /// throttling. 0: none. Default: 512.
+    #[serde(default = "default_memory_budget_mib")]
+    pub memory_budget_mib: u64,
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,
@@ -152,6 +162,12 @@ fn default_cri_sockets() -> Vec<PathBuf> {
         PathBuf::from("/run/crio/crio.sock"),
     ]
 }
+fn default_cpu_budget_percent() -> f64 {
+    50.0
+}
+fn default_memory_budget_mib() -> u64 {
+    512
+}
 fn default_container_rate_limit() -> u32 {
     50_000
 }
@@ -202,6 +218,12 @@ const MIN_SPOOL_BYTES: u64 = 1 << 20;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=6400.0).contains(&self.cpu_budget_percent) {
+            return Err((
+                "cpu_budget_percent",
+                format!("must be between 0 (none) and 6400, got {}", self.cpu_budget_percent),
+            ));
+        }
         if self.agent_id.trim().is_empty() {
             return Err(("agent_id", "must not be empty".into()));
         }

@@ -29,6 +29,7 @@
 //! - [`spool`]: the bounded on-disk queue of unacknowledged batches.
 
 pub mod attribute;
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod encode;
@@ -105,6 +106,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         .spool
         .then(|| spool::SpoolConfig::new(&config.spool_dir, config.spool_max_bytes));
     let spool_metrics = spool.as_ref().map_or_else(Arc::default, |s| s.metrics.clone());
+    let budget = budget::Budget::new(config.cpu_budget_percent, config.memory_budget_mib);
+    let budget_task = tokio::spawn(
+        budget
+            .clone()
+            .run(Duration::from_secs(1), cancel.clone())
+            .instrument(tracing::info_span!("budget")),
+    );
     let metrics = match config.metrics_listen {
         Some(addr) => {
             let listener = glasshouse_proto::metrics::bind(addr)
@@ -112,9 +120,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
                 .map_err(AgentError::Metrics)?;
             let stats = stats.clone();
             let spool_metrics = spool_metrics.clone();
+            let budget = budget.clone();
             let render: glasshouse_proto::metrics::Renderer = Arc::new(move || {
                 let mut out = stats.render(mode);
                 spool_metrics.render(&mut out);
+                budget.render(&mut out);
                 out
             });
             Some(tokio::spawn(glasshouse_proto::metrics::serve(
@@ -138,6 +148,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         .with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths))
         .with_sample_interval(Duration::from_millis(config.sample_interval_ms))
         .with_rate_limit(config.container_rate_limit)
+        .with_budget(budget.clone())
         .with_stats(stats.clone());
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
@@ -186,6 +197,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     // Ignored results: a panicked pipeline or stats task has already logged.
     let _ = pipeline.await;
     let _ = stats_task.await;
+    let _ = budget_task.await;
     if let Some(m) = metrics {
         let _ = m.await;
     }

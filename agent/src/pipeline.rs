@@ -175,6 +175,8 @@ pub struct Attributor {
     sample_interval: Duration,
     /// Per-container event rate limit (events per second; 0: none).
     rate_limit: u32,
+    /// The agent's budget: under pressure the rate limit is divided.
+    budget: Option<Arc<crate::budget::Budget>>,
     buckets: HashMap<String, Bucket>,
     /// Open gaps by (container id, reason).
     gaps: HashMap<(Option<String>, i32), Gap>,
@@ -215,6 +217,7 @@ impl Attributor {
             container_cgroups: HashMap::new(),
             sample_interval: Duration::from_secs(10),
             rate_limit: 0,
+            budget: None,
             buckets: HashMap::new(),
             gaps: HashMap::new(),
             stats: None,
@@ -229,6 +232,12 @@ impl Attributor {
         self
     }
 
+    /// Divides the rate limit under budget pressure (see [`crate::budget`]).
+    pub fn with_budget(mut self, budget: Arc<crate::budget::Budget>) -> Attributor {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Reports the sensor's queue drops as host-wide gaps.
     pub fn with_stats(mut self, stats: Arc<crate::sensor::SensorStats>) -> Attributor {
         self.stats = Some(stats);
@@ -239,10 +248,14 @@ impl Attributor {
     /// a refused one is counted into the container's gap.
     pub fn admit(&mut self, container: Option<&Arc<Container>>, time_unix_ns: i64) -> bool {
         let Some(c) = container else { return true };
-        if self.rate_limit == 0 {
+        let limit = self
+            .budget
+            .as_ref()
+            .map_or(self.rate_limit, |b| b.scaled_rate(self.rate_limit));
+        if limit == 0 {
             return true;
         }
-        let rate = f64::from(self.rate_limit);
+        let rate = f64::from(limit);
         let now = Instant::now();
         if !self.buckets.contains_key(&c.key.id) {
             // Only a container's first event pays for its key.
