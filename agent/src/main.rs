@@ -14,7 +14,7 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     service::init_logging();
     let args = Args::parse();

@@ -12,6 +12,11 @@
 //! sensor queue in front of it never waits (kernel → agent drops and counts).
 
 use std::collections::{HashMap, HashSet};
+
+/// Maps on the per-event path: a fast, per-instance seeded hash (foldhash)
+/// instead of SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,31 +160,31 @@ pub struct Attributor {
     runtime: RuntimeClient,
     proc_root: PathBuf,
     host_processes: bool,
-    containers: HashMap<String, CachedContainer>,
+    containers: FastMap<String, CachedContainer>,
     /// pid → its container (`None`: a host process).
-    pids: HashMap<u32, Option<Arc<Container>>>,
+    pids: FastMap<u32, Option<Arc<Container>>>,
     /// Execs of unknown pids whose `/proc` entry was already gone.
-    unresolved: HashMap<u32, Event>,
+    unresolved: FastMap<u32, Event>,
     /// Pids of exec-in sessions and their descendants (a subset of `pids`).
-    exec_in: HashSet<u32>,
+    exec_in: FastSet<u32>,
     /// Kernel cgroup id → its container, learnt from execs (eBPF sensor).
-    cgroups: HashMap<u64, Option<Arc<Container>>>,
+    cgroups: FastMap<u64, Option<Arc<Container>>>,
     /// Where listening sockets found at start are reported (the eBPF sensor).
     listener_seeds: Option<std::sync::mpsc::Sender<ListenerSeed>>,
     /// Writes reported only under these.
     sensitive: SensitivePaths,
     /// Container id → its `/proc/PID/cgroup` text and a pid in it (last seen),
     /// for resource samples.
-    container_cgroups: HashMap<String, (String, u32)>,
+    container_cgroups: FastMap<String, (String, u32)>,
     /// How often resources are sampled.
     sample_interval: Duration,
     /// Per-container event rate limit (events per second; 0: none).
     rate_limit: u32,
     /// The agent's budget: under pressure the rate limit is divided.
     budget: Option<Arc<crate::budget::Budget>>,
-    buckets: HashMap<String, Bucket>,
+    buckets: FastMap<String, Bucket>,
     /// Open gaps by (container id, reason).
-    gaps: HashMap<(Option<String>, i32), Gap>,
+    gaps: FastMap<(Option<String>, i32), Gap>,
     /// The sensor's counters, for queue drops.
     stats: Option<Arc<crate::sensor::SensorStats>>,
     queue_drops_seen: u64,
@@ -207,19 +212,19 @@ impl Attributor {
             runtime,
             proc_root,
             host_processes,
-            containers: HashMap::new(),
-            pids: HashMap::new(),
-            unresolved: HashMap::new(),
-            exec_in: HashSet::new(),
-            cgroups: HashMap::new(),
+            containers: FastMap::default(),
+            pids: FastMap::default(),
+            unresolved: FastMap::default(),
+            exec_in: FastSet::default(),
+            cgroups: FastMap::default(),
             listener_seeds: None,
             sensitive: SensitivePaths::new(&crate::sensitive::defaults()),
-            container_cgroups: HashMap::new(),
+            container_cgroups: FastMap::default(),
             sample_interval: Duration::from_secs(10),
             rate_limit: 0,
             budget: None,
-            buckets: HashMap::new(),
-            gaps: HashMap::new(),
+            buckets: FastMap::default(),
+            gaps: FastMap::default(),
             stats: None,
             queue_drops_seen: 0,
         }
@@ -991,8 +996,8 @@ pub struct Batcher {
     resources: Vec<ResourceSample>,
     gaps: Vec<Gap>,
     /// Identical writes → position in `files`.
-    file_index: HashMap<FileKey, usize>,
-    index: HashMap<CollapseKey, usize>,
+    file_index: FastMap<FileKey, usize>,
+    index: FastMap<CollapseKey, usize>,
     opened: Option<Instant>,
 }
 
@@ -1008,8 +1013,8 @@ impl Batcher {
             syscalls: Vec::new(),
             resources: Vec::new(),
             gaps: Vec::new(),
-            file_index: HashMap::new(),
-            index: HashMap::new(),
+            file_index: FastMap::default(),
+            index: FastMap::default(),
             opened: None,
         }
     }
