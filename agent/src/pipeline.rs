@@ -915,42 +915,31 @@ impl Attributor {
     }
 }
 
-/// Key under which identical events collapse into one with a count.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct CollapseKey {
-    /// The container's address: unique while the batch holds the `Arc`.
-    container: Option<usize>,
-    kind: Kind,
-    exec_in: bool,
-    drift: bool,
-    stdio_socket: bool,
-    ppid: u32,
-    uid: u32,
-    gid: u32,
-    path: Option<Bytes>,
-    argv: Vec<Bytes>,
-    cwd: Option<Bytes>,
-    exit_code: Option<i32>,
+/// Identical events collapse into one with a count: same container (the
+/// `Arc`'s address, unique while the batch holds it), kind, flags, parent,
+/// ids, executable, arguments, directory and exit code. Forks never do: each
+/// creates the pid later events refer to.
+fn collapses(e: &Event) -> bool {
+    e.kind != Kind::Fork
 }
 
-impl CollapseKey {
-    fn of(e: &Event) -> Option<CollapseKey> {
-        // Forks are not collapsed: each creates the pid later events refer to.
-        (e.kind != Kind::Fork).then(|| CollapseKey {
-            container: e.container.as_ref().map(|c| Arc::as_ptr(c) as usize),
-            kind: e.kind,
-            exec_in: e.exec_in,
-            drift: e.drift,
-            stdio_socket: e.stdio_socket,
-            ppid: e.ppid,
-            uid: e.uid,
-            gid: e.gid,
-            path: e.path.clone(),
-            argv: e.argv.clone(),
-            cwd: e.cwd.clone(),
-            exit_code: e.exit_code,
-        })
-    }
+/// The hash of an event's collapse fields (no copies of them).
+fn collapse_hash(state: &foldhash::fast::RandomState, e: &Event) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = state.build_hasher();
+    e.container.as_ref().map(|c| Arc::as_ptr(c) as usize).hash(&mut h);
+    (e.kind as u8, e.exec_in, e.drift, e.stdio_socket).hash(&mut h);
+    (e.ppid, e.uid, e.gid, e.exit_code).hash(&mut h);
+    (&e.path, &e.argv, &e.cwd).hash(&mut h);
+    h.finish()
+}
+
+/// Whether two events have the same collapse fields.
+fn same_collapse(a: &Event, b: &Event) -> bool {
+    a.container.as_ref().map(Arc::as_ptr) == b.container.as_ref().map(Arc::as_ptr)
+        && (a.kind, a.exec_in, a.drift, a.stdio_socket) == (b.kind, b.exec_in, b.drift, b.stdio_socket)
+        && (a.ppid, a.uid, a.gid, a.exit_code) == (b.ppid, b.uid, b.gid, b.exit_code)
+        && (&a.path, &a.argv, &a.cwd) == (&b.path, &b.argv, &b.cwd)
 }
 
 /// The kernel id of the cgroup a `/proc/PID/cgroup` text names in the
@@ -997,7 +986,10 @@ pub struct Batcher {
     gaps: Vec<Gap>,
     /// Identical writes → position in `files`.
     file_index: FastMap<FileKey, usize>,
-    index: FastMap<CollapseKey, usize>,
+    /// Collapse hash → position in `events` (checked field by field on a
+    /// hit: a hash collision only means no collapse).
+    index: FastMap<u64, usize>,
+    collapse_state: foldhash::fast::RandomState,
     opened: Option<Instant>,
 }
 
@@ -1015,20 +1007,25 @@ impl Batcher {
             gaps: Vec::new(),
             file_index: FastMap::default(),
             index: FastMap::default(),
+            collapse_state: foldhash::fast::RandomState::default(),
             opened: None,
         }
     }
 
     /// Adds an event; returns a batch when this one filled it.
     pub fn push(&mut self, event: Event) -> Option<PendingBatch> {
-        let key = CollapseKey::of(&event);
-        if let Some(i) = key.as_ref().and_then(|k| self.index.get(k)) {
-            let e = &mut self.events[*i];
-            e.count = e.count.saturating_add(event.count);
-            return None;
-        }
-        if let Some(k) = key {
-            self.index.insert(k, self.events.len());
+        if collapses(&event) {
+            let hash = collapse_hash(&self.collapse_state, &event);
+            match self.index.get(&hash) {
+                Some(&i) if same_collapse(&self.events[i], &event) => {
+                    let e = &mut self.events[i];
+                    e.count = e.count.saturating_add(event.count);
+                    return None;
+                }
+                _ => {
+                    self.index.insert(hash, self.events.len());
+                }
+            }
         }
         self.opened.get_or_insert_with(Instant::now);
         self.events.push(event);
