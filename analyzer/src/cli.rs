@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::Baseline;
+use crate::engine::wall_ns;
 use crate::escape::terminal;
-use crate::features::Phase;
 use crate::view::timestamp;
 
 /// JSON text with every non-ASCII character written as a `\u` escape (the
@@ -132,15 +132,9 @@ fn ago(now_ns: i64, then_ns: i64) -> String {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// `glasshouse baselines list`: one line per workload.
 pub fn baselines_table(baselines: &[&Baseline]) -> String {
-    let now = now_ns();
+    let now = wall_ns();
     let mut out = format!(
         "{:<40} {:<9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>7}\n",
         "WORKLOAD", "STATE", "VERSION", "EVENTS", "FEATURES", "REPLICAS", "HOSTS", "CHANGED"
@@ -167,7 +161,7 @@ pub fn baselines_table(baselines: &[&Baseline]) -> String {
 /// `glasshouse baselines show`: what one baseline holds, per phase and kind,
 /// most frequent first, and its recent changes.
 pub fn baseline_report(b: &Baseline) -> String {
-    let now = now_ns();
+    let now = wall_ns();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -189,7 +183,7 @@ pub fn baseline_report(b: &Baseline) -> String {
     for (phase, kind) in keys {
         let mut values: Vec<_> = b.features[&(phase, kind)].iter().collect();
         values.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
-        let _ = writeln!(out, "{} {} ({} values)", phase_name(phase), kind.as_str(), values.len());
+        let _ = writeln!(out, "{} {} ({} values)", phase.as_str(), kind.as_str(), values.len());
         for (value, s) in values {
             let _ = writeln!(
                 out,
@@ -224,10 +218,6 @@ pub fn baseline_report(b: &Baseline) -> String {
         );
     }
     out
-}
-
-fn phase_name(p: Phase) -> &'static str {
-    p.as_str()
 }
 
 /// One container's live score, as an analyzer serves it on `/containers`.
@@ -330,7 +320,7 @@ mod tests {
         let mut b = Baseline::new("evil\u{1b}[2J", 0, 0);
         let by = b.replica("c1", "h1", 0);
         b.learn(
-            &crate::features::Feature::new(Phase::Steady, crate::features::Kind::Exec, "/bin/x\ny"),
+            &crate::features::Feature::new(crate::features::Phase::Steady, crate::features::Kind::Exec, "/bin/x\ny"),
             2,
             by,
             0,

@@ -11,14 +11,11 @@
 //! {"command": "import", "workload": "…", "baseline": { …snapshot… }}
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use glasshouse_proto::record::{TOPIC_BASELINES, TOPIC_CONTROL};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use glasshouse_proto::record::TOPIC_CONTROL;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
@@ -66,72 +63,9 @@ pub fn parse(payload: &[u8]) -> Result<(String, Command, String), String> {
     Ok((m.workload, command, m.by))
 }
 
-fn client(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
 /// The latest snapshot of every workload on `glasshouse.baselines`.
 pub fn read_baselines(brokers: &str, timeout: Duration) -> Result<BTreeMap<String, Baseline>, String> {
-    let consumer: BaseConsumer = client(brokers)
-        .set("group.id", "glasshouse-cli")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(TOPIC_BASELINES), timeout)
-        .map_err(|e| format!("kafka at {brokers}: {e}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    let mut latest: HashMap<String, Option<Baseline>> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(TOPIC_BASELINES, p, timeout)
-            .map_err(|e| format!("{TOPIC_BASELINES}/{p}: {e}"))?;
-        if high > low {
-            tpl.add_partition_offset(TOPIC_BASELINES, p, Offset::Offset(low))
-                .map_err(|e| e.to_string())?;
-            ends.insert(p, high);
-        }
-    }
-    if ends.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(format!("reading {TOPIC_BASELINES}: not at its end after {timeout:?}"));
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = m.map_err(|e| format!("reading {TOPIC_BASELINES}: {e}"))?;
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-            ends.remove(&m.partition());
-        }
-        let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            continue;
-        };
-        let value = match m.payload() {
-            None | Some([]) => None,
-            Some(json) => match serde_json::from_slice(json) {
-                Ok(b) => Some(b),
-                Err(error) => {
-                    tracing::warn!(workload = key, %error, "unreadable baseline snapshot, skipped");
-                    continue;
-                }
-            },
-        };
-        latest.insert(key, value);
-    }
-    Ok(latest.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+    crate::store::read_latest(brokers, &BTreeMap::new(), None, timeout)
 }
 
 /// Sends a command and waits until a snapshot of the workload newer than
@@ -159,7 +93,7 @@ pub async fn send(
         baseline: baseline.map(Box::new),
     };
     let json = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
-    let producer: FutureProducer = client(brokers)
+    let producer: FutureProducer = crate::store::client(brokers, &BTreeMap::new())
         .set("message.max.bytes", MAX_MESSAGE.to_string())
         .create()
         .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;

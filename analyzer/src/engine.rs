@@ -147,7 +147,9 @@ pub struct Engine {
     dirty: std::collections::HashSet<Arc<str>>,
     containers: Map<Arc<str>, ContainerState>,
     processes: ProcTable,
+    /// Gap windows by container id, and by host for gaps of a whole host.
     gaps: HashMap<Arc<str>, VecDeque<(i64, i64)>>,
+    host_gaps: HashMap<Arc<str>, VecDeque<(i64, i64)>>,
     open: Map<(Arc<str>, String), Open>,
     outbox: Vec<Alert>,
     partition: i32,
@@ -156,7 +158,8 @@ pub struct Engine {
     pub stats: EngineStats,
 }
 
-fn wall_ns() -> i64 {
+/// Now, in Unix nanoseconds.
+pub(crate) fn wall_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
@@ -171,6 +174,7 @@ impl Engine {
             containers: Map::default(),
             processes: Map::default(),
             gaps: HashMap::new(),
+            host_gaps: HashMap::new(),
             open: Map::default(),
             outbox: Vec::new(),
             partition: 0,
@@ -279,15 +283,9 @@ impl Engine {
     }
 
     fn in_gap(&self, container: &str, host: &str, time_ns: i64) -> bool {
-        if self.gaps.is_empty() {
-            return false;
-        }
-        let covers = |k: &str| {
-            self.gaps
-                .get(k)
-                .is_some_and(|g| g.iter().any(|(s, e)| (*s..=*e).contains(&time_ns)))
-        };
-        covers(container) || covers(&format!("host:{host}"))
+        let covers =
+            |g: Option<&VecDeque<(i64, i64)>>| g.is_some_and(|g| g.iter().any(|(s, e)| (*s..=*e).contains(&time_ns)));
+        covers(self.gaps.get(container)) || covers(self.host_gaps.get(host))
     }
 
     /// Registers the container of an event; returns its first-seen time.
@@ -702,11 +700,10 @@ impl Engine {
     }
 
     pub fn handle_gap(&mut self, row: &gaps::Row) {
-        let key: Arc<str> = match &row.container_id {
-            Some(c) => c.clone(),
-            None => format!("host:{}", row.host).into(),
+        let g = match &row.container_id {
+            Some(c) => self.gaps.entry(c.clone()).or_default(),
+            None => self.host_gaps.entry(row.host.clone()).or_default(),
         };
-        let g = self.gaps.entry(key).or_default();
         if g.len() == MAX_GAPS {
             g.pop_front();
         }
@@ -980,10 +977,12 @@ impl Engine {
         // forgotten: their score is 0, and churn must not grow the tables.
         self.containers.retain(|_, c| now - c.last_seen_wall < 2 * window);
         let horizon = now - 2 * window;
-        self.gaps.retain(|_, g| {
-            g.retain(|(_, end)| *end >= horizon);
-            !g.is_empty()
-        });
+        for gaps in [&mut self.gaps, &mut self.host_gaps] {
+            gaps.retain(|_, g| {
+                g.retain(|(_, end)| *end >= horizon);
+                !g.is_empty()
+            });
+        }
     }
 }
 

@@ -211,7 +211,8 @@ impl Published {
 
 /// The analyzer proper: the live view, and the engine with its Kafka store.
 struct Analyzer<W: Write> {
-    published: Arc<Mutex<Published>>,
+    /// What the HTTP endpoint serves; `None` without `metrics_listen`.
+    published: Option<Arc<Mutex<Published>>>,
     outputs: Outputs,
     checkpoint_failures: u64,
     shower: Shower<W>,
@@ -310,6 +311,9 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
     fn tick(&mut self) {
         self.engine.tick();
         self.publish();
+        let Some(published) = &self.published else {
+            return;
+        };
         let mut baselines = [0u64; 3];
         let mut bytes = 0;
         for b in self.engine.baselines() {
@@ -330,7 +334,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
                 baseline_state: c.baseline_state.to_owned(),
             })
             .collect();
-        *self.published.lock().expect("not poisoned") = Published {
+        *published.lock().expect("not poisoned") = Published {
             stats: self.engine.stats,
             baselines,
             baseline_bytes: bytes,
@@ -429,13 +433,15 @@ pub async fn run<W: Write + Send>(
         session_timeout_ms: config.session_timeout_ms,
         extra: config.kafka.clone(),
     };
-    let published = Arc::new(Mutex::new(Published::default()));
+    let published = config
+        .metrics_listen
+        .map(|_| Arc::new(Mutex::new(Published::default())));
     let endpoint = match config.metrics_listen {
         Some(addr) => {
             let listener = glasshouse_proto::metrics::bind(addr)
                 .await
                 .map_err(AnalyzerError::Metrics)?;
-            let published = published.clone();
+            let published = published.clone().expect("made when metrics_listen is set");
             let routes: glasshouse_proto::metrics::Routes = Arc::new(move |path: &str| {
                 let p = published.lock().expect("not poisoned");
                 match path {

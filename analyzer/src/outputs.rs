@@ -189,11 +189,6 @@ fn syslog_severity(s: Severity) -> u8 {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC, from Unix nanoseconds.
-fn rfc3339(ns: i64) -> String {
-    crate::view::timestamp(ns)
-}
-
 /// The RFC 5424 record of an alert (without transport framing).
 pub fn syslog_record(alert: &Alert, config: &SyslogConfig, host: &str) -> String {
     let f = &alert.finding;
@@ -217,7 +212,7 @@ pub fn syslog_record(alert: &Alert, config: &SyslogConfig, host: &str) -> String
     sd.push(']');
     format!(
         "<{pri}>1 {} {} {} - {} {sd} {}",
-        rfc3339(f.time_ns),
+        crate::view::timestamp(f.time_ns),
         header_field(host, 255),
         header_field(&config.app_name, 48),
         header_field(f.rule, 32),

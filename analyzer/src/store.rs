@@ -39,7 +39,7 @@ impl std::fmt::Debug for Store {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn client(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
+pub(crate) fn client(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     for (k, v) in extra {
@@ -135,60 +135,89 @@ fn load_blocking(
     baseline_partitions: i32,
     wanted: &[i32],
 ) -> Result<Vec<Baseline>, String> {
-    let mut config = client(brokers, extra);
-    config
-        .set("group.id", "glasshouse-baseline-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = config.create().map_err(|e| format!("restore consumer: {e}"))?;
     let mut read: Vec<i32> = wanted.iter().map(|p| p.rem_euclid(baseline_partitions)).collect();
     read.sort_unstable();
     read.dedup();
-    let mut latest: HashMap<String, Option<Baseline>> = HashMap::new();
-    for p in read {
+    let latest = read_latest(brokers, extra, Some(&read), Duration::from_secs(60))?;
+    Ok(latest.into_values().filter(|b| wanted.contains(&b.partition)).collect())
+}
+
+/// The latest snapshot of every workload on `glasshouse.baselines` (of the
+/// given partitions of it, or all), read to the end as it is now; a
+/// tombstone forgets a workload, an unreadable snapshot is skipped (logged).
+pub fn read_latest(
+    brokers: &str,
+    extra: &BTreeMap<String, String>,
+    partitions: Option<&[i32]>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, Baseline>, String> {
+    let mut config = client(brokers, extra);
+    config
+        .set("group.id", "glasshouse-baseline-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+    let partitions: Vec<i32> = match partitions {
+        Some(p) => p.to_vec(),
+        None => {
+            let metadata = consumer
+                .fetch_metadata(Some(TOPIC_BASELINES), TIMEOUT)
+                .map_err(|e| format!("kafka at {brokers}: {e}"))?;
+            metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default()
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(TOPIC_BASELINES, p, TIMEOUT)
             .map_err(|e| format!("watermarks of {TOPIC_BASELINES}/{p}: {e}"))?;
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC_BASELINES, p, Offset::Offset(low))
-            .map_err(|e| e.to_string())?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| format!("assign {TOPIC_BASELINES}/{p}: {e}"))?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let mut next = low;
-        while next < high {
-            if std::time::Instant::now() > deadline {
-                return Err(format!(
-                    "reading {TOPIC_BASELINES}/{p}: at offset {next} of {high} after 60 s"
-                ));
-            }
-            let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let m = m.map_err(|e| format!("reading {TOPIC_BASELINES}/{p}: {e}"))?;
-            next = m.offset() + 1;
-            let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-                continue;
-            };
-            match m.payload() {
-                None | Some([]) => {
-                    latest.insert(key, None);
-                }
-                Some(json) => match serde_json::from_slice::<Baseline>(json) {
-                    Ok(b) if wanted.contains(&b.partition) => {
-                        latest.insert(key, Some(b));
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(workload = key, %error, offset = m.offset(), "unreadable baseline snapshot, skipped");
-                    }
-                },
-            }
+        if high > low {
+            tpl.add_partition_offset(TOPIC_BASELINES, p, Offset::Offset(low))
+                .map_err(|e| e.to_string())?;
+            ends.insert(p, high);
         }
     }
-    Ok(latest.into_values().flatten().collect())
+    let mut latest: BTreeMap<String, Option<Baseline>> = BTreeMap::new();
+    if !ends.is_empty() {
+        consumer
+            .assign(&tpl)
+            .map_err(|e| format!("assign {TOPIC_BASELINES}: {e}"))?;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("reading {TOPIC_BASELINES}: not at its end after {timeout:?}"));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(|e| format!("reading {TOPIC_BASELINES}: {e}"))?;
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&m.partition());
+        }
+        let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            continue;
+        };
+        match m.payload() {
+            None | Some([]) => {
+                latest.insert(key, None);
+            }
+            Some(json) => match serde_json::from_slice::<Baseline>(json) {
+                Ok(b) => {
+                    latest.insert(key, Some(b));
+                }
+                Err(error) => {
+                    tracing::warn!(workload = key, %error, offset = m.offset(), "unreadable baseline snapshot, skipped");
+                }
+            },
+        }
+    }
+    Ok(latest.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
 }
