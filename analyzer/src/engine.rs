@@ -747,7 +747,8 @@ impl Engine {
     fn evaluate(&mut self, ev: Event<'_>, feats: Vec<Feature>, hits: Vec<(RuleHit, Phase)>) {
         let in_gap = self.in_gap(&ev.info.id, &ev.info.host, ev.time_ns);
         let settings = &self.settings;
-        let wall = wall_ns();
+        // The tick's clock (1 s resolution) is enough for a window of minutes.
+        let wall = self.now_wall;
         let b = baseline_entry(
             &mut self.baselines,
             &mut self.dirty,
