@@ -349,8 +349,13 @@ impl Engine {
             return;
         };
         self.stats.events += 1;
+        // A fork counts towards the interval after the container's latest
+        // resource sample only if it happened after that sample: events
+        // replayed after a restart (or lagging behind the resources topic)
+        // must not inflate the next interval's fork rate.
         if row.kind == process::Kind::Fork
             && let Some(c) = self.containers.get_mut(&container_id)
+            && c.last_cpu.is_none_or(|(sampled, _)| row.time_unix_ns > sampled)
         {
             c.forks += u64::from(row.count);
         }
@@ -1632,6 +1637,38 @@ pub(crate) mod tests {
         assert_eq!((e.containers.len(), e.gaps.len()), (1, 0));
         // The baseline keeps what the replicas taught it.
         assert!(e.baseline("localhost/web").unwrap().next_replica >= 1001);
+    }
+
+    #[test]
+    fn forks_before_the_latest_sample_do_not_count_towards_the_next() {
+        let mut e = Engine::new(settings());
+        let sample = |t: i64| resources::Row {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            host: "h1".into(),
+            container_id: "c1".into(),
+            container_name: None,
+            image: None,
+            image_id: None,
+            workload_id: "localhost/web".into(),
+            time_unix_ns: t * S,
+            counters: resources::Counters::default(),
+        };
+        let fork = |t: i64| process::Row {
+            kind: process::Kind::Fork,
+            ..exec("c1", t * S, "/bin/worker", &["worker"])
+        };
+        e.handle_process(&exec("c1", 0, "/bin/worker", &["worker"]));
+        e.handle_resources(&sample(10));
+        // Replayed forks of before the sample, then one after it.
+        for t in 0..10 {
+            e.handle_process(&fork(t));
+        }
+        e.handle_process(&fork(15));
+        e.handle_resources(&sample(20));
+        let rate = e.baseline("localhost/web").unwrap().resources[&ResourceMetric::ForkRate].samples[0];
+        assert!((rate - 0.1).abs() < 1e-9, "one fork in 10 s, got {rate}");
     }
 
     #[test]

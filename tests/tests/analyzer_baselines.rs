@@ -195,7 +195,8 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
         let alerts_after = glasshouse_tests::topics::count_messages(&brokers, glasshouse_proto::record::TOPIC_ALERTS)?;
         ensure!(
             alerts_after == alerts_before,
-            "benign behaviour alerted after the restart"
+            "benign behaviour alerted after the restart: {:#?}",
+            glasshouse_tests::topics::read_all(&brokers, glasshouse_proto::record::TOPIC_ALERTS)?
         );
 
         // Export, reset, import.
