@@ -411,11 +411,22 @@ impl Attributor {
     /// its kernel id, for syscall counts).
     fn learn_cgroup(&mut self, container: &Option<Arc<Container>>, info: &procfs::ProcessInfo) {
         let Some(c) = container else { return };
-        let known = self.container_cgroups.contains_key(&c.key.id);
-        if known || self.container_cgroups.len() < MAX_CONTAINERS {
-            self.container_cgroups
-                .insert(c.key.id.clone(), (info.cgroup.clone(), info.pid));
-        }
+        let known = match self.container_cgroups.get_mut(&c.key.id) {
+            Some((cgroup, pid)) => {
+                if *cgroup != info.cgroup {
+                    cgroup.clone_from(&info.cgroup);
+                }
+                *pid = info.pid;
+                true
+            }
+            None => {
+                if self.container_cgroups.len() < MAX_CONTAINERS {
+                    self.container_cgroups
+                        .insert(c.key.id.clone(), (info.cgroup.clone(), info.pid));
+                }
+                false
+            }
+        };
         // Without an id from the kernel, the cgroup directory is looked up
         // once per container (the start-up scan sees all its processes).
         let id = match info.cgroup_id {
@@ -1127,6 +1138,7 @@ pub async fn run(
     out: mpsc::Sender<PendingBatch>,
 ) {
     let mut ready: Vec<PendingBatch> = Vec::new();
+    let mut received: Vec<RawEvent> = Vec::with_capacity(RECEIVE_AT_ONCE);
     let (events, network) = attributor.existing().await;
     ready.extend(events.into_iter().filter_map(|e| batcher.push(e)));
     ready.extend(network.into_iter().filter_map(|e| batcher.push_network(e)));
@@ -1153,36 +1165,16 @@ pub async fn run(
                     ready.extend(batcher.push_sample(Sample::Gap(g)));
                 }
             }
-            event = raw.recv() => match event {
-                Some(RawEvent::Syscalls(s)) => {
-                    if let Some(sample) = attributor.syscalls(s) {
-                        ready.extend(batcher.push_sample(Sample::Syscalls(sample)));
-                    }
+            // Everything waiting is taken at once: one wake-up and one pass of
+            // this loop (timers re-armed) per burst, not per event.
+            n = raw.recv_many(&mut received, RECEIVE_AT_ONCE) => {
+                if n == 0 {
+                    break;
                 }
-                Some(RawEvent::Drops(d)) => attributor.kernel_drops(d),
-                Some(RawEvent::File(f)) => {
-                    if let Some(e) = attributor.file(f).await
-                        && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
-                    {
-                        ready.extend(batcher.push_file(e));
-                    }
+                for event in received.drain(..) {
+                    handle(&mut attributor, &mut batcher, &mut ready, event).await;
                 }
-                Some(RawEvent::Network(n)) => {
-                    if let Some(e) = attributor.network(n).await
-                        && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
-                    {
-                        ready.extend(batcher.push_network(e));
-                    }
-                }
-                Some(event) => {
-                    for e in attributor.attribute(event).await {
-                        if attributor.admit(e.container.as_ref(), e.time_unix_ns) {
-                            ready.extend(batcher.push(e));
-                        }
-                    }
-                }
-                None => break,
-            },
+            }
             () = sleep_until(deadline), if deadline.is_some() => ready.extend(batcher.flush()),
         }
     }
@@ -1193,6 +1185,42 @@ pub async fn run(
     for batch in ready {
         // Ignored error: the client is gone and reports its own loss.
         let _ = out.send(batch).await;
+    }
+}
+
+/// Sensor events taken from the queue per pass of [`run`]'s loop.
+const RECEIVE_AT_ONCE: usize = 256;
+
+/// Attributes one sensor event and batches what comes of it.
+async fn handle(attributor: &mut Attributor, batcher: &mut Batcher, ready: &mut Vec<PendingBatch>, event: RawEvent) {
+    match event {
+        RawEvent::Syscalls(s) => {
+            if let Some(sample) = attributor.syscalls(s) {
+                ready.extend(batcher.push_sample(Sample::Syscalls(sample)));
+            }
+        }
+        RawEvent::Drops(d) => attributor.kernel_drops(d),
+        RawEvent::File(f) => {
+            if let Some(e) = attributor.file(f).await
+                && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
+            {
+                ready.extend(batcher.push_file(e));
+            }
+        }
+        RawEvent::Network(n) => {
+            if let Some(e) = attributor.network(n).await
+                && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
+            {
+                ready.extend(batcher.push_network(e));
+            }
+        }
+        event => {
+            for e in attributor.attribute(event).await {
+                if attributor.admit(e.container.as_ref(), e.time_unix_ns) {
+                    ready.extend(batcher.push(e));
+                }
+            }
+        }
     }
 }
 

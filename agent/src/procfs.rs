@@ -89,7 +89,17 @@ pub fn split_cmdline(raw: &[u8]) -> Vec<Bytes> {
     if raw.is_empty() {
         return Vec::new();
     }
-    let mut args: Vec<Bytes> = raw.split(|b| *b == 0).map(Bytes::copy_from_slice).collect();
+    // One copy of the whole command line; the arguments are slices of it.
+    let all = Bytes::copy_from_slice(raw);
+    let mut start = 0;
+    let mut args: Vec<Bytes> = raw
+        .split(|b| *b == 0)
+        .map(|arg| {
+            let slice = all.slice(start..start + arg.len());
+            start += arg.len() + 1;
+            slice
+        })
+        .collect();
     if cut {
         args.push(Bytes::from_static(TRUNCATED_MARK));
     }

@@ -122,13 +122,26 @@ impl KernelConfig {
         b
     }
 
-    /// The `/proc/PID/cgroup` line a cgroup path from the kernel stands for.
-    fn cgroup_line(&self, path: &str) -> String {
+    /// The `/proc/PID/cgroup` line the kernel's cgroup path components
+    /// (leaf first, NUL-separated) stand for, built in one allocation.
+    fn cgroup_line(&self, leaf_first: &[u8]) -> String {
+        use std::fmt::Write as _;
+        let raw = leaf_first.strip_suffix(b"\0").unwrap_or(leaf_first);
+        let mut line = String::with_capacity(raw.len() + 16);
         if self.cgroup_subsys < 0 {
-            format!("0::{path}")
+            line.push_str("0::");
         } else {
-            format!("{}:memory:{path}", self.cgroup_subsys + 1)
+            // Ignored result: writing to a String cannot fail.
+            let _ = write!(line, "{}:memory:", self.cgroup_subsys + 1);
         }
+        if raw.is_empty() {
+            line.push('/');
+        }
+        for part in raw.rsplit(|b| *b == 0) {
+            line.push('/');
+            line.push_str(&String::from_utf8_lossy(part));
+        }
+        line
     }
 }
 
@@ -559,7 +572,6 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
                 args.push(Bytes::from_static(procfs::TRUNCATED_MARK));
             }
             let path_cut = code & FLAG_PATH_CUT != 0;
-            let cgroup = String::from_utf8_lossy(&join_leaf_first(cgroup, false)).into_owned();
             Some(RawEvent::Exec {
                 time_unix_ns,
                 pid,
@@ -571,7 +583,7 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
                     exe: (!exe.is_empty()).then(|| join_leaf_first(exe, path_cut)),
                     argv: args,
                     cwd: Some(join_leaf_first(cwd, path_cut)),
-                    cgroup: config.cgroup_line(&cgroup),
+                    cgroup: config.cgroup_line(cgroup),
                     cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
                     drift: code & FLAG_DRIFT != 0,
                     stdio_socket: code & FLAG_STDIO_SOCKET != 0,
