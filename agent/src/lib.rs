@@ -17,7 +17,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config.
-//! - [`sensor`]: kernel event sources ([`sensor::bpf`], fallback [`sensor::proc_connector`]).
+//! - [`sensor`]: kernel event sources ([`sensor::bpf`], fallback [`sensor::proc_connector`]
+//!   with TCP polled by [`sensor::proc_net`]).
 //! - [`procfs`]: reading processes from `/proc`.
 //! - [`attribute`]: cgroup path → container, for every major runtime.
 //! - [`runtime`]: container metadata from the Docker-compatible API and the CRI API.
@@ -143,6 +144,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     );
     if let Some(seeds) = seeds {
         attributor = attributor.with_listener_seeds(seeds);
+    }
+    if mode == sensor::MODE_NETLINK {
+        // No socket events without eBPF: the socket tables are polled.
+        attributor = attributor.with_socket_polling();
     }
     attributor = attributor
         .with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths))

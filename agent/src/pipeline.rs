@@ -30,6 +30,7 @@ use crate::procfs;
 use crate::resources::{self, Counters};
 use crate::runtime::{ContainerMeta, RuntimeClient};
 use crate::sensitive::SensitivePaths;
+use crate::sensor::proc_net::{self, SocketPoll};
 use crate::sensor::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SyscallRaw};
 use crate::workload;
 
@@ -171,6 +172,8 @@ pub struct Attributor {
     cgroups: FastMap<u64, Option<Arc<Container>>>,
     /// Where listening sockets found at start are reported (the eBPF sensor).
     listener_seeds: Option<std::sync::mpsc::Sender<ListenerSeed>>,
+    /// TCP sockets polled from `/proc` (the netlink fallback: no socket events).
+    socket_poll: Option<SocketPoll>,
     /// Writes reported only under these.
     sensitive: SensitivePaths,
     /// Container id → its `/proc/PID/cgroup` text and a pid in it (last seen),
@@ -218,6 +221,7 @@ impl Attributor {
             exec_in: FastSet::default(),
             cgroups: FastMap::default(),
             listener_seeds: None,
+            socket_poll: None,
             sensitive: SensitivePaths::new(&crate::sensitive::defaults()),
             container_cgroups: FastMap::default(),
             sample_interval: Duration::from_secs(10),
@@ -483,6 +487,66 @@ impl Attributor {
         }
     }
 
+    /// Polls the TCP socket tables of observed namespaces for what the
+    /// sensor does not report (the netlink fallback); see [`proc_net`].
+    ///
+    /// [`proc_net`]: crate::sensor::proc_net
+    pub fn with_socket_polling(mut self) -> Attributor {
+        self.socket_poll = Some(SocketPoll::default());
+        self
+    }
+
+    /// One poll of the socket tables, if [`Attributor::with_socket_polling`]:
+    /// listens, connects, accepts and closes since the last one.
+    pub fn poll_sockets(&mut self) -> Vec<NetworkEvent> {
+        let Some(mut poll) = self.socket_poll.take() else {
+            return Vec::new();
+        };
+        let mut by_netns: FastMap<u64, Vec<u32>> = FastMap::default();
+        for (pid, container) in &self.pids {
+            if (container.is_some() || self.host_processes)
+                && let Ok(ns) = procfs::net_namespace(&self.proc_root, *pid)
+            {
+                by_netns.entry(ns).or_default().push(*pid);
+            }
+        }
+        let tables: FastMap<u64, Vec<procfs::TcpSocket>> = by_netns
+            .iter()
+            .filter_map(|(ns, pids)| {
+                Some((
+                    *ns,
+                    pids.iter()
+                        .find_map(|p| procfs::tcp_sockets(&self.proc_root, *p).ok())?,
+                ))
+            })
+            .collect();
+        // Who holds which socket is read (from `fd/`) only for a namespace
+        // with a new socket.
+        let mut holders: FastMap<u64, FastMap<u64, u32>> = FastMap::default();
+        let (root, pids) = (&self.proc_root, &self.pids);
+        let events = poll.round(
+            &tables,
+            |ns, inode| {
+                let of_ns = holders.entry(ns).or_insert_with(|| {
+                    by_netns[&ns]
+                        .iter()
+                        .flat_map(|p| procfs::socket_inodes(root, *p).into_iter().map(move |i| (i, *p)))
+                        .collect()
+                });
+                let pid = *of_ns.get(&inode)?;
+                Some((pid, pids.get(&pid).cloned().flatten()))
+            },
+            procfs::now_unix_ns(),
+        );
+        self.socket_poll = Some(poll);
+        events
+    }
+
+    /// Whether [`Attributor::poll_sockets`] has anything to do.
+    pub fn polls_sockets(&self) -> bool {
+        self.socket_poll.is_some()
+    }
+
     /// Reports listening sockets found by [`Attributor::existing`] to `seeds`.
     pub fn with_listener_seeds(mut self, seeds: std::sync::mpsc::Sender<ListenerSeed>) -> Attributor {
         self.listener_seeds = Some(seeds);
@@ -583,8 +647,12 @@ impl Attributor {
                         pid,
                     });
                 }
+                let container = self.pids.get(&pid).cloned().flatten();
+                if let Some(poll) = &mut self.socket_poll {
+                    poll.remember(netns, &s, kind, (pid, container.clone()));
+                }
                 network.push(NetworkEvent {
-                    container: self.pids.get(&pid).cloned().flatten(),
+                    container,
                     raw: NetworkRaw {
                         time_unix_ns: now,
                         pid,
@@ -1146,6 +1214,9 @@ pub async fn run(
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gap_tick = tokio::time::interval(GAP_INTERVAL);
     gap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut socket_tick = tokio::time::interval(proc_net::POLL_INTERVAL);
+    socket_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let polls_sockets = attributor.polls_sockets();
     loop {
         for batch in ready.drain(..) {
             if out.send(batch).await.is_err() {
@@ -1163,6 +1234,13 @@ pub async fn run(
             _ = gap_tick.tick() => {
                 for g in attributor.take_gaps() {
                     ready.extend(batcher.push_sample(Sample::Gap(g)));
+                }
+            }
+            _ = socket_tick.tick(), if polls_sockets => {
+                for e in attributor.poll_sockets() {
+                    if attributor.admit(e.container.as_ref(), e.raw.time_unix_ns) {
+                        ready.extend(batcher.push_network(e));
+                    }
                 }
             }
             // Everything waiting is taken at once: one wake-up and one pass of

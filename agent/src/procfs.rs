@@ -147,14 +147,21 @@ pub fn tcp_sockets(root: &Path, pid: u32) -> io::Result<Vec<TcpSocket>> {
 }
 
 /// Parses a `/proc/net/tcp{,6}` table; lines that do not parse are skipped.
+/// An IPv6 socket talking IPv4 (v4-mapped `::ffff:a.b.c.d` at both ends) is
+/// shown as IPv4, as the eBPF sensor shows it.
 pub fn parse_tcp_table(text: &str) -> Vec<TcpSocket> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
+            let (mut local, mut remote) = (parse_hex_endpoint(f.get(1)?)?, parse_hex_endpoint(f.get(2)?)?);
+            if local.ip().to_canonical().is_ipv4() && remote.ip().to_canonical().is_ipv4() {
+                local.set_ip(local.ip().to_canonical());
+                remote.set_ip(remote.ip().to_canonical());
+            }
             Some(TcpSocket {
-                local: parse_hex_endpoint(f.get(1)?)?,
-                remote: parse_hex_endpoint(f.get(2)?)?,
+                local,
+                remote,
                 state: u8::from_str_radix(f.get(3)?, 16).ok()?,
                 inode: f.get(9)?.parse().ok()?,
             })
@@ -310,9 +317,13 @@ mod tests {
         assert_eq!(t[1].local, "10.88.0.2:41000".parse().unwrap());
         assert_eq!(t[1].remote, "10.88.0.3:8080".parse().unwrap());
         assert_eq!(t[1].state, TCP_ESTABLISHED);
-        let v6 = "header\n   0: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1\n";
+        let v6 = "header\n   0: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1\n   1: 0000000000000000FFFF00000200580A:A028 0000000000000000FFFF00000300580A:1F90 01 00000000:00000000 00:00000000 00000000     0        0 98 1\n";
         let t = parse_tcp_table(v6);
         assert_eq!(t[0].local, "[::1]:443".parse().unwrap());
+        assert_eq!(t[0].remote, "[::]:0".parse().unwrap());
+        // v4-mapped at both ends: shown as IPv4.
+        assert_eq!(t[1].local, "10.88.0.2:41000".parse().unwrap());
+        assert_eq!(t[1].remote, "10.88.0.3:8080".parse().unwrap());
     }
 
     #[test]

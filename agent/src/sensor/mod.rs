@@ -5,6 +5,7 @@
 
 pub mod bpf;
 pub mod proc_connector;
+pub mod proc_net;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
