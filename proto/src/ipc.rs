@@ -19,9 +19,15 @@ pub enum DecodeError {
     Malformed(String),
 }
 
+/// zstd level of the IPC body compression: level 1 compresses these
+/// batches about as well as the default 3 at a fraction of the CPU.
+pub const ZSTD_LEVEL: i32 = 1;
+
 /// Encodes `batch` as an Arrow IPC stream with zstd body compression.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))?
+        .try_with_compression_level(Some(ZSTD_LEVEL))?;
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 256);
     {
         let mut writer = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
