@@ -1399,7 +1399,28 @@ pub mod marks {
                 .set("enable.auto.commit", "false")
                 .set("topic.metadata.refresh.interval.ms", "1000")
                 .create()?;
-            consumer.subscribe(&[RecordType::Process.topic()])?;
+            // Partitions assigned, not a group subscription: a broker outage
+            // longer than a session timeout would make the watch rejoin its
+            // group, and the time that takes is not the pipeline's recovery.
+            let topic = RecordType::Process.topic();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let partitions = loop {
+                let found = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                    .unwrap_or(0);
+                if found > 0 {
+                    break found;
+                }
+                ensure!(Instant::now() < deadline, "no topic {topic} after 30 s");
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(topic, i32::try_from(p)?, rdkafka::Offset::Beginning)?;
+            }
+            consumer.assign(&tpl)?;
             let tally = Arc::new(Mutex::new(Tally::default()));
             let stop = Arc::new(AtomicBool::new(false));
             let needle = format!("{prefix}-");
@@ -1439,7 +1460,6 @@ pub mod marks {
                             *t.containers.entry(row.container_id.map(|c| c.to_string())).or_default() += 1;
                         }
                     }
-                    consumer.unsubscribe();
                     Ok(())
                 }
             });
