@@ -147,9 +147,13 @@ fn attacks_neither_break_nor_blind_the_agent() -> anyhow::Result<()> {
     ] {
         attackers.insert(mode, run_attack(&mut containers, &hostile, mode, extra)?);
     }
+    // Sample the agent until every attacker has exited.
     let mut peak_level = 0;
     let mut samples = 0;
-    while started.elapsed() < Duration::from_secs(u64::from(ATTACK_SECS)) {
+    let mut inspect = vec!["inspect", "-f", "{{.State.Running}}"];
+    inspect.extend(containers.0[1..].iter().map(String::as_str));
+    let deadline = Instant::now() + Duration::from_secs(u64::from(ATTACK_SECS) + 120);
+    loop {
         std::thread::sleep(Duration::from_millis(500));
         let p = page();
         ensure!(
@@ -158,10 +162,10 @@ fn attacks_neither_break_nor_blind_the_agent() -> anyhow::Result<()> {
         );
         peak_level = peak_level.max(metric_value(&p, "glasshouse_agent_budget_level").unwrap_or(0));
         samples += 1;
-    }
-    for name in &containers.0[1..] {
-        // Ignored: `podman wait` prints the exit code; the attacks' own output below.
-        let _ = podman(&["wait", name]);
+        if !podman(&inspect)?.contains("true") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the attacks did not end");
     }
     let elapsed = started.elapsed();
     let cpu = (s.agent.cpu_time()? - cpu_before).as_secs_f64() / elapsed.as_secs_f64() * 100.0;
