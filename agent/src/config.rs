@@ -38,6 +38,11 @@ pub struct Config {
     /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token `/metrics` requires
+    /// (`Authorization: Bearer TOKEN`); others get 401. Default: none (open:
+    /// keep `metrics_listen` on an address only trusted scrapers reach).
+    #[serde(default)]
+    pub metrics_token_file: Option<PathBuf>,
     /// How processes are observed: `auto` (eBPF, or the netlink proc connector
     /// when eBPF cannot load: the reason is logged and `/metrics` shows the
     /// mode), `bpf` (fail when eBPF cannot load) or `netlink`. Default: auto.

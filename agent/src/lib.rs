@@ -119,6 +119,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
             let listener = glasshouse_proto::metrics::bind(addr)
                 .await
                 .map_err(AgentError::Metrics)?;
+            let access = glasshouse_proto::metrics::Access::from_file(config.metrics_token_file.as_deref())
+                .map_err(AgentError::Metrics)?;
             let stats = stats.clone();
             let spool_metrics = spool_metrics.clone();
             let budget = budget.clone();
@@ -131,6 +133,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
             Some(tokio::spawn(glasshouse_proto::metrics::serve(
                 listener,
                 render,
+                access,
                 cancel.clone(),
             )))
         }

@@ -288,6 +288,9 @@ impl Attributor {
             bucket.tokens -= 1.0;
             return true;
         }
+        if let Some(stats) = &self.stats {
+            stats.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.add_gap(
             Some(c.clone()),
             glasshouse_proto::v1::GapReason::RateLimited,
@@ -1597,8 +1600,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_noisy_container_is_limited_and_its_drops_become_a_gap() {
-        let mut a =
-            Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false).with_rate_limit(10);
+        let stats = Arc::new(crate::sensor::SensorStats::default());
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false)
+            .with_rate_limit(10)
+            .with_stats(stats.clone());
         let (noisy, quiet) = (container("noisy"), container("quiet"));
         // A burst of two seconds' worth passes, then the bucket is empty.
         let admitted = (0..100).filter(|i| a.admit(Some(&noisy), 1_000 + i)).count();
@@ -1611,6 +1616,11 @@ pub(crate) mod tests {
         assert_eq!(g.container.as_ref().unwrap().key.id, "noisy");
         assert_eq!((g.dropped, g.start_unix_ns, g.end_unix_ns), (80, 1_020, 1_099));
         assert_eq!(g.reason, glasshouse_proto::v1::GapReason::RateLimited);
+        assert_eq!(
+            stats.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
+            80,
+            "and counted in /metrics"
+        );
         assert!(a.take_gaps().is_empty(), "a gap is reported once");
 
         // Kernel drops of a known container's cgroup and of an unknown one.

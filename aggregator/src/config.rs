@@ -47,6 +47,11 @@ pub struct Config {
     /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// File holding the bearer token `/metrics` requires
+    /// (`Authorization: Bearer TOKEN`); others get 401. Default: none (open:
+    /// keep `metrics_listen` on an address only trusted scrapers reach).
+    #[serde(default)]
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// Per-agent bearer tokens (see `auth`); when unset, any agent may stream
     /// (a warning says so at start). Default: unset.
     #[serde(default)]

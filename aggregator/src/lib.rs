@@ -137,9 +137,12 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
             let listener = glasshouse_proto::metrics::bind(addr)
                 .await
                 .map_err(AggregatorError::Metrics)?;
+            let access = glasshouse_proto::metrics::Access::from_file(config.metrics_token_file.as_deref())
+                .map_err(AggregatorError::Metrics)?;
             Some(tokio::spawn(glasshouse_proto::metrics::serve(
                 listener,
                 glasshouse_proto::metrics::renderer(&internal_events::ALL),
+                access,
                 cancel.clone(),
             )))
         }

@@ -253,13 +253,14 @@ pub fn containers_table(rows: &[ContainerRow]) -> String {
     out
 }
 
-/// `GET path` over HTTP/1.0 from `addr` (`HOST:PORT`): the body of a 200
-/// answer, or why not (10 s deadline, 16 MiB cap).
-pub async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+/// `GET path` over HTTP/1.0 from `addr` (`HOST:PORT`), with a bearer token
+/// when given: the body of a 200 answer, or why not (10 s deadline, 16 MiB cap).
+pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();

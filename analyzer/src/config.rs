@@ -48,6 +48,11 @@ pub struct Config {
     /// shows). Default: none.
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token `the endpoint (`/metrics`, `/containers`)` requires
+    /// (`Authorization: Bearer TOKEN`); others get 401. Default: none (open:
+    /// keep `metrics_listen` on an address only trusted scrapers reach).
+    #[serde(default)]
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// Alert outputs besides Kafka (`[[outputs.syslog]]`, `[outputs.webhook]`).
     /// Default: none.
     #[serde(default)]

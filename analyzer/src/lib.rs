@@ -441,6 +441,8 @@ pub async fn run<W: Write + Send>(
             let listener = glasshouse_proto::metrics::bind(addr)
                 .await
                 .map_err(AnalyzerError::Metrics)?;
+            let access = glasshouse_proto::metrics::Access::from_file(config.metrics_token_file.as_deref())
+                .map_err(AnalyzerError::Metrics)?;
             let published = published.clone().expect("made when metrics_listen is set");
             let routes: glasshouse_proto::metrics::Routes = Arc::new(move |path: &str| {
                 let p = published.lock().expect("not poisoned");
@@ -456,6 +458,7 @@ pub async fn run<W: Write + Send>(
             Some(tokio::spawn(glasshouse_proto::metrics::serve_routes(
                 listener,
                 routes,
+                access,
                 cancel.clone(),
             )))
         }

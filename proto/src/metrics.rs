@@ -4,6 +4,10 @@
 //!
 //! Label values are fixed sets chosen in code (never a container or agent
 //! id), so cardinality stays low.
+//!
+//! Where configured (`metrics_token_file` of each service), the endpoint
+//! answers only requests with `Authorization: Bearer TOKEN` ([`Access`]);
+//! others get `401 Unauthorized` and nothing of the page.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -227,15 +231,88 @@ pub type Routes = std::sync::Arc<dyn Fn(&str) -> Option<(&'static str, String)> 
 /// The content type of the Prometheus text format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
 
-/// Serves `GET /metrics` on `listener` until `cancel`. Other paths get 404;
-/// requests are read with a size cap and a deadline.
-pub async fn serve(listener: TcpListener, metrics: Renderer, cancel: CancellationToken) {
-    let routes: Routes = std::sync::Arc::new(move |path: &str| (path == "/metrics").then(|| (TEXT_FORMAT, metrics())));
-    serve_routes(listener, routes, cancel).await;
+/// Who may read the endpoint: anyone, or only clients presenting a bearer token.
+#[derive(Clone, Default)]
+pub struct Access {
+    token: Option<std::sync::Arc<[u8]>>,
 }
 
-/// Serves the GET requests `routes` answers on `listener` until `cancel`.
-pub async fn serve_routes(listener: TcpListener, routes: Routes, cancel: CancellationToken) {
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str(if self.token.is_some() {
+            "Access(bearer)"
+        } else {
+            "Access(open)"
+        })
+    }
+}
+
+impl Access {
+    /// Anyone may read (a listener only trusted clients reach).
+    pub fn open() -> Access {
+        Access::default()
+    }
+
+    /// Only `Authorization: Bearer TOKEN` (surrounding whitespace trimmed).
+    pub fn bearer(token: &str) -> Access {
+        Access {
+            token: Some(token.trim().as_bytes().into()),
+        }
+    }
+
+    /// [`Access::bearer`] with the token read from `path`, or open without a
+    /// path. An empty token file is an error (it would let anyone in).
+    pub fn from_file(path: Option<&std::path::Path>) -> std::io::Result<Access> {
+        let Some(path) = path else { return Ok(Access::open()) };
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("metrics token file {}: {e}", path.display())))?;
+        if token.trim().is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("metrics token file {} is empty", path.display()),
+            ));
+        }
+        Ok(Access::bearer(&token))
+    }
+
+    /// Whether a request with head `head` (request line and headers) may read.
+    fn allows(&self, head: &[u8]) -> bool {
+        let Some(token) = &self.token else { return true };
+        let presented = head
+            .split(|b| *b == b'\n')
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let colon = line.iter().position(|b| *b == b':')?;
+                let (name, value) = line.split_at(colon);
+                name.eq_ignore_ascii_case(b"authorization")
+                    .then(|| value[1..].trim_ascii())
+            })
+            .next()
+            .and_then(|v| {
+                let (scheme, credential) = v.split_at(v.iter().position(|b| *b == b' ')?);
+                scheme.eq_ignore_ascii_case(b"bearer").then(|| credential.trim_ascii())
+            });
+        presented.is_some_and(|p| constant_time_eq(p, token))
+    }
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves `GET /metrics` on `listener` to clients `access` lets in, until
+/// `cancel`. Other paths get 404; requests are read with a size cap and a
+/// deadline.
+pub async fn serve(listener: TcpListener, metrics: Renderer, access: Access, cancel: CancellationToken) {
+    let routes: Routes = std::sync::Arc::new(move |path: &str| (path == "/metrics").then(|| (TEXT_FORMAT, metrics())));
+    serve_routes(listener, routes, access, cancel).await;
+}
+
+/// Serves the GET requests `routes` answers on `listener` to clients `access`
+/// lets in, until `cancel`.
+pub async fn serve_routes(listener: TcpListener, routes: Routes, access: Access, cancel: CancellationToken) {
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, "metrics endpoint serving");
     loop {
@@ -246,8 +323,9 @@ pub async fn serve_routes(listener: TcpListener, routes: Routes, cancel: Cancell
         match accepted {
             Ok((stream, _)) => {
                 let routes = routes.clone();
+                let access = access.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = answer(stream, &routes).await {
+                    if let Err(error) = answer(stream, &routes, &access).await {
                         tracing::debug!(%error, "metrics request failed");
                     }
                 });
@@ -260,7 +338,7 @@ pub async fn serve_routes(listener: TcpListener, routes: Routes, cancel: Cancell
     }
 }
 
-async fn answer(mut stream: TcpStream, routes: &Routes) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, routes: &Routes, access: &Access) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     let read = async {
@@ -282,12 +360,23 @@ async fn answer(mut stream: TcpStream, routes: &Routes) -> std::io::Result<()> {
         .and_then(|rest| rest.split(|b| *b == b' ').next())
         .and_then(|target| std::str::from_utf8(target).ok())
         .map(|target| target.split('?').next().unwrap_or(target));
-    let (status, content_type, body) = match path.and_then(|p| routes(p)) {
-        Some((content_type, body)) => ("200 OK", content_type, body),
-        None => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    // Refused before any route runs: nothing of a page is computed for a
+    // client without the token.
+    let (status, content_type, body, extra) = if !access.allows(&head) {
+        (
+            "401 Unauthorized",
+            "text/plain",
+            "unauthorized\n".to_owned(),
+            "WWW-Authenticate: Bearer\r\n",
+        )
+    } else {
+        match path.and_then(|p| routes(p)) {
+            Some((content_type, body)) => ("200 OK", content_type, body, ""),
+            None => ("404 Not Found", "text/plain", "not found\n".to_owned(), ""),
+        }
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
@@ -327,7 +416,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, renderer(&ALL), cancel.clone()));
+        let server = tokio::spawn(serve(listener, renderer(&ALL), Access::open(), cancel.clone()));
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -342,5 +431,21 @@ mod tests {
         assert!(get("/").await.starts_with("HTTP/1.1 404"));
         cancel.cancel();
         server.await.unwrap();
+    }
+
+    #[test]
+    fn bearer_access_wants_exactly_the_token() {
+        let a = Access::bearer("s3cret\n");
+        let head = |auth: &str| format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n").into_bytes();
+        assert!(a.allows(&head("Authorization: Bearer s3cret")));
+        assert!(a.allows(&head("authorization:   bearer   s3cret  ")));
+        assert!(!a.allows(&head("")));
+        assert!(!a.allows(&head("Authorization: Bearer s3cre")));
+        assert!(!a.allows(&head("Authorization: Bearer s3cretX")));
+        assert!(!a.allows(&head("Authorization: Basic s3cret")));
+        assert!(!a.allows(&head("Authorization: Bearer")));
+        assert!(!a.allows(&head("X-Authorization: Bearer s3cret")));
+        assert!(Access::open().allows(&head("")));
+        assert_eq!(format!("{a:?}"), "Access(bearer)");
     }
 }

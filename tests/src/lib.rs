@@ -62,54 +62,134 @@ fn find_tansu() -> anyhow::Result<PathBuf> {
         .context("tansu broker not found on PATH or in ~/.cargo/bin: run deploy/local/setup.sh")
 }
 
-/// A tansu broker with in-memory storage on a free loopback port.
+/// A tansu broker on a free loopback port: in-memory storage, or durable
+/// (sqlite) storage that survives [`Broker::stop`] and [`Broker::restart`].
 #[derive(Debug)]
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     pub addr: SocketAddr,
+    /// `--storage-engine` URL.
+    storage: String,
+    /// Working directory (a durable broker's sqlite path is relative to it).
+    dir: Option<PathBuf>,
 }
 
 impl Broker {
     pub fn start() -> anyhow::Result<Broker> {
+        Broker::spawn(free_port()?, "memory://tansu/".to_owned(), None)
+    }
+
+    /// A broker keeping its data in `dir/tansu.db` (sqlite). tansu 0.6
+    /// resolves a relative sqlite path against its working directory (an
+    /// absolute one gets doubled), so it runs in `dir`.
+    pub fn start_durable(dir: &Path) -> anyhow::Result<Broker> {
+        std::fs::create_dir_all(dir)?;
+        Broker::spawn(free_port()?, "sqlite://tansu.db".to_owned(), Some(dir.to_owned()))
+    }
+
+    fn spawn(port: u16, storage: String, dir: Option<PathBuf>) -> anyhow::Result<Broker> {
         let tansu = find_tansu()?;
-        let port = free_port()?;
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&tansu)
+        let mut command = Command::new(&tansu);
+        command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &storage])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(dir) = &dir {
+            // A durable broker keeps its log beside its data (appended across restarts).
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("broker.log"))?;
+            command.current_dir(dir).stderr(log);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", tansu.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let broker = Broker { child, addr };
+        let broker = Broker {
+            child: Some(child),
+            addr,
+            storage,
+            dir,
+        };
         wait_for_port(addr, Duration::from_secs(20)).context("tansu broker did not start")?;
         Ok(broker)
     }
 
+    fn pid(&self) -> Option<libc::pid_t> {
+        self.child.as_ref().map(|c| c.id() as libc::pid_t)
+    }
+
     /// SIGSTOP: the broker keeps its connections but answers nothing (a stall).
     pub fn pause(&self) {
-        // SAFETY: kill(2) on our own child's pid with a constant signal.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child's pid with a constant signal.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
     }
 
     /// SIGCONT after [`Broker::pause`].
     pub fn resume(&self) {
-        // SAFETY: kill(2) on our own child's pid with a constant signal.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child's pid with a constant signal.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+
+    /// Stops the broker process with `signal` and waits for it (SIGKILL
+    /// after 20 s: a broker with a panicked worker may not stop): its port
+    /// refuses connections until [`Broker::restart`].
+    pub fn stop(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid with a constant signal.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    child.wait()?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again on the same address and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        ensure!(self.child.is_none(), "the broker is running");
+        let mut again = Broker::spawn(self.addr.port(), self.storage.clone(), self.dir.clone())?;
+        self.child = again.child.take();
+        Ok(())
     }
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
+
+    /// The last `n` lines of a durable broker's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self
+            .dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("broker.log")).ok())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        // Ignored errors: the broker may already have exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            // Ignored errors: the broker may already have exited.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -213,7 +293,12 @@ impl AggregatorProcess {
 
     /// Starts one on 127.0.0.1:`port` (e.g. to replace one that was killed).
     pub fn start_on(port: u16, brokers: &str, extra: &str) -> anyhow::Result<AggregatorProcess> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        AggregatorProcess::start_at(SocketAddr::from(([127, 0, 0, 1], port)), brokers, extra)
+    }
+
+    /// Starts one listening on `addr` (e.g. a host address of a [`Netns`]).
+    pub fn start_at(addr: SocketAddr, brokers: &str, extra: &str) -> anyhow::Result<AggregatorProcess> {
+        let port = addr.port();
         let config = std::env::temp_dir().join(format!("glasshouse-aggregator-{port}.toml"));
         std::fs::write(
             &config,
@@ -242,13 +327,7 @@ impl AggregatorProcess {
 
     /// Peak resident memory of the process so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/PID/status")?;
-        Ok(kb * 1024)
+        peak_rss_of(self.child.id())
     }
 
     /// SIGKILL: no drain, no flush.
@@ -286,12 +365,25 @@ pub fn manifest_dir() -> PathBuf {
 /// Builds `tests/benches/storm.c` (a static load generator: `storm exec N`,
 /// `storm tcp N`) into a fresh directory, to mount into containers.
 pub fn build_storm() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("glasshouse-storm-{}", free_port()?));
+    build_static("benches/storm.c", "storm")
+}
+
+/// Builds `tests/hostile.c` (a container attacking the agent: `hostile
+/// bigargv|dict|badutf8|forkbomb|execstorm SECS`) into a fresh directory, to
+/// mount into containers.
+pub fn build_hostile() -> anyhow::Result<PathBuf> {
+    build_static("hostile.c", "hostile")
+}
+
+/// Compiles the C file `source` (relative to `tests/`) into a static
+/// executable `name` in a fresh directory; the directory.
+fn build_static(source: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("glasshouse-{name}-{}", free_port()?));
     std::fs::create_dir_all(&dir)?;
-    let src = manifest_dir().join("benches/storm.c");
+    let src = manifest_dir().join(source);
     let status = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
-        .arg(dir.join("storm"))
+        .arg(dir.join(name))
         .arg(&src)
         .status()
         .context("running gcc")?;
@@ -315,6 +407,18 @@ pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 1000 / hz))
 }
 
+/// How an [`AgentProcess`] is started besides its config.
+#[derive(Debug, Default, Clone)]
+pub struct AgentLaunch {
+    /// Its spool directory; `None`: no spool (a benchmark's agent must not
+    /// re-send another run's batches).
+    pub spool_dir: Option<PathBuf>,
+    /// Run it in this network namespace (`/run/netns/NAME`, entered with
+    /// `nsenter --net`, nothing else changes), its `/metrics` on this address
+    /// of the namespace.
+    pub netns: Option<(String, std::net::Ipv4Addr)>,
+}
+
 /// A `glasshouse-agent` as its own process, with its `/metrics` on a free port.
 #[derive(Debug)]
 pub struct AgentProcess {
@@ -324,17 +428,39 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts one streaming to `endpoint`; `extra` is appended to its TOML config.
+    /// Starts one streaming to `endpoint`, without a spool; `extra` is
+    /// appended to its TOML config.
     pub fn start(endpoint: &str, extra: &str) -> anyhow::Result<AgentProcess> {
+        AgentProcess::start_with(endpoint, extra, &AgentLaunch::default())
+    }
+
+    /// Starts one streaming to `endpoint` as `launch` says.
+    pub fn start_with(endpoint: &str, extra: &str, launch: &AgentLaunch) -> anyhow::Result<AgentProcess> {
         let port = free_port()?;
-        let metrics = SocketAddr::from(([127, 0, 0, 1], port));
-        let config = std::env::temp_dir().join(format!("glasshouse-agent-{port}.toml"));
+        let ip = launch
+            .netns
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |(_, ip)| *ip);
+        let metrics = SocketAddr::from((ip, port));
+        let config = std::env::temp_dir().join(format!("glasshouse-agent-{}-{port}.toml", std::process::id()));
+        let spool = match &launch.spool_dir {
+            Some(dir) => format!("spool_dir = \"{}\"", dir.display()),
+            None => "spool = false".to_owned(),
+        };
         std::fs::write(
             &config,
-            // No spool: a benchmark's agent must not re-send another run's batches.
-            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\nspool = false\n{extra}\n"),
+            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\n{spool}\n{extra}\n"),
         )?;
-        let child = Command::new(workspace_binary("glasshouse-agent")?)
+        let binary = workspace_binary("glasshouse-agent")?;
+        let mut command = match &launch.netns {
+            Some((name, _)) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{name}")).arg("--").arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
@@ -356,6 +482,23 @@ impl AgentProcess {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         Ok(self.child.wait()?)
     }
+
+    /// SIGKILL and wait: no drain, no spool flush.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// CPU time (user + system) the agent has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time_of(self.child.id())
+    }
+
+    /// Peak resident memory of the agent so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        peak_rss_of(self.child.id())
+    }
 }
 
 impl Drop for AgentProcess {
@@ -367,11 +510,156 @@ impl Drop for AgentProcess {
     }
 }
 
+/// Peak resident memory of process `pid` so far (VmHWM), in bytes.
+pub fn peak_rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")?;
+    Ok(kb * 1024)
+}
+
+/// A `glasshouse-analyzer` as its own process (so a test can kill -9 it),
+/// with the config text given.
+#[derive(Debug)]
+pub struct AnalyzerProcess {
+    child: Child,
+    config: PathBuf,
+}
+
+impl AnalyzerProcess {
+    pub fn start(config_text: &str) -> anyhow::Result<AnalyzerProcess> {
+        let config = std::env::temp_dir().join(format!(
+            "glasshouse-analyzer-{}-{}.toml",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::write(&config, config_text)?;
+        let child = Command::new(workspace_binary("glasshouse-analyzer")?)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting glasshouse-analyzer")?;
+        Ok(AnalyzerProcess { child, config })
+    }
+
+    /// SIGKILL and wait: no flush, no offset commit.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait: the orderly shutdown path.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid with a constant signal.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for AnalyzerProcess {
+    fn drop(&mut self) {
+        // Ignored errors: it may already be gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A network namespace joined to the host by a veth pair: the host end
+/// `host_if` has `host_addr`, the namespace end `ns_addr` (a /30). Link down
+/// on the host end cuts every connection through it without resetting it,
+/// as a failed cable or switch would. Removed on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+    pub host_if: String,
+    pub host_addr: std::net::Ipv4Addr,
+    pub ns_addr: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("ip (iproute2) not found")?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl Netns {
+    /// Creates namespace `gh{tag}{pid}` with a veth pair in 10.213.0.0/16;
+    /// `subnet` (0–63) picks the /30, so concurrent tests do not clash.
+    pub fn create(tag: &str, subnet: u8) -> anyhow::Result<Netns> {
+        let pid = std::process::id() % 100_000;
+        let name = format!("gh{tag}{pid}");
+        // Interface names: at most 15 bytes.
+        let host_if = format!("gh{tag}{pid}h");
+        let ns_if = format!("gh{tag}{pid}n");
+        ensure!(host_if.len() <= 15, "interface name {host_if} too long");
+        let third = u8::try_from(pid % 250)?;
+        let base = subnet.min(63) * 4;
+        let host_addr = std::net::Ipv4Addr::new(10, 213, third, base + 1);
+        let ns_addr = std::net::Ipv4Addr::new(10, 213, third, base + 2);
+        // Leftovers of a crashed run of the same pid.
+        let _ = ip(&["netns", "del", &name]);
+        let _ = ip(&["link", "del", &host_if]);
+        ip(&["netns", "add", &name])?;
+        let netns = Netns {
+            name,
+            host_if,
+            host_addr,
+            ns_addr,
+        };
+        ip(&["link", "add", &netns.host_if, "type", "veth", "peer", "name", &ns_if])?;
+        ip(&["link", "set", &ns_if, "netns", &netns.name])?;
+        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &netns.host_if])?;
+        ip(&["link", "set", &netns.host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", netns.name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{ns_addr}/30"), "dev", &ns_if])?;
+        inside(&["link", "set", &ns_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// Sets the host end of the veth pair down or up.
+    pub fn link(&self, up: bool) -> anyhow::Result<()> {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Ignored errors: best-effort cleanup (deleting one veth end deletes both).
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
 /// `GET path` on `addr` over plain HTTP/1.1; the whole response as text.
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    http_get_with(addr, path, "").await
+}
+
+/// [`http_get`] with extra header lines (each ending in `\r\n`).
+pub async fn http_get_with(addr: &str, path: &str, headers: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes())
         .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
@@ -708,6 +996,51 @@ pub mod topics {
         Ok(out)
     }
 
+    /// Every message in `topic` from its start, read until none came for
+    /// `quiet` (values as text). Unlike [`read_all`] it does not trust the
+    /// watermarks to count records: tansu's move by record batch, so a
+    /// producer's batch of several records counts as one there.
+    pub fn read_until_quiet(brokers: &str, topic: &str, quiet: Duration) -> anyhow::Result<Vec<String>> {
+        Ok(payloads_until_quiet(brokers, topic, quiet)?
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
+    }
+
+    /// The message values of [`read_until_quiet`], as bytes.
+    pub fn payloads_until_quiet(brokers: &str, topic: &str, quiet: Duration) -> anyhow::Result<Vec<Vec<u8>>> {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "read-until-quiet")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let t = metadata.topics().first().context("no metadata")?;
+        let mut tpl = TopicPartitionList::new();
+        let mut empty = true;
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            empty &= high <= low;
+        }
+        consumer.assign(&tpl)?;
+        // Quiet counts from the first message (the first fetch can take
+        // longer than `quiet`), unless the topic is empty.
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let mut last = Instant::now();
+        while (out.is_empty() && !empty && started.elapsed() < Duration::from_secs(30)) || last.elapsed() < quiet {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                out.push(m?.payload().unwrap_or_default().to_vec());
+                last = Instant::now();
+            }
+        }
+        Ok(out)
+    }
+
     /// Validates every alert now on `glasshouse.alerts` against the OCSF
     /// schema (see [`crate::validate_ocsf`]); returns how many there were.
     pub fn validate_all_alerts(brokers: &str) -> anyhow::Result<usize> {
@@ -961,5 +1294,338 @@ pub mod deploy {
         caps.iter()
             .map(|c| c.as_str().map(str::to_owned).context("capability is not a string"))
             .collect()
+    }
+}
+
+/// Events counted from the containers' side: a container runs `n` execs of
+/// `/bin/true PREFIX-i` (i = 1..=n, each distinct, so none is collapsed
+/// with another), printing `i` after each, so `podman logs` says which marks
+/// certainly ran; [`marks::Tally`] counts what of them reached Kafka.
+pub mod marks {
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, ensure};
+    use glasshouse_proto::ipc;
+    use glasshouse_proto::process::{self, Kind};
+    use glasshouse_proto::record::RecordType;
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+
+    use crate::podman;
+
+    /// The container's command: `n` marked execs, one every `interval_ms`.
+    pub fn command(prefix: &str, n: u32, interval_ms: u32) -> Vec<String> {
+        let sleep = f64::from(interval_ms) / 1000.0;
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); /bin/true {prefix}-$i; echo $i; sleep {sleep}; done"),
+        ]
+    }
+
+    /// Starts a detached container `name` running [`command`]; its id.
+    pub fn run(name: &str, prefix: &str, n: u32, interval_ms: u32) -> anyhow::Result<String> {
+        let mut args = vec!["run", "-d", "--name", name, crate::TEST_IMAGE];
+        let command = command(prefix, n, interval_ms);
+        args.extend(command.iter().map(String::as_str));
+        podman(&args)
+    }
+
+    /// The highest mark container `name` has finished (from its output).
+    pub fn done(name: &str) -> anyhow::Result<u32> {
+        let logs = podman(&["logs", name])?;
+        Ok(logs.lines().filter_map(|l| l.trim().parse().ok()).max().unwrap_or(0))
+    }
+
+    /// What reached Kafka of the marks of one prefix.
+    #[derive(Debug, Default)]
+    pub struct Tally {
+        /// Mark → when it was first read, and how many rows carried it.
+        pub seen: BTreeMap<u32, (Instant, u32)>,
+        /// Distinct event ids (agent, boot, sequence, index) of those rows.
+        pub ids: HashSet<(String, u64, u64, u32)>,
+        /// Container ids the rows were attributed to (`None`: unattributed).
+        pub containers: HashMap<Option<String>, u32>,
+        /// `running` rows (processes found at an agent's start) of the
+        /// marking shell: (container id, agent boot id).
+        pub running: HashSet<(Option<String>, u64)>,
+        /// Messages read, by (partition, offset): a consumer re-reading after a
+        /// broker restart is not a duplicate delivery.
+        offsets: HashSet<(i32, i64)>,
+    }
+
+    impl Tally {
+        /// Marks of `1..=upto` not seen.
+        pub fn lost(&self, upto: u32) -> Vec<u32> {
+            (1..=upto).filter(|m| !self.seen.contains_key(m)).collect()
+        }
+
+        /// Deliveries beyond the first, over every mark (at-least-once re-sends).
+        pub fn duplicates(&self) -> u32 {
+            self.seen.values().map(|(_, n)| n - 1).sum()
+        }
+
+        /// When the last of `1..=upto` was first read, if all were.
+        pub fn complete_at(&self, upto: u32) -> Option<Instant> {
+            let mut last = None;
+            for m in 1..=upto {
+                let (at, _) = self.seen.get(&m)?;
+                last = last.max(Some(*at));
+            }
+            last
+        }
+    }
+
+    /// A consumer reading `glasshouse.process` from the start in its own
+    /// thread, tallying the exec rows whose argv holds `PREFIX-i`.
+    #[derive(Debug)]
+    pub struct Watch {
+        pub tally: Arc<Mutex<Tally>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    }
+
+    impl Watch {
+        pub fn start(brokers: &str, prefix: &str) -> anyhow::Result<Watch> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("group.id", format!("marks-{prefix}-{}", crate::free_port()?))
+                .set("auto.offset.reset", "earliest")
+                // Nothing to resume: each watch reads from the start.
+                .set("enable.auto.commit", "false")
+                .set("topic.metadata.refresh.interval.ms", "1000")
+                .create()?;
+            // Partitions assigned, not a group subscription: a broker outage
+            // longer than a session timeout would make the watch rejoin its
+            // group, and the time that takes is not the pipeline's recovery.
+            let topic = RecordType::Process.topic();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let partitions = loop {
+                let found = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                    .unwrap_or(0);
+                if found > 0 {
+                    break found;
+                }
+                ensure!(Instant::now() < deadline, "no topic {topic} after 30 s");
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(topic, i32::try_from(p)?, rdkafka::Offset::Beginning)?;
+            }
+            consumer.assign(&tpl)?;
+            let tally = Arc::new(Mutex::new(Tally::default()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let needle = format!("{prefix}-");
+            let thread = std::thread::spawn({
+                let (tally, stop) = (tally.clone(), stop.clone());
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                            continue;
+                        };
+                        // A broker outage shows as transport errors: keep polling.
+                        let Ok(msg) = msg else { continue };
+                        let mut t = tally.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        if !t.offsets.insert((msg.partition(), msg.offset())) {
+                            continue;
+                        }
+                        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
+                        let now = Instant::now();
+                        for row in process::read_rows(&batch)? {
+                            if row.kind == Kind::Running && row.argv.iter().any(|a| a.contains(needle.as_str())) {
+                                t.running
+                                    .insert((row.container_id.as_ref().map(|c| c.to_string()), row.boot_id));
+                            }
+                            if row.kind != Kind::Exec {
+                                continue;
+                            }
+                            let Some(mark) = row
+                                .argv
+                                .iter()
+                                .find_map(|a| a.strip_prefix(needle.as_str())?.parse::<u32>().ok())
+                            else {
+                                continue;
+                            };
+                            t.seen.entry(mark).or_insert((now, 0)).1 += 1;
+                            t.ids
+                                .insert((row.agent_id.to_string(), row.boot_id, row.batch_seq, row.event_index));
+                            *t.containers.entry(row.container_id.map(|c| c.to_string())).or_default() += 1;
+                        }
+                    }
+                    Ok(())
+                }
+            });
+            Ok(Watch {
+                tally,
+                stop,
+                thread: Some(thread),
+            })
+        }
+
+        /// Waits until every mark of `1..=upto` was read (or `within` passed);
+        /// when the last of them arrived.
+        pub fn wait_for(&self, upto: u32, within: Duration) -> anyhow::Result<Option<Instant>> {
+            let deadline = Instant::now() + within;
+            loop {
+                if let Some(at) = self.lock()?.complete_at(upto) {
+                    return Ok(Some(at));
+                }
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                ensure!(
+                    !self.thread.as_ref().is_some_and(std::thread::JoinHandle::is_finished),
+                    "the marks consumer stopped"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+
+        pub fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Tally>> {
+            self.tally.lock().map_err(|_| anyhow::anyhow!("marks tally poisoned"))
+        }
+
+        /// Stops reading; an error the consumer thread met.
+        pub fn finish(mut self) -> anyhow::Result<()> {
+            self.stop.store(true, Ordering::Relaxed);
+            match self.thread.take() {
+                Some(t) => t.join().map_err(|_| anyhow::anyhow!("marks consumer panicked"))?,
+                None => Ok(()),
+            }
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                // Ignored: a failing test reports its own error.
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// One line of the fault table: printed by every fault test.
+    pub fn report(case: &str, outcome: &str, events: u32, lost: usize, duplicated: u32, recovery: Option<Duration>) {
+        let recovery = recovery.map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        println!("| {case} | {outcome} | {events} | {lost} | {duplicated} | {recovery} |");
+    }
+}
+
+/// The SIEM side of alert outputs: a real rsyslogd and a Splunk-HEC-like
+/// HTTP receiver.
+pub mod siem {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use anyhow::Context;
+
+    /// rsyslogd in the foreground with a UDP and a TCP input, writing every
+    /// record's fields to a file, one line each, tab-separated.
+    #[derive(Debug)]
+    pub struct Rsyslog {
+        child: Child,
+        out: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Rsyslog {
+        pub fn start(udp: u16, tcp: u16) -> anyhow::Result<Rsyslog> {
+            let dir = tempfile::tempdir()?;
+            let out = dir.path().join("out.log");
+            let conf = dir.path().join("rsyslog.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\n\
+                     module(load=\"imudp\")\nmodule(load=\"imtcp\")\n\
+                     input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp}\" name=\"udp\")\n\
+                     input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{tcp}\" name=\"tcp\")\n\
+                     template(name=\"fields\" type=\"string\" string=\"%inputname%\\t%syslogfacility%\\t%syslogseverity%\\t%hostname%\\t%app-name%\\t%msgid%\\t%structured-data%\\t%msg%\\n\")\n\
+                     action(type=\"omfile\" file=\"{out}\" template=\"fields\")\n",
+                    dir = dir.path().display(),
+                    out = out.display()
+                ),
+            )?;
+            let child = Command::new("rsyslogd")
+                .args(["-n", "-f"])
+                .arg(&conf)
+                .arg("-i")
+                .arg(dir.path().join("pid"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting rsyslogd (deploy/local/setup.sh installs rsyslog)")?;
+            crate::wait_for_port(([127, 0, 0, 1], tcp).into(), Duration::from_secs(10))
+                .context("rsyslogd did not listen")?;
+            Ok(Rsyslog { child, out, _dir: dir })
+        }
+
+        pub fn lines(&self) -> Vec<String> {
+            std::fs::read_to_string(&self.out)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    impl Drop for Rsyslog {
+        fn drop(&mut self) {
+            // Ignored: it may be gone already.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The requests a receiver got: (head, body).
+    pub type Posts = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// An HTTP server that answers 200 to every POST and keeps (head, body).
+    pub fn webhook_receiver() -> anyhow::Result<(u16, Posts)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let out = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn);
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                out.lock()
+                    .expect("lock")
+                    .push((head, String::from_utf8_lossy(&body).into_owned()));
+                let mut conn = reader.into_inner();
+                // Ignored: the client may have gone.
+                let _ =
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n{\"text\":\"Success\",\"code\":0}");
+            }
+        });
+        Ok((port, got))
     }
 }

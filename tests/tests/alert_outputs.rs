@@ -8,15 +8,12 @@
 //! hostile strings escaped; the records' structured data must parse in
 //! rsyslog as ours.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType, TOPIC_ALERTS};
 use glasshouse_proto::{SCHEMA_VERSION, file, ipc};
+use glasshouse_tests::siem::{Rsyslog, webhook_receiver};
 use glasshouse_tests::{Broker, free_port, init_logging};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -25,102 +22,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 const HOSTILE: &str = "web\n<13>1 2026-01-01T00:00:00Z forged app - - - injected\u{1b}[2J\"]\\|CEF:0|";
-
-/// rsyslogd in the foreground with a UDP and a TCP input, writing every
-/// record's fields to a file, one line each, tab-separated.
-struct Rsyslog {
-    child: Child,
-    out: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Rsyslog {
-    fn start(udp: u16, tcp: u16) -> anyhow::Result<Rsyslog> {
-        let dir = tempfile::tempdir()?;
-        let out = dir.path().join("out.log");
-        let conf = dir.path().join("rsyslog.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global(workDirectory=\"{dir}\" maxMessageSize=\"64k\")\n\
-                 module(load=\"imudp\")\nmodule(load=\"imtcp\")\n\
-                 input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp}\" name=\"udp\")\n\
-                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{tcp}\" name=\"tcp\")\n\
-                 template(name=\"fields\" type=\"string\" string=\"%inputname%\\t%syslogfacility%\\t%syslogseverity%\\t%hostname%\\t%app-name%\\t%msgid%\\t%structured-data%\\t%msg%\\n\")\n\
-                 action(type=\"omfile\" file=\"{out}\" template=\"fields\")\n",
-                dir = dir.path().display(),
-                out = out.display()
-            ),
-        )?;
-        let child = Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.path().join("pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting rsyslogd (deploy/local/setup.sh installs rsyslog)")?;
-        glasshouse_tests::wait_for_port(([127, 0, 0, 1], tcp).into(), Duration::from_secs(10))
-            .context("rsyslogd did not listen")?;
-        Ok(Rsyslog { child, out, _dir: dir })
-    }
-
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        // Ignored: it may be gone already.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The requests a receiver got: (head, body).
-type Posts = Arc<Mutex<Vec<(String, String)>>>;
-
-/// An HTTP server that answers 200 to every POST and keeps (head, body).
-fn webhook_receiver() -> anyhow::Result<(u16, Posts)> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let out = got.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn);
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            out.lock()
-                .expect("lock")
-                .push((head, String::from_utf8_lossy(&body).into_owned()));
-            let mut conn = reader.into_inner();
-            // Ignored: the client may have gone.
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n{\"text\":\"Success\",\"code\":0}");
-        }
-    });
-    Ok((port, got))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alerts_reach_rsyslog_over_udp_and_tcp_and_a_webhook_escaped() -> anyhow::Result<()> {

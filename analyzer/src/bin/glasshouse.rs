@@ -44,6 +44,10 @@ enum Command {
         /// Analyzer endpoints, `HOST:PORT`, comma separated.
         #[arg(long, default_value = "127.0.0.1:9466", value_delimiter = ',')]
         analyzer: Vec<String>,
+        /// File holding the bearer token the endpoints require
+        /// (`metrics_token_file` in their config).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -162,10 +166,15 @@ async fn main() {
             BaselinesCommand::Unlock { workload } => send_command(&brokers, &workload, "unlock", None).await,
             BaselinesCommand::Reset { workload } => send_command(&brokers, &workload, "reset", None).await,
         },
-        Command::Containers { analyzer } => {
+        Command::Containers { analyzer, token_file } => {
+            let token = token_file.map(|f| {
+                std::fs::read_to_string(&f)
+                    .map(|t| t.trim().to_owned())
+                    .unwrap_or_else(|e| fail(format!("token file {}: {e}", f.display())))
+            });
             let mut rows = Vec::new();
             for addr in &analyzer {
-                let body = cli::http_get(addr, "/containers")
+                let body = cli::http_get(addr, "/containers", token.as_deref())
                     .await
                     .unwrap_or_else(|e| fail(format!("analyzer at {addr}: {e}")));
                 let mut more: Vec<cli::ContainerRow> = serde_json::from_str(&body)
