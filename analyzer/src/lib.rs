@@ -40,6 +40,7 @@ pub mod ocsf;
 pub mod outputs;
 pub mod store;
 pub mod view;
+pub mod vulns;
 
 use std::io::Write;
 

@@ -1,0 +1,2 @@
+//! Continuous vulnerability assessment and image trust.
+pub mod version;
