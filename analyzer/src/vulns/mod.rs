@@ -1,2 +1,3 @@
 //! Continuous vulnerability assessment and image trust.
+pub mod osv;
 pub mod version;
