@@ -262,9 +262,10 @@ pub mod pep440 {
 
     #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
     enum Pre {
-        /// A dev release of the final version sorts before its pre-releases.
+        /// A dev release of the final version sorts before its pre-releases;
+        /// `Release(kind, n)` is a pre-release (a=0, b=1, rc=2).
         DevOnly,
-        Pre(u8, u64),
+        Release(u8, u64),
         Final,
     }
 
@@ -407,7 +408,7 @@ pub mod pep440 {
             release.pop();
         }
         let pre = match (pre, post, dev) {
-            (Some((k, n)), _, _) => Pre::Pre(k, n),
+            (Some((k, n)), _, _) => Pre::Release(k, n),
             (None, None, Some(_)) => Pre::DevOnly,
             _ => Pre::Final,
         };
