@@ -462,6 +462,24 @@ pub async fn run<W: Write + Send>(
         }
         None => None,
     };
+    // Vulnerability matching runs beside the behaviour consumer, on its own
+    // consumer group (see `vulns::service`).
+    let vulns_task = config.vulns.enabled.then(|| {
+        let settings = vulns::service::Settings {
+            brokers: config.brokers.clone(),
+            group: format!("{}-vulns", config.group),
+            instance_id: Some(format!("{}-vulns", config.instance_id)),
+            extra: config.kafka.clone(),
+        };
+        let cancel = cancel.clone();
+        let vulns_config = config.vulns.clone();
+        tokio::spawn(async move {
+            if let Err(error) = vulns::service::run(settings, vulns_config, cancel.clone()).await {
+                tracing::error!(%error, "vulnerability matching stopped");
+                cancel.cancel();
+            }
+        })
+    });
     let stats = if config.analysis.enabled {
         let store = Store::connect(&config.brokers, &config.kafka)
             .await
@@ -497,6 +515,10 @@ pub async fn run<W: Write + Send>(
     };
     if let Some(endpoint) = endpoint {
         endpoint.abort();
+    }
+    if let Some(task) = vulns_task {
+        // It stops on the same cancellation; a bound in case Kafka hangs.
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     tracing::info!(
         messages = stats.messages,
