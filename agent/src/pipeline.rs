@@ -382,6 +382,11 @@ impl Attributor {
             .iter()
             .filter_map(|(id, (_, pid))| {
                 let c = self.containers.get(id)?;
+                // Only once the runtime answered: the image decides trust
+                // and the per-image cache.
+                if !c.container.complete {
+                    return None;
+                }
                 Some(crate::inventory::Target {
                     container: c.container.clone(),
                     pid: *pid,

@@ -479,6 +479,35 @@ mod tests {
     }
 
     #[test]
+    fn a_binary_and_its_source_package_each_get_a_finding() {
+        let mut m = Matcher::default();
+        for f in ["debian/DSA-5417-1.json", "debian/DSA-5532-1.json"] {
+            m.advisories.upsert(Advisory::parse(&fixture(f)).unwrap());
+        }
+        let out = m.inventory(
+            row(
+                "c1",
+                vec![
+                    package("Debian:12", "base-files", "12.4+deb12u4", None),
+                    package("Debian:12", "libssl3", "3.0.11-1~deb12u1", Some("openssl")),
+                    package("Debian:12", "openssl", "3.0.11-1~deb12u1", None),
+                    package("Debian:12", "zlib1g", "1:1.2.13.dfsg-1", Some("zlib")),
+                ],
+            ),
+            T0,
+        );
+        let found: Vec<_> = rows(&out).into_iter().map(|v| (v.package, v.advisory_id)).collect();
+        assert_eq!(
+            found,
+            [
+                ("libssl3".into(), "DSA-5532-1".into()),
+                ("openssl".into(), "DSA-5532-1".into())
+            ]
+        );
+        assert_eq!(alerts(&out).len(), 2);
+    }
+
+    #[test]
     fn withdrawn_advisories_resolve_and_other_releases_do_not_match() {
         let mut m = Matcher::default();
         let mut dsa = Advisory::parse(&fixture("debian/DSA-5532-1.json")).unwrap();

@@ -23,7 +23,7 @@
 //! to cover that. A finding's OCSF uid is derived from its key, so a
 //! replayed finding is recognisably the same one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use glasshouse_proto::record::{RecordType, TOPIC_ADVISORIES, TOPIC_ALERTS, TOPIC_VULNERABILITIES};
@@ -294,46 +294,38 @@ fn publish(producer: &FutureProducer, outputs: Vec<Output>, pending: &mut Vec<De
 }
 
 /// The latest value of every key of a compacted topic, read to its end as
-/// it is now (a tombstone removes the key).
+/// it is now (a tombstone removes the key). The end is where each partition
+/// reports end-of-partition, not the high watermark: tansu 0.6 reports a
+/// high watermark of the last record batch's base offset + 1, so a
+/// watermark-bounded read misses the rest of the last batch.
 pub fn read_compacted(brokers: &str, topic: &str, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "glasshouse-compacted-reader")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .create()
         .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("kafka at {brokers}: {e}"))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .map_err(|e| format!("watermarks of {topic}/{}: {e}", p.id()))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
-                .map_err(|e| e.to_string())?;
-            ends.insert(p.id(), high);
-        }
-    }
+    let tpl = all_partitions(&consumer, topic)?;
+    let mut open: std::collections::HashSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
     let mut latest = BTreeMap::new();
-    if ends.is_empty() {
-        return Ok(latest);
+    if open.is_empty() {
+        return Err(format!("topic {topic} has no partitions at {brokers}"));
     }
     consumer.assign(&tpl).map_err(|e| format!("assign {topic}: {e}"))?;
     let deadline = Instant::now() + timeout;
-    while !ends.is_empty() {
+    while !open.is_empty() {
         if Instant::now() > deadline {
             return Err(format!("reading {topic}: not at its end after {timeout:?}"));
         }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+                continue;
+            }
+            Some(m) => m.map_err(|e| format!("reading {topic}: {e}"))?,
         };
-        let m = m.map_err(|e| format!("reading {topic}: {e}"))?;
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-            ends.remove(&m.partition());
-        }
         let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
             continue;
         };
