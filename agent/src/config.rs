@@ -337,6 +337,22 @@ mod tests {
         let text = include_str!("../../deploy/local/agent.toml");
         let c: Config = parse_config("deploy/local/agent.toml", text).unwrap();
         assert!(!c.aggregators.is_empty());
+        assert!(c.inventory.enabled && c.inventory.interval_secs == 60);
+    }
+
+    #[test]
+    fn inventory_intervals_are_checked() {
+        let base = "aggregators = [\"http://127.0.0.1:1\"]\n[inventory]\n";
+        let e = parse_config::<Config>("a.toml", &format!("{base}interval_secs = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inventory.resend_secs") && e.contains("interval_secs must be at least 1"),
+            "{e}"
+        );
+        assert!(parse_config::<Config>("a.toml", &format!("{base}interval_secs = 600\nresend_secs = 60")).is_err());
+        let c: Config = parse_config("a.toml", &format!("{base}npm_lockfiles = [\"/srv/package-lock.json\"]")).unwrap();
+        assert_eq!(c.inventory.npm_lockfiles, [PathBuf::from("/srv/package-lock.json")]);
     }
 
     #[test]

@@ -26,6 +26,8 @@
 //! - [`control`]: operator commands and reading baselines back (CLI).
 //! - [`cli`]: what the `glasshouse` command line prints.
 //! - [`view`]: the live view; [`escape`]: escaping of container-supplied text.
+//! - [`vulns`]: vulnerability matching of container inventories against OSV
+//!   advisories, and image trust (its own task and consumer group).
 
 pub mod baseline;
 pub mod cli;

@@ -357,4 +357,24 @@ mod tests {
         assert_eq!(c.image_trust.trusted_registries, ["quay.io"]);
         assert!(serde_json::from_str::<Config>(r#"{"bogus": 1}"#).is_err());
     }
+
+    #[test]
+    fn the_shipped_local_config_parses_with_its_policy() {
+        let text = include_str!("../../../deploy/local/analyzer.toml");
+        let c: crate::Config = glasshouse_proto::service::parse_config("deploy/local/analyzer.toml", text).unwrap();
+        assert!(c.vulns.enabled);
+        assert_eq!(
+            c.vulns.image_trust.trusted_registries,
+            ["localhost", "docker.io", "quay.io"]
+        );
+        assert!(
+            c.vulns
+                .image_trust
+                .check(Some("localhost/glasshouse-test:latest"), None)
+                .is_none()
+        );
+        assert!(c.vulns.image_trust.check(Some("evil.example.com/x:1"), None).is_some());
+        let bad = format!("{text}\n[vulns.image_trust.extra]\n");
+        assert!(glasshouse_proto::service::parse_config::<crate::Config>("a.toml", &bad).is_err());
+    }
 }
