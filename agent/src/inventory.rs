@@ -7,9 +7,10 @@
 //! (with the origin package), Python `*.dist-info/METADATA` and
 //! `*.egg-info/PKG-INFO` under the interpreters' `site-packages` and
 //! `dist-packages`, npm `package-lock.json` at configured paths and the
-//! `package.json` of global `node_modules`. The distribution
-//! (`/etc/os-release`) names the OSV ecosystem: `Debian:12`, `Alpine:v3.19`.
-//! RPM databases are not read (see the README).
+//! `package.json` of global `node_modules`, rpm 4.16+ `rpmdb.sqlite`
+//! (through [`crate::sqlite`]; BerkeleyDB and NDB rpm databases are not
+//! read). The distribution (`/etc/os-release`) names the OSV ecosystem:
+//! `Debian:12`, `Alpine:v3.19`, `AlmaLinux:9`.
 //!
 //! When: a container is scanned when first seen, when a file event writes
 //! under a package database, and when its databases' fingerprint (device,
@@ -54,6 +55,9 @@ const MAX_CACHED_IMAGES: usize = 256;
 const MAX_TRACKED: usize = 8192;
 
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// rpm 4.16+ (Fedora 33+, RHEL 9 and rebuilds); older BerkeleyDB and NDB
+/// databases are not read.
+const RPM_SQLITE: &str = "/var/lib/rpm/rpmdb.sqlite";
 const APK_INSTALLED: &str = "/lib/apk/db/installed";
 
 /// Where to look and how often.
@@ -130,6 +134,18 @@ pub fn distro(fs: &RootFs) -> Option<String> {
         match id.as_str() {
             "debian" if !version.is_empty() => return Some(format!("Debian:{}", version.split('.').next()?)),
             "ubuntu" if !version.is_empty() => return Some(format!("Ubuntu:{version}")),
+            "almalinux" | "rocky" | "rhel" | "centos" | "fedora" | "opensuse-leap" | "sles" if !version.is_empty() => {
+                let major = version.split('.').next()?;
+                let name = match id.as_str() {
+                    "almalinux" => "AlmaLinux",
+                    "rocky" => "Rocky Linux",
+                    "rhel" | "centos" => "Red Hat",
+                    "fedora" => "Fedora",
+                    "opensuse-leap" => "openSUSE",
+                    _ => "SUSE",
+                };
+                return Some(format!("{name}:{major}"));
+            }
             "alpine" if !version.is_empty() => {
                 let mut parts = version.split('.');
                 return Some(format!("Alpine:v{}.{}", parts.next()?, parts.next()?));
@@ -215,6 +231,82 @@ pub fn parse_apk(text: &str, ecosystem: &str) -> Vec<Package> {
     out
 }
 
+/// Packages of an rpm sqlite database (`Packages` table of header blobs):
+/// name, `[epoch:]version-release`, and the source package from
+/// `SOURCERPM`.
+pub fn parse_rpm_sqlite(bytes: &[u8], ecosystem: &str) -> Result<Vec<Package>, String> {
+    let rows = crate::sqlite::table_rows(bytes, "Packages").map_err(|e| format!("{RPM_SQLITE}: {e}"))?;
+    let mut out = Vec::new();
+    for (_, values) in rows {
+        let Some(crate::sqlite::Value::Blob(blob)) = values.get(1) else {
+            continue;
+        };
+        if let Some(p) = rpm_header(blob, ecosystem) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Name, version and source package of an rpm header blob (as stored in
+/// the database: big-endian index count and data length, 16-byte index
+/// entries, the data store); `None` when malformed.
+pub fn rpm_header(blob: &[u8], ecosystem: &str) -> Option<Package> {
+    const NAME: u32 = 1000;
+    const VERSION: u32 = 1001;
+    const RELEASE: u32 = 1002;
+    const EPOCH: u32 = 1003;
+    const SOURCERPM: u32 = 1044;
+    let word = |pos: usize| {
+        blob.get(pos..pos + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (il, dl) = (word(0)? as usize, word(4)? as usize);
+    let data_start = 8usize.checked_add(il.checked_mul(16)?)?;
+    let data = blob.get(data_start..data_start.checked_add(dl)?)?;
+    let (mut name, mut version, mut release, mut epoch, mut source) = (None, None, None, None, None);
+    for i in 0..il {
+        let e = 8 + 16 * i;
+        let (tag, kind, offset) = (word(e)?, word(e + 4)?, word(e + 8)? as usize);
+        let string = || {
+            let s = data.get(offset..)?;
+            let end = s.iter().position(|b| *b == 0)?;
+            Some(String::from_utf8_lossy(&s[..end]).into_owned())
+        };
+        match (tag, kind) {
+            (NAME, 6) => name = string(),
+            (VERSION, 6) => version = string(),
+            (RELEASE, 6) => release = string(),
+            (SOURCERPM, 6) => source = string(),
+            (EPOCH, 4) => {
+                epoch = data
+                    .get(offset..offset + 4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            _ => {}
+        }
+    }
+    let (name, version, release) = (name?, version?, release?);
+    // `openssl-3.0.7-24.el9.src.rpm` → `openssl`.
+    let source_name = source
+        .as_deref()
+        .and_then(|s| s.strip_suffix(".src.rpm").or_else(|| s.strip_suffix(".nosrc.rpm")))
+        .and_then(|s| s.rsplitn(3, '-').nth(2))
+        .filter(|s| !s.is_empty() && *s != name)
+        .map(str::to_owned);
+    let version = match epoch {
+        Some(e) if e > 0 => format!("{e}:{version}-{release}"),
+        _ => format!("{version}-{release}"),
+    };
+    Some(Package {
+        ecosystem: ecosystem.to_owned(),
+        name,
+        version,
+        source_name,
+        location: RPM_SQLITE.to_owned(),
+    })
+}
+
 /// `Name` and `Version` of Python core metadata (RFC 822 headers).
 pub fn parse_python_metadata(text: &str) -> Option<(String, String)> {
     let (mut name, mut version) = (None, None);
@@ -275,7 +367,7 @@ pub fn parse_npm_lock(json: &[u8], location: &str) -> Result<Vec<Package>, Strin
 
 /// Paths whose state decides whether a rescan is needed.
 fn watched(fs: &RootFs, settings: &Settings) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = [DPKG_STATUS, APK_INSTALLED, "/etc/os-release"]
+    let mut paths: Vec<PathBuf> = [DPKG_STATUS, APK_INSTALLED, RPM_SQLITE, "/etc/os-release"]
         .iter()
         .map(PathBuf::from)
         .collect();
@@ -348,6 +440,22 @@ pub fn scan(fs: &RootFs, settings: &Settings) -> Inventory {
     }
     match fs.read(Path::new(APK_INSTALLED), MAX_DB_BYTES) {
         Ok((b, _)) => inv.packages.extend(parse_apk(&String::from_utf8_lossy(&b), &apk_eco)),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => error(&mut inv, e.to_string()),
+    }
+    match fs.read(Path::new(RPM_SQLITE), MAX_DB_BYTES) {
+        Ok((b, _)) => {
+            let eco = match &inv.distro {
+                Some(d) if !d.starts_with("Debian") && !d.starts_with("Ubuntu") && !d.starts_with("Alpine") => {
+                    d.clone()
+                }
+                _ => "RPM".to_owned(),
+            };
+            match parse_rpm_sqlite(&b, &eco) {
+                Ok(p) => inv.packages.extend(p),
+                Err(e) => error(&mut inv, e),
+            }
+        }
         Err(e) if e.is_not_found() => {}
         Err(e) => error(&mut inv, e.to_string()),
     }
@@ -646,6 +754,38 @@ mod tests {
                 ("busybox", "1.36.1-r5", None),
             ]
         );
+    }
+
+    #[test]
+    fn rpm_sqlite_fixture() {
+        // Written by tests/fixtures/rpm/make_rpmdb.py with python3's sqlite3
+        // in rpm's schema and header blob format.
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/rpm/rpmdb.sqlite");
+        let packages = parse_rpm_sqlite(&std::fs::read(p).unwrap(), "AlmaLinux:9").unwrap();
+        assert_eq!(packages.len(), 303);
+        let got: Vec<_> = packages[..3]
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.source_name.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("openssl-libs", "1:3.0.7-24.el9", Some("openssl")),
+                ("bash", "5.1.8-6.el9_1", None),
+                ("glibc-all-langpacks", "2.34-60.el9", Some("glibc")),
+            ]
+        );
+        assert!(
+            packages
+                .iter()
+                .all(|p| p.ecosystem == "AlmaLinux:9" && p.location == RPM_SQLITE)
+        );
+        assert!(
+            parse_rpm_sqlite(b"not sqlite", "RPM")
+                .unwrap_err()
+                .contains("not a SQLite 3 database")
+        );
+        assert_eq!(rpm_header(&[0, 0, 0, 9, 0, 0, 0, 1], "RPM"), None);
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! - [`rootfs`]: reading a container's files from the host without following
 //!   a link out of its root (`openat2` `RESOLVE_IN_ROOT`).
 //! - [`inventory`]: installed packages read from each container's package
-//!   databases (dpkg, apk, Python dist-info, npm lockfiles).
+//!   databases (dpkg, apk, rpm sqlite, Python dist-info, npm lockfiles);
+//!   [`sqlite`]: the minimal SQLite table reader it uses for rpm.
 //! - [`runtime`]: container metadata from the Docker-compatible API and the CRI API.
 //! - [`workload`]: workload identity.
 //! - [`sensitive`]: the path prefixes whose writes are reported.
@@ -46,6 +47,7 @@ pub mod runtime;
 pub mod sensitive;
 pub mod sensor;
 pub mod spool;
+pub mod sqlite;
 pub mod workload;
 
 use std::path::PathBuf;

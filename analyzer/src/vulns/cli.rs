@@ -353,6 +353,7 @@ mod tests {
             ids,
             [
                 "ALPINE-CVE-2023-5678",
+                "ALSA-2024:2447",
                 "DSA-5417-1",
                 "DSA-5532-1",
                 "GHSA-j8r2-6x86-q33q",

@@ -560,6 +560,46 @@ mod tests {
     }
 
     #[test]
+    fn rpm_packages_match_by_rpm_version_order() {
+        let mut m = Matcher::default();
+        m.advisories
+            .upsert(Advisory::parse(&fixture("almalinux/ALSA-2024-2447.json")).unwrap());
+        let out = m.inventory(
+            row(
+                "c3",
+                vec![
+                    package("AlmaLinux:9", "openssl-libs", "1:3.0.7-24.el9", Some("openssl")),
+                    package("AlmaLinux:9", "bash", "5.1.8-6.el9_1", None),
+                ],
+            ),
+            T0,
+        );
+        let r = rows(&out);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(
+            (r[0].package.as_str(), r[0].fixed_version.as_deref()),
+            ("openssl-libs", Some("1:3.0.7-27.el9"))
+        );
+        assert_eq!(
+            r[0].cves,
+            ["CVE-2023-2975", "CVE-2023-3446", "CVE-2023-3817", "CVE-2023-5678"]
+        );
+        let fixed = m.inventory(
+            row(
+                "c3",
+                vec![package(
+                    "AlmaLinux:9",
+                    "openssl-libs",
+                    "1:3.0.7-27.el9",
+                    Some("openssl"),
+                )],
+            ),
+            T0 + 1,
+        );
+        assert_eq!(rows(&fixed)[0].state, State::Resolved);
+    }
+
+    #[test]
     fn an_untrusted_image_raises_one_finding() {
         let mut m = Matcher::new(Policy {
             trusted_repositories: vec!["localhost/trusted".into()],

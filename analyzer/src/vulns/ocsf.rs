@@ -67,6 +67,9 @@ fn package_manager(ecosystem: &str) -> &'static str {
         "Alpine" => "apk",
         "PyPI" => "pip",
         "npm" => "npm",
+        _ if crate::vulns::version::Scheme::of_ecosystem(ecosystem) == Some(crate::vulns::version::Scheme::Rpm) => {
+            "rpm"
+        }
         _ => "unknown",
     }
 }

@@ -12,6 +12,7 @@ pub enum Scheme {
     Apk,
     Pep440,
     Semver,
+    Rpm,
 }
 
 impl Scheme {
@@ -23,6 +24,9 @@ impl Scheme {
             "Alpine" => Some(Scheme::Apk),
             "PyPI" => Some(Scheme::Pep440),
             "npm" => Some(Scheme::Semver),
+            "AlmaLinux" | "Rocky Linux" | "Red Hat" | "Fedora" | "openSUSE" | "SUSE" | "Mageia" | "openEuler" => {
+                Some(Scheme::Rpm)
+            }
             _ => None,
         }
     }
@@ -34,6 +38,7 @@ impl Scheme {
             Scheme::Apk => Ok(apk::parse(a)?.cmp(&apk::parse(b)?)),
             Scheme::Pep440 => Ok(pep440::parse(a)?.cmp(&pep440::parse(b)?)),
             Scheme::Semver => Ok(semver::parse(a)?.cmp(&semver::parse(b)?)),
+            Scheme::Rpm => Ok(rpm::parse(a)?.cmp(&rpm::parse(b)?)),
         }
     }
 
@@ -43,6 +48,7 @@ impl Scheme {
             Scheme::Apk => "apk",
             Scheme::Pep440 => "PEP 440",
             Scheme::Semver => "SemVer",
+            Scheme::Rpm => "rpm",
         }
     }
 }
@@ -498,6 +504,158 @@ pub mod semver {
     }
 }
 
+/// rpm: `[epoch:]version[-release]`, compared as `rpmvercmp` (rpmio/rpmvercmp.c):
+/// alphanumeric segments, separators ignored, numeric segments numerically
+/// and newer than alphabetic ones, `~` before everything (even the end),
+/// `^` after the end but before anything else.
+pub mod rpm {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Version {
+        epoch: u64,
+        version: String,
+        release: String,
+    }
+
+    pub fn parse(s: &str) -> Result<Version, VersionError> {
+        let bad = |reason| invalid(Scheme::Rpm, s, reason);
+        let t = s.trim();
+        let (epoch, rest) = match t.split_once(':') {
+            Some((e, r)) => (e.parse().map_err(|_| bad("epoch is not a number"))?, r),
+            None => (0, t),
+        };
+        let (version, release) = rest.rsplit_once('-').unwrap_or((rest, ""));
+        if version.is_empty() || !rest.chars().all(|c| c.is_ascii_alphanumeric() || "._+~^-".contains(c)) {
+            return Err(bad("empty or invalid character"));
+        }
+        Ok(Version {
+            epoch,
+            version: version.to_owned(),
+            release: release.to_owned(),
+        })
+    }
+
+    pub(super) fn rpmvercmp(a: &str, b: &str) -> Ordering {
+        if a == b {
+            return Ordering::Equal;
+        }
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        let (mut i, mut j) = (0, 0);
+        let sep = |c: u8| !c.is_ascii_alphanumeric() && c != b'~' && c != b'^';
+        loop {
+            while i < a.len() && sep(a[i]) {
+                i += 1;
+            }
+            while j < b.len() && sep(b[j]) {
+                j += 1;
+            }
+            // Tilde: before everything, even the end.
+            match (a.get(i) == Some(&b'~'), b.get(j) == Some(&b'~')) {
+                (true, true) => {
+                    i += 1;
+                    j += 1;
+                    continue;
+                }
+                (true, false) => return Ordering::Less,
+                (false, true) => return Ordering::Greater,
+                _ => {}
+            }
+            // Caret: after the end, before anything else.
+            match (a.get(i) == Some(&b'^'), b.get(j) == Some(&b'^')) {
+                (true, true) => {
+                    i += 1;
+                    j += 1;
+                    continue;
+                }
+                (true, false) => {
+                    return if j >= b.len() {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Less
+                    };
+                }
+                (false, true) => {
+                    return if i >= a.len() {
+                        Ordering::Less
+                    } else {
+                        Ordering::Greater
+                    };
+                }
+                _ => {}
+            }
+            if i >= a.len() || j >= b.len() {
+                break;
+            }
+            let numeric = a[i].is_ascii_digit();
+            let take = |s: &[u8], mut k: usize| {
+                let start = k;
+                while k < s.len()
+                    && if numeric {
+                        s[k].is_ascii_digit()
+                    } else {
+                        s[k].is_ascii_alphabetic()
+                    }
+                {
+                    k += 1;
+                }
+                (start, k)
+            };
+            let (sa, ea) = take(a, i);
+            let (sb, eb) = take(b, j);
+            if sb == eb {
+                // Different segment kinds: numeric is newer.
+                return if numeric { Ordering::Greater } else { Ordering::Less };
+            }
+            let (mut x, mut y) = (&a[sa..ea], &b[sb..eb]);
+            let ord = if numeric {
+                while x.first() == Some(&b'0') {
+                    x = &x[1..];
+                }
+                while y.first() == Some(&b'0') {
+                    y = &y[1..];
+                }
+                x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+            } else {
+                x.cmp(y)
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+            i = ea;
+            j = eb;
+        }
+        // The one with segments left is newer.
+        match (i >= a.len(), j >= b.len()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            _ => Ordering::Greater,
+        }
+    }
+
+    impl Ord for Version {
+        fn cmp(&self, other: &Self) -> Ordering {
+            self.epoch
+                .cmp(&other.epoch)
+                .then_with(|| rpmvercmp(&self.version, &other.version))
+                .then_with(|| {
+                    // A missing release compares equal to any (rpm's rule for
+                    // a version-only requirement).
+                    if self.release.is_empty() || other.release.is_empty() {
+                        Ordering::Equal
+                    } else {
+                        rpmvercmp(&self.release, &other.release)
+                    }
+                })
+        }
+    }
+    impl PartialOrd for Version {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,6 +821,56 @@ mod tests {
         for bad in ["", "1.0", "1.0.0.0", "01.0.0", "1.0.0-", "1.0.0-a..b", "x.y.z"] {
             assert!(Scheme::Semver.compare(bad, "1.0.0").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rpm_order() {
+        increasing(
+            Scheme::Rpm,
+            &[
+                "1.0~rc1-1",
+                "1.0-1",
+                "1.0^git1-1",
+                "1.0a-1",
+                "1.0.1-1",
+                "1.1-1",
+                "1.10-1",
+                "3.0.7-24.el9",
+                "3.0.7-25.el9",
+                "3.0.7-25.el9_2",
+                "1:0.1-1",
+            ],
+        );
+        // rpmvercmp's own cases (tests/rpmvercmp.at).
+        for (a, b, o) in [
+            ("1.0", "1.0", Equal),
+            ("1.0", "2.0", Less),
+            ("2.0.1a", "2.0.1", Greater),
+            ("5.5p1", "5.5p2", Less),
+            ("5.5p10", "5.5p1", Greater),
+            ("10xyz", "10.1xyz", Less),
+            ("xyz10", "xyz10.1", Less),
+            ("xyz.4", "8", Less),
+            ("5.5p1", "5.6p1", Less),
+            ("6.0.rc1", "6.0", Greater),
+            ("10b2", "10a1", Greater),
+            ("1.0aa", "1.0a", Greater),
+            ("10.0001", "10.1", Equal),
+            ("1.0~rc1", "1.0~rc1", Equal),
+            ("1.0~rc1", "1.0~rc2", Less),
+            ("1.0~rc1~git123", "1.0~rc1", Less),
+            ("1.0^", "1.0", Greater),
+            ("1.0^git1", "1.0^git2", Less),
+            ("1.0^git1", "1.01", Less),
+            ("1.0^20160101", "1.0.1", Less),
+            ("1.0~rc1^git1", "1.0~rc1", Greater),
+        ] {
+            assert_eq!(rpm::rpmvercmp(a, b), o, "{a} vs {b}");
+            assert_eq!(rpm::rpmvercmp(b, a), o.reverse(), "{b} vs {a}");
+        }
+        assert_eq!(Scheme::Rpm.compare("1:3.0.7", "1:3.0.7-24.el9").unwrap(), Equal);
+        assert!(Scheme::Rpm.compare("x:1", "1").is_err());
+        assert_eq!(Scheme::of_ecosystem("AlmaLinux:9"), Some(Scheme::Rpm));
     }
 
     #[test]
