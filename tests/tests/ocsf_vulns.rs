@@ -71,6 +71,7 @@ fn vulnerability_and_image_trust_findings_validate() -> anyhow::Result<()> {
             ),
             package("npm", "minimist", "1.2.5", "/app/package-lock.json"),
         ]),
+        0,
         t0,
     );
     // An update (a new installed version, still affected) and a resolution.
@@ -80,6 +81,7 @@ fn vulnerability_and_image_trust_findings_validate() -> anyhow::Result<()> {
             package("Alpine:v3.18", "libcrypto3", "3.1.4-r0", "/lib/apk/db/installed"),
             package("PyPI", "requests", "2.30.0", "/x/METADATA"),
         ]),
+        0,
         t0 + 1_000_000_000,
     ));
     let docs: Vec<String> = outputs

@@ -149,6 +149,8 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Tracked {
+    /// The inventory topic partition the container's inventories arrive on.
+    partition: i32,
     row: inventory::Row,
     last_seen_ns: i64,
     findings: BTreeMap<String, Vulnerability>,
@@ -160,6 +162,11 @@ struct Tracked {
 pub struct Matcher {
     pub advisories: AdvisoryStore,
     containers: HashMap<String, Tracked>,
+    /// Findings as published before this instance started (read back from
+    /// `glasshouse.vulnerabilities`), by container: taken over when the
+    /// container's first inventory arrives, so a restart neither alerts
+    /// again nor forgets when a finding was first seen.
+    restored: HashMap<String, BTreeMap<String, Vulnerability>>,
     policy: Policy,
     pub stats: Stats,
 }
@@ -180,8 +187,25 @@ impl Matcher {
         self.containers.len()
     }
 
-    /// A container's inventory arrived: it replaces the previous one.
-    pub fn inventory(&mut self, row: inventory::Row, now_ns: i64) -> Vec<Output> {
+    /// Findings published earlier (see `restored`).
+    pub fn restore(&mut self, rows: impl IntoIterator<Item = Vulnerability>) {
+        for v in rows {
+            self.restored
+                .entry(v.container_id.clone())
+                .or_default()
+                .insert(v.key.clone(), v);
+        }
+    }
+
+    /// Forgets the containers of partitions this instance no longer owns
+    /// (their new owner takes them over), without publishing anything.
+    pub fn revoked(&mut self, partitions: &[i32]) {
+        self.containers.retain(|_, t| !partitions.contains(&t.partition));
+    }
+
+    /// A container's inventory arrived (from `partition` of the inventory
+    /// topic): it replaces the previous one.
+    pub fn inventory(&mut self, row: inventory::Row, partition: i32, now_ns: i64) -> Vec<Output> {
         self.stats.inventories += 1;
         let id = row.container_id.to_string();
         let mut out = Vec::new();
@@ -189,12 +213,15 @@ impl Matcher {
             .policy
             .check(row.image.as_deref(), row.image_digest.as_deref())
             .map(|u| u.reason);
+        let restored = &mut self.restored;
         let tracked = self.containers.entry(id.clone()).or_insert_with(|| Tracked {
+            partition,
             row: row.clone(),
             last_seen_ns: now_ns,
-            findings: BTreeMap::new(),
+            findings: restored.remove(&id).unwrap_or_default(),
             untrusted: None,
         });
+        tracked.partition = partition;
         // Alert once per container and reason (again when the image changed).
         if let Some(reason) = &untrusted
             && tracked.untrusted.as_ref() != Some(reason)
@@ -219,8 +246,15 @@ impl Matcher {
     }
 
     /// Forgets containers without an inventory for `ttl_ns`: their rows
-    /// are deleted (tombstones).
+    /// are deleted (tombstones). Restored findings of containers that sent
+    /// no inventory for as long are dropped from memory (whoever owns them
+    /// deletes their rows).
     pub fn expire(&mut self, now_ns: i64, ttl_ns: i64) -> Vec<Output> {
+        self.restored.retain(|_, findings| {
+            findings
+                .values()
+                .any(|v| now_ns.div_euclid(1_000_000).saturating_sub(v.last_seen_ms) <= ttl_ns.div_euclid(1_000_000))
+        });
         let gone: Vec<String> = self
             .containers
             .iter()
@@ -413,7 +447,7 @@ mod tests {
             .upsert(Advisory::parse(&fixture("debian/DSA-5417-1.json")).unwrap());
         let libssl = package("Debian:12", "libssl3", "3.0.11-1~deb12u1", Some("openssl"));
         // The old advisory is fixed in the installed version: nothing.
-        let out = m.inventory(row("c1", vec![libssl.clone()]), T0);
+        let out = m.inventory(row("c1", vec![libssl.clone()]), 0, T0);
         assert!(out.is_empty(), "{out:?}");
 
         // A new advisory is imported: the container is evaluated again.
@@ -446,7 +480,7 @@ mod tests {
         assert_eq!(m.stats.opened, 1);
 
         // The same again: no alert, the row's last_seen moves, first_seen stays.
-        let out = m.inventory(row("c1", vec![libssl.clone()]), T0 + 5_000_000_000);
+        let out = m.inventory(row("c1", vec![libssl.clone()]), 0, T0 + 5_000_000_000);
         assert!(alerts(&out).is_empty());
         let again = rows(&out);
         assert_eq!(again[0].first_seen_ms, v.first_seen_ms);
@@ -454,7 +488,7 @@ mod tests {
 
         // Upgraded past the fix: resolved, once.
         let fixed = package("Debian:12", "libssl3", "3.0.11-1~deb12u2", Some("openssl"));
-        let out = m.inventory(row("c1", vec![fixed.clone()]), T0 + 9_000_000_000);
+        let out = m.inventory(row("c1", vec![fixed.clone()]), 0, T0 + 9_000_000_000);
         let r = rows(&out);
         assert_eq!((r.len(), r[0].state), (1, State::Resolved));
         assert!(r[0].resolved_at.is_some());
@@ -463,7 +497,7 @@ mod tests {
             (a[0]["activity_id"].as_u64(), a[0]["status_id"].as_u64()),
             (Some(3), Some(4))
         );
-        assert!(m.inventory(row("c1", vec![fixed]), T0 + 10_000_000_000).is_empty());
+        assert!(m.inventory(row("c1", vec![fixed]), 0, T0 + 10_000_000_000).is_empty());
         assert_eq!(m.open().count(), 0);
 
         // Gone for longer than the TTL: its rows are deleted.
@@ -494,6 +528,7 @@ mod tests {
                     package("Debian:12", "zlib1g", "1:1.2.13.dfsg-1", Some("zlib")),
                 ],
             ),
+            0,
             T0,
         );
         let found: Vec<_> = rows(&out).into_iter().map(|v| (v.package, v.advisory_id)).collect();
@@ -514,7 +549,7 @@ mod tests {
         m.advisories.upsert(dsa.clone());
         let bookworm = package("Debian:12", "openssl", "3.0.8-1", None);
         let bullseye = package("Debian:11", "openssl", "3.0.8-1", None);
-        let out = m.inventory(row("c1", vec![bookworm, bullseye]), T0);
+        let out = m.inventory(row("c1", vec![bookworm, bullseye]), 0, T0);
         assert_eq!(rows(&out).len(), 1);
         dsa.withdrawn = Some("2024-01-01T00:00:00Z".into());
         assert!(m.advisories.upsert(dsa.clone()));
@@ -543,6 +578,7 @@ mod tests {
                     package("npm", "minimist", "1.2.6", None),
                 ],
             ),
+            0,
             T0,
         );
         let mut found: Vec<_> = rows(&out)
@@ -572,6 +608,7 @@ mod tests {
                     package("AlmaLinux:9", "bash", "5.1.8-6.el9_1", None),
                 ],
             ),
+            0,
             T0,
         );
         let r = rows(&out);
@@ -594,6 +631,7 @@ mod tests {
                     Some("openssl"),
                 )],
             ),
+            0,
             T0 + 1,
         );
         assert_eq!(rows(&fixed)[0].state, State::Resolved);
@@ -605,17 +643,44 @@ mod tests {
             trusted_repositories: vec!["localhost/trusted".into()],
             ..Policy::default()
         });
-        let out = m.inventory(row("c1", vec![]), T0);
+        let out = m.inventory(row("c1", vec![]), 0, T0);
         let a = alerts(&out);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0]["class_uid"].as_u64(), Some(2003));
-        assert!(m.inventory(row("c1", vec![]), T0 + 1).is_empty());
+        assert!(m.inventory(row("c1", vec![]), 0, T0 + 1).is_empty());
         let trusted = inventory::Row {
             image: Some("localhost/trusted:2".into()),
             ..row("c9", vec![])
         };
-        assert!(m.inventory(trusted, T0).is_empty());
+        assert!(m.inventory(trusted, 0, T0).is_empty());
         assert_eq!(m.stats.untrusted, 1);
+    }
+
+    #[test]
+    fn a_restart_takes_over_published_findings_and_revoked_containers_are_dropped() {
+        let dsa = Advisory::parse(&fixture("debian/DSA-5532-1.json")).unwrap();
+        let libssl = package("Debian:12", "libssl3", "3.0.11-1~deb12u1", Some("openssl"));
+        let mut before = Matcher::default();
+        before.advisories.upsert(dsa.clone());
+        let published = rows(&before.inventory(row("c1", vec![libssl.clone()]), 0, T0));
+        // A new instance, with the rows read back: the replayed inventory
+        // raises no alert and keeps first_seen.
+        let mut after = Matcher::default();
+        after.advisories.upsert(dsa);
+        after.restore(published.clone());
+        let out = after.inventory(row("c1", vec![libssl]), 2, T0 + 60_000_000_000);
+        assert!(alerts(&out).is_empty(), "{out:?}");
+        assert_eq!(rows(&out)[0].first_seen_ms, published[0].first_seen_ms);
+        // Its partition is revoked: forgotten without a word.
+        after.revoked(&[1]);
+        assert_eq!(after.containers(), 1);
+        after.revoked(&[2]);
+        assert_eq!(after.containers(), 0);
+        // Restored rows of containers that never come back are dropped.
+        let mut idle = Matcher::default();
+        idle.restore(published);
+        assert!(idle.expire(T0 + 20_000_000_000, 10_000_000_000).is_empty());
+        assert!(idle.restored.is_empty());
     }
 
     #[test]

@@ -21,21 +21,28 @@
 //! rebuilding the containers' inventories; agents send every container's
 //! inventory again every `resend_secs`, so the topic's retention only needs
 //! to cover that. A finding's OCSF uid is derived from its key, so a
-//! replayed finding is recognisably the same one.
+//! replayed finding is recognisably the same one; and at start the task
+//! reads `glasshouse.vulnerabilities` back, so a container's replayed
+//! inventory takes over its published findings (no second alert, first-seen
+//! kept). When inventory partitions move away, their containers are
+//! forgotten here without publishing anything: the new owner replays them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use glasshouse_proto::record::{RecordType, TOPIC_ADVISORIES, TOPIC_ALERTS, TOPIC_VULNERABILITIES};
 use glasshouse_proto::{inventory, ipc};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::vulns::matcher::{Matcher, Output};
+use crate::vulns::matcher::{Matcher, Output, Vulnerability};
 use crate::vulns::osv::Advisory;
 use crate::vulns::trust::Policy;
 
@@ -101,6 +108,23 @@ fn client(settings: &Settings) -> ClientConfig {
     c
 }
 
+/// Collects the inventory partitions taken from this instance.
+struct Revocations {
+    revoked: Arc<Mutex<Vec<i32>>>,
+}
+
+impl ClientContext for Revocations {}
+
+impl ConsumerContext for Revocations {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // Cannot be poisoned: the lock is never held across a panic.
+            self.revoked.lock().expect("not poisoned").extend(parts);
+        }
+    }
+}
+
 /// Every partition of `topic`, from its beginning.
 fn all_partitions(consumer: &BaseConsumer, topic: &str) -> Result<TopicPartitionList, String> {
     let metadata = consumer
@@ -151,8 +175,11 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
     if let Some(id) = &settings.instance_id {
         inventories_config.set("group.instance.id", id);
     }
-    let inventories: StreamConsumer = inventories_config
-        .create()
+    let revoked = Arc::new(Mutex::new(Vec::new()));
+    let inventories: StreamConsumer<Revocations> = inventories_config
+        .create_with_context(Revocations {
+            revoked: revoked.clone(),
+        })
         .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
     inventories
         .subscribe(&[RecordType::Inventory.topic()])
@@ -160,6 +187,20 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
     tracing::info!(brokers, group = settings.group, "vulnerability matching started");
 
     let mut matcher = Matcher::new(config.image_trust.clone());
+    // What was published before this start: a replayed inventory then
+    // neither alerts again nor loses its findings' first-seen times.
+    let restored = {
+        let brokers = brokers.clone();
+        tokio::task::spawn_blocking(move || read_compacted(&brokers, TOPIC_VULNERABILITIES, Duration::from_secs(60)))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let rows: Vec<Vulnerability> = restored
+        .values()
+        .filter_map(|v| serde_json::from_slice(v).ok())
+        .collect();
+    tracing::info!(findings = rows.len(), "vulnerability findings restored");
+    matcher.restore(rows);
     let ttl_ns = (config.container_ttl_secs as i64).saturating_mul(1_000_000_000);
     let mut advisories_changed = false;
     let mut pending: Vec<DeliveryFuture> = Vec::new();
@@ -167,6 +208,11 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut logged = Instant::now();
     loop {
+        let gone = std::mem::take(&mut *revoked.lock().expect("not poisoned"));
+        if !gone.is_empty() {
+            tracing::info!(partitions = ?gone, "inventory partitions revoked, their containers forgotten");
+            matcher.revoked(&gone);
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
             m = advisories.recv() => match m {
@@ -197,7 +243,7 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
                             for row in rows {
                                 let started = Instant::now();
                                 let (container, packages) = (row.container_id.clone(), row.packages.len());
-                                let out = matcher.inventory(row, now_ns());
+                                let out = matcher.inventory(row, m.partition(), now_ns());
                                 tracing::debug!(
                                     container = %container,
                                     packages,
