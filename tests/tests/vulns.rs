@@ -21,7 +21,9 @@
 //!   Finding, the trusted ones do not; the digest reported is the one Podman
 //!   has for the image;
 //! - every alert validates against the official OCSF 1.8 schema, and the CLI
-//!   shows the findings per container and per image with the fixed version.
+//!   shows the findings per container and per image with the fixed version;
+//! - a restarted analyzer replays the inventories and takes over the
+//!   published findings without alerting them again.
 
 use std::path::Path;
 use std::process::Command;
@@ -133,18 +135,21 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     let podman_api = PodmanService::start()?;
     let cancel = CancellationToken::new();
 
-    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "brokers = \"{brokers}\"\ngroup = \"vulns-e2e\"\nview = false\n[topics]\npartitions = 3\n\
-             [analysis]\nenabled = false\n\
-             [vulns.image_trust]\ntrusted_repositories = [\"localhost/glasshouse-test\"]\n"
-        ),
-    )?;
+    let analyzer_config = || -> anyhow::Result<glasshouse_analyzer::Config> {
+        Ok(glasshouse_proto::service::parse_config(
+            "test",
+            &format!(
+                "brokers = \"{brokers}\"\ngroup = \"vulns-e2e\"\nview = false\n[topics]\npartitions = 3\n\
+                 [analysis]\nenabled = false\n\
+                 [vulns.image_trust]\ntrusted_repositories = [\"localhost/glasshouse-test\"]\n"
+            ),
+        )?)
+    };
+    let first_cancel = cancel.child_token();
     let analyzer = tokio::spawn(glasshouse_analyzer::run(
-        analyzer_config,
+        analyzer_config()?,
         std::io::sink(),
-        cancel.clone(),
+        first_cancel.clone(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ingest = listener.local_addr()?;
@@ -442,6 +447,48 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     // The vulnerabilities topic is JSON rows a SQL engine can read as they are.
     ensure!(glasshouse_tests::topics::count_messages(&brokers, TOPIC_VULNERABILITIES)? >= 6);
 
+    // A restarted analyzer replays the inventories and takes over the
+    // published findings: after a change of the Alpine container's database
+    // (a package added) its findings stay open with their first-seen time,
+    // and no finding is alerted a second time.
+    let before: Vec<Vulnerability> = of(&rows, &apk_id).into_iter().cloned().collect();
+    first_cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(30), analyzer).await???;
+    let restarted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let second = tokio::spawn(glasshouse_analyzer::run(
+        analyzer_config()?,
+        std::io::sink(),
+        cancel.child_token(),
+    ));
+    podman(&[
+        "exec",
+        &names[1],
+        "sh",
+        "-c",
+        "printf '\\nP:zlib\\nV:1.3-r2\\no:zlib\\n' >> /lib/apk/db/installed",
+    ])?;
+    let rows = wait_rows(&brokers, "alpine findings replayed after the restart", |rows| {
+        let a = of(rows, &apk_id);
+        a.len() == 2 && a.iter().all(|v| v.last_seen_ms >= restarted_ms)
+    })
+    .await?;
+    for (after, before) in of(&rows, &apk_id).iter().zip(&before) {
+        ensure!(
+            after.state == State::Open && after.first_seen_ms == before.first_seen_ms,
+            "{after:#?} was {before:#?}"
+        );
+    }
+    let creates = glasshouse_tests::topics::read_all(&brokers, TOPIC_ALERTS)?
+        .iter()
+        .filter(|d| d.contains("\"class_uid\":2002") && d.contains("\"activity_id\":1,"))
+        .count();
+    ensure!(
+        creates == opened,
+        "{creates} Create alerts after the restart, {opened} before"
+    );
+
     println!(
         "first findings {:.1} s after the containers started; re-evaluation {:.1} s after an import (CLI included)",
         first_findings.as_secs_f64(),
@@ -450,6 +497,6 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), aggregator).await;
-    let _ = tokio::time::timeout(Duration::from_secs(20), analyzer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), second).await;
     Ok(())
 }

@@ -155,6 +155,12 @@ struct Tracked {
     last_seen_ns: i64,
     findings: BTreeMap<String, Vulnerability>,
     untrusted: Option<String>,
+    /// Findings were taken over from before a restart and the inventory
+    /// partition is still being replayed: inventories are kept, not
+    /// evaluated, until [`Matcher::replayed`] says the partition is read
+    /// to its end (then the latest inventory is evaluated against the
+    /// taken-over findings, so only real changes come out).
+    replaying: bool,
 }
 
 /// Containers, their findings and the advisories.
@@ -214,14 +220,24 @@ impl Matcher {
             .check(row.image.as_deref(), row.image_digest.as_deref())
             .map(|u| u.reason);
         let restored = &mut self.restored;
-        let tracked = self.containers.entry(id.clone()).or_insert_with(|| Tracked {
-            partition,
-            row: row.clone(),
-            last_seen_ns: now_ns,
-            findings: restored.remove(&id).unwrap_or_default(),
-            untrusted: None,
+        let tracked = self.containers.entry(id.clone()).or_insert_with(|| {
+            let findings = restored.remove(&id).unwrap_or_default();
+            Tracked {
+                partition,
+                row: row.clone(),
+                last_seen_ns: now_ns,
+                replaying: !findings.is_empty(),
+                findings,
+                untrusted: None,
+            }
         });
         tracked.partition = partition;
+        if tracked.replaying {
+            tracked.untrusted = untrusted;
+            tracked.row = row;
+            tracked.last_seen_ns = now_ns;
+            return out;
+        }
         // Alert once per container and reason (again when the image changed).
         if let Some(reason) = &untrusted
             && tracked.untrusted.as_ref() != Some(reason)
@@ -239,9 +255,31 @@ impl Matcher {
         out
     }
 
-    /// Advisories changed: every container is evaluated again.
+    /// Partition `partition` of the inventory topic is read to its end:
+    /// its containers' latest inventories are evaluated against the
+    /// findings taken over from before the restart.
+    pub fn replayed(&mut self, partition: i32, now_ns: i64) -> Vec<Output> {
+        let ids: Vec<String> = self
+            .containers
+            .iter_mut()
+            .filter(|(_, t)| t.partition == partition && t.replaying)
+            .map(|(id, t)| {
+                t.replaying = false;
+                id.clone()
+            })
+            .collect();
+        ids.iter().flat_map(|id| self.evaluate(id, now_ns)).collect()
+    }
+
+    /// Advisories changed: every container is evaluated again (those still
+    /// replaying once their partition is read: [`Matcher::replayed`]).
     pub fn reevaluate_all(&mut self, now_ns: i64) -> Vec<Output> {
-        let ids: Vec<String> = self.containers.keys().cloned().collect();
+        let ids: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(_, t)| !t.replaying)
+            .map(|(id, _)| id.clone())
+            .collect();
         ids.iter().flat_map(|id| self.evaluate(id, now_ns)).collect()
     }
 
@@ -668,9 +706,27 @@ mod tests {
         let mut after = Matcher::default();
         after.advisories.upsert(dsa);
         after.restore(published.clone());
-        let out = after.inventory(row("c1", vec![libssl]), 2, T0 + 60_000_000_000);
+        // Replayed inventories (an older, vulnerable one too) are history:
+        // nothing is published, nor on an advisory change meanwhile.
+        let fixed = package("Debian:12", "libssl3", "3.0.11-1~deb12u2", Some("openssl"));
+        assert!(
+            after
+                .inventory(row("c1", vec![fixed]), 2, T0 + 60_000_000_000)
+                .is_empty()
+        );
+        assert!(
+            after
+                .inventory(row("c1", vec![libssl]), 2, T0 + 60_000_000_000)
+                .is_empty()
+        );
+        assert!(after.reevaluate_all(T0 + 60_000_000_000).is_empty());
+        assert!(after.replayed(1, T0 + 60_000_000_000).is_empty(), "another partition");
+        // Read to its end: the latest inventory against the taken-over
+        // findings; no alert, first_seen kept.
+        let out = after.replayed(2, T0 + 61_000_000_000);
         assert!(alerts(&out).is_empty(), "{out:?}");
         assert_eq!(rows(&out)[0].first_seen_ms, published[0].first_seen_ms);
+        assert!(after.replayed(2, T0 + 62_000_000_000).is_empty(), "once");
         // Its partition is revoked: forgotten without a word.
         after.revoked(&[1]);
         assert_eq!(after.containers(), 1);

@@ -169,6 +169,8 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // End-of-partition events end a partition's replay (see Matcher::replayed).
+        .set("enable.partition.eof", "true")
         .set("session.timeout.ms", "10000")
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("fetch.wait.max.ms", "100");
@@ -256,6 +258,13 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
                         }
                         Err(error) => tracing::warn!(offset = m.offset(), %error, "undecodable inventory, skipped"),
                     }
+                }
+                Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                    let out = matcher.replayed(partition, now_ns());
+                    if !out.is_empty() {
+                        tracing::info!(partition, changes = out.len(), "inventory partition replayed");
+                    }
+                    publish(&producer, out, &mut pending);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "inventory consumer error, retrying");
