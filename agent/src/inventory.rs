@@ -884,6 +884,71 @@ mod tests {
         assert_eq!(distro(&fs).as_deref(), Some("Debian:12"));
     }
 
+    /// A fake `/proc` whose `PID/root` links point at root directories.
+    fn fake_proc(roots: &[(u32, &Path)]) -> tempfile::TempDir {
+        let proc_root = tempfile::tempdir().unwrap();
+        for (pid, root) in roots {
+            std::fs::create_dir_all(proc_root.path().join(pid.to_string())).unwrap();
+            std::os::unix::fs::symlink(root, proc_root.path().join(pid.to_string()).join("root")).unwrap();
+        }
+        proc_root
+    }
+
+    fn target(id: &str, image_id: &str, pid: u32, dirty: bool) -> Target {
+        let mut c = (*crate::pipeline::tests::container(id)).clone_for_test();
+        c.meta.image_id = Some(image_id.into());
+        Target {
+            container: Arc::new(c),
+            pid,
+            dirty,
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_share_a_scan_changes_rescan_and_unchanged_is_not_resent() {
+        let rootfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(rootfs.path().join("var/lib/dpkg")).unwrap();
+        std::fs::write(rootfs.path().join("var/lib/dpkg/status"), fixture("dpkg/status")).unwrap();
+        let proc_root = fake_proc(&[(10, rootfs.path()), (11, rootfs.path())]);
+        let settings = Settings {
+            interval: Duration::ZERO,
+            resend: Duration::from_secs(3600),
+            npm_lockfiles: vec![],
+            proc_root: proc_root.path().to_owned(),
+        };
+        let mut scanner = Scanner::new(settings, RuntimeClient::new(vec![]));
+        let first = scanner
+            .check(vec![
+                target("a", "sha256:1", 10, false),
+                target("b", "sha256:1", 11, false),
+            ])
+            .await;
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].inventory.packages.len(), 4);
+        assert!(
+            Arc::ptr_eq(&first[0].inventory, &first[1].inventory),
+            "the second replica reuses the scan"
+        );
+        // Nothing changed: checked, not sent again.
+        let again = scanner
+            .check(vec![
+                target("a", "sha256:1", 10, false),
+                target("b", "sha256:1", 11, false),
+            ])
+            .await;
+        assert!(again.is_empty(), "{again:?}");
+        // The database changes: rescanned and sent.
+        let status = fixture("dpkg/status").replace("Version: 12.4+deb12u4", "Version: 12.4+deb12u5");
+        std::fs::write(rootfs.path().join("var/lib/dpkg/status"), status).unwrap();
+        let changed = scanner.check(vec![target("a", "sha256:1", 10, false)]).await;
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].inventory.packages[0].version, "12.4+deb12u5");
+        // A write seen by the file sensor sends it again even when unchanged.
+        assert_eq!(scanner.check(vec![target("a", "sha256:1", 10, true)]).await.len(), 1);
+        // A container whose process is gone is skipped, not an error.
+        assert!(scanner.check(vec![target("c", "sha256:2", 99, false)]).await.is_empty());
+    }
+
     #[test]
     fn package_database_writes_are_recognised() {
         assert!(is_package_db(b"/var/lib/dpkg/status"));

@@ -1288,6 +1288,17 @@ pub(crate) mod tests {
     use crate::procfs::ProcessInfo;
     use glasshouse_proto::v1::ContainerRuntime;
 
+    impl Container {
+        pub(crate) fn clone_for_test(&self) -> Container {
+            Container {
+                key: self.key.clone(),
+                meta: self.meta.clone(),
+                workload_id: self.workload_id.clone(),
+                complete: self.complete,
+            }
+        }
+    }
+
     pub(crate) fn container(id: &str) -> Arc<Container> {
         Arc::new(Container {
             key: ContainerKey {
