@@ -275,7 +275,15 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
                 if advisories_changed {
                     advisories_changed = false;
                     let started = Instant::now();
-                    let out = matcher.reevaluate_all(now_ns());
+                    // CPU-bound (seconds for a large fleet): off the I/O runtime.
+                    let mut taken = std::mem::take(&mut matcher);
+                    let (back, out) = tokio::task::spawn_blocking(move || {
+                        let out = taken.reevaluate_all(now_ns());
+                        (taken, out)
+                    })
+                    .await
+                    .map_err(|e| format!("re-evaluation: {e}"))?;
+                    matcher = back;
                     tracing::info!(
                         advisories = matcher.advisories.len(),
                         containers = matcher.containers(),
