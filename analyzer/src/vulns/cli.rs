@@ -213,7 +213,9 @@ pub fn images_report(rows: &[Vulnerability], filter: &Filter) -> String {
     struct Image {
         containers: std::collections::BTreeSet<String>,
         by_severity: BTreeMap<u8, (String, usize)>,
-        fixes: BTreeMap<String, String>,
+        /// (package, fixed version): containers of one image may have
+        /// diverged (packages installed or upgraded in place).
+        fixes: std::collections::BTreeSet<(String, String)>,
     }
     let mut images: BTreeMap<(String, String), Image> = BTreeMap::new();
     for v in rows.iter().filter(|v| filter.keeps(v) && v.state == State::Open) {
@@ -229,7 +231,7 @@ pub fn images_report(rows: &[Vulnerability], filter: &Filter) -> String {
             .or_insert_with(|| (v.severity.clone(), 0));
         e.1 += 1;
         if let Some(f) = &v.fixed_version {
-            i.fixes.insert(v.package.clone(), f.clone());
+            i.fixes.insert((v.package.clone(), f.clone()));
         }
     }
     if images.is_empty() {
@@ -339,6 +341,23 @@ mod tests {
         assert!(line.starts_with("localhost/app:1"), "{images}");
         assert!(
             line.contains("1 Critical, 1 Low") && line.ends_with("libssl3 3.0.11-1~deb12u2"),
+            "{images}"
+        );
+    }
+
+    #[test]
+    fn diverged_containers_of_one_image_show_every_fix() {
+        let rows = vec![
+            v("c1", "libssl3", "High", Some("3.0.11-1~deb12u2"), State::Open),
+            v("c2", "libssl3", "High", Some("3.1.4-r1"), State::Open),
+        ];
+        let images = images_report(&rows, &Filter::default());
+        assert!(
+            images
+                .lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("libssl3 3.0.11-1~deb12u2, libssl3 3.1.4-r1"),
             "{images}"
         );
     }
