@@ -13,7 +13,10 @@
 //! syscall profile (whatever its number of syscalls) and one per resource
 //! sample. Gaps are not counted: they are small, and the agent bounds them
 //! (one per container and reason per second); a batch may still hold at most
-//! `max_batch_events` of them.
+//! `max_batch_events` of them. Inventories (a container's installed
+//! packages, one row each) are not counted either: at most
+//! `max_batch_events` per batch, [`MAX_PACKAGES`] packages each, strings of
+//! at most 4096 bytes, a known container, a plausible time.
 
 use std::collections::HashMap;
 use std::fmt;
