@@ -117,6 +117,42 @@ pub struct Config {
     /// milliseconds. Default: 5000.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Package inventories of running containers (`[inventory]`).
+    #[serde(default)]
+    pub inventory: InventoryConfig,
+}
+
+/// The `[inventory]` table: installed packages read from each container's
+/// package databases through its root filesystem, for vulnerability matching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// Read inventories. Default: true.
+    pub enabled: bool,
+    /// How often each container's package databases are checked for a
+    /// change (by device, inode, size and mtime), in seconds; a change, or a
+    /// write to a database seen by the file sensor, rescans. Default: 60.
+    pub interval_secs: u64,
+    /// An unchanged inventory is sent again this often, in seconds, so an
+    /// analyzer that restarted learns it back. Default: 3600.
+    pub resend_secs: u64,
+    /// npm lockfiles read when present in a container. Default:
+    /// /app, /usr/src/app, /srv/app, /opt/app, /home/node/app `package-lock.json`.
+    pub npm_lockfiles: Vec<PathBuf>,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            enabled: true,
+            interval_secs: 60,
+            resend_secs: 3600,
+            npm_lockfiles: ["/app", "/usr/src/app", "/srv/app", "/opt/app", "/home/node/app"]
+                .iter()
+                .map(|d| PathBuf::from(d).join("package-lock.json"))
+                .collect(),
+        }
+    }
 }
 
 /// The `sensor` setting.
@@ -245,6 +281,15 @@ impl Validate for Config {
         {
             return Err(("tls.key_file", "cert_file and key_file go together".into()));
         }
+        if self.inventory.interval_secs == 0 || self.inventory.resend_secs < self.inventory.interval_secs {
+            return Err((
+                "inventory.resend_secs",
+                format!(
+                    "interval_secs must be at least 1 and resend_secs at least interval_secs, got {} and {}",
+                    self.inventory.interval_secs, self.inventory.resend_secs
+                ),
+            ));
+        }
         for (field, value) in [
             ("batch_max_events", self.batch_max_events),
             ("max_unacked_batches", self.max_unacked_batches),
@@ -297,6 +342,22 @@ mod tests {
         let text = include_str!("../../deploy/local/agent.toml");
         let c: Config = parse_config("deploy/local/agent.toml", text).unwrap();
         assert!(!c.aggregators.is_empty());
+        assert!(c.inventory.enabled && c.inventory.interval_secs == 60);
+    }
+
+    #[test]
+    fn inventory_intervals_are_checked() {
+        let base = "aggregators = [\"http://127.0.0.1:1\"]\n[inventory]\n";
+        let e = parse_config::<Config>("a.toml", &format!("{base}interval_secs = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inventory.resend_secs") && e.contains("interval_secs must be at least 1"),
+            "{e}"
+        );
+        assert!(parse_config::<Config>("a.toml", &format!("{base}interval_secs = 600\nresend_secs = 60")).is_err());
+        let c: Config = parse_config("a.toml", &format!("{base}npm_lockfiles = [\"/srv/package-lock.json\"]")).unwrap();
+        assert_eq!(c.inventory.npm_lockfiles, [PathBuf::from("/srv/package-lock.json")]);
     }
 
     #[test]

@@ -148,6 +148,28 @@ impl StreamEncoder {
                 arch: std::env::consts::ARCH.to_owned(),
             });
         }
+        for i in &batch.inventories {
+            let container = self.container_ref(&i.container, &mut out);
+            let inv = &i.inventory;
+            out.inventories.push(v1::Inventory {
+                container,
+                time_unix_ns: i.time_unix_ns,
+                image_digest: i.image_digest.clone().unwrap_or_default(),
+                packages: inv
+                    .packages
+                    .iter()
+                    .map(|p| v1::Package {
+                        ecosystem: p.ecosystem.clone(),
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        source_name: p.source_name.clone().unwrap_or_default(),
+                        location: p.location.clone(),
+                    })
+                    .collect(),
+                errors: inv.errors.clone(),
+                distro: inv.distro.clone().unwrap_or_default(),
+            });
+        }
         for g in &batch.gaps {
             let container = g.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
             out.gaps.push(v1::Gap {

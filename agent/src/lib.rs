@@ -21,6 +21,11 @@
 //!   with TCP polled by [`sensor::proc_net`]).
 //! - [`procfs`]: reading processes from `/proc`.
 //! - [`attribute`]: cgroup path → container, for every major runtime.
+//! - [`rootfs`]: reading a container's files from the host without following
+//!   a link out of its root (`openat2` `RESOLVE_IN_ROOT`).
+//! - [`inventory`]: installed packages read from each container's package
+//!   databases (dpkg, apk, rpm sqlite, Python dist-info, npm lockfiles);
+//!   [`sqlite`]: the minimal SQLite table reader it uses for rpm.
 //! - [`runtime`]: container metadata from the Docker-compatible API and the CRI API.
 //! - [`workload`]: workload identity.
 //! - [`sensitive`]: the path prefixes whose writes are reported.
@@ -34,13 +39,16 @@ pub mod budget;
 pub mod client;
 pub mod config;
 pub mod encode;
+pub mod inventory;
 pub mod pipeline;
 pub mod procfs;
 pub mod resources;
+pub mod rootfs;
 pub mod runtime;
 pub mod sensitive;
 pub mod sensor;
 pub mod spool;
+pub mod sqlite;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -158,6 +166,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         .with_rate_limit(config.container_rate_limit)
         .with_budget(budget.clone())
         .with_stats(stats.clone());
+    if config.inventory.enabled {
+        attributor = attributor.with_inventory(inventory::Settings {
+            interval: Duration::from_secs(config.inventory.interval_secs),
+            resend: Duration::from_secs(config.inventory.resend_secs),
+            npm_lockfiles: config.inventory.npm_lockfiles.clone(),
+            proc_root: PathBuf::from("/proc"),
+        });
+    }
     let batcher = Batcher::new(config.batch_max_events, config.batch_max_age());
     // Tasks are named by their tracing span (tokio's task names are unstable).
     let pipeline =

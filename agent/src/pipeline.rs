@@ -133,6 +133,8 @@ pub struct PendingBatch {
     pub syscalls: Vec<SyscallSample>,
     pub resources: Vec<ResourceSample>,
     pub gaps: Vec<Gap>,
+    /// Container inventories (installed packages).
+    pub inventories: Vec<crate::inventory::Record>,
 }
 
 impl PendingBatch {
@@ -144,6 +146,7 @@ impl PendingBatch {
             + self.syscalls.len()
             + self.resources.len()
             + self.gaps.len()
+            + self.inventories.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,6 +194,9 @@ pub struct Attributor {
     /// The sensor's counters, for queue drops.
     stats: Option<Arc<crate::sensor::SensorStats>>,
     queue_drops_seen: u64,
+    /// Package inventories: how, and containers whose databases were written.
+    inventory: Option<crate::inventory::Settings>,
+    inventory_dirty: FastSet<String>,
 }
 
 /// A token bucket: `rate` events per second, bursts of up to two seconds' worth.
@@ -231,6 +237,8 @@ impl Attributor {
             gaps: FastMap::default(),
             stats: None,
             queue_drops_seen: 0,
+            inventory: None,
+            inventory_dirty: FastSet::default(),
         }
     }
 
@@ -365,6 +373,45 @@ impl Attributor {
     pub fn with_sample_interval(mut self, interval: Duration) -> Attributor {
         self.sample_interval = interval;
         self
+    }
+
+    /// Reads each container's installed packages (see [`crate::inventory`]).
+    pub fn with_inventory(mut self, settings: crate::inventory::Settings) -> Attributor {
+        self.inventory = Some(settings);
+        self
+    }
+
+    /// Containers with a live process, for the inventory scanner; clears
+    /// the set of containers whose package databases were written.
+    pub fn inventory_targets(&mut self) -> Vec<crate::inventory::Target> {
+        let dirty = std::mem::take(&mut self.inventory_dirty);
+        self.container_cgroups
+            .iter()
+            .filter_map(|(id, (_, pid))| {
+                let c = self.containers.get(id)?;
+                // Only once the runtime answered: the image decides trust
+                // and the per-image cache.
+                if !c.container.complete {
+                    return None;
+                }
+                Some(crate::inventory::Target {
+                    container: c.container.clone(),
+                    pid: *pid,
+                    dirty: dirty.contains(id),
+                })
+            })
+            .collect()
+    }
+
+    /// Notes a write that may change a container's inventory.
+    fn note_inventory_write(&mut self, e: &FileEvent) {
+        if self.inventory.is_some()
+            && let Some(c) = &e.container
+            && crate::inventory::is_package_db(&e.raw.path)
+            && self.inventory_dirty.len() < MAX_CONTAINERS
+        {
+            self.inventory_dirty.insert(c.key.id.clone());
+        }
     }
 
     /// Attributes one cgroup's syscall counts through the cgroup ids learnt
@@ -1052,6 +1099,7 @@ pub enum Sample {
     Syscalls(SyscallSample),
     Resources(ResourceSample),
     Gap(Gap),
+    Inventory(crate::inventory::Record),
 }
 
 /// Accumulates events into [`PendingBatch`]es.
@@ -1066,6 +1114,7 @@ pub struct Batcher {
     syscalls: Vec<SyscallSample>,
     resources: Vec<ResourceSample>,
     gaps: Vec<Gap>,
+    inventories: Vec<crate::inventory::Record>,
     /// Identical writes → position in `files`.
     file_index: FastMap<FileKey, usize>,
     /// Collapse hash → position in `events` (checked field by field on a
@@ -1087,6 +1136,7 @@ impl Batcher {
             syscalls: Vec::new(),
             resources: Vec::new(),
             gaps: Vec::new(),
+            inventories: Vec::new(),
             file_index: FastMap::default(),
             index: FastMap::default(),
             collapse_state: foldhash::fast::RandomState::default(),
@@ -1149,6 +1199,7 @@ impl Batcher {
             && self.syscalls.is_empty()
             && self.resources.is_empty()
             && self.gaps.is_empty()
+            && self.inventories.is_empty()
     }
 
     /// Adds a syscall or resource sample; returns a batch when this one filled it.
@@ -1158,6 +1209,7 @@ impl Batcher {
             Sample::Syscalls(s) => self.syscalls.push(s),
             Sample::Resources(r) => self.resources.push(r),
             Sample::Gap(g) => self.gaps.push(g),
+            Sample::Inventory(i) => self.inventories.push(i),
         }
         self.full().then(|| self.take())
     }
@@ -1169,6 +1221,7 @@ impl Batcher {
             + self.syscalls.len()
             + self.resources.len()
             + self.gaps.len()
+            + self.inventories.len()
             >= self.max_events
     }
 
@@ -1196,6 +1249,7 @@ impl Batcher {
             syscalls: std::mem::take(&mut self.syscalls),
             resources: std::mem::take(&mut self.resources),
             gaps: std::mem::take(&mut self.gaps),
+            inventories: std::mem::take(&mut self.inventories),
         }
     }
 }
@@ -1220,6 +1274,22 @@ pub async fn run(
     let mut socket_tick = tokio::time::interval(proc_net::POLL_INTERVAL);
     socket_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let polls_sockets = attributor.polls_sockets();
+    // Inventories: a task of their own (file reads go to blocking threads);
+    // targets are offered each tick and skipped while it is busy, results
+    // come back here to be batched.
+    let (inventory_targets, mut inventories, mut inventory_tick) = match attributor.inventory.clone() {
+        Some(settings) => {
+            let (targets_tx, targets_rx) = mpsc::channel(1);
+            let (records_tx, records_rx) = mpsc::channel(64);
+            let tick_every = settings.interval.min(Duration::from_secs(5));
+            let scanner = crate::inventory::Scanner::new(settings, attributor.runtime.clone());
+            tokio::spawn(crate::inventory::run(scanner, targets_rx, records_tx));
+            let mut tick = tokio::time::interval(tick_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (Some(targets_tx), Some(records_rx), Some(tick))
+        }
+        None => (None, None, None),
+    };
     loop {
         for batch in ready.drain(..) {
             if out.send(batch).await.is_err() {
@@ -1233,6 +1303,15 @@ pub async fn run(
                 for r in attributor.sample_resources() {
                     ready.extend(batcher.push_sample(Sample::Resources(r)));
                 }
+            }
+            _ = async { inventory_tick.as_mut()?.tick().await; Some(()) }, if inventory_tick.is_some() => {
+                if let Some(tx) = &inventory_targets {
+                    // Busy with the previous round: skipped (the next tick offers again).
+                    let _ = tx.try_send(attributor.inventory_targets());
+                }
+            }
+            Some(record) = async { inventories.as_mut()?.recv().await }, if inventories.is_some() => {
+                ready.extend(batcher.push_sample(Sample::Inventory(record)));
             }
             _ = gap_tick.tick() => {
                 for g in attributor.take_gaps() {
@@ -1285,6 +1364,7 @@ async fn handle(attributor: &mut Attributor, batcher: &mut Batcher, ready: &mut 
             if let Some(e) = attributor.file(f).await
                 && attributor.admit(e.container.as_ref(), e.raw.time_unix_ns)
             {
+                attributor.note_inventory_write(&e);
                 ready.extend(batcher.push_file(e));
             }
         }
@@ -1316,6 +1396,17 @@ pub(crate) mod tests {
     use super::*;
     use crate::procfs::ProcessInfo;
     use glasshouse_proto::v1::ContainerRuntime;
+
+    impl Container {
+        pub(crate) fn clone_for_test(&self) -> Container {
+            Container {
+                key: self.key.clone(),
+                meta: self.meta.clone(),
+                workload_id: self.workload_id.clone(),
+                complete: self.complete,
+            }
+        }
+    }
 
     pub(crate) fn container(id: &str) -> Arc<Container> {
         Arc::new(Container {

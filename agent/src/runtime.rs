@@ -262,6 +262,24 @@ fn cri_meta(status: cri::ContainerStatus) -> ContainerMeta {
 
 async fn inspect_on(socket: &Path, id: &str) -> Result<ContainerMeta, RuntimeError> {
     let shown = || socket.display().to_string();
+    // `id` is 64 hex digits (checked by attribution), safe in a URL path.
+    let (status, body) = get_on(socket, &format!("/v1.41/containers/{id}/json")).await?;
+    if status != 200 {
+        return Err(RuntimeError::Status {
+            socket: shown(),
+            id: id.to_owned(),
+            status,
+        });
+    }
+    parse_inspect(&body).map_err(|source| RuntimeError::Json {
+        socket: shown(),
+        source,
+    })
+}
+
+/// `GET path` on a Docker-compatible API socket: status and body.
+async fn get_on(socket: &Path, path: &str) -> Result<(u16, Bytes), RuntimeError> {
+    let shown = || socket.display().to_string();
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| RuntimeError::Connect {
@@ -275,12 +293,13 @@ async fn inspect_on(socket: &Path, id: &str) -> Result<ContainerMeta, RuntimeErr
             source,
         })?;
     let conn = tokio::spawn(conn);
-    // `id` is 64 hex digits (checked by attribution), safe in a URL path.
-    let request = hyper::Request::get(format!("/v1.41/containers/{id}/json"))
+    let request = hyper::Request::get(path)
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())
-        // Cannot fail: constant method, a valid path and header.
-        .expect("static request is valid");
+        .map_err(|e| RuntimeError::Body {
+            socket: shown(),
+            message: e.to_string(),
+        })?;
     let response = sender
         .send_request(request)
         .await
@@ -298,17 +317,64 @@ async fn inspect_on(socket: &Path, id: &str) -> Result<ContainerMeta, RuntimeErr
         })?
         .to_bytes();
     conn.abort();
-    if status != 200 {
-        return Err(RuntimeError::Status {
-            socket: shown(),
-            id: id.to_owned(),
-            status,
-        });
+    Ok((status, body))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageInspect {
+    #[serde(default)]
+    repo_digests: Option<Vec<String>>,
+    /// Podman's own field: the manifest digest of the image.
+    #[serde(default)]
+    digest: Option<String>,
+}
+
+/// The manifest digest (`sha256:…`) of an image from a `GET /images/{id}/json`
+/// response: the `RepoDigests` entry of the repository the container was
+/// started from, else the first, else Podman's `Digest`.
+pub fn parse_image_digest(body: &[u8], image: Option<&str>) -> Result<Option<String>, serde_json::Error> {
+    let inspect: ImageInspect = serde_json::from_slice(body)?;
+    let repo = image.map(crate::workload::image_repository);
+    let digests = inspect.repo_digests.unwrap_or_default();
+    let pick = digests
+        .iter()
+        .find(|d| repo.is_some_and(|r| d.split_once('@').is_some_and(|(dr, _)| dr == r)))
+        .or(digests.first())
+        .and_then(|d| d.split_once('@').map(|(_, h)| h.to_owned()))
+        .or(inspect.digest);
+    Ok(pick.filter(|d| d.starts_with("sha256:") && d.len() <= 128))
+}
+
+impl RuntimeClient {
+    /// The manifest digest of an image, from the first Docker-compatible
+    /// socket that knows it (CRI: the image ref of the container is its id).
+    pub async fn image_digest(&self, image_id: &str, image: Option<&str>) -> Result<Option<String>, RuntimeError> {
+        // An id from the runtime, but checked before it goes into a URL path.
+        let id = image_id.trim_start_matches("sha256:");
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut last_error = None;
+        for socket in self.sockets.iter().filter(|s| s.exists()) {
+            match tokio::time::timeout(REQUEST_TIMEOUT, get_on(socket, &format!("/v1.41/images/{id}/json"))).await {
+                Ok(Ok((200, body))) => {
+                    return parse_image_digest(&body, image).map_err(|source| RuntimeError::Json {
+                        socket: socket.display().to_string(),
+                        source,
+                    });
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => last_error = Some(e),
+                Err(_) => {
+                    last_error = Some(RuntimeError::Timeout {
+                        socket: socket.display().to_string(),
+                    })
+                }
+            }
+        }
+        last_error.map_or(Ok(None), Err)
     }
-    parse_inspect(&body).map_err(|source| RuntimeError::Json {
-        socket: shown(),
-        source,
-    })
 }
 
 #[derive(Deserialize)]
@@ -486,5 +552,25 @@ mod tests {
         let m = cri_meta(status);
         assert_eq!(m.name.as_deref(), Some("app"));
         assert_eq!((m.image, m.image_id), (None, None));
+    }
+
+    #[test]
+    fn image_digests_prefer_the_started_repository() {
+        let body = br#"{"Id":"3c44","RepoDigests":["docker.io/library/other@sha256:aaaa","localhost/app@sha256:bbbb"],"Digest":"sha256:cccc"}"#;
+        assert_eq!(
+            parse_image_digest(body, Some("localhost/app:1")).unwrap().as_deref(),
+            Some("sha256:bbbb")
+        );
+        assert_eq!(
+            parse_image_digest(body, Some("x/y:1")).unwrap().as_deref(),
+            Some("sha256:aaaa")
+        );
+        let podman = br#"{"Id":"3c44","RepoDigests":[],"Digest":"sha256:cccc"}"#;
+        assert_eq!(
+            parse_image_digest(podman, None).unwrap().as_deref(),
+            Some("sha256:cccc")
+        );
+        assert_eq!(parse_image_digest(br#"{"Digest":"md5:x"}"#, None).unwrap(), None);
+        assert!(parse_image_digest(b"nope", None).is_err());
     }
 }

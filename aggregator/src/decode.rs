@@ -13,14 +13,25 @@
 //! syscall profile (whatever its number of syscalls) and one per resource
 //! sample. Gaps are not counted: they are small, and the agent bounds them
 //! (one per container and reason per second); a batch may still hold at most
-//! `max_batch_events` of them.
+//! `max_batch_events` of them. Inventories (a container's installed
+//! packages, one row each) are not counted either: at most
+//! `max_batch_events` per batch, [`MAX_PACKAGES`] packages each, strings of
+//! at most 4096 bytes, a known container, a plausible time.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use glasshouse_proto::{file, gaps, network, process, resources, syscalls, v1};
+use glasshouse_proto::{file, gaps, inventory, network, process, resources, syscalls, v1};
+
+/// Most packages in one inventory (a large distribution image holds a few
+/// thousand; language lockfiles add some thousands more).
+pub const MAX_PACKAGES: usize = 100_000;
+/// Most read errors in one inventory.
+const MAX_INVENTORY_ERRORS: usize = 64;
+/// Longest string of an inventory (names, versions, paths, errors).
+const MAX_INVENTORY_STRING: usize = 4096;
 
 /// 2000-01-01 and 2200-01-01 in Unix ns: anything outside is a broken clock or input.
 const MIN_TIME_NS: i64 = 946_684_800_000_000_000;
@@ -150,6 +161,20 @@ pub enum DecodeError {
     /// A gap reports events that were not sent: zero of them is no gap.
     #[error("batch {sequence}, gap {index}: 0 events dropped")]
     EmptyGap { sequence: u64, index: usize },
+    /// Inventories have their own limit (the event limit), packages per
+    /// inventory [`MAX_PACKAGES`].
+    #[error("batch {sequence} has {inventories} inventories, limit is {max}")]
+    TooManyInventories {
+        sequence: u64,
+        inventories: usize,
+        max: u32,
+    },
+    #[error("batch {sequence}, inventory {index}: {reason}")]
+    BadInventory {
+        sequence: u64,
+        index: usize,
+        reason: String,
+    },
     #[error("batch sequence {sequence} is not after {previous}")]
     SequenceNotIncreasing { sequence: u64, previous: u64 },
 }
@@ -183,7 +208,9 @@ impl DecodeError {
             | DecodeError::UnknownGapContainer { sequence, .. }
             | DecodeError::BadGapTimestamp { sequence, .. }
             | DecodeError::ReversedGap { sequence, .. }
-            | DecodeError::EmptyGap { sequence, .. } => Some(*sequence),
+            | DecodeError::EmptyGap { sequence, .. }
+            | DecodeError::TooManyInventories { sequence, .. }
+            | DecodeError::BadInventory { sequence, .. } => Some(*sequence),
             // Not the batch's fault alone: a duplicate or reordered sequence.
             DecodeError::SequenceNotIncreasing { .. } => None,
         }
@@ -227,6 +254,8 @@ pub struct BatchRows {
     pub resources: RowsByWorkload<resources::Row>,
     /// One row per gap.
     pub gaps: RowsByWorkload<gaps::Row>,
+    /// One row per container inventory.
+    pub inventory: RowsByWorkload<inventory::Row>,
 }
 
 impl BatchRows {
@@ -242,6 +271,7 @@ impl BatchRows {
             + count(&self.syscalls)
             + count(&self.resources)
             + count(&self.gaps)
+            + count(&self.inventory)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -314,6 +344,13 @@ impl StreamTables {
             return Err(DecodeError::TooManyGaps {
                 sequence,
                 gaps: batch.gaps.len(),
+                max: self.max_events,
+            });
+        }
+        if batch.inventories.len() > self.max_events as usize {
+            return Err(DecodeError::TooManyInventories {
+                sequence,
+                inventories: batch.inventories.len(),
                 max: self.max_events,
             });
         }
@@ -747,8 +784,93 @@ impl StreamTables {
             };
             push_grouped(&mut out.gaps, &mut groups, workload, row);
         }
+
+        // Inventories: one row each, strings inline and bounded.
+        groups.clear();
+        for (index, inv) in batch.inventories.into_iter().enumerate() {
+            let row = self.inventory_row(sequence, index, inv)?;
+            let workload = row.workload_id.clone();
+            push_grouped(&mut out.inventory, &mut groups, workload, row);
+        }
         self.last_sequence = sequence;
         Ok(out)
+    }
+
+    fn inventory_row(&self, sequence: u64, index: usize, inv: v1::Inventory) -> Result<inventory::Row, DecodeError> {
+        let bad = |reason: String| DecodeError::BadInventory {
+            sequence,
+            index,
+            reason,
+        };
+        let c = match inv.container {
+            0 => return Err(bad("names no container".into())),
+            r => self
+                .containers
+                .get(&r)
+                .ok_or_else(|| bad(format!("unknown container reference {r}")))?,
+        };
+        if !(MIN_TIME_NS..MAX_TIME_NS).contains(&inv.time_unix_ns) {
+            return Err(bad("timestamp out of range".into()));
+        }
+        if inv.packages.len() > MAX_PACKAGES {
+            return Err(bad(format!("{} packages, limit is {MAX_PACKAGES}", inv.packages.len())));
+        }
+        if inv.errors.len() > MAX_INVENTORY_ERRORS {
+            return Err(bad(format!(
+                "{} errors, limit is {MAX_INVENTORY_ERRORS}",
+                inv.errors.len()
+            )));
+        }
+        let text = |what: &str, s: String, required: bool| -> Result<Arc<str>, DecodeError> {
+            if s.len() > MAX_INVENTORY_STRING {
+                return Err(bad(format!("{what} longer than {MAX_INVENTORY_STRING} bytes")));
+            }
+            if required && s.is_empty() {
+                return Err(bad(format!("empty {what}")));
+            }
+            Ok(s.into())
+        };
+        let opt = |what: &str, s: String| -> Result<Option<Arc<str>>, DecodeError> {
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                text(what, s, true).map(Some)
+            }
+        };
+        let packages = inv
+            .packages
+            .into_iter()
+            .map(|p| {
+                Ok(inventory::Package {
+                    ecosystem: text("package ecosystem", p.ecosystem, true)?,
+                    name: text("package name", p.name, true)?,
+                    version: text("package version", p.version, true)?,
+                    source_name: opt("source package", p.source_name)?,
+                    location: text("package location", p.location, true)?,
+                })
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let errors = inv
+            .errors
+            .into_iter()
+            .map(|e| text("error", e, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(inventory::Row {
+            agent_id: self.agent_id.clone(),
+            boot_id: self.boot_id,
+            batch_seq: sequence,
+            host: self.host.clone(),
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+            image: c.image.clone(),
+            image_id: c.image_id.clone(),
+            image_digest: opt("image digest", inv.image_digest)?,
+            workload_id: c.workload_id.clone(),
+            time_unix_ns: inv.time_unix_ns,
+            distro: opt("distro", inv.distro)?,
+            packages,
+            errors,
+        })
     }
 
     /// The container a sample names: never 0 (host processes are not
@@ -926,6 +1048,7 @@ mod tests {
                 },
             ],
             gaps: Vec::new(),
+            inventories: Vec::new(),
         }
     }
 
@@ -1524,5 +1647,76 @@ mod tests {
         b.reset_strings = true;
         b.strings.clear();
         assert!(matches!(t.resolve(b), Err(DecodeError::UnknownContainerString { .. })));
+    }
+
+    fn inventory(container: u32) -> v1::Inventory {
+        v1::Inventory {
+            container,
+            time_unix_ns: 1_700_000_000_500_000_000,
+            image_digest: "sha256:9f86".into(),
+            distro: "Debian:12".into(),
+            packages: vec![v1::Package {
+                ecosystem: "Debian:12".into(),
+                name: "libssl3".into(),
+                version: "3.0.11-1~deb12u1".into(),
+                source_name: "openssl".into(),
+                location: "/var/lib/dpkg/status".into(),
+            }],
+            errors: vec!["/lib/apk/db/installed: not found".into()],
+        }
+    }
+
+    #[test]
+    fn inventories_become_rows_of_their_container() {
+        let mut b = good_batch();
+        b.inventories.push(inventory(1));
+        let out = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap();
+        assert_eq!(out.inventory.len(), 1);
+        let (workload, rows) = &out.inventory[0];
+        assert_eq!(&**workload, "localhost/app");
+        let row = &rows[0];
+        assert_eq!(&*row.container_id, "c0ffee");
+        assert_eq!(row.image.as_deref(), Some("localhost/app:1"));
+        assert_eq!(row.image_digest.as_deref(), Some("sha256:9f86"));
+        assert_eq!(row.distro.as_deref(), Some("Debian:12"));
+        assert_eq!(row.packages.len(), 1);
+        assert_eq!(row.packages[0].source_name.as_deref(), Some("openssl"));
+        assert_eq!(row.errors.len(), 1);
+        assert_eq!(row.batch_seq, 1);
+    }
+
+    #[test]
+    fn bad_inventories_refuse_their_batch_with_the_reason() {
+        let refused = |inv: v1::Inventory| {
+            let mut b = good_batch();
+            b.inventories.push(inv);
+            let e = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap_err();
+            assert_eq!(e.sequence(), Some(1));
+            e.to_string()
+        };
+        assert_eq!(refused(inventory(0)), "batch 1, inventory 0: names no container");
+        assert_eq!(
+            refused(inventory(7)),
+            "batch 1, inventory 0: unknown container reference 7"
+        );
+        let mut empty_name = inventory(1);
+        empty_name.packages[0].name.clear();
+        assert_eq!(refused(empty_name), "batch 1, inventory 0: empty package name");
+        let mut long = inventory(1);
+        long.packages[0].version = "1".repeat(MAX_INVENTORY_STRING + 1);
+        assert!(refused(long).contains("package version longer than 4096 bytes"));
+        let mut many = inventory(1);
+        many.packages = vec![many.packages[0].clone(); MAX_PACKAGES + 1];
+        assert!(refused(many).contains("100001 packages, limit is 100000"));
+        let mut old = inventory(1);
+        old.time_unix_ns = 5;
+        assert!(refused(old).contains("timestamp out of range"));
+        let mut b = good_batch();
+        b.inventories = vec![inventory(1); 101];
+        let e = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::TooManyInventories { inventories: 101, .. }),
+            "{e}"
+        );
     }
 }

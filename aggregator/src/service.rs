@@ -49,7 +49,8 @@ impl StreamError {
             StreamError::Decode(
                 DecodeError::TooManyEvents { .. }
                 | DecodeError::TooManyStrings { .. }
-                | DecodeError::TooManyGaps { .. },
+                | DecodeError::TooManyGaps { .. }
+                | DecodeError::TooManyInventories { .. },
             ) => Code::ResourceExhausted,
             StreamError::Decode(_) => Code::InvalidArgument,
             StreamError::Sink(SinkError::Delivery(_)) | StreamError::ShuttingDown => Code::Unavailable,
@@ -65,7 +66,8 @@ impl StreamError {
             StreamError::Decode(
                 DecodeError::TooManyEvents { .. }
                 | DecodeError::TooManyStrings { .. }
-                | DecodeError::TooManyGaps { .. },
+                | DecodeError::TooManyGaps { .. }
+                | DecodeError::TooManyInventories { .. },
             ) => "too_large",
             StreamError::Decode(
                 DecodeError::BadTimestamp { .. }

@@ -19,7 +19,7 @@ use arrow_schema::ArrowError;
 use futures::future::join_all;
 use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, ipc};
-use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
+use glasshouse_proto::{file, gaps, inventory, network, process, resources, syscalls};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -130,6 +130,7 @@ record_builder!(file, RecordType::File);
 record_builder!(syscalls, RecordType::Syscalls);
 record_builder!(resources, RecordType::Resources);
 record_builder!(gaps, RecordType::Gaps);
+record_builder!(inventory, RecordType::Inventory);
 
 /// The open builders of one record type, one per workload.
 type PerWorkload<B> = HashMap<Arc<str>, B>;
@@ -167,6 +168,7 @@ struct Builders {
     syscalls: PerWorkload<syscalls::Builder>,
     resources: PerWorkload<resources::Builder>,
     gaps: PerWorkload<gaps::Builder>,
+    inventory: PerWorkload<inventory::Builder>,
 }
 
 impl Builders {
@@ -180,6 +182,7 @@ impl Builders {
             syscalls,
             resources,
             gaps,
+            inventory,
         } = rows;
         [
             append_groups(&mut self.process, process),
@@ -188,6 +191,7 @@ impl Builders {
             append_groups(&mut self.syscalls, syscalls),
             append_groups(&mut self.resources, resources),
             append_groups(&mut self.gaps, gaps),
+            append_groups(&mut self.inventory, inventory),
         ]
         .into_iter()
         .fold((0, 0), |(rows, bytes), (r, b)| (rows + r, bytes + b))
@@ -203,6 +207,7 @@ impl Builders {
         finish_all(&mut self.syscalls, &mut out);
         finish_all(&mut self.resources, &mut out);
         finish_all(&mut self.gaps, &mut out);
+        finish_all(&mut self.inventory, &mut out);
         out
     }
 }

@@ -60,6 +60,10 @@ pub struct Config {
     /// Baselines, scoring and alerts (`[analysis]`).
     #[serde(default)]
     pub analysis: Analysis,
+    /// Vulnerability matching and image trust (`[vulns]`, see
+    /// `crate::vulns::service::Config`).
+    #[serde(default)]
+    pub vulns: crate::vulns::service::Config,
 }
 
 /// The `[analysis]` table: how baselines learn and how events are scored.
@@ -229,6 +233,7 @@ impl Validate for Config {
         self.topics.validate()?;
         self.analysis.validate()?;
         self.outputs.validate()?;
+        self.vulns.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
         }

@@ -26,6 +26,8 @@
 //! - [`control`]: operator commands and reading baselines back (CLI).
 //! - [`cli`]: what the `glasshouse` command line prints.
 //! - [`view`]: the live view; [`escape`]: escaping of container-supplied text.
+//! - [`vulns`]: vulnerability matching of container inventories against OSV
+//!   advisories, and image trust (its own task and consumer group).
 
 pub mod baseline;
 pub mod cli;
@@ -40,6 +42,7 @@ pub mod ocsf;
 pub mod outputs;
 pub mod store;
 pub mod view;
+pub mod vulns;
 
 use std::io::Write;
 
@@ -464,6 +467,24 @@ pub async fn run<W: Write + Send>(
         }
         None => None,
     };
+    // Vulnerability matching runs beside the behaviour consumer, on its own
+    // consumer group (see `vulns::service`).
+    let vulns_task = config.vulns.enabled.then(|| {
+        let settings = vulns::service::Settings {
+            brokers: config.brokers.clone(),
+            group: format!("{}-vulns", config.group),
+            instance_id: Some(format!("{}-vulns", config.instance_id)),
+            extra: config.kafka.clone(),
+        };
+        let cancel = cancel.clone();
+        let vulns_config = config.vulns.clone();
+        tokio::spawn(async move {
+            if let Err(error) = vulns::service::run(settings, vulns_config, cancel.clone()).await {
+                tracing::error!(%error, "vulnerability matching stopped");
+                cancel.cancel();
+            }
+        })
+    });
     let stats = if config.analysis.enabled {
         let store = Store::connect(&config.brokers, &config.kafka)
             .await
@@ -499,6 +520,10 @@ pub async fn run<W: Write + Send>(
     };
     if let Some(endpoint) = endpoint {
         endpoint.abort();
+    }
+    if let Some(task) = vulns_task {
+        // It stops on the same cancellation; a bound in case Kafka hangs.
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     tracing::info!(
         messages = stats.messages,

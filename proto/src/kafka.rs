@@ -11,7 +11,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL};
+use crate::record::{
+    RecordType, TOPIC_ADVISORIES, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL, TOPIC_VULNERABILITIES,
+};
 use crate::service::Backoff;
 
 /// How topics are created when missing: the `[topics]` table of the
@@ -86,6 +88,8 @@ pub fn all_topics() -> Vec<(&'static str, bool)> {
     topics.push((TOPIC_ALERTS, false));
     topics.push((TOPIC_BASELINES, true));
     topics.push((TOPIC_CONTROL, false));
+    topics.push((TOPIC_ADVISORIES, true));
+    topics.push((TOPIC_VULNERABILITIES, true));
     topics
 }
 
@@ -216,6 +220,8 @@ mod tests {
         assert!(topics.contains(&("glasshouse.gaps", false)));
         assert!(topics.contains(&(TOPIC_ALERTS, false)) && topics.contains(&(TOPIC_BASELINES, true)));
         assert!(topics.contains(&(TOPIC_CONTROL, false)));
-        assert_eq!(topics.len(), RecordType::ALL.len() + 3);
+        assert!(topics.contains(&(TOPIC_ADVISORIES, true)) && topics.contains(&(TOPIC_VULNERABILITIES, true)));
+        assert!(topics.contains(&("glasshouse.inventory", false)));
+        assert_eq!(topics.len(), RecordType::ALL.len() + 5);
     }
 }

@@ -17,6 +17,8 @@
 //!   syscall names).
 //! - [`resources`]: the same for per-container resource samples.
 //! - [`gaps`]: the same for gaps: events the agent knows it did not report.
+//! - [`inventory`]: the same for container package inventories (lists of
+//!   packages per container).
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
 //! - [`metadata`]: gRPC metadata keys of the ingest stream.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
@@ -25,6 +27,7 @@
 
 pub mod file;
 pub mod gaps;
+pub mod inventory;
 pub mod ipc;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -19,6 +19,13 @@ pub const TOPIC_BASELINES: &str = "glasshouse.baselines";
 /// baseline), JSON keyed by workload id: the analyzer that owns the
 /// workload's partition applies them.
 pub const TOPIC_CONTROL: &str = "glasshouse.control";
+/// Compacted topic of OSV advisories (JSON), keyed by advisory id: what
+/// `glasshouse vulns import` publishes and every analyzer instance reads in
+/// full, so all of them match against the same advisories.
+pub const TOPIC_ADVISORIES: &str = "glasshouse.advisories";
+/// Compacted topic of the current vulnerability findings (JSON, one per
+/// container × package × advisory, keyed so), `open` or `resolved`.
+pub const TOPIC_VULNERABILITIES: &str = "glasshouse.vulnerabilities";
 
 /// The kinds of telemetry record, one Kafka topic each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,10 +37,11 @@ pub enum RecordType {
     Resources,
     Gaps,
     Containers,
+    Inventory,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 7] = [
+    pub const ALL: [RecordType; 8] = [
         RecordType::Process,
         RecordType::Network,
         RecordType::File,
@@ -41,6 +49,7 @@ impl RecordType {
         RecordType::Resources,
         RecordType::Gaps,
         RecordType::Containers,
+        RecordType::Inventory,
     ];
 
     /// Name used in headers and logs.
@@ -53,6 +62,7 @@ impl RecordType {
             RecordType::Resources => "resources",
             RecordType::Gaps => "gaps",
             RecordType::Containers => "containers",
+            RecordType::Inventory => "inventory",
         }
     }
 
@@ -66,6 +76,7 @@ impl RecordType {
             RecordType::Resources => "glasshouse.resources",
             RecordType::Gaps => "glasshouse.gaps",
             RecordType::Containers => "glasshouse.containers",
+            RecordType::Inventory => "glasshouse.inventory",
         }
     }
 

@@ -958,39 +958,54 @@ pub mod topics {
 
     /// Every message now in `topic`, read to its end (values as text).
     pub fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+        Ok(read_all_bytes(brokers, topic)?
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect())
+    }
+
+    /// Every message now in `topic`, read to its end (values as bytes, e.g.
+    /// Arrow IPC). The end is where each partition reports end-of-partition,
+    /// not the high watermark: tansu 0.6 reports a high watermark of the
+    /// last record *batch*'s base offset + 1, so a watermark-bounded read
+    /// misses the other records of the last batch.
+    pub fn read_all_bytes(brokers: &str, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         use rdkafka::consumer::BaseConsumer;
+        use rdkafka::error::KafkaError;
         use rdkafka::{Offset, TopicPartitionList};
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "read-all")
             .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
             .create()?;
         let timeout = Duration::from_secs(10);
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
         let t = metadata.topics().first().context("no metadata")?;
         let mut tpl = TopicPartitionList::new();
-        let mut left = 0;
+        let mut open: std::collections::HashSet<i32> = std::collections::HashSet::new();
         for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-            if high > low {
-                tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-                left += high - low;
-            }
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            open.insert(p.id());
         }
         let mut out = Vec::new();
-        if left == 0 {
+        if open.is_empty() {
             return Ok(out);
         }
         consumer.assign(&tpl)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while (out.len() as i64) < left {
+        while !open.is_empty() {
             ensure!(
                 Instant::now() < deadline,
-                "read {} of {left} messages of {topic}",
+                "read {} messages of {topic}, partitions {open:?} not at their end",
                 out.len()
             );
-            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                out.push(String::from_utf8_lossy(m?.payload().unwrap_or_default()).into_owned());
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(m) => out.push(m?.payload().unwrap_or_default().to_vec()),
             }
         }
         Ok(out)

@@ -49,6 +49,42 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Vulnerabilities of the running containers (`glasshouse.vulnerabilities`)
+    /// and the advisories they are matched against.
+    Vulns {
+        #[command(subcommand)]
+        command: VulnsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VulnsCommand {
+    /// Findings per container, worst first, with the version that fixes each.
+    List {
+        /// Only this container (id, id prefix or name).
+        #[arg(long)]
+        container: Option<String>,
+        /// Only containers of this image (reference or digest, or a prefix).
+        #[arg(long)]
+        image: Option<String>,
+        /// Resolved findings too.
+        #[arg(long)]
+        all: bool,
+        /// One JSON row per line (ASCII-only) instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per image and digest: containers, open findings by severity, upgrades.
+    Images {
+        /// Only this image (reference or digest, or a prefix).
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Import OSV advisories (a file, a directory of an extracted osv.dev
+    /// dump, or an http:// URL) for every analyzer: they are written to the
+    /// compacted `glasshouse.advisories`, and each analyzer re-evaluates
+    /// every container it owns.
+    Import { source: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +202,55 @@ async fn main() {
             BaselinesCommand::Unlock { workload } => send_command(&brokers, &workload, "unlock", None).await,
             BaselinesCommand::Reset { workload } => send_command(&brokers, &workload, "reset", None).await,
         },
+        Command::Vulns { command } => {
+            use glasshouse_analyzer::vulns::cli as vulns;
+            let read = || {
+                let brokers = brokers.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || vulns::read(&brokers)).await {
+                        Ok(Ok(rows)) => rows,
+                        Ok(Err(e)) => fail(e),
+                        Err(e) => fail(e.to_string()),
+                    }
+                }
+            };
+            match command {
+                VulnsCommand::List {
+                    container,
+                    image,
+                    all,
+                    json,
+                } => {
+                    let filter = vulns::Filter { container, image, all };
+                    let rows = read().await;
+                    if json {
+                        for r in rows.iter().filter(|r| filter.keeps(r)) {
+                            let line = serde_json::to_string(r).unwrap_or_else(|e| fail(e.to_string()));
+                            println!("{}", cli::ascii_json(&line));
+                        }
+                    } else {
+                        print!("{}", vulns::containers_report(&rows, &filter));
+                    }
+                }
+                VulnsCommand::Images { image } => {
+                    let filter = vulns::Filter {
+                        image,
+                        ..vulns::Filter::default()
+                    };
+                    print!("{}", vulns::images_report(&read().await, &filter));
+                }
+                VulnsCommand::Import { source } => {
+                    let advisories = vulns::load(&source).await.unwrap_or_else(|e| fail(e));
+                    vulns::publish(&brokers, &advisories).await.unwrap_or_else(|e| fail(e));
+                    println!(
+                        "imported {} advisories from {} to {}",
+                        advisories.len(),
+                        glasshouse_analyzer::escape::terminal(&source),
+                        glasshouse_proto::record::TOPIC_ADVISORIES
+                    );
+                }
+            }
+        }
         Command::Containers { analyzer, token_file } => {
             let token = token_file.map(|f| {
                 std::fs::read_to_string(&f)

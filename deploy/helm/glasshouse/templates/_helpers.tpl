@@ -33,10 +33,13 @@ glasshouse.file: telemetry
 glasshouse.syscalls: telemetry
 glasshouse.resources: telemetry
 glasshouse.gaps: telemetry
+glasshouse.inventory: telemetry
 glasshouse.containers: compacted
 glasshouse.alerts: alerts
 glasshouse.baselines: compacted
 glasshouse.control: telemetry
+glasshouse.advisories: compacted
+glasshouse.vulnerabilities: compacted
 {{- end }}
 
 {{/* imagePullSecrets of a pod spec. */}}
