@@ -463,6 +463,7 @@ impl Lake {
         Some(Arc::new(LakeTable {
             lake: self.clone(),
             table: t,
+            listing: Mutex::new(None),
         }))
     }
 
@@ -477,6 +478,32 @@ impl Lake {
 pub struct LakeTable {
     lake: Arc<Lake>,
     table: Arc<Table>,
+    /// The Parquet side of the last scan, reused while the file list is the
+    /// same (until a flush, compaction or expiry): it keeps the files'
+    /// statistics, so a query does not read every footer again.
+    listing: Mutex<Option<(Vec<FileEntry>, Arc<ListingTable>)>>,
+}
+
+impl LakeTable {
+    fn listing(&self, files: &[FileEntry]) -> DfResult<Arc<ListingTable>> {
+        let mut cached = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((f, t)) = cached.as_ref()
+            && f.as_slice() == files
+        {
+            return Ok(t.clone());
+        }
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(self.lake.url_of(&f.path)))
+            .collect::<DfResult<Vec<_>>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(self.table.schema.clone());
+        let table = Arc::new(ListingTable::try_new(config)?);
+        *cached = Some((files.to_vec(), table.clone()));
+        Ok(table)
+    }
 }
 
 #[async_trait]
@@ -507,15 +534,7 @@ impl TableProvider for LakeTable {
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
         if !files.is_empty() {
-            let urls = files
-                .iter()
-                .map(|f| ListingTableUrl::parse(self.lake.url_of(&f.path)))
-                .collect::<DfResult<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(self.table.schema.clone());
-            let listing = ListingTable::try_new(config)?;
+            let listing = self.listing(&files)?;
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
         if !tail.is_empty() || inputs.is_empty() {
