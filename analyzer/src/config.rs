@@ -64,6 +64,12 @@ pub struct Config {
     /// `crate::vulns::service::Config`).
     #[serde(default)]
     pub vulns: crate::vulns::service::Config,
+    /// The telemetry lake (`[lake]`, see `glasshouse_lake::config`). Default: off.
+    #[serde(default)]
+    pub lake: glasshouse_lake::config::LakeConfig,
+    /// The SQL front doors (`[sql]`, see `glasshouse_lake::config`). Default: off.
+    #[serde(default)]
+    pub sql: glasshouse_lake::config::SqlConfig,
 }
 
 /// The `[analysis]` table: how baselines learn and how events are scored.
@@ -234,6 +240,8 @@ impl Validate for Config {
         self.analysis.validate()?;
         self.outputs.validate()?;
         self.vulns.validate()?;
+        self.lake.validate().map_err(|e| ("lake", e))?;
+        self.sql.validate(&self.lake).map_err(|e| ("sql", e))?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
         }
@@ -276,6 +284,37 @@ mod tests {
         )
         .unwrap();
         assert!(c.view);
+        assert!(c.lake.enabled && c.sql.enabled());
+        assert_eq!(c.sql.pg_listen.map(|a| a.port()), Some(5433));
+    }
+
+    #[test]
+    fn lake_and_sql_are_checked() {
+        let c: Config = parse_config("a.toml", "").unwrap();
+        assert!(!c.lake.enabled && !c.sql.enabled(), "off by default");
+        let e = parse_config::<Config>("a.toml", "[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sql") && e.contains("lake.enabled"), "{e}");
+        let e = parse_config::<Config>(
+            "a.toml",
+            "[lake]\nenabled = true\n[sql]\nflight_listen = \"127.0.0.1:1\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("password_file"), "{e}");
+        let e = parse_config::<Config>("a.toml", "[lake]\nenabled = true\nlocation = \"gs://b/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lake") && e.contains("s3://"), "{e}");
+        let e = parse_config::<Config>("a.toml", "[lake]\nflush_rows = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flush_rows"), "{e}");
+        let e = parse_config::<Config>("a.toml", "[sql]\nport = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,9 @@
 //! - [`finding`], [`ocsf`]: findings and their OCSF 1.8 JSON.
 //! - [`store`]: alerts and baseline snapshots in Kafka.
 //! - [`control`]: operator commands and reading baselines back (CLI).
-//! - [`cli`]: what the `glasshouse` command line prints.
+//! - [`cli`]: what the `glasshouse` command line prints; [`sql`]: `glasshouse sql`.
+//! - The telemetry lake and the SQL front doors are the `glasshouse-lake`
+//!   crate (`analyzer/lake`), started by [`run`] when `[lake]` is enabled.
 //! - [`view`]: the live view; [`escape`]: escaping of container-supplied text.
 //! - [`vulns`]: vulnerability matching of container inventories against OSV
 //!   advisories, and image trust (its own task and consumer group).
@@ -40,6 +42,7 @@ pub mod features;
 pub mod finding;
 pub mod ocsf;
 pub mod outputs;
+pub mod sql;
 pub mod store;
 pub mod view;
 pub mod vulns;
@@ -72,6 +75,8 @@ pub enum AnalyzerError {
     Store(String),
     #[error(transparent)]
     Metrics(std::io::Error),
+    #[error("lake and sql")]
+    Lake(#[from] glasshouse_lake::service::ServiceError),
 }
 
 struct Shower<W: Write> {
@@ -428,6 +433,25 @@ pub async fn run<W: Write + Send>(
     let shower = Shower {
         view: config.view.then(|| View::new(out)),
     };
+    // The lake writer and SQL front doors (`[lake]`, `[sql]`) run beside the
+    // analysis; a fatal error of theirs stops the analyzer too.
+    let lake = config.lake.enabled.then(|| {
+        let settings = glasshouse_lake::service::Settings {
+            lake: config.lake.clone(),
+            sql: config.sql.clone(),
+            brokers: config.brokers.clone(),
+            kafka: config.kafka.clone(),
+            instance_id: config.instance_id.clone(),
+        };
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let result = glasshouse_lake::service::run(settings, cancel.clone()).await;
+            if result.is_err() {
+                cancel.cancel();
+            }
+            result
+        })
+    });
     let settings = ConsumerSettings {
         brokers: config.brokers.clone(),
         group: config.group.clone(),
@@ -521,9 +545,17 @@ pub async fn run<W: Write + Send>(
     if let Some(endpoint) = endpoint {
         endpoint.abort();
     }
+    // The analysis ended: the tasks beside it stop too.
+    cancel.cancel();
     if let Some(task) = vulns_task {
-        // It stops on the same cancellation; a bound in case Kafka hangs.
+        // A bound in case Kafka hangs.
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    if let Some(lake) = lake {
+        match lake.await {
+            Ok(result) => result?,
+            Err(e) => tracing::warn!(error = %e, "lake task ended abnormally"),
+        }
     }
     tracing::info!(
         messages = stats.messages,

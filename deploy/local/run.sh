@@ -76,7 +76,12 @@ setsid "$BIN/glasshouse-aggregator" --config "$REPO/deploy/local/aggregator.toml
 PIDS[aggregator]=$!
 wait_port 50051 aggregator
 
-setsid "$BIN/glasshouse-analyzer" --config "$REPO/deploy/local/analyzer.toml" 2>"$LOGS/analyzer.log" &
+# The SQL front doors' password (and Flight SQL token), made once.
+if [[ ! -s "$STATE/sql-password" ]]; then
+  (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE/sql-password")
+fi
+# In the state directory: the lake and the password file are relative to it.
+(cd "$STATE" && exec setsid "$BIN/glasshouse-analyzer" --config "$REPO/deploy/local/analyzer.toml") 2>"$LOGS/analyzer.log" &
 PIDS[analyzer]=$!
 
 setsid "$BIN/glasshouse-agent" --config "$REPO/deploy/local/agent.toml" 2>"$LOGS/agent.log" &
@@ -85,6 +90,9 @@ PIDS[agent]=$!
 cat >&2 <<MSG
 ==> Glasshouse is running: broker 127.0.0.1:9092, aggregator 127.0.0.1:50051, analyzer, agent.
     Logs: $LOGS/{broker,aggregator,analyzer,agent}.log
+    SQL over the telemetry (lake in $STATE/lake), password in $STATE/sql-password:
+      PGPASSWORD=\$(cat $STATE/sql-password) psql -h 127.0.0.1 -p 5433 -U glasshouse glasshouse
+      $BIN/glasshouse sql --token-file $STATE/sql-password "SELECT * FROM containers"
     Try, in another terminal:
       podman run --rm localhost/glasshouse-test:latest /bin/sh -c 'id; ls /; cat /etc/passwd'
     Containers and what they execute appear below. Ctrl-C stops everything.

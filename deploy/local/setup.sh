@@ -80,6 +80,13 @@ if ! python3 -c 'import ocsf_json_schema, jsonschema' 2>/dev/null; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
     'ocsf-json-schema==1.2.0' 'jsonschema>=4.18,<5'
 fi
+# SQL front-door clients of the tests (tests/sql/*.py): psycopg for the
+# PostgreSQL wire protocol, the ADBC Flight SQL driver with pyarrow.
+if ! python3 -c 'import psycopg, adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/null; then
+  say "installing python packages: psycopg[binary] adbc-driver-flightsql pyarrow"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
+    'psycopg[binary]==3.3.9' 'adbc-driver-flightsql==1.13.0' 'adbc-driver-manager==1.13.0' 'pyarrow==26.0.1'
+fi
 
 # 6. Deploy tests (tests/tests/deploy_*.rs): systemd-analyze for the units in
 #    deploy/systemd, the PyPI validator with offline Kubernetes schemas, and helm.

@@ -347,7 +347,12 @@ impl Stack {
             "analyzer.toml",
             &format!(
                 "{}\n{analysis}",
+                // Without the local stack's lake and SQL sections (their
+                // password file lives in the stack's state directory).
                 local("analyzer.toml")?
+                    .split("\n# The telemetry lake and SQL")
+                    .next()
+                    .unwrap_or_default()
                     .replace("127.0.0.1:9092", &brokers)
                     .replace("view = true", "view = false")
             ),

@@ -55,6 +55,29 @@ enum Command {
         #[command(subcommand)]
         command: VulnsCommand,
     },
+    /// Run a read-only SQL query over the telemetry lake, through an
+    /// analyzer's Flight SQL front door (`[sql] flight_listen`).
+    Sql {
+        /// The query, e.g. "SELECT workload_id, count(*) FROM process_events GROUP BY 1".
+        query: String,
+        /// Flight SQL endpoint of an analyzer.
+        #[arg(long, default_value = "http://127.0.0.1:50052")]
+        flight: String,
+        /// File whose first line is the bearer token (`[sql] password_file`);
+        /// without it, the GLASSHOUSE_SQL_TOKEN environment variable.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Output: an aligned table, CSV or JSON Lines.
+        #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+        format: SqlFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SqlFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +291,29 @@ async fn main() {
             }
             rows.sort_by(|a, b| b.score.total_cmp(&a.score));
             print!("{}", cli::containers_table(&rows));
+        }
+        Command::Sql {
+            query,
+            flight,
+            token_file,
+            format,
+        } => {
+            let token = match token_file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map(|t| t.lines().next().unwrap_or("").trim().to_owned())
+                    .unwrap_or_else(|e| fail(format!("reading {}: {e}", path.display()))),
+                None => std::env::var("GLASSHOUSE_SQL_TOKEN")
+                    .unwrap_or_else(|_| fail("no token: --token-file FILE or GLASSHOUSE_SQL_TOKEN".into())),
+            };
+            let style = match format {
+                SqlFormat::Table => glasshouse_lake::output::Style::Table,
+                SqlFormat::Csv => glasshouse_lake::output::Style::Csv,
+                SqlFormat::Json => glasshouse_lake::output::Style::Json,
+            };
+            match glasshouse_analyzer::sql::query(&flight, &token, &query, style).await {
+                Ok(text) => print!("{text}"),
+                Err(e) => fail(e),
+            }
         }
     }
 }

@@ -1,0 +1,357 @@
+//! The PostgreSQL wire protocol front door (`psql`, psycopg, any libpq or
+//! JDBC client), on pgwire: simple and extended query protocols, MD5
+//! password authentication, results typed (integers, floats, booleans,
+//! text, `timestamptz`; unsigned 64-bit integers as `numeric`; lists as
+//! JSON text). Errors carry a SQLSTATE and the engine's message; the
+//! connection and the server keep serving.
+//!
+//! No TLS: listen on loopback or a private network, or put a TLS proxy in
+//! front (MD5 keeps the password off the wire, not the data).
+
+use std::fmt::Debug;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, TimeUnit, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::stream;
+use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::engine::{Engine, Planned, QueryError};
+
+/// Credentials of the front door.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// Serves the PostgreSQL wire protocol on `listener` until `cancel`.
+pub async fn serve(listener: TcpListener, engine: Engine, credentials: Credentials, cancel: CancellationToken) {
+    let local = listener.local_addr().ok();
+    info!(listen = ?local, user = %credentials.user, "sql: postgresql wire protocol serving");
+    let backend = Arc::new(Backend {
+        engine: engine.clone(),
+        parser: Arc::new(Parser { engine }),
+    });
+    let handlers = Arc::new(Handlers {
+        backend,
+        credentials: Arc::new(credentials),
+    });
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = cancel.cancelled() => break,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let h = handlers.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                        debug!(%peer, error = %e, "sql: postgresql connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "sql: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    info!(listen = ?local, "sql: postgresql wire protocol stopped");
+}
+
+/// Binds `addr` and serves on it.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[derive(Debug)]
+struct Handlers {
+    backend: Arc<Backend>,
+    credentials: Arc<Credentials>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.backend.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.backend.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = format!("16.0 (glasshouse {})", env!("CARGO_PKG_VERSION"));
+        Arc::new(Md5PasswordAuthStartupHandler::new(
+            Arc::new(Auth {
+                credentials: self.credentials.clone(),
+            }),
+            Arc::new(parameters),
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct Auth {
+    credentials: Arc<Credentials>,
+}
+
+#[async_trait]
+#[expect(
+    elided_lifetimes_in_paths,
+    reason = "the signature must match pgwire's async_trait declaration"
+)]
+impl AuthSource for Auth {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let salt = random_salt();
+        let user = login.user().unwrap_or_default();
+        // Another user gets a password nobody knows: refused like a wrong password.
+        let password = if user == self.credentials.user {
+            self.credentials.password.clone()
+        } else {
+            format!("{:x}{:x}", random_u64(), random_u64())
+        };
+        let hashed = hash_md5_password(user, &password, &salt);
+        Ok(Password::new(Some(salt.to_vec()), hashed.into_bytes()))
+    }
+}
+
+fn random_u64() -> u64 {
+    // std's RandomState is seeded from the OS per instance.
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+fn random_salt() -> [u8; 4] {
+    let r = random_u64().to_le_bytes();
+    [r[0], r[1], r[2], r[3]]
+}
+
+#[derive(Debug)]
+struct Backend {
+    engine: Engine,
+    parser: Arc<Parser>,
+}
+
+/// Parses (plans) statements of the extended protocol.
+#[derive(Debug)]
+struct Parser {
+    engine: Engine,
+}
+
+fn user_error(e: &QueryError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        e.sqlstate().into(),
+        e.to_string(),
+    )))
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Arc<Planned>;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Arc<Planned>>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let planned = self.engine.plan(sql).await.map_err(|e| user_error(&e))?;
+        Ok(Some(Arc::new(planned)))
+    }
+
+    fn get_parameter_types(&self, _stmt: &Arc<Planned>) -> PgWireResult<Vec<Type>> {
+        Ok(Vec::new())
+    }
+
+    fn get_result_schema(&self, stmt: &Arc<Planned>, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(fields(&stmt.schema, format))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Backend {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let (schema, batches) = self.engine.query(query).await.map_err(|e| user_error(&e))?;
+        Ok(vec![response(&schema, &batches, None)?])
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Backend {
+    type Statement = Arc<Planned>;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Arc<Planned>>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + pgwire::api::ClientPortalStore
+            + futures::Sink<pgwire::messages::PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: pgwire::api::store::PortalStore<Statement = Arc<Planned>>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+    {
+        if portal.parameter_len() > 0 {
+            return Err(user_error(&QueryError::Invalid(
+                "query parameters are not supported".into(),
+            )));
+        }
+        let planned = &portal.statement.statement;
+        let batches = self.engine.execute(planned).await.map_err(|e| user_error(&e))?;
+        response(&planned.schema, &batches, Some(&portal.result_column_format))
+    }
+}
+
+/// The PostgreSQL type a column is sent as, and whether it is always sent
+/// as text (types we encode only in text form).
+fn pg_type(t: &DataType) -> (Type, bool) {
+    match t {
+        DataType::Boolean => (Type::BOOL, false),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => (Type::INT2, false),
+        DataType::Int32 | DataType::UInt16 => (Type::INT4, false),
+        DataType::Int64 | DataType::UInt32 => (Type::INT8, false),
+        DataType::UInt64 | DataType::Decimal128(..) | DataType::Decimal256(..) => (Type::NUMERIC, true),
+        DataType::Float16 | DataType::Float32 => (Type::FLOAT4, false),
+        DataType::Float64 => (Type::FLOAT8, false),
+        DataType::Timestamp(_, Some(_)) => (Type::TIMESTAMPTZ, false),
+        DataType::Timestamp(_, None) => (Type::TIMESTAMP, false),
+        _ => (Type::TEXT, true),
+    }
+}
+
+fn fields(schema: &SchemaRef, format: Option<&Format>) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (t, text_only) = pg_type(f.data_type());
+            let fmt = match format {
+                Some(fmt) if !text_only => fmt.format_for(i),
+                _ => FieldFormat::Text,
+            };
+            FieldInfo::new(f.name().clone(), None, None, t, fmt)
+        })
+        .collect()
+}
+
+fn response(schema: &SchemaRef, batches: &[RecordBatch], format: Option<&Format>) -> PgWireResult<Response> {
+    let fields = Arc::new(fields(schema, format));
+    let mut rows: Vec<PgWireResult<DataRow>> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let options = FormatOptions::default();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        for row in 0..batch.num_rows() {
+            for (c, column) in batch.columns().iter().enumerate() {
+                encode(&mut encoder, column.as_ref(), row, &formatters[c])?;
+            }
+            rows.push(Ok(encoder.take_row()));
+        }
+    }
+    Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+}
+
+fn encode(encoder: &mut DataRowEncoder, a: &dyn Array, row: usize, text: &ArrayFormatter<'_>) -> PgWireResult<()> {
+    if a.is_null(row) {
+        return encoder.encode_field(&None::<i64>);
+    }
+    match a.data_type() {
+        DataType::Boolean => encoder.encode_field(&a.as_boolean().value(row)),
+        DataType::Int8 => encoder.encode_field(&i16::from(a.as_primitive::<Int8Type>().value(row))),
+        DataType::Int16 => encoder.encode_field(&a.as_primitive::<Int16Type>().value(row)),
+        DataType::UInt8 => encoder.encode_field(&i16::from(a.as_primitive::<UInt8Type>().value(row))),
+        DataType::Int32 => encoder.encode_field(&a.as_primitive::<Int32Type>().value(row)),
+        DataType::UInt16 => encoder.encode_field(&i32::from(a.as_primitive::<UInt16Type>().value(row))),
+        DataType::Int64 => encoder.encode_field(&a.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt32 => encoder.encode_field(&i64::from(a.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt64 => encoder.encode_field(&a.as_primitive::<UInt64Type>().value(row).to_string()),
+        DataType::Float32 => encoder.encode_field(&a.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => encoder.encode_field(&a.as_primitive::<Float64Type>().value(row)),
+        DataType::Timestamp(unit, tz) => {
+            let v = match unit {
+                TimeUnit::Second => {
+                    a.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>()
+                        .value(row)
+                        * 1_000_000_000
+                }
+                TimeUnit::Millisecond => {
+                    a.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                        .value(row)
+                        * 1_000_000
+                }
+                TimeUnit::Microsecond => {
+                    a.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                        .value(row)
+                        * 1_000
+                }
+                TimeUnit::Nanosecond => a
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+                    .value(row),
+            };
+            let t = chrono::DateTime::from_timestamp_nanos(v);
+            if tz.is_some() {
+                encoder.encode_field(&t)
+            } else {
+                encoder.encode_field(&t.naive_utc())
+            }
+        }
+        DataType::Utf8 => encoder.encode_field(&a.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => encoder.encode_field(&a.as_string::<i64>().value(row)),
+        DataType::Utf8View => encoder.encode_field(&a.as_string_view().value(row)),
+        DataType::List(_) | DataType::LargeList(_) => {
+            // Lists (argv) as a JSON array of their items' text.
+            let list = datafusion::arrow::array::cast::as_generic_list_array::<i32>;
+            let items: Vec<String> = match a.data_type() {
+                DataType::List(_) => {
+                    let l = list(a).value(row);
+                    let opts = FormatOptions::default();
+                    let f =
+                        ArrayFormatter::try_new(l.as_ref(), &opts).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                    (0..l.len()).map(|i| f.value(i).to_string()).collect()
+                }
+                _ => vec![text.value(row).to_string()],
+            };
+            let json = serde_json::to_string(&items).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            encoder.encode_field(&json)
+        }
+        _ => encoder.encode_field(&text.value(row).to_string()),
+    }
+}

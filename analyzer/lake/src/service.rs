@@ -1,0 +1,128 @@
+//! Starts what `[lake]` and `[sql]` ask for: the lake writer and the front
+//! doors, all stopped by one cancellation token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{LakeConfig, SqlConfig};
+use crate::engine::{Engine, Limits};
+use crate::lake::Lake;
+use crate::{flight, pg, writer};
+
+/// Why the lake or SQL could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("lake")]
+    Lake(#[from] crate::lake::LakeError),
+    #[error("sql engine")]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("sql: cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lake writer")]
+    Writer(#[from] writer::WriterError),
+    #[error("flight sql server")]
+    Flight(#[from] tonic::transport::Error),
+}
+
+/// Everything the lake and SQL need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lake: LakeConfig,
+    pub sql: SqlConfig,
+    pub brokers: String,
+    /// Extra librdkafka properties.
+    pub kafka: BTreeMap<String, String>,
+    /// Names the Parquet files this instance writes.
+    pub instance_id: String,
+}
+
+/// Runs the lake writer and the configured front doors until `cancel`
+/// (or the first of them fails, which cancels the rest).
+pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), ServiceError> {
+    settings.lake.validate().map_err(ServiceError::Config)?;
+    settings.sql.validate(&settings.lake).map_err(ServiceError::Config)?;
+    if !settings.lake.enabled {
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(settings.sql.query_timeout_secs);
+    let lake = Arc::new(Lake::open(&settings.lake, &settings.instance_id, timeout + Duration::from_secs(60)).await?);
+    info!(location = %settings.lake.location, "lake open");
+    let cancel = cancel.child_token();
+    let mut tasks: JoinSet<Result<(), ServiceError>> = JoinSet::new();
+    {
+        let lake = lake.clone();
+        let ws = writer::WriterSettings {
+            brokers: settings.brokers.clone(),
+            group_id: settings.lake.group_id.clone(),
+            extra: settings.kafka.clone(),
+            compact_interval: (settings.lake.compact_interval_secs > 0)
+                .then(|| Duration::from_secs(settings.lake.compact_interval_secs)),
+        };
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            writer::run(lake, ws, cancel)
+                .await
+                .map(|_| ())
+                .map_err(ServiceError::from)
+        });
+    }
+    if settings.sql.enabled() {
+        let secret = settings.sql.read_secret().map_err(ServiceError::Config)?;
+        let limits = Limits {
+            timeout,
+            memory_bytes: (settings.sql.memory_limit_mib * 1024 * 1024) as usize,
+            threads: settings.sql.threads,
+        };
+        let engine = Engine::new(&lake, limits).await?;
+        if let Some(addr) = settings.sql.pg_listen {
+            let listener = pg::bind(addr)
+                .await
+                .map_err(|source| ServiceError::Bind { addr, source })?;
+            let creds = pg::Credentials {
+                user: settings.sql.user.clone(),
+                password: secret.clone(),
+            };
+            let (engine, cancel) = (engine.clone(), cancel.clone());
+            tasks.spawn(async move {
+                pg::serve(listener, engine, creds, cancel).await;
+                Ok(())
+            });
+        }
+        if let Some(addr) = settings.sql.flight_listen {
+            let listener = flight::bind(addr)
+                .await
+                .map_err(|source| ServiceError::Bind { addr, source })?;
+            let (engine, cancel) = (engine.clone(), cancel.clone());
+            tasks.spawn(async move {
+                flight::serve(listener, engine, secret, cancel)
+                    .await
+                    .map_err(ServiceError::from)
+            });
+        }
+    }
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        let result = done.unwrap_or_else(|e| Err(ServiceError::Config(format!("task ended: {e}"))));
+        if let Err(e) = result {
+            error!(error = %e, "lake/sql stopped");
+            cancel.cancel();
+            first_error.get_or_insert(e);
+        } else if !cancel.is_cancelled() {
+            // A part ended without being asked to: stop the rest too.
+            cancel.cancel();
+        }
+    }
+    lake.delete_doomed(false).await;
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,259 @@
+//! The lake writer: a Kafka consumer group of its own over every topic of
+//! the catalog, appending each message's rows to its table's tail, flushing
+//! tails to Parquet by rows or age, and storing a topic's offsets only once
+//! the rows before them are in Parquet (at-least-once: after a crash between
+//! a flush and the offset commit, rows are written twice; event tables carry
+//! their event id for de-duplication).
+//!
+//! Backpressure: none is needed towards Kafka (the writer pulls); the tail is
+//! bounded by `flush_rows` per table, flushed on the next tick when reached.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::catalog::{Format, TABLES, TableDef};
+use crate::decode::{self, JsonRows};
+use crate::lake::Lake;
+
+/// Why the writer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("kafka client for {brokers}")]
+    Client {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Where the writer reads from.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub brokers: String,
+    pub group_id: String,
+    /// Extra librdkafka properties, applied last.
+    pub extra: BTreeMap<String, String>,
+    pub compact_interval: Option<Duration>,
+}
+
+/// Counts of what the writer did (logged at shutdown).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    pub messages: u64,
+    pub rows: u64,
+    pub skipped: u64,
+    pub files: u64,
+}
+
+/// Runs the writer until `cancel`; flushes every tail before it returns.
+pub async fn run(
+    lake: Arc<Lake>,
+    settings: WriterSettings,
+    cancel: CancellationToken,
+) -> Result<WriterStats, WriterError> {
+    let client_error = |source| WriterError::Client {
+        brokers: settings.brokers.clone(),
+        source,
+    };
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Topics created later (e.g. glasshouse.vulnerabilities) are picked
+        // up at the next metadata refresh.
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &settings.extra {
+        client.set(k, v);
+    }
+    let consumer: StreamConsumer = client.create().map_err(client_error)?;
+    let topics: Vec<&str> = TABLES.iter().map(|t| t.topic).collect();
+    consumer.subscribe(&topics).map_err(client_error)?;
+    info!(brokers = %settings.brokers, group = %settings.group_id, "lake writer consuming");
+
+    let mut ingest = Ingest::new(lake.clone());
+    // Next offsets to store per table, for rows now in its tail.
+    let mut pending: HashMap<&'static str, HashMap<i32, i64>> = HashMap::new();
+    let mut stats = WriterStats::default();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut compact_at = settings.compact_interval.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        tokio::select! {
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    let Some(def) = crate::catalog::by_topic(m.topic()) else { continue };
+                    stats.messages += 1;
+                    let time_ns = m.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);
+                    match ingest.message(m.topic(), m.payload().unwrap_or_default(), m.key(), time_ns) {
+                        Ok(n) => stats.rows += n as u64,
+                        Err(e) => {
+                            stats.skipped += 1;
+                            let version = m.headers().and_then(|h| {
+                                use rdkafka::message::Headers;
+                                h.iter().find(|h| h.key == glasshouse_proto::record::HEADER_SCHEMA_VERSION)
+                                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                            });
+                            warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(),
+                                schema_version = ?version, ours = glasshouse_proto::SCHEMA_VERSION,
+                                error = %e, "lake skipped a message it cannot read");
+                        }
+                    }
+                    pending.entry(def.name).or_default().insert(m.partition(), m.offset() + 1);
+                }
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) => {
+                    // A topic of the catalog that does not exist (yet): its table is empty.
+                    debug!("lake: a subscribed topic does not exist yet");
+                }
+                Err(e) => {
+                    warn!(error = %e, "lake consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            _ = ticker.tick() => {
+                for def in TABLES {
+                    if lake.flush_due(def.name) {
+                        flush(&lake, def, &consumer, &mut pending, &mut stats).await;
+                    }
+                }
+                lake.delete_doomed(false).await;
+                if compact_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    compact_at = settings.compact_interval.map(|d| tokio::time::Instant::now() + d);
+                    lake.expire(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX));
+                    if let Err(e) = lake.compact().await {
+                        warn!(error = %e, "lake compaction failed; will retry");
+                    }
+                }
+            }
+            () = cancel.cancelled() => break,
+        }
+    }
+    for def in TABLES {
+        flush(&lake, def, &consumer, &mut pending, &mut stats).await;
+    }
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        warn!(error = %e, "lake offsets not committed at shutdown");
+    }
+    info!(
+        messages = stats.messages,
+        rows = stats.rows,
+        skipped = stats.skipped,
+        files = stats.files,
+        "lake writer stopped"
+    );
+    Ok(stats)
+}
+
+/// Turns message values into rows of the lake's tables.
+#[derive(Debug)]
+pub struct Ingest {
+    lake: Arc<Lake>,
+    json: HashMap<&'static str, JsonRows>,
+}
+
+/// Why a message gave no rows.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no table reads topic {0:?}")]
+    UnknownTopic(String),
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+}
+
+impl Ingest {
+    pub fn new(lake: Arc<Lake>) -> Ingest {
+        let mut json = HashMap::new();
+        for def in TABLES {
+            if let (Format::Json(cols), Some(t)) = (def.format, lake.table(def.name)) {
+                json.insert(def.name, JsonRows::new(cols, t.schema.clone()));
+            }
+        }
+        Ingest { lake, json }
+    }
+
+    /// Appends the rows of one message of `topic` to its table's tail
+    /// (`time_ns`: the message timestamp); returns how many.
+    pub fn message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        time_ns: i64,
+    ) -> Result<usize, IngestError> {
+        let def = crate::catalog::by_topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        if payload.is_empty() {
+            // A tombstone of a compacted topic.
+            return Ok(0);
+        }
+        let table = self
+            .lake
+            .table(def.name)
+            .ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        let batches = match (def.format, self.json.get_mut(def.name)) {
+            (Format::Json(_), Some(rows)) => {
+                rows.append(payload, key, time_ns)?;
+                vec![rows.finish()]
+            }
+            _ => decode::arrow_message(payload, &table.schema)?,
+        };
+        let n = batches.iter().map(|b| b.num_rows()).sum();
+        self.lake.append(def.name, batches)?;
+        Ok(n)
+    }
+}
+
+async fn flush(
+    lake: &Lake,
+    def: &'static TableDef,
+    consumer: &StreamConsumer,
+    pending: &mut HashMap<&'static str, HashMap<i32, i64>>,
+    stats: &mut WriterStats,
+) {
+    if lake.tail_rows(def.name) > 0 {
+        match lake.flush(def.name).await {
+            Ok(work) => {
+                stats.files += work.files_written as u64;
+                debug!(
+                    table = def.name,
+                    files = work.files_written,
+                    rows = work.rows_written,
+                    "lake flushed"
+                );
+            }
+            Err(e) => {
+                // The rows stay in the tail and their offsets unstored: the
+                // next tick tries again.
+                warn!(table = def.name, error = %e, "lake flush failed; will retry");
+                return;
+            }
+        }
+    }
+    let Some(offsets) = pending.remove(def.name) else {
+        return;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (partition, next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(def.topic, partition, Offset::Offset(next)) {
+            warn!(topic = def.topic, error = %e, "lake offset not stored");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // A revoked partition: its new owner reads from the last commit.
+        debug!(topic = def.topic, error = %e, "lake offsets not stored");
+    }
+}
