@@ -1644,3 +1644,24 @@ pub mod siem {
         Ok((port, got))
     }
 }
+
+/// Real `psql -At -F '|' -c Q…` against a PostgreSQL front door as user
+/// `glasshouse` with `password`: (success, stdout, stderr).
+pub fn psql(addr: SocketAddr, password: &str, queries: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let mut cmd = Command::new("psql");
+    cmd.env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["-U", "glasshouse", "-d", "glasshouse", "-At", "-F", "|", "-X"]);
+    for q in queries {
+        cmd.args(["-c", q]);
+    }
+    let out = cmd
+        .output()
+        .context("running psql (setup.sh installs postgresql-client)")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}

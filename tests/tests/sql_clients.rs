@@ -21,7 +21,7 @@ use glasshouse_lake::lake::Lake;
 use glasshouse_lake::output::{Style, render};
 use glasshouse_lake::writer::Ingest;
 use glasshouse_lake::{fixture, flight, pg};
-use glasshouse_tests::{init_logging, manifest_dir, workspace_binary};
+use glasshouse_tests::{init_logging, manifest_dir, psql, workspace_binary};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -88,26 +88,6 @@ async fn serve(lake: &Arc<Lake>, timeout: Duration, cancel: &CancellationToken) 
     tokio::spawn(pg::serve(pg_listener, engine.clone(), creds, cancel.clone()));
     tokio::spawn(flight::serve(flight_listener, engine, PASSWORD.into(), cancel.clone()));
     Ok(servers)
-}
-
-/// `psql -At -c Q…` with `password`: (success, stdout, stderr).
-fn psql(addr: SocketAddr, password: &str, queries: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let mut cmd = Command::new("psql");
-    cmd.env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(["-U", "glasshouse", "-d", "glasshouse", "-At", "-F", "|", "-X"]);
-    for q in queries {
-        cmd.args(["-c", q]);
-    }
-    let out = cmd
-        .output()
-        .context("running psql (setup.sh installs postgresql-client)")?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 fn python(script: &str, spec: &Value) -> anyhow::Result<Vec<Value>> {

@@ -7,32 +7,17 @@
 //! with the exec that raised it.
 
 use std::io::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_tests::{PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
 use tokio_util::sync::CancellationToken;
 
+/// One query through real `psql`; its output, trimmed.
 fn psql(port: u16, password: &str, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new("psql")
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "glasshouse",
-            "-d",
-            "glasshouse",
-        ])
-        .args(["-At", "-F", "|", "-X", "-c", sql])
-        .output()
-        .context("running psql (setup.sh installs postgresql-client)")?;
-    ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let (ok, out, err) = glasshouse_tests::psql(([127, 0, 0, 1], port).into(), password, &[sql])?;
+    ensure!(ok, "psql: {err}");
+    Ok(out.trim().to_owned())
 }
 
 /// Polls `sql` until `done` holds for its output or `within` passes.

@@ -22,9 +22,12 @@
 //!   has for the image;
 //! - every alert validates against the official OCSF 1.8 schema, and the CLI
 //!   shows the findings per container and per image with the fixed version;
+//! - the analyzer's lake serves the same findings as the SQL table
+//!   `vulnerabilities` (the latest row of each finding, through real `psql`);
 //! - a restarted analyzer replays the inventories and takes over the
 //!   published findings without alerting them again.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -135,13 +138,23 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     let podman_api = PodmanService::start()?;
     let cancel = CancellationToken::new();
 
+    // The lake and its PostgreSQL front door too: the findings are queried
+    // as the `vulnerabilities` table.
+    let lake_dir = tempfile::tempdir()?;
+    let mut password_file = tempfile::NamedTempFile::new()?;
+    writeln!(password_file, "vulns-sql-secret")?;
+    let pg_port = free_port()?;
     let analyzer_config = || -> anyhow::Result<glasshouse_analyzer::Config> {
         Ok(glasshouse_proto::service::parse_config(
             "test",
             &format!(
                 "brokers = \"{brokers}\"\ngroup = \"vulns-e2e\"\nview = false\n[topics]\npartitions = 3\n\
                  [analysis]\nenabled = false\n\
-                 [vulns.image_trust]\ntrusted_repositories = [\"localhost/glasshouse-test\"]\n"
+                 [vulns.image_trust]\ntrusted_repositories = [\"localhost/glasshouse-test\"]\n\
+                 [lake]\nenabled = true\nlocation = \"{}\"\n\
+                 [sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"\n",
+                lake_dir.path().display(),
+                password_file.path().display()
             ),
         )?)
     };
@@ -454,6 +467,45 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
             v["key"].is_string() && v["state"].is_string() && v["advisory_id"].is_string(),
             "{r}"
         );
+    }
+
+    // The same findings through SQL: the latest row of each finding in the
+    // `vulnerabilities` table, through real psql, is the topic's latest
+    // state of it.
+    let mut latest = std::collections::BTreeMap::new();
+    for r in &vuln_rows {
+        let v: serde_json::Value = serde_json::from_str(r)?;
+        latest.insert(
+            v["key"].as_str().unwrap_or_default().to_owned(),
+            format!(
+                "{}|{}|{}|{}",
+                v["state"].as_str().unwrap_or_default(),
+                v["package"].as_str().unwrap_or_default(),
+                v["advisory_id"].as_str().unwrap_or_default(),
+                v["fixed_version"].as_str().unwrap_or_default()
+            ),
+        );
+    }
+    let expected: Vec<String> = latest.iter().map(|(k, v)| format!("{k}|{v}")).collect();
+    let query = "SELECT key, state, package, advisory_id, coalesce(fixed_version, '') FROM \
+                 (SELECT *, row_number() OVER (PARTITION BY key ORDER BY kafka_time DESC, time DESC) AS n \
+                 FROM vulnerabilities) WHERE n = 1 ORDER BY key";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            glasshouse_tests::psql(([127, 0, 0, 1], pg_port).into(), "vulns-sql-secret", &[query])
+        })
+        .await??;
+        let got: Vec<String> = out.lines().map(str::to_owned).collect();
+        if ok && got == expected {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "SQL vulnerabilities (ok {ok}, {err}):\n{out}\nexpected:\n{}",
+            expected.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // A restarted analyzer replays the inventories and takes over the

@@ -232,17 +232,91 @@ pub const BASELINE_COLUMNS: &[JsonColumn] = &[
     col("hosts", "/hosts", JsonKind::Json, "host names (JSON array)"),
 ];
 
-/// Columns of `vulnerabilities` (`glasshouse.vulnerabilities`, JSON; the
-/// findings of the analyzer's vulnerability matching). Only the envelope is
-/// flattened so far; the document is in `raw`.
+/// Columns of `vulnerabilities` (`glasshouse.vulnerabilities`, JSON: the
+/// analyzer's vulnerability findings, one row per container × package ×
+/// advisory each time it opens, changes or resolves — the latest row of a
+/// `key` is its state; the advisory's aliases and CVEs are in `raw`).
 pub const VULNERABILITY_COLUMNS: &[JsonColumn] = &[
     col(
         "time",
-        "/time",
+        "/last_seen_ms",
         JsonKind::TimeMs,
-        "finding time (milliseconds since the epoch), else the message time",
+        "when the finding was last confirmed (else the message time)",
     ),
+    col(
+        "key",
+        "/key",
+        JsonKind::Text,
+        "the finding: [container, ecosystem, package, advisory] as JSON",
+    ),
+    col("state", "/state", JsonKind::Text, "`open` or `resolved`"),
+    col(
+        "container_id",
+        "/container_id",
+        JsonKind::Text,
+        "full runtime container id",
+    ),
+    col("container_name", "/container_name", JsonKind::Text, "runtime name"),
     col("workload_id", "/workload_id", JsonKind::Text, "workload"),
+    col("host", "/host", JsonKind::Text, "host name of the agent"),
+    col("image", "/image", JsonKind::Text, "image reference"),
+    col(
+        "image_digest",
+        "/image_digest",
+        JsonKind::Text,
+        "digest of the image the container runs",
+    ),
+    col(
+        "ecosystem",
+        "/ecosystem",
+        JsonKind::Text,
+        "OSV ecosystem (e.g. `Debian:12`, `Alpine:v3.19`, `PyPI`, `npm`)",
+    ),
+    col("package", "/package", JsonKind::Text, "installed package"),
+    col(
+        "source_package",
+        "/source_package",
+        JsonKind::Text,
+        "its source package, when matched by it",
+    ),
+    col(
+        "installed_version",
+        "/installed_version",
+        JsonKind::Text,
+        "installed version",
+    ),
+    col(
+        "location",
+        "/location",
+        JsonKind::Text,
+        "package database it was read from, inside the container",
+    ),
+    col("advisory_id", "/advisory_id", JsonKind::Text, "OSV advisory id"),
+    col("severity", "/severity", JsonKind::Text, "severity"),
+    col(
+        "cvss_score",
+        "/cvss_score",
+        JsonKind::Float,
+        "CVSS v3 base score, when known",
+    ),
+    col(
+        "fixed_version",
+        "/fixed_version",
+        JsonKind::Text,
+        "first version that fixes it, when known",
+    ),
+    col(
+        "first_seen",
+        "/first_seen_ms",
+        JsonKind::TimeMs,
+        "when it was first found",
+    ),
+    col(
+        "resolved_at",
+        "/resolved_at",
+        JsonKind::Text,
+        "when it was resolved (RFC 3339), if it was",
+    ),
 ];
 
 const fn col(name: &'static str, pointer: &'static str, kind: JsonKind, doc: &'static str) -> JsonColumn {

@@ -96,6 +96,11 @@ pub async fn run(
             m = consumer.recv() => match m {
                 Ok(m) => {
                     let Some(def) = crate::catalog::by_topic(m.topic()) else { continue };
+                    // A tombstone (compacted topics: the key was deleted): the
+                    // rows before it stay in the lake's history.
+                    if m.payload().is_none() {
+                        continue;
+                    }
                     stats.messages += 1;
                     let time_ns = m.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);
                     match ingest.message(m.topic(), m.payload().unwrap_or_default(), m.key(), time_ns) {
