@@ -149,6 +149,38 @@ fn final_count(brokers: &str, prefix: &str, upto: u32) -> anyhow::Result<(Vec<u3
     Ok((lost, dup))
 }
 
+/// After a fault ended at `since`: waits (up to `recover_within`) until every
+/// mark finished before then is in Kafka, lets 40 more marks run, stops the
+/// container, checks attribution and counts a fresh read from the start;
+/// prints the case's table line and returns the lost marks and the recovery
+/// time.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per case, each argument named at the call"
+)]
+fn conclude(
+    case: &str,
+    watch: &Watch,
+    container: &Container,
+    brokers: &str,
+    prefix: &str,
+    since: Instant,
+    recover_within: Duration,
+    settle_within: Duration,
+) -> anyhow::Result<(Vec<u32>, Option<Duration>)> {
+    let before = marks::done(&container.name)?;
+    let recovered = watch.wait_for(before, recover_within)?;
+    container.wait_for_marks(before + 40, Duration::from_secs(60))?;
+    let total = container.finish()?;
+    watch.wait_for(total, settle_within)?;
+    check_attribution(watch, container)?;
+    let (lost, duplicated) = final_count(brokers, prefix, total)?;
+    let recovery = recovered.map(|at| at.saturating_duration_since(since));
+    let outcome = if lost.is_empty() { "pass" } else { "FAIL" };
+    marks::report(case, outcome, total, lost.len(), duplicated, recovery);
+    Ok((lost, recovery))
+}
+
 fn check_attribution(watch: &Watch, container: &Container) -> anyhow::Result<()> {
     let t = watch.lock()?;
     ensure!(
@@ -186,23 +218,16 @@ fn aggregator_killed_mid_stream() -> anyhow::Result<()> {
     aggregator.kill()?;
     std::thread::sleep(Duration::from_secs(3));
     let _replacement = AggregatorProcess::start_on(port, &broker.bootstrap(), settings)?;
-    let restarted = Instant::now();
-    let before = marks::done(&container.name)?;
-    let recovered = watch.wait_for(before, Duration::from_secs(60))?;
-    container.wait_for_marks(before + 40, Duration::from_secs(60))?;
-    let total = container.finish()?;
-    watch.wait_for(total, Duration::from_secs(60))?;
-    check_attribution(&watch, &container)?;
-    let (lost, duplicated) = final_count(&broker.bootstrap(), &prefix, total)?;
-    let recovery = recovered.map(|at| at.saturating_duration_since(restarted));
-    marks::report(
+    let (lost, recovery) = conclude(
         "aggregator SIGKILL mid-stream, replaced after 3 s",
-        if lost.is_empty() { "pass" } else { "FAIL" },
-        total,
-        lost.len(),
-        duplicated,
-        recovery,
-    );
+        &watch,
+        &container,
+        &broker.bootstrap(),
+        &prefix,
+        Instant::now(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )?;
     ensure!(lost.is_empty(), "lost {}", some(&lost));
     ensure!(
         recovery.is_some(),
@@ -271,30 +296,23 @@ fn broker_outage(case: &str, durable: bool) -> anyhow::Result<()> {
     } else {
         broker.resume();
     }
-    let restarted = Instant::now();
-    let before = marks::done(&container.name)?;
-    let recovered = watch.wait_for(before, Duration::from_secs(300))?;
-    container.wait_for_marks(before + 40, Duration::from_secs(60))?;
-    let total = container.finish()?;
-    watch.wait_for(total, Duration::from_secs(60))?;
-    check_attribution(&watch, &container)?;
-    // Read back from the start: (durable) the marks from before the outage
-    // were kept on disk.
-    let (lost, duplicated) = final_count(&broker.bootstrap(), &prefix, total)?;
-    let recovery = recovered.map(|at| at.saturating_duration_since(restarted));
     let what = if durable {
         "stopped (SIGTERM), restarted on its sqlite storage"
     } else {
         "frozen (SIGSTOP), resumed"
     };
-    marks::report(
+    // The fresh read from the start also shows that (durable) the marks from
+    // before the outage were kept on disk.
+    let (lost, recovery) = conclude(
         &format!("broker {what} after {} s", outage().as_secs()),
-        if lost.is_empty() { "pass" } else { "FAIL" },
-        total,
-        lost.len(),
-        duplicated,
-        recovery,
-    );
+        &watch,
+        &container,
+        &broker.bootstrap(),
+        &prefix,
+        Instant::now(),
+        Duration::from_secs(300),
+        Duration::from_secs(60),
+    )?;
     ensure!(
         lost.is_empty(),
         "lost {}; the broker's log ends:\n{}",
@@ -439,23 +457,16 @@ fn link_to_the_aggregator_cut_for_a_minute() -> anyhow::Result<()> {
     // While the link was down nothing got through.
     let during = watch.lock()?.seen.range(cut_at + 5..).count();
     netns.link(true)?;
-    let restored = Instant::now();
-    let before = marks::done(&container.name)?;
-    let recovered = watch.wait_for(before, Duration::from_secs(180))?;
-    container.wait_for_marks(before + 40, Duration::from_secs(60))?;
-    let total = container.finish()?;
-    watch.wait_for(total, Duration::from_secs(120))?;
-    check_attribution(&watch, &container)?;
-    let (lost, duplicated) = final_count(&broker.bootstrap(), &prefix, total)?;
-    let recovery = recovered.map(|at| at.saturating_duration_since(restored));
-    marks::report(
+    let (lost, recovery) = conclude(
         "agent->aggregator link down 60 s (veth, agent in a netns)",
-        if lost.is_empty() { "pass" } else { "FAIL" },
-        total,
-        lost.len(),
-        duplicated,
-        recovery,
-    );
+        &watch,
+        &container,
+        &broker.bootstrap(),
+        &prefix,
+        Instant::now(),
+        Duration::from_secs(180),
+        Duration::from_secs(120),
+    )?;
     ensure!(during == 0, "{during} marks crossed a link that was down");
     ensure!(lost.is_empty(), "lost {}", some(&lost));
     ensure!(recovery.is_some(), "marks finished during the cut never all arrived");
