@@ -1,5 +1,6 @@
 //! Aggregator configuration (TOML). Every field has a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -68,6 +69,12 @@ pub struct Config {
     /// Default: 10000.
     #[serde(default = "default_shutdown_flush_ms")]
     pub shutdown_flush_ms: u64,
+    /// Extra librdkafka properties of the producer and the topic admin
+    /// client (e.g. `security.protocol`, `sasl.mechanism`), applied last, so
+    /// they override the aggregator's own (`enable.idempotence`, `acks`,
+    /// `linger.ms`, …). Default: none.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
 }
 
 /// The `[tls]` table.
@@ -159,6 +166,9 @@ impl Validate for Config {
         if self.max_message_bytes < 64 * 1024 {
             return Err(("max_message_bytes", "must be at least 65536".into()));
         }
+        if self.kafka.contains_key("bootstrap.servers") {
+            return Err(("kafka", "`bootstrap.servers` is set by `brokers`, not here".into()));
+        }
         Ok(())
     }
 }
@@ -192,5 +202,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`compression`") && e.contains("brotli"), "{e}");
+        let e = parse_config::<Config>("a.toml", "[kafka]\n\"bootstrap.servers\" = \"elsewhere:9092\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`kafka`") && e.contains("brokers"), "{e}");
+    }
+
+    #[test]
+    fn extra_kafka_properties_override_the_producers_own() {
+        let c: Config = parse_config("a.toml", "[kafka]\n\"enable.idempotence\" = \"false\"").unwrap();
+        let p = crate::producer_config(&c);
+        assert_eq!(p.get("enable.idempotence"), Some("false"));
+        assert_eq!(p.get("acks"), Some("all"));
+        let c: Config = parse_config("a.toml", "").unwrap();
+        assert_eq!(crate::producer_config(&c).get("enable.idempotence"), Some("true"));
     }
 }

@@ -101,7 +101,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     if tokens.is_none() && !mtls {
         tracing::warn!("agent authentication disabled: no tokens_file or tls.client_ca_file, any client may stream");
     }
-    if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
+    if !ensure_topics_unless_cancelled(&config.brokers, &config.kafka, config.topics, &cancel).await? {
         return Ok(());
     }
     let producer: FutureProducer = producer_config(&config)
@@ -203,7 +203,7 @@ fn server_tls(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConf
     Ok(server)
 }
 
-fn producer_config(config: &Config) -> ClientConfig {
+pub(crate) fn producer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
@@ -214,5 +214,8 @@ fn producer_config(config: &Config) -> ClientConfig {
         // Bounded producer queue: when Kafka is slow, the sink waits.
         .set("queue.buffering.max.kbytes", "65536")
         .set("queue.buffering.max.messages", "100000");
+    for (k, v) in &config.kafka {
+        c.set(k, v);
+    }
     c
 }

@@ -93,7 +93,7 @@ pub async fn send(
         baseline: baseline.map(Box::new),
     };
     let json = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
-    let producer: FutureProducer = crate::store::client(brokers, &BTreeMap::new())
+    let producer: FutureProducer = crate::store::client(brokers, &[], &BTreeMap::new())
         .set("message.max.bytes", MAX_MESSAGE.to_string())
         .create()
         .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;

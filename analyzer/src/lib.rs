@@ -427,7 +427,7 @@ pub async fn run<W: Write + Send>(
     out: W,
     cancel: CancellationToken,
 ) -> Result<ConsumeStats, AnalyzerError> {
-    if !ensure_topics_unless_cancelled(&config.brokers, config.topics, &cancel).await? {
+    if !ensure_topics_unless_cancelled(&config.brokers, &config.kafka, config.topics, &cancel).await? {
         return Ok(ConsumeStats::default());
     }
     let shower = Shower {

@@ -39,9 +39,14 @@ impl std::fmt::Debug for Store {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn client(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
+/// A client of `brokers` with our `own` properties and then the operator's
+/// `extra` ones (`[kafka]`), which win.
+pub(crate) fn client(brokers: &str, own: &[(&str, &str)], extra: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
+    for (k, v) in own {
+        c.set(*k, *v);
+    }
     for (k, v) in extra {
         c.set(k, v);
     }
@@ -51,13 +56,13 @@ pub(crate) fn client(brokers: &str, extra: &BTreeMap<String, String>) -> ClientC
 impl Store {
     /// Connects a producer and learns the baselines topic's partition count.
     pub async fn connect(brokers: &str, extra: &BTreeMap<String, String>) -> Result<Store, String> {
-        let mut config = client(brokers, extra);
-        config
-            .set("enable.idempotence", "true")
-            .set("compression.type", "zstd")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "60000");
-        let producer: FutureProducer = config
+        let own = [
+            ("enable.idempotence", "true"),
+            ("compression.type", "zstd"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "60000"),
+        ];
+        let producer: FutureProducer = client(brokers, &own, extra)
             .create()
             .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
         let probe = producer.clone();
@@ -151,7 +156,7 @@ pub fn read_latest(
     partitions: Option<&[i32]>,
     timeout: Duration,
 ) -> Result<BTreeMap<String, Baseline>, String> {
-    let mut config = client(brokers, extra);
+    let mut config = client(brokers, &[], extra);
     config
         .set("group.id", "glasshouse-baseline-reader")
         .set("enable.auto.commit", "false")

@@ -2,6 +2,7 @@
 //! topic layout of the design, created through the admin API when missing, and
 //! waiting for an unreachable broker with backoff and a message naming it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -97,10 +98,11 @@ pub fn all_topics() -> Vec<(&'static str, bool)> {
 /// `Ok(false)` means "shut down before Kafka was reachable".
 pub async fn ensure_topics_unless_cancelled(
     brokers: &str,
+    extra: &BTreeMap<String, String>,
     layout: TopicLayout,
     cancel: &CancellationToken,
 ) -> Result<bool, TopicError> {
-    match ensure_topics(brokers, layout, cancel).await {
+    match ensure_topics(brokers, extra, layout, cancel).await {
         Ok(()) => Ok(true),
         Err(TopicError::Cancelled { .. }) => {
             tracing::info!(brokers, "stopped before kafka was reachable");
@@ -111,15 +113,23 @@ pub async fn ensure_topics_unless_cancelled(
 }
 
 /// Creates the missing topics of the design, retrying with backoff (and a
-/// warning naming the address) while the broker is unreachable.
-pub async fn ensure_topics(brokers: &str, layout: TopicLayout, cancel: &CancellationToken) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|source| TopicError::Client {
-            brokers: brokers.to_owned(),
-            source,
-        })?;
+/// warning naming the address) while the broker is unreachable. `extra`:
+/// the service's librdkafka properties (security settings apply here too).
+pub async fn ensure_topics(
+    brokers: &str,
+    extra: &BTreeMap<String, String>,
+    layout: TopicLayout,
+    cancel: &CancellationToken,
+) -> Result<(), TopicError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|source| TopicError::Client {
+        brokers: brokers.to_owned(),
+        source,
+    })?;
     let topics = all_topics();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()

@@ -62,29 +62,57 @@ fn find_tansu() -> anyhow::Result<PathBuf> {
         .context("tansu broker not found on PATH or in ~/.cargo/bin: run deploy/local/setup.sh")
 }
 
-/// A tansu broker on a free loopback port, in-memory storage.
+/// A tansu broker on a free loopback port: in-memory storage, or durable
+/// (sqlite) storage that survives [`Broker::stop`] and [`Broker::restart`].
 #[derive(Debug)]
 pub struct Broker {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// `--storage-engine` URL.
+    storage: String,
+    /// Working directory (a durable broker's sqlite path is relative to it).
+    dir: Option<PathBuf>,
 }
 
 impl Broker {
     pub fn start() -> anyhow::Result<Broker> {
+        Broker::spawn(free_port()?, "memory://tansu/".to_owned(), None)
+    }
+
+    /// A broker keeping its data in `dir/tansu.db` (sqlite). tansu 0.6
+    /// resolves a relative sqlite path against its working directory (an
+    /// absolute one gets doubled), so it runs in `dir`.
+    pub fn start_durable(dir: &Path) -> anyhow::Result<Broker> {
+        std::fs::create_dir_all(dir)?;
+        Broker::spawn(free_port()?, "sqlite://tansu.db".to_owned(), Some(dir.to_owned()))
+    }
+
+    fn spawn(port: u16, storage: String, dir: Option<PathBuf>) -> anyhow::Result<Broker> {
         let tansu = find_tansu()?;
-        let port = free_port()?;
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&tansu)
+        let mut command = Command::new(&tansu);
+        command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &storage])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(dir) = &dir {
+            // A durable broker keeps its log beside its data (appended across restarts).
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("broker.log"))?;
+            command.current_dir(dir).stdout(log.try_clone()?).stderr(log);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", tansu.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let broker = Broker {
             child: Some(child),
             addr,
+            storage,
+            dir,
         };
         wait_for_port(addr, Duration::from_secs(20)).context("tansu broker did not start")?;
         Ok(broker)
@@ -110,9 +138,48 @@ impl Broker {
         }
     }
 
+    /// Stops the broker process with `signal` and waits for it (SIGKILL
+    /// after 20 s: a broker with a panicked worker may not stop): its port
+    /// refuses connections until [`Broker::restart`].
+    pub fn stop(&mut self, signal: libc::c_int) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid with a constant signal.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    child.wait()?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again on the same address and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        ensure!(self.child.is_none(), "the broker is running");
+        let mut again = Broker::spawn(self.addr.port(), self.storage.clone(), self.dir.clone())?;
+        self.child = again.child.take();
+        Ok(())
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The last `n` lines of a durable broker's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self
+            .dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("broker.log")).ok())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 

@@ -68,6 +68,8 @@ const VARIANTS: &[&[&str]] = &[
         "--set",
         "analyzer.kafkaProperties.fetch\\.min\\.bytes=1024",
         "--set",
+        "aggregator.kafkaProperties.enable\\.idempotence=false",
+        "--set",
         "namespaces.create=false",
     ],
 ];
@@ -501,6 +503,15 @@ fn configs_use_the_binaries_keys_and_agree_with_services_and_topics() -> anyhow:
             "{args:?}"
         );
         assert_eq!(u64::from(aggregator.listen.port()), port);
+        // `aggregator.kafkaProperties` reach the aggregator's `[kafka]`.
+        let idempotence = args
+            .contains(&"aggregator.kafkaProperties.enable\\.idempotence=false")
+            .then(|| "false".to_owned());
+        assert_eq!(
+            aggregator.kafka.get("enable.idempotence").cloned(),
+            idempotence,
+            "{args:?}"
+        );
         assert_eq!(agent.tls.is_some(), aggregator.tls.is_some());
         assert_eq!(agent.token_file.is_some(), aggregator.tokens_file.is_some());
         let deployment = find(&objects, "Deployment", "glasshouse-aggregator")?;

@@ -100,12 +100,7 @@ fn now_ns() -> i64 {
 }
 
 fn client(settings: &Settings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.brokers);
-    for (k, v) in &settings.extra {
-        c.set(k, v);
-    }
-    c
+    crate::store::client(&settings.brokers, &[], &settings.extra)
 }
 
 /// Collects the inventory partitions taken from this instance.
@@ -141,10 +136,12 @@ fn all_partitions(consumer: &BaseConsumer, topic: &str) -> Result<TopicPartition
 /// Runs until `cancel`.
 pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) -> Result<(), String> {
     let brokers = settings.brokers.clone();
-    let producer: FutureProducer = client(&settings)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "zstd")
-        .set("linger.ms", "5")
+    let own = [
+        ("enable.idempotence", "true"),
+        ("compression.type", "zstd"),
+        ("linger.ms", "5"),
+    ];
+    let producer: FutureProducer = crate::store::client(&brokers, &own, &settings.extra)
         .create()
         .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
     let advisories: StreamConsumer = client(&settings)
