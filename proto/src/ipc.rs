@@ -17,7 +17,17 @@ pub enum DecodeError {
     BatchCount { count: usize },
     #[error("malformed arrow ipc stream (the arrow reader gave up: {0})")]
     Malformed(String),
+    #[error("malformed arrow ipc stream: {0}")]
+    Framing(String),
+    #[error("arrow ipc stream claims {claimed} bytes once decompressed, more than the {limit} a message may hold")]
+    TooLarge { claimed: u64, limit: u64 },
 }
+
+/// Most bytes the buffers of one message may claim once decompressed
+/// (arrow allocates what each buffer's length prefix claims before
+/// decompressing it). The aggregator's messages hold a few MiB
+/// (`flush_max_bytes`, 8 MiB by default).
+pub const MAX_DECODED_BYTES: u64 = 256 << 20;
 
 /// zstd level of the IPC body compression: level 1 compresses these
 /// batches about as well as the default 3 at a fraction of the CPU.
@@ -45,6 +55,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
 /// and returned as [`DecodeError::Malformed`] — the message is skipped, the
 /// consumer lives on (`tests/tests/hostile_input.rs` found it).
 pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
+    check_sizes(bytes)?;
     let read = || {
         let reader = StreamReader::try_new(bytes, None).map_err(DecodeError::Arrow)?;
         let mut batches = reader.collect::<Result<Vec<_>, _>>().map_err(DecodeError::Arrow)?;
@@ -63,6 +74,70 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
     })
 }
 
+/// Walks the stream's messages before arrow reads them and refuses any size
+/// the input claims but cannot back: a metadata or body length beyond the
+/// bytes there are, a buffer outside its body, or compressed buffers
+/// claiming more than [`MAX_DECODED_BYTES`] together. Arrow's reader
+/// allocates each of these sizes before it looks at the bytes
+/// (`tests/tests/hostile_input.rs` measures its largest allocation).
+fn check_sizes(bytes: &[u8]) -> Result<(), DecodeError> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if rest.len() < n {
+            return Err(DecodeError::Framing(format!(
+                "{what} of {n} bytes, {} left",
+                rest.len()
+            )));
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn size(v: i64, what: &str) -> Result<usize, DecodeError> {
+        usize::try_from(v).map_err(|_| DecodeError::Framing(format!("{what} {v}")))
+    }
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let mut prefix = take(&mut rest, 4, "message length")?;
+        if prefix == [0xff; 4] {
+            prefix = take(&mut rest, 4, "message length")?;
+        }
+        let meta_len = i32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        if meta_len == 0 {
+            return Ok(()); // end of stream
+        }
+        let meta = take(&mut rest, size(meta_len.into(), "metadata length")?, "metadata")?;
+        let message = arrow_ipc::root_as_message(meta).map_err(|e| DecodeError::Framing(e.to_string()))?;
+        let body = take(&mut rest, size(message.bodyLength(), "body length")?, "body")?;
+        let batch = message
+            .header_as_record_batch()
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        let Some(batch) = batch else { continue };
+        let compressed = batch.compression().is_some();
+        let mut claimed: u64 = 0;
+        for buffer in batch.buffers().into_iter().flatten() {
+            let offset = size(buffer.offset(), "buffer offset")?;
+            let length = size(buffer.length(), "buffer length")?;
+            let data = offset
+                .checked_add(length)
+                .and_then(|end| body.get(offset..end))
+                .ok_or_else(|| {
+                    DecodeError::Framing(format!("buffer {offset}+{length} outside a body of {}", body.len()))
+                })?;
+            if compressed && let Some(prefix) = data.first_chunk::<8>() {
+                // -1: stored uncompressed; otherwise the decompressed length.
+                claimed = claimed.saturating_add(u64::try_from(i64::from_le_bytes(*prefix)).unwrap_or(0));
+            }
+        }
+        if claimed > MAX_DECODED_BYTES {
+            return Err(DecodeError::TooLarge {
+                claimed,
+                limit: MAX_DECODED_BYTES,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +151,34 @@ mod tests {
         let bytes = encode(&batch).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(back, batch);
+    }
+
+    #[test]
+    fn claimed_sizes_beyond_the_bytes_or_the_limit_are_refused() {
+        let mut b = Builder::default();
+        b.append(&sample_row());
+        let bytes = encode(&b.finish()).unwrap();
+        // A body longer than the bytes: cut the last message short.
+        let cut = &bytes[..bytes.len() - 20];
+        assert!(matches!(decode(cut), Err(DecodeError::Framing(_))), "{:?}", decode(cut));
+        // A compressed buffer claiming 1 TiB: find a decompressed-length
+        // prefix (a small positive i64 right after the record batch's
+        // metadata) and raise it.
+        let mut found = 0;
+        for i in 0..bytes.len() - 8 {
+            let v = i64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+            if !(1..4096).contains(&v) {
+                continue;
+            }
+            let mut m = bytes.clone();
+            m[i..i + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+            if let Err(DecodeError::TooLarge { claimed, limit }) = decode(&m) {
+                assert!(claimed >= 1 << 40 && limit == MAX_DECODED_BYTES);
+                found += 1;
+            }
+        }
+        assert!(found > 0, "no buffer's length prefix was recognised");
+        assert!(decode(&bytes).is_ok());
     }
 
     #[test]

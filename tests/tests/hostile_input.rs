@@ -2,7 +2,11 @@
 //! property tests with thousands of cases each, from mutated valid inputs
 //! (bytes overwritten, inserted, removed, truncated) and from random bytes.
 //! The property is the same everywhere: a clear error or a result, never a
-//! panic, and no allocation driven by a length field the input chose.
+//! panic, and no allocation driven by a length field the input chose: a
+//! counting allocator records the largest single allocation while a decoder
+//! runs, and the decoding properties assert it stays within
+//! [`LARGEST_ALLOCATION`] (ingest) or the decoder's own bound on what a
+//! message may claim (Arrow) for inputs of a few kilobytes.
 //!
 //! - the aggregator's ingest decoding (protobuf batch → rows, with string
 //!   and container references resolved) of mutated agent batches;
@@ -11,11 +15,75 @@
 //! - config parsing of the three binaries (mutated shipped configs);
 //! - the agent's cgroup path parsing (mutated real paths of every runtime).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
 use glasshouse_proto::v1;
 use glasshouse_proto::{file, gaps, ipc, network, process, resources, syscalls};
 use glasshouse_tests::wire;
 use proptest::prelude::*;
 use prost::Message;
+
+/// The largest single allocation the ingest decoder may make for an input
+/// of a few kilobytes: more can only come from a size the input claims.
+const LARGEST_ALLOCATION: usize = 16 << 20;
+
+/// The system allocator, noting the largest request of each thread.
+struct Counting;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    // Ignored: the thread-local is gone while the thread exits.
+    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+}
+
+// SAFETY: every call is passed on to `System` unchanged; `note` neither
+// allocates nor panics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f`; the largest single allocation it made on this thread.
+fn largest_allocation(f: impl FnOnce()) -> usize {
+    LARGEST.with(|l| l.set(0));
+    f();
+    LARGEST.with(Cell::get)
+}
+
+#[test]
+fn the_allocation_check_sees_a_claimed_size() {
+    // The check itself must be able to fail: a decoder trusting a length.
+    let claimed = u32::MAX as usize / 2;
+    let largest = largest_allocation(|| {
+        let v: Vec<u8> = Vec::with_capacity(claimed);
+        std::hint::black_box(&v);
+    });
+    assert!(largest >= claimed && largest > LARGEST_ALLOCATION);
+}
 
 /// One edit of a byte string.
 #[derive(Debug, Clone)]
@@ -136,19 +204,25 @@ proptest! {
         edits in proptest::collection::vec(edit(), 1..6),
     ) {
         let bytes = apply(seed_batches()[seed].clone(), &edits);
-        if let Ok(batch) = v1::Batch::decode(bytes.as_slice()) {
-            let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), 16_384, 65_536);
-            // Either rows or a decode error naming the problem: never a panic.
-            let _ = tables.resolve(batch);
-        }
+        let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), 16_384, 65_536);
+        let largest = largest_allocation(|| {
+            if let Ok(batch) = v1::Batch::decode(bytes.as_slice()) {
+                // Either rows or a decode error naming the problem: never a panic.
+                let _ = tables.resolve(batch);
+            }
+        });
+        prop_assert!(largest <= LARGEST_ALLOCATION, "{largest} bytes at once for {} input bytes", bytes.len());
     }
 
     #[test]
     fn ingest_decoding_survives_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Ok(batch) = v1::Batch::decode(bytes.as_slice()) {
-            let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), 16_384, 65_536);
-            let _ = tables.resolve(batch);
-        }
+        let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), 16_384, 65_536);
+        let largest = largest_allocation(|| {
+            if let Ok(batch) = v1::Batch::decode(bytes.as_slice()) {
+                let _ = tables.resolve(batch);
+            }
+        });
+        prop_assert!(largest <= LARGEST_ALLOCATION, "{largest} bytes at once for {} input bytes", bytes.len());
     }
 }
 
@@ -246,9 +320,15 @@ proptest! {
         edits in proptest::collection::vec(edit(), 1..4),
     ) {
         let bytes = apply(seed_messages()[seed].clone(), &edits);
-        if let Ok(batch) = ipc::decode(&bytes) {
-            read_all(&batch);
-        }
+        let largest = largest_allocation(|| {
+            if let Ok(batch) = ipc::decode(&bytes) {
+                read_all(&batch);
+            }
+        });
+        // Arrow allocates what a compressed buffer claims; the decoder
+        // bounds the claims of a message by `MAX_DECODED_BYTES`.
+        let bound = ipc::MAX_DECODED_BYTES as usize;
+        prop_assert!(largest <= bound, "{largest} bytes at once for {} input bytes", bytes.len());
     }
 
     #[test]
