@@ -599,7 +599,7 @@ async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectStore>, String
 /// the transient failures of a running lake.
 async fn open_s3(config: &LakeConfig, rest: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+    use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
     let location = config.location.as_str();
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -641,11 +641,10 @@ async fn open_s3(config: &LakeConfig, rest: &str) -> Result<(Arc<dyn ObjectStore
                 max_retries: 2,
                 retry_timeout: Duration::from_secs(15),
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(15)),
-            ),
+            // Set key by key: client options as a whole would drop the
+            // others already set (allow_http).
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "15s"),
     )?;
     let store = build(builder)?;
     let root = Path::from(prefix);
