@@ -692,14 +692,19 @@ fn pods_get_only_the_privileges_they_need() -> anyhow::Result<()> {
 fn lake_and_sql_values_reach_the_analyzer_config_pod_and_policy() -> anyhow::Result<()> {
     let parse = analyzer_config;
     let defaults = parse(&render_valid(&[])?)?;
-    ensure!(!defaults.lake.enabled && !defaults.sql.enabled(), "lake or sql on by default");
+    ensure!(
+        !defaults.lake.enabled && !defaults.sql.enabled(),
+        "lake or sql on by default"
+    );
 
     let objects = render_valid(VARIANTS[3])?;
     let analyzer = parse(&objects)?;
     analyzer.lake.validate().map_err(anyhow::Error::msg)?;
     analyzer.sql.validate(&analyzer.lake).map_err(anyhow::Error::msg)?;
     ensure!(analyzer.lake.location == "s3://lake/glasshouse");
-    ensure!(analyzer.lake.s3.endpoint.as_deref() == Some("http://minio.storage.svc:9000") && analyzer.lake.s3.allow_http);
+    ensure!(
+        analyzer.lake.s3.endpoint.as_deref() == Some("http://minio.storage.svc:9000") && analyzer.lake.s3.allow_http
+    );
     let (pg, flight) = (
         analyzer.sql.pg_listen.context("pg_listen")?.port(),
         analyzer.sql.flight_listen.context("flight_listen")?.port(),
@@ -735,14 +740,20 @@ fn lake_and_sql_values_reach_the_analyzer_config_pod_and_policy() -> anyhow::Res
         .find(|v| v["name"] == "sql-password")
         .context("no sql-password volume")?;
     ensure!(volume["secret"]["secretName"] == "sql-password", "{volume}");
-    ensure!(!mounts.iter().any(|m| m["name"] == "lake"), "an s3 lake needs no volume");
+    ensure!(
+        !mounts.iter().any(|m| m["name"] == "lake"),
+        "an s3 lake needs no volume"
+    );
     let ports: Vec<u64> = container["ports"]
         .as_array()
         .context("ports")?
         .iter()
         .filter_map(|p| p["containerPort"].as_u64())
         .collect();
-    ensure!(ports.contains(&u64::from(pg)) && ports.contains(&u64::from(flight)), "{ports:?}");
+    ensure!(
+        ports.contains(&u64::from(pg)) && ports.contains(&u64::from(flight)),
+        "{ports:?}"
+    );
     let service = find(&objects, "Service", "glasshouse-sql")?;
     let service_ports: Vec<u64> = service["spec"]["ports"]
         .as_array()
@@ -753,7 +764,10 @@ fn lake_and_sql_values_reach_the_analyzer_config_pod_and_policy() -> anyhow::Res
     ensure!(service_ports == [u64::from(pg), u64::from(flight)], "{service_ports:?}");
     let policy = find(&objects, "NetworkPolicy", "glasshouse-analyzer")?;
     let ingress = policy["spec"]["ingress"].to_string();
-    ensure!(ingress.contains("postgres") && ingress.contains("flight-sql"), "{ingress}");
+    ensure!(
+        ingress.contains("postgres") && ingress.contains("flight-sql"),
+        "{ingress}"
+    );
     ensure!(
         analyzer_egress(&objects)?
             .iter()

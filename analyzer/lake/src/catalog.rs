@@ -514,7 +514,10 @@ mod tests {
         }
         let p = schema(TABLES.iter().find(|t| t.name == "process_events").unwrap());
         assert_eq!(p.field_with_name("path").unwrap().data_type(), &DataType::Utf8View);
-        assert!(matches!(p.field_with_name("argv").unwrap().data_type(), DataType::List(_)));
+        assert!(matches!(
+            p.field_with_name("argv").unwrap().data_type(),
+            DataType::List(_)
+        ));
     }
 
     #[test]

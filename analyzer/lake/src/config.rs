@@ -245,8 +245,8 @@ impl LakeConfig {
             ));
         }
         if let Some(endpoint) = &self.s3.endpoint {
-            let url = url::Url::parse(endpoint)
-                .map_err(|e| format!("`lake.s3.endpoint` {endpoint:?}: not a URL ({e})"))?;
+            let url =
+                url::Url::parse(endpoint).map_err(|e| format!("`lake.s3.endpoint` {endpoint:?}: not a URL ({e})"))?;
             match url.scheme() {
                 "https" => {}
                 "http" if self.s3.allow_http => {}
