@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of this host for Glasshouse: Debian packages, the tansu
-# broker, the Podman configuration these VMs need, and the local test image.
+# broker, the s3s-fs S3 server of the lake's tests, the Podman configuration
+# these VMs need, and the local test image.
 # Safe to run again: each step checks before it acts. Needs root.
 set -euo pipefail
 
@@ -37,6 +38,17 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   say "installing tansu $TANSU_VERSION (cargo install; takes a while on a fresh machine)"
   CARGO_TARGET_DIR=${GLASSHOUSE_CACHE:-/var/cache/glasshouse}/tansu-target \
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+fi
+
+# 2b. A real S3-compatible server for the lake's object-storage test
+#     (tests/tests/sql_s3.rs): s3s-fs serves a directory as S3 with SigV4
+#     checks. 0.14.1 is the newest release that builds on rustc 1.95 (later
+#     ones need 1.96).
+S3S_FS_VERSION=0.14.1
+if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+  say "installing s3s-fs $S3S_FS_VERSION (cargo install)"
+  CARGO_TARGET_DIR=${GLASSHOUSE_CACHE:-/var/cache/glasshouse}/s3s-target \
+    cargo install s3s-fs --version "$S3S_FS_VERSION" --locked --features binary
 fi
 
 # 3. Podman on these VMs: hybrid cgroups need runc and the cgroupfs manager,

@@ -3,12 +3,14 @@
 //! metadata, real Podman containers, and the Glasshouse services in-process
 //! through the same `run` functions their binaries call.
 //!
-//! Nothing here skips: a missing `tansu`, `podman` or test image is a test
+//! Nothing here skips: a missing `tansu`, `s3s-fs`, `podman` or test image is a test
 //! failure with a message saying how to install it (`deploy/local/setup.sh`).
 //!
 //! # Layout
 //! - [`Broker`]: a tansu broker on a free loopback port, killed on drop;
 //!   [`Broker::pause`] stalls it.
+//! - [`S3Server`]: s3s-fs, a real S3-compatible server over a temporary
+//!   directory, on a free loopback port.
 //! - [`AggregatorProcess`]: `glasshouse-aggregator` as its own process (to kill
 //!   it, measure its CPU and memory); [`workspace_binary`] finds it.
 //! - [`PodmanService`]: the Docker-compatible API on a private socket.
@@ -46,20 +48,105 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> 
     bail!("nothing listening on {addr} after {timeout:?}")
 }
 
-fn find_tansu() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("GLASSHOUSE_TANSU") {
+/// A tool `deploy/local/setup.sh` installs: `$ENV` if set, else on PATH or
+/// in `~/.cargo/bin`.
+fn find_installed(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).collect())
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
         .unwrap_or_default();
     if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(Path::new(&home).join(".cargo/bin/tansu"));
+        candidates.push(Path::new(&home).join(".cargo/bin").join(name));
     }
     candidates
         .into_iter()
         .find(|p| p.is_file())
-        .context("tansu broker not found on PATH or in ~/.cargo/bin: run deploy/local/setup.sh")
+        .with_context(|| format!("{name} not found on PATH or in ~/.cargo/bin: run deploy/local/setup.sh"))
+}
+
+fn find_tansu() -> anyhow::Result<PathBuf> {
+    find_installed("tansu", "GLASSHOUSE_TANSU")
+}
+
+/// A real S3-compatible server: `s3s-fs` (installed by
+/// `deploy/local/setup.sh`) serving a temporary directory on a free
+/// loopback port, with an access key and a secret key checked on every
+/// request (SigV4). A bucket is a folder of `root`. Killed on drop.
+#[derive(Debug)]
+pub struct S3Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub root: tempfile::TempDir,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3Server {
+    /// Starts the server with `buckets` created.
+    pub fn start(buckets: &[&str]) -> anyhow::Result<S3Server> {
+        let bin = find_installed("s3s-fs", "GLASSHOUSE_S3S_FS")?;
+        let root = tempfile::tempdir()?;
+        for b in buckets {
+            std::fs::create_dir(root.path().join(b))?;
+        }
+        let port = free_port()?;
+        let access_key = format!("gh-test-{port}");
+        let secret_key = format!("secret-{}-{port}", std::process::id());
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let server = S3Server {
+            child,
+            addr,
+            root,
+            access_key,
+            secret_key,
+        };
+        wait_for_port(addr, Duration::from_secs(20)).context("s3s-fs did not start")?;
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The files under `bucket/prefix` in the server's directory, relative
+    /// to the bucket, sorted.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let base = self.root.path().join(bucket);
+        let mut out = Vec::new();
+        let mut stack = vec![base.join(prefix)];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&base) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        // Ignored errors: it may already have exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A tansu broker on a free loopback port: in-memory storage, or durable

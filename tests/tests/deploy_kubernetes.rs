@@ -4,8 +4,9 @@
 //! 1.37 plus the Strimzi KafkaTopic schema, while broken manifests are
 //! refused by the same validator; the TOML in every ConfigMap parses with the
 //! binaries' own config types (unknown keys refused); ports, topics and the
-//! agent's capabilities agree with the code; SIEM outputs and `[analysis]`
-//! reach the analyzer's config and its NetworkPolicy, and values the
+//! agent's capabilities agree with the code; SIEM outputs, `[analysis]`,
+//! the lake (`[lake]`, `[lake.s3]`) and the SQL front doors (`[sql]`) reach
+//! the analyzer's config, its pod and its NetworkPolicy, and values the
 //! analyzer would refuse fail the render, saying why.
 
 use std::collections::BTreeSet;
@@ -72,6 +73,19 @@ const VARIANTS: &[&[&str]] = &[
         "--set",
         "namespaces.create=false",
     ],
+    // The lake on S3 with its key Secret, the SQL front doors.
+    &[
+        "--set",
+        "analyzer.lake.enabled=true,analyzer.lake.location=s3://lake/glasshouse",
+        "--set",
+        "analyzer.lake.s3.endpoint=http://minio.storage.svc:9000,analyzer.lake.s3.allowHttp=true,analyzer.lake.s3.port=9000",
+        "--set",
+        "analyzer.lake.s3.credentialsSecret.name=lake-s3",
+        "--set",
+        "analyzer.sql.enabled=true,analyzer.sql.passwordSecret.name=sql-password",
+    ],
+    // The lake on each pod's own disk.
+    &["--set", "analyzer.lake.enabled=true"],
 ];
 
 fn render_valid(args: &[&str]) -> anyhow::Result<Vec<Value>> {
@@ -90,6 +104,15 @@ fn config_text<'a>(objects: &'a [Value], name: &str, key: &str) -> anyhow::Resul
     find(objects, "ConfigMap", name)?["data"][key]
         .as_str()
         .with_context(|| format!("ConfigMap {name} has no {key}"))
+}
+
+/// The analyzer's config of a render, parsed by its own type.
+fn analyzer_config(objects: &[Value]) -> anyhow::Result<glasshouse_analyzer::Config> {
+    parse_config(
+        "analyzer.toml",
+        config_text(objects, "glasshouse-analyzer", "analyzer.toml")?,
+    )
+    .map_err(Into::into)
 }
 
 fn pod_spec(object: &Value) -> &Value {
@@ -304,13 +327,7 @@ fn siem_outputs_reach_the_analyzer_config_and_its_network_policy() -> anyhow::Re
     use glasshouse_analyzer::outputs::Protocol;
     use serde_json::json;
 
-    let parse = |objects: &[Value]| -> anyhow::Result<glasshouse_analyzer::Config> {
-        parse_config(
-            "analyzer.toml",
-            config_text(objects, "glasshouse-analyzer", "analyzer.toml")?,
-        )
-        .map_err(Into::into)
-    };
+    let parse = analyzer_config;
 
     // Defaults: no outputs, and nothing out but DNS, Kafka and the other
     // analyzers' metrics ports.
@@ -671,6 +688,129 @@ fn pods_get_only_the_privileges_they_need() -> anyhow::Result<()> {
             ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
             "restricted"
         );
+    }
+    Ok(())
+}
+
+/// The lake and SQL values reach `[lake]`, `[lake.s3]` and `[sql]` as the
+/// analyzer's config type accepts and validates them; the S3 keys come from
+/// their Secret as the standard AWS variables; the password file is the
+/// mounted Secret; the SQL ports are on the pod, the Service glasshouse-sql
+/// and the NetworkPolicy's ingress; egress reaches the object store's port.
+/// A local lake gets a writable volume; SQL without its password Secret or
+/// without the lake is refused at render.
+#[test]
+fn lake_and_sql_values_reach_the_analyzer_config_pod_and_policy() -> anyhow::Result<()> {
+    let parse = analyzer_config;
+    let defaults = parse(&render_valid(&[])?)?;
+    ensure!(
+        !defaults.lake.enabled && !defaults.sql.enabled(),
+        "lake or sql on by default"
+    );
+
+    let objects = render_valid(VARIANTS[3])?;
+    let analyzer = parse(&objects)?;
+    analyzer.lake.validate().map_err(anyhow::Error::msg)?;
+    analyzer.sql.validate(&analyzer.lake).map_err(anyhow::Error::msg)?;
+    ensure!(analyzer.lake.location == "s3://lake/glasshouse");
+    ensure!(
+        analyzer.lake.s3.endpoint.as_deref() == Some("http://minio.storage.svc:9000") && analyzer.lake.s3.allow_http
+    );
+    let (pg, flight) = (
+        analyzer.sql.pg_listen.context("pg_listen")?.port(),
+        analyzer.sql.flight_listen.context("flight_listen")?.port(),
+    );
+    let deployment = find(&objects, "Deployment", "glasshouse-analyzer")?;
+    let container = &pod_spec(deployment)["containers"][0];
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .context("analyzer env")?
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default(),
+                e["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    ensure!(
+        env == [("AWS_ACCESS_KEY_ID", "lake-s3"), ("AWS_SECRET_ACCESS_KEY", "lake-s3")],
+        "{env:?}"
+    );
+    let password = analyzer.sql.password_file.clone().context("password_file")?;
+    let mounts = container["volumeMounts"].as_array().context("mounts")?;
+    let sql_mount = mounts
+        .iter()
+        .find(|m| m["name"] == "sql-password")
+        .context("no sql-password mount")?;
+    ensure!(password.starts_with(sql_mount["mountPath"].as_str().unwrap_or("?")));
+    let volume = pod_spec(deployment)["volumes"]
+        .as_array()
+        .context("volumes")?
+        .iter()
+        .find(|v| v["name"] == "sql-password")
+        .context("no sql-password volume")?;
+    ensure!(volume["secret"]["secretName"] == "sql-password", "{volume}");
+    ensure!(
+        !mounts.iter().any(|m| m["name"] == "lake"),
+        "an s3 lake needs no volume"
+    );
+    let ports: Vec<u64> = container["ports"]
+        .as_array()
+        .context("ports")?
+        .iter()
+        .filter_map(|p| p["containerPort"].as_u64())
+        .collect();
+    ensure!(
+        ports.contains(&u64::from(pg)) && ports.contains(&u64::from(flight)),
+        "{ports:?}"
+    );
+    let service = find(&objects, "Service", "glasshouse-sql")?;
+    let service_ports: Vec<u64> = service["spec"]["ports"]
+        .as_array()
+        .context("service ports")?
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    ensure!(service_ports == [u64::from(pg), u64::from(flight)], "{service_ports:?}");
+    let policy = find(&objects, "NetworkPolicy", "glasshouse-analyzer")?;
+    let ingress = policy["spec"]["ingress"].to_string();
+    ensure!(
+        ingress.contains("postgres") && ingress.contains("flight-sql"),
+        "{ingress}"
+    );
+    ensure!(
+        analyzer_egress(&objects)?
+            .iter()
+            .any(|(_, ports)| ports[0]["port"] == 9000),
+        "no egress to the object store: {:?}",
+        analyzer_egress(&objects)?
+    );
+
+    // A local lake: the default directory on a volume of the pod.
+    let objects = render_valid(VARIANTS[4])?;
+    let analyzer = parse(&objects)?;
+    analyzer.lake.validate().map_err(anyhow::Error::msg)?;
+    let deployment = find(&objects, "Deployment", "glasshouse-analyzer")?;
+    let mounts = pod_spec(deployment)["containers"][0]["volumeMounts"].to_string();
+    ensure!(
+        mounts.contains(&format!("\"{}\"", analyzer.lake.location)),
+        "{} not mounted: {mounts}",
+        analyzer.lake.location
+    );
+
+    for (set, why) in [
+        ("analyzer.sql.enabled=true", "analyzer.lake.enabled"),
+        (
+            "analyzer.sql.enabled=true,analyzer.lake.enabled=true",
+            "passwordSecret.name",
+        ),
+    ] {
+        let e = helm_template(&["--set", set])
+            .err()
+            .with_context(|| format!("{set} rendered"))?
+            .to_string();
+        ensure!(e.contains(why), "{set}: {e}");
     }
     Ok(())
 }

@@ -218,6 +218,9 @@ async fn sql_clients_query_refuse_and_recover() -> anyhow::Result<()> {
         "queries": [TOP_TALKERS, "SELEC 1", EXECS_PER_IMAGE, "INSERT INTO alerts (alert_id) VALUES ('x')"]});
     let r = tokio::task::spawn_blocking(move || python("adbc_client.py", &spec)).await??;
     ensure!(rows_of(&r[0])? == talkers, "adbc: {} vs {talkers:?}", r[0]);
+    // The lake's strings arrive as Arrow string views, which the driver
+    // (arrow-go) and pyarrow read as they are.
+    ensure!(r[0]["types"][0] == "string_view", "adbc types: {}", r[0]["types"]);
     ensure!(
         r[1]["error"].as_str().is_some_and(|e| e.contains("Expected")),
         "{}",

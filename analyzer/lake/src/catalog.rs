@@ -17,6 +17,13 @@
 //!
 //! Every JSON table also has `kafka_key` (the message key: the workload id),
 //! `kafka_time` (the message timestamp) and `raw` (the message as received).
+//!
+//! Strings are `Utf8View` (top-level columns; list items stay `Utf8`),
+//! the type DataFusion reads Parquet strings as by default: the lake's
+//! schemas, its in-memory tail and its Parquet files agree with any
+//! DataFusion session over the same files, and string group-bys and
+//! filters take DataFusion's faster view paths. Clients see ordinary
+//! strings (`text` over the PostgreSQL wire).
 
 use std::sync::Arc;
 
@@ -435,9 +442,24 @@ FROM attribution a LEFT JOIN latest l ON l.container_id = a.container_id AND l.r
 /// The DataFusion (arrow 59) schema of a table.
 pub fn schema(def: &TableDef) -> SchemaRef {
     match def.format {
-        Format::Arrow(proto_schema) => crate::decode::convert_schema(&proto_schema()),
+        Format::Arrow(proto_schema) => string_views(&crate::decode::convert_schema(&proto_schema())),
         Format::Json(columns) => json_schema(columns),
     }
+}
+
+/// `schema` with its top-level `Utf8` and `LargeUtf8` columns as
+/// `Utf8View`: what DataFusion's Parquet reading makes of them by default
+/// (`schema_force_view_types`), nested types left as they are.
+pub fn string_views(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 fn timestamp() -> DataType {
@@ -448,7 +470,7 @@ fn json_schema(columns: &[JsonColumn]) -> SchemaRef {
     let mut fields: Vec<Field> = Vec::with_capacity(columns.len() + 3);
     for c in columns {
         let t = match c.kind {
-            JsonKind::Text | JsonKind::Json => DataType::Utf8,
+            JsonKind::Text | JsonKind::Json => DataType::Utf8View,
             JsonKind::Int => DataType::Int64,
             JsonKind::Float => DataType::Float64,
             JsonKind::Bool => DataType::Boolean,
@@ -456,9 +478,9 @@ fn json_schema(columns: &[JsonColumn]) -> SchemaRef {
         };
         fields.push(Field::new(c.name, t, true));
     }
-    fields.push(Field::new("kafka_key", DataType::Utf8, true));
+    fields.push(Field::new("kafka_key", DataType::Utf8View, true));
     fields.push(Field::new("kafka_time", timestamp(), false));
-    fields.push(Field::new("raw", DataType::Utf8, false));
+    fields.push(Field::new("raw", DataType::Utf8View, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -475,6 +497,27 @@ mod tests {
                 .unwrap_or_else(|_| panic!("{} has no {}", def.name, def.time_column));
             assert!(matches!(f.data_type(), DataType::Timestamp(..)), "{}", def.name);
         }
+    }
+
+    #[test]
+    fn top_level_strings_are_views() {
+        for def in TABLES {
+            for f in schema(def).fields() {
+                assert!(
+                    !matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8),
+                    "{}.{} is {}",
+                    def.name,
+                    f.name(),
+                    f.data_type()
+                );
+            }
+        }
+        let p = schema(TABLES.iter().find(|t| t.name == "process_events").unwrap());
+        assert_eq!(p.field_with_name("path").unwrap().data_type(), &DataType::Utf8View);
+        assert!(matches!(
+            p.field_with_name("argv").unwrap().data_type(),
+            DataType::List(_)
+        ));
     }
 
     #[test]

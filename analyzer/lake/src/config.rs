@@ -13,12 +13,16 @@ pub struct LakeConfig {
     #[serde(default)]
     pub enabled: bool,
     /// Where the Parquet files go: a local directory (default
-    /// `/var/lib/glasshouse/lake`) or an `s3://bucket/prefix` URL (needs the
-    /// `s3` cargo feature of `glasshouse-lake`; credentials, region and
-    /// endpoint from the usual `AWS_*` environment variables, e.g.
-    /// `AWS_ENDPOINT_URL` for an S3-compatible store).
+    /// `/var/lib/glasshouse/lake`) or an `s3://bucket/prefix` URL on S3 or
+    /// S3-compatible object storage, configured by `[lake.s3]` and the
+    /// standard `AWS_*` environment variables. The bucket must exist; the
+    /// analyzer lists it at start and refuses to start if it cannot.
     #[serde(default = "default_location")]
     pub location: String,
+    /// `[lake.s3]`: how to reach an `s3://` location. Each key set here
+    /// wins over its environment variable.
+    #[serde(default)]
+    pub s3: S3Config,
     /// Kafka consumer group of the lake writer (default `glasshouse-lake`),
     /// apart from the analyzer's: it reads every topic from its own offsets.
     #[serde(default = "default_group")]
@@ -46,6 +50,66 @@ pub struct LakeConfig {
     /// a week; 0: keep everything).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
+}
+
+/// `[lake.s3]`: the object store of an `s3://bucket/prefix` location.
+///
+/// Unset keys come from the standard AWS environment variables, read by
+/// `object_store`: `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), `AWS_REGION`
+/// (or `AWS_DEFAULT_REGION`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`; without keys, the web identity
+/// (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`: Kubernetes service
+/// accounts), container and instance credentials of AWS itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// URL of an S3-compatible server (MinIO, Ceph RGW, Garage, s3s-fs …),
+    /// e.g. `https://s3.example.internal:9000`; requests use path-style
+    /// addressing (`ENDPOINT/BUCKET/KEY`). Default: `AWS_ENDPOINT_URL`, else
+    /// AWS S3 of `region`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`, else
+    /// `us-east-1`; most S3-compatible servers accept any).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow an `http://` endpoint without TLS (default false: refused at
+    /// start). For a server on loopback or a private network only: the
+    /// requests are signed, but the data crosses the network in clear.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Access key id (default: `AWS_ACCESS_KEY_ID`). Needs
+    /// `secret_access_key_file` with it.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// File holding the secret access key: its first line (default:
+    /// `AWS_SECRET_ACCESS_KEY`). Never logged, never in an error message.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+impl S3Config {
+    fn is_set(&self) -> bool {
+        self.endpoint.is_some()
+            || self.region.is_some()
+            || self.allow_http
+            || self.access_key_id.is_some()
+            || self.secret_access_key_file.is_some()
+    }
+
+    /// The secret access key from `secret_access_key_file`, if set.
+    pub fn read_secret(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.secret_access_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("`lake.s3.secret_access_key_file` {}: {e}", path.display()))?;
+        let secret = text.lines().next().unwrap_or("").trim().to_owned();
+        if secret.is_empty() {
+            return Err(format!("`lake.s3.secret_access_key_file` {}: empty", path.display()));
+        }
+        Ok(Some(secret))
+    }
 }
 
 /// `[sql]`: the SQL front doors.
@@ -123,6 +187,7 @@ impl Default for LakeConfig {
         LakeConfig {
             enabled: false,
             location: default_location(),
+            s3: S3Config::default(),
             group_id: default_group(),
             flush_rows: default_flush_rows(),
             flush_secs: default_flush_secs(),
@@ -157,17 +222,51 @@ impl LakeConfig {
         if self.compact_min_files < 2 {
             return Err("`lake.compact_min_files` must be at least 2".into());
         }
-        if self.location.starts_with("s3://") && !cfg!(feature = "s3") {
-            return Err(format!(
-                "`lake.location` {:?}: this build has no S3 support (cargo feature `s3` of glasshouse-lake)",
-                self.location
-            ));
-        }
         if self.location.contains("://") && !self.location.starts_with("s3://") {
             return Err(format!(
                 "`lake.location` {:?}: a local directory or an s3:// URL",
                 self.location
             ));
+        }
+        let Some(rest) = self.location.strip_prefix("s3://") else {
+            if self.s3.is_set() {
+                return Err(format!(
+                    "`lake.s3` is set but `lake.location` {:?} is a local directory (use s3://bucket/prefix)",
+                    self.location
+                ));
+            }
+            return Ok(());
+        };
+        let bucket = rest.split('/').next().unwrap_or("");
+        if bucket.is_empty() {
+            return Err(format!(
+                "`lake.location` {:?}: no bucket (s3://bucket/prefix)",
+                self.location
+            ));
+        }
+        if let Some(endpoint) = &self.s3.endpoint {
+            let url =
+                url::Url::parse(endpoint).map_err(|e| format!("`lake.s3.endpoint` {endpoint:?}: not a URL ({e})"))?;
+            match url.scheme() {
+                "https" => {}
+                "http" if self.s3.allow_http => {}
+                "http" => {
+                    return Err(format!(
+                        "`lake.s3.endpoint` {endpoint:?} is plain http: set `lake.s3.allow_http = true` to allow it"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "`lake.s3.endpoint` {endpoint:?}: scheme {other:?}, expected https (or http)"
+                    ));
+                }
+            }
+        }
+        if self.s3.access_key_id.is_some() != self.s3.secret_access_key_file.is_some() {
+            return Err(
+                "`lake.s3.access_key_id` and `lake.s3.secret_access_key_file` go together (or leave both to AWS_* variables)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -207,5 +306,67 @@ impl SqlConfig {
             return Err(format!("sql password file {}: empty", path.display()));
         }
         Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lake(location: &str, s3: S3Config) -> LakeConfig {
+        LakeConfig {
+            location: location.into(),
+            s3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn s3_locations_and_keys_are_checked() {
+        assert!(lake("/var/lib/glasshouse/lake", S3Config::default()).validate().is_ok());
+        assert!(lake("s3://bucket/prefix", S3Config::default()).validate().is_ok());
+        let http = S3Config {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            ..Default::default()
+        };
+        let e = lake("s3://b/p", http.clone()).validate().unwrap_err();
+        assert!(e.contains("allow_http"), "{e}");
+        let allowed = S3Config {
+            allow_http: true,
+            ..http.clone()
+        };
+        assert!(lake("s3://b/p", allowed.clone()).validate().is_ok());
+        let e = lake("/tmp/lake", allowed).validate().unwrap_err();
+        assert!(e.contains("local directory"), "{e}");
+        let e = lake("s3:///p", S3Config::default()).validate().unwrap_err();
+        assert!(e.contains("no bucket"), "{e}");
+        let e = lake("gs://b/p", S3Config::default()).validate().unwrap_err();
+        assert!(e.contains("s3:// URL"), "{e}");
+        let half = S3Config {
+            access_key_id: Some("AK".into()),
+            ..Default::default()
+        };
+        let e = lake("s3://b", half).validate().unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let ftp = S3Config {
+            endpoint: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        assert!(lake("s3://b", ftp).validate().is_err());
+    }
+
+    #[test]
+    fn the_secret_is_the_first_line_of_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "  sk-1 \nsecond\n").unwrap();
+        let s3 = S3Config {
+            secret_access_key_file: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(s3.read_secret().unwrap().as_deref(), Some("sk-1"));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(s3.read_secret().unwrap_err().contains("empty"));
+        assert_eq!(S3Config::default().read_secret().unwrap(), None);
     }
 }

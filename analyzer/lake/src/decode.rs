@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringViewBuilder,
     TimestampNanosecondBuilder, new_null_array,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -76,9 +77,11 @@ pub fn arrow_message(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch
         .collect::<Result<Vec<_>, _>>()
 }
 
-/// `batch` with the columns of `schema`, in its order. A column missing from
-/// an older schema version is filled (`false` for a flag, null where
-/// nullable); any other difference is an error.
+/// `batch` with the columns of `schema`, in its order. Plain strings
+/// (`Utf8`, as the contract and older lake files have them) become the
+/// table's `Utf8View` (the value buffers are shared, not copied). A column
+/// missing from an older schema version is filled (`false` for a flag,
+/// null where nullable); any other difference is an error.
 pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DecodeError> {
     let have = batch.schema();
     for f in have.fields() {
@@ -93,7 +96,12 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, D
     for field in schema.fields() {
         match have.index_of(field.name()) {
             Ok(i) => {
-                let c = batch.column(i);
+                let mut c = batch.column(i).clone();
+                if field.data_type() == &DataType::Utf8View
+                    && matches!(c.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+                {
+                    c = cast(&c, &DataType::Utf8View).map_err(DecodeError::Arrow)?;
+                }
                 if c.data_type() != field.data_type() {
                     return Err(DecodeError::ColumnType {
                         column: field.name().clone(),
@@ -106,7 +114,7 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, D
                         column: field.name().clone(),
                     });
                 }
-                columns.push(c.clone());
+                columns.push(c);
             }
             Err(_) if field.data_type() == &DataType::Boolean && !field.is_nullable() => {
                 columns.push(Arc::new(BooleanArray::from(vec![false; rows])));
@@ -128,15 +136,15 @@ pub struct JsonRows {
     columns: &'static [JsonColumn],
     schema: SchemaRef,
     builders: Vec<Builder>,
-    key: StringBuilder,
+    key: StringViewBuilder,
     time: TimestampNanosecondBuilder,
-    raw: StringBuilder,
+    raw: StringViewBuilder,
     len: usize,
 }
 
 #[derive(Debug)]
 enum Builder {
-    Text(StringBuilder),
+    Text(StringViewBuilder),
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
@@ -148,7 +156,7 @@ impl JsonRows {
         let builders = columns
             .iter()
             .map(|c| match c.kind {
-                JsonKind::Text | JsonKind::Json => Builder::Text(StringBuilder::new()),
+                JsonKind::Text | JsonKind::Json => Builder::Text(StringViewBuilder::new()),
                 JsonKind::Int => Builder::Int(Int64Builder::new()),
                 JsonKind::Float => Builder::Float(Float64Builder::new()),
                 JsonKind::Bool => Builder::Bool(BooleanBuilder::new()),
@@ -160,9 +168,9 @@ impl JsonRows {
             columns,
             schema,
             builders,
-            key: StringBuilder::new(),
+            key: StringViewBuilder::new(),
             time: TimestampNanosecondBuilder::new(),
-            raw: StringBuilder::new(),
+            raw: StringViewBuilder::new(),
             len: 0,
         }
     }
@@ -334,11 +342,11 @@ mod tests {
             .as_primitive::<TimestampNanosecondType>();
         assert_eq!(time.value(0), 1_700_000_000_123_000_000);
         assert_eq!(time.value(1), 9, "absent time takes the message time");
-        let title = batch.column_by_name("title").unwrap().as_string::<i32>();
+        let title = batch.column_by_name("title").unwrap().as_string_view();
         assert_eq!(title.value(0), "x\u{1b}[31m");
-        let sev = batch.column_by_name("severity").unwrap().as_string::<i32>();
+        let sev = batch.column_by_name("severity").unwrap().as_string_view();
         assert_eq!(sev.value(1), "7");
-        let raw = batch.column_by_name("raw").unwrap().as_string::<i32>();
+        let raw = batch.column_by_name("raw").unwrap().as_string_view();
         assert_eq!(raw.value(0).as_bytes(), doc);
         let key = batch.column_by_name("kafka_key").unwrap();
         assert!(key.is_null(1));

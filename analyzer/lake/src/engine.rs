@@ -103,13 +103,11 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// A session with every lake table and the `containers` view.
     pub async fn new(lake: &Arc<Lake>, limits: Limits) -> Result<Engine, EngineError> {
-        let mut config = SessionConfig::new()
+        // DataFusion's defaults otherwise: strings as Utf8View, as the
+        // lake's schemas, tail and Parquet files have them (`catalog`).
+        let config = SessionConfig::new()
             .with_target_partitions(limits.threads.max(1))
             .with_information_schema(true);
-        // Plain Utf8 strings everywhere: the lake's schemas, the tail and
-        // the Parquet files then agree, and clients get ordinary strings.
-        config.options_mut().execution.parquet.schema_force_view_types = false;
-        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()?;

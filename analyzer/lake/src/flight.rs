@@ -1,6 +1,8 @@
 //! The Arrow Flight SQL front door (the ADBC Flight SQL driver, JDBC's
 //! Flight SQL driver, `glasshouse sql`): statements as `CommandStatementQuery`,
-//! results streamed as Arrow record batches. Every call must carry
+//! results streamed as Arrow record batches, strings as the lake has them
+//! (`Utf8View`: the ADBC driver 1.13 with pyarrow reads them as
+//! `string_view`, checked by the `sql_clients` test). Every call must carry
 //! `authorization: Bearer TOKEN`; anything else is `UNAUTHENTICATED`.
 //!
 //! The ticket of a statement is its SQL text: `DoGet` plans and runs it

@@ -57,6 +57,20 @@ pub enum LakeError {
         #[source]
         source: object_store::Error,
     },
+    /// The start-up listing of an object store location failed: no such
+    /// bucket, credentials refused, or no answer. The message names the
+    /// location and endpoint, never a secret.
+    #[error(
+        "lake location {location:?} (endpoint {endpoint}) cannot be listed: the bucket must exist, be reachable and accept the credentials"
+    )]
+    Unreachable {
+        location: String,
+        endpoint: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("lake location {location:?}: {message}")]
+    Config { location: String, message: String },
     #[error("lake storage: {path}")]
     Storage {
         path: String,
@@ -132,7 +146,7 @@ impl Lake {
     /// `grace` is how long replaced files stay readable (longer than the
     /// query timeout).
     pub async fn open(config: &LakeConfig, instance: &str, grace: Duration) -> Result<Lake, LakeError> {
-        let (store, store_url, root) = open_store(&config.location)?;
+        let (store, store_url, root) = open_store(config).await?;
         let mut tables = BTreeMap::new();
         for def in TABLES {
             tables.insert(
@@ -545,11 +559,12 @@ impl TableProvider for LakeTable {
     }
 }
 
-/// Opens the object store of `location`: its URL for DataFusion and the
-/// lake's root path inside it.
-fn open_store(location: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
+/// Opens the object store of `config.location`: its URL for DataFusion and
+/// the lake's root path inside it.
+async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
+    let location = config.location.as_str();
     if let Some(rest) = location.strip_prefix("s3://") {
-        return open_s3(location, rest);
+        return open_s3(config, rest).await;
     }
     std::fs::create_dir_all(location).map_err(|e| LakeError::Location {
         location: location.into(),
@@ -576,27 +591,72 @@ fn open_store(location: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), La
     ))
 }
 
-#[cfg(feature = "s3")]
-fn open_s3(location: &str, rest: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
+/// S3 or an S3-compatible store: `[lake.s3]` over the `AWS_*` environment
+/// variables. The location is listed once before anything else, with few
+/// retries and short timeouts, so a missing bucket, refused credentials or
+/// an unreachable endpoint stop the start with a clear error instead of
+/// minutes of retries; the store itself keeps object_store's retries for
+/// the transient failures of a running lake.
+async fn open_s3(config: &LakeConfig, rest: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
+
+    let location = config.location.as_str();
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let store = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .map_err(|source| LakeError::Location {
+    let s3 = &config.s3;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = &s3.region {
+        builder = builder.with_region(region);
+    }
+    if s3.allow_http {
+        builder = builder.with_allow_http(true);
+    }
+    if let Some(id) = &s3.access_key_id {
+        builder = builder.with_access_key_id(id);
+    }
+    let secret = s3.read_secret().map_err(|message| LakeError::Config {
+        location: location.into(),
+        message,
+    })?;
+    if let Some(secret) = secret {
+        builder = builder.with_secret_access_key(secret);
+    }
+    let endpoint = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .unwrap_or_else(|| "AWS S3".into());
+    let build = |b: AmazonS3Builder| {
+        b.build().map_err(|source| LakeError::Location {
             location: location.into(),
             source,
+        })
+    };
+    let probe = build(
+        builder
+            .clone()
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(15),
+            })
+            // Set key by key: client options as a whole would drop the
+            // others already set (allow_http).
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "15s"),
+    )?;
+    let store = build(builder)?;
+    let root = Path::from(prefix);
+    probe
+        .list_with_delimiter(Some(&root))
+        .await
+        .map_err(|source| LakeError::Unreachable {
+            location: location.into(),
+            endpoint,
+            source,
         })?;
-    Ok((Arc::new(store), format!("s3://{bucket}/"), Path::from(prefix)))
-}
-
-#[cfg(not(feature = "s3"))]
-fn open_s3(location: &str, _rest: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
-    Err(LakeError::Location {
-        location: location.into(),
-        source: object_store::Error::NotSupported {
-            source: "this build has no S3 support (cargo feature `s3` of glasshouse-lake)".into(),
-        },
-    })
+    Ok((Arc::new(store), format!("s3://{bucket}/"), root))
 }
 
 /// Rows of `batch` grouped by the hour of `time_column` (hours since the epoch).

@@ -28,7 +28,7 @@
 //! - [`pg`]: the PostgreSQL wire protocol front door.
 //! - [`flight`]: the Flight SQL front door and a client for the CLI.
 //! - [`output`]: result tables as text, CSV and JSON with hostile strings escaped.
-//! - [`config`]: `[lake]` and `[sql]`.
+//! - [`config`]: `[lake]` (and `[lake.s3]`, the object store) and `[sql]`.
 //! - [`service`]: starts what the config asks for.
 //! - [`fixture`]: deterministic synthetic events (golden tests, the benchmark).
 //!

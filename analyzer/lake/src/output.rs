@@ -218,7 +218,7 @@ fn json(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, ArrowErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, ListBuilder, StringArray, StringBuilder};
+    use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder, StringViewArray};
     use datafusion::arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
@@ -241,7 +241,8 @@ mod tests {
         argv.append(true);
         argv.append(true);
         let schema = Arc::new(Schema::new(vec![
-            Field::new("path", DataType::Utf8, true),
+            // The lake's strings are views (`catalog`); list items plain.
+            Field::new("path", DataType::Utf8View, true),
             Field::new("n", DataType::Int64, true),
             Field::new("argv", argv.finish().data_type().clone(), true),
         ]));
@@ -253,7 +254,7 @@ mod tests {
         let b = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![Some("/bin/x\u{1b}[2J\nFAKE,\"q\""), None])),
+                Arc::new(StringViewArray::from(vec![Some("/bin/x\u{1b}[2J\nFAKE,\"q\""), None])),
                 Arc::new(Int64Array::from(vec![Some(12), None])),
                 Arc::new(argv.finish()),
             ],

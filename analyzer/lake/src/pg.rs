@@ -2,7 +2,8 @@
 //! JDBC client), on pgwire: simple and extended query protocols, MD5
 //! password authentication, results typed (integers, floats, booleans,
 //! text, `timestamptz`; unsigned 64-bit integers as `numeric`; lists as
-//! JSON text). Errors carry a SQLSTATE and the engine's message; the
+//! JSON text; Arrow's strings of every layout, the lake's `Utf8View`
+//! included, as `text`). Errors carry a SQLSTATE and the engine's message; the
 //! connection and the server keep serving.
 //!
 //! No TLS: listen on loopback or a private network, or put a TLS proxy in
@@ -247,6 +248,7 @@ fn pg_type(t: &DataType) -> (Type, bool) {
         DataType::Float64 => (Type::FLOAT8, false),
         DataType::Timestamp(_, Some(_)) => (Type::TIMESTAMPTZ, false),
         DataType::Timestamp(_, None) => (Type::TIMESTAMP, false),
+        // Utf8, LargeUtf8, Utf8View and whatever else is shown as text.
         _ => (Type::TEXT, true),
     }
 }
