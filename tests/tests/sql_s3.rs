@@ -125,7 +125,7 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     let broker = Broker::start()?;
     let brokers = broker.bootstrap();
     let cancel = CancellationToken::new();
-    glasshouse_proto::kafka::ensure_topics(&brokers, Default::default(), &cancel).await?;
+    glasshouse_proto::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
     let secret = secret_file(&s3.secret_key)?;
     let password = secret_file(PASSWORD)?;
     let location = format!("s3://{BUCKET}/{PREFIX}");
