@@ -345,6 +345,44 @@ impl Drop for PodmanService {
     }
 }
 
+/// Runs `glasshouse --brokers B ARGS…` to completion: its stdout, or why it failed.
+pub fn cli(brokers: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(workspace_binary("glasshouse")?)
+        .arg("--brokers")
+        .arg(brokers)
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "glasshouse {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The task of an aggregator run in the test's process.
+pub type AggregatorTask = tokio::task::JoinHandle<Result<(), glasshouse_aggregator::AggregatorError>>;
+
+/// An aggregator in this process on a free loopback port, writing to
+/// `brokers` (20 ms flushes, 3 partitions) until `cancel`: its ingest
+/// address and its task.
+pub async fn spawn_aggregator(
+    brokers: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(SocketAddr, AggregatorTask)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ingest = listener.local_addr()?;
+    let config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+        "test",
+        &format!("brokers = \"{brokers}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3"),
+    )?;
+    Ok((
+        ingest,
+        tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone())),
+    ))
+}
+
 /// A binary of this workspace, built next to the test executables
 /// (`cargo test --workspace` builds every binary of the workspace).
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {

@@ -13,26 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_tests::{
-    Broker, PodmanService, TEST_IMAGE, free_port, http_get, init_logging, metric_value, podman, require_test_image,
-    workspace_binary,
+    Broker, PodmanService, TEST_IMAGE, cli, free_port, http_get, init_logging, metric_value, podman,
+    require_test_image, workspace_binary,
 };
 use tokio_util::sync::CancellationToken;
-
-/// Runs `glasshouse --brokers B ARGS…` to completion: its stdout, or why it failed.
-fn cli(brokers: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(workspace_binary("glasshouse")?)
-        .arg("--brokers")
-        .arg(brokers)
-        .args(args)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "glasshouse {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn analyzer_config(brokers: &str, metrics: u16) -> anyhow::Result<glasshouse_analyzer::Config> {
     Ok(glasshouse_proto::service::parse_config(
@@ -77,17 +61,7 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
     let cancel = CancellationToken::new();
     let suffix = free_port()?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{brokers}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3"),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
+    let (ingest, aggregator) = glasshouse_tests::spawn_aggregator(&brokers, &cancel).await?;
     let metrics = free_port()?;
     let first_cancel = cancel.child_token();
     let first = tokio::spawn(glasshouse_analyzer::run(

@@ -55,17 +55,7 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
     let podman_api = PodmanService::start()?;
     let cancel = CancellationToken::new();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{brokers}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3"),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
+    let (ingest, aggregator) = glasshouse_tests::spawn_aggregator(&brokers, &cancel).await?;
 
     let lake_dir = tempfile::tempdir()?;
     let mut password_file = tempfile::NamedTempFile::new()?;

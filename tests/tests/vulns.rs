@@ -37,26 +37,10 @@ use glasshouse_analyzer::vulns::matcher::{State, Vulnerability};
 use glasshouse_proto::record::{RecordType, TOPIC_ALERTS, TOPIC_VULNERABILITIES};
 use glasshouse_proto::{inventory, ipc};
 use glasshouse_tests::{
-    Broker, PodmanService, TEST_IMAGE, free_port, init_logging, manifest_dir, podman, require_test_image,
+    Broker, PodmanService, TEST_IMAGE, cli, free_port, init_logging, manifest_dir, podman, require_test_image,
     workspace_binary,
 };
 use tokio_util::sync::CancellationToken;
-
-/// Runs `glasshouse --brokers B ARGS…` to completion: its stdout, or why it failed.
-fn cli(brokers: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(workspace_binary("glasshouse")?)
-        .arg("--brokers")
-        .arg(brokers)
-        .args(args)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "glasshouse {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn write(root: &Path, rel: &str, content: &str) -> anyhow::Result<()> {
     let p = root.join(rel);
@@ -164,17 +148,7 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
         std::io::sink(),
         first_cancel.clone(),
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{brokers}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3"),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
+    let (ingest, aggregator) = glasshouse_tests::spawn_aggregator(&brokers, &cancel).await?;
 
     // Advisories: the two Debian ones (the analyzer creates the topics; retry until it has).
     let osv = manifest_dir().join("fixtures/osv");
