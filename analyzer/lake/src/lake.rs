@@ -173,18 +173,30 @@ impl Lake {
         Ok(lake)
     }
 
+    /// Writes one object.
+    async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), LakeError> {
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map(drop)
+            .map_err(storage_error(path))
+    }
+
+    /// Reads one object whole.
+    async fn get(&self, path: &Path) -> Result<bytes::Bytes, LakeError> {
+        let object = self.store.get(path).await.map_err(storage_error(path))?;
+        object.bytes().await.map_err(storage_error(path))
+    }
+
     async fn list_files(&self) -> Result<(), LakeError> {
         for table in self.tables.values() {
             let prefix = self.root.clone().join(table.def.name);
-            let metas: Vec<_> =
-                self.store
-                    .list(Some(&prefix))
-                    .try_collect()
-                    .await
-                    .map_err(|source| LakeError::Storage {
-                        path: prefix.to_string(),
-                        source,
-                    })?;
+            let metas: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(storage_error(&prefix))?;
             let mut files: Vec<FileEntry> = metas
                 .into_iter()
                 .filter(|m| m.location.extension() == Some("parquet"))
@@ -285,19 +297,13 @@ impl Lake {
                 .collect()
         })
         .await
-        .map_err(|e| LakeError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))))??;
+        .map_err(task_error)??;
         let mut work = Work::default();
         let mut entries = Vec::with_capacity(encoded.len());
         for (hour, rows, bytes) in encoded {
             let path = self.new_path(t.def.name, hour);
             let size = bytes.len() as u64;
-            self.store
-                .put(&path, PutPayload::from(bytes))
-                .await
-                .map_err(|source| LakeError::Storage {
-                    path: path.to_string(),
-                    source,
-                })?;
+            self.put(&path, bytes).await?;
             work.files_written += 1;
             work.rows_written += rows;
             entries.push(FileEntry { path, size, hour });
@@ -348,20 +354,7 @@ impl Lake {
                 }
                 let mut batches = Vec::new();
                 for f in &files {
-                    let bytes = self
-                        .store
-                        .get(&f.path)
-                        .await
-                        .map_err(|source| LakeError::Storage {
-                            path: f.path.to_string(),
-                            source,
-                        })?
-                        .bytes()
-                        .await
-                        .map_err(|source| LakeError::Storage {
-                            path: f.path.to_string(),
-                            source,
-                        })?;
+                    let bytes = self.get(&f.path).await?;
                     let path = f.path.to_string();
                     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
                         .and_then(|b| b.build())
@@ -381,16 +374,10 @@ impl Lake {
                     Ok((all.num_rows(), encode_parquet(&all)?))
                 })
                 .await
-                .map_err(|e| LakeError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e))))??;
+                .map_err(task_error)??;
                 let path = self.new_path(t.def.name, hour);
                 let size = bytes.len() as u64;
-                self.store
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .map_err(|source| LakeError::Storage {
-                        path: path.to_string(),
-                        source,
-                    })?;
+                self.put(&path, bytes).await?;
                 {
                     let mut s = t.state.write().unwrap_or_else(|p| p.into_inner());
                     s.files.retain(|f| !files.contains(f));
@@ -561,6 +548,19 @@ impl TableProvider for LakeTable {
 
 /// Opens the object store of `config.location`: its URL for DataFusion and
 /// the lake's root path inside it.
+/// An object store error about `path`.
+fn storage_error(path: &Path) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
+    move |source| LakeError::Storage {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// A blocking encode task that did not finish (it panicked).
+fn task_error(e: tokio::task::JoinError) -> LakeError {
+    LakeError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e)))
+}
+
 async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
     let location = config.location.as_str();
     if let Some(rest) = location.strip_prefix("s3://") {
