@@ -80,7 +80,11 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
 /// claiming more than [`MAX_DECODED_BYTES`] together. Arrow's reader
 /// allocates each of these sizes before it looks at the bytes
 /// (`tests/tests/hostile_input.rs` measures its largest allocation).
-fn check_sizes(bytes: &[u8]) -> Result<(), DecodeError> {
+///
+/// The aggregator runs the same check on every message before producing
+/// it, so that what it acknowledges is what consumers decode. Returns the
+/// bytes the compressed buffers claim together.
+pub fn check_sizes(bytes: &[u8]) -> Result<u64, DecodeError> {
     fn take<'a>(rest: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         if rest.len() < n {
             return Err(DecodeError::Framing(format!(
@@ -96,6 +100,7 @@ fn check_sizes(bytes: &[u8]) -> Result<(), DecodeError> {
         usize::try_from(v).map_err(|_| DecodeError::Framing(format!("{what} {v}")))
     }
     let mut rest = bytes;
+    let mut total: u64 = 0;
     while !rest.is_empty() {
         let mut prefix = take(&mut rest, 4, "message length")?;
         if prefix == [0xff; 4] {
@@ -103,7 +108,7 @@ fn check_sizes(bytes: &[u8]) -> Result<(), DecodeError> {
         }
         let meta_len = i32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         if meta_len == 0 {
-            return Ok(()); // end of stream
+            return Ok(total); // end of stream
         }
         let meta = take(&mut rest, size(meta_len.into(), "metadata length")?, "metadata")?;
         let message = arrow_ipc::root_as_message(meta).map_err(|e| DecodeError::Framing(e.to_string()))?;
@@ -134,8 +139,9 @@ fn check_sizes(bytes: &[u8]) -> Result<(), DecodeError> {
                 limit: MAX_DECODED_BYTES,
             });
         }
+        total = total.saturating_add(claimed);
     }
-    Ok(())
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! - [`inventory`]: the same for container package inventories (lists of
 //!   packages per container).
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
+//! - [`limits`]: byte budgets the agent, aggregator and consumers share.
+//! - [`listener`]: accepting connections with a cap and an idle deadline.
 //! - [`metadata`]: gRPC metadata keys of the ingest stream.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`service`]: what every process shares: shutdown, config loading, backoff, logs.
@@ -31,6 +33,8 @@ pub mod inventory;
 pub mod ipc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod network;
 pub mod process;

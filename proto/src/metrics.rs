@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Something that renders itself in the Prometheus text format.
@@ -219,9 +219,14 @@ pub fn render(metrics: &[&dyn Metric]) -> String {
 /// Produces the body of `GET /metrics`.
 pub type Renderer = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
-/// A [`Renderer`] of a static set of metrics.
+/// A [`Renderer`] of a static set of metrics, followed by those every
+/// process shares (the listeners' guard, [`crate::listener::METRICS`]).
 pub fn renderer(metrics: &'static [&'static dyn Metric]) -> Renderer {
-    std::sync::Arc::new(move || render(metrics))
+    std::sync::Arc::new(move || {
+        let mut out = render(metrics);
+        out.push_str(&render(&crate::listener::METRICS));
+        out
+    })
 }
 
 /// Answers `GET path` (the path without its query): `Some((content type,
@@ -303,42 +308,45 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves `GET /metrics` on `listener` to clients `access` lets in, until
-/// `cancel`. Other paths get 404; requests are read with a size cap and a
-/// deadline.
+/// `cancel`. `GET /healthz` answers `ok` to anyone (liveness probes); other
+/// paths get 404; requests are read with a size cap and a deadline.
 pub async fn serve(listener: TcpListener, metrics: Renderer, access: Access, cancel: CancellationToken) {
     let routes: Routes = std::sync::Arc::new(move |path: &str| (path == "/metrics").then(|| (TEXT_FORMAT, metrics())));
     serve_routes(listener, routes, access, cancel).await;
 }
 
+/// Connections a metrics endpoint serves at once (scrapers and the CLI;
+/// one more is closed at accept) and the deadline of each: the request head
+/// must arrive, and the response be taken, within it.
+pub const LIMITS: crate::listener::Limits = crate::listener::Limits {
+    max_connections: 64,
+    idle: Duration::from_secs(5),
+};
+
 /// Serves the GET requests `routes` answers on `listener` to clients `access`
-/// lets in, until `cancel`.
+/// lets in, until `cancel`, at most [`LIMITS`] connections at once.
 pub async fn serve_routes(listener: TcpListener, routes: Routes, access: Access, cancel: CancellationToken) {
+    use futures::StreamExt as _;
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, "metrics endpoint serving");
+    let mut incoming = std::pin::pin!(crate::listener::accept(listener, LIMITS, "metrics"));
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = incoming.next() => a,
             () = cancel.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let routes = routes.clone();
-                let access = access.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = answer(stream, &routes, &access).await {
-                        tracing::debug!(%error, "metrics request failed");
-                    }
-                });
+        let Some(Ok(stream)) = accepted else { continue };
+        let routes = routes.clone();
+        let access = access.clone();
+        tokio::spawn(async move {
+            if let Err(error) = answer(stream, &routes, &access).await {
+                tracing::debug!(%error, "metrics request failed");
             }
-            Err(error) => {
-                tracing::warn!(%error, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        });
     }
 }
 
-async fn answer(mut stream: TcpStream, routes: &Routes, access: &Access) -> std::io::Result<()> {
+async fn answer(mut stream: crate::listener::Guarded, routes: &Routes, access: &Access) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     let read = async {
@@ -362,7 +370,11 @@ async fn answer(mut stream: TcpStream, routes: &Routes, access: &Access) -> std:
         .map(|target| target.split('?').next().unwrap_or(target));
     // Refused before any route runs: nothing of a page is computed for a
     // client without the token.
-    let (status, content_type, body, extra) = if !access.allows(&head) {
+    let (status, content_type, body, extra) = if path == Some("/healthz") {
+        // Liveness for probes, which cannot send the token: says only that
+        // the process answers.
+        ("200 OK", "text/plain", "ok\n".to_owned(), "")
+    } else if !access.allows(&head) {
         (
             "401 Unauthorized",
             "text/plain",
@@ -383,6 +395,24 @@ async fn answer(mut stream: TcpStream, routes: &Routes, access: &Access) -> std:
     stream.shutdown().await
 }
 
+/// The start-up rule of every metrics listener: one reachable from other
+/// hosts (not loopback) must have a token, or the process refuses to start
+/// (as a config error of `metrics_token_file`).
+pub fn require_token_off_loopback(
+    listen: Option<SocketAddr>,
+    token_file: Option<&std::path::Path>,
+) -> Result<(), (&'static str, String)> {
+    match listen {
+        Some(addr) if !addr.ip().is_loopback() && token_file.is_none() => Err((
+            "metrics_token_file",
+            format!(
+                "required when metrics_listen ({addr}) is not a loopback address: without it anyone who reaches the port reads the service's state"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Binds `addr` for [`serve`], with an error naming the address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -393,6 +423,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
+
+    #[test]
+    fn an_open_listener_off_loopback_needs_a_token() {
+        let token = std::path::Path::new("/run/token");
+        let public = Some(SocketAddr::from(([0, 0, 0, 0], 9464)));
+        let local = Some(SocketAddr::from(([127, 0, 0, 1], 9464)));
+        let (key, why) = require_token_off_loopback(public, None).unwrap_err();
+        assert_eq!(key, "metrics_token_file");
+        assert!(why.contains("0.0.0.0:9464"), "{why}");
+        assert!(require_token_off_loopback(public, Some(token)).is_ok());
+        assert!(require_token_off_loopback(local, None).is_ok());
+        assert!(require_token_off_loopback(None, None).is_ok());
+    }
 
     static C: Counter = Counter::new("t_total", "a counter");
     static L: LabeledCounter<3> = LabeledCounter::new("t_refusals_total", "refusals", "reason", ["a", "b", "other"]);
@@ -429,6 +473,38 @@ mod tests {
         let ok = get("/metrics").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.contains("t_total 3"), "{ok}");
         assert!(get("/").await.starts_with("HTTP/1.1 404"));
+        cancel.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_a_token_only_healthz_answers_without_it() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            renderer(&ALL),
+            Access::bearer("s3cret"),
+            cancel.clone(),
+        ));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let health = get("/healthz").await;
+        assert!(
+            health.starts_with("HTTP/1.1 200 OK") && health.ends_with("\r\n\r\nok\n"),
+            "{health}"
+        );
+        let metrics = get("/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 401"), "{metrics}");
+        assert!(!metrics.contains("t_total"), "{metrics}");
         cancel.cancel();
         server.await.unwrap();
     }
