@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use glasshouse_proto::limits::{MAX_BUFFERED_ROW_BYTES, MIN_BATCH_BYTES, MIN_STRING_BYTES};
 use glasshouse_proto::service::Validate;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address the gRPC ingest listens on. Default: `0.0.0.0:50051`.
+    /// Address the gRPC ingest listens on. Default: `127.0.0.1:50051`
+    /// (loopback: set the address agents reach, with `tls` or `tokens_file`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Kafka bootstrap servers, comma separated. Default: the local broker.
@@ -45,12 +47,61 @@ pub struct Config {
     /// Largest gRPC message accepted, bytes. Default: 16 MiB.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Most bytes the rows of one batch may take once built: every string
+    /// reference counts the string's length (a batch referencing one long
+    /// string many times expands), plus each row's fixed columns. A batch
+    /// over it is refused before anything is built (`RESOURCE_EXHAUSTED`,
+    /// `refusals_total{reason="over_budget"}`). At least
+    /// `glasshouse_proto::limits::MIN_BATCH_BYTES` (24 MiB, what a correct
+    /// agent's largest batch can take), and with `flush_max_bytes` at most
+    /// `MAX_BUFFERED_ROW_BYTES` (128 MiB), so every acknowledged batch is one
+    /// the consumers decode. Default: 64 MiB.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Most bytes of strings one agent stream's dictionary may hold; a batch
+    /// whose definitions would pass it is refused (`RESOURCE_EXHAUSTED`,
+    /// `reason="over_budget"`). At least
+    /// `glasshouse_proto::limits::MIN_STRING_BYTES` (64 MiB, twice where
+    /// agents reset their dictionary). Default: 64 MiB.
+    #[serde(default = "default_max_string_bytes")]
+    pub max_string_bytes: usize,
+    /// Oldest event time accepted, before the batch's receipt, ms: a batch
+    /// with an event older than this is refused (`INVALID_ARGUMENT`,
+    /// `refusals_total{reason="bad_timestamp"}`). Agents replay spooled
+    /// batches after an outage: a host cut off for longer loses the older
+    /// ones. Default: 604800000 (7 days).
+    #[serde(default = "default_max_event_age_ms")]
+    pub max_event_age_ms: u64,
+    /// Latest event time accepted, after the batch's receipt, ms (the agent
+    /// host's clock ahead of the aggregator's). Default: 600000 (10 min).
+    #[serde(default = "default_max_event_ahead_ms")]
+    pub max_event_ahead_ms: u64,
+    /// Widest spread of event times within one batch, ms, so that one batch
+    /// touches at most two hourly lake partitions; a correct agent's batch
+    /// spans under a second (its syscall profiles cover one sample
+    /// interval). Default: 3600000 (1 h).
+    #[serde(default = "default_max_batch_span_ms")]
+    pub max_batch_span_ms: u64,
+    /// Agent connections open at once; one more is closed at accept and
+    /// counted (`glasshouse_connections_refused_total{reason="limit"}`).
+    /// Keep it under the process's descriptor limit (`LimitNOFILE`).
+    /// Default: 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing (no TLS or HTTP/2 handshake, no
+    /// frame, no answer to the server's keep-alive pings) or does not take
+    /// what is sent for this long is closed and counted
+    /// (`reason="timeout"`). The server pings idle streams every third of
+    /// it. Default: 60000 ms.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// Address of the Prometheus `/metrics` endpoint. Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// File holding the bearer token `/metrics` requires
-    /// (`Authorization: Bearer TOKEN`); others get 401. Default: none (open:
-    /// keep `metrics_listen` on an address only trusted scrapers reach).
+    /// (`Authorization: Bearer TOKEN`); others get 401. Required when
+    /// `metrics_listen` is not a loopback address (the process refuses to
+    /// start without it). Default: none (open, on loopback only).
     #[serde(default)]
     pub metrics_token_file: Option<std::path::PathBuf>,
     /// Per-agent bearer tokens (see `auth`); when unset, any agent may stream
@@ -99,7 +150,7 @@ fn default_true() -> bool {
 }
 
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 50051))
+    SocketAddr::from(([127, 0, 0, 1], 50051))
 }
 fn default_compression() -> String {
     "zstd".to_owned()
@@ -129,6 +180,27 @@ fn default_max_strings() -> u32 {
 fn default_max_message_bytes() -> usize {
     16 * 1024 * 1024
 }
+fn default_max_batch_bytes() -> usize {
+    64 << 20
+}
+fn default_max_string_bytes() -> usize {
+    64 << 20
+}
+fn default_max_event_age_ms() -> u64 {
+    7 * 24 * 3_600_000
+}
+fn default_max_event_ahead_ms() -> u64 {
+    600_000
+}
+fn default_max_batch_span_ms() -> u64 {
+    3_600_000
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
 fn default_shutdown_flush_ms() -> u64 {
     10_000
 }
@@ -140,10 +212,23 @@ impl Config {
     pub fn shutdown_flush(&self) -> Duration {
         Duration::from_millis(self.shutdown_flush_ms)
     }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// The plausibility window of event times, in ns.
+    pub fn time_window(&self) -> crate::decode::TimeWindow {
+        let ns = |ms: u64| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        crate::decode::TimeWindow {
+            max_age_ns: ns(self.max_event_age_ms),
+            max_ahead_ns: ns(self.max_event_ahead_ms),
+            max_span_ns: ns(self.max_batch_span_ms),
+        }
+    }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        glasshouse_proto::metrics::require_token_off_loopback(self.metrics_listen, self.metrics_token_file.as_deref())?;
         self.topics.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
@@ -165,6 +250,42 @@ impl Validate for Config {
         }
         if self.max_message_bytes < 64 * 1024 {
             return Err(("max_message_bytes", "must be at least 65536".into()));
+        }
+        if self.max_batch_bytes < MIN_BATCH_BYTES {
+            return Err((
+                "max_batch_bytes",
+                format!(
+                    "must be at least {MIN_BATCH_BYTES} (what a correct agent's largest batch can take), got {}",
+                    self.max_batch_bytes
+                ),
+            ));
+        }
+        if self.flush_max_bytes.saturating_add(self.max_batch_bytes) > MAX_BUFFERED_ROW_BYTES {
+            return Err((
+                "max_batch_bytes",
+                format!(
+                    "with flush_max_bytes ({}) must stay within {MAX_BUFFERED_ROW_BYTES} bytes, so that consumers decode every message",
+                    self.flush_max_bytes
+                ),
+            ));
+        }
+        if self.max_string_bytes < MIN_STRING_BYTES {
+            return Err((
+                "max_string_bytes",
+                format!(
+                    "must be at least {MIN_STRING_BYTES} (twice where agents reset their dictionary), got {}",
+                    self.max_string_bytes
+                ),
+            ));
+        }
+        if self.max_batch_span_ms < 60_000 {
+            return Err(("max_batch_span_ms", "must be at least 60000".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.idle_timeout_ms < 1000 {
+            return Err(("idle_timeout_ms", "must be at least 1000".into()));
         }
         if self.kafka.contains_key("bootstrap.servers") {
             return Err(("kafka", "`bootstrap.servers` is set by `brokers`, not here".into()));
@@ -206,6 +327,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`kafka`") && e.contains("brokers"), "{e}");
+    }
+
+    #[test]
+    fn byte_budgets_must_cover_a_correct_agent_and_fit_the_consumers() {
+        let c: Config = parse_config("a.toml", "").unwrap();
+        assert!(c.listen.ip().is_loopback(), "built-in default binds loopback");
+        let at_least = format!("max_batch_bytes = {MIN_BATCH_BYTES}");
+        assert!(parse_config::<Config>("a.toml", &at_least).is_ok());
+        let under = format!("max_batch_bytes = {}", MIN_BATCH_BYTES - 1);
+        let e = parse_config::<Config>("a.toml", &under).unwrap_err().to_string();
+        assert!(e.contains("`max_batch_bytes`"), "{e}");
+        let over = format!(
+            "max_batch_bytes = {}\nflush_max_bytes = 1024",
+            MAX_BUFFERED_ROW_BYTES - 1023
+        );
+        let e = parse_config::<Config>("a.toml", &over).unwrap_err().to_string();
+        assert!(e.contains("`max_batch_bytes`") && e.contains("flush_max_bytes"), "{e}");
+        let under = format!("max_string_bytes = {}", MIN_STRING_BYTES - 1);
+        let e = parse_config::<Config>("a.toml", &under).unwrap_err().to_string();
+        assert!(e.contains("`max_string_bytes`"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub enum DecodeError {
     TooManyEvents { sequence: u64, events: usize, max: u32 },
     #[error("batch {sequence}: string dictionary would exceed {max} entries")]
     TooManyStrings { sequence: u64, max: u32 },
+    /// The rows would take more than `max_batch_bytes` once built (every
+    /// string reference counted with its string's length).
+    #[error("batch {sequence}: rows would take more than max_batch_bytes = {max} bytes once built (at least {bytes})")]
+    OverBatchBudget { sequence: u64, bytes: usize, max: usize },
+    /// The batch's times spread wider than the time window allows.
+    #[error("batch {sequence}: event times span {span_s} s, more than the {max_s} s one batch may cover")]
+    TimeSpan { sequence: u64, span_s: i64, max_s: i64 },
+    /// The stream's dictionary would hold more than `max_string_bytes`.
+    #[error("batch {sequence}: string dictionary would hold {bytes} bytes, more than max_string_bytes = {max}")]
+    OverStringBudget { sequence: u64, bytes: usize, max: usize },
     #[error("batch {sequence}: string id 0 is reserved")]
     StringIdZero { sequence: u64 },
     #[error("batch {sequence}: container ref 0 is reserved")]
@@ -185,6 +195,9 @@ impl DecodeError {
         match self {
             DecodeError::TooManyEvents { sequence, .. }
             | DecodeError::TooManyStrings { sequence, .. }
+            | DecodeError::OverBatchBudget { sequence, .. }
+            | DecodeError::OverStringBudget { sequence, .. }
+            | DecodeError::TimeSpan { sequence, .. }
             | DecodeError::StringIdZero { sequence }
             | DecodeError::ContainerRefZero { sequence }
             | DecodeError::UnknownString { sequence, .. }
@@ -233,11 +246,109 @@ pub struct StreamTables {
     boot_id: u64,
     host: Arc<str>,
     host_workload: Arc<str>,
-    max_events: u32,
-    max_strings: u32,
+    limits: Limits,
     strings: HashMap<u32, Arc<str>>,
+    /// Bytes of the strings in `strings`.
+    string_bytes: usize,
     containers: HashMap<u32, ContainerEntry>,
     last_sequence: u64,
+}
+
+/// Budgets of one agent stream (see the aggregator's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Events and samples of one batch.
+    pub max_batch_events: u32,
+    /// Entries of the string (and container) dictionary.
+    pub max_strings: u32,
+    /// Bytes the rows of one batch may take once built.
+    pub max_batch_bytes: usize,
+    /// Bytes of the strings of the dictionary.
+    pub max_string_bytes: usize,
+    /// Event times must be plausible against the time a batch is received
+    /// (`None`: only 2000–2200, for tests of fixed data).
+    pub time_window: Option<TimeWindow>,
+}
+
+/// How far event times may be from the time a batch is received, and how
+/// far apart the times of one batch may be (so that one batch touches a
+/// bounded number of the lake's hourly partitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Oldest event accepted, before receipt (spooled batches replayed
+    /// after an outage are this old at most).
+    pub max_age_ns: i64,
+    /// Latest event accepted, after receipt (clock skew).
+    pub max_ahead_ns: i64,
+    /// Widest spread of times within one batch.
+    pub max_span_ns: i64,
+}
+
+/// The times a batch may carry, and the earliest and latest it did.
+struct Times {
+    range: std::ops::Range<i64>,
+    seen: std::cell::Cell<(i64, i64)>,
+}
+
+impl Times {
+    fn new(window: Option<TimeWindow>, now_ns: i64) -> Times {
+        let range = match window {
+            Some(w) => {
+                MIN_TIME_NS.max(now_ns.saturating_sub(w.max_age_ns))
+                    ..MAX_TIME_NS.min(now_ns.saturating_add(w.max_ahead_ns).saturating_add(1))
+            }
+            None => MIN_TIME_NS..MAX_TIME_NS,
+        };
+        Times {
+            range,
+            seen: std::cell::Cell::new((i64::MAX, i64::MIN)),
+        }
+    }
+
+    /// Whether `t` is plausible; remembered for the batch's spread.
+    fn accept(&self, t: i64) -> bool {
+        if !self.range.contains(&t) {
+            return false;
+        }
+        let (lo, hi) = self.seen.get();
+        self.seen.set((lo.min(t), hi.max(t)));
+        true
+    }
+
+    fn span_ns(&self) -> i64 {
+        let (lo, hi) = self.seen.get();
+        hi.saturating_sub(lo).max(0)
+    }
+}
+
+/// What the rows of one batch will take once built, charged row by row
+/// (each record's `approx_bytes`) before the next row is made; for a
+/// process event the referenced argv is charged before its list is
+/// allocated, so no batch can make the decoder hold more than the budget.
+struct Budget {
+    sequence: u64,
+    used: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn check(&self, more: usize) -> Result<(), DecodeError> {
+        let bytes = self.used.saturating_add(more);
+        if bytes > self.max {
+            return Err(DecodeError::OverBatchBudget {
+                sequence: self.sequence,
+                bytes,
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        self.check(bytes)?;
+        self.used += bytes;
+        Ok(())
+    }
 }
 
 /// Rows grouped by workload id (the Kafka key), in event order.
@@ -303,15 +414,15 @@ fn ip_address(bytes: &[u8]) -> Option<Option<IpAddr>> {
 }
 
 impl StreamTables {
-    pub fn new(hello: &v1::Hello, max_events: u32, max_strings: u32) -> StreamTables {
+    pub fn new(hello: &v1::Hello, limits: Limits) -> StreamTables {
         StreamTables {
             agent_id: hello.agent_id.as_str().into(),
             boot_id: hello.boot_id,
             host: hello.hostname.as_str().into(),
             host_workload: Arc::from(format!("host:{}", hello.hostname)),
-            max_events,
-            max_strings,
+            limits,
             strings: HashMap::new(),
+            string_bytes: 0,
             containers: HashMap::new(),
             last_sequence: 0,
         }
@@ -320,7 +431,16 @@ impl StreamTables {
     /// Applies the batch's definitions and resolves its events. On error the
     /// tables may hold the batch's definitions; the stream is ended anyway.
     pub fn resolve(&mut self, batch: v1::Batch) -> Result<BatchRows, DecodeError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.resolve_at(batch, now)
+    }
+
+    /// [`resolve`](Self::resolve) as if received at `now_ns` (Unix ns).
+    pub fn resolve_at(&mut self, batch: v1::Batch, now_ns: i64) -> Result<BatchRows, DecodeError> {
         let sequence = batch.sequence;
+        let times = Times::new(self.limits.time_window, now_ns);
         if sequence <= self.last_sequence {
             return Err(DecodeError::SequenceNotIncreasing {
                 sequence,
@@ -333,43 +453,70 @@ impl StreamTables {
             + batch.file_events.len()
             + batch.syscall_profiles.len()
             + batch.resource_samples.len();
-        if events > self.max_events as usize {
+        let max_events = self.limits.max_batch_events;
+        let max_strings = self.limits.max_strings;
+        if events > max_events as usize {
             return Err(DecodeError::TooManyEvents {
                 sequence,
                 events,
-                max: self.max_events,
+                max: max_events,
             });
         }
-        if batch.gaps.len() > self.max_events as usize {
+        if batch.gaps.len() > max_events as usize {
             return Err(DecodeError::TooManyGaps {
                 sequence,
                 gaps: batch.gaps.len(),
-                max: self.max_events,
+                max: max_events,
             });
         }
-        if batch.inventories.len() > self.max_events as usize {
+        if batch.inventories.len() > max_events as usize {
             return Err(DecodeError::TooManyInventories {
                 sequence,
                 inventories: batch.inventories.len(),
-                max: self.max_events,
+                max: max_events,
             });
         }
         if batch.reset_strings {
             self.strings.clear();
             self.containers.clear();
+            self.string_bytes = 0;
         }
-        if self.strings.len() + batch.strings.len() > self.max_strings as usize {
+        if self.strings.len() + batch.strings.len() > max_strings as usize {
             return Err(DecodeError::TooManyStrings {
                 sequence,
-                max: self.max_strings,
+                max: max_strings,
+            });
+        }
+        // Bytes of the dictionary once this batch's definitions are in
+        // (a redefinition replaces its old string), checked before any is.
+        let mut string_bytes = self.string_bytes;
+        for def in &batch.strings {
+            let replaced = self.strings.get(&def.id).map_or(0, |s| s.len());
+            string_bytes = string_bytes.saturating_sub(replaced).saturating_add(def.value.len());
+        }
+        if string_bytes > self.limits.max_string_bytes {
+            return Err(DecodeError::OverStringBudget {
+                sequence,
+                bytes: string_bytes,
+                max: self.limits.max_string_bytes,
             });
         }
         for def in batch.strings {
             if def.id == 0 {
                 return Err(DecodeError::StringIdZero { sequence });
             }
-            self.strings
-                .insert(def.id, Arc::from(String::from_utf8_lossy(&def.value)));
+            let value: Arc<str> = Arc::from(String::from_utf8_lossy(&def.value));
+            // Lossy decoding may lengthen invalid UTF-8 (3 bytes per bad byte).
+            let added = value.len();
+            let replaced = self.strings.insert(def.id, value).map_or(0, |s| s.len());
+            self.string_bytes = self.string_bytes.saturating_sub(replaced).saturating_add(added);
+        }
+        if self.string_bytes > self.limits.max_string_bytes {
+            return Err(DecodeError::OverStringBudget {
+                sequence,
+                bytes: self.string_bytes,
+                max: self.limits.max_string_bytes,
+            });
         }
         for c in batch.containers {
             if c.r#ref == 0 {
@@ -397,10 +544,10 @@ impl StreamTables {
                 image: lookup(c.image)?,
                 image_id: lookup(c.image_id)?,
             };
-            if self.containers.len() >= self.max_strings as usize && !self.containers.contains_key(&c.r#ref) {
+            if self.containers.len() >= max_strings as usize && !self.containers.contains_key(&c.r#ref) {
                 return Err(DecodeError::TooManyStrings {
                     sequence,
-                    max: self.max_strings,
+                    max: max_strings,
                 });
             }
             self.containers.insert(c.r#ref, entry);
@@ -408,13 +555,18 @@ impl StreamTables {
 
         let mut groups: HashMap<Arc<str>, usize> = HashMap::new();
         let mut out = BatchRows::default();
+        let mut budget = Budget {
+            sequence,
+            used: 0,
+            max: self.limits.max_batch_bytes,
+        };
         let process_events = batch.process_events.len();
         let network_events = batch.network_events.len();
         let mut time = batch.base_time_unix_ns;
         for (index, e) in batch.process_events.into_iter().enumerate() {
             time = time
                 .checked_add(e.time_delta_ns)
-                .filter(|t| (MIN_TIME_NS..MAX_TIME_NS).contains(t))
+                .filter(|t| times.accept(*t))
                 .ok_or(DecodeError::BadTimestamp { sequence, index })?;
             let string = |id: u32| -> Result<Option<Arc<str>>, DecodeError> {
                 if id == 0 {
@@ -446,6 +598,14 @@ impl StreamTables {
                     container_ref: r,
                 })?),
             };
+            // Charged before the list is made: one event may reference a
+            // long string many times.
+            budget.check(
+                e.argv
+                    .iter()
+                    .map(|id| self.strings.get(id).map_or(0, |s| s.len()) + 4)
+                    .fold(0usize, usize::saturating_add),
+            )?;
             let argv = e
                 .argv
                 .iter()
@@ -480,6 +640,7 @@ impl StreamTables {
                 drift: e.drift,
                 stdio_socket: e.stdio_socket,
             };
+            budget.charge(row.approx_bytes())?;
             push_grouped(&mut out.process, &mut groups, workload, row);
         }
 
@@ -491,7 +652,7 @@ impl StreamTables {
             let index = process_events + i;
             time = time
                 .checked_add(e.time_delta_ns)
-                .filter(|t| (MIN_TIME_NS..MAX_TIME_NS).contains(t))
+                .filter(|t| times.accept(*t))
                 .ok_or(DecodeError::BadTimestamp { sequence, index })?;
             let kind = match v1::NetworkEventKind::try_from(e.kind) {
                 Ok(v1::NetworkEventKind::Listen) => network::Kind::Listen,
@@ -564,6 +725,7 @@ impl StreamTables {
                 count: e.count.max(1),
                 pre_existing: e.pre_existing,
             };
+            budget.charge(row.approx_bytes())?;
             push_grouped(&mut out.network, &mut groups, workload, row);
         }
 
@@ -575,7 +737,7 @@ impl StreamTables {
             let index = process_events + network_events + i;
             time = time
                 .checked_add(e.time_delta_ns)
-                .filter(|t| (MIN_TIME_NS..MAX_TIME_NS).contains(t))
+                .filter(|t| times.accept(*t))
                 .ok_or(DecodeError::BadTimestamp { sequence, index })?;
             let string = |id: u32| -> Result<Option<Arc<str>>, DecodeError> {
                 if id == 0 {
@@ -627,6 +789,7 @@ impl StreamTables {
                 flags: e.flags,
                 count: e.count.max(1),
             };
+            budget.charge(row.approx_bytes())?;
             push_grouped(&mut out.file, &mut groups, workload, row);
         }
 
@@ -636,14 +799,11 @@ impl StreamTables {
             let sample = SampleKind::SyscallProfile;
             let c = self.sample_container(sequence, sample, index, p.container)?;
             let in_range = |t: i64| {
-                (MIN_TIME_NS..MAX_TIME_NS)
-                    .contains(&t)
-                    .then_some(t)
-                    .ok_or(DecodeError::BadSampleTimestamp {
-                        sequence,
-                        sample,
-                        index,
-                    })
+                times.accept(t).then_some(t).ok_or(DecodeError::BadSampleTimestamp {
+                    sequence,
+                    sample,
+                    index,
+                })
             };
             let (start, end) = (in_range(p.start_unix_ns)?, in_range(p.end_unix_ns)?);
             if end < start {
@@ -681,6 +841,7 @@ impl StreamTables {
                     name: syscalls::name(&arch, nr),
                     count,
                 };
+                budget.charge(row.approx_bytes())?;
                 push_grouped(&mut out.syscalls, &mut groups, c.workload_id.clone(), row);
             }
         }
@@ -690,7 +851,7 @@ impl StreamTables {
         for (index, r) in batch.resource_samples.into_iter().enumerate() {
             let sample = SampleKind::ResourceSample;
             let c = self.sample_container(sequence, sample, index, r.container)?;
-            if !(MIN_TIME_NS..MAX_TIME_NS).contains(&r.time_unix_ns) {
+            if !times.accept(r.time_unix_ns) {
                 return Err(DecodeError::BadSampleTimestamp {
                     sequence,
                     sample,
@@ -722,6 +883,7 @@ impl StreamTables {
                     net_tx_packets: r.net_tx_packets,
                 },
             };
+            budget.charge(row.approx_bytes())?;
             push_grouped(&mut out.resources, &mut groups, c.workload_id.clone(), row);
         }
 
@@ -749,8 +911,8 @@ impl StreamTables {
                 })?),
             };
             let in_range = |t: i64| {
-                (MIN_TIME_NS..MAX_TIME_NS)
-                    .contains(&t)
+                times
+                    .accept(t)
                     .then_some(t)
                     .ok_or(DecodeError::BadGapTimestamp { sequence, index })
             };
@@ -782,21 +944,38 @@ impl StreamTables {
                 reason,
                 dropped: g.dropped,
             };
+            budget.charge(row.approx_bytes())?;
             push_grouped(&mut out.gaps, &mut groups, workload, row);
         }
 
         // Inventories: one row each, strings inline and bounded.
         groups.clear();
         for (index, inv) in batch.inventories.into_iter().enumerate() {
-            let row = self.inventory_row(sequence, index, inv)?;
+            let row = self.inventory_row(sequence, index, inv, &times)?;
             let workload = row.workload_id.clone();
+            budget.charge(row.approx_bytes())?;
             push_grouped(&mut out.inventory, &mut groups, workload, row);
+        }
+        if let Some(window) = self.limits.time_window
+            && times.span_ns() > window.max_span_ns
+        {
+            return Err(DecodeError::TimeSpan {
+                sequence,
+                span_s: times.span_ns() / 1_000_000_000,
+                max_s: window.max_span_ns / 1_000_000_000,
+            });
         }
         self.last_sequence = sequence;
         Ok(out)
     }
 
-    fn inventory_row(&self, sequence: u64, index: usize, inv: v1::Inventory) -> Result<inventory::Row, DecodeError> {
+    fn inventory_row(
+        &self,
+        sequence: u64,
+        index: usize,
+        inv: v1::Inventory,
+        times: &Times,
+    ) -> Result<inventory::Row, DecodeError> {
         let bad = |reason: String| DecodeError::BadInventory {
             sequence,
             index,
@@ -809,7 +988,7 @@ impl StreamTables {
                 .get(&r)
                 .ok_or_else(|| bad(format!("unknown container reference {r}")))?,
         };
-        if !(MIN_TIME_NS..MAX_TIME_NS).contains(&inv.time_unix_ns) {
+        if !times.accept(inv.time_unix_ns) {
             return Err(bad("timestamp out of range".into()));
         }
         if inv.packages.len() > MAX_PACKAGES {
@@ -1052,9 +1231,154 @@ mod tests {
         }
     }
 
+    /// 100 events and strings, 1 MiB of rows and of dictionary.
+    const SMALL: Limits = Limits {
+        max_batch_events: 100,
+        max_strings: 100,
+        max_batch_bytes: 1 << 20,
+        max_string_bytes: 1 << 20,
+        time_window: None,
+    };
+
+    #[test]
+    fn event_times_must_be_plausible_against_receipt_and_one_batch_spans_little() {
+        const HOUR: i64 = 3_600_000_000_000;
+        let limits = Limits {
+            time_window: Some(TimeWindow {
+                max_age_ns: 24 * HOUR,
+                max_ahead_ns: HOUR / 6,
+                max_span_ns: HOUR,
+            }),
+            ..SMALL
+        };
+        // good_batch's events start at 1_700_000_000 s and its samples end
+        // 20 s later.
+        let base: i64 = 1_700_000_000_000_000_000;
+        let at = |now: i64| StreamTables::new(&hello(), limits).resolve_at(good_batch(), now);
+        assert!(at(base + 24 * HOUR).is_ok(), "a day old at most");
+        assert!(matches!(
+            at(base + 24 * HOUR + 1).unwrap_err(),
+            DecodeError::BadTimestamp { index: 0, .. }
+        ));
+        assert!(at(base - HOUR / 6 + 20_000_000_000).is_ok(), "10 minutes ahead at most");
+        assert!(at(base - HOUR / 6 + 20_000_000_000 - 1).is_err());
+        // Two events an hour and a second apart: one batch may not cover them.
+        let mut wide = good_batch();
+        wide.process_events[1].time_delta_ns += HOUR + 1_000_000_000;
+        let e = StreamTables::new(&hello(), limits)
+            .resolve_at(wide, base + 2 * HOUR)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::TimeSpan {
+                    sequence: 1,
+                    span_s: 3601,
+                    max_s: 3600
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    /// One container and `refs` process events whose argv references one
+    /// string of `len` bytes `per_event` times.
+    fn expanding_batch(sequence: u64, len: usize, refs: usize, per_event: usize) -> v1::Batch {
+        v1::Batch {
+            sequence,
+            base_time_unix_ns: 1_700_000_000_000_000_000,
+            strings: vec![v1::StringDef {
+                id: 1,
+                value: vec![b'a'; len].into(),
+            }],
+            process_events: (0..refs)
+                .map(|_| v1::ProcessEvent {
+                    kind: v1::ProcessEventKind::Exec as i32,
+                    argv: vec![1; per_event],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_one_byte_over_its_expanded_budget_is_refused_and_the_stream_goes_on() {
+        // Find what a batch of 10 references takes, then set the budget
+        // one byte under it.
+        let mut probe = StreamTables::new(&hello(), SMALL);
+        let rows = probe.resolve(expanding_batch(1, 1000, 10, 1)).unwrap();
+        let exact: usize = rows.process.iter().flat_map(|(_, r)| r).map(|r| r.approx_bytes()).sum();
+        let limits = Limits {
+            max_batch_bytes: exact,
+            ..SMALL
+        };
+        assert!(
+            StreamTables::new(&hello(), limits)
+                .resolve(expanding_batch(1, 1000, 10, 1))
+                .is_ok()
+        );
+        let mut t = StreamTables::new(
+            &hello(),
+            Limits {
+                max_batch_bytes: exact - 1,
+                ..SMALL
+            },
+        );
+        let e = t.resolve(expanding_batch(1, 1000, 10, 1)).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::OverBatchBudget { sequence: 1, max, .. } if max == exact - 1),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_batch_bytes"), "{e}");
+        // The next, smaller batch of the same stream is served.
+        let ok = t.resolve(expanding_batch(2, 10, 10, 1)).unwrap();
+        assert_eq!(ok.len(), 10);
+    }
+
+    #[test]
+    fn one_event_referencing_a_long_string_many_times_is_refused_before_its_argv_is_built() {
+        // 1 KiB referenced a million times: ~1 GiB once built, ~1 MiB on the wire.
+        let mut t = StreamTables::new(&hello(), SMALL);
+        let e = t.resolve(expanding_batch(1, 1024, 1, 1_000_000)).unwrap_err();
+        assert!(matches!(e, DecodeError::OverBatchBudget { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_dictionary_is_bounded_in_bytes_and_a_reset_frees_it() {
+        let limits = Limits {
+            max_string_bytes: 3000,
+            ..SMALL
+        };
+        let mut t = StreamTables::new(&hello(), limits);
+        let def = |id: u32, len: usize| v1::StringDef {
+            id,
+            value: vec![b'x'; len].into(),
+        };
+        let batch = |sequence: u64, reset: bool, strings: Vec<v1::StringDef>| v1::Batch {
+            sequence,
+            reset_strings: reset,
+            strings,
+            ..Default::default()
+        };
+        t.resolve(batch(1, false, vec![def(1, 1000), def(2, 1000)])).unwrap();
+        // Redefining id 1 replaces its bytes: exactly at the budget.
+        t.resolve(batch(2, false, vec![def(1, 1000), def(3, 1000)])).unwrap();
+        let e = t.resolve(batch(3, false, vec![def(4, 1)])).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::OverStringBudget {
+                sequence: 3,
+                bytes: 3001,
+                max: 3000
+            }
+        );
+        t.resolve(batch(4, true, vec![def(1, 3000)])).unwrap();
+    }
+
     #[test]
     fn resolves_references_deltas_and_groups_by_workload() {
-        let mut t = StreamTables::new(&hello(), 100, 100);
+        let mut t = StreamTables::new(&hello(), SMALL);
         let out = t.resolve(good_batch()).unwrap();
         assert_eq!(out.len(), 6 + 3 + 2, "events, one row per syscall, one per sample");
         let groups = &out.process;
@@ -1422,7 +1746,7 @@ mod tests {
             ),
         ];
         for (mutate, want) in cases {
-            let mut t = StreamTables::new(&hello(), 100, 100);
+            let mut t = StreamTables::new(&hello(), SMALL);
             let mut b = good_batch();
             mutate(&mut b);
             let err = t.resolve(b).unwrap_err().to_string();
@@ -1451,7 +1775,7 @@ mod tests {
             ),
             (2, 46, 47, 2, 3)
         );
-        let out = StreamTables::new(&hello(), 100, 100).resolve(at_limit).unwrap();
+        let out = StreamTables::new(&hello(), SMALL).resolve(at_limit).unwrap();
         // A profile counts once against the limit but gives a row per syscall.
         assert_eq!(out.len(), 2 + 46 + 47 + 2 * 3 + 3);
         let range = |indexes: Vec<u32>| (indexes.iter().min().copied(), indexes.iter().max().copied());
@@ -1475,7 +1799,7 @@ mod tests {
     fn a_batch_of_samples_only_has_rows_to_deliver() {
         // The service acknowledges a batch at once only when it has no rows:
         // samples are rows, so a batch of samples waits for Kafka.
-        let mut t = StreamTables::new(&hello(), 100, 100);
+        let mut t = StreamTables::new(&hello(), SMALL);
         let mut b = good_batch();
         b.process_events.clear();
         b.network_events.clear();
@@ -1522,7 +1846,7 @@ mod tests {
 
     #[test]
     fn gaps_become_rows_host_gaps_under_the_host_workload() {
-        let out = StreamTables::new(&hello(), 100, 100).resolve(gap_batch()).unwrap();
+        let out = StreamTables::new(&hello(), SMALL).resolve(gap_batch()).unwrap();
         let gap = |container: bool, reason, end_unix_ns, dropped| gaps::Row {
             agent_id: "a1".into(),
             boot_id: 9,
@@ -1553,7 +1877,7 @@ mod tests {
             ]
         );
         // Gaps are rows to deliver (the batch waits for Kafka) but no events.
-        let plain = StreamTables::new(&hello(), 100, 100).resolve(good_batch()).unwrap();
+        let plain = StreamTables::new(&hello(), SMALL).resolve(good_batch()).unwrap();
         assert_eq!(out.len(), plain.len() + 2);
 
         let mut only_gaps = v1::Batch {
@@ -1569,7 +1893,7 @@ mod tests {
         only_gaps.syscall_profiles.clear();
         only_gaps.resource_samples.clear();
         only_gaps.gaps[1].reason = v1::GapReason::KernelBufferFull as i32;
-        let mut t = StreamTables::new(&hello(), 100, 100);
+        let mut t = StreamTables::new(&hello(), SMALL);
         t.resolve(good_batch()).unwrap();
         let out = t.resolve(only_gaps).unwrap();
         assert_eq!(out.len(), 2);
@@ -1585,7 +1909,7 @@ mod tests {
         let gap = b.gaps[0];
         b.gaps.extend(std::iter::repeat_n(gap, 98));
         assert_eq!(b.gaps.len(), 100);
-        let mut t = StreamTables::new(&hello(), 100, 100);
+        let mut t = StreamTables::new(&hello(), SMALL);
         assert_eq!(t.resolve(b.clone()).unwrap().gaps[0].1.len(), 99);
         // One gap more: refused as too large, whatever the events.
         b.sequence = 2;
@@ -1632,7 +1956,7 @@ mod tests {
         for (mutate, want) in cases {
             let mut b = gap_batch();
             mutate(&mut b.gaps[1]);
-            let err = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap_err();
+            let err = StreamTables::new(&hello(), SMALL).resolve(b).unwrap_err();
             assert_eq!(err.sequence(), Some(1), "{err}");
             assert_eq!(err.to_string(), want);
         }
@@ -1640,7 +1964,7 @@ mod tests {
 
     #[test]
     fn reset_forgets_definitions() {
-        let mut t = StreamTables::new(&hello(), 100, 100);
+        let mut t = StreamTables::new(&hello(), SMALL);
         t.resolve(good_batch()).unwrap();
         let mut b = good_batch();
         b.sequence = 2;
@@ -1670,7 +1994,7 @@ mod tests {
     fn inventories_become_rows_of_their_container() {
         let mut b = good_batch();
         b.inventories.push(inventory(1));
-        let out = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap();
+        let out = StreamTables::new(&hello(), SMALL).resolve(b).unwrap();
         assert_eq!(out.inventory.len(), 1);
         let (workload, rows) = &out.inventory[0];
         assert_eq!(&**workload, "localhost/app");
@@ -1690,7 +2014,7 @@ mod tests {
         let refused = |inv: v1::Inventory| {
             let mut b = good_batch();
             b.inventories.push(inv);
-            let e = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap_err();
+            let e = StreamTables::new(&hello(), SMALL).resolve(b).unwrap_err();
             assert_eq!(e.sequence(), Some(1));
             e.to_string()
         };
@@ -1713,7 +2037,7 @@ mod tests {
         assert!(refused(old).contains("timestamp out of range"));
         let mut b = good_batch();
         b.inventories = vec![inventory(1); 101];
-        let e = StreamTables::new(&hello(), 100, 100).resolve(b).unwrap_err();
+        let e = StreamTables::new(&hello(), SMALL).resolve(b).unwrap_err();
         assert!(
             matches!(e, DecodeError::TooManyInventories { inventories: 101, .. }),
             "{e}"

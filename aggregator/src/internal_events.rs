@@ -31,7 +31,7 @@ pub static BACKPRESSURE: Counter = Counter::new(
     "Time streams spent waiting for the Kafka sink (slow or unavailable broker).",
 );
 pub static STREAMS: Gauge = Gauge::new("glasshouse_aggregator_agent_streams", "Agent streams open now.");
-pub static REFUSALS: LabeledCounter<7> = LabeledCounter::new(
+pub static REFUSALS: LabeledCounter<10> = LabeledCounter::new(
     "glasshouse_aggregator_refusals_total",
     "Streams or batches refused, by reason.",
     "reason",
@@ -39,6 +39,9 @@ pub static REFUSALS: LabeledCounter<7> = LabeledCounter::new(
         "unauthenticated",
         "impersonation",
         "too_large",
+        "over_budget",
+        "malformed",
+        "unbuildable",
         "dangling_reference",
         "bad_timestamp",
         "protocol",

@@ -36,12 +36,12 @@ use glasshouse_proto::v1::ingest_server::IngestServer;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-use crate::service::{IngestService, Limits};
+use crate::decode::Limits;
+use crate::service::IngestService;
 use crate::sink::SinkConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,10 @@ pub enum AggregatorError {
     },
     #[error("grpc server: {0}")]
     Serve(#[source] tonic::transport::Error),
+    /// The Kafka sink every stream shares ended while serving: nothing can
+    /// be acknowledged any more, so the process exits for its supervisor.
+    #[error("kafka sink stopped while serving ({0}); exiting so that the supervisor restarts the aggregator")]
+    SinkDied(String),
 }
 
 /// Binds `config.listen` and runs until `cancel`.
@@ -125,6 +129,9 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         limits: Limits {
             max_batch_events: config.max_batch_events,
             max_strings: config.max_strings,
+            max_batch_bytes: config.max_batch_bytes,
+            max_string_bytes: config.max_string_bytes,
+            time_window: Some(config.time_window()),
         },
         sink,
         shutdown: cancel.clone(),
@@ -151,6 +158,7 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     // gRPC health (grpc.health.v1): SERVING until shutdown starts.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
+    let health_reporter = health.clone();
     let health_on_shutdown = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -160,17 +168,56 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     };
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, brokers = %config.brokers, "aggregator serving");
-    let mut server = tonic::transport::Server::builder();
+    glasshouse_proto::listener::log_descriptor_limit();
+    let limits = glasshouse_proto::listener::Limits {
+        max_connections: config.max_connections,
+        idle: config.idle_timeout(),
+    };
+    // Pings every third of the idle deadline keep quiet, healthy streams
+    // alive (their acknowledgements are reads) and find dead peers.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.idle / 3))
+        .http2_keepalive_timeout(Some(limits.idle / 3));
     if let Some(tls) = &config.tls {
         server = server.tls_config(server_tls(tls)?).map_err(AggregatorError::Serve)?;
     }
-    let served = server
+    // If the sink ends while serving (it should not: a failure building one
+    // batch refuses that batch), health says NOT_SERVING at once, the server
+    // stops and `serve` returns an error, so the process exits non-zero.
+    let server_stop = CancellationToken::new();
+    let mut sink_task = sink_task;
+    let sink_died = {
+        let server_stop = server_stop.clone();
+        let cancel = cancel.clone();
+        let health = health_reporter.clone();
+        async move {
+            let died = tokio::select! {
+                ended = &mut sink_task => Some(match ended {
+                    Ok(()) => "it returned".to_owned(),
+                    Err(e) => e.to_string(),
+                }),
+                () = cancel.cancelled() => None,
+            };
+            if let Some(why) = &died {
+                tracing::error!(error = %why, "kafka sink stopped while serving");
+                health.set_not_serving::<IngestServer<IngestService>>().await;
+                server_stop.cancel();
+            }
+            (died, sink_task)
+        }
+    };
+    let serving = server
         .add_service(health_service)
         .add_service(IngestServer::new(service).max_decoding_message_size(config.max_message_bytes))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
-        .await;
+        .serve_with_incoming_shutdown(glasshouse_proto::listener::accept(listener, limits, "ingest"), async {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = server_stop.cancelled() => {}
+            }
+        });
+    let (served, (died, sink_task)) = tokio::join!(serving, sink_died);
     // The server (and with it every SinkHandle) is gone: the sink drains.
-    if tokio::time::timeout(config.shutdown_flush(), sink_task).await.is_err() {
+    if died.is_none() && tokio::time::timeout(config.shutdown_flush(), sink_task).await.is_err() {
         tracing::error!("kafka sink did not drain in time; unacknowledged batches will be re-sent by agents");
     }
     let flushed = tokio::task::spawn_blocking(move || producer.flush(config.shutdown_flush())).await;
@@ -183,6 +230,9 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         let _ = m.await;
     }
     tracing::info!("aggregator stopped");
+    if let Some(why) = died {
+        return Err(AggregatorError::SinkDied(why));
+    }
     served.map_err(AggregatorError::Serve)
 }
 

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::decode::{DecodeError, StreamTables};
+use crate::decode::{DecodeError, Limits, StreamTables};
 use crate::internal_events;
 use crate::sink::{SinkError, SinkHandle};
 
@@ -37,6 +37,17 @@ pub enum StreamError {
     ShuttingDown,
     #[error("token of agent {authenticated:?} used by a hello claiming {claimed:?}")]
     Impersonation { authenticated: String, claimed: String },
+    /// A frame that does not decode (bad protobuf, bad compression flag,
+    /// truncated) or is over `max_message_bytes`: tonic's own status.
+    #[error("malformed frame: {}", .0.message())]
+    MalformedFrame(Status),
+    /// The sink could not build this batch's rows.
+    #[error("batch {sequence}: {source}")]
+    Unbuildable {
+        sequence: u64,
+        #[source]
+        source: SinkError,
+    },
 }
 
 impl StreamError {
@@ -44,17 +55,23 @@ impl StreamError {
     /// elsewhere) vs. internal.
     pub fn code(&self) -> Code {
         match self {
-            StreamError::Protocol(_) => Code::InvalidArgument,
+            StreamError::Protocol(_) | StreamError::Unbuildable { .. } => Code::InvalidArgument,
+            StreamError::MalformedFrame(status) => match status.code() {
+                Code::OutOfRange | Code::ResourceExhausted => Code::ResourceExhausted,
+                _ => Code::InvalidArgument,
+            },
             StreamError::Impersonation { .. } => Code::PermissionDenied,
             StreamError::Decode(
                 DecodeError::TooManyEvents { .. }
                 | DecodeError::TooManyStrings { .. }
                 | DecodeError::TooManyGaps { .. }
-                | DecodeError::TooManyInventories { .. },
+                | DecodeError::TooManyInventories { .. }
+                | DecodeError::OverBatchBudget { .. }
+                | DecodeError::OverStringBudget { .. },
             ) => Code::ResourceExhausted,
             StreamError::Decode(_) => Code::InvalidArgument,
             StreamError::Sink(SinkError::Delivery(_)) | StreamError::ShuttingDown => Code::Unavailable,
-            StreamError::Sink(SinkError::Encode(_) | SinkError::Stopped) => Code::Internal,
+            StreamError::Sink(SinkError::Encode(_) | SinkError::Stopped | SinkError::Unbuildable(_)) => Code::Internal,
         }
     }
 
@@ -63,14 +80,23 @@ impl StreamError {
         Some(match self {
             StreamError::Protocol(_) => "protocol",
             StreamError::Impersonation { .. } => "impersonation",
+            StreamError::MalformedFrame(status) => match status.code() {
+                Code::OutOfRange | Code::ResourceExhausted => "too_large",
+                _ => "malformed",
+            },
+            StreamError::Unbuildable { .. } => "unbuildable",
             StreamError::Decode(
                 DecodeError::TooManyEvents { .. }
                 | DecodeError::TooManyStrings { .. }
                 | DecodeError::TooManyGaps { .. }
                 | DecodeError::TooManyInventories { .. },
             ) => "too_large",
+            StreamError::Decode(DecodeError::OverBatchBudget { .. } | DecodeError::OverStringBudget { .. }) => {
+                "over_budget"
+            }
             StreamError::Decode(
                 DecodeError::BadTimestamp { .. }
+                | DecodeError::TimeSpan { .. }
                 | DecodeError::BadSampleTimestamp { .. }
                 | DecodeError::ReversedInterval { .. }
                 | DecodeError::BadGapTimestamp { .. }
@@ -92,8 +118,12 @@ impl StreamError {
     /// `glasshouse-refused-batch` metadata so the agent can drop it.
     pub fn to_status(&self) -> Status {
         let mut status = Status::new(self.code(), self.to_string());
-        if let StreamError::Decode(e) = self
-            && let Some(sequence) = e.sequence()
+        let refused = match self {
+            StreamError::Decode(e) => e.sequence(),
+            StreamError::Unbuildable { sequence, .. } => Some(*sequence),
+            _ => None,
+        };
+        if let Some(sequence) = refused
             && let Ok(value) = sequence.to_string().parse()
         {
             status
@@ -102,13 +132,6 @@ impl StreamError {
         }
         status
     }
-}
-
-/// Limits enforced on every stream.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_batch_events: u32,
-    pub max_strings: u32,
 }
 
 #[derive(Debug)]
@@ -222,6 +245,14 @@ impl Session {
                 frame: Some(agent_frame::Frame::Hello(hello)),
             })) => hello,
             Ok(Some(_)) => return Err(StreamError::Protocol("first frame must be a hello")),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Internal | Code::OutOfRange | Code::ResourceExhausted
+                ) =>
+            {
+                return Err(StreamError::MalformedFrame(status));
+            }
             Ok(None) | Err(_) => return Ok(()),
         };
         if hello.agent_id.is_empty() {
@@ -236,11 +267,13 @@ impl Session {
             });
         }
         tracing::info!(agent = %hello.agent_id, host = %hello.hostname, mode = %hello.sensor_mode, "agent connected");
-        let mut tables = StreamTables::new(&hello, self.limits.max_batch_events, self.limits.max_strings);
+        let mut tables = StreamTables::new(&hello, self.limits);
         self.send(aggregator_frame::Frame::Welcome(v1::Welcome {
             aggregator_id: self.aggregator_id.clone(),
             max_batch_events: self.limits.max_batch_events,
             max_strings: self.limits.max_strings,
+            max_batch_bytes: u64::try_from(self.limits.max_batch_bytes).unwrap_or(u64::MAX),
+            max_string_bytes: u64::try_from(self.limits.max_string_bytes).unwrap_or(u64::MAX),
         }))
         .await;
 
@@ -270,13 +303,21 @@ impl Session {
                     }
                     Ok(Some(_)) => return Err(StreamError::Protocol("only batches may follow the hello")),
                     Ok(None) => input_open = false,
+                    // tonic's decoder: a frame that does not decode or is
+                    // too large. Anything else is the agent going away.
+                    Err(status) if matches!(status.code(), Code::Internal | Code::OutOfRange | Code::ResourceExhausted) => {
+                        return Err(StreamError::MalformedFrame(status));
+                    }
                     Err(status) => {
                         tracing::info!(agent = %hello.agent_id, %status, "agent stream broke");
                         return Ok(());
                     }
                 },
                 Some((sequence, result)) = pending.next(), if !pending.is_empty() => {
-                    result?;
+                    match result {
+                        Err(source @ SinkError::Unbuildable(_)) => return Err(StreamError::Unbuildable { sequence, source }),
+                        other => other?,
+                    }
                     self.send(aggregator_frame::Frame::Ack(v1::Ack { sequence })).await;
                 }
                 () = self.shutdown.cancelled(), if input_open => {

@@ -43,6 +43,10 @@ pub enum SinkError {
     Delivery(String),
     #[error("arrow encoding failed: {0}")]
     Encode(String),
+    /// Building this submission's rows failed (a panic in Arrow, caught):
+    /// the batch is refused, the rows of other submissions are re-sent.
+    #[error("rows could not be built: {0}")]
+    Unbuildable(String),
     #[error("sink stopped")]
     Stopped,
 }
@@ -224,12 +228,34 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
         let flush_now = tokio::select! {
             sub = rx.recv() => match sub {
                 Some(sub) => {
-                    let (added_rows, added_bytes) = builders.append(sub.rows);
-                    rows += added_rows;
-                    bytes += added_bytes;
-                    waiters.push(sub.done);
-                    opened.get_or_insert_with(Instant::now);
-                    rows >= config.flush_max_rows || bytes >= config.flush_max_bytes
+                    // A panic while appending (Arrow's builders panic on an
+                    // offset overflow) must not end the sink, which every
+                    // stream shares: the builders may be half-written, so
+                    // they are dropped; this submission is refused, the
+                    // others buffered with it fail and their agents re-send.
+                    let rows_in = sub.rows;
+                    let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builders.append(rows_in)));
+                    match appended {
+                        Ok((added_rows, added_bytes)) => {
+                            rows += added_rows;
+                            bytes += added_bytes;
+                            waiters.push(sub.done);
+                            opened.get_or_insert_with(Instant::now);
+                            rows >= config.flush_max_rows || bytes >= config.flush_max_bytes
+                        }
+                        Err(panic) => {
+                            let why = panic_message(panic.as_ref());
+                            tracing::error!(error = %why, "building rows failed; batch refused, buffered rows re-sent");
+                            builders = Builders::default();
+                            // Ignored errors: those streams are gone; their agents re-send.
+                            let _ = sub.done.send(Err(SinkError::Unbuildable(why.clone())));
+                            for w in waiters.drain(..) {
+                                let _ = w.send(Err(SinkError::Delivery(format!("batch buffered with a failed one: {why}"))));
+                            }
+                            (rows, bytes, opened) = (0, 0, None);
+                            false
+                        }
+                    }
                 }
                 None => break,
             },
@@ -260,7 +286,17 @@ async fn flush(
 ) -> tokio::task::JoinHandle<()> {
     let mut futures = Vec::new();
     let mut failure = None;
-    for (record_type, workload, batch) in builders.finish() {
+    // As when appending: a panic finishing the builders fails this flush
+    // (its submitters' agents re-send), not the sink.
+    let finished =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builders.finish())).unwrap_or_else(|panic| {
+            let why = panic_message(panic.as_ref());
+            tracing::error!(error = %why, "finishing arrow batches failed");
+            failure = Some(SinkError::Encode(why));
+            *builders = Builders::default();
+            Vec::new()
+        });
+    for (record_type, workload, batch) in finished {
         match encode_split(&batch, config.max_message_bytes) {
             Ok(values) => {
                 for value in values {
@@ -304,11 +340,33 @@ async fn flush(
     })
 }
 
-/// Encodes a batch, halving it until each part fits in `max_bytes`.
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// Encodes a batch, halving it until each part fits in `max_bytes` and
+/// passes the consumers' own size check ([`ipc::check_sizes`]): a message the
+/// aggregator produces (and so acknowledges) is one consumers decode. A
+/// single row that still does not pass is an error (the decoder's byte
+/// budget keeps rows far below it).
 fn encode_split(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<Vec<u8>>, ArrowError> {
     let bytes = ipc::encode(batch)?;
-    if bytes.len() <= max_bytes || batch.num_rows() <= 1 {
+    let decodable = ipc::check_sizes(&bytes);
+    if bytes.len() <= max_bytes && decodable.is_ok() {
         return Ok(vec![bytes]);
+    }
+    if batch.num_rows() <= 1 {
+        return match decodable {
+            Ok(_) => Ok(vec![bytes]),
+            Err(e) => Err(ArrowError::InvalidArgumentError(format!(
+                "one row consumers would refuse: {e}"
+            ))),
+        };
     }
     let half = batch.num_rows() / 2;
     let mut out = encode_split(&batch.slice(0, half), max_bytes)?;
@@ -367,6 +425,113 @@ mod tests {
 
     use super::*;
     use crate::decode::StreamTables;
+
+    const LIMITS: crate::decode::Limits = crate::decode::Limits {
+        max_batch_events: 100_000,
+        max_strings: 100_000,
+        max_batch_bytes: 1 << 30,
+        max_string_bytes: 1 << 30,
+        time_window: None,
+    };
+
+    /// The contract of `glasshouse_proto::limits`: what consumers decode of a
+    /// message (the sizes its compressed buffers claim) stays under twice
+    /// the rows' `approx_bytes`, for the shapes a hostile agent can choose.
+    #[test]
+    fn decoded_bytes_stay_under_twice_the_budgeted_row_bytes() {
+        let hello = v1::Hello {
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        let exec = |argv: Vec<u32>| v1::ProcessEvent {
+            kind: v1::ProcessEventKind::Exec as i32,
+            argv,
+            ..Default::default()
+        };
+        let string = |id: u32, len: usize| v1::StringDef {
+            id,
+            value: (0..len).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>().into(),
+        };
+        let shapes: Vec<(&str, Vec<v1::StringDef>, Vec<v1::ProcessEvent>)> = vec![
+            ("bare rows", vec![], (0..20_000).map(|_| exec(vec![])).collect()),
+            (
+                "many one-byte arguments",
+                vec![string(1, 1)],
+                (0..200).map(|_| exec(vec![1; 5_000])).collect(),
+            ),
+            (
+                "one long string referenced often",
+                vec![string(1, 100_000)],
+                (0..100).map(|_| exec(vec![1; 10])).collect(),
+            ),
+        ];
+        for (shape, strings, process_events) in shapes {
+            let batch = v1::Batch {
+                sequence: 1,
+                base_time_unix_ns: 1_700_000_000_000_000_000,
+                strings,
+                process_events,
+                ..Default::default()
+            };
+            let rows = StreamTables::new(&hello, LIMITS).resolve(batch).unwrap();
+            let mut builders = Builders::default();
+            let (_, budgeted) = builders.append(rows);
+            let finished = builders.finish();
+            let decoded: u64 = finished
+                .iter()
+                .map(|(_, _, b)| ipc::check_sizes(&ipc::encode(b).unwrap()).unwrap())
+                .sum();
+            assert!(
+                decoded <= 2 * budgeted as u64,
+                "{shape}: {decoded} decoded bytes for {budgeted} budgeted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_consumers_would_refuse_is_split_until_each_part_passes_their_check() {
+        // Rows of 1 MiB that compress well: a few hundred MiB claimed in
+        // one message, far under max_message_bytes once compressed.
+        let hello = v1::Hello {
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        let batch = v1::Batch {
+            sequence: 1,
+            base_time_unix_ns: 1_700_000_000_000_000_000,
+            strings: vec![v1::StringDef {
+                id: 1,
+                value: vec![b'x'; 1 << 20].into(),
+            }],
+            process_events: (0..300)
+                .map(|_| v1::ProcessEvent {
+                    kind: v1::ProcessEventKind::Exec as i32,
+                    path: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let rows = StreamTables::new(&hello, LIMITS).resolve(batch).unwrap();
+        let mut builders = Builders::default();
+        builders.append(rows);
+        let (_, _, batch) = builders.finish().remove(0);
+        let whole = ipc::encode(&batch).unwrap();
+        assert!(
+            ipc::check_sizes(&whole).is_err(),
+            "the whole batch is over the consumers' limit"
+        );
+        let parts = encode_split(&batch, 64 << 20).unwrap();
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        let mut rows = 0;
+        for p in &parts {
+            ipc::check_sizes(p).unwrap();
+            rows += ipc::decode(p).unwrap().num_rows();
+        }
+        assert_eq!(rows, 300, "no row lost in the split");
+    }
 
     /// One host exec, one syscall profile of two syscalls, one resource
     /// sample and one gap of container 1 (workload `localhost/app`), and one
@@ -429,7 +594,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        StreamTables::new(&hello, 100, 100).resolve(batch).unwrap()
+        StreamTables::new(&hello, LIMITS).resolve(batch).unwrap()
     }
 
     #[test]
