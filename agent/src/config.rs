@@ -39,8 +39,9 @@ pub struct Config {
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// File holding the bearer token `/metrics` requires
-    /// (`Authorization: Bearer TOKEN`); others get 401. Default: none (open:
-    /// keep `metrics_listen` on an address only trusted scrapers reach).
+    /// (`Authorization: Bearer TOKEN`); others get 401. Required when
+    /// `metrics_listen` is not a loopback address (the process refuses to
+    /// start without it). Default: none (open, on loopback only).
     #[serde(default)]
     pub metrics_token_file: Option<PathBuf>,
     /// How processes are observed: `auto` (eBPF, or the netlink proc connector
@@ -259,6 +260,7 @@ const MIN_SPOOL_BYTES: u64 = 1 << 20;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        glasshouse_proto::metrics::require_token_off_loopback(self.metrics_listen, self.metrics_token_file.as_deref())?;
         if !(0.0..=6400.0).contains(&self.cpu_budget_percent) {
             return Err((
                 "cpu_budget_percent",

@@ -19,11 +19,32 @@ fn ip_bytes(ip: std::net::IpAddr) -> Vec<u8> {
     }
 }
 
+/// Bytes of every string `batch` could define, with an allowance of 1 KiB
+/// per row for container strings (runtimes' names are short; the
+/// aggregator's budget is twice the agent's, `limits::MIN_STRING_BYTES`).
+fn worst_string_bytes(batch: &PendingBatch) -> usize {
+    let opt = |s: &Option<Bytes>| s.as_ref().map_or(0, Bytes::len);
+    let events = batch
+        .events
+        .iter()
+        .map(|e| opt(&e.path) + opt(&e.cwd) + opt(&e.parent_exe) + e.argv.iter().map(Bytes::len).sum::<usize>())
+        .sum::<usize>();
+    let files = batch
+        .files
+        .iter()
+        .map(|f| f.raw.path.len() + opt(&f.raw.exe))
+        .sum::<usize>();
+    events + files + 1024 * batch.len()
+}
+
 /// Interning state of one stream.
 #[derive(Debug)]
 pub struct StreamEncoder {
     max_strings: usize,
     strings: HashMap<Bytes, u32>,
+    /// Bytes of the strings in `strings`, kept within
+    /// [`glasshouse_proto::limits::AGENT_STRING_TABLE_BYTES`].
+    string_bytes: usize,
     /// container id → (ref, the definition last sent).
     containers: HashMap<String, (u32, Arc<Container>)>,
 }
@@ -33,6 +54,7 @@ impl StreamEncoder {
         StreamEncoder {
             max_strings,
             strings: HashMap::new(),
+            string_bytes: 0,
             containers: HashMap::new(),
         }
     }
@@ -58,10 +80,14 @@ impl StreamEncoder {
         };
         // Worst case every string of the batch is new: reset first if that could
         // overflow the dictionary, so the aggregator's table stays bounded too.
+        // The same in bytes, against the aggregator's dictionary budget.
         let worst = batch.events.iter().map(|e| 4 + e.argv.len()).sum::<usize>() + 6 * batch.len();
-        if self.strings.len() + worst > self.max_strings {
+        if self.strings.len() + worst > self.max_strings
+            || self.string_bytes + worst_string_bytes(batch) > glasshouse_proto::limits::AGENT_STRING_TABLE_BYTES
+        {
             self.strings.clear();
             self.containers.clear();
+            self.string_bytes = 0;
             out.reset_strings = true;
         }
         let mut previous = out.base_time_unix_ns;
@@ -209,6 +235,7 @@ impl StreamEncoder {
         // Ids start at 1: 0 means absent. Bounded by `max_strings` (see encode).
         let id = u32::try_from(self.strings.len() + 1).unwrap_or(u32::MAX);
         self.strings.insert(value.clone(), id);
+        self.string_bytes += value.len();
         defs.push(v1::StringDef {
             id,
             value: value.clone(),

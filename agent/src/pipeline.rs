@@ -1122,6 +1122,50 @@ pub struct Batcher {
     index: FastMap<u64, usize>,
     collapse_state: foldhash::fast::RandomState,
     opened: Option<Instant>,
+    /// What the open batch's rows will take in the aggregator (see
+    /// [`glasshouse_proto::limits::AGENT_BATCH_BYTES`]).
+    bytes: usize,
+}
+
+/// Bytes the aggregator writes on every row of a container (or of the host).
+fn attribution_bytes(c: Option<&Arc<Container>>) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    c.map_or(128, |c| {
+        128 + c.key.id.len() + c.workload_id.len() + opt(&c.meta.name) + opt(&c.meta.image) + opt(&c.meta.image_id)
+    })
+}
+
+/// Bytes one event's row takes in the aggregator: its strings, each
+/// argument with its list offset, and the container's attribution.
+fn event_bytes(e: &Event) -> usize {
+    let opt = |s: &Option<Bytes>| s.as_ref().map_or(0, Bytes::len);
+    attribution_bytes(e.container.as_ref())
+        + opt(&e.path)
+        + opt(&e.cwd)
+        + opt(&e.parent_exe)
+        + e.argv.iter().map(|a| a.len() + 4).sum::<usize>()
+}
+
+/// Bytes a sample's rows take in the aggregator (a syscall profile is one
+/// row per syscall, an inventory one row with every package inline).
+fn sample_bytes(sample: &Sample) -> usize {
+    match sample {
+        Sample::Syscalls(s) => s.raw.counts.len().max(1) * (attribution_bytes(Some(&s.container)) + 64),
+        Sample::Resources(r) => attribution_bytes(Some(&r.container)),
+        Sample::Gap(g) => attribution_bytes(g.container.as_ref()),
+        Sample::Inventory(i) => {
+            let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+            attribution_bytes(Some(&i.container))
+                + i.inventory
+                    .packages
+                    .iter()
+                    .map(|p| {
+                        32 + p.ecosystem.len() + p.name.len() + p.version.len() + opt(&p.source_name) + p.location.len()
+                    })
+                    .sum::<usize>()
+                + i.inventory.errors.iter().map(|e| e.len() + 4).sum::<usize>()
+        }
+    }
 }
 
 impl Batcher {
@@ -1141,6 +1185,7 @@ impl Batcher {
             index: FastMap::default(),
             collapse_state: foldhash::fast::RandomState::default(),
             opened: None,
+            bytes: 0,
         }
     }
 
@@ -1160,6 +1205,7 @@ impl Batcher {
             }
         }
         self.opened.get_or_insert_with(Instant::now);
+        self.bytes += event_bytes(&event);
         self.events.push(event);
         self.full().then(|| self.take())
     }
@@ -1168,6 +1214,7 @@ impl Batcher {
     /// distinct); returns a batch when this one filled it.
     pub fn push_network(&mut self, event: NetworkEvent) -> Option<PendingBatch> {
         self.opened.get_or_insert_with(Instant::now);
+        self.bytes += attribution_bytes(event.container.as_ref()) + 64;
         self.network.push(event);
         self.full().then(|| self.take())
     }
@@ -1188,6 +1235,9 @@ impl Batcher {
         }
         self.file_index.insert(key, self.files.len());
         self.opened.get_or_insert_with(Instant::now);
+        self.bytes += attribution_bytes(event.container.as_ref())
+            + event.raw.path.len()
+            + event.raw.exe.as_ref().map_or(0, Bytes::len);
         self.files.push(event);
         self.full().then(|| self.take())
     }
@@ -1205,6 +1255,7 @@ impl Batcher {
     /// Adds a syscall or resource sample; returns a batch when this one filled it.
     pub fn push_sample(&mut self, sample: Sample) -> Option<PendingBatch> {
         self.opened.get_or_insert_with(Instant::now);
+        self.bytes += sample_bytes(&sample);
         match sample {
             Sample::Syscalls(s) => self.syscalls.push(s),
             Sample::Resources(r) => self.resources.push(r),
@@ -1223,6 +1274,7 @@ impl Batcher {
             + self.gaps.len()
             + self.inventories.len()
             >= self.max_events
+            || self.bytes >= glasshouse_proto::limits::AGENT_BATCH_BYTES
     }
 
     /// When the open batch must be sent, if any.
@@ -1241,6 +1293,7 @@ impl Batcher {
         self.index.clear();
         self.file_index.clear();
         self.opened = None;
+        self.bytes = 0;
         PendingBatch {
             sequence,
             events: std::mem::take(&mut self.events),
