@@ -332,4 +332,27 @@ mod tests {
         }
         assert!(resets >= 1);
     }
+
+    #[test]
+    fn dictionary_resets_before_its_bytes_pass_the_contract() {
+        use glasshouse_proto::limits::AGENT_STRING_TABLE_BYTES;
+        let c = container("c1");
+        let mut enc = StreamEncoder::new(1 << 20);
+        let long = 1 << 20;
+        let mut resets = 0;
+        for i in 0..(2 * AGENT_STRING_TABLE_BYTES / long) {
+            let mut b = Batcher::new(100, Duration::from_secs(1));
+            // Each batch defines one new 1 MiB argument.
+            let arg = format!("{i:08}{}", "x".repeat(long - 8));
+            b.push(exec(&c, u32::try_from(i).unwrap(), &[&arg]));
+            let w = enc.encode(&b.flush().unwrap());
+            resets += usize::from(w.reset_strings);
+            assert!(
+                enc.string_bytes <= AGENT_STRING_TABLE_BYTES,
+                "{} bytes interned",
+                enc.string_bytes
+            );
+        }
+        assert!(resets >= 1, "64 MiB of distinct strings: at least one reset");
+    }
 }

@@ -110,6 +110,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         mode,
     } = start_sensor(&config, raw_tx, stats.clone(), cancel.clone())?;
     tracing::info!(agent = %config.agent_id, mode, "sensor started");
+    glasshouse_proto::listener::log_descriptor_limit();
 
     let spool = config
         .spool

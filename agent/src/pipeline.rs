@@ -1524,6 +1524,30 @@ pub(crate) mod tests {
         assert_eq!(b.flush().unwrap().sequence, 2);
     }
 
+    #[test]
+    fn batches_close_by_expanded_bytes_within_the_contract() {
+        use glasshouse_proto::limits::AGENT_BATCH_BYTES;
+        let c = container("c1");
+        let mut b = Batcher::new(100_000, Duration::from_secs(1));
+        // The same 64 KiB argument on every exec: one string on the wire,
+        // 64 KiB per row in the aggregator.
+        let arg = "a".repeat(64 << 10);
+        let mut pid = 0;
+        let sealed = loop {
+            pid += 1;
+            if let Some(batch) = b.push(exec(&c, pid, &[&arg, &pid.to_string()])) {
+                break batch;
+            }
+            assert!(pid < 1000, "no batch sealed after {pid} execs");
+        };
+        // Sealed by the event that reached the budget, not before.
+        let sizes: Vec<usize> = sealed.events.iter().map(event_bytes).collect();
+        let total: usize = sizes.iter().sum();
+        assert!(total >= AGENT_BATCH_BYTES, "{total}");
+        assert!(total - sizes[sizes.len() - 1] < AGENT_BATCH_BYTES, "{total}");
+        assert!(sizes.len() < 200, "{} rows of 64 KiB", sizes.len());
+    }
+
     #[tokio::test]
     async fn exit_is_attributed_through_the_fork_that_made_the_pid() {
         let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
