@@ -442,6 +442,7 @@ pub async fn run<W: Write + Send>(
             brokers: config.brokers.clone(),
             kafka: config.kafka.clone(),
             instance_id: config.instance_id.clone(),
+            session_timeout_ms: config.session_timeout_ms,
         };
         let cancel = cancel.clone();
         tokio::spawn(async move {

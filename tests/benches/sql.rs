@@ -292,6 +292,8 @@ async fn run() -> anyhow::Result<()> {
     let settings = writer::WriterSettings {
         brokers: brokers.clone(),
         group_id: "bench-lake".into(),
+        instance_id: None,
+        session_timeout_ms: 10_000,
         extra: Default::default(),
         compact_interval: None,
     };

@@ -35,6 +35,12 @@ pub struct LakeConfig {
     /// are queried from memory, so a query sees data seconds old either way.
     #[serde(default = "default_flush_secs")]
     pub flush_secs: u64,
+    /// … or once the buffered rows take this many bytes of memory (default
+    /// 64 MiB), so that a few messages of large rows (each may hold up to
+    /// `glasshouse_proto::ipc::MAX_DECODED_BYTES` once decoded) cannot grow
+    /// the writer past its memory: they are written out instead.
+    #[serde(default = "default_flush_bytes")]
+    pub flush_bytes: usize,
     /// How often small files of one table and hour are merged (default
     /// 300 s; 0: never).
     #[serde(default = "default_compact_secs")]
@@ -154,6 +160,9 @@ fn default_group() -> String {
 fn default_flush_rows() -> usize {
     200_000
 }
+fn default_flush_bytes() -> usize {
+    64 << 20
+}
 fn default_flush_secs() -> u64 {
     60
 }
@@ -191,6 +200,7 @@ impl Default for LakeConfig {
             group_id: default_group(),
             flush_rows: default_flush_rows(),
             flush_secs: default_flush_secs(),
+            flush_bytes: default_flush_bytes(),
             compact_interval_secs: default_compact_secs(),
             compact_min_files: default_compact_min_files(),
             compact_target_mib: default_compact_target_mib(),
@@ -216,6 +226,9 @@ impl Default for SqlConfig {
 impl LakeConfig {
     /// Cross-field checks, done at start-up.
     pub fn validate(&self) -> Result<(), String> {
+        if self.flush_bytes < 1 << 20 {
+            return Err("`lake.flush_bytes` must be at least 1048576".into());
+        }
         if self.flush_rows == 0 || self.flush_secs == 0 {
             return Err("`lake.flush_rows` and `lake.flush_secs` must be at least 1".into());
         }

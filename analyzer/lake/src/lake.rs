@@ -103,6 +103,8 @@ struct TableState {
     files: Vec<FileEntry>,
     tail: Vec<RecordBatch>,
     tail_rows: usize,
+    /// Memory of the tail's batches (Arrow's own account).
+    tail_bytes: usize,
     /// When the oldest tail row arrived.
     oldest: Option<Instant>,
 }
@@ -241,14 +243,17 @@ impl Lake {
         if rows == 0 {
             return Ok(());
         }
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         let mut s = t.state.write().unwrap_or_else(|p| p.into_inner());
         s.tail.extend(batches);
         s.tail_rows += rows;
+        s.tail_bytes += bytes;
         s.oldest.get_or_insert_with(Instant::now);
         // Many small batches (one per Kafka message) make scans slow: merge
         // them now and then. Concatenating rows of the same schema cannot fail.
         if s.tail.len() >= 256 {
             let merged = concat_batches(&t.schema, &s.tail)?;
+            s.tail_bytes = merged.get_array_memory_size();
             s.tail = vec![merged];
         }
         Ok(())
@@ -262,11 +267,12 @@ impl Lake {
             .unwrap_or(0)
     }
 
-    /// Whether `table`'s tail is due for a flush (by rows or age).
+    /// Whether `table`'s tail is due for a flush (by rows, bytes or age).
     pub fn flush_due(&self, table: &str) -> bool {
         let Some(t) = self.tables.get(table) else { return false };
         let s = t.state.read().unwrap_or_else(|p| p.into_inner());
         s.tail_rows >= self.config.flush_rows
+            || s.tail_bytes >= self.config.flush_bytes
             || s.oldest
                 .is_some_and(|o| o.elapsed() >= Duration::from_secs(self.config.flush_secs))
     }
@@ -314,8 +320,11 @@ impl Lake {
         // the first `count` batches are the ones written; any appended since
         // stay (and a merge in `append` cannot have run meanwhile: same task).
         let upto = count.min(s.tail.len());
-        let written: usize = s.tail.drain(..upto).map(|b| b.num_rows()).sum();
+        let (written, freed) = s.tail.drain(..upto).fold((0, 0), |(rows, bytes), b| {
+            (rows + b.num_rows(), bytes + b.get_array_memory_size())
+        });
         s.tail_rows -= written;
+        s.tail_bytes = s.tail_bytes.saturating_sub(freed);
         if s.tail.is_empty() {
             s.oldest = None;
         }

@@ -43,8 +43,11 @@ pub struct Settings {
     pub brokers: String,
     /// Extra librdkafka properties.
     pub kafka: BTreeMap<String, String>,
-    /// Names the Parquet files this instance writes.
+    /// Names the Parquet files this instance writes, and (with `-lake`) its
+    /// static membership in the writer's consumer group.
     pub instance_id: String,
+    /// The analyzer's `session_timeout_ms`, for the writer's group too.
+    pub session_timeout_ms: u32,
 }
 
 /// Runs the lake writer and the configured front doors until `cancel`
@@ -65,6 +68,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
         let ws = writer::WriterSettings {
             brokers: settings.brokers.clone(),
             group_id: settings.lake.group_id.clone(),
+            instance_id: Some(format!("{}-lake", settings.instance_id)),
+            session_timeout_ms: settings.session_timeout_ms,
             extra: settings.kafka.clone(),
             compact_interval: (settings.lake.compact_interval_secs > 0)
                 .then(|| Duration::from_secs(settings.lake.compact_interval_secs)),

@@ -40,6 +40,12 @@ pub enum WriterError {
 pub struct WriterSettings {
     pub brokers: String,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a writer restarted
+    /// after a crash takes its partitions back at once instead of waiting
+    /// for the group to expire the dead member. `None`: dynamic membership.
+    pub instance_id: Option<String>,
+    /// How soon the partitions of a writer that died are given to another.
+    pub session_timeout_ms: u32,
     /// Extra librdkafka properties, applied last.
     pub extra: BTreeMap<String, String>,
     pub compact_interval: Option<Duration>,
@@ -75,7 +81,19 @@ pub async fn run(
         // Topics created later (e.g. glasshouse.vulnerabilities) are picked
         // up at the next metadata refresh.
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (settings.session_timeout_ms / 3).max(100).to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            (settings.session_timeout_ms.saturating_mul(3)).to_string(),
+        );
+    if let Some(id) = &settings.instance_id {
+        client.set("group.instance.id", id);
+    }
     for (k, v) in &settings.extra {
         client.set(k, v);
     }

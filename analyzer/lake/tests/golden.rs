@@ -363,3 +363,38 @@ async fn readme_examples_run() -> anyhow::Result<()> {
     anyhow::ensure!(rows[0] == 4 && rows[2] > 0, "rows per example: {rows:?}");
     Ok(())
 }
+
+/// The tail is bounded in bytes, not only rows: large rows are written out
+/// once they take `flush_bytes`, long before `flush_rows`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_of_large_rows_is_flushed_by_bytes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = LakeConfig {
+        enabled: true,
+        location: dir.path().display().to_string(),
+        flush_rows: 1_000_000,
+        flush_bytes: 1 << 20,
+        flush_secs: 3600,
+        ..Default::default()
+    };
+    let lake = Arc::new(Lake::open(&config, "bytes", Duration::ZERO).await?);
+    let cs = fixture::containers(CONTAINERS);
+    let mut ingest = Ingest::new(lake.clone());
+    let mut messages = 0;
+    while !lake.flush_due("process_events") {
+        anyhow::ensure!(messages < 1000, "1,000 messages and the tail is still not due");
+        ingest.message(
+            "glasshouse.process",
+            &fixture::process_message(&cs, messages * 100, 100, BASE_NS),
+            None,
+            0,
+        )?;
+        messages += 1;
+    }
+    let rows = lake.tail_rows("process_events");
+    anyhow::ensure!(rows < 1_000_000, "due by bytes at {rows} rows");
+    lake.flush("process_events").await?;
+    anyhow::ensure!(!lake.flush_due("process_events"), "a flushed tail is not due");
+    anyhow::ensure!(lake.tail_rows("process_events") == 0);
+    Ok(())
+}
