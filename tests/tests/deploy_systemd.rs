@@ -207,6 +207,34 @@ fn example_configs_parse_with_the_binaries_config_types() -> anyhow::Result<()> 
         analyzer.metrics_listen.is_some(),
         "`glasshouse containers` needs metrics_listen"
     );
+    // Metrics off loopback need a token, from the unit's LoadCredential=.
+    for (unit, listen, token) in [
+        (
+            "aggregator",
+            aggregator.metrics_listen,
+            aggregator.metrics_token_file.as_deref(),
+        ),
+        (
+            "analyzer",
+            analyzer.metrics_listen,
+            analyzer.metrics_token_file.as_deref(),
+        ),
+        ("agent", agent.metrics_listen, agent.metrics_token_file.as_deref()),
+    ] {
+        if listen.is_some_and(|a| !a.ip().is_loopback()) {
+            let token = token.with_context(|| format!("{unit}: metrics off loopback without a token"))?;
+            ensure!(
+                token.starts_with(format!("/run/credentials/glasshouse-{unit}.service")),
+                "{unit}: {}",
+                token.display()
+            );
+            let text = std::fs::read_to_string(dir.join(format!("glasshouse-{unit}.service")))?;
+            ensure!(
+                text.contains("LoadCredential=metrics.token:"),
+                "{unit} unit lacks the token credential"
+            );
+        }
+    }
 
     // The commented examples of the analyzer's config parse too, once
     // uncommented: `# [[outputs.syslog]]`, `# key = value`.
