@@ -212,7 +212,7 @@ fn wire_vs_json() -> (f64, f64) {
                     argv.push(Bytes::from(format!("{}", 10_000 + u64::from(i) + sequence * 512)));
                 }
                 Event {
-                    time_unix_ns: 1_800_000_000_000_000_000 + i64::from(i) * 1_700_000,
+                    time_unix_ns: glasshouse_tests::epoch() + i64::from(i) * 1_700_000,
                     kind: Kind::Exec,
                     container: Some(container.clone()),
                     pid: 20_000 + i,

@@ -60,7 +60,7 @@ fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
             sequence,
             events: (0..EVENTS)
                 .map(|i| Event {
-                    time_unix_ns: 1_800_000_000_000_000_000
+                    time_unix_ns: glasshouse_tests::epoch()
                         + i64::try_from(sequence * 1_000_000 + i as u64).unwrap_or(0),
                     kind: Kind::Exec,
                     container: Some(container.clone()),

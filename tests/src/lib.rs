@@ -32,6 +32,20 @@ use anyhow::{Context, bail, ensure};
 pub const TEST_IMAGE: &str = "localhost/glasshouse-test:latest";
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
+/// A time to build test events at: this process's start, whole seconds, in
+/// Unix ns. Events must be plausible against the aggregator's clock
+/// (`max_event_age_ms`, `max_event_ahead_ms`), so tests build them around
+/// now; the value is fixed for the process, so expected rows can name it.
+pub fn epoch() -> i64 {
+    static EPOCH: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        i64::try_from(secs).unwrap_or(0) * 1_000_000_000
+    });
+    *EPOCH
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -911,7 +925,7 @@ pub mod wire {
         v1::AgentFrame {
             frame: Some(v1::agent_frame::Frame::Batch(v1::Batch {
                 sequence,
-                base_time_unix_ns: 1_800_000_000_000_000_000,
+                base_time_unix_ns: crate::epoch(),
                 reset_strings: false,
                 strings,
                 containers,
@@ -962,7 +976,7 @@ pub mod simulated {
     pub fn batch(container: &Arc<Container>, sequence: u64, events: usize) -> PendingBatch {
         let events = (0..events)
             .map(|i| Event {
-                time_unix_ns: 1_800_000_000_000_000_000 + i64::try_from(sequence * 1000).unwrap_or(0),
+                time_unix_ns: crate::epoch() + i64::try_from(sequence * 1000).unwrap_or(0),
                 kind: Kind::Exec,
                 container: Some(container.clone()),
                 pid: u32::try_from(i).unwrap_or(0) + 100,

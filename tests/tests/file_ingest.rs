@@ -28,8 +28,8 @@ const BOOT: u64 = 1;
 const WORKLOAD: &str = "localhost/file-sim";
 const IMAGE: &str = "localhost/file-sim:1";
 const NAME: &str = "web-1";
-const B1: i64 = 1_800_000_000_000_000_000;
-const B2: i64 = B1 + 1_000_000;
+static B1: std::sync::LazyLock<i64> = std::sync::LazyLock::new(glasshouse_tests::epoch);
+static B2: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| glasshouse_tests::epoch() + 1_000_000);
 /// open(2) flags (Linux, x86_64 and aarch64 alike).
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
@@ -61,7 +61,7 @@ fn first_batch() -> v1::Batch {
     let container = 1;
     v1::Batch {
         sequence: 1,
-        base_time_unix_ns: B1,
+        base_time_unix_ns: *B1,
         reset_strings: false,
         strings: vec![
             string(1, container_id().as_bytes()),
@@ -161,7 +161,7 @@ fn first_batch() -> v1::Batch {
 fn second_batch() -> v1::Batch {
     v1::Batch {
         sequence: 2,
-        base_time_unix_ns: B2,
+        base_time_unix_ns: *B2,
         strings: vec![string(9, b"/etc/cron.d/\xffjob")],
         file_events: vec![v1::FileEvent {
             time_delta_ns: 7,
@@ -203,7 +203,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
     // named in the status metadata so the agent drops it.
     let pathless = v1::Batch {
         sequence: 1,
-        base_time_unix_ns: B1,
+        base_time_unix_ns: *B1,
         strings: vec![string(1, b"/bin/busybox")],
         file_events: vec![v1::FileEvent {
             kind: v1::FileEventKind::Write as i32,
@@ -265,7 +265,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
         count: 1,
     };
     let expected = vec![
-        in_container(1, 4, B1 + 40, Kind::Create),
+        in_container(1, 4, *B1 + 40, Kind::Create),
         Row {
             container_id: None,
             container_name: None,
@@ -276,13 +276,13 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
             exe: None,
             flags: O_WRONLY | O_APPEND,
             count: 3,
-            ..in_container(1, 5, B1 + 540, Kind::Write)
+            ..in_container(1, 5, *B1 + 540, Kind::Write)
         },
         Row {
             pid: 79,
             path: "/etc/cron.d/\u{fffd}job".into(),
             flags: O_WRONLY | O_TRUNC,
-            ..in_container(2, 0, B2 + 7, Kind::Write)
+            ..in_container(2, 0, *B2 + 7, Kind::Write)
         },
     ];
     assert_eq!(rows, expected);
@@ -320,7 +320,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
             (
                 1,
                 0,
-                B1 + 10,
+                *B1 + 10,
                 process::Kind::Exec,
                 77,
                 Some("/bin/busybox"),
@@ -332,7 +332,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
             (
                 1,
                 1,
-                B1 + 100,
+                *B1 + 100,
                 process::Kind::Exec,
                 80,
                 Some("/tmp/dropper"),
@@ -344,7 +344,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
             (
                 1,
                 2,
-                B1 + 150,
+                *B1 + 150,
                 process::Kind::Exit,
                 5,
                 None,
@@ -364,7 +364,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
         ensure!(key == *row.workload_id, "key {key:?} is not the workload id of {row:?}");
         connects.push((row.batch_seq, row.event_index, row.time_unix_ns, row.kind));
     }
-    assert_eq!(connects, vec![(1, 3, B1 + 200, network::Kind::Connect)]);
+    assert_eq!(connects, vec![(1, 3, *B1 + 200, network::Kind::Connect)]);
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;

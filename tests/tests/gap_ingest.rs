@@ -29,7 +29,7 @@ const IMAGE: &str = "localhost/gap-sim:1";
 const IMAGE_ID: &str = "sha256:9a7e";
 const NAME: &str = "web-1";
 /// Start of the first gap's window; the agent reports gaps per second.
-const T0: i64 = 1_800_000_000_000_000_000;
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(glasshouse_tests::epoch);
 const SECOND: i64 = 1_000_000_000;
 
 fn string(id: u32, value: &str) -> v1::StringDef {
@@ -55,7 +55,7 @@ fn container_id() -> String {
 fn gap_batch() -> v1::Batch {
     v1::Batch {
         sequence: 1,
-        base_time_unix_ns: T0,
+        base_time_unix_ns: *T0,
         strings: vec![
             string(1, &container_id()),
             string(2, IMAGE),
@@ -76,15 +76,15 @@ fn gap_batch() -> v1::Batch {
         gaps: vec![
             v1::Gap {
                 container: 1,
-                start_unix_ns: T0,
-                end_unix_ns: T0 + SECOND,
+                start_unix_ns: *T0,
+                end_unix_ns: *T0 + SECOND,
                 dropped: 1234,
                 reason: v1::GapReason::RateLimited as i32,
             },
             v1::Gap {
                 container: 0,
-                start_unix_ns: T0 + SECOND,
-                end_unix_ns: T0 + 2 * SECOND,
+                start_unix_ns: *T0 + SECOND,
+                end_unix_ns: *T0 + 2 * SECOND,
                 // Past 32 bits.
                 dropped: 5_000_000_000,
                 reason: v1::GapReason::QueueFull as i32,
@@ -160,8 +160,8 @@ async fn gaps_reach_their_topic_attributed_and_keyed_and_empty_gaps_are_refused(
         image: Some(IMAGE.into()),
         image_id: Some(IMAGE_ID.into()),
         workload_id: WORKLOAD.into(),
-        start_unix_ns: T0,
-        end_unix_ns: T0 + SECOND,
+        start_unix_ns: *T0,
+        end_unix_ns: *T0 + SECOND,
         reason: Reason::RateLimited,
         dropped: 1234,
     };
@@ -175,8 +175,8 @@ async fn gaps_reach_their_topic_attributed_and_keyed_and_empty_gaps_are_refused(
         image: None,
         image_id: None,
         workload_id: host_workload.as_str().into(),
-        start_unix_ns: T0 + SECOND,
-        end_unix_ns: T0 + 2 * SECOND,
+        start_unix_ns: *T0 + SECOND,
+        end_unix_ns: *T0 + 2 * SECOND,
         reason: Reason::QueueFull,
         dropped: 5_000_000_000,
     };

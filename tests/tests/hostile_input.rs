@@ -204,7 +204,7 @@ proptest! {
         edits in proptest::collection::vec(edit(), 1..6),
     ) {
         let bytes = apply(seed_batches()[seed].clone(), &edits);
-        let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), 16_384, 65_536);
+        let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), LIMITS);
         let largest = largest_allocation(|| {
             if let Ok(batch) = v1::Batch::decode(bytes.as_slice()) {
                 // Either rows or a decode error naming the problem: never a panic.
@@ -216,7 +216,7 @@ proptest! {
 
     #[test]
     fn ingest_decoding_survives_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), 16_384, 65_536);
+        let mut tables = glasshouse_aggregator::decode::StreamTables::new(&hello(), LIMITS);
         let largest = largest_allocation(|| {
             if let Ok(batch) = v1::Batch::decode(bytes.as_slice()) {
                 let _ = tables.resolve(batch);
@@ -381,3 +381,13 @@ proptest! {
         }
     }
 }
+
+/// The aggregator's default budgets, without the time window (the inputs
+/// carry fixed times).
+const LIMITS: glasshouse_aggregator::decode::Limits = glasshouse_aggregator::decode::Limits {
+    max_batch_events: 16_384,
+    max_strings: 65_536,
+    max_batch_bytes: 64 << 20,
+    max_string_bytes: 64 << 20,
+    time_window: None,
+};

@@ -30,7 +30,7 @@ const BOOT: u64 = 5;
 const WORKLOAD: &str = "localhost/net-sim";
 const PROCESS_EVENTS: usize = 3;
 /// Time of the first event of batch 1 (see `simulated::batch`).
-const T0: i64 = 1_800_000_000_000_000_000 + 1000;
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| glasshouse_tests::epoch() + 1000);
 
 fn event(
     container: Option<&Arc<Container>>,
@@ -78,7 +78,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
     first.network = vec![
         event(
             Some(&c),
-            T0 + 10,
+            *T0 + 10,
             K::Connect,
             "10.0.0.2:43122",
             Some("93.184.216.34:443"),
@@ -86,7 +86,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
         )?,
         event(
             Some(&c),
-            T0 + 20,
+            *T0 + 20,
             K::Close,
             "10.0.0.2:43122",
             Some("93.184.216.34:443"),
@@ -96,13 +96,13 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
         NetworkEvent {
             raw: NetworkRaw {
                 pre_existing: true,
-                ..event(None, T0 + 5, K::Listen, "[::]:8080", None, (0, 0))?.raw
+                ..event(None, *T0 + 5, K::Listen, "[::]:8080", None, (0, 0))?.raw
             },
             container: None,
         },
         event(
             Some(&c),
-            T0 + 30,
+            *T0 + 30,
             K::Accept,
             "[fd00::3]:8080",
             Some("[fd00::2]:50000"),
@@ -112,7 +112,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
     let mut second = simulated::batch(&c, 2, 0);
     second.network = vec![event(
         Some(&c),
-        T0 + 5000,
+        *T0 + 5000,
         K::ConnectFailed,
         "10.0.0.2:43124",
         Some("10.0.0.9:5432"),
@@ -159,11 +159,11 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
     };
     let first_net = u32::try_from(PROCESS_EVENTS)?;
     let expected = vec![
-        row(1, first_net, T0 + 10, Kind::Connect, true),
+        row(1, first_net, *T0 + 10, Kind::Connect, true),
         Row {
             bytes_sent: 3000,
             bytes_received: 500,
-            ..row(1, first_net + 1, T0 + 20, Kind::Close, true)
+            ..row(1, first_net + 1, *T0 + 20, Kind::Close, true)
         },
         Row {
             family: Family::Ipv6,
@@ -172,7 +172,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
             remote_addr: None,
             remote_port: 0,
             pre_existing: true,
-            ..row(1, first_net + 2, T0 + 5, Kind::Listen, false)
+            ..row(1, first_net + 2, *T0 + 5, Kind::Listen, false)
         },
         Row {
             family: Family::Ipv6,
@@ -180,13 +180,13 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
             local_port: 8080,
             remote_addr: Some("fd00::2".into()),
             remote_port: 50000,
-            ..row(1, first_net + 3, T0 + 30, Kind::Accept, true)
+            ..row(1, first_net + 3, *T0 + 30, Kind::Accept, true)
         },
         Row {
             local_port: 43124,
             remote_addr: Some("10.0.0.9".into()),
             remote_port: 5432,
-            ..row(2, 0, T0 + 5000, Kind::ConnectFailed, true)
+            ..row(2, 0, *T0 + 5000, Kind::ConnectFailed, true)
         },
     ];
     assert_eq!(rows, expected);

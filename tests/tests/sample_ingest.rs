@@ -31,7 +31,7 @@ const IMAGE: &str = "localhost/sample-sim:1";
 const IMAGE_ID: &str = "sha256:5a3e";
 const NAME: &str = "db-1";
 /// Start of the profiled interval; the agent samples every 10 s.
-const T0: i64 = 1_800_000_000_000_000_000;
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(glasshouse_tests::epoch);
 const INTERVAL: i64 = 10_000_000_000;
 /// How long the broker stays stopped with the batch in flight.
 const STALL: Duration = Duration::from_secs(3);
@@ -132,18 +132,18 @@ fn sample_batch() -> v1::Batch {
     let [first, second] = counters();
     v1::Batch {
         sequence: 1,
-        base_time_unix_ns: T0,
+        base_time_unix_ns: *T0,
         strings,
         containers,
         syscall_profiles: vec![v1::SyscallProfile {
             container: 1,
-            start_unix_ns: T0,
-            end_unix_ns: T0 + INTERVAL,
+            start_unix_ns: *T0,
+            end_unix_ns: *T0 + INTERVAL,
             nr: vec![0, 257, 59],
             count: vec![120, 7, 1],
             arch: "x86_64".into(),
         }],
-        resource_samples: vec![sample(T0 + INTERVAL, first), sample(T0 + 2 * INTERVAL, second)],
+        resource_samples: vec![sample(*T0 + INTERVAL, first), sample(*T0 + 2 * INTERVAL, second)],
         ..Default::default()
     }
 }
@@ -166,7 +166,7 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
     // and is acknowledged at once.
     let empty = v1::Batch {
         sequence: 1,
-        base_time_unix_ns: T0,
+        base_time_unix_ns: *T0,
         ..Default::default()
     };
     let acks = tokio::time::timeout(
@@ -248,8 +248,8 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
         image: Some(IMAGE.into()),
         image_id: Some(IMAGE_ID.into()),
         workload_id: WORKLOAD.into(),
-        start_unix_ns: T0,
-        end_unix_ns: T0 + INTERVAL,
+        start_unix_ns: *T0,
+        end_unix_ns: *T0 + INTERVAL,
         arch: "x86_64".into(),
         nr,
         name: Some(name.into()),
@@ -287,7 +287,7 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
     let [first, second] = counters();
     assert_eq!(
         samples,
-        vec![resource(T0 + INTERVAL, first), resource(T0 + 2 * INTERVAL, second)]
+        vec![resource(*T0 + INTERVAL, first), resource(*T0 + 2 * INTERVAL, second)]
     );
 
     cancel.cancel();
