@@ -206,6 +206,16 @@ impl Published {
                 out.push_str(&format!("{name}{{output=\"{output}\"}} {v}\n"));
             }
         }
+        // The SQL front doors' cut-off connections (process-wide counters).
+        let mut family = "";
+        for (cutoff, door, v) in glasshouse_lake::connection::counts() {
+            let name = cutoff.metric();
+            if name != family {
+                out.push_str(&format!("# HELP {name} {}\n# TYPE {name} counter\n", cutoff.help()));
+                family = name;
+            }
+            out.push_str(&format!("{name}{{door=\"{}\"}} {v}\n", door.name()));
+        }
         render_scalar(
             &mut out,
             "glasshouse_analyzer_baseline_bytes",
