@@ -136,6 +136,13 @@ pub fn counts() -> Vec<(Cutoff, Door, u64)> {
     out
 }
 
+static OPEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Connections a front door is serving now.
+pub fn open(door: Door) -> u64 {
+    OPEN[door as usize].load(Ordering::Relaxed)
+}
+
 /// One count, for tests.
 pub fn count(cutoff: Cutoff, door: Door) -> u64 {
     COUNTS[door as usize][cutoff.index()].load(Ordering::Relaxed)
@@ -217,6 +224,7 @@ pub struct Watched {
 impl Watched {
     pub fn new(io: TcpStream, door: Door, slot: OwnedSemaphorePermit, budget: &Budget) -> Watched {
         let peer = io.peer_addr().ok();
+        OPEN[door as usize].fetch_add(1, Ordering::Relaxed);
         Watched {
             _slot: slot,
             io,
@@ -281,6 +289,12 @@ impl Watched {
             Poll::Ready(()) => Poll::Ready(Err(self.cut_off(Cutoff::Write))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        OPEN[self.door as usize].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
