@@ -7,7 +7,10 @@
 //!
 //! The ticket of a statement is its SQL text: `DoGet` plans and runs it
 //! (under the same read-only check, timeout and memory limit), so tickets
-//! hold no server state and any replica can serve them.
+//! hold no server state and any replica can serve them. Batches are
+//! streamed as the query makes them, under HTTP/2 flow control; connections
+//! are held to the `[sql]` budget (`connection`): a cap (closed at accept
+//! beyond it), handshake and idle timeouts.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -4,7 +4,10 @@
 //! text, `timestamptz`; unsigned 64-bit integers as `numeric`; lists as
 //! JSON text; Arrow's strings of every layout, the lake's `Utf8View`
 //! included, as `text`). Errors carry a SQLSTATE and the engine's message; the
-//! connection and the server keep serving.
+//! connection and the server keep serving. Rows are streamed batch by batch
+//! with backpressure; the connection is held to the `[sql]` budget
+//! (`connection`): a cap (FATAL 53300 beyond it), handshake, idle (FATAL
+//! 57P05) and write timeouts.
 //!
 //! No TLS: listen on loopback or a private network, or put a TLS proxy in
 //! front (MD5 keeps the password off the wire, not the data).
@@ -42,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Budget, Cutoff, Door, Watched};
-use crate::engine::{Batches, Engine, Planned, QueryError};
+use crate::engine::{Engine, Planned, QueryError};
 
 /// Credentials of the front door.
 #[derive(Debug, Clone)]
@@ -460,7 +463,7 @@ async fn response(engine: &Engine, planned: &Planned, format: Option<&Format>) -
     };
     let encoder_fields = fields.clone();
     let rows = futures::stream::iter(first.map(Ok))
-        .chain(rest(batches))
+        .chain(batches.into_stream())
         .map_err(|e| user_error(&e))
         .and_then(move |batch| {
             let rows = rows_of(&batch, &encoder_fields);
@@ -469,10 +472,6 @@ async fn response(engine: &Engine, planned: &Planned, format: Option<&Format>) -
         .map_ok(|rows| futures::stream::iter(rows.into_iter().map(Ok::<DataRow, PgWireError>)))
         .try_flatten();
     Ok(Response::Query(QueryResponse::new(fields, rows)))
-}
-
-fn rest(batches: Batches) -> impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static {
-    batches.into_stream()
 }
 
 /// A batch's rows, encoded.
