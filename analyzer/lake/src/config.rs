@@ -180,7 +180,9 @@ pub struct SqlConfig {
     /// A client that stops reading its results is cut off once a write to
     /// it has been blocked this long (default 30 s). Results are streamed
     /// with backpressure: a stalled client holds at most a few record
-    /// batches in memory until then.
+    /// batches in memory until then. (On Flight SQL, HTTP/2 flow control
+    /// usually stalls the stream before the socket blocks: the query then
+    /// ends at `query_timeout_secs` and the connection at `idle_timeout_secs`.)
     #[serde(default = "default_write_timeout")]
     pub write_timeout_secs: u64,
 }
