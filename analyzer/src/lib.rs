@@ -206,6 +206,26 @@ impl Published {
                 out.push_str(&format!("{name}{{output=\"{output}\"}} {v}\n"));
             }
         }
+        // The SQL front doors' cut-off connections (process-wide counters).
+        let mut family = "";
+        for (cutoff, door, v) in glasshouse_lake::connection::counts() {
+            let name = cutoff.metric();
+            if name != family {
+                out.push_str(&format!("# HELP {name} {}\n# TYPE {name} counter\n", cutoff.help()));
+                family = name;
+            }
+            out.push_str(&format!("{name}{{door=\"{}\"}} {v}\n", door.name()));
+        }
+        out.push_str(
+            "# HELP glasshouse_sql_connections SQL connections served now.\n# TYPE glasshouse_sql_connections gauge\n",
+        );
+        for door in [
+            glasshouse_lake::connection::Door::Pg,
+            glasshouse_lake::connection::Door::Flight,
+        ] {
+            let n = glasshouse_lake::connection::open(door);
+            out.push_str(&format!("glasshouse_sql_connections{{door=\"{}\"}} {n}\n", door.name()));
+        }
         render_scalar(
             &mut out,
             "glasshouse_analyzer_baseline_bytes",

@@ -148,6 +148,7 @@ async fn run() -> anyhow::Result<()> {
             timeout: Duration::from_secs(600),
             memory_bytes: 4 << 30,
             threads: THREADS,
+            max_depth: 256,
         },
     )
     .await?;
@@ -158,7 +159,13 @@ async fn run() -> anyhow::Result<()> {
         user: "glasshouse".into(),
         password: PASSWORD.into(),
     };
-    tokio::spawn(pg::serve(listener, engine.clone(), creds, cancel.clone()));
+    tokio::spawn(pg::serve(
+        listener,
+        engine.clone(),
+        creds,
+        Default::default(),
+        cancel.clone(),
+    ));
 
     // DataFusion as anyone would read the lake's files: default session
     // configuration, the schema inferred from the Parquet files.
@@ -286,6 +293,7 @@ async fn run() -> anyhow::Result<()> {
             timeout: Duration::from_secs(30),
             memory_bytes: 1 << 30,
             threads: THREADS,
+            max_depth: 256,
         },
     )
     .await?;

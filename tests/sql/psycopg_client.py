@@ -2,7 +2,9 @@
 extended query protocol) and prints one JSON line per query.
 
 Usage: psycopg_client.py SPEC.json, where SPEC is
-{"host", "port", "user", "password", "queries": [SQL, ...]}.
+{"host", "port", "user", "password", "queries": [SQL, ...]}; a query may
+be {"idle": SECONDS} instead: the connection stays silent that long
+(printed as {"idled": SECONDS}).
 Output: {"connect_error": MSG} if the connection is refused, else one line
 per query: {"columns": [...], "rows": [[...], ...]} or
 {"error": MSG, "sqlstate": CODE}. Every query runs on the same connection,
@@ -10,6 +12,7 @@ so an error followed by a result shows the server kept serving it.
 """
 import json
 import sys
+import time
 
 import psycopg
 
@@ -35,6 +38,10 @@ def main():
         return
     with conn:
         for q in spec["queries"]:
+            if isinstance(q, dict):
+                time.sleep(q["idle"])
+                print(json.dumps({"idled": q["idle"]}))
+                continue
             try:
                 cur = conn.execute(q)
                 cols = [d.name for d in cur.description]

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use glasshouse_lake::config::LakeConfig;
+use glasshouse_lake::connection::{self, Budget, Cutoff, Door};
 use glasshouse_lake::engine::{Engine, Limits};
 use glasshouse_lake::lake::Lake;
 use glasshouse_lake::output::{Style, render};
@@ -26,6 +27,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "s3cret-pw";
+
+/// The tests of this file run one at a time: the connection counts of
+/// `glasshouse_lake::connection` are process-wide.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const BASE_NS: i64 = 1_767_265_199_000_000_000;
 
 struct Servers {
@@ -65,12 +70,22 @@ async fn fixture_lake(dir: &std::path::Path) -> anyhow::Result<Arc<Lake>> {
 }
 
 async fn serve(lake: &Arc<Lake>, timeout: Duration, cancel: &CancellationToken) -> anyhow::Result<Servers> {
+    serve_with(lake, timeout, Budget::default(), cancel).await
+}
+
+async fn serve_with(
+    lake: &Arc<Lake>,
+    timeout: Duration,
+    budget: Budget,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Servers> {
     let engine = Engine::new(
         lake,
         Limits {
             timeout,
             memory_bytes: 256 << 20,
             threads: 2,
+            max_depth: 256,
         },
     )
     .await?;
@@ -85,8 +100,14 @@ async fn serve(lake: &Arc<Lake>, timeout: Duration, cancel: &CancellationToken) 
         user: "glasshouse".into(),
         password: PASSWORD.into(),
     };
-    tokio::spawn(pg::serve(pg_listener, engine.clone(), creds, cancel.clone()));
-    tokio::spawn(flight::serve(flight_listener, engine, PASSWORD.into(), cancel.clone()));
+    tokio::spawn(pg::serve(pg_listener, engine.clone(), creds, budget, cancel.clone()));
+    tokio::spawn(flight::serve(
+        flight_listener,
+        engine,
+        PASSWORD.into(),
+        budget,
+        cancel.clone(),
+    ));
     Ok(servers)
 }
 
@@ -148,6 +169,7 @@ const SLOW: &str = "SELECT sum(value) FROM generate_series(1, 100000000000)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sql_clients_query_refuse_and_recover() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     init_logging();
     let dir = tempfile::tempdir()?;
     let lake = fixture_lake(dir.path()).await?;
@@ -306,6 +328,260 @@ async fn sql_clients_query_refuse_and_recover() -> anyhow::Result<()> {
         r[0]
     );
     ensure!(rows_of(&r[1])? == vec![vec!["1".to_owned()]], "{}", r[1]);
+    cancel.cancel();
+    Ok(())
+}
+
+/// `'a' || 'a' || …` with `operators` concatenations: nested `operators + 1` deep.
+fn concat_chain(operators: usize) -> String {
+    format!("SELECT 'a'{}", " || 'a'".repeat(operators))
+}
+
+/// `SELECT 1 UNION ALL SELECT 1 …` with `unions` set operations.
+fn union_chain(unions: usize) -> String {
+    format!("SELECT 1 AS one{}", " UNION ALL SELECT 1".repeat(unions))
+}
+
+/// `n` raw TCP connections to `addr` that never send a byte.
+fn hold(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpStream>> {
+    (0..n)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            Ok(s)
+        })
+        .collect()
+}
+
+/// Waits until the server has closed every one of `held` (each read sees
+/// the end of the stream): how long that took.
+fn all_closed(held: Vec<std::net::TcpStream>) -> anyhow::Result<Duration> {
+    use std::io::Read as _;
+    let started = std::time::Instant::now();
+    for mut s in held {
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                // A reset is a close too.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => anyhow::bail!("a held connection was not closed: {e}"),
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Waits until `door` serves no connection (at most 10 s; the count is
+/// process-wide, hence `SERIAL`).
+async fn drained(door: Door) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    while connection::open(door) > 0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "{door:?} still serves {} connections",
+            connection::open(door)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Polls `count` until it exceeds `before` (the readiness signal of a
+/// cut-off), at most `within`: how long it took.
+async fn counted(cutoff: Cutoff, door: Door, before: u64, within: Duration) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    while connection::count(cutoff, door) <= before {
+        ensure!(
+            started.elapsed() < within,
+            "{cutoff:?} on {door:?} not counted within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed())
+}
+
+/// Issue 17, SQL front doors: every budget gets a case just over it, and
+/// then a normal client must still be served by the same process (a stack
+/// overflow would abort this test's process, server and all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_sql_is_refused_and_the_server_keeps_serving() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    init_logging();
+    let dir = tempfile::tempdir()?;
+    let lake = fixture_lake(dir.path()).await?;
+    let cancel = CancellationToken::new();
+    let budget = Budget {
+        max_connections: 4,
+        handshake_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(1),
+    };
+    let s = serve_with(&lake, Duration::from_secs(60), budget, &cancel).await?;
+    let depth = s.engine.limits().max_depth;
+    let pg = s.pg;
+    let served = move || -> anyhow::Result<()> {
+        let (ok, out, err) = psql(pg, PASSWORD, &["SELECT count(*) FROM alerts"])?;
+        ensure!(
+            ok && out.trim() == "1",
+            "a normal psql query was not served: {out:?} {err}"
+        );
+        Ok(())
+    };
+
+    // Nesting: a chain at the limit is served (the query threads' stack
+    // holds it), one more level is refused before planning, and the same
+    // connection answers the next query.
+    let at_limit = concat_chain(depth - 1);
+    let over = concat_chain(depth);
+    let (_, out, err) =
+        tokio::task::spawn_blocking(move || psql(pg, PASSWORD, &[&at_limit, &over, "SELECT count(*) FROM alerts"]))
+            .await??;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(
+        lines == [&*"a".repeat(depth), "1"],
+        "psql at and over the limit: {out:?} {err}"
+    );
+    ensure!(
+        err.contains("statement too complex") && err.contains(&format!("nested {} deep", depth + 1)),
+        "psql: {err}"
+    );
+
+    // Every shape through psycopg, with the SQLSTATE: `||` and UNION ALL
+    // chains over our limit; parentheses and subqueries nested past the
+    // SQL parser's own recursion limit (50) but within ours, refused by the
+    // parser and reported the same way; a 700 KB chain; then the UNION
+    // chain at the limit, and a plain query, served.
+    let huge = concat_chain(100_000);
+    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
+        "queries": [concat_chain(depth), union_chain(depth), format!("SELECT {}1{}", "(".repeat(100), ")".repeat(100)),
+            format!("SELECT {}1{}", "(SELECT ".repeat(60), ")".repeat(60)), huge, union_chain(depth - 1), "SELECT 1 AS one"]});
+    let started = std::time::Instant::now();
+    let r = tokio::task::spawn_blocking(move || python("psycopg_client.py", &spec)).await??;
+    let psycopg_secs = started.elapsed().as_secs_f64();
+    ensure!(r.len() == 7, "{r:?}");
+    for (i, shape) in [
+        "|| chain",
+        "UNION ALL chain",
+        "parentheses",
+        "subqueries",
+        "700 KB || chain",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ensure!(
+            r[i]["sqlstate"] == "54001"
+                && r[i]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("statement too complex")),
+            "{shape}: {}",
+            r[i]
+        );
+    }
+    ensure!(rows_of(&r[5])?.len() == depth, "UNION ALL at the limit: {}", r[5]);
+    ensure!(rows_of(&r[6])? == vec![vec!["1".to_owned()]], "{}", r[6]);
+
+    // Flight SQL: the same refusal as a status, then a query served.
+    let uri = format!("grpc://{}", s.flight);
+    let spec = serde_json::json!({"uri": uri, "token": PASSWORD, "queries": [union_chain(depth), "SELECT 1 AS one"]});
+    let r = tokio::task::spawn_blocking(move || python("adbc_client.py", &spec)).await??;
+    ensure!(
+        r[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("statement too complex")),
+        "{}",
+        r[0]
+    );
+    ensure!(rows_of(&r[1])? == vec![vec!["1".to_owned()]], "{}", r[1]);
+
+    // Connections, PostgreSQL: the cap taken by silent sockets, one more
+    // is told "too many connections"; the silent ones are closed at the
+    // handshake timeout and psql is served again.
+    // (The earlier clients' connections are closed first: a slot still
+    // taken would refuse one of the silent sockets instead.)
+    let refused = connection::count(Cutoff::Refused, Door::Pg);
+    drained(Door::Pg).await?;
+    let held = hold(pg, budget.max_connections)?;
+    let (ok, _, err) = tokio::task::spawn_blocking(move || psql(pg, PASSWORD, &["SELECT 1"])).await??;
+    ensure!(!ok && err.contains("too many connections"), "over the cap: {err}");
+    ensure!(connection::count(Cutoff::Refused, Door::Pg) > refused);
+    let pg_closed = tokio::task::spawn_blocking(move || all_closed(held)).await??;
+    ensure!(pg_closed < Duration::from_secs(5), "silent sockets held {pg_closed:?}");
+    tokio::task::spawn_blocking(served).await??;
+
+    // Connections, Flight SQL: over the cap closed at accept; served again
+    // once the silent sockets are gone.
+    let refused = connection::count(Cutoff::Refused, Door::Flight);
+    drained(Door::Flight).await?;
+    let held = hold(s.flight, budget.max_connections)?;
+    let spec = serde_json::json!({"uri": uri, "token": PASSWORD, "queries": ["SELECT 1 AS one"]});
+    let again = spec.clone();
+    let r = tokio::task::spawn_blocking(move || python("adbc_client.py", &spec)).await??;
+    ensure!(r[0]["error"].is_string(), "flight over the cap: {}", r[0]);
+    ensure!(connection::count(Cutoff::Refused, Door::Flight) > refused);
+    let flight_closed = tokio::task::spawn_blocking(move || all_closed(held)).await??;
+    ensure!(
+        flight_closed < Duration::from_secs(5),
+        "silent sockets held {flight_closed:?}"
+    );
+    let r = tokio::task::spawn_blocking(move || python("adbc_client.py", &again)).await??;
+    ensure!(rows_of(&r[0])? == vec![vec!["1".to_owned()]], "{}", r[0]);
+
+    // Idle: an authenticated connection silent past the idle timeout is
+    // closed with FATAL 57P05; a new one is served.
+    let idle = connection::count(Cutoff::Idle, Door::Pg);
+    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
+        "queries": ["SELECT 1 AS one", {"idle": budget.idle_timeout.as_secs_f64() + 1.0}, "SELECT 1 AS one"]});
+    let r = tokio::task::spawn_blocking(move || python("psycopg_client.py", &spec)).await??;
+    ensure!(rows_of(&r[0])? == vec![vec!["1".to_owned()]], "{}", r[0]);
+    ensure!(
+        r[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("idle-session timeout")),
+        "after idling: {}",
+        r[2]
+    );
+    ensure!(connection::count(Cutoff::Idle, Door::Pg) > idle);
+    tokio::task::spawn_blocking(served).await??;
+
+    // A client that stops reading a large result is cut off at the write
+    // timeout (the result is streamed, so nothing piles up meanwhile).
+    let writes = connection::count(Cutoff::Write, Door::Pg);
+    let mut spec_file = tempfile::NamedTempFile::new()?;
+    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
+        "query": "SELECT value, 'padding padding padding padding' AS pad FROM generate_series(1, 1000000000)"});
+    spec_file.write_all(spec.to_string().as_bytes())?;
+    let mut reader = Command::new("python3")
+        .arg(manifest_dir().join("sql").join("pg_stalled_reader.py"))
+        .arg(spec_file.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = reader.stdout.take().context("reader stdout")?;
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    })
+    .await??;
+    ensure!(
+        sent.contains("sent"),
+        "the stalled reader did not send its query: {sent:?}"
+    );
+    let cut_after = counted(Cutoff::Write, Door::Pg, writes, Duration::from_secs(30)).await?;
+    drop(reader.stdin.take());
+    reader.wait()?;
+    tokio::task::spawn_blocking(served).await??;
+
+    println!(
+        "hostile sql: psycopg's 7 statements (5 refused, one of 700 KB) in {psycopg_secs:.2} s; \
+         silent sockets closed {:.2} s (pg) / {:.2} s (flight) after the cap was hit; \
+         stalled reader cut off {:.2} s after its query was sent",
+        pg_closed.as_secs_f64(),
+        flight_closed.as_secs_f64(),
+        cut_after.as_secs_f64()
+    );
     cancel.cancel();
     Ok(())
 }

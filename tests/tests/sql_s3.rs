@@ -101,6 +101,7 @@ fn limits() -> Limits {
         timeout: Duration::from_secs(30),
         memory_bytes: 256 << 20,
         threads: 2,
+        max_depth: 256,
     }
 }
 
@@ -273,6 +274,7 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
             user: "glasshouse".into(),
             password: PASSWORD.into(),
         },
+        Default::default(),
         done.clone(),
     ));
     let rows = tokio::task::spawn_blocking(move || {

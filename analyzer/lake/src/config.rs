@@ -118,6 +118,11 @@ impl S3Config {
     }
 }
 
+/// The highest `sql.max_nesting_depth` accepted: the query threads' stack
+/// grows with the limit (`engine::stack_size`), and beyond this it would be
+/// gigabytes of address space.
+pub const MAX_NESTING_DEPTH: usize = 4096;
+
 /// `[sql]`: the SQL front doors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +154,43 @@ pub struct SqlConfig {
     /// (default 2).
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Deepest nesting a statement may have (default 256), counted on its
+    /// tokens before parsing: brackets, plus the operators of a chain such
+    /// as `a || b || …` or `x = 1 OR x = 2 OR …`, plus set operations
+    /// (`UNION`, `INTERSECT`, `EXCEPT`) and joins. A deeper statement is
+    /// refused with "statement too complex" (SQLSTATE 54001) before it is
+    /// planned: planning recurses once per level, and the query threads'
+    /// stack (sized from this limit) must hold it.
+    #[serde(default = "default_max_nesting_depth")]
+    pub max_nesting_depth: usize,
+    /// Connections each front door serves at once (default 64); one more
+    /// is refused: on the PostgreSQL port with a FATAL "too many
+    /// connections" (SQLSTATE 53300), on the Flight SQL port closed at
+    /// accept. Idle descriptors cannot lock out a legitimate client for
+    /// longer than `handshake_timeout_secs`, or `idle_timeout_secs` once
+    /// authenticated.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection must finish its start-up and authentication within
+    /// this (default 10 s): on the PostgreSQL port the startup message
+    /// and password, on the Flight SQL port a call carrying the right
+    /// bearer token; otherwise it is closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// An authenticated connection without traffic for this long is closed
+    /// (default 600 s; PostgreSQL port: FATAL 57P05). Must exceed
+    /// `query_timeout_secs`: on the Flight SQL port a running query with no
+    /// result yet is silent too.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// A client that stops reading its results is cut off once a write to
+    /// it has been blocked this long (default 30 s). Results are streamed
+    /// with backpressure: a stalled client holds at most a few record
+    /// batches in memory until then. (On Flight SQL, HTTP/2 flow control
+    /// usually stalls the stream before the socket blocks: the query then
+    /// ends at `query_timeout_secs` and the connection at `idle_timeout_secs`.)
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_secs: u64,
 }
 
 fn default_location() -> String {
@@ -190,6 +232,31 @@ fn default_memory() -> u64 {
 fn default_threads() -> usize {
     2
 }
+/// Far above hand-written and generated analytics (a 100-term `OR`
+/// filter counts about 200), far below what overflowed the 2 MiB stack of
+/// the query threads before the limit (a chain of about 1,000 `||`).
+fn default_max_nesting_depth() -> usize {
+    256
+}
+/// PostgreSQL's `max_connections` is 100 for one database server; a
+/// front door of the analyzer serves a few analysts and dashboards.
+fn default_max_connections() -> usize {
+    64
+}
+/// A client on a healthy network authenticates in milliseconds;
+/// PostgreSQL's `authentication_timeout` is 60 s, shorter here because
+/// a slot held by a silent socket is a slot a legitimate client lacks.
+fn default_handshake_timeout() -> u64 {
+    10
+}
+/// Ten times the default query timeout: a dashboard polling every few
+/// minutes keeps its connection.
+fn default_idle_timeout() -> u64 {
+    600
+}
+fn default_write_timeout() -> u64 {
+    30
+}
 
 impl Default for LakeConfig {
     fn default() -> Self {
@@ -219,6 +286,11 @@ impl Default for SqlConfig {
             query_timeout_secs: default_timeout(),
             memory_limit_mib: default_memory(),
             threads: default_threads(),
+            max_nesting_depth: default_max_nesting_depth(),
+            max_connections: default_max_connections(),
+            handshake_timeout_secs: default_handshake_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            write_timeout_secs: default_write_timeout(),
         }
     }
 }
@@ -305,6 +377,22 @@ impl SqlConfig {
         if self.query_timeout_secs == 0 || self.memory_limit_mib == 0 || self.threads == 0 {
             return Err("`sql.query_timeout_secs`, `sql.memory_limit_mib` and `sql.threads` must be at least 1".into());
         }
+        if self.max_nesting_depth == 0
+            || self.max_connections == 0
+            || self.handshake_timeout_secs == 0
+            || self.write_timeout_secs == 0
+        {
+            return Err("`sql.max_nesting_depth`, `sql.max_connections`, `sql.handshake_timeout_secs` and `sql.write_timeout_secs` must be at least 1".into());
+        }
+        if self.max_nesting_depth > MAX_NESTING_DEPTH {
+            return Err(format!("`sql.max_nesting_depth` must be at most {MAX_NESTING_DEPTH}"));
+        }
+        if self.idle_timeout_secs <= self.query_timeout_secs {
+            return Err(format!(
+                "`sql.idle_timeout_secs` ({}) must exceed `sql.query_timeout_secs` ({}): a running query is silent until its first result",
+                self.idle_timeout_secs, self.query_timeout_secs
+            ));
+        }
         Ok(())
     }
 
@@ -366,6 +454,43 @@ mod tests {
             ..Default::default()
         };
         assert!(lake("s3://b", ftp).validate().is_err());
+    }
+
+    #[test]
+    fn sql_budgets_are_checked() {
+        let lake = LakeConfig {
+            enabled: true,
+            ..Default::default()
+        };
+        let on = SqlConfig {
+            pg_listen: Some("127.0.0.1:5433".parse().unwrap()),
+            password_file: Some("/dev/null".into()),
+            ..Default::default()
+        };
+        assert!(on.validate(&lake).is_ok());
+        let e = SqlConfig {
+            idle_timeout_secs: 60,
+            ..on.clone()
+        }
+        .validate(&lake)
+        .unwrap_err();
+        assert!(e.contains("idle_timeout_secs"), "{e}");
+        for bad in [
+            SqlConfig {
+                max_connections: 0,
+                ..on.clone()
+            },
+            SqlConfig {
+                max_nesting_depth: MAX_NESTING_DEPTH + 1,
+                ..on.clone()
+            },
+            SqlConfig {
+                write_timeout_secs: 0,
+                ..on.clone()
+            },
+        ] {
+            assert!(bad.validate(&lake).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //!
 //! The ticket of a statement is its SQL text: `DoGet` plans and runs it
 //! (under the same read-only check, timeout and memory limit), so tickets
-//! hold no server state and any replica can serve them.
+//! hold no server state and any replica can serve them. Batches are
+//! streamed as the query makes them, under HTTP/2 flow control; connections
+//! are held to the `[sql]` budget (`connection`): a cap (closed at accept
+//! beyond it), handshake and idle timeouts.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
@@ -22,10 +26,12 @@ use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeReques
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::connection::{Budget, ConnectionInfo, Cutoff, Door, Watched};
 use crate::engine::{Engine, QueryError};
 
 static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
@@ -46,20 +52,45 @@ pub struct FlightSql {
     token: Arc<str>,
 }
 
-/// Serves Flight SQL on `listener` until `cancel`.
+/// Serves Flight SQL on `listener` until `cancel`, at most
+/// `budget.max_connections` connections at once: one more is closed as
+/// soon as it is accepted. A connection must make an authenticated call
+/// within the handshake timeout and is closed after the idle timeout
+/// (`connection::Watched`).
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     token: String,
+    budget: Budget,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let local = listener.local_addr().ok();
-    info!(listen = ?local, "sql: flight sql serving");
+    info!(listen = ?local, max_connections = budget.max_connections, "sql: flight sql serving");
     let service = FlightSql {
         engine,
         token: token.into(),
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let slots = Arc::new(Semaphore::new(budget.max_connections));
+    let incoming = futures::stream::unfold(listener, move |listener| {
+        let slots = slots.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((socket, peer)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let io = Watched::new(socket, Door::Flight, slot, &budget).with_deadlines(&budget);
+                            return Some((Ok::<_, std::io::Error>(io), listener));
+                        }
+                        Err(_) => Cutoff::Refused.emit(Door::Flight, Some(peer)),
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "sql: flight accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    });
     let result = tonic::transport::Server::builder()
         .add_service(FlightServiceServer::new(service))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
@@ -81,6 +112,7 @@ fn status(e: &QueryError) -> Status {
         QueryError::Timeout(_) => Status::deadline_exceeded(m),
         QueryError::Memory { .. } => Status::resource_exhausted(m),
         QueryError::Execution(_) => Status::internal(m),
+        QueryError::TooComplex { .. } => Status::invalid_argument(m),
     }
 }
 
@@ -93,6 +125,11 @@ impl FlightSql {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization: Bearer TOKEN)"))?;
         if constant_time_eq(presented.trim().as_bytes(), self.token.as_bytes()) {
+            // The connection has authenticated: from now on it is held to
+            // the idle timeout, not the handshake deadline.
+            if let Some(c) = req.extensions().get::<ConnectionInfo>() {
+                c.authenticated.set();
+            }
             Ok(())
         } else {
             Err(Status::unauthenticated("invalid bearer token"))
@@ -151,10 +188,22 @@ impl FlightSqlService for FlightSql {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
         let planned = self.engine.plan(&sql).await.map_err(|e| status(&e))?;
-        let batches = self.engine.execute(&planned).await.map_err(|e| status(&e))?;
+        // Streamed with backpressure: HTTP/2 flow control stops the
+        // encoder pulling batches when the client stops reading, which
+        // stops the query (`Engine::stream`); an error before the first
+        // batch is the call's status.
+        let mut batches = self.engine.stream(&planned);
+        let first = match batches.next().await {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => return Err(status(&e)),
+            None => None,
+        };
+        let batches = futures::stream::iter(first.map(Ok))
+            .chain(batches.into_stream())
+            .map_err(|e| FlightError::Tonic(Box::new(status(&e))));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(planned.schema.clone())
-            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .build(batches)
             .map_err(Status::from);
         Ok(Response::new(Box::pin(stream) as DoGetStream))
     }

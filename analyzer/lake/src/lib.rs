@@ -25,6 +25,7 @@
 //! - [`lake`]: files, tails, flush, compaction, retention; the DataFusion table provider.
 //! - [`writer`]: the consumer group filling the lake.
 //! - [`engine`]: DataFusion sessions, the read-only check, timeout and memory limit.
+//! - [`connection`]: the front doors' connection cap, handshake, idle and write timeouts.
 //! - [`pg`]: the PostgreSQL wire protocol front door.
 //! - [`flight`]: the Flight SQL front door and a client for the CLI.
 //! - [`output`]: result tables as text, CSV and JSON with hostile strings escaped.
@@ -38,6 +39,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod connection;
 pub mod decode;
 pub mod engine;
 pub mod fixture;

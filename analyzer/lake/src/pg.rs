@@ -4,7 +4,10 @@
 //! text, `timestamptz`; unsigned 64-bit integers as `numeric`; lists as
 //! JSON text; Arrow's strings of every layout, the lake's `Utf8View`
 //! included, as `text`). Errors carry a SQLSTATE and the engine's message; the
-//! connection and the server keep serving.
+//! connection and the server keep serving. Rows are streamed batch by batch
+//! with backpressure; the connection is held to the `[sql]` budget
+//! (`connection`): a cap (FATAL 53300 beyond it), handshake, idle (FATAL
+//! 57P05) and write timeouts.
 //!
 //! No TLS: listen on loopback or a private network, or put a TLS proxy in
 //! front (MD5 keeps the password off the wire, not the data).
@@ -21,7 +24,7 @@ use datafusion::arrow::datatypes::{
     UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use futures::stream;
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::portal::{Format, Portal};
@@ -29,12 +32,19 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::{DefaultClient, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
-use tokio::net::TcpListener;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::connection::{Budget, Cutoff, Door, Watched};
 use crate::engine::{Engine, Planned, QueryError};
 
 /// Credentials of the front door.
@@ -44,10 +54,17 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// Serves the PostgreSQL wire protocol on `listener` until `cancel`.
-pub async fn serve(listener: TcpListener, engine: Engine, credentials: Credentials, cancel: CancellationToken) {
+/// Serves the PostgreSQL wire protocol on `listener` until `cancel`, at
+/// most `budget.max_connections` at once.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    credentials: Credentials,
+    budget: Budget,
+    cancel: CancellationToken,
+) {
     let local = listener.local_addr().ok();
-    info!(listen = ?local, user = %credentials.user, "sql: postgresql wire protocol serving");
+    info!(listen = ?local, user = %credentials.user, max_connections = budget.max_connections, "sql: postgresql wire protocol serving");
     let backend = Arc::new(Backend {
         engine: engine.clone(),
         parser: Arc::new(Parser { engine }),
@@ -56,6 +73,11 @@ pub async fn serve(listener: TcpListener, engine: Engine, credentials: Credentia
         backend,
         credentials: Arc::new(credentials),
     });
+    let slots = Arc::new(Semaphore::new(budget.max_connections));
+    // Connections over the cap are told so (PostgreSQL's way), a few at a
+    // time: one refusal takes a descriptor for up to a second, and past
+    // these the socket is simply closed.
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -63,9 +85,20 @@ pub async fn serve(listener: TcpListener, engine: Engine, credentials: Credentia
         };
         match accepted {
             Ok((socket, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    Cutoff::Refused.emit(Door::Pg, Some(peer));
+                    if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            refuse(socket, budget.max_connections).await;
+                            drop(refusal);
+                        });
+                    }
+                    continue;
+                };
                 let h = handlers.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                    let io = Watched::new(socket, Door::Pg, slot, &budget);
+                    if let Err(e) = connection(io, peer, h, budget).await {
                         debug!(%peer, error = %e, "sql: postgresql connection ended");
                     }
                 });
@@ -77,6 +110,158 @@ pub async fn serve(listener: TcpListener, engine: Engine, credentials: Credentia
         }
     }
     info!(listen = ?local, "sql: postgresql wire protocol stopped");
+}
+
+/// Refusals of connections over the cap in progress at once.
+const REFUSALS_AT_ONCE: usize = 16;
+
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+/// Answers "no" to requests for TLS or GSSAPI encryption (libpq asks for
+/// TLS first under its default `sslmode=prefer`) and returns the first 8
+/// bytes of the next message, the startup message (or a cancel request).
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) -> std::io::Result<[u8; 8]> {
+    // A client asks at most once for each kind.
+    for _ in 0..3 {
+        let mut head = [0u8; 8];
+        socket.read_exact(&mut head).await?;
+        let length = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if length == 8 && (code == SSL_REQUEST || code == GSSENC_REQUEST) {
+            socket.write_all(b"N").await?;
+            socket.flush().await?;
+            continue;
+        }
+        return Ok(head);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "encryption requested three times",
+    ))
+}
+
+fn fatal(code: &str, message: String) -> PgWireBackendMessage {
+    PgWireBackendMessage::ErrorResponse(ErrorInfo::new("FATAL".into(), code.into(), message).into())
+}
+
+/// A connection over the cap: reads its startup message and answers FATAL
+/// 53300 "too many connections", as PostgreSQL does, all within a second.
+async fn refuse(mut socket: TcpStream, max: usize) {
+    let work = async {
+        let head = negotiate(&mut socket).await?;
+        let length = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        // The rest of the startup message (user, database, options), bounded.
+        let mut rest = vec![0u8; length.saturating_sub(8).min(8192)];
+        socket.read_exact(&mut rest).await?;
+        let mut out = bytes::BytesMut::new();
+        fatal(
+            "53300",
+            format!("too many connections: this server serves at most {max} at once (sql.max_connections)"),
+        )
+        .encode(&mut out)
+        .map_err(std::io::Error::other)?;
+        socket.write_all(&out).await?;
+        socket.shutdown().await
+    };
+    // Ignored: a client that does not finish in time is closed all the same.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), work).await;
+}
+
+/// One connection: pgwire's message loop (`pgwire::tokio::process_socket`)
+/// with our budget: start-up and authentication within the handshake
+/// timeout, then an idle timeout between messages (FATAL 57P05, as
+/// PostgreSQL's `idle_session_timeout`), writes under the write timeout
+/// (`Watched`).
+async fn connection(
+    mut io: Watched,
+    peer: SocketAddr,
+    handlers: Arc<Handlers>,
+    budget: Budget,
+) -> Result<(), PgWireError> {
+    io.nodelay()?;
+    let handshake_deadline = tokio::time::Instant::now() + budget.handshake_timeout;
+    let head = match tokio::time::timeout_at(handshake_deadline, negotiate(&mut io)).await {
+        Ok(head) => head?,
+        Err(_) => {
+            Cutoff::Handshake.emit(Door::Pg, Some(peer));
+            return Ok(());
+        }
+    };
+    let mut parts =
+        FramedParts::new::<PgWireBackendMessage>(io, PgWireMessageServerCodec::new(DefaultClient::new(peer, false)));
+    parts.read_buf = bytes::BytesMut::from(&head[..]);
+    let mut socket: Framed<Watched, PgWireMessageServerCodec<Arc<Planned>>> = Framed::from_parts(parts);
+    socket.set_state(PgWireConnectionState::AwaitingStartup);
+    let startup = handlers.startup_handler();
+    let simple = handlers.backend.clone();
+    let extended = handlers.backend.clone();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    loop {
+        let in_handshake = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        );
+        let msg = if in_handshake {
+            match tokio::time::timeout_at(handshake_deadline, socket.next()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    Cutoff::Handshake.emit(Door::Pg, Some(peer));
+                    return Ok(());
+                }
+            }
+        } else {
+            match tokio::time::timeout(budget.idle_timeout, socket.next()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    Cutoff::Idle.emit(Door::Pg, Some(peer));
+                    let message = format!(
+                        "terminating connection due to idle-session timeout ({} s, sql.idle_timeout_secs)",
+                        budget.idle_timeout.as_secs()
+                    );
+                    socket.send(fatal("57P05", message)).await?;
+                    return Ok(());
+                }
+            }
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        let msg = msg?;
+        // The client is leaving: close (asyncpg waits for the server to).
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let is_extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => msg.is_extended_query(),
+        };
+        let is_cancel_request = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        let result = process_message(
+            msg,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        match result {
+            Ok(()) => {}
+            // The socket failed (or a write timed out): nothing more can be said on it.
+            Err(PgWireError::IoError(e)) => return Err(PgWireError::IoError(e)),
+            Err(e) => {
+                let is_fatal = e.is_fatal();
+                process_error(&mut socket, e, is_extended_query).await?;
+                if is_fatal {
+                    return Ok(());
+                }
+            }
+        }
+        if is_cancel_request {
+            return Ok(());
+        }
+    }
 }
 
 /// Binds `addr` and serves on it.
@@ -193,8 +378,8 @@ impl SimpleQueryHandler for Backend {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let (schema, batches) = self.engine.query(query).await.map_err(|e| user_error(&e))?;
-        Ok(vec![response(&schema, &batches, None)?])
+        let planned = self.engine.plan(query).await.map_err(|e| user_error(&e))?;
+        Ok(vec![response(&self.engine, &planned, None).await?])
     }
 }
 
@@ -214,15 +399,10 @@ impl ExtendedQueryHandler for Backend {
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo
-            + pgwire::api::ClientPortalStore
-            + futures::Sink<pgwire::messages::PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
+        C: ClientInfo + pgwire::api::ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: pgwire::api::store::PortalStore<Statement = Arc<Planned>>,
         C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<pgwire::messages::PgWireBackendMessage>>::Error>,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         if portal.parameter_len() > 0 {
             return Err(user_error(&QueryError::Invalid(
@@ -230,8 +410,7 @@ impl ExtendedQueryHandler for Backend {
             )));
         }
         let planned = &portal.statement.statement;
-        let batches = self.engine.execute(planned).await.map_err(|e| user_error(&e))?;
-        response(&planned.schema, &batches, Some(&portal.result_column_format))
+        response(&self.engine, planned, Some(&portal.result_column_format)).await
     }
 }
 
@@ -269,26 +448,50 @@ fn fields(schema: &SchemaRef, format: Option<&Format>) -> Vec<FieldInfo> {
         .collect()
 }
 
-fn response(schema: &SchemaRef, batches: &[RecordBatch], format: Option<&Format>) -> PgWireResult<Response> {
-    let fields = Arc::new(fields(schema, format));
-    let mut rows: Vec<PgWireResult<DataRow>> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+/// Runs `planned` and streams its rows: each record batch is encoded to
+/// data rows as pgwire asks for it, and pgwire writes them with
+/// backpressure (a full socket buffer stops the reading of batches, which
+/// stops the query: `Engine::stream`). An error before the first batch is
+/// the statement's error; a later one ends the result with it.
+async fn response(engine: &Engine, planned: &Planned, format: Option<&Format>) -> PgWireResult<Response> {
+    let fields = Arc::new(fields(&planned.schema, format));
+    let mut batches = engine.stream(planned);
+    let first = match batches.next().await {
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => return Err(user_error(&e)),
+        None => None,
+    };
+    let encoder_fields = fields.clone();
+    let rows = futures::stream::iter(first.map(Ok))
+        .chain(batches.into_stream())
+        .map_err(|e| user_error(&e))
+        .and_then(move |batch| {
+            let rows = rows_of(&batch, &encoder_fields);
+            async move { rows }
+        })
+        .map_ok(|rows| futures::stream::iter(rows.into_iter().map(Ok::<DataRow, PgWireError>)))
+        .try_flatten();
+    Ok(Response::Query(QueryResponse::new(fields, rows)))
+}
+
+/// A batch's rows, encoded.
+fn rows_of(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let mut rows = Vec::with_capacity(batch.num_rows());
     let mut encoder = DataRowEncoder::new(fields.clone());
     let options = FormatOptions::default();
-    for batch in batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        for row in 0..batch.num_rows() {
-            for (c, column) in batch.columns().iter().enumerate() {
-                encode(&mut encoder, column.as_ref(), row, &formatters[c])?;
-            }
-            rows.push(Ok(encoder.take_row()));
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    for row in 0..batch.num_rows() {
+        for (c, column) in batch.columns().iter().enumerate() {
+            encode(&mut encoder, column.as_ref(), row, &formatters[c])?;
         }
+        rows.push(encoder.take_row());
     }
-    Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+    Ok(rows)
 }
 
 fn encode(encoder: &mut DataRowEncoder, a: &dyn Array, row: usize, text: &ArrayFormatter<'_>) -> PgWireResult<()> {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{LakeConfig, SqlConfig};
+use crate::connection::Budget;
 use crate::engine::{Engine, Limits};
 use crate::lake::Lake;
 use crate::{flight, pg, writer};
@@ -88,7 +89,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
             timeout,
             memory_bytes: (settings.sql.memory_limit_mib * 1024 * 1024) as usize,
             threads: settings.sql.threads,
+            max_depth: settings.sql.max_nesting_depth,
         };
+        let budget = Budget::from_config(&settings.sql);
         let engine = Engine::new(&lake, limits).await?;
         if let Some(addr) = settings.sql.pg_listen {
             let listener = pg::bind(addr)
@@ -100,7 +103,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
             };
             let (engine, cancel) = (engine.clone(), cancel.clone());
             tasks.spawn(async move {
-                pg::serve(listener, engine, creds, cancel).await;
+                pg::serve(listener, engine, creds, budget, cancel).await;
                 Ok(())
             });
         }
@@ -110,7 +113,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
                 .map_err(|source| ServiceError::Bind { addr, source })?;
             let (engine, cancel) = (engine.clone(), cancel.clone());
             tasks.spawn(async move {
-                flight::serve(listener, engine, secret, cancel)
+                flight::serve(listener, engine, secret, budget, cancel)
                     .await
                     .map_err(ServiceError::from)
             });

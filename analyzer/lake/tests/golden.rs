@@ -43,6 +43,7 @@ fn limits() -> Limits {
         timeout: Duration::from_secs(30),
         memory_bytes: 256 << 20,
         threads: 2,
+        max_depth: 256,
     }
 }
 
