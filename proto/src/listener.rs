@@ -65,6 +65,19 @@ impl Guarded {
     pub fn get_ref(&self) -> &TcpStream {
         &self.inner
     }
+
+    /// A write is pending: arms the write deadline (once per stall) and
+    /// fails the write when it passes.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let idle = self.idle;
+        let deadline = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out("write stalled"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -98,16 +111,7 @@ impl AsyncRead for Guarded {
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, data) {
-            Poll::Pending => {
-                let idle = self.idle;
-                let deadline = self
-                    .write_deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(timed_out("write stalled"))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => self.stalled(cx),
             ready => {
                 self.write_deadline = None;
                 ready
@@ -130,16 +134,7 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let total = bufs.iter().map(|b| b.len()).sum::<usize>();
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending if total > 0 => {
-                let idle = self.idle;
-                let deadline = self
-                    .write_deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(timed_out("write stalled"))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending if total > 0 => self.stalled(cx),
             ready => {
                 self.write_deadline = None;
                 ready

@@ -443,6 +443,17 @@ mod tests {
     static H: Histogram = Histogram::new("t_latency_seconds", "latency");
     static ALL: [&dyn Metric; 3] = [&C, &L, &H];
 
+    /// `GET path` on a fresh connection: the whole response.
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
     #[tokio::test]
     async fn renders_and_serves_the_exposition_format() {
         C.add(3);
@@ -461,15 +472,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let server = tokio::spawn(serve(listener, renderer(&ALL), Access::open(), cancel.clone()));
-        let get = |path: &'static str| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
+        let get = |path: &'static str| get(addr, path);
         let ok = get("/metrics").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.contains("t_total 3"), "{ok}");
         assert!(get("/").await.starts_with("HTTP/1.1 404"));
@@ -488,15 +491,7 @@ mod tests {
             Access::bearer("s3cret"),
             cancel.clone(),
         ));
-        let get = |path: &'static str| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
+        let get = |path: &'static str| get(addr, path);
         let health = get("/healthz").await;
         assert!(
             health.starts_with("HTTP/1.1 200 OK") && health.ends_with("\r\n\r\nok\n"),

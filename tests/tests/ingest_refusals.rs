@@ -180,18 +180,7 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
     );
 
     // The gRPC health service says the ingest is serving.
-    let mut health = HealthClient::new(
-        tonic::transport::Endpoint::from_shared(endpoint.clone())?
-            .connect()
-            .await?,
-    );
-    let serving = health
-        .check(HealthCheckRequest {
-            service: "glasshouse.v1.Ingest".into(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(serving.status, ServingStatus::Serving as i32);
+    ensure_serving(&endpoint).await?;
 
     // The good agent got every ack, in order.
     let acks = tokio::time::timeout(Duration::from_secs(60), good).await???;
@@ -392,6 +381,11 @@ async fn a_normal_agent_is_served(endpoint: &str, agent: &str) -> anyhow::Result
         .await
         .context("normal agent timed out")??;
     ensure!(acks == vec![1, 2, 3, 4, 5], "normal agent acks {acks:?}");
+    ensure_serving(endpoint).await
+}
+
+/// The gRPC health service says the ingest is serving.
+async fn ensure_serving(endpoint: &str) -> anyhow::Result<()> {
     let mut health = HealthClient::new(
         tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
             .connect()

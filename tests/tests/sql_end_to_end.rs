@@ -249,7 +249,8 @@ async fn the_lake_writer_resumes_within_seconds_after_sigkill() -> anyhow::Resul
     // A liveness bound, not a timing assertion: the figure is printed.
     let (_, took) = poll(pg_port, distinct, Duration::from_secs(90), |o| o == "100").await?;
     let resumed = restarted.elapsed();
-    let rows = tokio::task::spawn_blocking(move || psql(pg_port, PASSWORD, "SELECT count(*) FROM process_events")).await??;
+    let rows =
+        tokio::task::spawn_blocking(move || psql(pg_port, PASSWORD, "SELECT count(*) FROM process_events")).await??;
     println!(
         "lake writer after SIGKILL: the rows sent after the restart queryable {resumed:?} after it (last poll {took:?}); 100 distinct events, {rows} rows (rows past 100 are a replay since the last commit)"
     );
