@@ -191,19 +191,26 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         let cancel = cancel.clone();
         let health = health_reporter.clone();
         async move {
-            let died = tokio::select! {
-                ended = &mut sink_task => Some(match ended {
-                    Ok(()) => "it returned".to_owned(),
-                    Err(e) => e.to_string(),
-                }),
+            // Shutdown first: once it has started, the sink ending is the
+            // orderly drain, not a death.
+            let ended = tokio::select! {
+                biased;
                 () = cancel.cancelled() => None,
+                ended = &mut sink_task => Some(ended),
+            };
+            let sink_ended = ended.is_some();
+            let died = match ended {
+                Some(_) if cancel.is_cancelled() => None,
+                Some(Ok(())) => Some("it returned".to_owned()),
+                Some(Err(e)) => Some(e.to_string()),
+                None => None,
             };
             if let Some(why) = &died {
                 tracing::error!(error = %why, "kafka sink stopped while serving");
                 health.set_not_serving::<IngestServer<IngestService>>().await;
                 server_stop.cancel();
             }
-            (died, sink_task)
+            (died, (!sink_ended).then_some(sink_task))
         }
     };
     let serving = server
@@ -215,9 +222,11 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
                 () = server_stop.cancelled() => {}
             }
         });
-    let (served, (died, sink_task)) = tokio::join!(serving, sink_died);
+    let (served, (died, draining)) = tokio::join!(serving, sink_died);
     // The server (and with it every SinkHandle) is gone: the sink drains.
-    if died.is_none() && tokio::time::timeout(config.shutdown_flush(), sink_task).await.is_err() {
+    if let Some(sink_task) = draining
+        && tokio::time::timeout(config.shutdown_flush(), sink_task).await.is_err()
+    {
         tracing::error!("kafka sink did not drain in time; unacknowledged batches will be re-sent by agents");
     }
     let flushed = tokio::task::spawn_blocking(move || producer.flush(config.shutdown_flush())).await;

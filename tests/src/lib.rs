@@ -31,7 +31,6 @@ use anyhow::{Context, bail, ensure};
 /// The image `deploy/local/setup.sh` builds from Debian's busybox-static.
 pub const TEST_IMAGE: &str = "localhost/glasshouse-test:latest";
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
 /// A time to build test events at: this process's start, whole seconds, in
 /// Unix ns. Events must be plausible against the aggregator's clock
 /// (`max_event_age_ms`, `max_event_ahead_ms`), so tests build them around
@@ -46,8 +45,35 @@ pub fn epoch() -> i64 {
     *EPOCH
 }
 
+/// A free TCP port on 127.0.0.1 (bound, then released).
+///
+/// Ports come from a per-process counter below the kernel's ephemeral range
+/// (32768–60999 here), checked free by binding: a port from `bind(:0)` is
+/// released before the server that will use it binds it, and the kernel
+/// hands the same port to the next `bind(:0)` of a test running in
+/// parallel — two servers then raced for one port and a test talked to the
+/// other test's server.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test process starts in its own stretch of 10,000-32,000.
+    let _ = NEXT.compare_exchange(
+        0,
+        10_000 + u16::try_from(std::process::id() % 200).unwrap_or(0) * 100,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..22_000 {
+        let mut port = NEXT.fetch_add(1, Ordering::Relaxed);
+        if !(10_000..32_000).contains(&port) {
+            port = 10_000 + port % 22_000;
+            NEXT.store(port + 1, Ordering::Relaxed);
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port in 10000-32000")
 }
 
 /// Waits until something accepts TCP connections on `addr`.
