@@ -246,7 +246,10 @@ async fn oversized_alerts_are_shortened_and_still_delivered() -> anyhow::Result<
         "{page}"
     );
     let health = http_get(&format!("127.0.0.1:{metrics_port}"), "/health").await?;
-    ensure!(health.trim() == "ok", "{health}");
+    ensure!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("\r\n\r\nok\n"),
+        "{health}"
+    );
     glasshouse_tests::validate_ocsf(&[big, normal.to_string()])?;
 
     consumer.unsubscribe();
