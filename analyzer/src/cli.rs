@@ -11,7 +11,7 @@ use std::time::Duration;
 use glasshouse_proto::record::TOPIC_ALERTS;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -64,9 +64,12 @@ pub fn alert_line(doc: &serde_json::Value) -> String {
 }
 
 /// `glasshouse alerts tail`: alerts from `glasshouse.alerts` as they arrive
-/// (or from the oldest kept), as lines or as JSON, until `cancel`.
+/// (or from the oldest kept), as lines or as JSON, until `cancel`. With the
+/// control key, an alert not signed with it (not from an analyzer) is not
+/// shown, only logged; without it every alert is shown, unchecked.
 pub async fn alerts_tail<W: Write>(
     brokers: &str,
+    key: Option<&crate::sign::Key>,
     json: bool,
     from_beginning: bool,
     mut out: W,
@@ -103,12 +106,25 @@ pub async fn alerts_tail<W: Write>(
                 continue;
             }
         };
+        if let Some(key) = key {
+            let signature = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == crate::sign::HEADER))
+                .and_then(|h| h.value);
+            let payload = m.payload().unwrap_or_default();
+            if let Err(error) = key.verify(TOPIC_ALERTS, m.key().unwrap_or_default(), payload, signature) {
+                tracing::warn!(%error, partition = m.partition(), offset = m.offset(), "alert not from an analyzer, not shown");
+                continue;
+            }
+        }
         let text = String::from_utf8_lossy(m.payload().unwrap_or_default());
-        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
             tracing::warn!(offset = m.offset(), "alert that is not JSON, skipped");
             continue;
         };
         let line = if json {
+            // Anyone who can write to the topic decides how long it is.
+            crate::ocsf::cut_strings(&mut doc, crate::escape::MAX_FIELD);
             ascii_json(&doc.to_string())
         } else {
             alert_line(&doc)

@@ -53,6 +53,15 @@ pub struct Config {
     /// keep `metrics_listen` on an address only trusted scrapers reach).
     #[serde(default)]
     pub metrics_token_file: Option<std::path::PathBuf>,
+    /// File holding the control key (at least 32 bytes; e.g.
+    /// `head -c 32 /dev/urandom | base64`), the same on every analyzer and
+    /// for the operators' `glasshouse` CLI (`--control-key-file`): operator
+    /// commands must be signed with it, and the analyzer signs the baseline
+    /// snapshots and alerts it writes and refuses snapshots not signed with
+    /// it. Default: none: operator commands are refused, and snapshots and
+    /// alerts are neither signed nor checked.
+    #[serde(default)]
+    pub control_key_file: Option<std::path::PathBuf>,
     /// Alert outputs besides Kafka (`[[outputs.syslog]]`, `[outputs.webhook]`).
     /// Default: none.
     #[serde(default)]
@@ -122,6 +131,12 @@ pub struct Analysis {
     /// How often baselines are written to `glasshouse.baselines` and the
     /// offsets they cover committed, ms. Default: 5000.
     pub checkpoint_ms: u64,
+    /// Largest alert (OCSF JSON) sent to `glasshouse.alerts` and the other
+    /// outputs, bytes: a larger one has its long strings (argv, paths,
+    /// names: container-controlled) cut with a visible `…[truncated N bytes]`
+    /// so it still fits under the producer's `message.max.bytes` (librdkafka's
+    /// default: 1000000). Default: 262144 (256 KiB).
+    pub max_alert_bytes: usize,
 }
 
 impl Default for Analysis {
@@ -144,6 +159,7 @@ impl Default for Analysis {
             mining_cpu_cores: 0.9,
             mining_cpu_samples: 6,
             checkpoint_ms: 5000,
+            max_alert_bytes: 256 * 1024,
         }
     }
 }
@@ -207,6 +223,12 @@ impl Analysis {
                 format!("must be between 100 and 600000, got {}", self.checkpoint_ms),
             ));
         }
+        if !(4096..=64 << 20).contains(&self.max_alert_bytes) {
+            return Err((
+                "analysis.max_alert_bytes",
+                format!("must be between 4096 and 67108864, got {}", self.max_alert_bytes),
+            ));
+        }
         if self.mining_cpu_cores.is_nan() || self.mining_cpu_cores <= 0.0 {
             return Err((
                 "analysis.mining_cpu_cores",
@@ -216,6 +238,10 @@ impl Analysis {
         Ok(())
     }
 }
+
+/// Room left in a Kafka message beside an alert of `max_alert_bytes`: the
+/// workload key (at most a few KiB), headers, record overhead.
+const ALERT_HEADROOM: usize = 16 * 1024;
 
 fn default_brokers() -> String {
     "127.0.0.1:9092".to_owned()
@@ -257,6 +283,23 @@ impl Validate for Config {
                 format!("must be between 1000 and 300000, got {}", self.session_timeout_ms),
             ));
         }
+        // An alert must fit in a Kafka message with its key and headers.
+        let message_max: usize = self
+            .kafka
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        if self.analysis.max_alert_bytes + ALERT_HEADROOM > message_max {
+            return Err((
+                "analysis.max_alert_bytes",
+                format!(
+                    "{} plus {ALERT_HEADROOM} bytes for key and headers is over the producer's message.max.bytes ({message_max})",
+                    self.analysis.max_alert_bytes
+                ),
+            ));
+        }
+        // `/containers` names every container, image and host.
+        glasshouse_proto::metrics::require_token_off_loopback(self.metrics_listen, self.metrics_token_file.as_deref())?;
         if let Some(k) = self
             .kafka
             .keys()
@@ -356,6 +399,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("https is not supported"), "{e}");
+    }
+
+    #[test]
+    fn open_metrics_listeners_need_a_token() {
+        for ok in [
+            "metrics_listen = \"127.0.0.1:9466\"",
+            "metrics_listen = \"[::1]:9466\"",
+            "metrics_listen = \"0.0.0.0:9466\"\nmetrics_token_file = \"t\"",
+        ] {
+            parse_config::<Config>("a.toml", ok).unwrap();
+        }
+        for open in ["0.0.0.0:9466", "[::]:9466", "10.1.2.3:9466"] {
+            let e = parse_config::<Config>("a.toml", &format!("metrics_listen = \"{open}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("metrics_listen") && e.contains("`metrics_token_file`"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn alerts_fit_in_a_kafka_message() {
+        let c: Config = parse_config("a.toml", "").unwrap();
+        assert_eq!(c.analysis.max_alert_bytes, 256 * 1024);
+        let e = parse_config::<Config>("a.toml", "[analysis]\nmax_alert_bytes = 2000000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_alert_bytes") && e.contains("message.max.bytes (1000000)"),
+            "{e}"
+        );
+        parse_config::<Config>(
+            "a.toml",
+            "[analysis]\nmax_alert_bytes = 2000000\n[kafka]\n\"message.max.bytes\" = \"4000000\"",
+        )
+        .unwrap();
     }
 
     #[test]

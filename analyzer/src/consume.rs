@@ -98,10 +98,10 @@ pub trait RowHandler {
     fn wants_control(&self) -> bool {
         false
     }
-    /// One operator command (see [`crate::control`]); an error says why it
-    /// was not applied.
-    fn handle_control(&mut self, payload: &[u8]) -> Result<(), String> {
-        let _ = payload;
+    /// One operator command (see [`crate::control`]) with its message key
+    /// and signature header; an error says why it was not applied.
+    fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), String> {
+        let _ = (key, payload, signature);
         Err("commands are not consumed here".into())
     }
     /// The partition the rows of the next message come from.
@@ -381,7 +381,10 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m [u8]> {
 fn handle_message<H: RowHandler + Send>(m: &BorrowedMessage<'_>, handler: &mut H, stats: &mut ConsumeStats) {
     stats.messages += 1;
     if m.topic() == TOPIC_CONTROL {
-        if let Err(error) = handler.handle_control(m.payload().unwrap_or_default()) {
+        let signature = header(m, crate::sign::HEADER);
+        if let Err(error) =
+            handler.handle_control(m.key().unwrap_or_default(), m.payload().unwrap_or_default(), signature)
+        {
             stats.undecodable += 1;
             tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "operator command not applied");
         }

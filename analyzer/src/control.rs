@@ -7,9 +7,16 @@
 //! version, which is how the CLI learns the command took effect.
 //!
 //! ```json
-//! {"command": "lock", "workload": "default/web/server", "by": "alice@ops-1"}
-//! {"command": "import", "workload": "…", "baseline": { …snapshot… }}
+//! {"command": "lock", "workload": "default/web/server", "by": "alice@ops-1", "at_ms": 1796000000000}
+//! {"command": "import", "workload": "…", "baseline": { …snapshot… }, "at_ms": …}
 //! ```
+//!
+//! Anyone who can write to the topic could send one, so a command must be
+//! signed with the control key ([`crate::sign`], `control_key_file`) and be
+//! at most [`MAX_AGE_MS`] old (a recorded command cannot be replayed later);
+//! anything else is refused, logged and counted
+//! (`glasshouse_analyzer_control_refused_total`). An analyzer without a
+//! control key refuses every command.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
 use crate::engine::Command;
+use crate::sign::{self, Key};
+
+/// How old (or how far in the future, for clock skew) a command may be.
+pub const MAX_AGE_MS: u64 = 10 * 60 * 1000;
 
 /// Longest control message accepted (an imported baseline included).
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -36,6 +47,50 @@ pub struct ControlMessage {
     /// The snapshot, for `import`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Box<Baseline>>,
+    /// When it was sent, ms since the epoch.
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refused {
+    #[error("no control_key_file configured: operator commands are refused")]
+    NoKey,
+    #[error("{0}")]
+    Signature(#[from] sign::Unverified),
+    #[error("sent at {at_ms} ms, {age_ms} ms from now: over {MAX_AGE_MS} ms (replayed, or a skewed clock)")]
+    Stale { at_ms: u64, age_ms: u64 },
+    #[error("message key {key:?} is not the workload {workload:?}")]
+    KeyMismatch { key: String, workload: String },
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// A verified command: checks the signature of `payload` under message
+/// `key`, then parses it and checks its age against `now_ms`.
+pub fn verify(
+    control_key: Option<&Key>,
+    key: &[u8],
+    payload: &[u8],
+    signature: Option<&[u8]>,
+    now_ms: u64,
+) -> Result<(String, Command, String), Refused> {
+    let control_key = control_key.ok_or(Refused::NoKey)?;
+    control_key.verify(TOPIC_CONTROL, key, payload, signature)?;
+    let at_ms = serde_json::from_slice::<ControlMessage>(payload).map_or(0, |m| m.at_ms);
+    let (workload, command, by) = parse(payload).map_err(Refused::Malformed)?;
+    if workload.as_bytes() != key {
+        return Err(Refused::KeyMismatch {
+            key: String::from_utf8_lossy(key).into_owned(),
+            workload,
+        });
+    }
+    let age_ms = now_ms.abs_diff(at_ms);
+    if age_ms > MAX_AGE_MS {
+        return Err(Refused::Stale { at_ms, age_ms });
+    }
+    Ok((workload, command, by))
 }
 
 /// Parses a control message into the workload and the command.
@@ -64,14 +119,19 @@ pub fn parse(payload: &[u8]) -> Result<(String, Command, String), String> {
 }
 
 /// The latest snapshot of every workload on `glasshouse.baselines`.
-pub fn read_baselines(brokers: &str, timeout: Duration) -> Result<BTreeMap<String, Baseline>, String> {
-    crate::store::read_latest(brokers, &BTreeMap::new(), None, timeout)
+pub fn read_baselines(
+    brokers: &str,
+    key: Option<&Key>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, Baseline>, String> {
+    crate::store::read_latest(brokers, &BTreeMap::new(), key, None, timeout)
 }
 
-/// Sends a command and waits until a snapshot of the workload newer than
-/// `after_version` shows it applied; returns that snapshot.
+/// Sends a command signed with `key` and waits until a snapshot of the
+/// workload newer than the current one shows it applied; returns that snapshot.
 pub async fn send(
     brokers: &str,
+    key: &Key,
     workload: &str,
     command: &str,
     baseline: Option<Baseline>,
@@ -79,7 +139,8 @@ pub async fn send(
 ) -> Result<Baseline, String> {
     let before = {
         let brokers = brokers.to_owned();
-        tokio::task::spawn_blocking(move || read_baselines(&brokers, Duration::from_secs(10)))
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || read_baselines(&brokers, Some(&key), Duration::from_secs(10)))
             .await
             .map_err(|e| e.to_string())??
     };
@@ -91,15 +152,24 @@ pub async fn send(
         workload: workload.to_owned(),
         by: format!("{user}@{}", host.trim()),
         baseline: baseline.map(Box::new),
+        at_ms: crate::engine::wall_ns() as u64 / 1_000_000,
     };
     let json = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+    let signature = key.sign(TOPIC_CONTROL, workload.as_bytes(), &json);
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: sign::HEADER,
+        value: Some(&signature),
+    });
     let producer: FutureProducer = crate::store::client(brokers, &[], &BTreeMap::new())
         .set("message.max.bytes", MAX_MESSAGE.to_string())
         .create()
         .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
     producer
         .send(
-            FutureRecord::to(TOPIC_CONTROL).key(workload).payload(&json),
+            FutureRecord::to(TOPIC_CONTROL)
+                .key(workload)
+                .payload(&json)
+                .headers(headers),
             Duration::from_secs(10),
         )
         .await
@@ -108,7 +178,8 @@ pub async fn send(
     loop {
         let now = {
             let brokers = brokers.to_owned();
-            tokio::task::spawn_blocking(move || read_baselines(&brokers, Duration::from_secs(10)))
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || read_baselines(&brokers, Some(&key), Duration::from_secs(10)))
                 .await
                 .map_err(|e| e.to_string())??
         };
@@ -161,8 +232,58 @@ mod tests {
             workload: "w".into(),
             by: String::new(),
             baseline: Some(Box::new(b.clone())),
+            at_ms: 0,
         };
         let (_, c, _) = parse(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert_eq!(c, Command::Import(Box::new(b)));
+    }
+
+    #[test]
+    fn only_fresh_commands_signed_with_the_key_apply() {
+        let key = Key::new(&[1; 32]);
+        let now = 1_796_000_000_000;
+        let lock = |by: &str, at_ms: u64| {
+            format!(r#"{{"command":"lock","workload":"w","by":"{by}","at_ms":{at_ms}}}"#).into_bytes()
+        };
+        let good = lock("alice@ops", now - 1000);
+        let sig = key.sign(TOPIC_CONTROL, b"w", &good);
+        let (w, c, by) = verify(Some(&key), b"w", &good, Some(sig.as_bytes()), now).unwrap();
+        assert_eq!((w.as_str(), c, by.as_str()), ("w", Command::Lock, "alice@ops"));
+        // No key configured: refused, signed or not.
+        assert_eq!(
+            verify(None, b"w", &good, Some(sig.as_bytes()), now),
+            Err(Refused::NoKey)
+        );
+        // Unsigned, or a spoofed operator under the old signature.
+        assert_eq!(
+            verify(Some(&key), b"w", &good, None, now),
+            Err(Refused::Signature(sign::Unverified::Unsigned))
+        );
+        let spoofed = lock("root@ops", now - 1000);
+        assert_eq!(
+            verify(Some(&key), b"w", &spoofed, Some(sig.as_bytes()), now),
+            Err(Refused::Signature(sign::Unverified::Forged))
+        );
+        // Signed by another key.
+        let forged = Key::new(&[2; 32]).sign(TOPIC_CONTROL, b"w", &spoofed);
+        assert_eq!(
+            verify(Some(&key), b"w", &spoofed, Some(forged.as_bytes()), now),
+            Err(Refused::Signature(sign::Unverified::Forged))
+        );
+        // Replayed later; sent under another workload's key.
+        let old = lock("alice@ops", now - MAX_AGE_MS - 1);
+        let old_sig = key.sign(TOPIC_CONTROL, b"w", &old);
+        assert!(matches!(
+            verify(Some(&key), b"w", &old, Some(old_sig.as_bytes()), now),
+            Err(Refused::Stale { .. })
+        ));
+        let at_bound = lock("alice@ops", now - MAX_AGE_MS);
+        let bound_sig = key.sign(TOPIC_CONTROL, b"w", &at_bound);
+        assert!(verify(Some(&key), b"w", &at_bound, Some(bound_sig.as_bytes()), now).is_ok());
+        let other = key.sign(TOPIC_CONTROL, b"v", &good);
+        assert!(matches!(
+            verify(Some(&key), b"v", &good, Some(other.as_bytes()), now),
+            Err(Refused::KeyMismatch { .. })
+        ));
     }
 }

@@ -23,7 +23,8 @@
 //! - [`engine`]: scoring, detections, container scores, alert windows.
 //! - [`finding`], [`ocsf`]: findings and their OCSF 1.8 JSON.
 //! - [`store`]: alerts and baseline snapshots in Kafka.
-//! - [`control`]: operator commands and reading baselines back (CLI).
+//! - [`control`]: operator commands and reading baselines back (CLI);
+//!   [`sign`]: their signatures, and those of snapshots and alerts.
 //! - [`cli`]: what the `glasshouse` command line prints; [`sql`]: `glasshouse sql`.
 //! - The telemetry lake and the SQL front doors are the `glasshouse-lake`
 //!   crate (`analyzer/lake`), started by [`run`] when `[lake]` is enabled.
@@ -42,6 +43,7 @@ pub mod features;
 pub mod finding;
 pub mod ocsf;
 pub mod outputs;
+pub mod sign;
 pub mod sql;
 pub mod store;
 pub mod view;
@@ -55,6 +57,7 @@ use std::time::Duration;
 
 use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
 use rdkafka::producer::DeliveryFuture;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -75,6 +78,8 @@ pub enum AnalyzerError {
     Store(String),
     #[error(transparent)]
     Metrics(std::io::Error),
+    #[error(transparent)]
+    ControlKey(#[from] sign::KeyError),
     #[error("lake and sql")]
     Lake(#[from] glasshouse_lake::service::ServiceError),
 }
@@ -143,7 +148,31 @@ struct Published {
     containers: Vec<cli::ContainerRow>,
     /// `(output, sent, failed attempts, dropped)`.
     outputs: Vec<(&'static str, u64, u64, u64)>,
+    alerts: AlertCounters,
+    /// Alerts Kafka has refused that wait for their next attempt.
+    alerts_pending: u64,
+    /// Operator commands refused (unsigned, forged, stale, no key).
+    control_refused: u64,
+    /// Baseline snapshot records refused on restore.
+    snapshots_refused: u64,
 }
+
+/// What happened to alerts on their way to `glasshouse.alerts`.
+#[derive(Debug, Default, Clone, Copy)]
+struct AlertCounters {
+    /// Alerts over `max_alert_bytes` (or refused as too large) whose long
+    /// strings were cut.
+    shortened: u64,
+    /// Failed attempts to hand an alert to Kafka.
+    failed: u64,
+    /// Alerts given up after [`ALERT_ATTEMPTS`] failed attempts.
+    dropped: u64,
+}
+
+/// Attempts to publish an alert (one per checkpoint) before it is dropped,
+/// logged with its id and counted: an alert Kafka never takes must not hold
+/// back the offsets, and with them every later alert, forever.
+const ALERT_ATTEMPTS: u32 = 5;
 
 impl Published {
     fn metrics(&self) -> String {
@@ -176,6 +205,31 @@ impl Published {
                 "glasshouse_analyzer_checkpoint_failures_total",
                 "Checkpoints that failed (offsets not committed, retried).",
                 self.checkpoint_failures,
+            ),
+            (
+                "glasshouse_analyzer_alerts_shortened_total",
+                "Alerts over max_alert_bytes whose long strings were cut to fit.",
+                self.alerts.shortened,
+            ),
+            (
+                "glasshouse_analyzer_alert_publish_failures_total",
+                "Failed attempts to publish an alert to glasshouse.alerts.",
+                self.alerts.failed,
+            ),
+            (
+                "glasshouse_analyzer_alerts_dropped_total",
+                "Alerts dropped after every attempt to publish them failed.",
+                self.alerts.dropped,
+            ),
+            (
+                "glasshouse_analyzer_control_refused_total",
+                "Operator commands refused: unsigned, forged, stale, or no control key.",
+                self.control_refused,
+            ),
+            (
+                "glasshouse_analyzer_snapshots_refused_total",
+                "Baseline snapshots refused on restore (unsigned, forged or undecodable); the one before stays.",
+                self.snapshots_refused,
             ),
         ] {
             render_scalar(&mut out, name, help, "counter", v);
@@ -228,12 +282,33 @@ impl Published {
         }
         render_scalar(
             &mut out,
+            "glasshouse_analyzer_alerts_pending_retry",
+            "Alerts Kafka refused that wait for another attempt.",
+            "gauge",
+            self.alerts_pending,
+        );
+        render_scalar(
+            &mut out,
             "glasshouse_analyzer_baseline_bytes",
             "Approximate memory of the baselines held.",
             "gauge",
             self.baseline_bytes,
         );
         out
+    }
+
+    /// `/health`: `ok`, or `degraded` with why (alerts refused by Kafka and
+    /// waiting, alerts dropped since the start).
+    fn health(&self) -> String {
+        let a = &self.alerts;
+        if self.alerts_pending == 0 && a.dropped == 0 {
+            "ok\n".into()
+        } else {
+            format!(
+                "degraded: {} alerts waiting for Kafka, {} dropped after {ALERT_ATTEMPTS} attempts\n",
+                self.alerts_pending, a.dropped
+            )
+        }
     }
 }
 
@@ -247,31 +322,78 @@ struct Analyzer<W: Write> {
     engine: Engine,
     store: Store,
     checkpoint_every: Duration,
-    /// Alerts enqueued and not yet known to be in Kafka.
-    in_flight: Vec<(Arc<Alert>, DeliveryFuture)>,
-    /// Alerts Kafka refused, to send again at the next checkpoint.
-    retry: Vec<Arc<Alert>>,
+    /// Alerts enqueued and not yet known to be in Kafka, with the attempt.
+    in_flight: Vec<(Arc<Alert>, u32, DeliveryFuture)>,
+    /// Alerts Kafka refused, to send again at the next checkpoint, with the
+    /// attempts made.
+    retry: Vec<(Arc<Alert>, u32)>,
+    /// See `[analysis] max_alert_bytes`.
+    max_alert_bytes: usize,
+    alerts: AlertCounters,
+    /// See `control_key_file`; `None`: commands are refused.
+    control_key: Option<sign::Key>,
+    control_refused: u64,
 }
 
 impl<W: Write> Analyzer<W> {
     /// Publishes the engine's new alerts (and shows them).
+    /// An alert over `max_alert_bytes` is shortened first, so every output
+    /// gets the same document and Kafka can take it.
     fn publish(&mut self) {
-        for alert in self.engine.drain_alerts() {
+        for mut alert in self.engine.drain_alerts() {
+            self.fit(&mut alert, self.max_alert_bytes);
             self.shower.show(&alert, View::show_alert);
             let alert = Arc::new(alert);
             self.outputs.send(&alert);
-            self.send(alert);
+            self.send(alert, 1);
         }
     }
 
-    fn send(&mut self, alert: Arc<Alert>) {
-        match self.store.publish_alert(&alert.workload, &alert.json) {
-            Ok(f) => self.in_flight.push((alert, f)),
-            Err(error) => {
-                tracing::warn!(%error, uid = alert.uid, "alert not enqueued, retrying at the next checkpoint");
-                self.retry.push(alert);
-            }
+    /// Cuts the long strings of `alert` until its JSON is at most `max` bytes.
+    fn fit(&mut self, alert: &mut Alert, max: usize) {
+        if let Some(short) = ocsf::shorten(&alert.json, max) {
+            self.alerts.shortened += 1;
+            tracing::warn!(
+                uid = alert.uid,
+                workload = %escape::terminal(&alert.workload),
+                bytes = alert.json.len(),
+                shortened = short.len(),
+                "alert over its size limit, long strings cut"
+            );
+            alert.json = short;
         }
+    }
+
+    fn send(&mut self, alert: Arc<Alert>, attempt: u32) {
+        match self.store.publish_alert(&alert.workload, &alert.json) {
+            Ok(f) => self.in_flight.push((alert, attempt, f)),
+            Err(error) => self.failed(alert, attempt, &error),
+        }
+    }
+
+    /// Attempt `attempt` of `alert` failed: it is tried again at the next
+    /// checkpoint (shorter, if Kafka found it too large), or dropped after
+    /// [`ALERT_ATTEMPTS`].
+    fn failed(&mut self, alert: Arc<Alert>, attempt: u32, error: &rdkafka::error::KafkaError) {
+        self.alerts.failed += 1;
+        if attempt >= ALERT_ATTEMPTS {
+            self.alerts.dropped += 1;
+            tracing::error!(%error, uid = alert.uid, attempts = attempt, "alert not published, dropped");
+            return;
+        }
+        let too_large = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+        );
+        let alert = if too_large {
+            let mut shorter = Alert::clone(&alert);
+            self.fit(&mut shorter, alert.json.len() / 2);
+            Arc::new(shorter)
+        } else {
+            alert
+        };
+        tracing::warn!(%error, uid = alert.uid, attempt, "alert not published, retrying at the next checkpoint");
+        self.retry.push((alert, attempt));
     }
 }
 
@@ -328,11 +450,28 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         true
     }
 
-    fn handle_control(&mut self, payload: &[u8]) -> Result<(), String> {
-        let (workload, command, by) = control::parse(payload)?;
+    fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), String> {
+        let now_ms = engine::wall_ns() as u64 / 1_000_000;
+        let (workload, command, by) = match control::verify(self.control_key.as_ref(), key, payload, signature, now_ms)
+        {
+            Ok(c) => c,
+            Err(refused) => {
+                self.control_refused += 1;
+                return Err(format!(
+                    "refused ({refused}) for workload {}",
+                    escape::terminal(&String::from_utf8_lossy(key))
+                ));
+            }
+        };
         let what = format!("{command}");
         let version = self.engine.command(&workload, command)?;
-        tracing::info!(workload, command = what, by, version, "operator command applied");
+        tracing::info!(
+            workload = %escape::terminal(&workload),
+            command = what,
+            by = %escape::terminal(&by),
+            version,
+            "operator command applied"
+        );
         Ok(())
     }
 
@@ -369,6 +508,10 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
             checkpoint_failures: self.checkpoint_failures,
             containers,
             outputs: self.outputs.counters(),
+            alerts: self.alerts,
+            alerts_pending: self.retry.len() as u64,
+            control_refused: self.control_refused,
+            snapshots_refused: store::SNAPSHOTS_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
         };
     }
 
@@ -378,24 +521,18 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
 
     async fn checkpoint(&mut self) -> Result<(), String> {
         // Alerts first: an offset is committed only once its alerts are in Kafka.
-        for alert in std::mem::take(&mut self.retry) {
-            self.send(alert);
+        // An alert dropped after its last attempt does not hold them back.
+        for (alert, attempts) in std::mem::take(&mut self.retry) {
+            self.send(alert, attempts + 1);
         }
-        let mut failed = 0;
-        for (alert, delivery) in std::mem::take(&mut self.in_flight) {
+        for (alert, attempt, delivery) in std::mem::take(&mut self.in_flight) {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
-                    tracing::warn!(%error, uid = alert.uid, "alert not delivered, retrying");
-                    self.retry.push(alert);
-                    failed += 1;
-                }
-                Err(_) => {
-                    self.retry.push(alert);
-                    failed += 1;
-                }
+                Ok(Err((error, _))) => self.failed(alert, attempt, &error),
+                Err(_) => self.failed(alert, attempt, &rdkafka::error::KafkaError::Canceled),
             }
         }
+        let failed = self.retry.len();
         if failed > 0 {
             self.checkpoint_failures += 1;
             return Err(format!("{failed} alerts not delivered"));
@@ -427,8 +564,14 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
     async fn assigned(&mut self, partitions: &[i32]) -> Result<(), String> {
         let restored = self.store.load(partitions).await?;
         tracing::info!(?partitions, baselines = restored.len(), "baselines restored");
-        for b in restored {
+        for (b, refused_after) in restored {
+            let workload = b.workload.clone();
             self.engine.restore(b);
+            if refused_after {
+                // A refused record is the newest: write the good one again,
+                // so compaction cannot leave only the refused one.
+                self.engine.mark_dirty(&workload);
+            }
         }
         Ok(())
     }
@@ -447,6 +590,11 @@ pub async fn run<W: Write + Send>(
     out: W,
     cancel: CancellationToken,
 ) -> Result<ConsumeStats, AnalyzerError> {
+    glasshouse_proto::listener::log_descriptor_limit();
+    let control_key = match &config.control_key_file {
+        Some(path) => Some(sign::Key::from_file(path)?),
+        None => None,
+    };
     if !ensure_topics_unless_cancelled(&config.brokers, &config.kafka, config.topics, &cancel).await? {
         return Ok(ConsumeStats::default());
     }
@@ -496,6 +644,7 @@ pub async fn run<W: Write + Send>(
                 let p = published.lock().expect("not poisoned");
                 match path {
                     "/metrics" => Some((glasshouse_proto::metrics::TEXT_FORMAT, p.metrics())),
+                    "/health" => Some(("text/plain; charset=utf-8", p.health())),
                     "/containers" => Some((
                         "application/json",
                         cli::ascii_json(&serde_json::to_string(&p.containers).unwrap_or_default()),
@@ -531,7 +680,10 @@ pub async fn run<W: Write + Send>(
         })
     });
     let stats = if config.analysis.enabled {
-        let store = Store::connect(&config.brokers, &config.kafka)
+        if control_key.is_none() {
+            tracing::warn!("no control_key_file: operator commands are refused, snapshots and alerts are not signed");
+        }
+        let store = Store::connect(&config.brokers, &config.kafka, control_key.clone())
             .await
             .map_err(AnalyzerError::Store)?;
         let outputs = Outputs::start(&config.outputs, &cancel).map_err(AnalyzerError::Store)?;
@@ -545,6 +697,10 @@ pub async fn run<W: Write + Send>(
             checkpoint_every: Duration::from_millis(config.analysis.checkpoint_ms),
             in_flight: Vec::new(),
             retry: Vec::new(),
+            max_alert_bytes: config.analysis.max_alert_bytes,
+            alerts: AlertCounters::default(),
+            control_key,
+            control_refused: 0,
         };
         let stats = consume::consume(&settings, &mut analyzer, &cancel).await?;
         let e = analyzer.engine.stats;

@@ -214,3 +214,101 @@ pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64,
     });
     doc.to_string()
 }
+
+/// What a string cut by [`shorten`] ends with: `…[truncated N bytes]`.
+pub fn truncation_marker(cut: usize) -> String {
+    format!("…[truncated {cut} bytes]")
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), followed by
+/// [`truncation_marker`] when anything was cut.
+pub fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &s[..end], truncation_marker(s.len() - end)).into()
+}
+
+/// Cuts every string of `v` longer than `bound` bytes ([`cut`]).
+pub fn cut_strings(v: &mut Value, bound: usize) {
+    match v {
+        Value::String(s) if s.len() > bound => *s = cut(s, bound).into_owned(),
+        Value::Array(a) => a.iter_mut().for_each(|v| cut_strings(v, bound)),
+        Value::Object(o) => o.values_mut().for_each(|v| cut_strings(v, bound)),
+        _ => {}
+    }
+}
+
+/// An alert document made to fit in `max_bytes` of JSON, or `None` when it
+/// already does. Strings longer than a per-string bound (a quarter of
+/// `max_bytes` at first, halved until the document fits, down to 64 bytes)
+/// are cut with a visible [`truncation_marker`]; the structure, numbers and
+/// short strings (ids, enums, the rule) stay, so the result is still a valid
+/// OCSF Detection Finding, and `unmapped.glasshouse.truncated` says it was
+/// shortened. The strings that grow that large are the attacker's: argv,
+/// paths, container and image names. Returns the smallest attempt if even
+/// 64-byte strings do not fit (the caller then drops it, counted).
+pub fn shorten(json: &str, max_bytes: usize) -> Option<String> {
+    if json.len() <= max_bytes {
+        return None;
+    }
+    let Ok(doc) = serde_json::from_str::<Value>(json) else {
+        return Some(json!({ "error": "unparseable alert" }).to_string());
+    };
+    let mut bound = (max_bytes / 4).max(64);
+    loop {
+        let mut v = doc.clone();
+        cut_strings(&mut v, bound);
+        if let Some(gh) = v.pointer_mut("/unmapped/glasshouse").and_then(Value::as_object_mut) {
+            gh.insert("truncated".into(), Value::Bool(true));
+        }
+        let text = v.to_string();
+        if text.len() <= max_bytes || bound <= 64 {
+            return Some(text);
+        }
+        bound = (bound / 2).max(64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_marks_only_what_is_over_the_bound() {
+        assert_eq!(cut("abcd", 4), "abcd");
+        assert_eq!(cut("abcde", 4), format!("abcd{}", truncation_marker(1)));
+        // Never inside a character: "é" is two bytes.
+        assert_eq!(cut("aé", 2), format!("a{}", truncation_marker(2)));
+    }
+
+    #[test]
+    fn oversized_alerts_are_shortened_to_fit_and_keep_their_shape() {
+        let doc = json!({
+            "class_uid": 2004,
+            "evidences": [{ "process": { "cmd_line": "A".repeat(3 << 20), "pid": 7 } }],
+            "message": "\u{1}".repeat(100_000),
+            "unmapped": { "glasshouse": { "rule": "rule.drift" } },
+        })
+        .to_string();
+        assert_eq!(shorten(r#"{"a":1}"#, 100), None);
+        let short = shorten(&doc, 64 * 1024).unwrap();
+        assert!(short.len() <= 64 * 1024, "{}", short.len());
+        let v: Value = serde_json::from_str(&short).unwrap();
+        let cmd = v["evidences"][0]["process"]["cmd_line"].as_str().unwrap();
+        assert!(
+            cmd.starts_with("AAAA") && cmd.ends_with(" bytes]"),
+            "{}",
+            &cmd[cmd.len() - 40..]
+        );
+        assert!(cmd.contains("…[truncated "));
+        assert_eq!(v["evidences"][0]["process"]["pid"], 7);
+        assert_eq!(v["class_uid"], 2004);
+        assert_eq!(v["unmapped"]["glasshouse"]["rule"], "rule.drift");
+        assert_eq!(v["unmapped"]["glasshouse"]["truncated"], true);
+    }
+}

@@ -159,7 +159,9 @@ fn header_field(s: &str, max: usize) -> String {
 
 /// An RFC 5424 SD-PARAM value: `"`, `\` and `]` escaped with a backslash;
 /// controls and non-ASCII as `\uXXXX`.
+/// Cut after [`crate::escape::MAX_FIELD`] bytes like every other output.
 fn sd_value(s: &str) -> String {
+    let s = crate::ocsf::cut(s, crate::escape::MAX_FIELD);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

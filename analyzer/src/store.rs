@@ -8,17 +8,28 @@
 //! the workloads of `p` by reading one baselines partition to its end.
 //! A snapshot records its event partition; restoring keeps only those of
 //! the assigned partitions. An empty value (a tombstone) forgets a workload.
+//!
+//! With a control key ([`crate::sign`]) every snapshot and alert is signed,
+//! and a snapshot (or tombstone) that is unsigned, forged or does not decode
+//! is refused on restore: the last good snapshot before it is restored
+//! instead, and written again at the next checkpoint so that compaction
+//! keeps a good one. Without a key nothing is signed or checked, but a
+//! snapshot that does not decode still never replaces a good one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use glasshouse_proto::record::{TOPIC_ALERTS, TOPIC_BASELINES};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
 use crate::baseline::Baseline;
+use crate::sign::{self, Key};
 
 /// Kafka side of the analyzer's state and output.
 pub struct Store {
@@ -26,6 +37,7 @@ pub struct Store {
     extra: BTreeMap<String, String>,
     producer: FutureProducer,
     baseline_partitions: i32,
+    key: Option<Key>,
 }
 
 impl std::fmt::Debug for Store {
@@ -55,7 +67,7 @@ pub(crate) fn client(brokers: &str, own: &[(&str, &str)], extra: &BTreeMap<Strin
 
 impl Store {
     /// Connects a producer and learns the baselines topic's partition count.
-    pub async fn connect(brokers: &str, extra: &BTreeMap<String, String>) -> Result<Store, String> {
+    pub async fn connect(brokers: &str, extra: &BTreeMap<String, String>, key: Option<Key>) -> Result<Store, String> {
         let own = [
             ("enable.idempotence", "true"),
             ("compression.type", "zstd"),
@@ -83,14 +95,27 @@ impl Store {
             extra: extra.clone(),
             producer,
             baseline_partitions: partitions,
+            key,
         })
     }
 
     /// Enqueues an alert; the future resolves when Kafka has it.
-    pub fn publish_alert(&self, workload: &str, json: &str) -> Result<DeliveryFuture, String> {
-        self.producer
-            .send_result(FutureRecord::to(TOPIC_ALERTS).key(workload).payload(json))
-            .map_err(|(e, _)| format!("enqueueing alert: {e}"))
+    pub fn publish_alert(&self, workload: &str, json: &str) -> Result<DeliveryFuture, KafkaError> {
+        let record = FutureRecord::to(TOPIC_ALERTS).key(workload).payload(json);
+        let record = match self.signature(TOPIC_ALERTS, workload, json.as_bytes()) {
+            Some(h) => record.headers(h),
+            None => record,
+        };
+        self.producer.send_result(record).map_err(|(e, _)| e)
+    }
+
+    /// The signature header of a message, with a key.
+    fn signature(&self, topic: &str, key: &str, value: &[u8]) -> Option<OwnedHeaders> {
+        let signature = self.key.as_ref()?.sign(topic, key.as_bytes(), value);
+        Some(OwnedHeaders::new().insert(Header {
+            key: sign::HEADER,
+            value: Some(&signature),
+        }))
     }
 
     /// Writes baseline snapshots and waits until Kafka has all of them.
@@ -101,6 +126,10 @@ impl Store {
                 .key(workload)
                 .payload(json)
                 .partition(partition.rem_euclid(self.baseline_partitions));
+            let record = match self.signature(TOPIC_BASELINES, workload, json) {
+                Some(h) => record.headers(h),
+                None => record,
+            };
             futures.push(
                 self.producer
                     .send_result(record)
@@ -117,13 +146,15 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the latest snapshot of every workload of event `partitions`.
-    pub async fn load(&self, partitions: &[i32]) -> Result<Vec<Baseline>, String> {
+    /// Reads the latest good snapshot of every workload of event
+    /// `partitions`, and whether a refused record came after it.
+    pub async fn load(&self, partitions: &[i32]) -> Result<Vec<(Baseline, bool)>, String> {
         let brokers = self.brokers.clone();
         let extra = self.extra.clone();
         let n = self.baseline_partitions;
         let wanted = partitions.to_vec();
-        tokio::task::spawn_blocking(move || load_blocking(&brokers, &extra, n, &wanted))
+        let key = self.key.clone();
+        tokio::task::spawn_blocking(move || load_blocking(&brokers, &extra, key.as_ref(), n, &wanted))
             .await
             .map_err(|e| e.to_string())?
     }
@@ -137,25 +168,51 @@ impl Store {
 fn load_blocking(
     brokers: &str,
     extra: &BTreeMap<String, String>,
+    key: Option<&Key>,
     baseline_partitions: i32,
     wanted: &[i32],
-) -> Result<Vec<Baseline>, String> {
+) -> Result<Vec<(Baseline, bool)>, String> {
     let mut read: Vec<i32> = wanted.iter().map(|p| p.rem_euclid(baseline_partitions)).collect();
     read.sort_unstable();
     read.dedup();
-    let latest = read_latest(brokers, extra, Some(&read), Duration::from_secs(60))?;
-    Ok(latest.into_values().filter(|b| wanted.contains(&b.partition)).collect())
+    let latest = read_snapshots(brokers, extra, key, Some(&read), Duration::from_secs(60))?;
+    Ok(latest
+        .into_values()
+        .filter_map(|(b, refused_after)| Some((b?, refused_after)))
+        .filter(|(b, _)| wanted.contains(&b.partition))
+        .collect())
 }
+
+/// Snapshot records refused on restore, since the start (`/metrics`).
+pub static SNAPSHOTS_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The latest snapshot of every workload on `glasshouse.baselines` (of the
 /// given partitions of it, or all), read to the end as it is now; a
-/// tombstone forgets a workload, an unreadable snapshot is skipped (logged).
+/// tombstone forgets a workload, an unreadable (or, with `key`, unsigned
+/// or forged) record is skipped (logged, counted) and the good snapshot
+/// before it kept.
 pub fn read_latest(
     brokers: &str,
     extra: &BTreeMap<String, String>,
+    key: Option<&Key>,
     partitions: Option<&[i32]>,
     timeout: Duration,
 ) -> Result<BTreeMap<String, Baseline>, String> {
+    Ok(read_snapshots(brokers, extra, key, partitions, timeout)?
+        .into_iter()
+        .filter_map(|(k, (b, _))| Some((k, b?)))
+        .collect())
+}
+
+/// [`read_latest`], with tombstones as `None` and, per workload, whether a
+/// refused record came after the one returned.
+fn read_snapshots(
+    brokers: &str,
+    extra: &BTreeMap<String, String>,
+    key: Option<&Key>,
+    partitions: Option<&[i32]>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, (Option<Baseline>, bool)>, String> {
     let mut config = client(brokers, &[], extra);
     config
         .set("group.id", "glasshouse-baseline-reader")
@@ -189,7 +246,7 @@ pub fn read_latest(
             ends.insert(p, high);
         }
     }
-    let mut latest: BTreeMap<String, Option<Baseline>> = BTreeMap::new();
+    let mut latest: BTreeMap<String, (Option<Baseline>, bool)> = BTreeMap::new();
     if !ends.is_empty() {
         consumer
             .assign(&tpl)
@@ -218,22 +275,44 @@ pub fn read_latest(
         if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&m.partition());
         }
-        let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+        let Some(raw_key) = m.key() else {
             continue;
         };
-        match m.payload() {
-            None | Some([]) => {
-                latest.insert(key, None);
+        let workload = String::from_utf8_lossy(raw_key).into_owned();
+        let payload = m.payload().unwrap_or_default();
+        let checked = match key {
+            None => Ok(()),
+            Some(k) => {
+                let signature = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == sign::HEADER))
+                    .and_then(|h| h.value);
+                k.verify(TOPIC_BASELINES, raw_key, payload, signature)
+                    .map_err(|e| e.to_string())
             }
-            Some(json) => match serde_json::from_slice::<Baseline>(json) {
-                Ok(b) => {
-                    latest.insert(key, Some(b));
-                }
-                Err(error) => {
-                    tracing::warn!(workload = key, %error, offset = m.offset(), "unreadable baseline snapshot, skipped");
-                }
-            },
+        };
+        let decoded = checked.and_then(|()| match payload {
+            [] => Ok(None),
+            json => serde_json::from_slice::<Baseline>(json)
+                .map(Some)
+                .map_err(|e| format!("does not decode: {e}")),
+        });
+        match decoded {
+            Ok(b) => {
+                latest.insert(workload, (b, false));
+            }
+            Err(error) => {
+                SNAPSHOTS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    workload = %crate::escape::terminal(&workload),
+                    %error,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "baseline snapshot refused, the one before it stays"
+                );
+                latest.entry(workload).or_insert((None, false)).1 = true;
+            }
         }
     }
-    Ok(latest.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+    Ok(latest)
 }

@@ -797,4 +797,27 @@ mod tests {
             lines[1]
         );
     }
+
+    #[test]
+    fn long_container_strings_are_cut_at_the_bound() {
+        let mut out = Vec::new();
+        let mut v = View::new(&mut out);
+        let at = "n".repeat(escape::MAX_FIELD);
+        v.show(&Row {
+            container_name: Some(at.as_str().into()),
+            path: Some(format!("/{}", "p".repeat(4 << 20)).into()),
+            argv: vec!["x".into(), "A".repeat(8 << 20).into()],
+            ..row()
+        })
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        // A name of exactly the bound is whole; the path and argv are cut.
+        assert!(lines[0].contains(&format!(" {at}  image=")), "{}", &lines[0][..80]);
+        assert!(!lines[0].contains("truncated"));
+        assert!(lines[1].len() < 3 * escape::MAX_FIELD + 200, "{}", lines[1].len());
+        assert!(lines[1].contains(&format!("…[truncated {} bytes]  x ", (4 << 20) + 1 - escape::MAX_FIELD)));
+        assert!(lines[1].ends_with(&format!("…[truncated {} bytes]", (8 << 20) + 2 - escape::MAX_FIELD)));
+    }
 }

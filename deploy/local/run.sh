@@ -80,6 +80,10 @@ wait_port 50051 aggregator
 if [[ ! -s "$STATE/sql-password" ]]; then
   (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE/sql-password")
 fi
+# The control key that signs operator commands (control_key_file).
+if [[ ! -s "$STATE/control-key" ]]; then
+  (umask 077; head -c 32 /dev/urandom | base64 >"$STATE/control-key")
+fi
 # In the state directory: the lake and the password file are relative to it.
 (cd "$STATE" && exec setsid "$BIN/glasshouse-analyzer" --config "$REPO/deploy/local/analyzer.toml") 2>"$LOGS/analyzer.log" &
 PIDS[analyzer]=$!
@@ -93,6 +97,8 @@ cat >&2 <<MSG
     SQL over the telemetry (lake in $STATE/lake), password in $STATE/sql-password:
       PGPASSWORD=\$(cat $STATE/sql-password) psql -h 127.0.0.1 -p 5433 -U glasshouse glasshouse
       $BIN/glasshouse sql --token-file $STATE/sql-password "SELECT * FROM containers"
+    Baselines (commands are signed with the control key):
+      $BIN/glasshouse --control-key-file $STATE/control-key baselines list
     Try, in another terminal:
       podman run --rm localhost/glasshouse-test:latest /bin/sh -c 'id; ls /; cat /etc/passwd'
     Containers and what they execute appear below. Ctrl-C stops everything.

@@ -18,11 +18,20 @@ use glasshouse_tests::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// The control key of the analyzers and the CLI (commands are signed).
+fn control_key() -> anyhow::Result<String> {
+    let path = std::env::temp_dir().join(format!("gh-baselines-control-key-{}", std::process::id()));
+    std::fs::write(&path, "YmFzZWxpbmVzIHRlc3QgY29udHJvbCBrZXksIDMyIGJ5dGVzKw==\n")?;
+    Ok(path.to_str().context("temp path")?.to_owned())
+}
+
 fn analyzer_config(brokers: &str, metrics: u16) -> anyhow::Result<glasshouse_analyzer::Config> {
+    let key = control_key()?;
     Ok(glasshouse_proto::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"baselines-e2e\"\nview = false\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
+             control_key_file = \"{key}\"\n\
              [topics]\npartitions = 3\n\
              [analysis]\nstartup_secs = 2\nmin_learning_secs = 15\nmin_events = 20\nmax_novelty = 0.05\n\
              novelty_window_secs = 5\ncheckpoint_ms = 1000"
@@ -120,7 +129,10 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
         );
 
         // Lock: applied by the analyzer, visible as a new version.
-        let locked = cli(&brokers, &["baselines", "lock", &workload])?;
+        let locked = cli(
+            &brokers,
+            &["baselines", "lock", &workload, "--control-key-file", &control_key()?],
+        )?;
         ensure!(locked.contains("(locked)"), "{locked}");
         let version: u64 = locked
             .split("version ")
@@ -177,14 +189,20 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
         let file = tempfile::NamedTempFile::new()?;
         let path = file.path().to_str().context("temp path")?.to_owned();
         cli(&brokers, &["baselines", "export", &workload, "-o", &path])?;
-        let reset = cli(&brokers, &["baselines", "reset", &workload])?;
+        let reset = cli(
+            &brokers,
+            &["baselines", "reset", &workload, "--control-key-file", &control_key()?],
+        )?;
         ensure!(reset.contains("(learning)"), "{reset}");
         let show = cli(&brokers, &["baselines", "show", &workload])?;
         ensure!(
             !show.contains("/bin/busybox (sleep)") || show.contains("state learning"),
             "{show}"
         );
-        let imported = cli(&brokers, &["baselines", "import", &path])?;
+        let imported = cli(
+            &brokers,
+            &["baselines", "import", &path, "--control-key-file", &control_key()?],
+        )?;
         ensure!(imported.contains("(locked)"), "{imported}");
         let show = cli(&brokers, &["baselines", "show", &workload])?;
         ensure!(

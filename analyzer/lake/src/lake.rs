@@ -175,13 +175,29 @@ impl Lake {
         Ok(lake)
     }
 
-    /// Writes one object.
+    /// Writes one object. On a local directory, the file is made 0600 and
+    /// the folders up to the lake's root 0700: telemetry is for the
+    /// analyzer's user only (object_store creates them with the umask's
+    /// 0644/0755; the root itself is 0700 from the start, so nobody else can
+    /// reach them in between).
     async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), LakeError> {
         self.store
             .put(path, PutPayload::from(bytes))
             .await
             .map(drop)
-            .map_err(storage_error(path))
+            .map_err(storage_error(path))?;
+        if self.store_url.starts_with("file:") {
+            let file = std::path::PathBuf::from(format!("/{path}"));
+            let root = std::path::PathBuf::from(format!("/{}", self.root));
+            private(&file, &root).map_err(|e| LakeError::Location {
+                location: file.display().to_string(),
+                source: object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                },
+            })?;
+        }
+        Ok(())
     }
 
     /// Reads one object whole.
@@ -570,18 +586,40 @@ fn task_error(e: tokio::task::JoinError) -> LakeError {
     LakeError::Arrow(datafusion::arrow::error::ArrowError::ExternalError(Box::new(e)))
 }
 
+/// Makes `file` 0600 and its folders up to `root` (excluded) 0700.
+fn private(file: &std::path::Path, root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    let mut dir = file.parent();
+    while let Some(d) = dir
+        && d.starts_with(root)
+        && d != root
+    {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let location = config.location.as_str();
     if let Some(rest) = location.strip_prefix("s3://") {
         return open_s3(config, rest).await;
     }
-    std::fs::create_dir_all(location).map_err(|e| LakeError::Location {
-        location: location.into(),
-        source: object_store::Error::Generic {
-            store: "local",
-            source: Box::new(e),
-        },
-    })?;
+    // The root is private before anything is written under it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(location)
+        .and_then(|()| std::fs::set_permissions(location, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| LakeError::Location {
+            location: location.into(),
+            source: object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            },
+        })?;
     let abs = std::fs::canonicalize(location).map_err(|e| LakeError::Location {
         location: location.into(),
         source: object_store::Error::Generic {

@@ -399,3 +399,34 @@ async fn a_tail_of_large_rows_is_flushed_by_bytes() -> anyhow::Result<()> {
     anyhow::ensure!(lake.tail_rows("process_events") == 0);
     Ok(())
 }
+
+/// Telemetry on disk is for the analyzer's user only: the lake's root and
+/// every folder under it 0700, every file 0600, after flushes and a compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_files_are_private() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("lake");
+    let lake = fixture_lake(&root).await?;
+    lake.compact().await?;
+    let mode = |p: &std::path::Path| -> anyhow::Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    anyhow::ensure!(mode(&root)? == 0o700, "root {:o}", mode(&root)?);
+    let (mut files, mut dirs) = (0, 0);
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                anyhow::ensure!(mode(&path)? == 0o700, "{} is {:o}", path.display(), mode(&path)?);
+                dirs += 1;
+                stack.push(path);
+            } else {
+                anyhow::ensure!(mode(&path)? == 0o600, "{} is {:o}", path.display(), mode(&path)?);
+                files += 1;
+            }
+        }
+    }
+    anyhow::ensure!(files >= 3 && dirs >= 3, "{files} files, {dirs} folders");
+    println!("lake: {files} files 0600, {dirs} folders 0700");
+    Ok(())
+}

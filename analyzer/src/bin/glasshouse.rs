@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use glasshouse_analyzer::baseline::Baseline;
+use glasshouse_analyzer::sign::Key;
 use glasshouse_analyzer::{cli, control};
 use glasshouse_proto::service;
 
@@ -15,6 +16,11 @@ struct Cli {
     /// Kafka bootstrap servers.
     #[arg(long, global = true, default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// The analyzers' control key (`control_key_file`): signs operator
+    /// commands, checks baselines and alerts. Without it, the
+    /// GLASSHOUSE_CONTROL_KEY_FILE environment variable.
+    #[arg(long, global = true)]
+    control_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -150,24 +156,30 @@ fn fail(message: String) -> ! {
     std::process::exit(1)
 }
 
-async fn read_baselines(brokers: &str) -> std::collections::BTreeMap<String, Baseline> {
+async fn read_baselines(brokers: &str, key: Option<&Key>) -> std::collections::BTreeMap<String, Baseline> {
     let brokers = brokers.to_owned();
-    match tokio::task::spawn_blocking(move || control::read_baselines(&brokers, Duration::from_secs(15))).await {
+    let key = key.cloned();
+    match tokio::task::spawn_blocking(move || control::read_baselines(&brokers, key.as_ref(), Duration::from_secs(15)))
+        .await
+    {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => fail(e),
         Err(e) => fail(e.to_string()),
     }
 }
 
-async fn one_baseline(brokers: &str, workload: &str) -> Baseline {
-    read_baselines(brokers)
+async fn one_baseline(brokers: &str, key: Option<&Key>, workload: &str) -> Baseline {
+    read_baselines(brokers, key)
         .await
         .remove(workload)
         .unwrap_or_else(|| fail(format!("no baseline of workload {workload:?} on the baselines topic")))
 }
 
-async fn send_command(brokers: &str, workload: &str, name: &str, baseline: Option<Baseline>) {
-    match control::send(brokers, workload, name, baseline, Duration::from_secs(30)).await {
+async fn send_command(brokers: &str, key: Option<&Key>, workload: &str, name: &str, baseline: Option<Baseline>) {
+    let Some(key) = key else {
+        fail("analyzers apply only signed commands: pass --control-key-file (or set GLASSHOUSE_CONTROL_KEY_FILE) with the analyzers' control_key_file".into());
+    };
+    match control::send(brokers, key, workload, name, baseline, Duration::from_secs(30)).await {
         Ok(b) => println!(
             "{name}: {} is now version {} ({})",
             glasshouse_analyzer::escape::terminal(workload),
@@ -184,6 +196,11 @@ async fn main() {
     let cli = Cli::parse();
     let cancel = service::shutdown_on_signals();
     let brokers = cli.brokers;
+    let key_file = cli
+        .control_key_file
+        .or_else(|| std::env::var_os("GLASSHOUSE_CONTROL_KEY_FILE").map(PathBuf::from));
+    let key = key_file.map(|f| Key::from_file(&f).unwrap_or_else(|e| fail(e.to_string())));
+    let key = key.as_ref();
     match cli.command {
         Command::Watch { from_beginning } => {
             service::exit_on_error(
@@ -193,19 +210,22 @@ async fn main() {
         Command::Alerts {
             command: AlertsCommand::Tail { json, from_beginning },
         } => {
-            let shown = cli::alerts_tail(&brokers, json, from_beginning, std::io::stdout(), cancel).await;
+            let shown = cli::alerts_tail(&brokers, key, json, from_beginning, std::io::stdout(), cancel).await;
             service::exit_on_error(shown.map_err(std::io::Error::other));
         }
         Command::Baselines { command } => match command {
             BaselinesCommand::List => {
-                let all = read_baselines(&brokers).await;
+                let all = read_baselines(&brokers, key).await;
                 print!("{}", cli::baselines_table(&all.values().collect::<Vec<_>>()));
             }
             BaselinesCommand::Show { workload } => {
-                print!("{}", cli::baseline_report(&one_baseline(&brokers, &workload).await));
+                print!(
+                    "{}",
+                    cli::baseline_report(&one_baseline(&brokers, key, &workload).await)
+                );
             }
             BaselinesCommand::Export { workload, output } => {
-                let b = one_baseline(&brokers, &workload).await;
+                let b = one_baseline(&brokers, key, &workload).await;
                 let json = serde_json::to_string_pretty(&b).unwrap_or_else(|e| fail(e.to_string()));
                 let json = cli::ascii_json(&json);
                 match output {
@@ -219,11 +239,11 @@ async fn main() {
                 let b: Baseline = serde_json::from_slice(&text)
                     .unwrap_or_else(|e| fail(format!("{}: not a baseline snapshot: {e}", file.display())));
                 let workload = b.workload.clone();
-                send_command(&brokers, &workload, "import", Some(b)).await;
+                send_command(&brokers, key, &workload, "import", Some(b)).await;
             }
-            BaselinesCommand::Lock { workload } => send_command(&brokers, &workload, "lock", None).await,
-            BaselinesCommand::Unlock { workload } => send_command(&brokers, &workload, "unlock", None).await,
-            BaselinesCommand::Reset { workload } => send_command(&brokers, &workload, "reset", None).await,
+            BaselinesCommand::Lock { workload } => send_command(&brokers, key, &workload, "lock", None).await,
+            BaselinesCommand::Unlock { workload } => send_command(&brokers, key, &workload, "unlock", None).await,
+            BaselinesCommand::Reset { workload } => send_command(&brokers, key, &workload, "reset", None).await,
         },
         Command::Vulns { command } => {
             use glasshouse_analyzer::vulns::cli as vulns;
