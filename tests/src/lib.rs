@@ -612,9 +612,17 @@ impl AgentProcess {
             Some(dir) => format!("spool_dir = \"{}\"", dir.display()),
             None => "spool = false".to_owned(),
         };
+        // A metrics listener off loopback (in a namespace) needs a token.
+        let token = if ip.is_loopback() {
+            String::new()
+        } else {
+            let file = config.with_extension("metrics-token");
+            std::fs::write(&file, "agent-metrics-token-of-the-test\n")?;
+            format!("metrics_token_file = \"{}\"\n", file.display())
+        };
         std::fs::write(
             &config,
-            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\n{spool}\n{extra}\n"),
+            format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\n{token}{spool}\n{extra}\n"),
         )?;
         let binary = workspace_binary("glasshouse-agent")?;
         let mut command = match &launch.netns {
@@ -672,6 +680,7 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(self.config.with_extension("metrics-token"));
     }
 }
 
