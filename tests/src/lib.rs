@@ -45,6 +45,51 @@ pub fn epoch() -> i64 {
     *EPOCH
 }
 
+/// Produces one contract message (`value`: Arrow IPC of `record_type`, with
+/// the record-type and schema-version headers, as the aggregator sends it)
+/// under `key`, retrying for 30 s while the topic does not exist yet (the
+/// analyzer creates it at start).
+pub async fn produce_record(
+    producer: &rdkafka::producer::FutureProducer,
+    record_type: glasshouse_proto::record::RecordType,
+    key: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION};
+    use rdkafka::message::{Header, OwnedHeaders};
+    let version = glasshouse_proto::SCHEMA_VERSION.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_RECORD_TYPE,
+                value: Some(record_type.name()),
+            })
+            .insert(Header {
+                key: HEADER_SCHEMA_VERSION,
+                value: Some(&version),
+            });
+        let sent = producer
+            .send(
+                rdkafka::producer::FutureRecord::to(record_type.topic())
+                    .key(key)
+                    .payload(value)
+                    .headers(headers),
+                Duration::from_secs(5),
+            )
+            .await;
+        if sent.is_ok() {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "cannot produce to {}: {sent:?}",
+            record_type.topic()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 ///
 /// Ports come from a per-process counter below the kernel's ephemeral range

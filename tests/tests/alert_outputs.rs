@@ -11,14 +11,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType, TOPIC_ALERTS};
-use glasshouse_proto::{SCHEMA_VERSION, file, ipc};
+use glasshouse_proto::record::{RecordType, TOPIC_ALERTS};
+use glasshouse_proto::{file, ipc};
 use glasshouse_tests::siem::{Rsyslog, webhook_receiver};
 use glasshouse_tests::{Broker, free_port, init_logging};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 const HOSTILE: &str = "web\n<13>1 2026-01-01T00:00:00Z forged app - - - injected\u{1b}[2J\"]\\|CEF:0|";
@@ -73,34 +73,8 @@ async fn alerts_reach_rsyslog_over_udp_and_tcp_and_a_webhook_escaped() -> anyhow
     b.append(&row);
     let value = ipc::encode(&b.finish())?;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
-    let version = SCHEMA_VERSION.to_string();
-    // The analyzer creates the topics; retry until it has.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_RECORD_TYPE,
-                value: Some(RecordType::File.name()),
-            })
-            .insert(Header {
-                key: HEADER_SCHEMA_VERSION,
-                value: Some(&version),
-            });
-        let sent = producer
-            .send(
-                FutureRecord::to(RecordType::File.topic())
-                    .key("localhost/web")
-                    .payload(&value)
-                    .headers(headers),
-                Duration::from_secs(5),
-            )
-            .await;
-        if sent.is_ok() {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "cannot produce the file event: {sent:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // The analyzer creates the topics; retried until it has.
+    glasshouse_tests::produce_record(&producer, RecordType::File, "localhost/web", &value).await?;
 
     // The alert as published on Kafka.
     let consumer: StreamConsumer = ClientConfig::new()

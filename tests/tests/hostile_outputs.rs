@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_analyzer::baseline::Baseline;
-use glasshouse_proto::record::{
-    HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL,
-};
-use glasshouse_proto::{SCHEMA_VERSION, ipc, process};
+use glasshouse_proto::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL};
+use glasshouse_proto::{ipc, process};
 use glasshouse_tests::siem::webhook_receiver;
 use glasshouse_tests::{Broker, free_port, http_get, init_logging, metric_value};
 use rdkafka::ClientConfig;
@@ -74,33 +72,7 @@ async fn produce(producer: &FutureProducer, row: &process::Row) -> anyhow::Resul
     let mut b = process::Builder::default();
     b.append(row);
     let value = ipc::encode(&b.finish())?;
-    let version = SCHEMA_VERSION.to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_RECORD_TYPE,
-                value: Some(RecordType::Process.name()),
-            })
-            .insert(Header {
-                key: HEADER_SCHEMA_VERSION,
-                value: Some(&version),
-            });
-        let sent = producer
-            .send(
-                FutureRecord::to(RecordType::Process.topic())
-                    .key(&*row.workload_id)
-                    .payload(&value)
-                    .headers(headers),
-                Duration::from_secs(5),
-            )
-            .await;
-        if sent.is_ok() {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "cannot produce the exec: {sent:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    glasshouse_tests::produce_record(producer, RecordType::Process, &row.workload_id, &value).await
 }
 
 /// The next alert of `path` on `glasshouse.alerts`, as text.
