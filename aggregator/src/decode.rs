@@ -367,6 +367,9 @@ pub struct BatchRows {
     pub gaps: RowsByWorkload<gaps::Row>,
     /// One row per container inventory.
     pub inventory: RowsByWorkload<inventory::Row>,
+    /// What the rows take once built (the sum of their `approx_bytes`, as
+    /// charged against `max_batch_bytes`): the sink's flush accounting.
+    pub bytes: usize,
 }
 
 impl BatchRows {
@@ -966,6 +969,7 @@ impl StreamTables {
             });
         }
         self.last_sequence = sequence;
+        out.bytes = budget.used;
         Ok(out)
     }
 

@@ -100,8 +100,7 @@ pub fn spawn(config: SinkConfig, producer: FutureProducer) -> (SinkHandle, tokio
 trait RecordBuilder: Default {
     type Row;
     const RECORD_TYPE: RecordType;
-    /// Appends a row; returns its approximate size in bytes.
-    fn append_row(&mut self, row: &Self::Row) -> usize;
+    fn append_row(&mut self, row: &Self::Row);
     fn has_rows(&self) -> bool;
     fn finish_batch(&mut self) -> RecordBatch;
 }
@@ -112,9 +111,8 @@ macro_rules! record_builder {
             type Row = $module::Row;
             const RECORD_TYPE: RecordType = $record_type;
 
-            fn append_row(&mut self, row: &$module::Row) -> usize {
+            fn append_row(&mut self, row: &$module::Row) {
                 self.append(row);
-                row.approx_bytes()
             }
 
             fn has_rows(&self) -> bool {
@@ -139,18 +137,18 @@ record_builder!(inventory, RecordType::Inventory);
 /// The open builders of one record type, one per workload.
 type PerWorkload<B> = HashMap<Arc<str>, B>;
 
-/// Appends groups of rows to their workloads' builders; returns (rows,
-/// approximate bytes) added.
-fn append_groups<B: RecordBuilder>(builders: &mut PerWorkload<B>, groups: RowsByWorkload<B::Row>) -> (usize, usize) {
-    let (mut count, mut bytes) = (0, 0);
+/// Appends groups of rows to their workloads' builders; returns the rows
+/// added.
+fn append_groups<B: RecordBuilder>(builders: &mut PerWorkload<B>, groups: RowsByWorkload<B::Row>) -> usize {
+    let mut count = 0;
     for (workload, group) in groups {
         let b = builders.entry(workload).or_default();
         for row in &group {
-            bytes += b.append_row(row);
+            b.append_row(row);
         }
         count += group.len();
     }
-    (count, bytes)
+    count
 }
 
 /// Finishes every non-empty builder into `out` and forgets them all.
@@ -177,7 +175,7 @@ struct Builders {
 
 impl Builders {
     /// Appends a submission's rows, of every type; returns (rows, approximate
-    /// bytes) added.
+    /// bytes) added: the bytes as the decoder charged them.
     fn append(&mut self, rows: BatchRows) -> (usize, usize) {
         let BatchRows {
             process,
@@ -187,8 +185,9 @@ impl Builders {
             resources,
             gaps,
             inventory,
+            bytes,
         } = rows;
-        [
+        let added = [
             append_groups(&mut self.process, process),
             append_groups(&mut self.network, network),
             append_groups(&mut self.file, file),
@@ -198,7 +197,8 @@ impl Builders {
             append_groups(&mut self.inventory, inventory),
         ]
         .into_iter()
-        .fold((0, 0), |(rows, bytes), (r, b)| (rows + r, bytes + b))
+        .sum();
+        (added, bytes)
     }
 
     /// Finishes every non-empty builder and forgets them all: builders of
