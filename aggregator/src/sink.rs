@@ -17,11 +17,10 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 use futures::future::join_all;
-use glasshouse_proto::record::{HEADER_PRODUCER_ID, HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
-use glasshouse_proto::{SCHEMA_VERSION, ipc};
+use glasshouse_proto::ipc;
+use glasshouse_proto::record::RecordType;
 use glasshouse_proto::{file, gaps, inventory, network, process, resources, syscalls};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot};
@@ -381,20 +380,7 @@ async fn produce(
     workload: &str,
     value: Vec<u8>,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    let version = SCHEMA_VERSION.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: HEADER_RECORD_TYPE,
-            value: Some(record_type.name()),
-        })
-        .insert(Header {
-            key: HEADER_SCHEMA_VERSION,
-            value: Some(version.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_PRODUCER_ID,
-            value: Some(producer_id),
-        });
+    let headers = glasshouse_proto::kafka::record_headers(record_type, producer_id);
     let mut record = FutureRecord::to(record_type.topic())
         .key(workload)
         .payload(&value)

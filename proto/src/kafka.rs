@@ -83,6 +83,26 @@ pub enum TopicError {
     Cancelled { brokers: String },
 }
 
+/// The headers of a record message (see the crate's topic table): its
+/// record type, this build's schema version and who produced it.
+pub fn record_headers(record_type: RecordType, producer_id: &str) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let version = crate::SCHEMA_VERSION.to_string();
+    OwnedHeaders::new()
+        .insert(Header {
+            key: crate::record::HEADER_RECORD_TYPE,
+            value: Some(record_type.name()),
+        })
+        .insert(Header {
+            key: crate::record::HEADER_SCHEMA_VERSION,
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: crate::record::HEADER_PRODUCER_ID,
+            value: Some(producer_id),
+        })
+}
+
 /// Every topic of the design with its cleanup policy.
 pub fn all_topics() -> Vec<(&'static str, bool)> {
     let mut topics: Vec<(&'static str, bool)> = RecordType::ALL.iter().map(|t| (t.topic(), t.compacted())).collect();

@@ -55,20 +55,9 @@ pub async fn produce_record(
     key: &str,
     value: &[u8],
 ) -> anyhow::Result<()> {
-    use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION};
-    use rdkafka::message::{Header, OwnedHeaders};
-    let version = glasshouse_proto::SCHEMA_VERSION.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_RECORD_TYPE,
-                value: Some(record_type.name()),
-            })
-            .insert(Header {
-                key: HEADER_SCHEMA_VERSION,
-                value: Some(&version),
-            });
+        let headers = glasshouse_proto::kafka::record_headers(record_type, "test");
         let sent = producer
             .send(
                 rdkafka::producer::FutureRecord::to(record_type.topic())
