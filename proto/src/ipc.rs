@@ -53,7 +53,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
 /// anything: arrow's reader panics on some malformed buffer layouts (arrow
 /// 60: a buffer offset past the body), so a panic while decoding is caught
 /// and returned as [`DecodeError::Malformed`] — the message is skipped, the
-/// consumer lives on (`tests/tests/hostile_input.rs` found it).
+/// consumer lives on (`tests/tests/ingest/hostile_input.rs` found it).
 pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
     check_sizes(bytes)?;
     let read = || {
@@ -79,7 +79,7 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch, DecodeError> {
 /// bytes there are, a buffer outside its body, or compressed buffers
 /// claiming more than [`MAX_DECODED_BYTES`] together. Arrow's reader
 /// allocates each of these sizes before it looks at the bytes
-/// (`tests/tests/hostile_input.rs` measures its largest allocation).
+/// (`tests/tests/ingest/hostile_input.rs` measures its largest allocation).
 ///
 /// The aggregator runs the same check on every message before producing
 /// it, so that what it acknowledges is what consumers decode. Returns the

@@ -17,6 +17,68 @@ use crate::record::{
 };
 use crate::service::Backoff;
 
+/// A client config of `brokers`: the client's `own` properties, then the
+/// operator's `properties` (`[kafka]`), which win. Every Kafka client of
+/// every process is made here.
+pub fn client(brokers: &str, own: &[(&str, &str)], properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in own {
+        c.set(*k, *v);
+    }
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Where Kafka is and how to reach it: the bootstrap servers and the
+/// operator's librdkafka properties (`[kafka]`: `security.protocol`,
+/// `ssl.*`, `sasl.*`, …), applied to every client a process or the CLI
+/// creates, after the client's own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kafka {
+    pub brokers: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Kafka {
+    pub fn new(brokers: impl Into<String>, properties: BTreeMap<String, String>) -> Kafka {
+        Kafka {
+            brokers: brokers.into(),
+            properties,
+        }
+    }
+
+    /// A client config: the bootstrap servers, the client's `own`
+    /// properties, then the operator's (which win).
+    pub fn client(&self, own: &[(&str, &str)]) -> ClientConfig {
+        client(&self.brokers, own, &self.properties)
+    }
+
+    /// Parses `KEY=VALUE` properties (the CLI's `-X`), refusing the ones a
+    /// client sets itself.
+    pub fn parse_properties(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+        let mut out = BTreeMap::new();
+        for p in pairs {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("kafka property {p:?} is not KEY=VALUE"))?;
+            if matches!(k, "bootstrap.servers" | "group.id" | "group.instance.id") {
+                return Err(format!("kafka property `{k}` is set by glasshouse, not with -X"));
+            }
+            out.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.brokers)
+    }
+}
+
 /// How topics are created when missing: the `[topics]` table of the
 /// aggregator and analyzer configs.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -141,15 +203,13 @@ pub async fn ensure_topics(
     layout: TopicLayout,
     cancel: &CancellationToken,
 ) -> Result<(), TopicError> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (k, v) in extra {
-        config.set(k, v);
-    }
-    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|source| TopicError::Client {
-        brokers: brokers.to_owned(),
-        source,
-    })?;
+    let admin: AdminClient<DefaultClientContext> =
+        client(brokers, &[], extra)
+            .create()
+            .map_err(|source| TopicError::Client {
+                brokers: brokers.to_owned(),
+                source,
+            })?;
     let topics = all_topics();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
@@ -253,5 +313,28 @@ mod tests {
         assert!(topics.contains(&(TOPIC_ADVISORIES, true)) && topics.contains(&(TOPIC_VULNERABILITIES, true)));
         assert!(topics.contains(&("glasshouse.inventory", false)));
         assert_eq!(topics.len(), RecordType::ALL.len() + 5);
+    }
+
+    #[test]
+    fn operator_properties_reach_every_client_and_win() {
+        let props =
+            Kafka::parse_properties(&["security.protocol=SASL_PLAINTEXT".into(), "sasl.mechanism=PLAIN".into()])
+                .unwrap();
+        let kafka = Kafka::new("b:9092", props);
+        let c = kafka.client(&[("security.protocol", "PLAINTEXT"), ("group.id", "g")]);
+        assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert!(
+            Kafka::parse_properties(&["x".into()])
+                .unwrap_err()
+                .contains("not KEY=VALUE")
+        );
+        assert!(
+            Kafka::parse_properties(&["group.id=x".into()])
+                .unwrap_err()
+                .contains("set by glasshouse")
+        );
     }
 }

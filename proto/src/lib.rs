@@ -9,16 +9,17 @@
 //! # Layout
 //! - [`v1`]: the `glasshouse.v1` protobuf messages and the tonic `Ingest` service
 //!   (generated from `glasshouse/v1/ingest.proto`).
-//! - [`record`]: the record types, their Kafka topics and message headers.
-//! - [`process`]: the Arrow schema of process events, a builder and a reader for it.
-//! - [`network`]: the same for TCP socket events.
-//! - [`file`]: the same for writes to sensitive files.
-//! - [`syscalls`]: the same for per-container syscall counts (with the x86_64
-//!   syscall names).
-//! - [`resources`]: the same for per-container resource samples.
-//! - [`gaps`]: the same for gaps: events the agent knows it did not report.
-//! - [`inventory`]: the same for container package inventories (lists of
-//!   packages per container).
+//! - [`record`]: the record types, their Kafka topics and message headers;
+//!   each record declared once (its columns), from which its Arrow schema,
+//!   builder and reader are generated, and the [`record::Attribution`]
+//!   columns every record starts with. Its modules, also at the top level:
+//!   - [`process`]: process events;
+//!   - [`network`]: TCP socket events;
+//!   - [`file`]: writes to sensitive files;
+//!   - [`syscalls`]: per-container syscall counts (with the x86_64 syscall names);
+//!   - [`resources`]: per-container resource samples;
+//!   - [`gaps`]: events the agent knows it did not report;
+//!   - [`inventory`]: container package inventories (lists of packages per container).
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
 //! - [`limits`]: byte budgets the agent, aggregator and consumers share.
 //! - [`listener`]: accepting connections with a cap and an idle deadline.
@@ -27,21 +28,15 @@
 //! - [`service`]: what every process shares: shutdown, config loading, backoff, logs.
 //! - `kafka` (feature `kafka`): topic layout and creation, broker wait.
 
-pub mod file;
-pub mod gaps;
-pub mod inventory;
 pub mod ipc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
-pub mod network;
-pub mod process;
 pub mod record;
-pub mod resources;
+pub use record::{file, gaps, inventory, network, process, resources, syscalls};
 pub mod service;
-pub mod syscalls;
 
 /// Generated protobuf and gRPC code of the `glasshouse.v1` package.
 #[expect(
@@ -75,10 +70,20 @@ pub mod metadata {
 ///   a change of version (a new topic: no existing schema changed).
 /// - 3: `glasshouse.process` gains `stdio_socket`; its reader still reads
 ///   version 2's process schema (the column read as false).
+/// - 4: every record starts with the nine [`record::Attribution`] columns
+///   (`event_index` and `time` of process, network and file rows, and
+///   `image_digest` of inventory rows, moved after them), and
+///   `container_id` is nullable in every record (still never null in
+///   syscalls, resources and inventory rows). Readers find columns by name
+///   and read versions 2 to 4.
+/// - 5: every record gains the attribution column `cluster` (the cluster
+///   the agent's credential binds, `""` for none); older batches read it
+///   as `""`.
 ///
 /// Consumers decide by the Arrow schema itself (each `read_rows` checks every
-/// column's name, type and nullability), not by this number alone: a message
-/// of another version whose schema for its record type is unchanged is read,
+/// column it reads by name, type and nulls; see
+/// [`record`](record#compatibility-in-one-place)), not by this number
+/// alone: a message of another version whose columns are all known is read,
 /// any other is skipped and counted, and the version is named in the log
 /// (see the analyzer's `consume`).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 5;

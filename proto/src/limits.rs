@@ -50,3 +50,9 @@ pub const MAX_BUFFERED_ROW_BYTES: usize = (MAX_DECODED_BYTES / 2) as usize;
 // consumers decode. Checked when the crate compiles.
 const _: () = assert!(AGENT_BATCH_BYTES < MIN_BATCH_BYTES);
 const _: () = assert!(MIN_BATCH_BYTES + (8 << 20) <= MAX_BUFFERED_ROW_BYTES);
+
+/// Most packages in one container inventory: the agent reports at most
+/// this many (and says so), the aggregator refuses an inventory with more
+/// (a large distribution image holds a few thousand; language lockfiles add
+/// some thousands more).
+pub const MAX_INVENTORY_PACKAGES: usize = 100_000;

@@ -1,23 +1,15 @@
 //! Arrow schema of `glasshouse.syscalls` records: one row per (container,
 //! interval, syscall): how often the processes of one container entered one
 //! system call during one sampling interval of the agent (counted in a kernel
-//! map, never one event per call). Attributed like [`crate::process`] rows,
-//! whose identity and attribution columns it shares, except that a profile
-//! always names a container (host processes are not profiled) and carries no
+//! map, never one event per call). Attributed like every record, except
+//! that a profile always names a container (host processes are not profiled) and carries no
 //! event index: `agent_id`, `boot_id`, `container_id`, `start` and `nr`
 //! identify a row, and a re-sent batch repeats them (with its `batch_seq`).
 //!
+//! The [`Attribution`] columns (`container_id` never null), then:
+//!
 //! | column | type | meaning |
 //! |---|---|---|
-//! | `agent_id` | utf8 | agent that sampled the counts |
-//! | `boot_id` | uint64 | agent process start the profile belongs to |
-//! | `batch_seq` | uint64 | sequence of the agent batch that carried it |
-//! | `host` | utf8 | host name of the agent |
-//! | `container_id` | utf8 | full runtime container id (never null) |
-//! | `container_name` | utf8, nullable | runtime name |
-//! | `image` | utf8, nullable | image reference the container was started from |
-//! | `image_id` | utf8, nullable | image id / digest |
-//! | `workload_id` | utf8 | key baselines are learned under; also the Kafka message key |
 //! | `start` | timestamp(ns, UTC) | start of the interval (inclusive) |
 //! | `end` | timestamp(ns, UTC) | end of the interval (exclusive); never before `start` |
 //! | `arch` | utf8 | architecture the syscall numbers belong to (`x86_64`, `aarch64`, as the agent reports it) |
@@ -25,15 +17,11 @@
 //! | `name` | utf8, nullable | the syscall's name for `arch` = `x86_64` (from Linux's `arch/x86/entry/syscalls/syscall_64.tbl`, numbers 0 to 461, see [`x86_64_name`]); null for other architectures and numbers outside the table |
 //! | `count` | uint64 | times the container's processes entered the syscall during the interval (the agent sends only non-zero counts) |
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use arrow_array::builder::{StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder};
-use arrow_array::cast::AsArray;
-use arrow_array::types::{TimestampNanosecondType, UInt32Type, UInt64Type};
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
-
-pub use crate::process::Str;
+pub use super::Attribution;
+pub use super::column::Str;
+use super::column::Time;
 
 /// The `arch` value whose syscall numbers [`name`] knows.
 pub const ARCH_X86_64: &str = "x86_64";
@@ -41,42 +29,40 @@ pub const ARCH_X86_64: &str = "x86_64";
 /// Highest x86_64 syscall number in [`x86_64_name`]'s table.
 pub const X86_64_MAX_NR: u32 = 461;
 
-/// One syscall count of one container over one interval, attributed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub agent_id: Str,
-    pub boot_id: u64,
-    pub batch_seq: u64,
-    pub host: Str,
-    pub container_id: Str,
-    pub container_name: Option<Str>,
-    pub image: Option<Str>,
-    pub image_id: Option<Str>,
-    pub workload_id: Str,
-    /// The interval: [start, end) in Unix nanoseconds.
-    pub start_unix_ns: i64,
-    pub end_unix_ns: i64,
-    pub arch: Str,
-    pub nr: u32,
-    /// The syscall's name when known (see [`name`]).
-    pub name: Option<Str>,
-    pub count: u64,
+crate::columns! {
+    builder: RowBuilder, reader: RowReader;
+
+    /// One syscall count of one container over one interval, attributed.
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    pub struct Row {
+        /// Always names a container.
+        pub attribution: Attribution,
+        /// The interval: [start, end) in Unix nanoseconds.
+        pub start_unix_ns: i64 => "start" as Time,
+        pub end_unix_ns: i64 => "end" as Time,
+        pub arch: Str,
+        pub nr: u32,
+        /// The syscall's name when known (see [`name`]).
+        pub name: Option<Str>,
+        pub count: u64,
+    }
 }
 
+crate::record!(crate::record::RecordType::Syscalls);
+
 impl Row {
-    /// Approximate bytes this row takes in Arrow builders (for flush-by-size).
-    pub fn approx_bytes(&self) -> usize {
-        let opt = |s: &Option<Str>| s.as_ref().map_or(0, |s| s.len() + 4);
-        80 + self.agent_id.len()
-            + self.host.len()
-            + self.container_id.len()
-            + opt(&self.container_name)
-            + opt(&self.image)
-            + opt(&self.image_id)
-            + self.workload_id.len()
-            + self.arch.len()
-            + 4
-            + opt(&self.name)
+    /// 1234 `openat` calls in ten seconds of [`Attribution::sample`]'s
+    /// container, for tests and benchmarks.
+    pub fn sample() -> Row {
+        Row {
+            attribution: Attribution::sample(),
+            start_unix_ns: 1_700_000_000_000_000_000,
+            end_unix_ns: 1_700_000_010_000_000_000,
+            arch: ARCH_X86_64.into(),
+            nr: 257,
+            name: Some("openat".into()),
+            count: 1234,
+        }
     }
 }
 
@@ -89,178 +75,6 @@ pub fn name(arch: &str, nr: u32) -> Option<Str> {
         return None;
     }
     X86_64.get(usize::try_from(nr).ok()?).cloned().flatten()
-}
-
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    let u32f = |name: &str| Field::new(name, DataType::UInt32, false);
-    let u64f = |name: &str| Field::new(name, DataType::UInt64, false);
-    let time = |name: &str| {
-        Field::new(
-            name,
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        )
-    };
-    Arc::new(Schema::new(vec![
-        utf8("agent_id", false),
-        u64f("boot_id"),
-        u64f("batch_seq"),
-        utf8("host", false),
-        utf8("container_id", false),
-        utf8("container_name", true),
-        utf8("image", true),
-        utf8("image_id", true),
-        utf8("workload_id", false),
-        time("start"),
-        time("end"),
-        utf8("arch", false),
-        u32f("nr"),
-        utf8("name", true),
-        u64f("count"),
-    ]))
-});
-
-/// The schema of `glasshouse.syscalls` batches.
-pub fn schema() -> SchemaRef {
-    SCHEMA.clone()
-}
-
-/// Appends [`Row`]s column by column.
-#[derive(Debug)]
-pub struct Builder {
-    agent_id: StringBuilder,
-    boot_id: UInt64Builder,
-    batch_seq: UInt64Builder,
-    host: StringBuilder,
-    container_id: StringBuilder,
-    container_name: StringBuilder,
-    image: StringBuilder,
-    image_id: StringBuilder,
-    workload_id: StringBuilder,
-    start: TimestampNanosecondBuilder,
-    end: TimestampNanosecondBuilder,
-    arch: StringBuilder,
-    nr: UInt32Builder,
-    name: StringBuilder,
-    count: UInt64Builder,
-    rows: usize,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            agent_id: StringBuilder::new(),
-            boot_id: UInt64Builder::new(),
-            batch_seq: UInt64Builder::new(),
-            host: StringBuilder::new(),
-            container_id: StringBuilder::new(),
-            container_name: StringBuilder::new(),
-            image: StringBuilder::new(),
-            image_id: StringBuilder::new(),
-            workload_id: StringBuilder::new(),
-            start: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            end: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            arch: StringBuilder::new(),
-            nr: UInt32Builder::new(),
-            name: StringBuilder::new(),
-            count: UInt64Builder::new(),
-            rows: 0,
-        }
-    }
-}
-
-impl Builder {
-    /// Rows appended since the last [`Builder::finish`].
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    pub fn append(&mut self, row: &Row) {
-        self.agent_id.append_value(&row.agent_id);
-        self.boot_id.append_value(row.boot_id);
-        self.batch_seq.append_value(row.batch_seq);
-        self.host.append_value(&row.host);
-        self.container_id.append_value(&row.container_id);
-        self.container_name.append_option(row.container_name.as_deref());
-        self.image.append_option(row.image.as_deref());
-        self.image_id.append_option(row.image_id.as_deref());
-        self.workload_id.append_value(&row.workload_id);
-        self.start.append_value(row.start_unix_ns);
-        self.end.append_value(row.end_unix_ns);
-        self.arch.append_value(&row.arch);
-        self.nr.append_value(row.nr);
-        self.name.append_option(row.name.as_deref());
-        self.count.append_value(row.count);
-        self.rows += 1;
-    }
-
-    /// Builds the batch and resets the builder.
-    pub fn finish(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.agent_id.finish()),
-            Arc::new(self.boot_id.finish()),
-            Arc::new(self.batch_seq.finish()),
-            Arc::new(self.host.finish()),
-            Arc::new(self.container_id.finish()),
-            Arc::new(self.container_name.finish()),
-            Arc::new(self.image.finish()),
-            Arc::new(self.image_id.finish()),
-            Arc::new(self.workload_id.finish()),
-            Arc::new(self.start.finish()),
-            Arc::new(self.end.finish()),
-            Arc::new(self.arch.finish()),
-            Arc::new(self.nr.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.count.finish()),
-        ];
-        self.rows = 0;
-        // Cannot fail: every column is built above from the matching field type,
-        // non-nullable columns only receive values, and all have `rows` entries.
-        RecordBatch::try_new(schema(), columns).expect("syscalls builder matches its schema")
-    }
-}
-
-/// Reads rows back from a batch with the syscalls [`schema`] (checked first).
-pub fn read_rows(batch: &RecordBatch) -> Result<Vec<Row>, ArrowError> {
-    if batch.schema().fields() != schema().fields() {
-        return Err(ArrowError::SchemaError(format!(
-            "not a glasshouse.syscalls batch: schema {:?}",
-            batch.schema()
-        )));
-    }
-    let str_col = |i: usize| batch.column(i).as_string::<i32>();
-    let u64_col = |i: usize| batch.column(i).as_primitive::<UInt64Type>();
-    let opt = |i: usize, row: usize| {
-        let c = str_col(i);
-        c.is_valid(row).then(|| Str::from(c.value(row)))
-    };
-    let start = batch.column(9).as_primitive::<TimestampNanosecondType>();
-    let end = batch.column(10).as_primitive::<TimestampNanosecondType>();
-    let nr = batch.column(12).as_primitive::<UInt32Type>();
-    Ok((0..batch.num_rows())
-        .map(|r| Row {
-            agent_id: str_col(0).value(r).into(),
-            boot_id: u64_col(1).value(r),
-            batch_seq: u64_col(2).value(r),
-            host: str_col(3).value(r).into(),
-            container_id: str_col(4).value(r).into(),
-            container_name: opt(5, r),
-            image: opt(6, r),
-            image_id: opt(7, r),
-            workload_id: str_col(8).value(r).into(),
-            start_unix_ns: start.value(r),
-            end_unix_ns: end.value(r),
-            arch: str_col(11).value(r).into(),
-            nr: nr.value(r),
-            name: opt(13, r),
-            count: u64_col(14).value(r),
-        })
-        .collect())
 }
 
 /// The name of x86_64 syscall `nr`, as in Linux's
@@ -650,36 +464,25 @@ pub fn x86_64_name(nr: u32) -> Option<&'static str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ipc;
+    use arrow_array::{Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     pub(crate) fn sample_row() -> Row {
-        Row {
-            agent_id: "host-a".into(),
-            boot_id: 7,
-            batch_seq: 3,
-            host: "host-a".into(),
-            container_id: "41ee3b278ccc".into(),
-            container_name: Some("web-1".into()),
-            image: Some("localhost/glasshouse-test:latest".into()),
-            image_id: Some("sha256:3c44".into()),
-            workload_id: "localhost/glasshouse-test".into(),
-            start_unix_ns: 1_700_000_000_000_000_000,
-            end_unix_ns: 1_700_000_010_000_000_000,
-            arch: ARCH_X86_64.into(),
-            nr: 257,
-            name: Some("openat".into()),
-            count: 1234,
-        }
+        Row::sample()
     }
 
     /// An aarch64 profile: numbers without names; a container without name,
     /// image or image id.
     fn aarch64_row() -> Row {
         Row {
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "container:41ee3b278ccc".into(),
+            attribution: Attribution {
+                container_name: None,
+                image: None,
+                image_id: None,
+                workload_id: "container:41ee3b278ccc".into(),
+                ..Attribution::sample()
+            },
             arch: "aarch64".into(),
             nr: 56,
             name: None,
@@ -690,42 +493,13 @@ pub(crate) mod tests {
 
     #[test]
     fn rows_round_trip_through_a_batch_and_ipc() {
-        let mut b = Builder::default();
         let rows = vec![sample_row(), aarch64_row()];
-        for r in &rows {
-            b.append(r);
-        }
-        assert_eq!(b.len(), 2);
-        let batch = b.finish();
-        assert!(b.is_empty());
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(read_rows(&batch).unwrap(), rows);
-
-        let back = ipc::decode(&ipc::encode(&batch).unwrap()).unwrap();
-        assert_eq!(back, batch);
-        assert_eq!(read_rows(&back).unwrap(), rows);
+        let back = crate::record::testing::round_trip(&rows);
         assert_eq!(back.column_by_name("name").unwrap().null_count(), 1);
         assert_eq!(back.column_by_name("container_id").unwrap().null_count(), 0);
-        let names: Vec<_> = back.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(
-            names,
-            [
-                "agent_id",
-                "boot_id",
-                "batch_seq",
-                "host",
-                "container_id",
-                "container_name",
-                "image",
-                "image_id",
-                "workload_id",
-                "start",
-                "end",
-                "arch",
-                "nr",
-                "name",
-                "count"
-            ]
+            crate::record::testing::own_columns::<Row>(),
+            ["start", "end", "arch", "nr", "name", "count"]
         );
     }
 
@@ -794,7 +568,10 @@ pub(crate) mod tests {
     fn approx_bytes_grows_with_the_strings() {
         let short = sample_row();
         let long = Row {
-            container_name: Some("w".repeat(105).into()),
+            attribution: Attribution {
+                container_name: Some("w".repeat(105).into()),
+                ..Attribution::sample()
+            },
             ..sample_row()
         };
         assert_eq!(long.approx_bytes() - short.approx_bytes(), 100);
@@ -804,11 +581,7 @@ pub(crate) mod tests {
     fn foreign_schemas_are_refused() {
         let other = RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)])));
         assert!(read_rows(&other).is_err());
-        let mut file = crate::file::Builder::default();
-        file.append(&crate::file::tests::sample_row());
-        assert!(read_rows(&file.finish()).is_err());
-        let mut resources = crate::resources::Builder::default();
-        resources.append(&crate::resources::tests::sample_row());
-        assert!(read_rows(&resources.finish()).is_err());
+        assert!(read_rows(&crate::record::testing::batch_of(&crate::file::Row::sample())).is_err());
+        assert!(read_rows(&crate::record::testing::batch_of(&crate::resources::Row::sample())).is_err());
     }
 }
