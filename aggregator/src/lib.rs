@@ -18,7 +18,9 @@
 //! - [`config`]: the TOML config.
 //! - [`internal_events`]: our own metrics, one function per notable event.
 //! - [`decode`]: wire batch → rows (events, syscall counts, resource samples,
-//!   gaps), with the per-stream string/container tables.
+//!   gaps, inventories), with the per-stream string/container tables; a
+//!   cursor does the time chains, budget and attribution once, one function
+//!   per event family the rest.
 //! - [`sink`]: Arrow batching and the Kafka producer.
 //! - [`service`]: the `Ingest` gRPC service and error classification.
 
@@ -235,7 +237,13 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     }
     health_on_shutdown.abort();
     if let Some(m) = metrics {
-        // Ignored result: the endpoint stops with `cancel`.
+        // The endpoint stops with `cancel`; a dead sink is no shutdown
+        // signal, so then it is stopped here (or the process would never
+        // exit: found by `ingest_refusals::an_unbuildable_batch_…`).
+        if died.is_some() {
+            m.abort();
+        }
+        // Ignored result: stopped or aborted.
         let _ = m.await;
     }
     tracing::info!("aggregator stopped");

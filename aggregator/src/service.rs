@@ -24,6 +24,10 @@ use crate::sink::{SinkError, SinkHandle};
 /// this the stream stops reading (backpressure to the agent).
 const MAX_IN_FLIGHT: usize = 32;
 
+/// Longest agent id, host name or cluster a hello may claim: a DNS name's
+/// length, so that every host name is accepted.
+pub const MAX_HELLO_FIELD: usize = 253;
+
 /// Every way a stream can fail, classified once into a gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -35,8 +39,9 @@ pub enum StreamError {
     Sink(#[from] SinkError),
     #[error("aggregator shutting down")]
     ShuttingDown,
-    #[error("token of agent {authenticated:?} used by a hello claiming {claimed:?}")]
-    Impersonation { authenticated: String, claimed: String },
+    /// The hello claims an agent, host or cluster its credential does not bind.
+    #[error("{0}")]
+    Impersonation(String),
     /// A frame that does not decode (bad protobuf, bad compression flag,
     /// truncated) or is over `max_message_bytes`: tonic's own status.
     #[error("malformed frame: {}", .0.message())]
@@ -60,7 +65,7 @@ impl StreamError {
                 Code::OutOfRange | Code::ResourceExhausted => Code::ResourceExhausted,
                 _ => Code::InvalidArgument,
             },
-            StreamError::Impersonation { .. } => Code::PermissionDenied,
+            StreamError::Impersonation(_) => Code::PermissionDenied,
             StreamError::Decode(
                 DecodeError::TooManyEvents { .. }
                 | DecodeError::TooManyStrings { .. }
@@ -79,7 +84,7 @@ impl StreamError {
     pub fn refusal_reason(&self) -> Option<&'static str> {
         Some(match self {
             StreamError::Protocol(_) => "protocol",
-            StreamError::Impersonation { .. } => "impersonation",
+            StreamError::Impersonation(_) => "impersonation",
             StreamError::MalformedFrame(status) => match status.code() {
                 Code::OutOfRange | Code::ResourceExhausted => "too_large",
                 _ => "malformed",
@@ -161,7 +166,7 @@ impl Ingest for IngestService {
         let from_certificate = request.peer_certs().and_then(|certs| {
             certs
                 .first()
-                .and_then(|c| crate::auth::agent_of_certificate(c.as_ref()))
+                .and_then(|c| crate::auth::identity_of_certificate(c.as_ref()))
         });
         let authenticated = match (from_certificate, &self.tokens) {
             (Some(agent), _) => Some(agent),
@@ -181,7 +186,7 @@ impl Ingest for IngestService {
             }
             (None, None) => None,
         };
-        if let Some(agent) = &authenticated
+        if let Some(agent) = authenticated.as_ref().map(|i| &i.agent)
             && self.revoked.iter().any(|r| r == agent)
         {
             tracing::warn!(%peer, %agent, "refused revoked agent");
@@ -212,7 +217,7 @@ struct Session {
     limits: Limits,
     sink: SinkHandle,
     shutdown: CancellationToken,
-    authenticated: Option<String>,
+    authenticated: Option<crate::auth::Identity>,
     tx: mpsc::Sender<Result<v1::AggregatorFrame, Status>>,
 }
 
@@ -258,15 +263,25 @@ impl Session {
         if hello.agent_id.is_empty() {
             return Err(StreamError::Protocol("hello without agent_id"));
         }
-        if let Some(agent) = &self.authenticated
-            && *agent != hello.agent_id
+        // Checked before they reach a log line, an error message or a row.
+        if [&hello.agent_id, &hello.hostname, &hello.cluster]
+            .iter()
+            .any(|f| f.len() > MAX_HELLO_FIELD)
         {
-            return Err(StreamError::Impersonation {
-                authenticated: agent.clone(),
-                claimed: hello.agent_id,
-            });
+            return Err(StreamError::Protocol(
+                "hello agent_id, hostname or cluster longer than 253 bytes",
+            ));
         }
-        tracing::info!(agent = %hello.agent_id, host = %hello.hostname, mode = %hello.sensor_mode, "agent connected");
+        if let Some(mismatch) = self.authenticated.as_ref().and_then(|i| i.mismatch(&hello)) {
+            return Err(StreamError::Impersonation(mismatch));
+        }
+        tracing::info!(
+            agent = %hello.agent_id,
+            host = %hello.hostname,
+            cluster = %hello.cluster,
+            mode = %hello.sensor_mode,
+            "agent connected"
+        );
         let mut tables = StreamTables::new(&hello, self.limits);
         self.send(aggregator_frame::Frame::Welcome(v1::Welcome {
             aggregator_id: self.aggregator_id.clone(),

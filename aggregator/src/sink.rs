@@ -215,6 +215,21 @@ impl Builders {
     }
 }
 
+/// Fault injection for the tests, in debug builds only (release builds do
+/// not contain it): exec rows of workload [`FAULT_UNBUILDABLE`] make
+/// appending panic, as Arrow's builders would on an overflow (the batch is
+/// refused, the sink lives on); rows of [`FAULT_SINK_DEATH`] make the sink
+/// task itself panic (health `NOT_SERVING`, the process exits non-zero).
+#[cfg(debug_assertions)]
+pub const FAULT_UNBUILDABLE: &str = "glasshouse-fault/unbuildable";
+#[cfg(debug_assertions)]
+pub const FAULT_SINK_DEATH: &str = "glasshouse-fault/sink-death";
+
+#[cfg(debug_assertions)]
+fn injected(rows: &BatchRows, workload: &str) -> bool {
+    rows.process.iter().any(|(w, _)| &**w == workload)
+}
+
 async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receiver<Submission>) {
     let mut builders = Builders::default();
     let mut waiters: Vec<oneshot::Sender<Result<(), SinkError>>> = Vec::new();
@@ -233,7 +248,17 @@ async fn run(config: SinkConfig, producer: FutureProducer, mut rx: mpsc::Receive
                     // they are dropped; this submission is refused, the
                     // others buffered with it fail and their agents re-send.
                     let rows_in = sub.rows;
-                    let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builders.append(rows_in)));
+                    #[cfg(debug_assertions)]
+                    if injected(&rows_in, FAULT_SINK_DEATH) {
+                        panic!("injected fault: the sink dies");
+                    }
+                    let appended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        #[cfg(debug_assertions)]
+                        if injected(&rows_in, FAULT_UNBUILDABLE) {
+                            panic!("injected fault: rows that cannot be built");
+                        }
+                        builders.append(rows_in)
+                    }));
                     match appended {
                         Ok((added_rows, added_bytes)) => {
                             rows += added_rows;
