@@ -13,6 +13,12 @@ pub struct Config {
     /// Stable identity of this agent. Default: the host name.
     #[serde(default = "default_agent_id")]
     pub agent_id: String,
+    /// The cluster this host belongs to, sent in the hello. The aggregator
+    /// refuses a stream whose agent id, host name or cluster differ from
+    /// what the agent's credential binds (tokens file entry, or the
+    /// certificate's common name, DNS names and first OU). Default: "" (none).
+    #[serde(default)]
+    pub cluster: String,
     /// Aggregator endpoints (`http://host:port`); the agent uses the first that
     /// answers and fails over to the next. Default: the local stack's aggregator.
     #[serde(default = "default_aggregators")]

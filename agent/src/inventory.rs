@@ -46,7 +46,7 @@ const MAX_META_BYTES: u64 = 1024 * 1024;
 /// Most entries listed in one directory.
 const MAX_DIR_ENTRIES: usize = 20_000;
 /// Most packages reported for one container (the aggregator's limit).
-const MAX_PACKAGES: usize = 100_000;
+use glasshouse_proto::limits::MAX_INVENTORY_PACKAGES as MAX_PACKAGES;
 /// Most errors reported for one container.
 const MAX_ERRORS: usize = 32;
 /// Inventories kept per (image id, fingerprint).

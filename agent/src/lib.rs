@@ -204,6 +204,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         hostname: procfs::hostname(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         sensor_mode: mode.to_owned(),
+        cluster: config.cluster.clone(),
     };
     let client_config = ClientConfig {
         endpoints: config.aggregators.clone(),
