@@ -12,6 +12,18 @@
 //! operator) changes nothing at all. Unlock returns to learning; reset
 //! starts from nothing.
 //!
+//! # Support from several hosts
+//! A feature learned while the workload ran on several hosts is *normal*
+//! only once at least `min_hosts` of them (or all, when fewer ran it)
+//! showed it ([`Baseline::supported`]): one compromised host cannot teach
+//! a fleet workload that an attack is normal. Support is counted while the
+//! baseline learns: showing it again after that, from any host, only alerts
+//! again. Until then a settled
+//! baseline scores it as new (`baseline.unconfirmed`), and every alert
+//! names the hosts that showed what it reports. A feature learned while
+//! the workload ran on one host needs only that host. A `locked` baseline
+//! is the operator's approval of all it holds.
+//!
 //! A new image version of the workload (an image id the baseline has not
 //! seen) returns a stable baseline to learning **with everything it holds**:
 //! the new version starts from the previous version's baseline.
@@ -93,6 +105,12 @@ pub struct Stats {
     pub hosts: Vec<u32>,
     #[serde(default)]
     pub more_hosts: u32,
+    /// Hosts running the workload (a replica active within the engine's
+    /// `active_secs`) when the feature was first learned: how much support
+    /// it needs (see [`Baseline::supported`]). 0 in snapshots from before it
+    /// was kept: needs one host.
+    #[serde(default)]
+    pub hosts_running: u32,
 }
 
 impl Stats {
@@ -105,15 +123,20 @@ impl Stats {
             more_replicas: 0,
             hosts: Vec::new(),
             more_hosts: 0,
+            hosts_running: 0,
         }
     }
 
-    fn record(&mut self, count: u64, time_ns: i64, replica: u32, host: u32) {
+    /// Counts one showing; the host adds to the feature's support only
+    /// while the baseline learns (`learning`).
+    fn record(&mut self, count: u64, time_ns: i64, replica: u32, host: u32, learning: bool) {
         self.count += count;
         self.first_seen_ns = self.first_seen_ns.min(time_ns);
         self.last_seen_ns = self.last_seen_ns.max(time_ns);
         add_member(&mut self.replicas, &mut self.more_replicas, replica);
-        add_member(&mut self.hosts, &mut self.more_hosts, host);
+        if learning {
+            add_member(&mut self.hosts, &mut self.more_hosts, host);
+        }
     }
 
     /// Replicas that showed the feature.
@@ -354,6 +377,42 @@ impl Baseline {
             .map_or((0, 0), |m| (m.len(), m.values().map(|s| s.count).sum()))
     }
 
+    /// Hosts that must have shown a feature for it to be normal: `min_hosts`,
+    /// or every host that ran the workload when it was learned if fewer.
+    pub fn hosts_needed(stats: &Stats, min_hosts: u32) -> u32 {
+        min_hosts.min(stats.hosts_running).max(1)
+    }
+
+    /// Whether a feature the baseline holds is normal: shown by enough
+    /// hosts, or approved by an operator (a locked baseline).
+    pub fn supported(&self, stats: &Stats, min_hosts: u32) -> bool {
+        self.state == State::Locked || stats.host_count() >= Baseline::hosts_needed(stats, min_hosts)
+    }
+
+    /// Hosts with a replica seen since `since_ns`.
+    pub fn active_hosts(&self, since_ns: i64) -> u32 {
+        let mut hosts: Vec<u32> = self
+            .replicas
+            .values()
+            .filter(|r| r.last_seen_ns >= since_ns)
+            .map(|r| r.host)
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        u32::try_from(hosts.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Names of the hosts that showed a feature (at most `n`).
+    pub fn host_names(&self, stats: &Stats, n: usize) -> Vec<String> {
+        stats
+            .hosts
+            .iter()
+            .filter_map(|&h| self.hosts.get(h as usize))
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
     /// Whether the feature is known in any phase.
     pub fn known_in_any_phase(&self, kind: Kind, value: &str) -> bool {
         [Phase::Startup, Phase::Steady, Phase::ExecIn]
@@ -443,20 +502,42 @@ impl Baseline {
     /// Returns true when the feature is new to the baseline (a change).
     /// A stable or locked baseline only updates known features.
     pub fn learn(&mut self, feature: &Feature, count: u64, by: Shower, time_ns: i64) -> bool {
+        self.learn_since(feature, count, by, time_ns, i64::MIN)
+    }
+
+    /// [`Baseline::learn`], where a new feature needs the support of the
+    /// hosts with a replica seen since `active_since_ns` (a host the
+    /// workload left long ago does not count).
+    pub fn learn_since(
+        &mut self,
+        feature: &Feature,
+        count: u64,
+        by: Shower,
+        time_ns: i64,
+        active_since_ns: i64,
+    ) -> bool {
         let learning = self.state == State::Learning;
         if self.state == State::Locked {
             return false;
         }
+        let known = self.features.get(&(feature.phase, feature.kind));
+        let new = known.is_none_or(|v| !v.contains_key(feature.value.as_str()));
+        let hosts_running = if new && learning {
+            self.active_hosts(active_since_ns)
+        } else {
+            0
+        };
         let values = self.features.entry((feature.phase, feature.kind)).or_default();
         if let Some(stats) = values.get_mut(feature.value.as_str()) {
-            stats.record(count, time_ns, by.replica, by.host);
+            stats.record(count, time_ns, by.replica, by.host, learning);
             return false;
         }
         if !learning || values.len() >= MAX_VALUES {
             return false;
         }
         let mut stats = Stats::new(time_ns);
-        stats.record(count, time_ns, by.replica, by.host);
+        stats.hosts_running = hosts_running;
+        stats.record(count, time_ns, by.replica, by.host, true);
         values.insert(feature.value.as_str().into(), stats);
         // Syscall profiles are samples, not events: they do not count
         // towards the novelty rate (new features per event).

@@ -9,14 +9,12 @@ use std::io::Write;
 use std::time::Duration;
 
 use glasshouse_proto::record::TOPIC_ALERTS;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::Baseline;
-use crate::engine::wall_ns;
 use crate::escape::terminal;
 use crate::view::timestamp;
 
@@ -68,7 +66,7 @@ pub fn alert_line(doc: &serde_json::Value) -> String {
 /// control key, an alert not signed with it (not from an analyzer) is not
 /// shown, only logged; without it every alert is shown, unchecked.
 pub async fn alerts_tail<W: Write>(
-    brokers: &str,
+    kafka: &glasshouse_proto::kafka::Kafka,
     key: Option<&crate::sign::Key>,
     json: bool,
     from_beginning: bool,
@@ -78,17 +76,16 @@ pub async fn alerts_tail<W: Write>(
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("glasshouse-alerts-tail-{}-{started_ms}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
+    let group = format!("glasshouse-alerts-tail-{}-{started_ms}", std::process::id());
+    let consumer: StreamConsumer = kafka
+        .client(&[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("topic.metadata.refresh.interval.ms", "5000"),
+            ("auto.offset.reset", if from_beginning { "earliest" } else { "latest" }),
+        ])
         .create()
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+        .map_err(|e| format!("kafka consumer for {kafka}: {e}"))?;
     consumer
         .subscribe(&[TOPIC_ALERTS])
         .map_err(|e| format!("subscribing to {TOPIC_ALERTS}: {e}"))?;
@@ -150,7 +147,7 @@ fn ago(now_ns: i64, then_ns: i64) -> String {
 
 /// `glasshouse baselines list`: one line per workload.
 pub fn baselines_table(baselines: &[&Baseline]) -> String {
-    let now = wall_ns();
+    let now = crate::clock::system_ns();
     let mut out = format!(
         "{:<40} {:<9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>7}\n",
         "WORKLOAD", "STATE", "VERSION", "EVENTS", "FEATURES", "REPLICAS", "HOSTS", "CHANGED"
@@ -177,7 +174,7 @@ pub fn baselines_table(baselines: &[&Baseline]) -> String {
 /// `glasshouse baselines show`: what one baseline holds, per phase and kind,
 /// most frequent first, and its recent changes.
 pub fn baseline_report(b: &Baseline) -> String {
-    let now = wall_ns();
+    let now = crate::clock::system_ns();
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -108,6 +108,13 @@ pub struct Analysis {
     /// Alert window: one alert per workload and finding per window, with a
     /// count; also the container score window. Default: 300.
     pub window_secs: u64,
+    /// A feature learned while the workload ran on several hosts becomes
+    /// normal only once this many of them (or all, when fewer ran it)
+    /// showed it, so one compromised host cannot teach a fleet workload
+    /// an attack; until then a stable baseline reports it as
+    /// `baseline.unconfirmed`. Locking a baseline approves all it holds.
+    /// 1 turns the rule off. Default: 2.
+    pub min_hosts: u32,
     /// Fleet scoring: a feature shown by one replica only is suspicious
     /// when the workload has at least this many active replicas. 0 or 1
     /// turns fleet scoring off. Default: 3.
@@ -152,6 +159,7 @@ impl Default for Analysis {
             container_threshold: 3.0,
             window_secs: 300,
             fleet_min_replicas: 3,
+            min_hosts: 2,
             fleet_peer_age_secs: 300,
             active_secs: 600,
             cluster_cidrs: Vec::new(),
@@ -183,6 +191,7 @@ impl Analysis {
             container_threshold: self.container_threshold,
             window_ns: s(self.window_secs),
             fleet_min_replicas: self.fleet_min_replicas,
+            min_hosts: self.min_hosts.max(1),
             fleet_peer_age_ns: s(self.fleet_peer_age_secs),
             active_ns: s(self.active_secs),
             mining_ports: self.mining_ports.clone(),

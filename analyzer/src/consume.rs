@@ -464,6 +464,7 @@ fn decode_message<H: RowHandler + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use glasshouse_proto::record::Attribution;
 
     #[test]
     fn the_topic_decides_the_record_type_and_a_header_must_agree() {
@@ -529,17 +530,17 @@ mod tests {
 
     fn process_row(exec_in: bool) -> process::Row {
         process::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                host: "h".into(),
+                container_id: Some("c0ffee".into()),
+                workload_id: "localhost/app".into(),
+                ..Default::default()
+            },
             event_index: 0,
             time_unix_ns: 1_700_000_000_000_000_000,
-            host: "h".into(),
-            container_id: Some("c0ffee".into()),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/app".into(),
             kind: process::Kind::Exec,
             pid: 7,
             ppid: 1,
@@ -606,15 +607,15 @@ mod tests {
         // A newer producer whose resources schema did not change is read.
         let mut b = resources::Builder::default();
         b.append(&resources::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            host: "h".into(),
-            container_id: "c0ffee".into(),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/app".into(),
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                host: "h".into(),
+                container_id: Some("c0ffee".into()),
+                workload_id: "localhost/app".into(),
+                ..Default::default()
+            },
             time_unix_ns: 1_700_000_000_000_000_000,
             counters: resources::Counters::default(),
         });
@@ -638,15 +639,14 @@ mod tests {
     #[test]
     fn gap_messages_are_read_from_their_topic_only() {
         let gap = gaps::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            host: "h".into(),
-            container_id: None,
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "host:h".into(),
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                host: "h".into(),
+                workload_id: "host:h".into(),
+                ..Default::default()
+            },
             start_unix_ns: 1_700_000_000_000_000_000,
             end_unix_ns: 1_700_000_001_000_000_000,
             reason: gaps::Reason::QueueFull,

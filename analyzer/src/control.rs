@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::TOPIC_CONTROL;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -120,17 +121,17 @@ pub fn parse(payload: &[u8]) -> Result<(String, Command, String), String> {
 
 /// The latest snapshot of every workload on `glasshouse.baselines`.
 pub fn read_baselines(
-    brokers: &str,
+    kafka: &Kafka,
     key: Option<&Key>,
     timeout: Duration,
 ) -> Result<BTreeMap<String, Baseline>, String> {
-    crate::store::read_latest(brokers, &BTreeMap::new(), key, None, timeout)
+    crate::store::read_latest(&kafka.brokers, &kafka.properties, key, None, timeout)
 }
 
 /// Sends a command signed with `key` and waits until a snapshot of the
 /// workload newer than the current one shows it applied; returns that snapshot.
 pub async fn send(
-    brokers: &str,
+    kafka: &Kafka,
     key: &Key,
     workload: &str,
     command: &str,
@@ -138,9 +139,9 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<Baseline, String> {
     let before = {
-        let brokers = brokers.to_owned();
+        let kafka = kafka.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || read_baselines(&brokers, Some(&key), Duration::from_secs(10)))
+        tokio::task::spawn_blocking(move || read_baselines(&kafka, Some(&key), Duration::from_secs(10)))
             .await
             .map_err(|e| e.to_string())??
     };
@@ -152,7 +153,7 @@ pub async fn send(
         workload: workload.to_owned(),
         by: format!("{user}@{}", host.trim()),
         baseline: baseline.map(Box::new),
-        at_ms: crate::engine::wall_ns() as u64 / 1_000_000,
+        at_ms: crate::clock::system_ns() as u64 / 1_000_000,
     };
     let json = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
     let signature = key.sign(TOPIC_CONTROL, workload.as_bytes(), &json);
@@ -160,10 +161,11 @@ pub async fn send(
         key: sign::HEADER,
         value: Some(&signature),
     });
-    let producer: FutureProducer = crate::store::client(brokers, &[], &BTreeMap::new())
+    let producer: FutureProducer = kafka
+        .client(&[])
         .set("message.max.bytes", MAX_MESSAGE.to_string())
         .create()
-        .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
+        .map_err(|e| format!("kafka producer for {kafka}: {e}"))?;
     producer
         .send(
             FutureRecord::to(TOPIC_CONTROL)
@@ -177,9 +179,9 @@ pub async fn send(
     let deadline = Instant::now() + timeout;
     loop {
         let now = {
-            let brokers = brokers.to_owned();
+            let kafka = kafka.clone();
             let key = key.clone();
-            tokio::task::spawn_blocking(move || read_baselines(&brokers, Some(&key), Duration::from_secs(10)))
+            tokio::task::spawn_blocking(move || read_baselines(&kafka, Some(&key), Duration::from_secs(10)))
                 .await
                 .map_err(|e| e.to_string())??
         };

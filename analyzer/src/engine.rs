@@ -11,6 +11,7 @@
 //! | baseline | feature | score |
 //! |---|---|---|
 //! | stable or locked | never seen | 1.0 (0.5 for an argument shape or new peer address of a known executable or port; 0.6 for a syscall, 0.9 for a dangerous one) |
+//! | stable | learned while the workload ran on several hosts, but shown by fewer than `min_hosts` of them | as never seen (`baseline.unconfirmed`) |
 //! | stable or locked | seen at most twice in 1,000 or more | 0.4 (rare) |
 //! | any | shown only by this replica while at least `fleet_min_replicas - 1` peers, running since before it first appeared, never did | 0.8 (fleet outlier) |
 //!
@@ -27,14 +28,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
 
 use crate::baseline::{Baseline, Map, ResourceMetric, Rules, Shower, State, short};
+use crate::clock::Clock;
 use crate::features::{self, Cidr, Feature, Kind, Phase, Phases};
 use crate::finding::{self, Anomaly, Container, Endpoint, Finding, Fleet, Process, Severity, Technique};
 use crate::ocsf;
+use crate::rules::{self, RuleHit};
 
 /// Tunables of the engine (from the `[analysis]` config table).
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ pub struct Settings {
     /// Alert deduplication window and container score window.
     pub window_ns: i64,
     pub fleet_min_replicas: usize,
+    /// Hosts that must show a feature before it is normal for a workload
+    /// (see [`crate::baseline`], "Support from several hosts").
+    pub min_hosts: u32,
     /// A peer must have been running this long before a feature appeared
     /// for its silence to count.
     pub fleet_peer_age_ns: i64,
@@ -56,25 +61,6 @@ pub struct Settings {
     pub mining_cpu_cores: f64,
     pub mining_cpu_samples: u32,
 }
-
-/// Syscalls whose first use by a stable workload is worth a finding.
-const DANGEROUS_SYSCALLS: [&str; 12] = [
-    "ptrace",
-    "mount",
-    "umount2",
-    "unshare",
-    "setns",
-    "bpf",
-    "init_module",
-    "finit_module",
-    "kexec_load",
-    "pivot_root",
-    "process_vm_writev",
-    "open_by_handle_at",
-];
-
-/// Files whose modification is account manipulation.
-const ACCOUNT_FILES: [&str; 4] = ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow"];
 
 /// Process table entries kept for lineage, across all hosts.
 const MAX_PROCESSES: usize = 262_144;
@@ -155,18 +141,19 @@ pub struct Engine {
     partition: i32,
     /// Wall clock as of the latest tick (refreshed every second).
     now_wall: i64,
+    clock: Clock,
     pub stats: EngineStats,
 }
 
-/// Now, in Unix nanoseconds.
-pub(crate) fn wall_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 impl Engine {
+    /// An engine on the system clock.
     pub fn new(settings: Settings) -> Engine {
+        Engine::with_clock(settings, Clock::system())
+    }
+
+    /// An engine whose wall clock (alert windows, forgetting silent
+    /// containers, operator changes) is `clock`.
+    pub fn with_clock(settings: Settings, clock: Clock) -> Engine {
         Engine {
             settings,
             baselines: Map::default(),
@@ -178,7 +165,8 @@ impl Engine {
             open: Map::default(),
             outbox: Vec::new(),
             partition: 0,
-            now_wall: wall_ns(),
+            now_wall: clock.now_ns(),
+            clock,
             stats: EngineStats::default(),
         }
     }
@@ -251,7 +239,7 @@ impl Engine {
 
     /// Operator command: lock, unlock or reset a workload's baseline.
     pub fn command(&mut self, workload: &str, command: Command) -> Result<u64, String> {
-        let now = wall_ns();
+        let now = self.clock.now_ns();
         if let Command::Import(b) = command {
             let mut b = *b;
             if b.workload != workload {
@@ -329,7 +317,7 @@ impl Engine {
 
     pub fn handle_process(&mut self, row: &process::Row) {
         // The process table for lineage.
-        let key = (row.host.clone(), row.pid);
+        let key = (row.attribution.host.clone(), row.pid);
         match row.kind {
             process::Kind::Exec | process::Kind::Running => {
                 if let Some(path) = &row.path {
@@ -337,7 +325,7 @@ impl Engine {
                 }
             }
             process::Kind::Fork => {
-                if let Some((exe, _)) = self.processes.get(&(row.host.clone(), row.ppid)).cloned() {
+                if let Some((exe, _)) = self.processes.get(&(row.attribution.host.clone(), row.ppid)).cloned() {
                     self.remember_process(key, exe, row.ppid);
                 }
             }
@@ -345,7 +333,7 @@ impl Engine {
                 self.processes.remove(&key);
             }
         }
-        let Some(container_id) = row.container_id.clone() else {
+        let Some(info) = Container::of(&row.attribution) else {
             return;
         };
         self.stats.events += 1;
@@ -354,19 +342,12 @@ impl Engine {
         // replayed after a restart (or lagging behind the resources topic)
         // must not inflate the next interval's fork rate.
         if row.kind == process::Kind::Fork
-            && let Some(c) = self.containers.get_mut(&container_id)
+            && let Some(c) = self.containers.get_mut(&info.id)
             && c.last_cpu.is_none_or(|(sampled, _)| row.time_unix_ns > sampled)
         {
             c.forks += u64::from(row.count);
         }
-        let info = Container {
-            id: container_id,
-            name: row.container_name.clone(),
-            image: row.image.clone(),
-            image_id: row.image_id.clone(),
-            host: row.host.clone(),
-        };
-        let first = self.container(&info, &row.workload_id, row.time_unix_ns);
+        let first = self.container(&info, &row.attribution.workload_id, row.time_unix_ns);
         let phase = self
             .settings
             .phases
@@ -376,64 +357,14 @@ impl Engine {
             return;
         }
         let ev = Event {
-            workload: row.workload_id.clone(),
+            workload: row.attribution.workload_id.clone(),
             info,
-            image_id: row.image_id.as_deref(),
+            image_id: row.attribution.image_id.as_deref(),
             time_ns: row.time_unix_ns,
             count: u64::from(row.count),
             source: Source::Process(row),
         };
-        let mut rule_findings = Vec::new();
-        if row.kind == process::Kind::Exec {
-            let path = row.path.as_deref().unwrap_or_default();
-            let shell = features::is_shell(path)
-                && (!path.ends_with("/busybox")
-                    || row.argv.first().is_some_and(|a| {
-                        let applet = a.rsplit('/').next().unwrap_or(a).trim_start_matches('-');
-                        features::is_shell(applet) && applet != "busybox"
-                    }));
-            if shell && row.stdio_socket {
-                rule_findings.push((
-                    RuleHit {
-                        rule: "rule.reverse_shell",
-                        kind: Kind::Shell,
-                        title: format!("Reverse shell: {path} runs with its input or output on a socket"),
-                        desc: "A shell whose standard input or output is a network connection: someone remote is typing into it (a reverse or bind shell).",
-                        severity: Severity::Critical,
-                        technique: finding::UNIX_SHELL,
-                        value: format!("{path} (stdio socket)"),
-                    },
-                    phase,
-                ));
-            } else if features::is_interactive_shell(path, &row.argv) {
-                rule_findings.push((
-                    RuleHit {
-                        rule: "rule.interactive_shell",
-                        kind: Kind::Shell,
-                        title: format!("Interactive shell {path} started in a workload that does not run one"),
-                        desc: "A shell without a command or script was started in the container: someone (or something) is typing commands into it.",
-                        severity: if row.exec_in { Severity::Medium } else { Severity::High },
-                        technique: finding::UNIX_SHELL,
-                        value: path.to_owned(),
-                    },
-                    phase,
-                ));
-            }
-            if row.drift {
-                rule_findings.push((
-                    RuleHit {
-                        rule: "rule.drift",
-                        kind: Kind::Drift,
-                        title: format!("Drift: {path} was not in the image and was executed"),
-                        desc: "An executable created or modified after the container started (in its writable layer, not its image) was run: typical of a downloaded tool or payload.",
-                        severity: Severity::High,
-                        technique: finding::INGRESS_TOOL_TRANSFER,
-                        value: path.to_owned(),
-                    },
-                    phase,
-                ));
-            }
-        }
+        let rule_findings = rules::process(row).into_iter().map(|h| (h, phase)).collect();
         self.evaluate(ev, feats, rule_findings);
     }
 
@@ -449,18 +380,11 @@ impl Engine {
     }
 
     pub fn handle_network(&mut self, row: &network::Row) {
-        let Some(container_id) = row.container_id.clone() else {
+        let Some(info) = Container::of(&row.attribution) else {
             return;
         };
         self.stats.events += 1;
-        let info = Container {
-            id: container_id,
-            name: row.container_name.clone(),
-            image: row.image.clone(),
-            image_id: row.image_id.clone(),
-            host: row.host.clone(),
-        };
-        let first = self.container(&info, &row.workload_id, row.time_unix_ns);
+        let first = self.container(&info, &row.attribution.workload_id, row.time_unix_ns);
         let phase = self
             .settings
             .phases
@@ -469,28 +393,14 @@ impl Engine {
         if feats.is_empty() {
             return;
         }
-        let mut hits = Vec::new();
-        if matches!(row.kind, network::Kind::Connect | network::Kind::ConnectFailed)
-            && self.settings.mining_ports.contains(&row.remote_port)
-        {
-            let peer = features::peer(row.remote_addr.as_deref().unwrap_or("?"), row.remote_port);
-            hits.push((
-                RuleHit {
-                    rule: "rule.mining.stratum_port",
-                    kind: Kind::Connect,
-                    title: format!("Connection to {peer}, a port used by cryptocurrency mining pools"),
-                    desc: "An outbound connection to a port typical of the Stratum mining protocol.",
-                    severity: Severity::High,
-                    technique: finding::RESOURCE_HIJACKING,
-                    value: row.remote_port.to_string(),
-                },
-                phase,
-            ));
-        }
+        let hits = rules::network(row, &self.settings.mining_ports)
+            .into_iter()
+            .map(|h| (h, phase))
+            .collect();
         let ev = Event {
-            workload: row.workload_id.clone(),
+            workload: row.attribution.workload_id.clone(),
             info,
-            image_id: row.image_id.as_deref(),
+            image_id: row.attribution.image_id.as_deref(),
             time_ns: row.time_unix_ns,
             count: u64::from(row.count),
             source: Source::Network(row),
@@ -499,53 +409,18 @@ impl Engine {
     }
 
     pub fn handle_file(&mut self, row: &file::Row) {
-        let Some(container_id) = row.container_id.clone() else {
+        let Some(info) = Container::of(&row.attribution) else {
             return;
         };
         self.stats.events += 1;
-        let info = Container {
-            id: container_id,
-            name: row.container_name.clone(),
-            image: row.image.clone(),
-            image_id: row.image_id.clone(),
-            host: row.host.clone(),
-        };
-        let first = self.container(&info, &row.workload_id, row.time_unix_ns);
+        let first = self.container(&info, &row.attribution.workload_id, row.time_unix_ns);
         let phase = self.settings.phases.of(false, false, first, row.time_unix_ns);
         let feats = features::of_file(row, phase);
-        let path: &str = &row.path;
-        let mut hits = Vec::new();
-        if ACCOUNT_FILES.contains(&path) {
-            hits.push((
-                RuleHit {
-                    rule: "rule.account_files",
-                    kind: Kind::File,
-                    title: format!("{path} written in a container"),
-                    desc: "The local account database was modified: a new or changed account, password or group.",
-                    severity: Severity::High,
-                    technique: finding::LOCAL_ACCOUNT,
-                    value: path.to_owned(),
-                },
-                phase,
-            ));
-        } else if path == "/etc/sudoers" || path.starts_with("/etc/sudoers.d/") {
-            hits.push((
-                RuleHit {
-                    rule: "rule.sudoers",
-                    kind: Kind::File,
-                    title: format!("{path} written in a container"),
-                    desc: "The sudo policy was modified: a way to gain root.",
-                    severity: Severity::High,
-                    technique: finding::SUDO,
-                    value: path.to_owned(),
-                },
-                phase,
-            ));
-        }
+        let hits = rules::file(row).into_iter().map(|h| (h, phase)).collect();
         let ev = Event {
-            workload: row.workload_id.clone(),
+            workload: row.attribution.workload_id.clone(),
             info,
-            image_id: row.image_id.as_deref(),
+            image_id: row.attribution.image_id.as_deref(),
             time_ns: row.time_unix_ns,
             count: u64::from(row.count),
             source: Source::File(row),
@@ -555,23 +430,19 @@ impl Engine {
 
     pub fn handle_syscalls(&mut self, rows: &[syscalls::Row]) {
         for row in rows {
-            let info = Container {
-                id: row.container_id.clone(),
-                name: row.container_name.clone(),
-                image: row.image.clone(),
-                image_id: row.image_id.clone(),
-                host: row.host.clone(),
+            let Some(info) = Container::of(&row.attribution) else {
+                continue;
             };
-            let first = self.container(&info, &row.workload_id, row.start_unix_ns);
+            let first = self.container(&info, &row.attribution.workload_id, row.start_unix_ns);
             let phase = self.settings.phases.of(false, false, first, row.start_unix_ns);
             let value = row
                 .name
                 .as_deref()
                 .map_or_else(|| format!("nr {}", row.nr), str::to_owned);
             let ev = Event {
-                workload: row.workload_id.clone(),
+                workload: row.attribution.workload_id.clone(),
                 info,
-                image_id: row.image_id.as_deref(),
+                image_id: row.attribution.image_id.as_deref(),
                 time_ns: row.start_unix_ns,
                 count: row.count,
                 source: Source::None,
@@ -581,17 +452,13 @@ impl Engine {
     }
 
     pub fn handle_resources(&mut self, row: &resources::Row) {
-        let info = Container {
-            id: row.container_id.clone(),
-            name: row.container_name.clone(),
-            image: row.image.clone(),
-            image_id: row.image_id.clone(),
-            host: row.host.clone(),
+        let Some(info) = Container::of(&row.attribution) else {
+            return;
         };
-        self.container(&info, &row.workload_id, row.time_unix_ns);
-        let in_gap = self.in_gap(&row.container_id, &row.host, row.time_unix_ns);
+        self.container(&info, &row.attribution.workload_id, row.time_unix_ns);
+        let in_gap = self.in_gap(&info.id, &info.host, row.time_unix_ns);
         let settings = self.settings.clone();
-        let c = self.containers.get_mut(&row.container_id).expect("registered above");
+        let c = self.containers.get_mut(&info.id).expect("registered above");
         let previous = c.last_cpu.replace((row.time_unix_ns, row.counters.cpu_usage_ns));
         let forks = std::mem::take(&mut c.forks);
         let Some((t0, cpu0)) = previous else {
@@ -615,8 +482,8 @@ impl Engine {
         }
         let sustained = c.high_cpu_samples >= settings.mining_cpu_samples;
         let high_samples = c.high_cpu_samples;
-        let workload = row.workload_id.clone();
-        let b = self.baseline_mut(&workload, row.image_id.as_deref(), row.time_unix_ns);
+        let workload = row.attribution.workload_id.clone();
+        let b = self.baseline_mut(&workload, row.attribution.image_id.as_deref(), row.time_unix_ns);
         let version = b.version;
         let state = b.state;
         let mut deviations = Vec::new();
@@ -648,15 +515,7 @@ impl Engine {
         if sustained {
             let f = self.rule_finding(
                 &ev,
-                &RuleHit {
-                    rule: "rule.mining.cpu",
-                    kind: Kind::Exec,
-                    title: format!("Sustained CPU use: {cores:.2} cores for {high_samples} samples"),
-                    desc: "The container has used close to a full core or more for a sustained period: a coin miner's signature.",
-                    severity: Severity::High,
-                    technique: finding::RESOURCE_HIJACKING,
-                    value: "cpu".to_owned(),
-                },
+                &rules::sustained_cpu(cores, high_samples),
                 version,
                 state,
                 Anomaly {
@@ -705,19 +564,19 @@ impl Engine {
     }
 
     pub fn handle_gap(&mut self, row: &gaps::Row) {
-        let g = match &row.container_id {
+        let g = match &row.attribution.container_id {
             Some(c) => self.gaps.entry(c.clone()).or_default(),
-            None => self.host_gaps.entry(row.host.clone()).or_default(),
+            None => self.host_gaps.entry(row.attribution.host.clone()).or_default(),
         };
         if g.len() == MAX_GAPS {
             g.pop_front();
         }
         g.push_back((row.start_unix_ns, row.end_unix_ns));
         // Forget what a container showed only during the gap.
-        let Some(container) = &row.container_id else {
+        let Some(container) = &row.attribution.container_id else {
             return;
         };
-        let Some(b) = self.baselines.get_mut(&row.workload_id) else {
+        let Some(b) = self.baselines.get_mut(&row.attribution.workload_id) else {
             return;
         };
         if b.state != State::Learning {
@@ -742,7 +601,7 @@ impl Engine {
                     short(container)
                 ),
             );
-            self.dirty.insert(row.workload_id.clone());
+            self.dirty.insert(row.attribution.workload_id.clone());
         }
     }
 
@@ -777,7 +636,9 @@ impl Engine {
         let mut rule_findings = Vec::new();
         for (hit, phase) in &hits {
             let established = b.get(*phase, hit.kind, &hit.value).is_some_and(|s| {
-                matches!(state, State::Stable | State::Locked) || s.replica_count() >= 2 && !s.only_replica(by.replica)
+                b.supported(s, settings.min_hosts)
+                    && (matches!(state, State::Stable | State::Locked)
+                        || s.replica_count() >= 2 && !s.only_replica(by.replica))
             });
             if hit.rule.starts_with("rule.mining") || !established {
                 let anomaly = rule_anomaly(b, *phase, hit, by);
@@ -793,7 +654,7 @@ impl Engine {
                 b.count_event(ev.time_ns, &settings.rules);
             }
             for f in &feats {
-                learned |= b.learn(f, ev.count, by, ev.time_ns);
+                learned |= b.learn_since(f, ev.count, by, ev.time_ns, ev.time_ns - settings.active_ns);
             }
         }
         let baseline_finding = best
@@ -893,7 +754,7 @@ impl Engine {
     /// Opens an alert window for a finding, or counts it in the open one.
     fn emit(&mut self, f: Finding) {
         self.stats.findings += 1;
-        let now = wall_ns();
+        let now = self.clock.now_ns();
         let key = (f.workload.clone(), f.key.clone());
         if let Some(open) = self.open.get_mut(&key)
             && now - open.opened_ns < self.settings.window_ns
@@ -943,7 +804,7 @@ impl Engine {
     /// Periodic work: closes alert windows (an update with the final count
     /// when the finding recurred), moves baselines to stable.
     pub fn tick(&mut self) {
-        let now = wall_ns();
+        let now = self.clock.now_ns();
         let window = self.settings.window_ns;
         let closed: Vec<(Arc<str>, String)> = self
             .open
@@ -1085,7 +946,12 @@ fn details(source: Source<'_>, processes: &ProcTable) -> Details {
     match source {
         Source::None => Details::default(),
         Source::Process(row) => Details {
-            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
+            event_id: Some(event_id(
+                &row.attribution.agent_id,
+                row.attribution.boot_id,
+                row.attribution.batch_seq,
+                row.event_index,
+            )),
             process: Some(Process {
                 pid: row.pid,
                 ppid: row.ppid,
@@ -1094,17 +960,24 @@ fn details(source: Source<'_>, processes: &ProcTable) -> Details {
                 argv: row.argv.clone(),
                 cwd: row.cwd.clone(),
                 parent_exe: row.parent_exe.clone(),
-                lineage: lineage(processes, &row.host, row.ppid),
+                lineage: lineage(processes, &row.attribution.host, row.ppid),
             }),
             endpoint: None,
             file: None,
         },
         Source::Network(row) => Details {
-            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
+            event_id: Some(event_id(
+                &row.attribution.agent_id,
+                row.attribution.boot_id,
+                row.attribution.batch_seq,
+                row.event_index,
+            )),
             process: Some(Process {
                 pid: row.pid,
-                path: processes.get(&(row.host.clone(), row.pid)).map(|p| p.0.clone()),
-                lineage: lineage(processes, &row.host, row.pid),
+                path: processes
+                    .get(&(row.attribution.host.clone(), row.pid))
+                    .map(|p| p.0.clone()),
+                lineage: lineage(processes, &row.attribution.host, row.pid),
                 ..Process::default()
             }),
             endpoint: row.remote_addr.clone().map(|addr| Endpoint {
@@ -1114,30 +987,22 @@ fn details(source: Source<'_>, processes: &ProcTable) -> Details {
             file: None,
         },
         Source::File(row) => Details {
-            event_id: Some(event_id(&row.agent_id, row.boot_id, row.batch_seq, row.event_index)),
+            event_id: Some(event_id(
+                &row.attribution.agent_id,
+                row.attribution.boot_id,
+                row.attribution.batch_seq,
+                row.event_index,
+            )),
             process: Some(Process {
                 pid: row.pid,
                 path: row.exe.clone(),
-                lineage: lineage(processes, &row.host, row.pid),
+                lineage: lineage(processes, &row.attribution.host, row.pid),
                 ..Process::default()
             }),
             endpoint: None,
             file: Some(row.path.clone()),
         },
     }
-}
-
-/// A detection that needs no baseline.
-#[derive(Debug, Clone)]
-struct RuleHit {
-    rule: &'static str,
-    /// The feature kind that, once established in the baseline, suppresses it.
-    kind: Kind,
-    title: String,
-    desc: &'static str,
-    severity: Severity,
-    technique: Technique,
-    value: String,
 }
 
 /// `agent/boot/batch/index`: the stable event id.
@@ -1168,24 +1033,27 @@ fn assess(b: &Baseline, f: &Feature, by: Shower, time_ns: i64, s: &Settings) -> 
     let stats = b.get(f.phase, f.kind, &f.value);
     let settled = matches!(b.state, State::Stable | State::Locked);
     if settled {
-        match stats {
-            None => {
-                let score = match f.kind {
-                    Kind::Args => {
-                        let exe = f.value.split(' ').next().unwrap_or_default();
-                        if b.get(f.phase, Kind::Exec, exe).is_some() {
-                            0.5
-                        } else {
-                            1.0
-                        }
-                    }
-                    Kind::Peer => 0.5,
-                    Kind::Syscall if DANGEROUS_SYSCALLS.contains(&f.value.as_str()) => 0.9,
-                    Kind::Syscall => 0.6,
-                    _ => 1.0,
-                };
-                return (score, "baseline.novel");
+        let novel = || match f.kind {
+            Kind::Args => {
+                let exe = f.value.split(' ').next().unwrap_or_default();
+                if b.get(f.phase, Kind::Exec, exe)
+                    .is_some_and(|st| b.supported(st, s.min_hosts))
+                {
+                    0.5
+                } else {
+                    1.0
+                }
             }
+            Kind::Peer => 0.5,
+            Kind::Syscall if rules::DANGEROUS_SYSCALLS.contains(&f.value.as_str()) => 0.9,
+            Kind::Syscall => 0.6,
+            _ => 1.0,
+        };
+        match stats {
+            None => return (novel(), "baseline.novel"),
+            // Learned from too few of the hosts that ran the workload: one
+            // host's say-so does not make it normal.
+            Some(st) if !b.supported(st, s.min_hosts) => return (novel(), "baseline.unconfirmed"),
             // The total is a sum over the kind's values: only when it matters.
             Some(st) if st.count <= 2 && b.totals(f.phase, f.kind).1 >= 1000 => {
                 return (0.4, "baseline.rare");
@@ -1213,6 +1081,11 @@ fn assess(b: &Baseline, f: &Feature, by: Shower, time_ns: i64, s: &Settings) -> 
 /// What the baseline holds next to an observed feature.
 fn anomaly_of(b: &Baseline, f: &Feature, by: Shower) -> Anomaly {
     let stats = b.get(f.phase, f.kind, &f.value);
+    // The hosts that showed it: the baseline's, else this event's.
+    let host_names = match stats {
+        Some(st) if !st.hosts.is_empty() => b.host_names(st, finding::FLEET_HOST_NAMES),
+        _ => b.hosts.get(by.host as usize).cloned().into_iter().collect(),
+    };
     let replicas = b.next_replica.max(1);
     Anomaly {
         parameter: format!("{} ({} phase)", f.kind.parameter(), f.phase.as_str()),
@@ -1227,6 +1100,7 @@ fn anomaly_of(b: &Baseline, f: &Feature, by: Shower) -> Anomaly {
             replicas,
             hosts_with: stats.map_or(1, |s| s.host_count().max(1)),
             hosts: (b.hosts.len() as u32).max(by.host + 1),
+            host_names,
         }),
     }
 }
@@ -1259,6 +1133,16 @@ fn baseline_finding(
             format!("Rare {} {} for {}", f.kind.as_str(), f.value, ev.workload),
             technique_of(f.kind),
         ),
+        ("baseline.unconfirmed", _) => (
+            format!(
+                "Unconfirmed {} {} in {}: learned from too few hosts ({} phase)",
+                f.kind.as_str(),
+                f.value,
+                ev.workload,
+                f.phase.as_str()
+            ),
+            technique_of(f.kind),
+        ),
         _ => (
             format!(
                 "New {} {} in {} ({} phase)",
@@ -1273,6 +1157,21 @@ fn baseline_finding(
     let desc = match rule {
         "fleet.outlier" => "The workload's other replicas, running for longer, never showed this.".to_owned(),
         "baseline.rare" => "Seen in the baseline, but at most twice in a thousand.".to_owned(),
+        "baseline.unconfirmed" => {
+            let st = b.get(f.phase, f.kind, &f.value);
+            let shown = st.map_or(0, |st| st.host_count());
+            let running = st.map_or(0, |st| st.hosts_running);
+            let names = st
+                .map(|st| b.host_names(st, finding::FLEET_HOST_NAMES))
+                .unwrap_or_default();
+            format!(
+                "The workload's baseline (version {version}) learned this {} from {shown} host(s) ({}) of the {running} \
+                 that ran the workload then: one host cannot make a behaviour normal for the workload \
+                 (analysis.min_hosts). Lock the baseline to approve it.",
+                f.kind.as_str(),
+                names.join(", ")
+            )
+        }
         _ => format!(
             "The workload's {} baseline (version {version}) never saw this {}.",
             b.state.as_str(),
@@ -1323,6 +1222,8 @@ fn technique_of(kind: Kind) -> Option<Technique> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use glasshouse_proto::record::Attribution;
+    use std::time::Duration;
 
     pub const S: i64 = 1_000_000_000;
 
@@ -1340,6 +1241,7 @@ pub(crate) mod tests {
             container_threshold: 3.0,
             window_ns: 300 * S,
             fleet_min_replicas: 3,
+            min_hosts: 2,
             fleet_peer_age_ns: 60 * S,
             active_ns: 600 * S,
             mining_ports: vec![3333],
@@ -1350,17 +1252,18 @@ pub(crate) mod tests {
 
     pub fn exec(container: &str, t: i64, path: &str, argv: &[&str]) -> process::Row {
         process::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: t as u64,
+            attribution: Attribution {
+                boot_id: 1,
+                batch_seq: t as u64,
+                container_id: Some(container.into()),
+                container_name: Some(format!("web-{container}").into()),
+                image: Some("localhost/web:1".into()),
+                image_id: Some("sha256:1111111111111111".into()),
+                workload_id: "localhost/web".into(),
+                ..Attribution::host("a".into(), "h1".into())
+            },
             event_index: 0,
             time_unix_ns: t,
-            host: "h1".into(),
-            container_id: Some(container.into()),
-            container_name: Some(format!("web-{container}").into()),
-            image: Some("localhost/web:1".into()),
-            image_id: Some("sha256:1111111111111111".into()),
-            workload_id: "localhost/web".into(),
             kind: process::Kind::Exec,
             pid: 100,
             ppid: 1,
@@ -1380,17 +1283,17 @@ pub(crate) mod tests {
 
     pub fn connect(container: &str, t: i64, addr: &str, port: u16) -> network::Row {
         network::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: t as u64,
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: t as u64,
+                host: "h1".into(),
+                container_id: Some(container.into()),
+                workload_id: "localhost/web".into(),
+                ..Default::default()
+            },
             event_index: 1,
             time_unix_ns: t,
-            host: "h1".into(),
-            container_id: Some(container.into()),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/web".into(),
             kind: network::Kind::Connect,
             pid: 100,
             family: network::Family::Ipv4,
@@ -1424,9 +1327,115 @@ pub(crate) mod tests {
         alerts.iter().map(|a| a.finding.rule).collect()
     }
 
+    fn on(host: &str, mut row: process::Row) -> process::Row {
+        row.attribution.host = host.into();
+        row
+    }
+
+    #[test]
+    fn one_host_cannot_teach_a_workload_on_several_hosts() {
+        // Replicas on two hosts do the same, except that h1 (compromised)
+        // also runs nc while the baseline learns.
+        let mut e = Engine::new(settings());
+        for t in 0..30 {
+            e.handle_process(&on("h1", exec("c1", t * S, "/bin/worker", &["worker"])));
+            e.handle_process(&on("h2", exec("c2", t * S, "/bin/worker", &["worker"])));
+            if t % 10 == 5 {
+                e.handle_process(&on("h1", exec("c1", t * S, "/usr/bin/nc", &["nc", "-e"])));
+            }
+        }
+        e.tick();
+        let b = e.baseline("localhost/web").unwrap();
+        assert_eq!(b.state, State::Stable);
+        assert!(
+            b.get(Phase::Steady, Kind::Exec, "/usr/bin/nc").is_some(),
+            "held, but not normal"
+        );
+        e.drain_alerts();
+        // What both hosts showed is normal on either.
+        e.handle_process(&on("h2", exec("c2", 31 * S, "/bin/worker", &["worker"])));
+        assert!(e.drain_alerts().is_empty());
+        // What only h1 showed is not: on h2 or on h1 it alerts, naming h1.
+        for (host, c) in [("h2", "c2"), ("h1", "c1")] {
+            e.handle_process(&on(host, exec(c, 32 * S, "/usr/bin/nc", &["nc", "-e"])));
+            let alerts = e.drain_alerts();
+            let a = alerts
+                .iter()
+                .find(|a| a.finding.rule == "baseline.unconfirmed" && a.finding.anomaly.observed == "/usr/bin/nc")
+                .unwrap_or_else(|| panic!("no unconfirmed alert on {host}: {alerts:#?}"));
+            assert_eq!(a.finding.severity, Severity::High);
+            let fleet = a.finding.anomaly.fleet.as_ref().unwrap();
+            assert_eq!(
+                (fleet.hosts_with, fleet.hosts, &fleet.host_names[..]),
+                (1, 2, &["h1".to_owned()][..])
+            );
+            assert!(
+                a.finding.desc.contains("from 1 host(s) (h1) of the 2"),
+                "{}",
+                a.finding.desc
+            );
+            assert!(a.json.contains("shown on h1"), "{}", a.json);
+            // Alerts are per workload and finding per window: the next
+            // host's is the same alert, counted.
+            e.open.clear();
+        }
+        // Alerting teaches nothing: support is counted while learning only.
+        assert_eq!(
+            e.baseline("localhost/web")
+                .unwrap()
+                .get(Phase::Steady, Kind::Exec, "/usr/bin/nc")
+                .unwrap()
+                .host_count(),
+            1
+        );
+    }
+
+    #[test]
+    fn one_host_workloads_learn_alone_and_locking_approves() {
+        // One host only: its say-so is all there is.
+        let mut e = Engine::new(settings());
+        for t in 0..30 {
+            e.handle_process(&exec("c1", t * S, "/bin/worker", &["worker"]));
+        }
+        e.tick();
+        e.drain_alerts();
+        // A second host joins later: what the first learned alone is normal.
+        e.handle_process(&on("h2", exec("c2", 31 * S, "/bin/worker", &["worker"])));
+        assert!(e.drain_alerts().is_empty());
+
+        // Two hosts, one shows something alone; the operator locks (approves).
+        let mut e = Engine::new(settings());
+        for t in 0..30 {
+            e.handle_process(&on("h1", exec("c1", t * S, "/bin/worker", &["worker"])));
+            e.handle_process(&on("h2", exec("c2", t * S, "/bin/worker", &["worker"])));
+        }
+        e.handle_process(&on("h1", exec("c1", 3 * S, "/usr/bin/backup", &["backup"])));
+        e.tick();
+        e.command("localhost/web", Command::Lock).unwrap();
+        e.drain_alerts();
+        e.handle_process(&on("h2", exec("c2", 31 * S, "/usr/bin/backup", &["backup"])));
+        assert!(e.drain_alerts().is_empty());
+
+        // A workload that moved: h1 ran it long before (past `active_ns`),
+        // h2 runs it now; what h2 learns alone is normal.
+        let mut e = Engine::new(settings());
+        e.handle_process(&on("h1", exec("c1", 0, "/bin/worker", &["worker"])));
+        for t in 1000..1030 {
+            e.handle_process(&on("h2", exec("c2", t * S, "/bin/worker", &["worker"])));
+            e.handle_process(&on("h2", exec("c2", t * S, "/bin/helper", &["helper"])));
+        }
+        e.tick();
+        assert_eq!(e.baseline("localhost/web").unwrap().state, State::Stable);
+        e.drain_alerts();
+        e.handle_process(&on("h2", exec("c2", 1031 * S, "/bin/helper", &["helper"])));
+        assert!(e.drain_alerts().is_empty());
+    }
+
     #[test]
     fn known_behaviour_raises_nothing_and_new_behaviour_alerts_once_per_window() {
         let mut e = stable_engine();
+        let clock = Clock::manual(crate::clock::system_ns());
+        e.clock = clock.clone();
         e.handle_process(&exec("c2", 31 * S, "/bin/worker", &["worker", "--id", "99"]));
         e.handle_network(&connect("c3", 31 * S, "10.88.0.9", 5432));
         assert!(e.drain_alerts().is_empty());
@@ -1443,13 +1452,15 @@ pub(crate) mod tests {
         assert_eq!(v["class_uid"], 2004);
         assert_eq!(v["evidences"][0]["container"]["uid"], "c2");
 
-        // The same again: counted, not alerted; the window's close says how often.
+        // The same again: counted, not alerted; the window's close (by the
+        // wall clock, not event time) says how often.
         e.handle_process(&exec("c2", 33 * S, "/usr/bin/wget", &["wget", "http://x/z"]));
         assert!(e.drain_alerts().is_empty());
         assert_eq!(e.stats.suppressed, 1);
-        for o in e.open.values_mut() {
-            o.opened_ns -= 301 * S;
-        }
+        clock.advance(Duration::from_secs(299));
+        e.tick();
+        assert!(e.drain_alerts().is_empty(), "the window is still open");
+        clock.advance(Duration::from_secs(1));
         e.tick();
         let update = e.drain_alerts();
         assert_eq!(update.len(), 1);
@@ -1493,17 +1504,17 @@ pub(crate) mod tests {
         drift.drift = true;
         e.handle_process(&drift);
         e.handle_file(&file::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 3,
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 3,
+                host: "h1".into(),
+                container_id: Some("c1".into()),
+                workload_id: "localhost/web".into(),
+                ..Default::default()
+            },
             event_index: 0,
             time_unix_ns: 3 * S,
-            host: "h1".into(),
-            container_id: Some("c1".into()),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/web".into(),
             kind: file::Kind::Write,
             pid: 100,
             path: "/etc/passwd".into(),
@@ -1561,7 +1572,7 @@ pub(crate) mod tests {
         e.handle_network(&connect("c3", 100 * S, "198.51.100.7", 8080));
         let alerts = e.drain_alerts();
         assert_eq!(rules_of(&alerts), ["fleet.outlier"], "{alerts:#?}");
-        let fleet = alerts[0].finding.anomaly.fleet.unwrap();
+        let fleet = alerts[0].finding.anomaly.fleet.clone().unwrap();
         assert_eq!((fleet.replicas_with, fleet.replicas), (1, 3));
         // Once a second replica shows it, it is the fleet's behaviour.
         e.handle_network(&connect("c1", 101 * S, "198.51.100.7", 8080));
@@ -1575,15 +1586,15 @@ pub(crate) mod tests {
         e.handle_process(&exec("c1", S, "/bin/worker", &["worker"]));
         e.handle_process(&exec("c1", 5 * S, "/bin/odd", &["odd"]));
         let gap = gaps::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 9,
-            host: "h1".into(),
-            container_id: Some("c1".into()),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/web".into(),
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 9,
+                host: "h1".into(),
+                container_id: Some("c1".into()),
+                workload_id: "localhost/web".into(),
+                ..Default::default()
+            },
             start_unix_ns: 4 * S,
             end_unix_ns: 6 * S,
             reason: gaps::Reason::KernelBufferFull,
@@ -1606,20 +1617,21 @@ pub(crate) mod tests {
 
     #[test]
     fn container_churn_does_not_grow_the_tables() {
-        let mut e = Engine::new(settings());
+        let clock = Clock::manual(crate::clock::system_ns());
+        let mut e = Engine::with_clock(settings(), clock.clone());
         for i in 0..1000 {
             let c = format!("churn-{i}");
             e.handle_process(&exec(&c, S, "/bin/worker", &["worker"]));
             e.handle_gap(&gaps::Row {
-                agent_id: "a".into(),
-                boot_id: 1,
-                batch_seq: 1,
-                host: "h1".into(),
-                container_id: Some(c.as_str().into()),
-                container_name: None,
-                image: None,
-                image_id: None,
-                workload_id: "localhost/web".into(),
+                attribution: Attribution {
+                    agent_id: "a".into(),
+                    boot_id: 1,
+                    batch_seq: 1,
+                    host: "h1".into(),
+                    container_id: Some(c.as_str().into()),
+                    workload_id: "localhost/web".into(),
+                    ..Default::default()
+                },
                 start_unix_ns: S,
                 end_unix_ns: 2 * S,
                 reason: gaps::Reason::RateLimited,
@@ -1628,11 +1640,14 @@ pub(crate) mod tests {
         }
         e.handle_process(&exec("alive", S, "/bin/worker", &["worker"]));
         assert_eq!((e.containers.len(), e.gaps.len()), (1001, 1000));
-        // Two windows later, only what was seen since remains.
-        for c in e.containers.values_mut() {
-            c.last_seen_wall -= 3 * e.settings.window_ns;
-        }
-        e.containers.get_mut("alive").unwrap().last_seen_wall = wall_ns();
+        // One window later all are remembered; "alive" is seen again.
+        let window = Duration::from_nanos(e.settings.window_ns as u64);
+        clock.advance(window + Duration::from_secs(1));
+        e.tick();
+        assert_eq!(e.containers.len(), 1001);
+        e.handle_process(&exec("alive", 2 * S, "/bin/worker", &["worker"]));
+        // Two windows after the others were last seen, only "alive" remains.
+        clock.advance(window);
         e.tick();
         assert_eq!((e.containers.len(), e.gaps.len()), (1, 0));
         // The baseline keeps what the replicas taught it.
@@ -1643,15 +1658,15 @@ pub(crate) mod tests {
     fn forks_before_the_latest_sample_do_not_count_towards_the_next() {
         let mut e = Engine::new(settings());
         let sample = |t: i64| resources::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            host: "h1".into(),
-            container_id: "c1".into(),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/web".into(),
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                host: "h1".into(),
+                container_id: Some("c1".into()),
+                workload_id: "localhost/web".into(),
+                ..Default::default()
+            },
             time_unix_ns: t * S,
             counters: resources::Counters::default(),
         };
@@ -1675,15 +1690,15 @@ pub(crate) mod tests {
     fn sustained_cpu_is_a_mining_finding() {
         let mut e = Engine::new(settings());
         let sample = |t: i64, cpu_s: u64| resources::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            host: "h1".into(),
-            container_id: "c1".into(),
-            container_name: None,
-            image: None,
-            image_id: None,
-            workload_id: "localhost/web".into(),
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                host: "h1".into(),
+                container_id: Some("c1".into()),
+                workload_id: "localhost/web".into(),
+                ..Default::default()
+            },
             time_unix_ns: t * S,
             counters: resources::Counters {
                 cpu_usage_ns: cpu_s * S as u64,

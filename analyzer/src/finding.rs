@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use glasshouse_proto::record::Attribution;
+
 /// How bad a finding is (OCSF `severity_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -106,6 +108,19 @@ pub struct Container {
     pub host: Arc<str>,
 }
 
+impl Container {
+    /// The container a record is attributed to; `None` for the host.
+    pub fn of(a: &Attribution) -> Option<Container> {
+        Some(Container {
+            id: a.container_id.clone()?,
+            name: a.container_name.clone(),
+            image: a.image.clone(),
+            image_id: a.image_id.clone(),
+            host: a.host.clone(),
+        })
+    }
+}
+
 /// The process behind an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {
@@ -143,13 +158,20 @@ pub struct Anomaly {
 }
 
 /// Fleet prevalence of an observed value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fleet {
     pub replicas_with: u32,
     pub replicas: u32,
     pub hosts_with: u32,
     pub hosts: u32,
+    /// Names of the hosts the baseline learned it from (at most
+    /// [`FLEET_HOST_NAMES`]); for something the baseline does not hold,
+    /// the host of the event.
+    pub host_names: Vec<String>,
 }
+
+/// Host names an alert lists as having shown what it reports.
+pub const FLEET_HOST_NAMES: usize = 8;
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,7 +20,9 @@
 //!   state moved with partitions).
 //! - [`features`]: what an event shows a baseline, per phase.
 //! - [`baseline`]: one workload's baseline, its lifecycle and versions.
-//! - [`engine`]: scoring, detections, container scores, alert windows.
+//! - [`engine`]: scoring, container scores, alert windows; [`rules`]: the
+//!   detections that need no baseline; [`clock`]: the wall clock the engine
+//!   reads (a manual one in tests).
 //! - [`finding`], [`ocsf`]: findings and their OCSF 1.8 JSON.
 //! - [`store`]: alerts and baseline snapshots in Kafka.
 //! - [`control`]: operator commands and reading baselines back (CLI);
@@ -34,6 +36,7 @@
 
 pub mod baseline;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod consume;
 pub mod control;
@@ -43,6 +46,7 @@ pub mod features;
 pub mod finding;
 pub mod ocsf;
 pub mod outputs;
+pub mod rules;
 pub mod sign;
 pub mod sql;
 pub mod store;
@@ -82,6 +86,40 @@ pub enum AnalyzerError {
     ControlKey(#[from] sign::KeyError),
     #[error("lake and sql")]
     Lake(#[from] glasshouse_lake::service::ServiceError),
+    #[error("vulnerability matching: {0}")]
+    Vulns(String),
+    /// A task beside the analysis panicked: the analyzer stops, non-zero,
+    /// so that its supervisor restarts it.
+    #[error("{task} died: {why}")]
+    TaskDied { task: &'static str, why: String },
+}
+
+/// Watches a task that runs beside the analysis: if it fails or panics, the
+/// analyzer stops (`cancel`) and its run ends with that error, so the
+/// process exits non-zero and its supervisor restarts it.
+fn beside<E>(
+    name: &'static str,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+    error: fn(E) -> AnalyzerError,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), AnalyzerError>>
+where
+    E: Send + 'static,
+{
+    tokio::spawn(async move {
+        let result = match task.await {
+            Ok(result) => result.map_err(error),
+            Err(e) => Err(AnalyzerError::TaskDied {
+                task: name,
+                why: e.to_string(),
+            }),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, task = name, "stopped; stopping the analyzer");
+            cancel.cancel();
+        }
+        result
+    })
 }
 
 struct Shower<W: Write> {
@@ -128,7 +166,7 @@ impl<W: Write> RowHandler for Shower<W> {
     fn handle_gaps(&mut self, rows: &[gaps::Row]) {
         for row in rows {
             tracing::debug!(
-                workload = %row.workload_id,
+                workload = %row.attribution.workload_id,
                 reason = row.reason.as_str(),
                 dropped = row.dropped,
                 "gap"
@@ -451,7 +489,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
     }
 
     fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), String> {
-        let now_ms = engine::wall_ns() as u64 / 1_000_000;
+        let now_ms = clock::system_ns() as u64 / 1_000_000;
         let (workload, command, by) = match control::verify(self.control_key.as_ref(), key, payload, signature, now_ms)
         {
             Ok(c) => c,
@@ -612,14 +650,8 @@ pub async fn run<W: Write + Send>(
             instance_id: config.instance_id.clone(),
             session_timeout_ms: config.session_timeout_ms,
         };
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let result = glasshouse_lake::service::run(settings, cancel.clone()).await;
-            if result.is_err() {
-                cancel.cancel();
-            }
-            result
-        })
+        let task = tokio::spawn(glasshouse_lake::service::run(settings, cancel.clone()));
+        beside("lake writer and SQL", task, AnalyzerError::from, cancel.clone())
     });
     let settings = ConsumerSettings {
         brokers: config.brokers.clone(),
@@ -670,14 +702,8 @@ pub async fn run<W: Write + Send>(
             instance_id: Some(format!("{}-vulns", config.instance_id)),
             extra: config.kafka.clone(),
         };
-        let cancel = cancel.clone();
-        let vulns_config = config.vulns.clone();
-        tokio::spawn(async move {
-            if let Err(error) = vulns::service::run(settings, vulns_config, cancel.clone()).await {
-                tracing::error!(%error, "vulnerability matching stopped");
-                cancel.cancel();
-            }
-        })
+        let task = tokio::spawn(vulns::service::run(settings, config.vulns.clone(), cancel.clone()));
+        beside("vulnerability matching", task, AnalyzerError::Vulns, cancel.clone())
     });
     let stats = if config.analysis.enabled {
         if control_key.is_none() {
@@ -724,15 +750,23 @@ pub async fn run<W: Write + Send>(
     }
     // The analysis ended: the tasks beside it stop too.
     cancel.cancel();
+    // A task that failed or died makes the analyzer's exit non-zero.
+    let mut failed = None;
     if let Some(task) = vulns_task {
         // A bound in case Kafka hangs.
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(10), task).await {
+            failed = Some(e);
+        }
     }
     if let Some(lake) = lake {
         match lake.await {
-            Ok(result) => result?,
+            Ok(Err(e)) => failed = failed.or(Some(e)),
+            Ok(Ok(())) => {}
             Err(e) => tracing::warn!(error = %e, "lake task ended abnormally"),
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     tracing::info!(
         messages = stats.messages,
@@ -746,7 +780,7 @@ pub async fn run<W: Write + Send>(
 /// `glasshouse watch`: the live view from a private consumer group, starting
 /// at the newest events (or the oldest with `from_beginning`).
 pub async fn watch<W: Write + Send>(
-    brokers: &str,
+    kafka: &glasshouse_proto::kafka::Kafka,
     from_beginning: bool,
     out: W,
     cancel: CancellationToken,
@@ -764,12 +798,12 @@ pub async fn watch<W: Write + Send>(
         StartAt::Latest
     };
     let settings = ConsumerSettings {
-        brokers: brokers.to_owned(),
+        brokers: kafka.brokers.clone(),
         group,
         instance_id: None,
         start,
         session_timeout_ms: 10_000,
-        extra: Default::default(),
+        extra: kafka.properties.clone(),
     };
     Ok(consume::consume(&settings, &mut shower, &cancel).await?)
 }

@@ -120,14 +120,21 @@ pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64,
         "observation_type": "observed",
         "observations": [{ "value": f.anomaly.observed, "count": count }],
     })];
-    if let Some(fleet) = f.anomaly.fleet {
+    if let Some(fleet) = &f.anomaly.fleet {
+        let mut observations = vec![
+            json!({ "value": format!("{} of {} replicas", fleet.replicas_with, fleet.replicas), "count": fleet.replicas_with }),
+            json!({ "value": format!("{} of {} hosts", fleet.hosts_with, fleet.hosts), "count": fleet.hosts_with }),
+        ];
+        if !fleet.host_names.is_empty() {
+            observations.push(json!({
+                "value": format!("shown on {}", fleet.host_names.join(", ")),
+                "count": fleet.host_names.len(),
+            }));
+        }
         anomalies.push(json!({
             "observation_parameter": "fleet prevalence",
             "observation_type": "replicas and hosts of the workload that showed it",
-            "observations": [
-                { "value": format!("{} of {} replicas", fleet.replicas_with, fleet.replicas), "count": fleet.replicas_with },
-                { "value": format!("{} of {} hosts", fleet.hosts_with, fleet.hosts), "count": fleet.hosts_with },
-            ],
+            "observations": observations,
         }));
     }
     let baseline_observations: Vec<Value> = if f.anomaly.baseline.is_empty() {

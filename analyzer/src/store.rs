@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
@@ -51,19 +51,7 @@ impl std::fmt::Debug for Store {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client of `brokers` with our `own` properties and then the operator's
-/// `extra` ones (`[kafka]`), which win.
-pub(crate) fn client(brokers: &str, own: &[(&str, &str)], extra: &BTreeMap<String, String>) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    for (k, v) in own {
-        c.set(*k, *v);
-    }
-    for (k, v) in extra {
-        c.set(k, v);
-    }
-    c
-}
+pub(crate) use glasshouse_proto::kafka::client;
 
 impl Store {
     /// Connects a producer and learns the baselines topic's partition count.

@@ -95,16 +95,16 @@ impl<W: Write> View<W> {
 
     /// Shows one process row (exec rows and first sightings of containers).
     pub fn show(&mut self, row: &Row) -> std::io::Result<()> {
-        let Some(id) = &row.container_id else {
+        let Some(id) = &row.attribution.container_id else {
             return Ok(());
         };
         let (short, name) = self.sighting(
             row.time_unix_ns,
             id,
-            row.container_name.as_deref(),
-            row.image.as_deref(),
-            &row.workload_id,
-            &row.host,
+            row.attribution.container_name.as_deref(),
+            row.attribution.image.as_deref(),
+            &row.attribution.workload_id,
+            &row.attribution.host,
         )?;
         if matches!(row.kind, Kind::Exec | Kind::Running) {
             let what = match (row.kind, row.exec_in) {
@@ -136,16 +136,16 @@ impl<W: Write> View<W> {
     /// `connect pid=7 10.0.0.2:43122 -> 93.184.216.34:443`, an accept with
     /// `<-`, a close with `sent N recv M`.
     pub fn show_network(&mut self, row: &network::Row) -> std::io::Result<()> {
-        let Some(id) = &row.container_id else {
+        let Some(id) = &row.attribution.container_id else {
             return Ok(());
         };
         let (short, name) = self.sighting(
             row.time_unix_ns,
             id,
-            row.container_name.as_deref(),
-            row.image.as_deref(),
-            &row.workload_id,
-            &row.host,
+            row.attribution.container_name.as_deref(),
+            row.attribution.image.as_deref(),
+            &row.attribution.workload_id,
+            &row.attribution.host,
         )?;
         let local = endpoint(row.family, &row.local_addr, row.local_port);
         let peer = match (&row.remote_addr, row.kind) {
@@ -174,16 +174,16 @@ impl<W: Write> View<W> {
     /// `write pid=7 /etc/passwd by /bin/busybox`, or `create …`. The path and
     /// the executable come from inside the container: both are escaped.
     pub fn show_file(&mut self, row: &file::Row) -> std::io::Result<()> {
-        let Some(id) = &row.container_id else {
+        let Some(id) = &row.attribution.container_id else {
             return Ok(());
         };
         let (short, name) = self.sighting(
             row.time_unix_ns,
             id,
-            row.container_name.as_deref(),
-            row.image.as_deref(),
-            &row.workload_id,
-            &row.host,
+            row.attribution.container_name.as_deref(),
+            row.attribution.image.as_deref(),
+            &row.attribution.workload_id,
+            &row.attribution.host,
         )?;
         writeln!(
             self.out,
@@ -206,13 +206,16 @@ impl<W: Write> View<W> {
     /// and are left out without one (or when a counter went down: the
     /// container restarted).
     pub fn show_resources(&mut self, row: &resources::Row) -> std::io::Result<()> {
+        let Some(id) = &row.attribution.container_id else {
+            return Ok(());
+        };
         let (short, name) = self.sighting(
             row.time_unix_ns,
-            &row.container_id,
-            row.container_name.as_deref(),
-            row.image.as_deref(),
-            &row.workload_id,
-            &row.host,
+            id,
+            row.attribution.container_name.as_deref(),
+            row.attribution.image.as_deref(),
+            &row.attribution.workload_id,
+            &row.attribution.host,
         )?;
         let c = &row.counters;
         let limited = |value: String, limit: u64, unit: fn(u64) -> String| {
@@ -227,7 +230,7 @@ impl<W: Write> View<W> {
             limited(bytes(c.memory_bytes), c.memory_limit_bytes, bytes),
             limited(c.pids.to_string(), c.pids_limit, |n| n.to_string()),
         );
-        let previous = self.samples.get(&row.container_id).copied();
+        let previous = self.samples.get(id).copied();
         let rates = previous.and_then(|(time, p)| {
             let interval = row.time_unix_ns.checked_sub(time).filter(|d| *d > 0)?;
             let cpu = c.cpu_usage_ns.checked_sub(p.cpu_usage_ns)?;
@@ -250,7 +253,7 @@ impl<W: Write> View<W> {
             if self.samples.len() >= MAX_REMEMBERED && previous.is_none() {
                 self.samples.clear();
             }
-            self.samples.insert(row.container_id.clone(), (row.time_unix_ns, *c));
+            self.samples.insert(id.clone(), (row.time_unix_ns, *c));
         }
         writeln!(self.out, "{}    {short} {name}  {line}", timestamp(row.time_unix_ns))?;
         self.out.flush()
@@ -261,19 +264,19 @@ impl<W: Write> View<W> {
     /// 18:40:01.123Z and 18:40:02.123Z`, `gap host NAME  …` for a gap of the
     /// whole host. Host and container names are escaped.
     pub fn show_gap(&mut self, row: &gaps::Row) -> std::io::Result<()> {
-        let whom = match &row.container_id {
+        let whom = match &row.attribution.container_id {
             Some(id) => {
                 let (short, name) = self.sighting(
                     row.start_unix_ns,
                     id,
-                    row.container_name.as_deref(),
-                    row.image.as_deref(),
-                    &row.workload_id,
-                    &row.host,
+                    row.attribution.container_name.as_deref(),
+                    row.attribution.image.as_deref(),
+                    &row.attribution.workload_id,
+                    &row.attribution.host,
                 )?;
                 format!("{short} {name}")
             }
-            None => format!("host {}", escape::terminal(&row.host)),
+            None => format!("host {}", escape::terminal(&row.attribution.host)),
         };
         writeln!(
             self.out,
@@ -389,20 +392,28 @@ pub fn timestamp(unix_ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use glasshouse_proto::record::Attribution;
 
-    fn row() -> Row {
-        Row {
+    /// The test container, named `name` (often hostile).
+    fn web(name: &str) -> Attribution {
+        Attribution {
             agent_id: "a".into(),
             boot_id: 1,
             batch_seq: 1,
-            event_index: 0,
-            time_unix_ns: 1_795_891_201_123_000_000,
             host: "h".into(),
             container_id: Some("41ee3b278ccc524b".into()),
-            container_name: Some("web\n1".into()),
+            container_name: Some(name.into()),
             image: Some("localhost/glasshouse-test:latest".into()),
-            image_id: None,
             workload_id: "localhost/glasshouse-test".into(),
+            ..Default::default()
+        }
+    }
+
+    fn row() -> Row {
+        Row {
+            attribution: web("web\n1"),
+            event_index: 0,
+            time_unix_ns: 1_795_891_201_123_000_000,
             kind: Kind::Exec,
             pid: 7,
             ppid: 1,
@@ -422,18 +433,10 @@ mod tests {
 
     fn network_row(kind: network::Kind) -> network::Row {
         network::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
+            // Hostile: tries to end the line, forge another, and clear the screen.
+            attribution: web("web\n2026-11-28T18:40:01.123Z    fake exec\u{1b}[2J\u{202e}"),
             event_index: 1,
             time_unix_ns: 1_795_891_201_123_000_000,
-            host: "h".into(),
-            container_id: Some("41ee3b278ccc524b".into()),
-            // Hostile: tries to end the line, forge another, and clear the screen.
-            container_name: Some("web\n2026-11-28T18:40:01.123Z    fake exec\u{1b}[2J\u{202e}".into()),
-            image: Some("localhost/glasshouse-test:latest".into()),
-            image_id: None,
-            workload_id: "localhost/glasshouse-test".into(),
             kind,
             pid: 7,
             family: Family::Ipv4,
@@ -468,7 +471,7 @@ mod tests {
         listen.pre_existing = true;
         v.show_network(&listen).unwrap();
         let mut host = network_row(network::Kind::Connect);
-        host.container_id = None;
+        host.attribution.container_id = None;
         v.show_network(&host).unwrap();
 
         let text = String::from_utf8(out).unwrap();
@@ -501,17 +504,9 @@ mod tests {
 
     fn file_row(kind: file::Kind, path: &str) -> file::Row {
         file::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
+            attribution: web("web-1"),
             event_index: 2,
             time_unix_ns: 1_795_891_201_123_000_000,
-            host: "h".into(),
-            container_id: Some("41ee3b278ccc524b".into()),
-            container_name: Some("web-1".into()),
-            image: Some("localhost/glasshouse-test:latest".into()),
-            image_id: None,
-            workload_id: "localhost/glasshouse-test".into(),
             kind,
             pid: 7,
             path: path.into(),
@@ -539,7 +534,7 @@ mod tests {
         unknown_exe.exe = None;
         v.show_file(&unknown_exe).unwrap();
         let mut host = file_row(file::Kind::Write, "/etc/shadow");
-        host.container_id = None;
+        host.attribution.container_id = None;
         v.show_file(&host).unwrap();
 
         let text = String::from_utf8(out).unwrap();
@@ -571,15 +566,7 @@ mod tests {
 
     fn resource_row(time_unix_ns: i64, counters: Counters) -> resources::Row {
         resources::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            host: "h".into(),
-            container_id: "41ee3b278ccc524b".into(),
-            container_name: Some("web-1\u{1b}[2J".into()),
-            image: Some("localhost/glasshouse-test:latest".into()),
-            image_id: None,
-            workload_id: "localhost/glasshouse-test".into(),
+            attribution: web("web-1\u{1b}[2J"),
             time_unix_ns,
             counters,
         }
@@ -660,21 +647,23 @@ mod tests {
 
     fn gap_row(container: bool, reason: gaps::Reason, dropped: u64) -> gaps::Row {
         gaps::Row {
-            agent_id: "a".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            // Hostile: a host name that tries to end the line and forge another.
-            host: "node-7\n2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  exec\u{1b}[2J".into(),
-            container_id: container.then(|| "41ee3b278ccc524b".into()),
-            container_name: container.then(|| "web-1\u{202e}".into()),
-            image: container.then(|| "localhost/glasshouse-test:latest".into()),
-            image_id: None,
-            workload_id: if container {
-                "localhost/glasshouse-test"
-            } else {
-                "host:node-7"
-            }
-            .into(),
+            attribution: Attribution {
+                agent_id: "a".into(),
+                boot_id: 1,
+                batch_seq: 1,
+                // Hostile: a host name that tries to end the line and forge another.
+                host: "node-7\n2026-11-28T18:40:01.123Z    41ee3b278ccc web-1  exec\u{1b}[2J".into(),
+                container_id: container.then(|| "41ee3b278ccc524b".into()),
+                container_name: container.then(|| "web-1\u{202e}".into()),
+                image: container.then(|| "localhost/glasshouse-test:latest".into()),
+                workload_id: if container {
+                    "localhost/glasshouse-test"
+                } else {
+                    "host:node-7"
+                }
+                .into(),
+                ..Default::default()
+            },
             start_unix_ns: 1_795_891_201_123_000_000,
             end_unix_ns: 1_795_891_202_123_000_000,
             reason,
@@ -804,7 +793,10 @@ mod tests {
         let mut v = View::new(&mut out);
         let at = "n".repeat(escape::MAX_FIELD);
         v.show(&Row {
-            container_name: Some(at.as_str().into()),
+            attribution: Attribution {
+                container_name: Some(at.as_str().into()),
+                ..row().attribution
+            },
             path: Some(format!("/{}", "p".repeat(4 << 20)).into()),
             argv: vec!["x".into(), "A".repeat(8 << 20).into()],
             ..row()

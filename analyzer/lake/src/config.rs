@@ -52,8 +52,10 @@ pub struct LakeConfig {
     /// Files at least this big are left alone by compaction (default 128 MiB).
     #[serde(default = "default_compact_target_mib")]
     pub compact_target_mib: u64,
-    /// Hours of data kept; older hour partitions are deleted (default 168,
-    /// a week; 0: keep everything).
+    /// Hours data is kept after it was received: files written (received)
+    /// longer ago are deleted, whatever the times of their rows, so
+    /// old-dated evidence is kept for the whole period (default 168, a
+    /// week; 0: keep everything).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use glasshouse_proto::record::Attribution;
 use glasshouse_proto::{ipc, network, process, resources};
 
 /// Workloads of the synthetic fleet.
@@ -36,6 +37,22 @@ pub fn containers(n: usize) -> Vec<Container> {
         .collect()
 }
 
+impl Container {
+    /// The attribution of this container's records in batch `batch_seq`.
+    pub fn attribution(&self, batch_seq: u64) -> Attribution {
+        Attribution {
+            boot_id: 1,
+            batch_seq,
+            container_id: Some(s(&self.id)),
+            container_name: Some(s(&self.name)),
+            image: Some(s(&self.image)),
+            image_id: Some(s(&format!("sha256:{}", &self.id[..12]))),
+            workload_id: s(&self.workload),
+            ..Attribution::host(s(&self.host), s(&self.host))
+        }
+    }
+}
+
 fn s(v: &str) -> Arc<str> {
     Arc::from(v)
 }
@@ -52,17 +69,9 @@ pub fn process_message(containers: &[Container], first: u64, n: usize, base_ns: 
         let programs = ["/bin/sh", "/usr/bin/curl", "/bin/ls", "/usr/sbin/nginx", "/bin/cat"];
         let path = programs[(i % programs.len() as u64) as usize];
         b.append(&process::Row {
-            agent_id: s(&c.host),
-            boot_id: 1,
-            batch_seq: i / 1000,
+            attribution: c.attribution(i / 1000),
             event_index: (i % 1000) as u32,
             time_unix_ns: base_ns + i as i64 * 1_000_000,
-            host: s(&c.host),
-            container_id: Some(s(&c.id)),
-            container_name: Some(s(&c.name)),
-            image: Some(s(&c.image)),
-            image_id: Some(s(&format!("sha256:{}", &c.id[..12]))),
-            workload_id: s(&c.workload),
             kind: if i % 10 == 9 {
                 process::Kind::Fork
             } else {
@@ -70,17 +79,12 @@ pub fn process_message(containers: &[Container], first: u64, n: usize, base_ns: 
             },
             pid: 1000 + i as u32,
             ppid: i.checked_sub(containers.len() as u64).map_or(1, |p| 1000 + p as u32),
-            uid: 0,
-            gid: 0,
             path: Some(s(path)),
             argv: vec![s(path.rsplit('/').next().unwrap_or(path)), s(&format!("arg{}", i % 7))],
             cwd: Some(s("/")),
             parent_exe: Some(s("/bin/sh")),
-            exit_code: None,
             count: 1,
-            exec_in: false,
-            drift: false,
-            stdio_socket: false,
+            ..Default::default()
         });
     }
     // Encoding a batch of the contract's own builder cannot fail.
@@ -95,17 +99,9 @@ pub fn network_message(containers: &[Container], first: u64, n: usize, base_ns: 
     for i in first..first + n as u64 {
         let c = &containers[(i % containers.len() as u64) as usize];
         b.append(&network::Row {
-            agent_id: s(&c.host),
-            boot_id: 1,
-            batch_seq: i / 1000,
+            attribution: c.attribution(i / 1000),
             event_index: (i % 1000) as u32,
             time_unix_ns: base_ns + i as i64 * 1_000_000,
-            host: s(&c.host),
-            container_id: Some(s(&c.id)),
-            container_name: Some(s(&c.name)),
-            image: Some(s(&c.image)),
-            image_id: Some(s(&format!("sha256:{}", &c.id[..12]))),
-            workload_id: s(&c.workload),
             kind: network::Kind::Close,
             pid: 1000 + i as u32,
             family: network::Family::Ipv4,
@@ -128,15 +124,7 @@ pub fn resource_message(containers: &[Container], step: u64, time_ns: i64) -> Ve
     let mut b = resources::Builder::default();
     for (k, c) in containers.iter().enumerate() {
         b.append(&resources::Row {
-            agent_id: s(&c.host),
-            boot_id: 1,
-            batch_seq: step,
-            host: s(&c.host),
-            container_id: s(&c.id),
-            container_name: Some(s(&c.name)),
-            image: Some(s(&c.image)),
-            image_id: Some(s(&format!("sha256:{}", &c.id[..12]))),
-            workload_id: s(&c.workload),
+            attribution: c.attribution(step),
             time_unix_ns: time_ns,
             counters: resources::Counters {
                 cpu_usage_ns: step * 1_000_000,

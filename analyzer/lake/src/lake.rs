@@ -4,8 +4,14 @@
 //! ```text
 //!  append(rows) ──▶ tail (memory) ──flush──▶ TABLE/date=YYYY-MM-DD/hour=HH/INSTANCE-MS-SEQ.parquet
 //!                        │                            │   compact: small files of an hour → one
-//!                        └──────── scan ◀─────────────┘   retention: hours older than N deleted
+//!                        └──────── scan ◀─────────────┘   retention: files received more than N hours ago deleted
 //! ```
+//!
+//! Retention keys on when a file's rows were received (the time in its
+//! name: when the flush wrote it; a compacted file takes the newest of its
+//! inputs), not on the rows' own times, which an agent chooses: evidence
+//! dated in the past stays for the whole retention period, and rows dated
+//! in the future do not outlive it.
 //!
 //! A query plans against a snapshot of one table: its file list and its tail,
 //! taken together under the table's lock, so a row is in exactly one of
@@ -47,6 +53,7 @@ use crate::catalog::{self, TABLES, TableDef};
 use crate::config::LakeConfig;
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
+const MS_PER_HOUR: i64 = 3_600_000;
 
 /// Why the lake could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +103,8 @@ pub struct FileEntry {
     pub size: u64,
     /// Hours since the epoch of its rows' time column.
     pub hour: i64,
+    /// When its rows were received (written by a flush), ms since the epoch.
+    pub received_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -220,10 +229,13 @@ impl Lake {
                 .filter(|m| m.location.extension() == Some("parquet"))
                 .filter_map(|m| {
                     let hour = hour_of_path(&m.location)?;
+                    // Files without a time in their name: the end of their hour.
+                    let received_ms = received_of_path(&m.location).unwrap_or((hour + 1) * MS_PER_HOUR);
                     Some(FileEntry {
                         path: m.location,
                         size: m.size,
                         hour,
+                        received_ms,
                     })
                 })
                 .collect();
@@ -322,13 +334,19 @@ impl Lake {
         .map_err(task_error)??;
         let mut work = Work::default();
         let mut entries = Vec::with_capacity(encoded.len());
+        let received_ms = chrono::Utc::now().timestamp_millis();
         for (hour, rows, bytes) in encoded {
-            let path = self.new_path(t.def.name, hour);
+            let path = self.new_path(t.def.name, hour, received_ms);
             let size = bytes.len() as u64;
             self.put(&path, bytes).await?;
             work.files_written += 1;
             work.rows_written += rows;
-            entries.push(FileEntry { path, size, hour });
+            entries.push(FileEntry {
+                path,
+                size,
+                hour,
+                received_ms,
+            });
         }
         let mut s = t.state.write().unwrap_or_else(|p| p.into_inner());
         s.files.extend(entries);
@@ -347,10 +365,11 @@ impl Lake {
         Ok(work)
     }
 
-    fn new_path(&self, table: &str, hour: i64) -> Path {
+    /// `TABLE/date=…/hour=…/INSTANCE-RECEIVED_MS-SEQ.parquet`.
+    fn new_path(&self, table: &str, hour: i64, received_ms: i64) -> Path {
         let date = chrono::DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let ms = chrono::Utc::now().timestamp_millis();
+        let ms = received_ms;
         self.root
             .clone()
             .join(table)
@@ -400,13 +419,20 @@ impl Lake {
                 })
                 .await
                 .map_err(task_error)??;
-                let path = self.new_path(t.def.name, hour);
+                // Its rows are kept as long as the newest of them.
+                let received_ms = files.iter().map(|f| f.received_ms).max().unwrap_or_default();
+                let path = self.new_path(t.def.name, hour, received_ms);
                 let size = bytes.len() as u64;
                 self.put(&path, bytes).await?;
                 {
                     let mut s = t.state.write().unwrap_or_else(|p| p.into_inner());
                     s.files.retain(|f| !files.contains(f));
-                    s.files.push(FileEntry { path, size, hour });
+                    s.files.push(FileEntry {
+                        path,
+                        size,
+                        hour,
+                        received_ms,
+                    });
                 }
                 self.doom(files.iter().map(|f| f.path.clone()));
                 info!(
@@ -424,17 +450,20 @@ impl Lake {
         Ok(work)
     }
 
-    /// Drops hour partitions older than `retention_hours` before `now_ns`.
+    /// Drops files received more than `retention_hours` before `now_ns`.
     pub fn expire(&self, now_ns: i64) -> Work {
         let mut work = Work::default();
         if self.config.retention_hours == 0 {
             return work;
         }
-        let oldest_kept = now_ns.div_euclid(NS_PER_HOUR) - self.config.retention_hours as i64 + 1;
+        let hours = i64::try_from(self.config.retention_hours).unwrap_or(i64::MAX);
+        let cutoff_ms = now_ns
+            .div_euclid(1_000_000)
+            .saturating_sub(hours.saturating_mul(MS_PER_HOUR));
         for t in self.tables.values() {
             let expired: Vec<Path> = {
                 let mut s = t.state.write().unwrap_or_else(|p| p.into_inner());
-                let (old, keep): (Vec<_>, Vec<_>) = s.files.drain(..).partition(|f| f.hour < oldest_kept);
+                let (old, keep): (Vec<_>, Vec<_>) = s.files.drain(..).partition(|f| f.received_ms < cutoff_ms);
                 s.files = keep;
                 old.into_iter().map(|f| f.path).collect()
             };
@@ -761,6 +790,14 @@ fn hour_of_path(path: &Path) -> Option<i64> {
     }
     let t = date?.and_hms_opt(hour?, 0, 0)?.and_utc().timestamp();
     Some(t / 3600)
+}
+
+/// The receive time in a file name `INSTANCE-RECEIVED_MS-SEQ.parquet`.
+fn received_of_path(path: &Path) -> Option<i64> {
+    let name = path.filename()?.strip_suffix(".parquet")?;
+    let mut parts = name.rsplit('-');
+    let _seq: u64 = parts.next()?.parse().ok()?;
+    parts.next()?.parse().ok()
 }
 
 /// A file-name-safe form of the instance id.

@@ -252,19 +252,26 @@ async fn files_are_partitioned_by_hour_compacted_reopened_and_expired() -> anyho
     let e2 = Engine::new(&reopened, limits()).await?;
     anyhow::ensure!(count(e2.clone()).await? == "n\r\n2000\r\n");
 
-    // Retention of 24 h, a day later at 10:59:58: hour 10 expires (the
-    // process and the network file of it), hour 11 stays.
+    // Retention of 24 h keys on when the files were received (now), not on
+    // the rows' times (long ago): a day after those times nothing expires;
+    // a day after the files were written, all of them.
     let config = LakeConfig {
         retention_hours: 24,
         ..config
     };
     let aged = Arc::new(Lake::open(&config, "golden-3", Duration::ZERO).await?);
-    let day_later = BASE_NS + 24 * 3_600_000_000_000 - 1_000_000_000;
+    let day_later = BASE_NS + 24 * 3_600_000_000_000 + 1_000_000_000;
     let work = aged.expire(day_later);
-    anyhow::ensure!(work.files_removed == 2, "{work:?}");
+    anyhow::ensure!(work.files_removed == 0, "old-dated evidence expired early: {work:?}");
+    let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let work = aged.expire(now_ns + 23 * 3_600_000_000_000);
+    anyhow::ensure!(work.files_removed == 0, "{work:?}");
     let e3 = Engine::new(&aged, limits()).await?;
-    // Hour 10 held the events of its first second: 1,000 of them.
-    anyhow::ensure!(count(e3).await? == "n\r\n1000\r\n");
+    anyhow::ensure!(count(e3.clone()).await? == "n\r\n2000\r\n");
+    let files = aged.files("process_events").len() + aged.files("network_events").len();
+    let work = aged.expire(now_ns + 25 * 3_600_000_000_000);
+    anyhow::ensure!(work.files_removed >= files && files >= 2, "{work:?} of {files}");
+    anyhow::ensure!(count(e3).await? == "n\r\n0\r\n");
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use glasshouse_analyzer::baseline::Baseline;
 use glasshouse_analyzer::sign::Key;
 use glasshouse_analyzer::{cli, control};
+use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::service;
 
 /// Glasshouse command line.
@@ -16,6 +17,11 @@ struct Cli {
     /// Kafka bootstrap servers.
     #[arg(long, global = true, default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// A librdkafka property for every Kafka client of the command, e.g.
+    /// `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512`:
+    /// the analyzers' `[kafka]` table (repeatable).
+    #[arg(short = 'X', long = "kafka-property", global = true, value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
     /// The analyzers' control key (`control_key_file`): signs operator
     /// commands, checks baselines and alerts. Without it, the
     /// GLASSHOUSE_CONTROL_KEY_FILE environment variable.
@@ -156,10 +162,10 @@ fn fail(message: String) -> ! {
     std::process::exit(1)
 }
 
-async fn read_baselines(brokers: &str, key: Option<&Key>) -> std::collections::BTreeMap<String, Baseline> {
-    let brokers = brokers.to_owned();
+async fn read_baselines(kafka: &Kafka, key: Option<&Key>) -> std::collections::BTreeMap<String, Baseline> {
+    let kafka = kafka.clone();
     let key = key.cloned();
-    match tokio::task::spawn_blocking(move || control::read_baselines(&brokers, key.as_ref(), Duration::from_secs(15)))
+    match tokio::task::spawn_blocking(move || control::read_baselines(&kafka, key.as_ref(), Duration::from_secs(15)))
         .await
     {
         Ok(Ok(b)) => b,
@@ -168,18 +174,18 @@ async fn read_baselines(brokers: &str, key: Option<&Key>) -> std::collections::B
     }
 }
 
-async fn one_baseline(brokers: &str, key: Option<&Key>, workload: &str) -> Baseline {
-    read_baselines(brokers, key)
+async fn one_baseline(kafka: &Kafka, key: Option<&Key>, workload: &str) -> Baseline {
+    read_baselines(kafka, key)
         .await
         .remove(workload)
         .unwrap_or_else(|| fail(format!("no baseline of workload {workload:?} on the baselines topic")))
 }
 
-async fn send_command(brokers: &str, key: Option<&Key>, workload: &str, name: &str, baseline: Option<Baseline>) {
+async fn send_command(kafka: &Kafka, key: Option<&Key>, workload: &str, name: &str, baseline: Option<Baseline>) {
     let Some(key) = key else {
         fail("analyzers apply only signed commands: pass --control-key-file (or set GLASSHOUSE_CONTROL_KEY_FILE) with the analyzers' control_key_file".into());
     };
-    match control::send(brokers, key, workload, name, baseline, Duration::from_secs(30)).await {
+    match control::send(kafka, key, workload, name, baseline, Duration::from_secs(30)).await {
         Ok(b) => println!(
             "{name}: {} is now version {} ({})",
             glasshouse_analyzer::escape::terminal(workload),
@@ -195,7 +201,8 @@ async fn main() {
     service::init_logging();
     let cli = Cli::parse();
     let cancel = service::shutdown_on_signals();
-    let brokers = cli.brokers;
+    let properties = Kafka::parse_properties(&cli.kafka_properties).unwrap_or_else(|e| fail(e));
+    let brokers = Kafka::new(cli.brokers, properties);
     let key_file = cli
         .control_key_file
         .or_else(|| std::env::var_os("GLASSHOUSE_CONTROL_KEY_FILE").map(PathBuf::from));

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::{TOPIC_ADVISORIES, TOPIC_VULNERABILITIES};
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::escape::terminal;
@@ -80,12 +80,14 @@ fn collect(path: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()
 
 /// Publishes advisories to `glasshouse.advisories` (key = id) and waits
 /// until Kafka has every one.
-pub async fn publish(brokers: &str, advisories: &[Advisory]) -> Result<(), String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "zstd")
-        .set("message.timeout.ms", "30000")
+pub async fn publish(kafka: &Kafka, advisories: &[Advisory]) -> Result<(), String> {
+    let brokers = &kafka.brokers;
+    let producer: FutureProducer = kafka
+        .client(&[
+            ("enable.idempotence", "true"),
+            ("compression.type", "zstd"),
+            ("message.timeout.ms", "30000"),
+        ])
         .create()
         .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
     let mut futures = Vec::with_capacity(advisories.len());
@@ -108,8 +110,8 @@ pub async fn publish(brokers: &str, advisories: &[Advisory]) -> Result<(), Strin
 }
 
 /// The current rows of `glasshouse.vulnerabilities` (unreadable ones skipped).
-pub fn read(brokers: &str) -> Result<Vec<Vulnerability>, String> {
-    let latest = crate::vulns::service::read_compacted(brokers, TOPIC_VULNERABILITIES, Duration::from_secs(30))?;
+pub fn read(kafka: &Kafka) -> Result<Vec<Vulnerability>, String> {
+    let latest = crate::vulns::service::read_compacted(kafka, TOPIC_VULNERABILITIES, Duration::from_secs(30))?;
     Ok(latest
         .into_values()
         .filter_map(|v| serde_json::from_slice::<Vulnerability>(&v).ok())

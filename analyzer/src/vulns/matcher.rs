@@ -213,11 +213,11 @@ impl Matcher {
     /// topic): it replaces the previous one.
     pub fn inventory(&mut self, row: inventory::Row, partition: i32, now_ns: i64) -> Vec<Output> {
         self.stats.inventories += 1;
-        let id = row.container_id.to_string();
+        let id = row.attribution.container().to_owned();
         let mut out = Vec::new();
         let untrusted = self
             .policy
-            .check(row.image.as_deref(), row.image_digest.as_deref())
+            .check(row.attribution.image.as_deref(), row.image_digest.as_deref())
             .map(|u| u.reason);
         let restored = &mut self.restored;
         let tracked = self.containers.entry(id.clone()).or_insert_with(|| {
@@ -244,7 +244,7 @@ impl Matcher {
         {
             self.stats.untrusted += 1;
             out.push(Output::Alert {
-                workload: row.workload_id.to_string(),
+                workload: row.attribution.workload_id.to_string(),
                 json: ocsf::untrusted_image(&row, reason, now_ns),
             });
         }
@@ -349,12 +349,12 @@ impl Matcher {
             let v = Vulnerability {
                 key: key.clone(),
                 state: State::Open,
-                container_id: row.container_id.to_string(),
-                container_name: row.container_name.as_deref().map(str::to_owned),
-                workload_id: row.workload_id.to_string(),
-                host: row.host.to_string(),
-                image: row.image.as_deref().map(str::to_owned),
-                image_id: row.image_id.as_deref().map(str::to_owned),
+                container_id: row.attribution.container().to_owned(),
+                container_name: row.attribution.container_name.as_deref().map(str::to_owned),
+                workload_id: row.attribution.workload_id.to_string(),
+                host: row.attribution.host.to_string(),
+                image: row.attribution.image.as_deref().map(str::to_owned),
+                image_id: row.attribution.image_id.as_deref().map(str::to_owned),
                 image_digest: row.image_digest.as_deref().map(str::to_owned),
                 ecosystem: p.ecosystem.to_string(),
                 package: p.name.to_string(),
@@ -436,6 +436,7 @@ impl Matcher {
 mod tests {
     use super::*;
     use crate::vulns::osv::tests::fixture;
+    use glasshouse_proto::record::Attribution;
 
     fn package(eco: &str, name: &str, version: &str, source: Option<&str>) -> inventory::Package {
         inventory::Package {
@@ -449,16 +450,17 @@ mod tests {
 
     fn row(id: &str, packages: Vec<inventory::Package>) -> inventory::Row {
         inventory::Row {
-            agent_id: "h".into(),
-            boot_id: 1,
-            batch_seq: 1,
-            host: "h".into(),
-            container_id: id.into(),
-            container_name: Some("web-1".into()),
-            image: Some("localhost/app:1".into()),
-            image_id: Some("sha256:3c44".into()),
+            attribution: Attribution {
+                boot_id: 1,
+                batch_seq: 1,
+                container_id: Some(id.into()),
+                container_name: Some("web-1".into()),
+                image: Some("localhost/app:1".into()),
+                image_id: Some("sha256:3c44".into()),
+                workload_id: "localhost/app".into(),
+                ..Attribution::host("h".into(), "h".into())
+            },
             image_digest: Some(format!("sha256:{}", "b".repeat(64)).into()),
-            workload_id: "localhost/app".into(),
             time_unix_ns: 1,
             distro: Some("Debian:12".into()),
             packages,
@@ -697,7 +699,10 @@ mod tests {
         assert_eq!(a[0]["class_uid"].as_u64(), Some(2003));
         assert!(m.inventory(row("c1", vec![]), 0, T0 + 1).is_empty());
         let trusted = inventory::Row {
-            image: Some("localhost/trusted:2".into()),
+            attribution: Attribution {
+                image: Some("localhost/trusted:2".into()),
+                ..row("c9", vec![]).attribution
+            },
             ..row("c9", vec![])
         };
         assert!(m.inventory(trusted, 0, T0).is_empty());

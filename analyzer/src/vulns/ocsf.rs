@@ -213,22 +213,27 @@ pub fn vulnerability_resolved(v: &Vulnerability, advisory: Option<&Advisory>, no
 
 /// A container whose image the trust policy does not cover.
 pub fn untrusted_image(row: &glasshouse_proto::inventory::Row, reason: &str, now_ns: i64) -> String {
-    let key = serde_json::json!([&*row.container_id, row.image.as_deref(), row.image_digest.as_deref()]).to_string();
+    let key = serde_json::json!([
+        row.attribution.container(),
+        row.attribution.image.as_deref(),
+        row.image_digest.as_deref()
+    ])
+    .to_string();
     let uid = stable_uid("image-trust", &key);
-    let image = row.image.as_deref().unwrap_or("(unknown image)");
+    let image = row.attribution.image.as_deref().unwrap_or("(unknown image)");
     let title = format!("Untrusted image {image} running");
     let mut container = json!({
-        "uid": &*row.container_id,
+        "uid": row.attribution.container(),
         "type": "Container",
-        "hostname": &*row.host,
+        "hostname": &*row.attribution.host,
         "data": {
-            "workload": &*row.workload_id,
-            "image": row.image.as_deref(),
-            "image_id": row.image_id.as_deref(),
+            "workload": &*row.attribution.workload_id,
+            "image": row.attribution.image.as_deref(),
+            "image_id": row.attribution.image_id.as_deref(),
             "image_digest": row.image_digest.as_deref(),
         },
     });
-    if let Some(n) = &row.container_name {
+    if let Some(n) = &row.attribution.container_name {
         container["name"] = json!(&**n);
     }
     json!({
@@ -246,7 +251,7 @@ pub fn untrusted_image(row: &glasshouse_proto::inventory::Row, reason: &str, now
         "status": "New",
         "time": ms(now_ns),
         "message": format!("{title}: {reason}"),
-        "metadata": metadata(&uid, &row.workload_id),
+        "metadata": metadata(&uid, &row.attribution.workload_id),
         "finding_info": {
             "uid": uid,
             "title": title,
@@ -269,7 +274,7 @@ pub fn untrusted_image(row: &glasshouse_proto::inventory::Row, reason: &str, now
         "resources": [container],
         "unmapped": {
             "glasshouse": {
-                "workload": &*row.workload_id,
+                "workload": &*row.attribution.workload_id,
                 "rule": "image-trust",
             }
         },

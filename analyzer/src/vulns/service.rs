@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::{RecordType, TOPIC_ADVISORIES, TOPIC_ALERTS, TOPIC_VULNERABILITIES};
 use glasshouse_proto::{inventory, ipc};
 use std::sync::{Arc, Mutex};
@@ -189,8 +190,8 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
     // What was published before this start: a replayed inventory then
     // neither alerts again nor loses its findings' first-seen times.
     let restored = {
-        let brokers = brokers.clone();
-        tokio::task::spawn_blocking(move || read_compacted(&brokers, TOPIC_VULNERABILITIES, Duration::from_secs(60)))
+        let kafka = Kafka::new(brokers.clone(), settings.extra.clone());
+        tokio::task::spawn_blocking(move || read_compacted(&kafka, TOPIC_VULNERABILITIES, Duration::from_secs(60)))
             .await
             .map_err(|e| e.to_string())??
     };
@@ -241,7 +242,7 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
                         Ok(rows) => {
                             for row in rows {
                                 let started = Instant::now();
-                                let (container, packages) = (row.container_id.clone(), row.packages.len());
+                                let (container, packages) = (row.attribution.container().to_owned(), row.packages.len());
                                 let out = matcher.inventory(row, m.partition(), now_ns());
                                 tracing::debug!(
                                     container = %container,
@@ -358,12 +359,14 @@ fn publish(producer: &FutureProducer, outputs: Vec<Output>, pending: &mut Vec<De
 /// reports end-of-partition, not the high watermark: tansu 0.6 reports a
 /// high watermark of the last record batch's base offset + 1, so a
 /// watermark-bounded read misses the rest of the last batch.
-pub fn read_compacted(brokers: &str, topic: &str, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "glasshouse-compacted-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
+pub fn read_compacted(kafka: &Kafka, topic: &str, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let brokers = &kafka.brokers;
+    let consumer: BaseConsumer = kafka
+        .client(&[
+            ("group.id", "glasshouse-compacted-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+        ])
         .create()
         .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
     let tpl = all_partitions(&consumer, topic)?;
