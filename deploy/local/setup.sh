@@ -14,6 +14,7 @@ PACKAGES=(
   clang mold pkg-config cmake make          # build: linker, librdkafka's build
   protobuf-compiler                         # tonic-prost-build needs protoc
   zlib1g-dev                                # librdkafka, libbpf
+  libssl-dev                                # librdkafka: TLS and SASL SCRAM to Kafka
   libbpf-dev libelf-dev                     # the agent's eBPF programs (headers) and libbpf (libelf)
   podman runc netavark aardvark-dns iptables conmon uidmap  # containers
   busybox-static                            # the test image's rootfs
@@ -41,7 +42,7 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
 fi
 
 # 2b. A real S3-compatible server for the lake's object-storage test
-#     (tests/tests/sql_s3.rs): s3s-fs serves a directory as S3 with SigV4
+#     (tests/tests/sql/sql_s3.rs): s3s-fs serves a directory as S3 with SigV4
 #     checks. 0.14.1 is the newest release that builds on rustc 1.95 (later
 #     ones need 1.96).
 S3S_FS_VERSION=0.14.1
@@ -49,6 +50,14 @@ if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
   say "installing s3s-fs $S3S_FS_VERSION (cargo install)"
   CARGO_TARGET_DIR=${GLASSHOUSE_CACHE:-/var/cache/glasshouse}/s3s-target \
     cargo install s3s-fs --version "$S3S_FS_VERSION" --locked --features binary
+fi
+
+# 2c. The test runner of deploy/local/test.sh (these machines ship it; a
+#     machine without it builds it once).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest (cargo install)"
+  CARGO_TARGET_DIR=${GLASSHOUSE_CACHE:-/var/cache/glasshouse}/nextest-target \
+    cargo install cargo-nextest --locked
 fi
 
 # 3. Podman on these VMs: hybrid cgroups need runc and the cgroupfs manager,
@@ -100,7 +109,7 @@ if ! python3 -c 'import psycopg, adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/nu
     'psycopg[binary]==3.3.9' 'adbc-driver-flightsql==1.13.0' 'adbc-driver-manager==1.13.0' 'pyarrow==26.0.1'
 fi
 
-# 6. Deploy tests (tests/tests/deploy_*.rs): systemd-analyze for the units in
+# 6. Deploy tests (tests/tests/deploy/): systemd-analyze for the units in
 #    deploy/systemd, the PyPI validator with offline Kubernetes schemas, and helm.
 if ! command -v systemd-analyze >/dev/null; then
   say "installing systemd (systemd-analyze)"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # All tests: set up this host (idempotent), then format check, clippy with
 # warnings as errors, and every test of the workspace — unit tests and the
-# end-to-end tests with a real broker, real containers and real processes.
+# end-to-end tests with a real broker, real containers and real processes —
+# run by cargo-nextest, several at once (`.config/nextest.toml` says which
+# run alone).
 # Environment: CARGO_TARGET_DIR (default /var/cache/glasshouse/target).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,8 +17,8 @@ echo "==> cargo fmt --check" >&2
 cargo fmt --all --check
 echo "==> cargo clippy" >&2
 cargo clippy --locked --workspace --all-targets -- -D warnings
-echo "==> cargo test" >&2
+echo "==> cargo nextest run" >&2
 # Tests start some binaries as real processes (e.g. aggregators to kill -9).
 cargo build --locked --workspace --bins
-cargo test --locked --workspace
+cargo nextest run --locked --workspace --no-fail-fast
 echo "==> all tests passed in $(( $(date +%s) - start )) s" >&2

@@ -18,6 +18,7 @@ use glasshouse_agent::rootfs::RootFs;
 use glasshouse_analyzer::vulns::matcher::Matcher;
 use glasshouse_analyzer::vulns::osv::Advisory;
 use glasshouse_proto::inventory;
+use glasshouse_proto::record::Attribution;
 
 fn advisory(i: usize) -> Advisory {
     let json = format!(
@@ -32,16 +33,17 @@ fn advisory(i: usize) -> Advisory {
 
 fn container(c: usize) -> inventory::Row {
     inventory::Row {
-        agent_id: "a".into(),
-        boot_id: 1,
-        batch_seq: 1,
-        host: "h".into(),
-        container_id: format!("{c:064x}").into(),
-        container_name: None,
-        image: Some(format!("localhost/app{}:1", c % 50).into()),
-        image_id: None,
+        attribution: Attribution {
+            agent_id: "a".into(),
+            boot_id: 1,
+            batch_seq: 1,
+            host: "h".into(),
+            container_id: Some(format!("{c:064x}").into()),
+            image: Some(format!("localhost/app{}:1", c % 50).into()),
+            workload_id: format!("localhost/app{}", c % 50).into(),
+            ..Default::default()
+        },
         image_digest: None,
-        workload_id: format!("localhost/app{}", c % 50).into(),
         time_unix_ns: 1,
         distro: Some("Debian:12".into()),
         packages: (0..400)

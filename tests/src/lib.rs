@@ -233,11 +233,13 @@ pub struct Broker {
     storage: String,
     /// Working directory (a durable broker's sqlite path is relative to it).
     dir: Option<PathBuf>,
+    /// Further `tansu broker` arguments (`--authentication`).
+    args: Vec<String>,
 }
 
 impl Broker {
     pub fn start() -> anyhow::Result<Broker> {
-        Broker::spawn(free_port()?, "memory://tansu/".to_owned(), None)
+        Broker::spawn(free_port()?, "memory://tansu/".to_owned(), None, Vec::new())
     }
 
     /// A broker keeping its data in `dir/tansu.db` (sqlite). tansu 0.6
@@ -245,16 +247,43 @@ impl Broker {
     /// absolute one gets doubled), so it runs in `dir`.
     pub fn start_durable(dir: &Path) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(dir)?;
-        Broker::spawn(free_port()?, "sqlite://tansu.db".to_owned(), Some(dir.to_owned()))
+        Broker::spawn(
+            free_port()?,
+            "sqlite://tansu.db".to_owned(),
+            Some(dir.to_owned()),
+            Vec::new(),
+        )
     }
 
-    fn spawn(port: u16, storage: String, dir: Option<PathBuf>) -> anyhow::Result<Broker> {
+    /// A durable broker in `dir` that requires SASL (SCRAM-SHA-256) from
+    /// every client, with one user: tansu creates users only through the
+    /// broker, so the user is created first, then the broker restarted
+    /// with `--authentication` on the same storage.
+    pub fn start_authenticated(dir: &Path, user: &str, password: &str) -> anyhow::Result<Broker> {
+        let mut broker = Broker::start_durable(dir)?;
+        let out = Command::new(find_tansu()?)
+            .args(["user", "create", "--broker", &format!("tcp://{}", broker.addr)])
+            .args(["--mechanism", "scram256", user, password])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        broker.stop(libc::SIGTERM)?;
+        broker.args = vec!["--authentication".to_owned()];
+        broker.restart()?;
+        Ok(broker)
+    }
+
+    fn spawn(port: u16, storage: String, dir: Option<PathBuf>, args: Vec<String>) -> anyhow::Result<Broker> {
         let tansu = find_tansu()?;
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(&tansu);
         command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &storage])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(dir) = &dir {
@@ -274,6 +303,7 @@ impl Broker {
             addr,
             storage,
             dir,
+            args,
         };
         wait_for_port(addr, Duration::from_secs(20)).context("tansu broker did not start")?;
         Ok(broker)
@@ -322,7 +352,12 @@ impl Broker {
     /// Starts the broker again on the same address and storage.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         ensure!(self.child.is_none(), "the broker is running");
-        let mut again = Broker::spawn(self.addr.port(), self.storage.clone(), self.dir.clone())?;
+        let mut again = Broker::spawn(
+            self.addr.port(),
+            self.storage.clone(),
+            self.dir.clone(),
+            self.args.clone(),
+        )?;
         self.child = again.child.take();
         Ok(())
     }
@@ -497,19 +532,30 @@ impl AggregatorProcess {
 
     /// Starts one listening on `addr` (e.g. a host address of a [`Netns`]).
     pub fn start_at(addr: SocketAddr, brokers: &str, extra: &str) -> anyhow::Result<AggregatorProcess> {
+        AggregatorProcess::start_binary(&workspace_binary("glasshouse-aggregator")?, addr, brokers, extra)
+    }
+
+    /// Starts `binary` (e.g. another revision's aggregator, for a benchmark
+    /// against it) listening on `addr`.
+    pub fn start_binary(
+        binary: &Path,
+        addr: SocketAddr,
+        brokers: &str,
+        extra: &str,
+    ) -> anyhow::Result<AggregatorProcess> {
         let port = addr.port();
         let config = std::env::temp_dir().join(format!("glasshouse-aggregator-{port}.toml"));
         std::fs::write(
             &config,
             format!("listen = \"{addr}\"\nbrokers = \"{brokers}\"\nproducer_id = \"aggregator/{port}\"\n{extra}\n"),
         )?;
-        let child = Command::new(workspace_binary("glasshouse-aggregator")?)
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .context("starting glasshouse-aggregator")?;
+            .with_context(|| format!("starting {}", binary.display()))?;
         let process = AggregatorProcess { child, addr, config };
         wait_for_port(addr, Duration::from_secs(30)).context("aggregator did not start")?;
         Ok(process)
@@ -534,6 +580,18 @@ impl AggregatorProcess {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(Instant::now() < deadline, "the process did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGTERM and wait: the orderly shutdown path.
@@ -756,6 +814,11 @@ impl AnalyzerProcess {
     }
 
     /// SIGKILL and wait: no flush, no offset commit.
+    /// Peak resident memory of the process so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        peak_rss_of(self.child.id())
+    }
+
     pub fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
@@ -939,15 +1002,21 @@ pub mod wire {
         Ok(acks)
     }
 
-    /// A hello from `agent_id`.
+    /// A hello from `agent_id` on host `{agent_id}-host`, in no cluster.
     pub fn hello(agent_id: &str) -> v1::AgentFrame {
+        hello_as(agent_id, &format!("{agent_id}-host"), "")
+    }
+
+    /// A hello from `agent_id` claiming host `hostname` in `cluster`.
+    pub fn hello_as(agent_id: &str, hostname: &str, cluster: &str) -> v1::AgentFrame {
         v1::AgentFrame {
             frame: Some(v1::agent_frame::Frame::Hello(v1::Hello {
                 agent_id: agent_id.to_owned(),
                 boot_id: 1,
-                hostname: format!("{agent_id}-host"),
+                hostname: hostname.to_owned(),
                 agent_version: "test".into(),
                 sensor_mode: "test".into(),
+                cluster: cluster.to_owned(),
             })),
         }
     }
@@ -1080,6 +1149,7 @@ pub mod simulated {
                 hostname: format!("{agent_id}-host"),
                 agent_version: "test".into(),
                 sensor_mode: "simulated".into(),
+                cluster: String::new(),
             },
             token: None,
             tls: None,
@@ -1125,9 +1195,17 @@ pub mod simulated {
             let batch = ipc::decode(msg.payload().context("empty payload")?)?;
             let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
             for row in process::read_rows(&batch)? {
-                ensure!(key.as_deref() == Some(&*row.workload_id), "key is not the workload id");
+                ensure!(
+                    key.as_deref() == Some(&*row.attribution.workload_id),
+                    "key is not the workload id"
+                );
                 *seen
-                    .entry((row.agent_id.to_string(), row.boot_id, row.batch_seq, row.event_index))
+                    .entry((
+                        row.attribution.agent_id.to_string(),
+                        row.attribution.boot_id,
+                        row.attribution.batch_seq,
+                        row.event_index,
+                    ))
                     .or_default() += 1;
             }
         }
@@ -1664,8 +1742,10 @@ pub mod marks {
                         let now = Instant::now();
                         for row in process::read_rows(&batch)? {
                             if row.kind == Kind::Running && row.argv.iter().any(|a| a.contains(needle.as_str())) {
-                                t.running
-                                    .insert((row.container_id.as_ref().map(|c| c.to_string()), row.boot_id));
+                                t.running.insert((
+                                    row.attribution.container_id.as_ref().map(|c| c.to_string()),
+                                    row.attribution.boot_id,
+                                ));
                             }
                             if row.kind != Kind::Exec {
                                 continue;
@@ -1678,9 +1758,15 @@ pub mod marks {
                                 continue;
                             };
                             t.seen.entry(mark).or_insert((now, 0)).1 += 1;
-                            t.ids
-                                .insert((row.agent_id.to_string(), row.boot_id, row.batch_seq, row.event_index));
-                            *t.containers.entry(row.container_id.map(|c| c.to_string())).or_default() += 1;
+                            t.ids.insert((
+                                row.attribution.agent_id.to_string(),
+                                row.attribution.boot_id,
+                                row.attribution.batch_seq,
+                                row.event_index,
+                            ));
+                            *t.containers
+                                .entry(row.attribution.container_id.map(|c| c.to_string()))
+                                .or_default() += 1;
                         }
                     }
                     Ok(())

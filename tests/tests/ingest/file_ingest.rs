@@ -1,0 +1,391 @@
+//! File events and exec drift through the real ingest path: a hand-built wire
+//! batch (process events, one of them an exec marked `drift`, a network
+//! event and two file events, with their string and container definitions)
+//! and a second batch that defines only a non-UTF-8 path and reuses the
+//! first batch's strings go to an in-process aggregator writing to a real
+//! broker. An independent consumer reads `glasshouse.file`,
+//! `glasshouse.process` and `glasshouse.network` back and finds every row
+//! resolved (paths and executables from string references, event index after
+//! the batch's process and network events, own time chain), keyed by
+//! workload id, with the `drift` column set on the drifted exec only. A file
+//! event without a path is refused with a status naming the batch, and
+//! nothing of it reaches Kafka.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use glasshouse_proto::file::{self, Kind, Row};
+use glasshouse_proto::record::Attribution;
+use glasshouse_proto::record::RecordType;
+use glasshouse_proto::{ipc, network, process, v1};
+use glasshouse_tests::topics::read_topic;
+use glasshouse_tests::{Broker, init_logging, wire};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+/// `wire::hello` gives boot id 1 and host name `{agent}-host`.
+const AGENT: &str = "file-sim";
+const BOOT: u64 = 1;
+const WORKLOAD: &str = "localhost/file-sim";
+const IMAGE: &str = "localhost/file-sim:1";
+const NAME: &str = "web-1";
+static B1: std::sync::LazyLock<i64> = std::sync::LazyLock::new(glasshouse_tests::epoch);
+static B2: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| glasshouse_tests::epoch() + 1_000_000);
+/// open(2) flags (Linux, x86_64 and aarch64 alike).
+const O_WRONLY: u32 = 0o1;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const O_APPEND: u32 = 0o2000;
+
+fn string(id: u32, value: &[u8]) -> v1::StringDef {
+    v1::StringDef {
+        id,
+        value: value.to_vec().into(),
+    }
+}
+
+fn frame(batch: v1::Batch) -> v1::AgentFrame {
+    v1::AgentFrame {
+        frame: Some(v1::agent_frame::Frame::Batch(batch)),
+    }
+}
+
+fn container_id() -> String {
+    "ab".repeat(32)
+}
+
+/// Batch 1: three process events (exec of busybox, exec of a dropped file
+/// marked drift, a host exit), one connect, and two file events: the dropped
+/// file created in the container, then a host write to authorized_keys by an
+/// unknown executable, collapsed three times.
+fn first_batch() -> v1::Batch {
+    let container = 1;
+    v1::Batch {
+        sequence: 1,
+        base_time_unix_ns: *B1,
+        reset_strings: false,
+        strings: vec![
+            string(1, container_id().as_bytes()),
+            string(2, IMAGE.as_bytes()),
+            string(3, WORKLOAD.as_bytes()),
+            string(4, b"/bin/busybox"),
+            string(5, b"busybox"),
+            string(6, b"/tmp/dropper"),
+            string(7, b"/root/.ssh/authorized_keys"),
+            string(8, NAME.as_bytes()),
+        ],
+        containers: vec![v1::ContainerDef {
+            r#ref: container,
+            runtime: v1::ContainerRuntime::Podman as i32,
+            container_id: 1,
+            name: 8,
+            image: 2,
+            workload_id: 3,
+            ..Default::default()
+        }],
+        process_events: vec![
+            v1::ProcessEvent {
+                time_delta_ns: 10,
+                kind: v1::ProcessEventKind::Exec as i32,
+                container,
+                pid: 77,
+                ppid: 1,
+                path: 4,
+                argv: vec![5],
+                count: 1,
+                ..Default::default()
+            },
+            v1::ProcessEvent {
+                time_delta_ns: 90,
+                kind: v1::ProcessEventKind::Exec as i32,
+                container,
+                pid: 80,
+                ppid: 77,
+                path: 6,
+                argv: vec![6],
+                parent_exe: 4,
+                count: 1,
+                drift: true,
+                stdio_socket: false,
+                ..Default::default()
+            },
+            v1::ProcessEvent {
+                time_delta_ns: 50,
+                kind: v1::ProcessEventKind::Exit as i32,
+                container: 0,
+                pid: 5,
+                exit_code: Some(0),
+                ..Default::default()
+            },
+        ],
+        network_events: vec![v1::NetworkEvent {
+            time_delta_ns: 200,
+            kind: v1::NetworkEventKind::Connect as i32,
+            container,
+            pid: 80,
+            local_addr: vec![10, 0, 0, 2],
+            local_port: 40_000,
+            remote_addr: vec![10, 0, 0, 9],
+            remote_port: 4444,
+            count: 1,
+            ..Default::default()
+        }],
+        file_events: vec![
+            v1::FileEvent {
+                time_delta_ns: 40,
+                kind: v1::FileEventKind::Create as i32,
+                container,
+                pid: 77,
+                path: 6,
+                exe: 4,
+                flags: O_WRONLY | O_CREAT | O_TRUNC,
+                // 0 on the wire reads as 1.
+                count: 0,
+            },
+            v1::FileEvent {
+                time_delta_ns: 500,
+                kind: v1::FileEventKind::Write as i32,
+                container: 0,
+                pid: 78,
+                path: 7,
+                exe: 0,
+                flags: O_WRONLY | O_APPEND,
+                count: 3,
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+/// Batch 2: file events only; defines one path that is not UTF-8 and reuses
+/// the executable and container defined by batch 1.
+fn second_batch() -> v1::Batch {
+    v1::Batch {
+        sequence: 2,
+        base_time_unix_ns: *B2,
+        strings: vec![string(9, b"/etc/cron.d/\xffjob")],
+        file_events: vec![v1::FileEvent {
+            time_delta_ns: 7,
+            kind: v1::FileEventKind::Write as i32,
+            container: 1,
+            pid: 79,
+            path: 9,
+            exe: 4,
+            flags: O_WRONLY | O_TRUNC,
+            count: 1,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow::Result<()> {
+    init_logging();
+    let broker = Broker::start()?;
+    let cancel = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+        "test",
+        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
+    )?;
+    let aggregator = tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone()));
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+
+    let frames = vec![wire::hello(AGENT), frame(first_batch()), frame(second_batch())];
+    let acks = tokio::time::timeout(
+        Duration::from_secs(60),
+        wire::exchange(channel.clone(), None, frames, 2),
+    )
+    .await??;
+    assert_eq!(acks, vec![1, 2], "both batches acknowledged, in order");
+
+    // A file event must name its file: path 0 ("absent") refuses the batch,
+    // named in the status metadata so the agent drops it.
+    let pathless = v1::Batch {
+        sequence: 1,
+        base_time_unix_ns: *B1,
+        strings: vec![string(1, b"/bin/busybox")],
+        file_events: vec![v1::FileEvent {
+            kind: v1::FileEventKind::Write as i32,
+            pid: 1,
+            path: 0,
+            exe: 1,
+            flags: O_WRONLY,
+            count: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let refused = wire::exchange(channel, None, vec![wire::hello("file-bad"), frame(pathless)], 1).await;
+    let status = match refused {
+        Ok(acks) => anyhow::bail!("a pathless file event was acknowledged: {acks:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("batch 1, event 0: file event without a path"),
+        "{status:?}"
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get(glasshouse_proto::metadata::REFUSED_BATCH)
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+
+    // Acknowledged means in Kafka. File rows: event indexes after the 3
+    // process and 1 network events of batch 1; own time chain per batch.
+    let brokers = broker.bootstrap();
+    let read = |p: &[u8]| Ok(file::read_rows(&ipc::decode(p)?)?);
+    let mut rows = Vec::new();
+    for (key, row) in read_topic(&brokers, RecordType::File, 3, read).await? {
+        ensure!(
+            key == *row.attribution.workload_id,
+            "key {key:?} is not the workload id of {row:?}"
+        );
+        rows.push(row);
+    }
+    rows.sort_by_key(|r| (r.attribution.batch_seq, r.event_index));
+    let host_workload = format!("host:{AGENT}-host");
+    let in_container = |batch_seq: u64, event_index: u32, time_unix_ns: i64, kind: Kind| Row {
+        attribution: Attribution {
+            agent_id: AGENT.into(),
+            boot_id: BOOT,
+            batch_seq,
+            host: format!("{AGENT}-host").into(),
+            container_id: Some(container_id().into()),
+            container_name: Some(NAME.into()),
+            image: Some(IMAGE.into()),
+            workload_id: WORKLOAD.into(),
+            ..Default::default()
+        },
+        event_index,
+        time_unix_ns,
+        kind,
+        pid: 77,
+        path: "/tmp/dropper".into(),
+        exe: Some("/bin/busybox".into()),
+        flags: O_WRONLY | O_CREAT | O_TRUNC,
+        count: 1,
+    };
+    let expected = vec![
+        in_container(1, 4, *B1 + 40, Kind::Create),
+        Row {
+            attribution: Attribution {
+                container_id: None,
+                container_name: None,
+                image: None,
+                workload_id: host_workload.as_str().into(),
+                ..in_container(1, 5, *B1 + 540, Kind::Write).attribution
+            },
+            pid: 78,
+            path: "/root/.ssh/authorized_keys".into(),
+            exe: None,
+            flags: O_WRONLY | O_APPEND,
+            count: 3,
+            ..in_container(1, 5, *B1 + 540, Kind::Write)
+        },
+        Row {
+            pid: 79,
+            path: "/etc/cron.d/\u{fffd}job".into(),
+            flags: O_WRONLY | O_TRUNC,
+            ..in_container(2, 0, *B2 + 7, Kind::Write)
+        },
+    ];
+    assert_eq!(rows, expected);
+
+    // Process rows of batch 1: indexes 0..3, the `drift` column set on the
+    // dropped file's exec only (`read_rows` checks the schema, so `drift` is
+    // that column).
+    let read = |p: &[u8]| Ok(process::read_rows(&ipc::decode(p)?)?);
+    let mut processes = Vec::new();
+    for (key, row) in read_topic(&brokers, RecordType::Process, 3, read).await? {
+        ensure!(
+            key == *row.attribution.workload_id,
+            "key {key:?} is not the workload id of {row:?}"
+        );
+        processes.push(row);
+    }
+    processes.sort_by_key(|r| r.event_index);
+    let summary: Vec<_> = processes
+        .iter()
+        .map(|r| {
+            (
+                r.attribution.batch_seq,
+                r.event_index,
+                r.time_unix_ns,
+                r.kind,
+                r.pid,
+                r.path.as_deref(),
+                r.parent_exe.as_deref(),
+                &*r.attribution.workload_id,
+                r.drift,
+                r.exec_in,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                1,
+                0,
+                *B1 + 10,
+                process::Kind::Exec,
+                77,
+                Some("/bin/busybox"),
+                None,
+                WORKLOAD,
+                false,
+                false
+            ),
+            (
+                1,
+                1,
+                *B1 + 100,
+                process::Kind::Exec,
+                80,
+                Some("/tmp/dropper"),
+                Some("/bin/busybox"),
+                WORKLOAD,
+                true,
+                false
+            ),
+            (
+                1,
+                2,
+                *B1 + 150,
+                process::Kind::Exit,
+                5,
+                None,
+                None,
+                host_workload.as_str(),
+                false,
+                false
+            ),
+        ]
+    );
+    assert!(
+        processes
+            .iter()
+            .all(|r| (&*r.attribution.agent_id, r.attribution.boot_id) == (AGENT, BOOT))
+    );
+
+    // The network event sits between them: index 3, its own time chain.
+    let read = |p: &[u8]| Ok(network::read_rows(&ipc::decode(p)?)?);
+    let mut connects = Vec::new();
+    for (key, row) in read_topic(&brokers, RecordType::Network, 1, read).await? {
+        ensure!(
+            key == *row.attribution.workload_id,
+            "key {key:?} is not the workload id of {row:?}"
+        );
+        connects.push((row.attribution.batch_seq, row.event_index, row.time_unix_ns, row.kind));
+    }
+    assert_eq!(connects, vec![(1, 3, *B1 + 200, network::Kind::Connect)]);
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    Ok(())
+}
