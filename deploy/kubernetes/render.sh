@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders the plain manifests of this folder from the Helm chart with its
 # default values (deploy/helm/glasshouse/values.yaml), so that the chart and
-# the manifests cannot drift apart; tests/tests/deploy_kubernetes.rs fails
+# the manifests cannot drift apart; tests/tests/deploy/deploy_kubernetes.rs fails
 # when they differ. Edit the chart, then run this.
 #   glasshouse.yaml    namespaces, RBAC, configs, agent, aggregator, analyzer,
 #                      network policies
@@ -17,11 +17,16 @@ header() {
   printf '# (default values). Do not edit: change the chart and re-render.\n'
   printf '# %s\n' "$1"
 }
+command -v helm >/dev/null || { echo "render.sh: helm not found (deploy/local/setup.sh installs it)" >&2; exit 1; }
+# Rendered to temporary files first: a failing helm leaves the manifests as they were.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 {
   header "Apply: kubectl apply -f glasshouse.yaml (after creating the Secrets: deploy/README.md)"
   helm template glasshouse "$chart" --set kafka.strimzi.topics=false
-} > "$out/glasshouse.yaml"
+} > "$tmp/glasshouse.yaml"
 {
   header "Apply where Strimzi runs: kubectl apply -f kafka-topics.yaml"
   helm template glasshouse "$chart" --show-only templates/kafkatopics.yaml
-} > "$out/kafka-topics.yaml"
+} > "$tmp/kafka-topics.yaml"
+mv "$tmp/glasshouse.yaml" "$tmp/kafka-topics.yaml" "$out/"

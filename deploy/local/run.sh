@@ -37,6 +37,11 @@ done
 declare -A PIDS=()
 stop() {
   trap - INT TERM EXIT
+  # Piped (`run.sh | tee log`), Ctrl-C ends the reader first: the messages
+  # below then fail with EPIPE, which must not end this handler before it
+  # has stopped every process.
+  trap '' PIPE
+  set +e
   echo >&2
   echo "==> stopping" >&2
   for name in agent aggregator analyzer broker podman-api; do
