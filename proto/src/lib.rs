@@ -22,21 +22,16 @@
 //!   - [`inventory`]: container package inventories (lists of packages per container).
 //! - [`ipc`]: one Kafka message value = one Arrow IPC stream (schema + one batch).
 //! - [`limits`]: byte budgets the agent, aggregator and consumers share.
-//! - [`listener`]: accepting connections with a cap and an idle deadline.
 //! - [`metadata`]: gRPC metadata keys of the ingest stream.
-//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
-//! - [`service`]: what every process shares: shutdown, config loading, backoff, logs.
-//! - `kafka` (feature `kafka`): topic layout and creation, broker wait.
+//!
+//! How each process runs (shutdown, config loading, logs, listeners,
+//! metrics, Kafka clients) is not part of the contract: it is in
+//! `glasshouse-runtime` (`proto/runtime/`).
 
 pub mod ipc;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 pub mod limits;
-pub mod listener;
-pub mod metrics;
 pub mod record;
 pub use record::{file, gaps, inventory, network, process, resources, syscalls};
-pub mod service;
 
 /// Generated protobuf and gRPC code of the `glasshouse.v1` package.
 #[expect(

@@ -12,9 +12,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::record::{
+use glasshouse_proto::record::{
     RecordType, TOPIC_ADVISORIES, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL, TOPIC_VULNERABILITIES,
 };
+
 use crate::service::Backoff;
 
 /// A client config of `brokers`: the client's `own` properties, then the
@@ -149,18 +150,18 @@ pub enum TopicError {
 /// record type, this build's schema version and who produced it.
 pub fn record_headers(record_type: RecordType, producer_id: &str) -> rdkafka::message::OwnedHeaders {
     use rdkafka::message::{Header, OwnedHeaders};
-    let version = crate::SCHEMA_VERSION.to_string();
+    let version = glasshouse_proto::SCHEMA_VERSION.to_string();
     OwnedHeaders::new()
         .insert(Header {
-            key: crate::record::HEADER_RECORD_TYPE,
+            key: glasshouse_proto::record::HEADER_RECORD_TYPE,
             value: Some(record_type.name()),
         })
         .insert(Header {
-            key: crate::record::HEADER_SCHEMA_VERSION,
+            key: glasshouse_proto::record::HEADER_SCHEMA_VERSION,
             value: Some(version.as_str()),
         })
         .insert(Header {
-            key: crate::record::HEADER_PRODUCER_ID,
+            key: glasshouse_proto::record::HEADER_PRODUCER_ID,
             value: Some(producer_id),
         })
 }

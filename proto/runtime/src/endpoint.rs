@@ -1,220 +1,19 @@
-//! Prometheus metrics of our own: static counters, labelled counters and
-//! histograms (atomics, no allocation on the hot path), rendered in the text
-//! exposition format by a minimal HTTP endpoint (`GET /metrics`).
-//!
-//! Label values are fixed sets chosen in code (never a container or agent
-//! id), so cardinality stays low.
+//! The metrics and health endpoint every process serves: a minimal HTTP
+//! server (`GET /metrics` in the Prometheus text format, and the routes a
+//! process adds), behind the connection guard of [`crate::listener`].
 //!
 //! Where configured (`metrics_token_file` of each service), the endpoint
 //! answers only requests with `Authorization: Bearer TOKEN` ([`Access`]);
 //! others get `401 Unauthorized` and nothing of the page.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Something that renders itself in the Prometheus text format.
-pub trait Metric: Sync {
-    fn render(&self, out: &mut String);
-}
-
-/// A monotonically increasing counter.
-#[derive(Debug)]
-pub struct Counter {
-    pub name: &'static str,
-    pub help: &'static str,
-    value: AtomicU64,
-}
-
-impl Counter {
-    pub const fn new(name: &'static str, help: &'static str) -> Counter {
-        Counter {
-            name,
-            help,
-            value: AtomicU64::new(0),
-        }
-    }
-    pub fn add(&self, n: u64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
-    }
-}
-
-/// One unlabelled sample with its HELP and TYPE lines.
-pub fn render_scalar(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    // Writing to a String cannot fail.
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}
-# TYPE {name} {kind}
-{name} {value}"
-    );
-}
-
-impl Metric for Counter {
-    fn render(&self, out: &mut String) {
-        render_scalar(out, self.name, self.help, "counter", self.get());
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug)]
-pub struct Gauge {
-    pub name: &'static str,
-    pub help: &'static str,
-    value: AtomicU64,
-}
-
-impl Gauge {
-    pub const fn new(name: &'static str, help: &'static str) -> Gauge {
-        Gauge {
-            name,
-            help,
-            value: AtomicU64::new(0),
-        }
-    }
-    pub fn inc(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn dec(&self) {
-        self.value.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
-    }
-}
-
-impl Metric for Gauge {
-    fn render(&self, out: &mut String) {
-        render_scalar(out, self.name, self.help, "gauge", self.get());
-    }
-}
-
-/// Counters sharing a name, one per value of a fixed label set.
-#[derive(Debug)]
-pub struct LabeledCounter<const N: usize> {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub label: &'static str,
-    pub values: [&'static str; N],
-    counts: [AtomicU64; N],
-}
-
-impl<const N: usize> LabeledCounter<N> {
-    pub const fn new(name: &'static str, help: &'static str, label: &'static str, values: [&'static str; N]) -> Self {
-        LabeledCounter {
-            name,
-            help,
-            label,
-            values,
-            counts: [const { AtomicU64::new(0) }; N],
-        }
-    }
-    /// Adds to the counter of `value`; an unknown value counts as the last one.
-    pub fn add(&self, value: &str, n: u64) {
-        let i = self.values.iter().position(|v| *v == value).unwrap_or(N - 1);
-        self.counts[i].fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self, value: &str) -> u64 {
-        self.values
-            .iter()
-            .position(|v| *v == value)
-            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
-    }
-}
-
-impl<const N: usize> Metric for LabeledCounter<N> {
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
-        for (v, c) in self.values.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{}{{{}=\"{}\"}} {}",
-                self.name,
-                self.label,
-                v,
-                c.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
-
-/// Bucket upper bounds, in seconds, for latencies from 100 µs to 10 s.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
-];
-
-/// A latency histogram with [`LATENCY_BUCKETS`].
-#[derive(Debug)]
-pub struct Histogram {
-    pub name: &'static str,
-    pub help: &'static str,
-    buckets: [AtomicU64; 12],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    pub const fn new(name: &'static str, help: &'static str) -> Histogram {
-        Histogram {
-            name,
-            help,
-            buckets: [const { AtomicU64::new(0) }; 12],
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
-
-impl Metric for Histogram {
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} histogram",
-            self.name, self.help, self.name
-        );
-        let mut cumulative = 0;
-        for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{}_bucket{{le=\"{bound}\"}} {cumulative}", self.name);
-        }
-        let count = self.count();
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{}_bucket{{le=\"+Inf\"}} {count}\n{}_sum {sum}\n{}_count {count}",
-            self.name, self.name, self.name
-        );
-    }
-}
-
-/// Renders `metrics` in the text exposition format.
-pub fn render(metrics: &[&dyn Metric]) -> String {
-    let mut out = String::new();
-    for m in metrics {
-        m.render(&mut out);
-    }
-    out
-}
+use crate::metrics::{Metric, render};
 
 /// Produces the body of `GET /metrics`.
 pub type Renderer = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
@@ -423,6 +222,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{Counter, Histogram, LabeledCounter};
     use tokio::net::TcpStream;
 
     #[test]
