@@ -433,6 +433,11 @@ struct gh_net {
 	u64 cgroup_id; /* the owner's cgroup when it opened the socket */
 };
 
+/* Keeps struct gh_net in the object's BTF (it is only ever a pointer into the
+ * ring buffer, which BTF would not otherwise carry): user space checks its
+ * Rust layout against it (agent/src/sensor/layout.rs). */
+struct gh_net *gh_net_btf __attribute__((unused));
+
 /* Who owns a socket: the process, and its cgroup (which outlives it: a socket
  * often closes after its process exited). */
 struct gh_owner {

@@ -14,9 +14,10 @@
 //! which this throttles.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use glasshouse_runtime::metrics::{Gauge, Metric};
 use tokio_util::sync::CancellationToken;
 
 /// Highest pressure level: the rate limit divided by 1024.
@@ -33,8 +34,8 @@ pub struct Budget {
     memory_bytes: u64,
     level: AtomicU32,
     /// Last measured CPU, in thousandths of a core.
-    cpu_millicores: AtomicU64,
-    rss_bytes: AtomicU64,
+    cpu_millicores: Gauge,
+    rss_bytes: Gauge,
 }
 
 impl Budget {
@@ -43,8 +44,11 @@ impl Budget {
             cpu_percent,
             memory_bytes: memory_mib.saturating_mul(1024 * 1024),
             level: AtomicU32::new(0),
-            cpu_millicores: AtomicU64::new(0),
-            rss_bytes: AtomicU64::new(0),
+            cpu_millicores: Gauge::new(
+                "glasshouse_agent_cpu_millicores",
+                "The agent's CPU over the last second, in thousandths of a core.",
+            ),
+            rss_bytes: Gauge::new("glasshouse_agent_resident_bytes", "The agent's resident memory."),
         })
     }
 
@@ -65,9 +69,8 @@ impl Budget {
 
     /// Takes one measurement; returns the new level when it changed.
     pub fn observe(&self, cpu_percent: f64, rss_bytes: u64) -> Option<u32> {
-        self.cpu_millicores
-            .store((cpu_percent * 10.0).round().max(0.0) as u64, Ordering::Relaxed);
-        self.rss_bytes.store(rss_bytes, Ordering::Relaxed);
+        self.cpu_millicores.set((cpu_percent * 10.0).round().max(0.0) as u64);
+        self.rss_bytes.set(rss_bytes);
         let over = (self.cpu_percent > 0.0 && cpu_percent > self.cpu_percent)
             || (self.memory_bytes > 0 && rss_bytes > self.memory_bytes);
         let relaxed = (self.cpu_percent == 0.0 || cpu_percent < self.cpu_percent / 2.0)
@@ -94,7 +97,7 @@ impl Budget {
         let mut previous = (Instant::now(), cpu_ticks());
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
-        while glasshouse_proto::service::or_cancelled(&cancel, tick.tick())
+        while glasshouse_runtime::service::or_cancelled(&cancel, tick.tick())
             .await
             .is_some()
         {
@@ -123,7 +126,7 @@ impl Budget {
 
     /// The budget's lines of `/metrics`.
     pub fn render(&self, out: &mut String) {
-        use glasshouse_proto::metrics::render_scalar;
+        use glasshouse_runtime::metrics::render_scalar;
         render_scalar(
             out,
             "glasshouse_agent_budget_level",
@@ -131,20 +134,8 @@ impl Budget {
             "gauge",
             u64::from(self.level()),
         );
-        render_scalar(
-            out,
-            "glasshouse_agent_cpu_millicores",
-            "The agent's CPU over the last second, in thousandths of a core.",
-            "gauge",
-            self.cpu_millicores.load(Ordering::Relaxed),
-        );
-        render_scalar(
-            out,
-            "glasshouse_agent_resident_bytes",
-            "The agent's resident memory.",
-            "gauge",
-            self.rss_bytes.load(Ordering::Relaxed),
-        );
+        self.cpu_millicores.render(out);
+        self.rss_bytes.render(out);
     }
 }
 

@@ -48,8 +48,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use glasshouse_proto::service::{Backoff, error_chain};
 use glasshouse_proto::v1::{self, agent_frame, aggregator_frame, ingest_client::IngestClient};
+use glasshouse_runtime::service::{Backoff, error_chain};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -57,7 +57,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::encode::StreamEncoder;
-use crate::pipeline::PendingBatch;
+use crate::record::PendingBatch;
 use crate::spool::{Identity, Record, RecordPos, Spool, SpoolConfig, SpoolError, SpoolMetrics, SpoolStats};
 
 /// Spooled batches read back per trip to the blocking pool.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use glasshouse_proto::service::Validate;
+use glasshouse_runtime::service::Validate;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,7 +266,10 @@ const MIN_SPOOL_BYTES: u64 = 1 << 20;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        glasshouse_proto::metrics::require_token_off_loopback(self.metrics_listen, self.metrics_token_file.as_deref())?;
+        glasshouse_runtime::endpoint::require_token_off_loopback(
+            self.metrics_listen,
+            self.metrics_token_file.as_deref(),
+        )?;
         if !(0.0..=6400.0).contains(&self.cpu_budget_percent) {
             return Err((
                 "cpu_budget_percent",
@@ -335,7 +338,7 @@ impl Validate for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glasshouse_proto::service::parse_config;
+    use glasshouse_runtime::service::parse_config;
 
     #[test]
     fn defaults_are_valid() {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::v1;
 
-use crate::pipeline::{Container, PendingBatch};
+use crate::record::{Container, PendingBatch};
 
 fn ip_bytes(ip: std::net::IpAddr) -> Vec<u8> {
     match ip {
@@ -90,9 +90,17 @@ impl StreamEncoder {
             self.string_bytes = 0;
             out.reset_strings = true;
         }
+        self.process_events(batch, &mut out);
+        self.network_events(batch, &mut out);
+        self.file_events(batch, &mut out);
+        self.samples(batch, &mut out);
+        out
+    }
+
+    fn process_events(&mut self, batch: &PendingBatch, out: &mut v1::Batch) {
         let mut previous = out.base_time_unix_ns;
         for e in &batch.events {
-            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, out));
             let mut s = |v: &Option<Bytes>| v.as_ref().map_or(0, |v| self.intern(v, &mut out.strings));
             let path = s(&e.path);
             let cwd = s(&e.cwd);
@@ -118,9 +126,12 @@ impl StreamEncoder {
             });
             previous = e.time_unix_ns;
         }
+    }
+
+    fn network_events(&mut self, batch: &PendingBatch, out: &mut v1::Batch) {
         let mut previous = out.base_time_unix_ns;
         for e in &batch.network {
-            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, out));
             let n = &e.raw;
             let (remote_addr, remote_port) = n.remote.map_or((Vec::new(), 0), |r| (ip_bytes(r.ip()), r.port()));
             out.network_events.push(v1::NetworkEvent {
@@ -139,9 +150,12 @@ impl StreamEncoder {
             });
             previous = n.time_unix_ns;
         }
+    }
+
+    fn file_events(&mut self, batch: &PendingBatch, out: &mut v1::Batch) {
         let mut previous = out.base_time_unix_ns;
         for e in &batch.files {
-            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let container = e.container.as_ref().map_or(0, |c| self.container_ref(c, out));
             let f = &e.raw;
             let path = self.intern(&f.path, &mut out.strings);
             let exe = f.exe.as_ref().map_or(0, |x| self.intern(x, &mut out.strings));
@@ -162,8 +176,12 @@ impl StreamEncoder {
             });
             previous = f.time_unix_ns;
         }
+    }
+
+    /// Syscall profiles, inventories, gaps and resource samples (no time deltas).
+    fn samples(&mut self, batch: &PendingBatch, out: &mut v1::Batch) {
         for s in &batch.syscalls {
-            let container = self.container_ref(&s.container, &mut out);
+            let container = self.container_ref(&s.container, out);
             let (nr, count) = s.raw.counts.iter().copied().unzip();
             out.syscall_profiles.push(v1::SyscallProfile {
                 container,
@@ -175,7 +193,7 @@ impl StreamEncoder {
             });
         }
         for i in &batch.inventories {
-            let container = self.container_ref(&i.container, &mut out);
+            let container = self.container_ref(&i.container, out);
             let inv = &i.inventory;
             out.inventories.push(v1::Inventory {
                 container,
@@ -197,7 +215,7 @@ impl StreamEncoder {
             });
         }
         for g in &batch.gaps {
-            let container = g.container.as_ref().map_or(0, |c| self.container_ref(c, &mut out));
+            let container = g.container.as_ref().map_or(0, |c| self.container_ref(c, out));
             out.gaps.push(v1::Gap {
                 container,
                 start_unix_ns: g.start_unix_ns,
@@ -207,7 +225,7 @@ impl StreamEncoder {
             });
         }
         for r in &batch.resources {
-            let container = self.container_ref(&r.container, &mut out);
+            let container = self.container_ref(&r.container, out);
             let c = &r.counters;
             out.resource_samples.push(v1::ResourceSample {
                 container,
@@ -225,7 +243,6 @@ impl StreamEncoder {
                 net_tx_packets: c.net_tx_packets,
             });
         }
-        out
     }
 
     fn intern(&mut self, value: &Bytes, defs: &mut Vec<v1::StringDef>) -> u32 {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::pipeline::Container;
+use crate::record::{Container, Inventory, InventoryRecord, Package};
 use crate::rootfs::{RootFs, RootFsError};
 use crate::runtime::RuntimeClient;
 
@@ -70,33 +70,6 @@ pub struct Settings {
     /// npm lockfiles read when present.
     pub npm_lockfiles: Vec<PathBuf>,
     pub proc_root: PathBuf,
-}
-
-/// One installed package.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Package {
-    pub ecosystem: String,
-    pub name: String,
-    pub version: String,
-    pub source_name: Option<String>,
-    pub location: String,
-}
-
-/// What one scan found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inventory {
-    pub distro: Option<String>,
-    pub packages: Vec<Package>,
-    pub errors: Vec<String>,
-}
-
-/// An inventory to send, attributed.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub container: Arc<Container>,
-    pub time_unix_ns: i64,
-    pub image_digest: Option<String>,
-    pub inventory: Arc<Inventory>,
 }
 
 /// A container to check: its metadata, a live pid in it, and whether a
@@ -565,7 +538,7 @@ impl Scanner {
     }
 
     /// Checks the targets; returns the inventories to send.
-    pub async fn check(&mut self, targets: Vec<Target>) -> Vec<Record> {
+    pub async fn check(&mut self, targets: Vec<Target>) -> Vec<InventoryRecord> {
         let live: std::collections::HashSet<&str> = targets.iter().map(|t| t.container.key.id.as_str()).collect();
         self.tracked.retain(|id, _| live.contains(id.as_str()));
         let mut out = Vec::new();
@@ -663,7 +636,7 @@ impl Scanner {
             for e in &inventory.errors {
                 tracing::warn!(container = %id, error = %e.escape_debug(), "inventory: package database not read");
             }
-            out.push(Record {
+            out.push(InventoryRecord {
                 container: t.container.clone(),
                 time_unix_ns: crate::procfs::now_unix_ns(),
                 image_digest: digest,
@@ -694,7 +667,7 @@ impl Scanner {
 }
 
 /// Runs the scanner: targets in, records out, until the targets channel closes.
-pub async fn run(mut scanner: Scanner, mut targets: mpsc::Receiver<Vec<Target>>, out: mpsc::Sender<Record>) {
+pub async fn run(mut scanner: Scanner, mut targets: mpsc::Receiver<Vec<Target>>, out: mpsc::Sender<InventoryRecord>) {
     while let Some(t) = targets.recv().await {
         for r in scanner.check(t).await {
             if out.send(r).await.is_err() {

@@ -29,12 +29,15 @@
 //! - [`runtime`]: container metadata from the Docker-compatible API and the CRI API.
 //! - [`workload`]: workload identity.
 //! - [`sensitive`]: the path prefixes whose writes are reported.
-//! - [`pipeline`]: attribution, collapsing and batching.
+//! - [`record`]: the attributed records the pipeline builds and batches.
+//! - [`pipeline`]: attribution and rate limits.
+//! - [`batch`]: collapsing and batching.
 //! - [`encode`]: per-stream interning and delta timestamps.
 //! - [`client`]: the gRPC stream with acks, reconnect and failover.
 //! - [`spool`]: the bounded on-disk queue of unacknowledged batches.
 
 pub mod attribute;
+pub mod batch;
 pub mod budget;
 pub mod client;
 pub mod config;
@@ -42,6 +45,7 @@ pub mod encode;
 pub mod inventory;
 pub mod pipeline;
 pub mod procfs;
+pub mod record;
 pub mod resources;
 pub mod rootfs;
 pub mod runtime;
@@ -110,7 +114,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         mode,
     } = start_sensor(&config, raw_tx, stats.clone(), cancel.clone())?;
     tracing::info!(agent = %config.agent_id, mode, "sensor started");
-    glasshouse_proto::listener::log_descriptor_limit();
+    glasshouse_runtime::listener::log_descriptor_limit();
 
     let spool = config
         .spool
@@ -125,21 +129,21 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
     );
     let metrics = match config.metrics_listen {
         Some(addr) => {
-            let listener = glasshouse_proto::metrics::bind(addr)
+            let listener = glasshouse_runtime::endpoint::bind(addr)
                 .await
                 .map_err(AgentError::Metrics)?;
-            let access = glasshouse_proto::metrics::Access::from_file(config.metrics_token_file.as_deref())
+            let access = glasshouse_runtime::endpoint::Access::from_file(config.metrics_token_file.as_deref())
                 .map_err(AgentError::Metrics)?;
             let stats = stats.clone();
             let spool_metrics = spool_metrics.clone();
             let budget = budget.clone();
-            let render: glasshouse_proto::metrics::Renderer = Arc::new(move || {
+            let render: glasshouse_runtime::endpoint::Renderer = Arc::new(move || {
                 let mut out = stats.render(mode);
                 spool_metrics.render(&mut out);
                 budget.render(&mut out);
                 out
             });
-            Some(tokio::spawn(glasshouse_proto::metrics::serve(
+            Some(tokio::spawn(glasshouse_runtime::endpoint::serve(
                 listener,
                 render,
                 access,
@@ -187,7 +191,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
             async move {
                 let mut tick = tokio::time::interval(STATS_INTERVAL);
                 tick.tick().await;
-                while glasshouse_proto::service::or_cancelled(&cancel, tick.tick())
+                while glasshouse_runtime::service::or_cancelled(&cancel, tick.tick())
                     .await
                     .is_some()
                 {
@@ -271,7 +275,7 @@ fn start_sensor(
                 });
             }
             Err(e) if config.sensor == SensorChoice::Auto => {
-                tracing::warn!(error = %glasshouse_proto::service::error_chain(&e), "eBPF sensor unavailable, falling back to the netlink proc connector");
+                tracing::warn!(error = %glasshouse_runtime::service::error_chain(&e), "eBPF sensor unavailable, falling back to the netlink proc connector");
             }
             Err(e) => return Err(e.into()),
         }

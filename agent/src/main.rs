@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use glasshouse_proto::service;
+use glasshouse_runtime::service;
 
 /// Glasshouse host agent: watches every container from the outside.
 #[derive(Debug, Parser)]

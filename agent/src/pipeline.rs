@@ -1,8 +1,9 @@
 //! The pipeline between sensors and the stream: **attribute** each raw event to
 //! its container (cgroup → container, runtime API → metadata → workload id;
 //! sockets and files through the pid or cgroup that owns them), **limit** each
-//! container's event rate, **collapse** identical repeats, and **batch** by
-//! size or age. At start it reports what already runs ([`Attributor::existing`]);
+//! container's event rate, then hand the records ([`crate::record`]) to the
+//! [`Batcher`] ([`crate::batch`]), which **collapses** identical repeats and
+//! **batches** by size or age. At start it reports what already runs ([`Attributor::existing`]);
 //! every sample interval it reads the containers' resource counters, and every
 //! second it turns what was dropped (rate limit, kernel ring buffer, queue) into
 //! gap records.
@@ -27,12 +28,17 @@ use tokio::sync::mpsc;
 
 use crate::attribute::{self, ContainerKey};
 use crate::procfs;
-use crate::resources::{self, Counters};
+use crate::resources;
 use crate::runtime::{ContainerMeta, RuntimeClient};
 use crate::sensitive::SensitivePaths;
 use crate::sensor::proc_net::{self, SocketPoll};
 use crate::sensor::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SyscallRaw};
 use crate::workload;
+
+pub use crate::batch::{Batcher, Sample};
+pub use crate::record::{
+    Container, Event, FileEvent, Gap, InventoryRecord, NetworkEvent, PendingBatch, ResourceSample, SyscallSample,
+};
 
 /// Most containers kept in the attribution cache.
 const MAX_CONTAINERS: usize = 4096;
@@ -46,113 +52,6 @@ const GAP_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_CGROUPS: usize = 16_384;
 /// How soon a failed metadata lookup is tried again.
 const METADATA_RETRY: Duration = Duration::from_secs(5);
-
-/// A container with what the runtime told about it.
-#[derive(Debug)]
-pub struct Container {
-    pub key: ContainerKey,
-    pub meta: ContainerMeta,
-    pub workload_id: String,
-    /// Whether the runtime answered; when not, metadata is retried later.
-    pub complete: bool,
-}
-
-/// An attributed event, strings still raw bytes.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub time_unix_ns: i64,
-    pub kind: Kind,
-    pub container: Option<Arc<Container>>,
-    pub pid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub path: Option<Bytes>,
-    pub argv: Vec<Bytes>,
-    pub cwd: Option<Bytes>,
-    pub parent_exe: Option<Bytes>,
-    pub exit_code: Option<i32>,
-    /// Entered from outside the container (`podman exec`, `kubectl exec`, a
-    /// probe) or a descendant of such a process, not of the container's init.
-    pub exec_in: bool,
-    /// Exec of a file created or modified after the container started.
-    pub drift: bool,
-    /// The new program's stdin or stdout is a socket.
-    pub stdio_socket: bool,
-    pub count: u32,
-}
-
-/// An attributed TCP socket event.
-#[derive(Debug, Clone)]
-pub struct NetworkEvent {
-    pub container: Option<Arc<Container>>,
-    pub raw: NetworkRaw,
-}
-
-/// An attributed write under a sensitive path.
-#[derive(Debug, Clone)]
-pub struct FileEvent {
-    pub container: Option<Arc<Container>>,
-    pub raw: FileRaw,
-    pub count: u32,
-}
-
-/// One container's syscall counts over an interval.
-#[derive(Debug, Clone)]
-pub struct SyscallSample {
-    pub container: Arc<Container>,
-    pub raw: SyscallRaw,
-}
-
-/// One container's resource counters at one instant.
-#[derive(Debug, Clone)]
-pub struct ResourceSample {
-    pub container: Arc<Container>,
-    pub time_unix_ns: i64,
-    pub counters: Counters,
-}
-
-/// Events the agent knows it did not report, for one container (or, without
-/// one, the whole host) over a window.
-#[derive(Debug, Clone)]
-pub struct Gap {
-    pub container: Option<Arc<Container>>,
-    pub start_unix_ns: i64,
-    pub end_unix_ns: i64,
-    pub dropped: u64,
-    pub reason: glasshouse_proto::v1::GapReason,
-}
-
-/// A batch waiting to be sent and acknowledged.
-#[derive(Debug, Clone, Default)]
-pub struct PendingBatch {
-    pub sequence: u64,
-    pub events: Vec<Event>,
-    pub network: Vec<NetworkEvent>,
-    pub files: Vec<FileEvent>,
-    pub syscalls: Vec<SyscallSample>,
-    pub resources: Vec<ResourceSample>,
-    pub gaps: Vec<Gap>,
-    /// Container inventories (installed packages).
-    pub inventories: Vec<crate::inventory::Record>,
-}
-
-impl PendingBatch {
-    /// Records of every kind in the batch.
-    pub fn len(&self) -> usize {
-        self.events.len()
-            + self.network.len()
-            + self.files.len()
-            + self.syscalls.len()
-            + self.resources.len()
-            + self.gaps.len()
-            + self.inventories.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 struct CachedContainer {
     container: Arc<Container>,
@@ -297,7 +196,7 @@ impl Attributor {
             return true;
         }
         if let Some(stats) = &self.stats {
-            stats.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.rate_limited.add(1);
         }
         self.add_gap(
             Some(c.clone()),
@@ -348,7 +247,7 @@ impl Attributor {
     /// The gaps gathered since the last call (queue drops included).
     pub fn take_gaps(&mut self) -> Vec<Gap> {
         if let Some(stats) = &self.stats {
-            let total = stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed);
+            let total = stats.queue_drops.get();
             if total > self.queue_drops_seen {
                 let now = procfs::now_unix_ns();
                 let since = now - i64::try_from(GAP_INTERVAL.as_nanos()).unwrap_or(0);
@@ -1044,33 +943,6 @@ impl Attributor {
     }
 }
 
-/// Identical events collapse into one with a count: same container (the
-/// `Arc`'s address, unique while the batch holds it), kind, flags, parent,
-/// ids, executable, arguments, directory and exit code. Forks never do: each
-/// creates the pid later events refer to.
-fn collapses(e: &Event) -> bool {
-    e.kind != Kind::Fork
-}
-
-/// The hash of an event's collapse fields (no copies of them).
-fn collapse_hash(state: &foldhash::fast::RandomState, e: &Event) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = state.build_hasher();
-    e.container.as_ref().map(|c| Arc::as_ptr(c) as usize).hash(&mut h);
-    (e.kind as u8, e.exec_in, e.drift, e.stdio_socket).hash(&mut h);
-    (e.ppid, e.uid, e.gid, e.exit_code).hash(&mut h);
-    (&e.path, &e.argv, &e.cwd).hash(&mut h);
-    h.finish()
-}
-
-/// Whether two events have the same collapse fields.
-fn same_collapse(a: &Event, b: &Event) -> bool {
-    a.container.as_ref().map(Arc::as_ptr) == b.container.as_ref().map(Arc::as_ptr)
-        && (a.kind, a.exec_in, a.drift, a.stdio_socket) == (b.kind, b.exec_in, b.drift, b.stdio_socket)
-        && (a.ppid, a.uid, a.gid, a.exit_code) == (b.ppid, b.uid, b.gid, b.exit_code)
-        && (&a.path, &a.argv, &a.cwd) == (&b.path, &b.argv, &b.cwd)
-}
-
 /// The kernel id of the cgroup a `/proc/PID/cgroup` text names in the
 /// hierarchy the eBPF sensor reads (v2, else v1 memory): its directory's inode.
 fn cgroup_inode(text: &str) -> Option<u64> {
@@ -1088,223 +960,6 @@ fn cgroup_inode(text: &str) -> Option<u64> {
         root.join("memory").join(path.trim_start_matches('/'))
     };
     std::fs::metadata(dir).ok().map(|m| m.ino())
-}
-
-/// (container, path, exe, flags, created): writes that collapse into one.
-type FileKey = (Option<String>, Bytes, Option<Bytes>, u32, bool);
-
-/// A periodic per-container sample.
-#[derive(Debug)]
-pub enum Sample {
-    Syscalls(SyscallSample),
-    Resources(ResourceSample),
-    Gap(Gap),
-    Inventory(crate::inventory::Record),
-}
-
-/// Accumulates events into [`PendingBatch`]es.
-#[derive(Debug)]
-pub struct Batcher {
-    max_events: usize,
-    max_age: Duration,
-    next_sequence: u64,
-    events: Vec<Event>,
-    network: Vec<NetworkEvent>,
-    files: Vec<FileEvent>,
-    syscalls: Vec<SyscallSample>,
-    resources: Vec<ResourceSample>,
-    gaps: Vec<Gap>,
-    inventories: Vec<crate::inventory::Record>,
-    /// Identical writes → position in `files`.
-    file_index: FastMap<FileKey, usize>,
-    /// Collapse hash → position in `events` (checked field by field on a
-    /// hit: a hash collision only means no collapse).
-    index: FastMap<u64, usize>,
-    collapse_state: foldhash::fast::RandomState,
-    opened: Option<Instant>,
-    /// What the open batch's rows will take in the aggregator (see
-    /// [`glasshouse_proto::limits::AGENT_BATCH_BYTES`]).
-    bytes: usize,
-}
-
-/// Bytes the aggregator writes on every row of a container (or of the host).
-fn attribution_bytes(c: Option<&Arc<Container>>) -> usize {
-    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    c.map_or(128, |c| {
-        128 + c.key.id.len() + c.workload_id.len() + opt(&c.meta.name) + opt(&c.meta.image) + opt(&c.meta.image_id)
-    })
-}
-
-/// Bytes one event's row takes in the aggregator: its strings, each
-/// argument with its list offset, and the container's attribution.
-fn event_bytes(e: &Event) -> usize {
-    let opt = |s: &Option<Bytes>| s.as_ref().map_or(0, Bytes::len);
-    attribution_bytes(e.container.as_ref())
-        + opt(&e.path)
-        + opt(&e.cwd)
-        + opt(&e.parent_exe)
-        + e.argv.iter().map(|a| a.len() + 4).sum::<usize>()
-}
-
-/// Bytes a sample's rows take in the aggregator (a syscall profile is one
-/// row per syscall, an inventory one row with every package inline).
-fn sample_bytes(sample: &Sample) -> usize {
-    match sample {
-        Sample::Syscalls(s) => s.raw.counts.len().max(1) * (attribution_bytes(Some(&s.container)) + 64),
-        Sample::Resources(r) => attribution_bytes(Some(&r.container)),
-        Sample::Gap(g) => attribution_bytes(g.container.as_ref()),
-        Sample::Inventory(i) => {
-            let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-            attribution_bytes(Some(&i.container))
-                + i.inventory
-                    .packages
-                    .iter()
-                    .map(|p| {
-                        32 + p.ecosystem.len() + p.name.len() + p.version.len() + opt(&p.source_name) + p.location.len()
-                    })
-                    .sum::<usize>()
-                + i.inventory.errors.iter().map(|e| e.len() + 4).sum::<usize>()
-        }
-    }
-}
-
-impl Batcher {
-    pub fn new(max_events: usize, max_age: Duration) -> Batcher {
-        Batcher {
-            max_events,
-            max_age,
-            next_sequence: 1,
-            events: Vec::new(),
-            network: Vec::new(),
-            files: Vec::new(),
-            syscalls: Vec::new(),
-            resources: Vec::new(),
-            gaps: Vec::new(),
-            inventories: Vec::new(),
-            file_index: FastMap::default(),
-            index: FastMap::default(),
-            collapse_state: foldhash::fast::RandomState::default(),
-            opened: None,
-            bytes: 0,
-        }
-    }
-
-    /// Adds an event; returns a batch when this one filled it.
-    pub fn push(&mut self, event: Event) -> Option<PendingBatch> {
-        if collapses(&event) {
-            let hash = collapse_hash(&self.collapse_state, &event);
-            match self.index.get(&hash) {
-                Some(&i) if same_collapse(&self.events[i], &event) => {
-                    let e = &mut self.events[i];
-                    e.count = e.count.saturating_add(event.count);
-                    return None;
-                }
-                _ => {
-                    self.index.insert(hash, self.events.len());
-                }
-            }
-        }
-        self.opened.get_or_insert_with(Instant::now);
-        self.bytes += event_bytes(&event);
-        self.events.push(event);
-        self.full().then(|| self.take())
-    }
-
-    /// Adds a network event (never collapsed: each socket's events are
-    /// distinct); returns a batch when this one filled it.
-    pub fn push_network(&mut self, event: NetworkEvent) -> Option<PendingBatch> {
-        self.opened.get_or_insert_with(Instant::now);
-        self.bytes += attribution_bytes(event.container.as_ref()) + 64;
-        self.network.push(event);
-        self.full().then(|| self.take())
-    }
-
-    /// Adds a file event; identical writes in the batch collapse with a count.
-    pub fn push_file(&mut self, event: FileEvent) -> Option<PendingBatch> {
-        let key = (
-            event.container.as_ref().map(|c| c.key.id.clone()),
-            event.raw.path.clone(),
-            event.raw.exe.clone(),
-            event.raw.flags,
-            event.raw.created,
-        );
-        if let Some(i) = self.file_index.get(&key) {
-            let e = &mut self.files[*i];
-            e.count = e.count.saturating_add(event.count);
-            return None;
-        }
-        self.file_index.insert(key, self.files.len());
-        self.opened.get_or_insert_with(Instant::now);
-        self.bytes += attribution_bytes(event.container.as_ref())
-            + event.raw.path.len()
-            + event.raw.exe.as_ref().map_or(0, Bytes::len);
-        self.files.push(event);
-        self.full().then(|| self.take())
-    }
-
-    fn full_is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.network.is_empty()
-            && self.files.is_empty()
-            && self.syscalls.is_empty()
-            && self.resources.is_empty()
-            && self.gaps.is_empty()
-            && self.inventories.is_empty()
-    }
-
-    /// Adds a syscall or resource sample; returns a batch when this one filled it.
-    pub fn push_sample(&mut self, sample: Sample) -> Option<PendingBatch> {
-        self.opened.get_or_insert_with(Instant::now);
-        self.bytes += sample_bytes(&sample);
-        match sample {
-            Sample::Syscalls(s) => self.syscalls.push(s),
-            Sample::Resources(r) => self.resources.push(r),
-            Sample::Gap(g) => self.gaps.push(g),
-            Sample::Inventory(i) => self.inventories.push(i),
-        }
-        self.full().then(|| self.take())
-    }
-
-    fn full(&self) -> bool {
-        self.events.len()
-            + self.network.len()
-            + self.files.len()
-            + self.syscalls.len()
-            + self.resources.len()
-            + self.gaps.len()
-            + self.inventories.len()
-            >= self.max_events
-            || self.bytes >= glasshouse_proto::limits::AGENT_BATCH_BYTES
-    }
-
-    /// When the open batch must be sent, if any.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.opened.map(|t| t + self.max_age)
-    }
-
-    /// Closes the open batch (if not empty).
-    pub fn flush(&mut self) -> Option<PendingBatch> {
-        (!self.full_is_empty()).then(|| self.take())
-    }
-
-    fn take(&mut self) -> PendingBatch {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        self.index.clear();
-        self.file_index.clear();
-        self.opened = None;
-        self.bytes = 0;
-        PendingBatch {
-            sequence,
-            events: std::mem::take(&mut self.events),
-            network: std::mem::take(&mut self.network),
-            files: std::mem::take(&mut self.files),
-            syscalls: std::mem::take(&mut self.syscalls),
-            resources: std::mem::take(&mut self.resources),
-            gaps: std::mem::take(&mut self.gaps),
-            inventories: std::mem::take(&mut self.inventories),
-        }
-    }
 }
 
 /// Runs attribution and batching until the sensor queue closes, then sends the
@@ -1541,7 +1196,7 @@ pub(crate) mod tests {
             assert!(pid < 1000, "no batch sealed after {pid} execs");
         };
         // Sealed by the event that reached the budget, not before.
-        let sizes: Vec<usize> = sealed.events.iter().map(event_bytes).collect();
+        let sizes: Vec<usize> = sealed.events.iter().map(crate::batch::event_bytes).collect();
         let total: usize = sizes.iter().sum();
         assert!(total >= AGENT_BATCH_BYTES, "{total}");
         assert!(total - sizes[sizes.len() - 1] < AGENT_BATCH_BYTES, "{total}");
@@ -1784,11 +1439,7 @@ pub(crate) mod tests {
         assert_eq!(g.container.as_ref().unwrap().key.id, "noisy");
         assert_eq!((g.dropped, g.start_unix_ns, g.end_unix_ns), (80, 1_020, 1_099));
         assert_eq!(g.reason, glasshouse_proto::v1::GapReason::RateLimited);
-        assert_eq!(
-            stats.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
-            80,
-            "and counted in /metrics"
-        );
+        assert_eq!(stats.rate_limited.get(), 80, "and counted in /metrics");
         assert!(a.take_gaps().is_empty(), "a gap is reported once");
 
         // Kernel drops of a known container's cgroup and of an unknown one.

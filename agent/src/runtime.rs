@@ -335,7 +335,7 @@ struct ImageInspect {
 /// started from, else the first, else Podman's `Digest`.
 pub fn parse_image_digest(body: &[u8], image: Option<&str>) -> Result<Option<String>, serde_json::Error> {
     let inspect: ImageInspect = serde_json::from_slice(body)?;
-    let repo = image.map(crate::workload::image_repository);
+    let repo = image.map(image_repository);
     let digests = inspect.repo_digests.unwrap_or_default();
     let pick = digests
         .iter()
@@ -410,9 +410,32 @@ pub fn parse_inspect(body: &[u8]) -> Result<ContainerMeta, serde_json::Error> {
     })
 }
 
+/// `registry:5000/team/app:1.2@sha256:…` → `registry:5000/team/app`.
+pub fn image_repository(image: &str) -> &str {
+    let without_digest = image.split_once('@').map_or(image, |(r, _)| r);
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    match without_digest[last_slash..].rfind(':') {
+        Some(colon) => &without_digest[..last_slash + colon],
+        None => without_digest,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_strips_tag_and_digest_not_port() {
+        assert_eq!(
+            image_repository("localhost/glasshouse-test:latest"),
+            "localhost/glasshouse-test"
+        );
+        assert_eq!(image_repository("registry:5000/team/app:1.2"), "registry:5000/team/app");
+        assert_eq!(image_repository("registry:5000/team/app"), "registry:5000/team/app");
+        assert_eq!(image_repository("nginx@sha256:abcd"), "nginx");
+        assert_eq!(image_repository("nginx:1.25@sha256:abcd"), "nginx");
+        assert_eq!(image_repository("busybox"), "busybox");
+    }
 
     #[test]
     fn podman_inspect_sample() {

@@ -52,8 +52,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use glasshouse_runtime::metrics::{Counter, Gauge, Metric};
 
 const MAGIC: &[u8; 8] = b"GHSPOOL1";
 const HEADER: u64 = MAGIC.len() as u64;
@@ -148,60 +149,56 @@ pub struct SpoolStats {
 }
 
 /// The spool's numbers for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SpoolMetrics {
-    batches: AtomicU64,
-    bytes: AtomicU64,
-    dropped_batches: AtomicU64,
-    dropped_events: AtomicU64,
+    batches: Gauge,
+    bytes: Gauge,
+    dropped_batches: Counter,
+    dropped_events: Counter,
+}
+
+impl Default for SpoolMetrics {
+    fn default() -> SpoolMetrics {
+        SpoolMetrics {
+            batches: Gauge::new(
+                "glasshouse_agent_spool_batches",
+                "Unacknowledged batches in the on-disk spool.",
+            ),
+            bytes: Gauge::new(
+                "glasshouse_agent_spool_bytes",
+                "Bytes of the on-disk spool's segment files.",
+            ),
+            dropped_batches: Counter::new(
+                "glasshouse_agent_spool_dropped_batches_total",
+                "Batches lost by the spool: oldest dropped when full, unwritable or unreadable.",
+            ),
+            dropped_events: Counter::new(
+                "glasshouse_agent_spool_dropped_events_total",
+                "Events of the batches lost by the spool.",
+            ),
+        }
+    }
 }
 
 impl SpoolMetrics {
     fn publish(&self, s: &SpoolStats, dropped_batches: u64, dropped_events: u64) {
-        self.batches.store(s.batches, Ordering::Relaxed);
-        self.bytes.store(s.bytes, Ordering::Relaxed);
-        self.dropped_batches.fetch_add(dropped_batches, Ordering::Relaxed);
-        self.dropped_events.fetch_add(dropped_events, Ordering::Relaxed);
+        self.batches.set(s.batches);
+        self.bytes.set(s.bytes);
+        self.count_lost(dropped_batches, dropped_events);
     }
 
     /// Counts batches lost outside the spool's own bound (a failed write).
     pub fn count_lost(&self, batches: u64, events: u64) {
-        self.dropped_batches.fetch_add(batches, Ordering::Relaxed);
-        self.dropped_events.fetch_add(events, Ordering::Relaxed);
+        self.dropped_batches.add(batches);
+        self.dropped_events.add(events);
     }
 
     /// The Prometheus text of the spool's samples.
     pub fn render(&self, out: &mut String) {
-        use glasshouse_proto::metrics::render_scalar;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        render_scalar(
-            out,
-            "glasshouse_agent_spool_batches",
-            "Unacknowledged batches in the on-disk spool.",
-            "gauge",
-            get(&self.batches),
-        );
-        render_scalar(
-            out,
-            "glasshouse_agent_spool_bytes",
-            "Bytes of the on-disk spool's segment files.",
-            "gauge",
-            get(&self.bytes),
-        );
-        render_scalar(
-            out,
-            "glasshouse_agent_spool_dropped_batches_total",
-            "Batches lost by the spool: oldest dropped when full, unwritable or unreadable.",
-            "counter",
-            get(&self.dropped_batches),
-        );
-        render_scalar(
-            out,
-            "glasshouse_agent_spool_dropped_events_total",
-            "Events of the batches lost by the spool.",
-            "counter",
-            get(&self.dropped_events),
-        );
+        self.batches.render(out);
+        self.bytes.render(out);
+        self.dropped_batches.render(out);
+        self.dropped_events.render(out);
     }
 }
 
@@ -871,7 +868,7 @@ fn scan_record(reader: &mut impl Read, remaining: u64) -> Option<(u32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);

@@ -3,7 +3,7 @@
 //! container belongs to a pod; else the image repository without tag or digest;
 //! else the image id; else the container itself.
 
-use crate::runtime::ContainerMeta;
+use crate::runtime::{ContainerMeta, image_repository};
 
 const LABEL_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const LABEL_POD: &str = "io.kubernetes.pod.name";
@@ -28,16 +28,6 @@ pub fn identity(container_id: &str, meta: &ContainerMeta) -> String {
 /// Workload id of processes outside any container.
 pub fn host_identity(hostname: &str) -> String {
     format!("host:{hostname}")
-}
-
-/// `registry:5000/team/app:1.2@sha256:…` → `registry:5000/team/app`.
-pub fn image_repository(image: &str) -> &str {
-    let without_digest = image.split_once('@').map_or(image, |(r, _)| r);
-    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
-    match without_digest[last_slash..].rfind(':') {
-        Some(colon) => &without_digest[..last_slash + colon],
-        None => without_digest,
-    }
 }
 
 /// The owner part of a pod name: Deployment pods are `NAME-<rs hash>-<5>`,
@@ -70,19 +60,6 @@ mod tests {
             image_id: image_id.map(str::to_owned),
             labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         }
-    }
-
-    #[test]
-    fn repository_strips_tag_and_digest_not_port() {
-        assert_eq!(
-            image_repository("localhost/glasshouse-test:latest"),
-            "localhost/glasshouse-test"
-        );
-        assert_eq!(image_repository("registry:5000/team/app:1.2"), "registry:5000/team/app");
-        assert_eq!(image_repository("registry:5000/team/app"), "registry:5000/team/app");
-        assert_eq!(image_repository("nginx@sha256:abcd"), "nginx");
-        assert_eq!(image_repository("nginx:1.25@sha256:abcd"), "nginx");
-        assert_eq!(image_repository("busybox"), "busybox");
     }
 
     #[test]

@@ -19,39 +19,28 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libbpf_rs::{MapCore, MapFlags};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use zerocopy::{FromBytes, IntoBytes};
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::layout::{
+    AF_INET, AF_INET6, ExecHead, FLAG_ARGV_CUT, FLAG_DRIFT, FLAG_PATH_CUT, FLAG_STDIO_SOCKET, Header, KIND_EXEC,
+    KIND_EXIT, KIND_FILE, KIND_FORK, KIND_NET, ListenKey, Net, Owner,
+};
 use super::{DropsRaw, FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw};
 use crate::procfs::{self, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
+pub(super) static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
 
-const KIND_EXEC: u32 = 1;
-const KIND_FORK: u32 = 2;
-const KIND_EXIT: u32 = 3;
-const KIND_NET: u32 = 4;
-const KIND_FILE: u32 = 5;
-const FLAG_DRIFT: i32 = 4;
-const FLAG_STDIO_SOCKET: i32 = 8;
 /// Where the syscall tracepoints' ids are read by libbpf.
 const TRACEFS: &str = "/sys/kernel/tracing";
-const NET_RECORD_LEN: usize = HEADER_LEN + 8 + 32 + 16 + 8;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const HEADER_LEN: usize = 32;
-/// The header, five string lengths (and padding), the cgroup id.
-const EXEC_HEADER_LEN: usize = HEADER_LEN + 16 + 8;
-const FLAG_ARGV_CUT: i32 = 1;
-const FLAG_PATH_CUT: i32 = 2;
 /// Longest a record waits in the ring buffer when too few arrive to wake us.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 /// How often the kernel's per-cgroup drop counters are read.
@@ -114,12 +103,14 @@ impl KernelConfig {
         })
     }
 
-    fn bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&self.host_mnt_ns.to_le_bytes());
-        b[4..8].copy_from_slice(&u32::from(self.host_processes).to_le_bytes());
-        b[8..12].copy_from_slice(&self.cgroup_subsys.to_le_bytes());
-        b
+    /// The programs' `gh_cfg`.
+    fn kernel(&self) -> super::layout::Config {
+        super::layout::Config {
+            host_mnt_ns: self.host_mnt_ns,
+            host_processes: u32::from(self.host_processes),
+            cgroup_subsys: self.cgroup_subsys,
+            pad: 0,
+        }
     }
 
     /// The `/proc/PID/cgroup` line the kernel's cgroup path components
@@ -272,9 +263,9 @@ fn load(config: KernelConfig, tops: &[String]) -> Result<Loaded, BpfError> {
     for mut map in open.maps_mut() {
         if map.name().to_string_lossy().ends_with(".rodata")
             && let Some(data) = map.initial_value_mut()
-            && data.len() >= 16
+            && let Some(cfg) = data.get_mut(..size_of::<super::layout::Config>())
         {
-            data[..16].copy_from_slice(&config.bytes());
+            cfg.copy_from_slice(config.kernel().as_bytes());
             configured = true;
         }
     }
@@ -358,7 +349,7 @@ fn poll(
     let mut builder = libbpf_rs::RingBufferBuilder::new();
     builder
         .add(&events, |record: &[u8]| {
-            stats.events.fetch_add(1, Ordering::Relaxed);
+            stats.events.add(1);
             match parse(record, offset, &config) {
                 Some(raw) => drained.borrow_mut().push(raw),
                 None => tracing::warn!(len = record.len(), "malformed record from the eBPF program"),
@@ -382,18 +373,20 @@ fn poll(
         }
         for raw in drained.borrow_mut().drain(..) {
             if tx.try_send(raw).is_err() {
-                stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                stats.queue_drops.add(1);
             }
         }
         while let Ok(seed) = seeds.try_recv() {
-            // Layout of `struct gh_listen_key` and its u32 value.
-            let mut key = [0u8; 8];
-            key[..4].copy_from_slice(&seed.netns.to_le_bytes());
-            key[4..].copy_from_slice(&u32::from(seed.port).to_le_bytes());
-            // `struct gh_owner`: pid, padding, cgroup id (unknown here: 0).
-            let mut owner = [0u8; 16];
-            owner[..4].copy_from_slice(&seed.pid.to_le_bytes());
-            if let Err(e) = listeners.update(&key, &owner, MapFlags::ANY) {
+            let key = ListenKey {
+                netns: seed.netns,
+                port: u32::from(seed.port),
+            };
+            // The cgroup is unknown here (0).
+            let owner = Owner {
+                pid: seed.pid,
+                ..Owner::default()
+            };
+            if let Err(e) = listeners.update(key.as_bytes(), owner.as_bytes(), MapFlags::ANY) {
                 tracing::warn!(error = %e, ?seed, "cannot record a pre-existing listener");
             }
         }
@@ -401,7 +394,7 @@ fn poll(
             last_syscalls = Instant::now();
             for raw in syscalls.read(&syscall_map) {
                 if tx.try_send(RawEvent::Syscalls(raw)).is_err() {
-                    stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                    stats.queue_drops.add(1);
                 }
             }
         }
@@ -420,7 +413,7 @@ fn poll(
             previous_drops = now;
             let dropped: u64 = per_cgroup.iter().map(|(_, n)| n).sum();
             if dropped > 0 {
-                stats.kernel_overflows.fetch_add(dropped, Ordering::Relaxed);
+                stats.kernel_overflows.add(dropped);
                 tracing::warn!(dropped, "eBPF ring buffer full, kernel dropped events");
                 let raw = RawEvent::Drops(DropsRaw {
                     start_unix_ns: window_start,
@@ -428,7 +421,7 @@ fn poll(
                     per_cgroup,
                 });
                 if tx.try_send(raw).is_err() {
-                    stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                    stats.queue_drops.add(1);
                 }
             }
             window_start = window_end;
@@ -509,84 +502,62 @@ fn read_drops(map: &libbpf_rs::Map<'_>) -> std::collections::HashMap<u64, u64> {
         .collect()
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<usize> {
-    Some(usize::from(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?)))
-}
-
-/// Decodes one ring-buffer record (layout: `struct gh_header` / `gh_exec`).
+/// Decodes one ring-buffer record (its type by `struct gh_header.kind`, see
+/// [`super::layout`]); a record shorter than its type is refused.
 fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
-    let kind = u32_at(b, 0)?;
-    let pid = u32_at(b, 4)?;
-    let time_ns = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
-    let time_unix_ns = i64::try_from(time_ns).unwrap_or(i64::MAX).saturating_add(offset_ns);
-    let ppid = u32_at(b, 16)?;
-    let code = u32_at(b, 28)?.cast_signed();
-    match kind {
+    let (h, _) = Header::read_from_prefix(b).ok()?;
+    let pid = h.pid;
+    let time_unix_ns = i64::try_from(h.time_ns).unwrap_or(i64::MAX).saturating_add(offset_ns);
+    match h.kind {
         KIND_FORK => Some(RawEvent::Fork {
             time_unix_ns,
-            parent_pid: ppid,
+            parent_pid: h.ppid,
             child_pid: pid,
         }),
         KIND_EXIT => Some(RawEvent::Exit {
             time_unix_ns,
             pid,
-            code: super::decode_wait_status(code.cast_unsigned()),
+            code: super::decode_wait_status(h.code.cast_unsigned()),
         }),
-        KIND_NET => parse_network(b, time_unix_ns, pid, code).map(RawEvent::Network),
+        KIND_NET => parse_network(b, time_unix_ns).map(RawEvent::Network),
         KIND_FILE => {
-            let (path_len, exe_len) = (u16_at(b, 36)?, u16_at(b, 34)?);
-            let path = b.get(EXEC_HEADER_LEN..EXEC_HEADER_LEN + path_len)?;
-            let exe = b.get(EXEC_HEADER_LEN + path_len..EXEC_HEADER_LEN + path_len + exe_len)?;
-            let cut = code & FLAG_PATH_CUT != 0;
+            let (e, data) = ExecHead::read_from_prefix(b).ok()?;
+            let [path, exe] = strings(data, [e.cwd_len, e.exe_len])?;
+            let cut = h.code & FLAG_PATH_CUT != 0;
             Some(RawEvent::File(FileRaw {
                 time_unix_ns,
                 pid,
                 path: join_leaf_first(path, cut),
                 exe: (!exe.is_empty()).then(|| join_leaf_first(exe, cut)),
-                flags: u32_at(b, 20)?,
-                created: u32_at(b, 24)? != 0,
-                cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
+                flags: h.uid,
+                created: h.gid != 0,
+                cgroup_id: e.cgroup_id,
             }))
         }
         KIND_EXEC => {
-            let lens = [
-                u16_at(b, 32)?,
-                u16_at(b, 34)?,
-                u16_at(b, 36)?,
-                u16_at(b, 38)?,
-                u16_at(b, 40)?,
-            ];
-            let mut parts = [&b[..0]; 5];
-            let mut at = EXEC_HEADER_LEN;
-            for (part, len) in parts.iter_mut().zip(lens) {
-                *part = b.get(at..at + len)?;
-                at += len;
-            }
-            let [argv, exe, cwd, parent_exe, cgroup] = parts;
+            let (e, data) = ExecHead::read_from_prefix(b).ok()?;
+            let [argv, exe, cwd, parent_exe, cgroup] =
+                strings(data, [e.argv_len, e.exe_len, e.cwd_len, e.pexe_len, e.cgroup_len])?;
             let mut args = procfs::split_cmdline(argv);
-            if code & FLAG_ARGV_CUT != 0 {
+            if h.code & FLAG_ARGV_CUT != 0 {
                 args.push(Bytes::from_static(procfs::TRUNCATED_MARK));
             }
-            let path_cut = code & FLAG_PATH_CUT != 0;
+            let path_cut = h.code & FLAG_PATH_CUT != 0;
             Some(RawEvent::Exec {
                 time_unix_ns,
                 pid,
                 info: Some(ProcessInfo {
                     pid,
-                    ppid,
-                    uid: u32_at(b, 20)?,
-                    gid: u32_at(b, 24)?,
+                    ppid: h.ppid,
+                    uid: h.uid,
+                    gid: h.gid,
                     exe: (!exe.is_empty()).then(|| join_leaf_first(exe, path_cut)),
                     argv: args,
                     cwd: Some(join_leaf_first(cwd, path_cut)),
                     cgroup: config.cgroup_line(cgroup),
-                    cgroup_id: u64::from_le_bytes(b.get(48..56)?.try_into().ok()?),
-                    drift: code & FLAG_DRIFT != 0,
-                    stdio_socket: code & FLAG_STDIO_SOCKET != 0,
+                    cgroup_id: e.cgroup_id,
+                    drift: h.code & FLAG_DRIFT != 0,
+                    stdio_socket: h.code & FLAG_STDIO_SOCKET != 0,
                 }),
                 parent_exe: (!parent_exe.is_empty()).then(|| join_leaf_first(parent_exe, path_cut)),
             })
@@ -595,27 +566,36 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
     }
 }
 
+/// The `N` strings of a record's string area, one after the other with
+/// these lengths; `None` when the area is shorter.
+fn strings<const N: usize>(data: &[u8], lens: [u16; N]) -> Option<[&[u8]; N]> {
+    let mut out = [&data[..0]; N];
+    let mut at = 0;
+    for (part, len) in out.iter_mut().zip(lens) {
+        let end = at + usize::from(len);
+        *part = data.get(at..end)?;
+        at = end;
+    }
+    Some(out)
+}
+
 /// A `struct gh_net` record.
-fn parse_network(b: &[u8], time_unix_ns: i64, pid: u32, kind: i32) -> Option<NetworkRaw> {
+fn parse_network(b: &[u8], time_unix_ns: i64) -> Option<NetworkRaw> {
     use glasshouse_proto::v1::NetworkEventKind;
-    let b = b.get(..NET_RECORD_LEN)?;
-    let u16_le = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
-    let family = u16_le(32);
-    let (lport, rport) = (u16_le(34), u16_le(36));
-    let addr = |at: usize| -> Option<IpAddr> {
-        match family {
-            AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(&b[at..at + 4]).ok()?)),
-            AF_INET6 => Some(IpAddr::from(<[u8; 16]>::try_from(&b[at..at + 16]).ok()?)),
+    let (n, _) = Net::read_from_prefix(b).ok()?;
+    let addr = |a: [u8; 16]| -> Option<IpAddr> {
+        match n.family {
+            AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(&a[..4]).ok()?)),
+            AF_INET6 => Some(IpAddr::from(a)),
             _ => None,
         }
     };
-    let kind = NetworkEventKind::try_from(kind)
+    let kind = NetworkEventKind::try_from(n.h.code)
         .ok()
         .filter(|k| *k != NetworkEventKind::Unspecified)?;
     // The kernel side leaves the remote end zero for LISTEN and a listener's CLOSE.
-    let remote = rport != 0;
-    let u64_le = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
-    let (mut local, mut peer) = (addr(40)?, if remote { Some(addr(56)?) } else { None });
+    let remote = n.rport != 0;
+    let (mut local, mut peer) = (addr(n.laddr)?, if remote { Some(addr(n.raddr)?) } else { None });
     // An IPv6 socket talking IPv4 shows v4-mapped addresses (::ffff:a.b.c.d):
     // report them as IPv4, the way the peer sees them, when both ends are.
     if local.to_canonical().is_ipv4() && peer.is_none_or(|p| p.to_canonical().is_ipv4()) {
@@ -624,13 +604,13 @@ fn parse_network(b: &[u8], time_unix_ns: i64, pid: u32, kind: i32) -> Option<Net
     }
     Some(NetworkRaw {
         time_unix_ns,
-        pid,
+        pid: n.h.pid,
         kind,
-        local: SocketAddr::new(local, lport),
-        remote: peer.map(|p| SocketAddr::new(p, rport)),
-        bytes_sent: u64_le(72),
-        bytes_received: u64_le(80),
-        cgroup_id: u64_le(88),
+        local: SocketAddr::new(local, n.lport),
+        remote: peer.map(|p| SocketAddr::new(p, n.rport)),
+        bytes_sent: n.bytes_sent,
+        bytes_received: n.bytes_received,
+        cgroup_id: n.cgroup_id,
         pre_existing: false,
     })
 }
@@ -660,29 +640,26 @@ mod tests {
     use super::*;
 
     fn exec_record(argv: &[u8], parts: [&[u8]; 4], flags: i32) -> Vec<u8> {
-        let mut b = Vec::new();
-        for v in [KIND_EXEC, 42] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&5_000_000_000u64.to_le_bytes());
-        for v in [7u32, 1000, 100] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&flags.to_le_bytes());
-        let lens = [
-            argv.len(),
-            parts[0].len(),
-            parts[1].len(),
-            parts[2].len(),
-            parts[3].len(),
-            0,
-            0,
-            0,
-        ];
-        for l in lens {
-            b.extend_from_slice(&u16::try_from(l).unwrap().to_le_bytes());
-        }
-        b.extend_from_slice(&4242u64.to_le_bytes());
+        let len = |b: &[u8]| u16::try_from(b.len()).unwrap();
+        let head = ExecHead {
+            h: Header {
+                kind: KIND_EXEC,
+                pid: 42,
+                time_ns: 5_000_000_000,
+                ppid: 7,
+                uid: 1000,
+                gid: 100,
+                code: flags,
+            },
+            argv_len: len(argv),
+            exe_len: len(parts[0]),
+            cwd_len: len(parts[1]),
+            pexe_len: len(parts[2]),
+            cgroup_len: len(parts[3]),
+            pad: [0; 3],
+            cgroup_id: 4242,
+        };
+        let mut b = head.as_bytes().to_vec();
         b.extend_from_slice(argv);
         for p in parts {
             b.extend_from_slice(p);
@@ -753,7 +730,7 @@ mod tests {
             assert!(parse(&rec[..len], 0, &V1).is_none(), "length {len}");
         }
         let mut fork = rec[..32].to_vec();
-        fork[..4].copy_from_slice(&KIND_FORK.to_le_bytes());
+        fork[..4].copy_from_slice(KIND_FORK.as_bytes());
         assert!(matches!(
             parse(&fork, 0, &V1),
             Some(RawEvent::Fork {
@@ -765,25 +742,31 @@ mod tests {
     }
 
     fn net_record(kind: i32, family: u16, laddr: &[u8], raddr: &[u8], ports: (u16, u16)) -> Vec<u8> {
-        let mut b = Vec::new();
-        for v in [KIND_NET, 77] {
-            b.extend_from_slice(&v.to_le_bytes());
+        let padded = |a: &[u8]| {
+            let mut p = [0u8; 16];
+            p[..a.len()].copy_from_slice(a);
+            p
+        };
+        Net {
+            h: Header {
+                kind: KIND_NET,
+                pid: 77,
+                time_ns: 1_000,
+                code: kind,
+                ..Header::default()
+            },
+            family,
+            lport: ports.0,
+            rport: ports.1,
+            pad: 0,
+            laddr: padded(laddr),
+            raddr: padded(raddr),
+            bytes_sent: 1234,
+            bytes_received: 5678,
+            cgroup_id: 99,
         }
-        b.extend_from_slice(&1_000u64.to_le_bytes());
-        b.extend_from_slice(&[0; 12]);
-        b.extend_from_slice(&kind.to_le_bytes());
-        for v in [family, ports.0, ports.1, 0] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        for a in [laddr, raddr] {
-            let mut padded = [0u8; 16];
-            padded[..a.len()].copy_from_slice(a);
-            b.extend_from_slice(&padded);
-        }
-        b.extend_from_slice(&1234u64.to_le_bytes());
-        b.extend_from_slice(&5678u64.to_le_bytes());
-        b.extend_from_slice(&99u64.to_le_bytes());
-        b
+        .as_bytes()
+        .to_vec()
     }
 
     #[test]
@@ -845,8 +828,8 @@ mod tests {
         // A file record: exec layout, data = path then exe (lengths in the
         // cwd and exe slots).
         let mut rec = exec_record(b"", [b"sh\0bin\0", b"passwd\0etc\0", b"", b""], 0);
-        rec[..4].copy_from_slice(&KIND_FILE.to_le_bytes());
-        let data_at = EXEC_HEADER_LEN;
+        rec[..4].copy_from_slice(KIND_FILE.as_bytes());
+        let data_at = size_of::<ExecHead>();
         // exec_record wrote exe (7 bytes) before cwd (11 bytes): put path first.
         let (exe, path) = (
             rec[data_at..data_at + 7].to_vec(),
@@ -854,7 +837,7 @@ mod tests {
         );
         rec[data_at..data_at + 11].copy_from_slice(&path);
         rec[data_at + 11..data_at + 18].copy_from_slice(&exe);
-        rec[24..28].copy_from_slice(&1u32.to_le_bytes());
+        rec[std::mem::offset_of!(Header, gid)..][..4].copy_from_slice(1u32.as_bytes());
         let Some(RawEvent::File(f)) = parse(&rec, 0, &V1) else {
             panic!("not a file event: {:?}", parse(&rec, 0, &V1));
         };

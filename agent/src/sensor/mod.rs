@@ -4,10 +4,11 @@
 //! waits for us), and the counters are reported in the logs.
 
 pub mod bpf;
+pub mod layout;
 pub mod proc_connector;
 pub mod proc_net;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use glasshouse_runtime::metrics::{Counter, Metric};
 
 use crate::procfs::ProcessInfo;
 
@@ -121,63 +122,62 @@ pub struct ListenerSeed {
     pub pid: u32,
 }
 
-/// Counters every sensor keeps; nothing is dropped without being counted here.
-#[derive(Debug, Default)]
+/// Counters every sensor keeps; nothing is dropped without being counted
+/// here. Each is a [`Counter`] with its metric name, as every process's
+/// internal telemetry is (the aggregator's are statics: one per process; an
+/// agent's are per sensor, so tests can run several).
+#[derive(Debug)]
 pub struct SensorStats {
     /// Events read from the kernel.
-    pub events: AtomicU64,
+    pub events: Counter,
     /// Events the kernel lost: proc connector socket overflows, or eBPF
     /// records the ring buffer could not take.
-    pub kernel_overflows: AtomicU64,
+    pub kernel_overflows: Counter,
     /// Events dropped because the pipeline queue was full.
-    pub queue_drops: AtomicU64,
+    pub queue_drops: Counter,
     /// Execs whose process was gone before `/proc` could be read.
-    pub exec_unreadable: AtomicU64,
+    pub exec_unreadable: Counter,
     /// Events dropped by the per-container rate limit.
-    pub rate_limited: AtomicU64,
+    pub rate_limited: Counter,
+}
+
+impl Default for SensorStats {
+    fn default() -> SensorStats {
+        SensorStats {
+            events: Counter::new("glasshouse_agent_events_total", "Kernel events read."),
+            kernel_overflows: Counter::new(
+                "glasshouse_agent_kernel_overflows_total",
+                "Times the kernel reported lost events (socket buffer overflow).",
+            ),
+            queue_drops: Counter::new(
+                "glasshouse_agent_queue_drops_total",
+                "Events dropped because the pipeline queue was full.",
+            ),
+            exec_unreadable: Counter::new(
+                "glasshouse_agent_exec_unreadable_total",
+                "Execs whose process exited before /proc could be read.",
+            ),
+            rate_limited: Counter::new(
+                "glasshouse_agent_rate_limited_total",
+                "Events dropped by the per-container rate limit (reported downstream as gaps).",
+            ),
+        }
+    }
 }
 
 impl SensorStats {
     /// Prometheus text of these counters and the sensor mode.
     pub fn render(&self, mode: &str) -> String {
-        use glasshouse_proto::metrics::render_scalar;
         let mut out = String::new();
-        let [events, overflows, drops, unreadable, limited] = self.snapshot();
-        render_scalar(
-            &mut out,
-            "glasshouse_agent_events_total",
-            "Kernel events read.",
-            "counter",
-            events.1,
-        );
-        render_scalar(
-            &mut out,
-            "glasshouse_agent_kernel_overflows_total",
-            "Times the kernel reported lost events (socket buffer overflow).",
-            "counter",
-            overflows.1,
-        );
-        render_scalar(
-            &mut out,
-            "glasshouse_agent_queue_drops_total",
-            "Events dropped because the pipeline queue was full.",
-            "counter",
-            drops.1,
-        );
-        render_scalar(
-            &mut out,
-            "glasshouse_agent_exec_unreadable_total",
-            "Execs whose process exited before /proc could be read.",
-            "counter",
-            unreadable.1,
-        );
-        render_scalar(
-            &mut out,
-            "glasshouse_agent_rate_limited_total",
-            "Events dropped by the per-container rate limit (reported downstream as gaps).",
-            "counter",
-            limited.1,
-        );
+        for counter in [
+            &self.events,
+            &self.kernel_overflows,
+            &self.queue_drops,
+            &self.exec_unreadable,
+            &self.rate_limited,
+        ] {
+            counter.render(&mut out);
+        }
         // Writing to a String cannot fail.
         let _ = std::fmt::Write::write_fmt(
             &mut out,
@@ -190,11 +190,11 @@ impl SensorStats {
 
     pub fn snapshot(&self) -> [(&'static str, u64); 5] {
         [
-            ("events", self.events.load(Ordering::Relaxed)),
-            ("kernel_overflows", self.kernel_overflows.load(Ordering::Relaxed)),
-            ("queue_drops", self.queue_drops.load(Ordering::Relaxed)),
-            ("exec_unreadable", self.exec_unreadable.load(Ordering::Relaxed)),
-            ("rate_limited", self.rate_limited.load(Ordering::Relaxed)),
+            ("events", self.events.get()),
+            ("kernel_overflows", self.kernel_overflows.get()),
+            ("queue_drops", self.queue_drops.get()),
+            ("exec_unreadable", self.exec_unreadable.get()),
+            ("rate_limited", self.rate_limited.get()),
         ]
     }
 }

@@ -7,7 +7,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +123,7 @@ impl ProcConnector {
                 match err.raw_os_error() {
                     Some(libc::EAGAIN | libc::EINTR) => continue,
                     Some(libc::ENOBUFS) => {
-                        stats.kernel_overflows.fetch_add(1, Ordering::Relaxed);
+                        stats.kernel_overflows.add(1);
                         tracing::warn!("proc connector socket overflowed, kernel dropped events");
                         continue;
                     }
@@ -136,12 +135,12 @@ impl ProcConnector {
             }
             let len = usize::try_from(n).unwrap_or(0);
             for event in parse_datagram(&buf[..len]) {
-                stats.events.fetch_add(1, Ordering::Relaxed);
+                stats.events.add(1);
                 let raw = match event {
                     Parsed::Exec { ts, pid } => {
                         let info = procfs::read_process(&proc_root, pid).ok();
                         if info.is_none() {
-                            stats.exec_unreadable.fetch_add(1, Ordering::Relaxed);
+                            stats.exec_unreadable.add(1);
                         }
                         let parent_exe = info.as_ref().and_then(|i| procfs::exe_of(&proc_root, i.ppid));
                         RawEvent::Exec {
@@ -163,7 +162,7 @@ impl ProcConnector {
                     },
                 };
                 if tx.try_send(raw).is_err() {
-                    stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                    stats.queue_drops.add(1);
                 }
             }
         }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use glasshouse_proto::v1::NetworkEventKind as Kind;
 
 use super::NetworkRaw;
-use crate::pipeline::{Container, NetworkEvent};
 use crate::procfs::{TCP_ESTABLISHED, TCP_LISTEN, TcpSocket};
+use crate::record::{Container, NetworkEvent};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
