@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use glasshouse_proto::limits::{MAX_BUFFERED_ROW_BYTES, MIN_BATCH_BYTES, MIN_STRING_BYTES};
-use glasshouse_proto::service::Validate;
+use glasshouse_runtime::service::Validate;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -20,7 +20,7 @@ pub struct Config {
     pub brokers: String,
     /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
     #[serde(default)]
-    pub topics: glasshouse_proto::kafka::TopicLayout,
+    pub topics: glasshouse_runtime::kafka::TopicLayout,
     /// Kafka-level compression of the producer: `none`, `gzip`, `snappy`,
     /// `lz4` or `zstd` (Arrow IPC bodies are zstd-compressed either way; the
     /// ingest bench showed no clear CPU difference between them). Default: `zstd`.
@@ -228,7 +228,10 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        glasshouse_proto::metrics::require_token_off_loopback(self.metrics_listen, self.metrics_token_file.as_deref())?;
+        glasshouse_runtime::endpoint::require_token_off_loopback(
+            self.metrics_listen,
+            self.metrics_token_file.as_deref(),
+        )?;
         self.topics.validate()?;
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
@@ -297,7 +300,7 @@ impl Validate for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glasshouse_proto::service::parse_config;
+    use glasshouse_runtime::service::parse_config;
 
     #[test]
     fn shipped_local_config_parses() {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use glasshouse_proto::metrics::{Counter, Gauge, Histogram, LabeledCounter, Metric};
+use glasshouse_runtime::metrics::{Counter, Gauge, Histogram, LabeledCounter, Metric};
 
 pub static RECORDS_IN: Counter = Counter::new(
     "glasshouse_aggregator_records_in_total",

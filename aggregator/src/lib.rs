@@ -33,8 +33,8 @@ pub mod sink;
 
 use std::net::SocketAddr;
 
-use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
 use glasshouse_proto::v1::ingest_server::IngestServer;
+use glasshouse_runtime::kafka::{TopicError, ensure_topics_unless_cancelled};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::net::TcpListener;
@@ -128,35 +128,14 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     );
     let service = IngestService {
         aggregator_id: config.producer_id.clone(),
-        limits: Limits {
-            max_batch_events: config.max_batch_events,
-            max_strings: config.max_strings,
-            max_batch_bytes: config.max_batch_bytes,
-            max_string_bytes: config.max_string_bytes,
-            time_window: Some(config.time_window()),
-        },
+        limits: limits_of(&config),
         sink,
         shutdown: cancel.clone(),
         tokens,
         require_authentication: mtls,
         revoked: config.revoked_agents.clone(),
     };
-    let metrics = match config.metrics_listen {
-        Some(addr) => {
-            let listener = glasshouse_proto::metrics::bind(addr)
-                .await
-                .map_err(AggregatorError::Metrics)?;
-            let access = glasshouse_proto::metrics::Access::from_file(config.metrics_token_file.as_deref())
-                .map_err(AggregatorError::Metrics)?;
-            Some(tokio::spawn(glasshouse_proto::metrics::serve(
-                listener,
-                glasshouse_proto::metrics::renderer(&internal_events::ALL),
-                access,
-                cancel.clone(),
-            )))
-        }
-        None => None,
-    };
+    let metrics = spawn_metrics(&config, &cancel).await?;
     // gRPC health (grpc.health.v1): SERVING until shutdown starts.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
@@ -170,8 +149,8 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     };
     let addr = listener.local_addr().ok();
     tracing::info!(listen = ?addr, brokers = %config.brokers, "aggregator serving");
-    glasshouse_proto::listener::log_descriptor_limit();
-    let limits = glasshouse_proto::listener::Limits {
+    glasshouse_runtime::listener::log_descriptor_limit();
+    let limits = glasshouse_runtime::listener::Limits {
         max_connections: config.max_connections,
         idle: config.idle_timeout(),
     };
@@ -183,47 +162,20 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
     if let Some(tls) = &config.tls {
         server = server.tls_config(server_tls(tls)?).map_err(AggregatorError::Serve)?;
     }
-    // If the sink ends while serving (it should not: a failure building one
-    // batch refuses that batch), health says NOT_SERVING at once, the server
-    // stops and `serve` returns an error, so the process exits non-zero.
     let server_stop = CancellationToken::new();
-    let mut sink_task = sink_task;
-    let sink_died = {
-        let server_stop = server_stop.clone();
-        let cancel = cancel.clone();
-        let health = health_reporter.clone();
-        async move {
-            // Shutdown first: once it has started, the sink ending is the
-            // orderly drain, not a death.
-            let ended = tokio::select! {
-                biased;
-                () = cancel.cancelled() => None,
-                ended = &mut sink_task => Some(ended),
-            };
-            let sink_ended = ended.is_some();
-            let died = match ended {
-                Some(_) if cancel.is_cancelled() => None,
-                Some(Ok(())) => Some("it returned".to_owned()),
-                Some(Err(e)) => Some(e.to_string()),
-                None => None,
-            };
-            if let Some(why) = &died {
-                tracing::error!(error = %why, "kafka sink stopped while serving");
-                health.set_not_serving::<IngestServer<IngestService>>().await;
-                server_stop.cancel();
-            }
-            (died, (!sink_ended).then_some(sink_task))
-        }
-    };
+    let sink_died = watch_sink(sink_task, cancel.clone(), server_stop.clone(), health_reporter.clone());
     let serving = server
         .add_service(health_service)
         .add_service(IngestServer::new(service).max_decoding_message_size(config.max_message_bytes))
-        .serve_with_incoming_shutdown(glasshouse_proto::listener::accept(listener, limits, "ingest"), async {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = server_stop.cancelled() => {}
-            }
-        });
+        .serve_with_incoming_shutdown(
+            glasshouse_runtime::listener::accept(listener, limits, "ingest"),
+            async {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = server_stop.cancelled() => {}
+                }
+            },
+        );
     let (served, (died, draining)) = tokio::join!(serving, sink_died);
     // The server (and with it every SinkHandle) is gone: the sink drains.
     if let Some(sink_task) = draining
@@ -251,6 +203,72 @@ pub async fn serve(config: Config, listener: TcpListener, cancel: CancellationTo
         return Err(AggregatorError::SinkDied(why));
     }
     served.map_err(AggregatorError::Serve)
+}
+
+/// The ingest limits of `config`.
+fn limits_of(config: &Config) -> Limits {
+    Limits {
+        max_batch_events: config.max_batch_events,
+        max_strings: config.max_strings,
+        max_batch_bytes: config.max_batch_bytes,
+        max_string_bytes: config.max_string_bytes,
+        time_window: Some(config.time_window()),
+    }
+}
+
+/// The `/metrics` endpoint, when `metrics_listen` is set: it runs until `cancel`.
+async fn spawn_metrics(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AggregatorError> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = glasshouse_runtime::endpoint::bind(addr)
+        .await
+        .map_err(AggregatorError::Metrics)?;
+    let access = glasshouse_runtime::endpoint::Access::from_file(config.metrics_token_file.as_deref())
+        .map_err(AggregatorError::Metrics)?;
+    Ok(Some(tokio::spawn(glasshouse_runtime::endpoint::serve(
+        listener,
+        glasshouse_runtime::endpoint::renderer(&internal_events::ALL),
+        access,
+        cancel.clone(),
+    ))))
+}
+
+/// Watches the sink while serving: if it ends before shutdown (it should
+/// not: a failure building one batch refuses that batch), health says
+/// NOT_SERVING at once and `server_stop` stops the server, so `serve`
+/// returns an error and the process exits non-zero. Resolves to why it died
+/// (`None`: it did not) and, once shutdown started, the sink task still to
+/// drain.
+async fn watch_sink(
+    mut sink_task: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
+    server_stop: CancellationToken,
+    health: tonic_health::server::HealthReporter,
+) -> (Option<String>, Option<tokio::task::JoinHandle<()>>) {
+    // Shutdown first: once it has started, the sink ending is the orderly
+    // drain, not a death.
+    let ended = tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        ended = &mut sink_task => Some(ended),
+    };
+    let sink_ended = ended.is_some();
+    let died = match ended {
+        Some(_) if cancel.is_cancelled() => None,
+        Some(Ok(())) => Some("it returned".to_owned()),
+        Some(Err(e)) => Some(e.to_string()),
+        None => None,
+    };
+    if let Some(why) = &died {
+        tracing::error!(error = %why, "kafka sink stopped while serving");
+        health.set_not_serving::<IngestServer<IngestService>>().await;
+        server_stop.cancel();
+    }
+    (died, (!sink_ended).then_some(sink_task))
 }
 
 fn server_tls(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, AggregatorError> {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use glasshouse_proto::service;
+use glasshouse_runtime::service;
 
 /// Glasshouse aggregator: gRPC ingest from agents to Arrow batches on Kafka.
 #[derive(Debug, Parser)]

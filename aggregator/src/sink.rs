@@ -405,7 +405,7 @@ async fn produce(
     workload: &str,
     value: Vec<u8>,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    let headers = glasshouse_proto::kafka::record_headers(record_type, producer_id);
+    let headers = glasshouse_runtime::kafka::record_headers(record_type, producer_id);
     let mut record = FutureRecord::to(record_type.topic())
         .key(workload)
         .payload(&value)
