@@ -33,8 +33,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 #[derive(Debug, Clone, Copy)]
 pub enum Format {
     /// One Arrow IPC stream per message; the schema is the contract crate's
-    /// (arrow 60) for the record type, carried over to DataFusion's arrow.
-    Arrow(fn() -> proto_arrow_schema::SchemaRef),
+    /// for the record type.
+    Arrow(fn() -> SchemaRef),
     /// One JSON document per message, flattened into these columns.
     Json(&'static [JsonColumn]),
 }
@@ -439,10 +439,10 @@ SELECT a.container_id, a.container_name, a.image, a.image_id, a.workload_id, a.h
 FROM attribution a LEFT JOIN latest l ON l.container_id = a.container_id AND l.rn = 1
 ";
 
-/// The DataFusion (arrow 59) schema of a table.
+/// The DataFusion schema of a table.
 pub fn schema(def: &TableDef) -> SchemaRef {
     match def.format {
-        Format::Arrow(proto_schema) => string_views(&crate::decode::convert_schema(&proto_schema())),
+        Format::Arrow(contract_schema) => string_views(&contract_schema()),
         Format::Json(columns) => json_schema(columns),
     }
 }

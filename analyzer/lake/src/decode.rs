@@ -1,8 +1,7 @@
 //! Kafka message values to rows of a table's schema.
 //!
-//! Arrow topics are read with DataFusion's arrow (59) directly from the IPC
-//! bytes; the schemas come from the contract crate (arrow 60) through their
-//! IPC encoding, so the two arrow versions never exchange values. JSON
+//! Arrow topics are decoded by the contract crate (`glasshouse_proto::ipc`,
+//! the same arrow as DataFusion's) and conformed to the table's schema; JSON
 //! topics are flattened by JSON pointer.
 
 use std::sync::Arc;
@@ -14,7 +13,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::ipc::reader::StreamReader;
 use serde_json::Value;
 
 use crate::catalog::{JsonColumn, JsonKind};
@@ -42,39 +40,18 @@ pub enum DecodeError {
     Json(#[source] serde_json::Error),
 }
 
-/// The contract crate's schema (arrow 60) as a DataFusion (arrow 59) schema.
-pub fn convert_schema(schema: &proto_arrow_schema::SchemaRef) -> SchemaRef {
-    let empty = proto_arrow_array::RecordBatch::new_empty(schema.clone());
-    // Encoding an empty batch of a valid schema cannot fail, and its IPC
-    // stream is read by any arrow version: this runs at start-up on the
-    // contract's fixed schemas (covered by the catalog's tests).
-    let bytes = glasshouse_proto::ipc::encode(&empty).expect("an empty batch of a contract schema encodes");
-    let reader = StreamReader::try_new(bytes.as_slice(), None).expect("arrow 59 reads arrow 60's ipc schema");
-    reader.schema()
-}
-
 /// Decodes one Arrow IPC message value and conforms its batch to `schema`.
 ///
 /// The bytes come from Kafka, where anything with write access can put
-/// anything. They are first decoded by the contract crate
-/// (`glasshouse_proto::ipc::decode`, arrow 60, covered by the hostile-input
-/// property tests); only its result, re-encoded uncompressed, reaches
-/// DataFusion's arrow 59, whose reader aborts the process on some mutated
-/// messages (an allocation of petabytes from a forged length: found by
+/// anything: they are decoded by the contract crate
+/// (`glasshouse_proto::ipc::decode`, which checks the framing before arrow's
+/// reader sees it and is covered by the hostile-input property tests), never
+/// by arrow's reader directly (it aborts the process on some mutated
+/// messages: an allocation of petabytes from a forged length, found by
 /// `mutated_messages_give_rows_or_an_error_never_a_panic`).
 pub fn arrow_message(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, DecodeError> {
     let batch = glasshouse_proto::ipc::decode(bytes).map_err(|e| DecodeError::Contract(e.to_string()))?;
-    let mut trusted = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    {
-        let mut w = proto_arrow_ipc::writer::StreamWriter::try_new(&mut trusted, &batch.schema())
-            .map_err(|e| DecodeError::Contract(e.to_string()))?;
-        w.write(&batch).map_err(|e| DecodeError::Contract(e.to_string()))?;
-        w.finish().map_err(|e| DecodeError::Contract(e.to_string()))?;
-    }
-    let reader = StreamReader::try_new(trusted.as_slice(), None).map_err(DecodeError::Arrow)?;
-    reader
-        .map(|b| b.map_err(DecodeError::Arrow).and_then(|b| conform(&b, schema)))
-        .collect::<Result<Vec<_>, _>>()
+    Ok(vec![conform(&batch, schema)?])
 }
 
 /// `batch` with the columns of `schema`, in its order. Plain strings

@@ -112,7 +112,7 @@ pub fn network_message(containers: &[Container], first: u64, n: usize, base_ns: 
             bytes_sent: 100 * (i % 13 + 1),
             bytes_received: 10 * (i % 5),
             count: 1,
-            pre_existing: false,
+            ..Default::default()
         });
     }
     ipc::encode(&b.finish()).expect("fixture batch encodes")

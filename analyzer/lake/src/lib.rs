@@ -33,9 +33,8 @@
 //! - [`service`]: starts what the config asks for.
 //! - [`fixture`]: deterministic synthetic events (golden tests, the benchmark).
 //!
-//! DataFusion 55 is built on arrow 59, the rest of the workspace on arrow 60:
-//! this crate reads the contract's messages from their IPC bytes with
-//! DataFusion's arrow, so values of the two versions never meet.
+//! The workspace has one arrow (59, DataFusion 55's): the contract's decoded
+//! batches are DataFusion's batches.
 
 pub mod catalog;
 pub mod config;
