@@ -66,7 +66,7 @@ pub fn alert_line(doc: &serde_json::Value) -> String {
 /// control key, an alert not signed with it (not from an analyzer) is not
 /// shown, only logged; without it every alert is shown, unchecked.
 pub async fn alerts_tail<W: Write>(
-    kafka: &glasshouse_proto::kafka::Kafka,
+    kafka: &glasshouse_runtime::kafka::Kafka,
     key: Option<&crate::sign::Key>,
     json: bool,
     from_beginning: bool,

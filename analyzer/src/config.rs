@@ -1,6 +1,6 @@
 //! Analyzer configuration (TOML). Every field has a default.
 
-use glasshouse_proto::service::Validate;
+use glasshouse_runtime::service::Validate;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -21,7 +21,7 @@ pub struct Config {
     pub group: String,
     /// How topics are created when missing (`[topics]`: `partitions`, `replication`).
     #[serde(default)]
-    pub topics: glasshouse_proto::kafka::TopicLayout,
+    pub topics: glasshouse_runtime::kafka::TopicLayout,
     /// Print the live view (containers, what they execute, their TCP connections,
     /// the sensitive files they write) on stdout.
     /// Default: true.
@@ -308,7 +308,10 @@ impl Validate for Config {
             ));
         }
         // `/containers` names every container, image and host.
-        glasshouse_proto::metrics::require_token_off_loopback(self.metrics_listen, self.metrics_token_file.as_deref())?;
+        glasshouse_runtime::endpoint::require_token_off_loopback(
+            self.metrics_listen,
+            self.metrics_token_file.as_deref(),
+        )?;
         if let Some(k) = self
             .kafka
             .keys()
@@ -326,7 +329,7 @@ impl Validate for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glasshouse_proto::service::parse_config;
+    use glasshouse_runtime::service::parse_config;
 
     #[test]
     fn shipped_local_config_parses() {

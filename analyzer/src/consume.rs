@@ -36,6 +36,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{CheckpointError, CommandError, StoreError};
+
 /// Why consuming failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
@@ -100,9 +102,9 @@ pub trait RowHandler {
     }
     /// One operator command (see [`crate::control`]) with its message key
     /// and signature header; an error says why it was not applied.
-    fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), String> {
+    fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), CommandError> {
         let _ = (key, payload, signature);
-        Err("commands are not consumed here".into())
+        Err(CommandError::NotConsumed)
     }
     /// The partition the rows of the next message come from.
     fn partition(&mut self, partition: i32) {
@@ -118,11 +120,11 @@ pub trait RowHandler {
     }
     /// Makes durable the state built from every message handled so far;
     /// their offsets are stored only when this succeeds.
-    fn checkpoint(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+    fn checkpoint(&mut self) -> impl Future<Output = Result<(), CheckpointError>> + Send {
         std::future::ready(Ok(()))
     }
     /// Partitions (numbers, the same for every consumed topic) now owned.
-    fn assigned(&mut self, partitions: &[i32]) -> impl Future<Output = Result<(), String>> + Send {
+    fn assigned(&mut self, partitions: &[i32]) -> impl Future<Output = Result<(), StoreError>> + Send {
         let _ = partitions;
         std::future::ready(Ok(()))
     }
@@ -267,7 +269,10 @@ pub async fn consume<H: RowHandler + Send>(
                         // Without its state a partition would be learned from
                         // scratch and its offsets committed over the state:
                         // give up rather than corrupt it.
-                        return Err(ConsumeError::State(format!("loading partitions {parts:?}: {error}")));
+                        return Err(ConsumeError::State(format!(
+                            "loading partitions {parts:?}: {}",
+                            glasshouse_runtime::service::error_chain(&error)
+                        )));
                     }
                 }
             }
@@ -336,7 +341,11 @@ async fn checkpoint<H: RowHandler + Send>(
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "checkpoint failed; offsets not committed, retrying");
+            tracing::warn!(
+                error = %glasshouse_runtime::service::error_chain(&error),
+                kind = ?error.kind(),
+                "checkpoint failed; offsets not committed, retrying"
+            );
             for (k, v) in covered {
                 pending.entry(k).or_insert(v);
             }

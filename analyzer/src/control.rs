@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::TOPIC_CONTROL;
+use glasshouse_runtime::kafka::Kafka;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 

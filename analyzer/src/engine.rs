@@ -33,6 +33,7 @@ use glasshouse_proto::{file, gaps, network, process, resources, syscalls};
 
 use crate::baseline::{Baseline, Map, ResourceMetric, Rules, Shower, State, short};
 use crate::clock::Clock;
+use crate::error::CommandError;
 use crate::features::{self, Cidr, Feature, Kind, Phase, Phases};
 use crate::finding::{self, Anomaly, Container, Endpoint, Finding, Fleet, Process, Severity, Technique};
 use crate::ocsf;
@@ -238,12 +239,15 @@ impl Engine {
     }
 
     /// Operator command: lock, unlock or reset a workload's baseline.
-    pub fn command(&mut self, workload: &str, command: Command) -> Result<u64, String> {
+    pub fn command(&mut self, workload: &str, command: Command) -> Result<u64, CommandError> {
         let now = self.clock.now_ns();
         if let Command::Import(b) = command {
             let mut b = *b;
             if b.workload != workload {
-                return Err(format!("snapshot is of workload {:?}, not {workload:?}", b.workload));
+                return Err(CommandError::WrongWorkload {
+                    snapshot: b.workload,
+                    workload: workload.to_owned(),
+                });
             }
             b.partition = self.partition;
             let previous = self.baselines.get(workload).map_or(0, |p| p.version);
@@ -1301,10 +1305,8 @@ pub(crate) mod tests {
             local_port: 40000,
             remote_addr: Some(addr.into()),
             remote_port: port,
-            bytes_sent: 0,
-            bytes_received: 0,
             count: 1,
-            pre_existing: false,
+            ..Default::default()
         }
     }
 

@@ -24,7 +24,8 @@
 //!   detections that need no baseline; [`clock`]: the wall clock the engine
 //!   reads (a manual one in tests).
 //! - [`finding`], [`ocsf`]: findings and their OCSF 1.8 JSON.
-//! - [`store`]: alerts and baseline snapshots in Kafka.
+//! - [`store`]: alerts and baseline snapshots in Kafka; [`error`]: why a
+//!   step failed, as types with a retryable/fatal [`error::Kind`].
 //! - [`control`]: operator commands and reading baselines back (CLI);
 //!   [`sign`]: their signatures, and those of snapshots and alerts.
 //! - [`cli`]: what the `glasshouse` command line prints; [`sql`]: `glasshouse sql`.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod consume;
 pub mod control;
 pub mod engine;
+pub mod error;
 pub mod escape;
 pub mod features;
 pub mod finding;
@@ -55,7 +57,7 @@ pub mod vulns;
 
 use std::io::Write;
 
-use glasshouse_proto::kafka::{TopicError, ensure_topics_unless_cancelled};
+use glasshouse_runtime::kafka::{TopicError, ensure_topics_unless_cancelled};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +70,7 @@ pub use config::Config;
 
 use crate::consume::{ConsumeError, ConsumeStats, ConsumerSettings, RowHandler, StartAt};
 use crate::engine::{Alert, Engine, EngineStats};
+use crate::error::{CheckpointError, CommandError, StoreError};
 use crate::outputs::Outputs;
 use crate::store::Store;
 use crate::view::View;
@@ -78,8 +81,10 @@ pub enum AnalyzerError {
     Topics(#[from] TopicError),
     #[error(transparent)]
     Consume(#[from] ConsumeError),
-    #[error("analyzer store: {0}")]
-    Store(String),
+    #[error("analyzer store")]
+    Store(#[from] StoreError),
+    #[error("outputs: {0}")]
+    Outputs(String),
     #[error(transparent)]
     Metrics(std::io::Error),
     #[error(transparent)]
@@ -214,7 +219,7 @@ const ALERT_ATTEMPTS: u32 = 5;
 
 impl Published {
     fn metrics(&self) -> String {
-        use glasshouse_proto::metrics::render_scalar;
+        use glasshouse_runtime::metrics::render_scalar;
         let mut out = String::new();
         let s = &self.stats;
         for (name, help, v) in [
@@ -488,17 +493,17 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         true
     }
 
-    fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), String> {
+    fn handle_control(&mut self, key: &[u8], payload: &[u8], signature: Option<&[u8]>) -> Result<(), CommandError> {
         let now_ms = clock::system_ns() as u64 / 1_000_000;
         let (workload, command, by) = match control::verify(self.control_key.as_ref(), key, payload, signature, now_ms)
         {
             Ok(c) => c,
             Err(refused) => {
                 self.control_refused += 1;
-                return Err(format!(
-                    "refused ({refused}) for workload {}",
-                    escape::terminal(&String::from_utf8_lossy(key))
-                ));
+                return Err(CommandError::Refused {
+                    refused,
+                    workload: escape::terminal(&String::from_utf8_lossy(key)),
+                });
             }
         };
         let what = format!("{command}");
@@ -557,7 +562,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         Some(self.checkpoint_every)
     }
 
-    async fn checkpoint(&mut self) -> Result<(), String> {
+    async fn checkpoint(&mut self) -> Result<(), CheckpointError> {
         // Alerts first: an offset is committed only once its alerts are in Kafka.
         // An alert dropped after its last attempt does not hold them back.
         for (alert, attempts) in std::mem::take(&mut self.retry) {
@@ -573,17 +578,17 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         let failed = self.retry.len();
         if failed > 0 {
             self.checkpoint_failures += 1;
-            return Err(format!("{failed} alerts not delivered"));
+            return Err(CheckpointError::AlertsPending(failed));
         }
         let snapshots: Vec<(i32, String, Vec<u8>)> = self
             .engine
             .dirty_baselines()
             .into_iter()
             .map(|b| {
-                let json = serde_json::to_vec(b).map_err(|e| e.to_string())?;
+                let json = serde_json::to_vec(b).map_err(CheckpointError::Encode)?;
                 Ok((b.partition, b.workload.clone(), json))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, CheckpointError>>()?;
         if snapshots.is_empty() {
             return Ok(());
         }
@@ -593,13 +598,13 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
                 self.engine.mark_dirty(workload);
             }
             self.checkpoint_failures += 1;
-            return Err(error);
+            return Err(error.into());
         }
         tracing::debug!(baselines = snapshots.len(), "baselines saved");
         Ok(())
     }
 
-    async fn assigned(&mut self, partitions: &[i32]) -> Result<(), String> {
+    async fn assigned(&mut self, partitions: &[i32]) -> Result<(), StoreError> {
         let restored = self.store.load(partitions).await?;
         tracing::info!(?partitions, baselines = restored.len(), "baselines restored");
         for (b, refused_after) in restored {
@@ -628,7 +633,7 @@ pub async fn run<W: Write + Send>(
     out: W,
     cancel: CancellationToken,
 ) -> Result<ConsumeStats, AnalyzerError> {
-    glasshouse_proto::listener::log_descriptor_limit();
+    glasshouse_runtime::listener::log_descriptor_limit();
     let control_key = match &config.control_key_file {
         Some(path) => Some(sign::Key::from_file(path)?),
         None => None,
@@ -664,35 +669,7 @@ pub async fn run<W: Write + Send>(
     let published = config
         .metrics_listen
         .map(|_| Arc::new(Mutex::new(Published::default())));
-    let endpoint = match config.metrics_listen {
-        Some(addr) => {
-            let listener = glasshouse_proto::metrics::bind(addr)
-                .await
-                .map_err(AnalyzerError::Metrics)?;
-            let access = glasshouse_proto::metrics::Access::from_file(config.metrics_token_file.as_deref())
-                .map_err(AnalyzerError::Metrics)?;
-            let published = published.clone().expect("made when metrics_listen is set");
-            let routes: glasshouse_proto::metrics::Routes = Arc::new(move |path: &str| {
-                let p = published.lock().expect("not poisoned");
-                match path {
-                    "/metrics" => Some((glasshouse_proto::metrics::TEXT_FORMAT, p.metrics())),
-                    "/health" => Some(("text/plain; charset=utf-8", p.health())),
-                    "/containers" => Some((
-                        "application/json",
-                        cli::ascii_json(&serde_json::to_string(&p.containers).unwrap_or_default()),
-                    )),
-                    _ => None,
-                }
-            });
-            Some(tokio::spawn(glasshouse_proto::metrics::serve_routes(
-                listener,
-                routes,
-                access,
-                cancel.clone(),
-            )))
-        }
-        None => None,
-    };
+    let endpoint = spawn_endpoint(&config, published.clone(), &cancel).await?;
     // Vulnerability matching runs beside the behaviour consumer, on its own
     // consumer group (see `vulns::service`).
     let vulns_task = config.vulns.enabled.then(|| {
@@ -706,41 +683,7 @@ pub async fn run<W: Write + Send>(
         beside("vulnerability matching", task, AnalyzerError::Vulns, cancel.clone())
     });
     let stats = if config.analysis.enabled {
-        if control_key.is_none() {
-            tracing::warn!("no control_key_file: operator commands are refused, snapshots and alerts are not signed");
-        }
-        let store = Store::connect(&config.brokers, &config.kafka, control_key.clone())
-            .await
-            .map_err(AnalyzerError::Store)?;
-        let outputs = Outputs::start(&config.outputs, &cancel).map_err(AnalyzerError::Store)?;
-        let mut analyzer = Analyzer {
-            published,
-            outputs,
-            checkpoint_failures: 0,
-            shower,
-            engine: Engine::new(config.analysis.settings()),
-            store,
-            checkpoint_every: Duration::from_millis(config.analysis.checkpoint_ms),
-            in_flight: Vec::new(),
-            retry: Vec::new(),
-            max_alert_bytes: config.analysis.max_alert_bytes,
-            alerts: AlertCounters::default(),
-            control_key,
-            control_refused: 0,
-        };
-        let stats = consume::consume(&settings, &mut analyzer, &cancel).await?;
-        let e = analyzer.engine.stats;
-        tracing::info!(
-            events = e.events,
-            findings = e.findings,
-            alerts = e.alerts,
-            suppressed = e.suppressed,
-            "analysis stopped"
-        );
-        if let Err(error) = analyzer.store.flush(Duration::from_secs(10)) {
-            tracing::warn!(%error, "alerts not flushed at shutdown");
-        }
-        stats
+        analyze(&config, &settings, shower, published, control_key, &cancel).await?
     } else {
         let mut shower = shower;
         consume::consume(&settings, &mut shower, &cancel).await?
@@ -777,10 +720,89 @@ pub async fn run<W: Write + Send>(
     Ok(stats)
 }
 
+/// The `/metrics`, `/health` and `/containers` endpoint, when
+/// `metrics_listen` is set, serving what the analysis last `published`.
+async fn spawn_endpoint(
+    config: &Config,
+    published: Option<Arc<Mutex<Published>>>,
+    cancel: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AnalyzerError> {
+    let (Some(addr), Some(published)) = (config.metrics_listen, published) else {
+        return Ok(None);
+    };
+    let listener = glasshouse_runtime::endpoint::bind(addr)
+        .await
+        .map_err(AnalyzerError::Metrics)?;
+    let access = glasshouse_runtime::endpoint::Access::from_file(config.metrics_token_file.as_deref())
+        .map_err(AnalyzerError::Metrics)?;
+    let routes: glasshouse_runtime::endpoint::Routes = Arc::new(move |path: &str| {
+        let p = published.lock().expect("not poisoned");
+        match path {
+            "/metrics" => Some((glasshouse_runtime::endpoint::TEXT_FORMAT, p.metrics())),
+            "/health" => Some(("text/plain; charset=utf-8", p.health())),
+            "/containers" => Some((
+                "application/json",
+                cli::ascii_json(&serde_json::to_string(&p.containers).unwrap_or_default()),
+            )),
+            _ => None,
+        }
+    });
+    Ok(Some(tokio::spawn(glasshouse_runtime::endpoint::serve_routes(
+        listener,
+        routes,
+        access,
+        cancel.clone(),
+    ))))
+}
+
+/// The behaviour analysis: consumes until `cancel`, then flushes its alerts.
+async fn analyze<W: Write + Send>(
+    config: &Config,
+    settings: &ConsumerSettings,
+    shower: Shower<W>,
+    published: Option<Arc<Mutex<Published>>>,
+    control_key: Option<sign::Key>,
+    cancel: &CancellationToken,
+) -> Result<ConsumeStats, AnalyzerError> {
+    if control_key.is_none() {
+        tracing::warn!("no control_key_file: operator commands are refused, snapshots and alerts are not signed");
+    }
+    let store = Store::connect(&config.brokers, &config.kafka, control_key.clone()).await?;
+    let outputs = Outputs::start(&config.outputs, cancel).map_err(AnalyzerError::Outputs)?;
+    let mut analyzer = Analyzer {
+        published,
+        outputs,
+        checkpoint_failures: 0,
+        shower,
+        engine: Engine::new(config.analysis.settings()),
+        store,
+        checkpoint_every: Duration::from_millis(config.analysis.checkpoint_ms),
+        in_flight: Vec::new(),
+        retry: Vec::new(),
+        max_alert_bytes: config.analysis.max_alert_bytes,
+        alerts: AlertCounters::default(),
+        control_key,
+        control_refused: 0,
+    };
+    let stats = consume::consume(settings, &mut analyzer, cancel).await?;
+    let e = analyzer.engine.stats;
+    tracing::info!(
+        events = e.events,
+        findings = e.findings,
+        alerts = e.alerts,
+        suppressed = e.suppressed,
+        "analysis stopped"
+    );
+    if let Err(error) = analyzer.store.flush(Duration::from_secs(10)) {
+        tracing::warn!(error = %glasshouse_runtime::service::error_chain(&error), "alerts not flushed at shutdown");
+    }
+    Ok(stats)
+}
+
 /// `glasshouse watch`: the live view from a private consumer group, starting
 /// at the newest events (or the oldest with `from_beginning`).
 pub async fn watch<W: Write + Send>(
-    kafka: &glasshouse_proto::kafka::Kafka,
+    kafka: &glasshouse_runtime::kafka::Kafka,
     from_beginning: bool,
     out: W,
     cancel: CancellationToken,

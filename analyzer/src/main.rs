@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use glasshouse_proto::service;
+use glasshouse_runtime::service;
 
 /// Glasshouse analyzer: consumes the telemetry topics as a consumer group.
 #[derive(Debug, Parser)]

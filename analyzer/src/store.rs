@@ -29,6 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::baseline::Baseline;
+use crate::error::StoreError;
 use crate::sign::{self, Key};
 
 /// Kafka side of the analyzer's state and output.
@@ -51,32 +52,43 @@ impl std::fmt::Debug for Store {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) use glasshouse_proto::kafka::client;
+pub(crate) use glasshouse_runtime::kafka::client;
 
 impl Store {
     /// Connects a producer and learns the baselines topic's partition count.
-    pub async fn connect(brokers: &str, extra: &BTreeMap<String, String>, key: Option<Key>) -> Result<Store, String> {
+    pub async fn connect(
+        brokers: &str,
+        extra: &BTreeMap<String, String>,
+        key: Option<Key>,
+    ) -> Result<Store, StoreError> {
         let own = [
             ("enable.idempotence", "true"),
             ("compression.type", "zstd"),
             ("linger.ms", "5"),
             ("message.timeout.ms", "60000"),
         ];
-        let producer: FutureProducer = client(brokers, &own, extra)
-            .create()
-            .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
+        let producer: FutureProducer =
+            client(brokers, &own, extra)
+                .create()
+                .map_err(|source| StoreError::Producer {
+                    brokers: brokers.to_owned(),
+                    source,
+                })?;
         let probe = producer.clone();
         let partitions = tokio::task::spawn_blocking(move || {
             probe
                 .client()
                 .fetch_metadata(Some(TOPIC_BASELINES), TIMEOUT)
-                .map_err(|e| format!("metadata of {TOPIC_BASELINES}: {e}"))
+                .map_err(|source| StoreError::Metadata {
+                    topic: TOPIC_BASELINES,
+                    source,
+                })
                 .map(|m| m.topics().first().map_or(0, |t| t.partitions().len() as i32))
         })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(StoreError::Task)??;
         if partitions < 1 {
-            return Err(format!("topic {TOPIC_BASELINES} has no partitions"));
+            return Err(StoreError::NoPartitions(TOPIC_BASELINES));
         }
         Ok(Store {
             brokers: brokers.to_owned(),
@@ -107,7 +119,7 @@ impl Store {
     }
 
     /// Writes baseline snapshots and waits until Kafka has all of them.
-    pub async fn save(&self, snapshots: &[(i32, String, Vec<u8>)]) -> Result<(), String> {
+    pub async fn save(&self, snapshots: &[(i32, String, Vec<u8>)]) -> Result<(), StoreError> {
         let mut futures = Vec::with_capacity(snapshots.len());
         for (partition, workload, json) in snapshots {
             let record = FutureRecord::to(TOPIC_BASELINES)
@@ -121,14 +133,17 @@ impl Store {
             futures.push(
                 self.producer
                     .send_result(record)
-                    .map_err(|(e, _)| format!("enqueueing baseline of {workload}: {e}"))?,
+                    .map_err(|(source, _)| StoreError::Enqueue {
+                        workload: workload.clone(),
+                        source,
+                    })?,
             );
         }
         for f in futures {
             match f.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(format!("writing a baseline: {e}")),
-                Err(_) => return Err("writing a baseline: producer gone".into()),
+                Ok(Err((e, _))) => return Err(StoreError::Write(e)),
+                Err(_) => return Err(StoreError::ProducerGone),
             }
         }
         Ok(())
@@ -136,7 +151,7 @@ impl Store {
 
     /// Reads the latest good snapshot of every workload of event
     /// `partitions`, and whether a refused record came after it.
-    pub async fn load(&self, partitions: &[i32]) -> Result<Vec<(Baseline, bool)>, String> {
+    pub async fn load(&self, partitions: &[i32]) -> Result<Vec<(Baseline, bool)>, StoreError> {
         let brokers = self.brokers.clone();
         let extra = self.extra.clone();
         let n = self.baseline_partitions;
@@ -144,12 +159,13 @@ impl Store {
         let key = self.key.clone();
         tokio::task::spawn_blocking(move || load_blocking(&brokers, &extra, key.as_ref(), n, &wanted))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(StoreError::Task)?
+            .map_err(StoreError::Read)
     }
 
     /// Waits until every enqueued message is delivered (or `timeout`).
-    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
-        self.producer.flush(timeout).map_err(|e| e.to_string())
+    pub fn flush(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.producer.flush(timeout).map_err(StoreError::Flush)
     }
 }
 

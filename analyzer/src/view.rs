@@ -447,7 +447,7 @@ mod tests {
             bytes_sent: 3000,
             bytes_received: 500,
             count: 1,
-            pre_existing: false,
+            ..Default::default()
         }
     }
 

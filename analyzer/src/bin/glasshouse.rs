@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use glasshouse_analyzer::baseline::Baseline;
 use glasshouse_analyzer::sign::Key;
 use glasshouse_analyzer::{cli, control};
-use glasshouse_proto::kafka::Kafka;
-use glasshouse_proto::service;
+use glasshouse_runtime::kafka::Kafka;
+use glasshouse_runtime::service;
 
 /// Glasshouse command line.
 #[derive(Debug, Parser)]

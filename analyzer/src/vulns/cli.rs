@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::{TOPIC_ADVISORIES, TOPIC_VULNERABILITIES};
+use glasshouse_runtime::kafka::Kafka;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::escape::terminal;

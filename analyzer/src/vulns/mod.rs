@@ -22,6 +22,7 @@
 //! # Layout
 //! - [`version`]: version order per ecosystem (dpkg, apk, PEP 440, SemVer).
 //! - [`osv`]: OSV advisories: parsing, checks, whether a version is affected.
+//! - [`finding`]: a finding as published (the row of `glasshouse.vulnerabilities`).
 //! - [`matcher`]: advisory index, per-container findings and their changes.
 //! - [`trust`]: the image trust policy.
 //! - [`ocsf`]: the OCSF JSON of findings.
@@ -29,6 +30,7 @@
 //! - [`cli`]: `glasshouse vulns` (import, list, images).
 
 pub mod cli;
+pub mod finding;
 pub mod matcher;
 pub mod ocsf;
 pub mod osv;

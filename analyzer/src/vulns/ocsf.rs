@@ -13,7 +13,7 @@
 
 use serde_json::{Value, json};
 
-use crate::vulns::matcher::Vulnerability;
+use crate::vulns::finding::Vulnerability;
 use crate::vulns::osv::Advisory;
 
 /// Activity of a finding event.
@@ -109,7 +109,7 @@ fn build(v: &Vulnerability, advisory: Option<&Advisory>, activity: Activity, now
         v.advisory_id, v.package, v.installed_version, v.ecosystem
     );
     let desc = match (&v.fixed_version, v.state) {
-        (_, crate::vulns::matcher::State::Resolved) => {
+        (_, crate::vulns::finding::State::Resolved) => {
             format!("{title} is resolved: no longer installed or no longer affected")
         }
         (Some(f), _) => format!("{title}; fixed in {f}"),

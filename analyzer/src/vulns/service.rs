@@ -30,14 +30,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::{RecordType, TOPIC_ADVISORIES, TOPIC_ALERTS, TOPIC_VULNERABILITIES};
 use glasshouse_proto::{inventory, ipc};
+use glasshouse_runtime::kafka::Kafka;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -145,25 +145,81 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
     let producer: FutureProducer = crate::store::client(&brokers, &own, &settings.extra)
         .create()
         .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
-    let advisories: StreamConsumer = client(&settings)
+    let advisories = advisories_consumer(&settings).await?;
+    let revoked = Arc::new(Mutex::new(Vec::new()));
+    let inventories = inventories_consumer(&settings, revoked.clone())?;
+    tracing::info!(brokers, group = settings.group, "vulnerability matching started");
+    let mut task = Task {
+        matcher: restored_matcher(&settings, &config).await?,
+        producer,
+        pending: Vec::new(),
+        advisories_changed: false,
+        ttl_ns: (config.container_ttl_secs as i64).saturating_mul(1_000_000_000),
+        logged: Instant::now(),
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let gone = std::mem::take(&mut *revoked.lock().expect("not poisoned"));
+        if !gone.is_empty() {
+            tracing::info!(partitions = ?gone, "inventory partitions revoked, their containers forgotten");
+            task.matcher.revoked(&gone);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            m = advisories.recv() => match m {
+                Ok(m) => task.advisory(&m),
+                Err(error) => {
+                    tracing::warn!(%error, "advisories consumer error, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            m = inventories.recv() => match m {
+                Ok(m) => task.inventory(&m),
+                Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => task.replayed(partition),
+                Err(error) => {
+                    tracing::warn!(%error, "inventory consumer error, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            _ = ticker.tick() => task.tick().await?,
+        }
+    }
+    for f in task.pending {
+        let _ = f.await;
+    }
+    inventories.unsubscribe();
+    Ok(())
+}
+
+/// A consumer of every partition of the advisories topic, from its start.
+async fn advisories_consumer(settings: &Settings) -> Result<StreamConsumer, String> {
+    let brokers = &settings.brokers;
+    let advisories: StreamConsumer = client(settings)
         .set("group.id", format!("{}-advisories", settings.group))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create()
         .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
-    let tpl = {
-        let probe: BaseConsumer = client(&settings)
-            .create()
-            .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
-        tokio::task::spawn_blocking(move || all_partitions(&probe, TOPIC_ADVISORIES))
-            .await
-            .map_err(|e| e.to_string())??
-    };
+    let probe: BaseConsumer = client(settings)
+        .create()
+        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+    let tpl = tokio::task::spawn_blocking(move || all_partitions(&probe, TOPIC_ADVISORIES))
+        .await
+        .map_err(|e| e.to_string())??;
     advisories
         .assign(&tpl)
         .map_err(|e| format!("assign {TOPIC_ADVISORIES}: {e}"))?;
-    let mut inventories_config = client(&settings);
-    inventories_config
+    Ok(advisories)
+}
+
+/// The inventory consumer group member; revoked partitions go to `revoked`.
+fn inventories_consumer(
+    settings: &Settings,
+    revoked: Arc<Mutex<Vec<i32>>>,
+) -> Result<StreamConsumer<Revocations>, String> {
+    let mut config = client(settings);
+    config
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -173,156 +229,149 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("fetch.wait.max.ms", "100");
     if let Some(id) = &settings.instance_id {
-        inventories_config.set("group.instance.id", id);
+        config.set("group.instance.id", id);
     }
-    let revoked = Arc::new(Mutex::new(Vec::new()));
-    let inventories: StreamConsumer<Revocations> = inventories_config
-        .create_with_context(Revocations {
-            revoked: revoked.clone(),
-        })
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+    let inventories: StreamConsumer<Revocations> = config
+        .create_with_context(Revocations { revoked })
+        .map_err(|e| format!("kafka consumer for {}: {e}", settings.brokers))?;
     inventories
         .subscribe(&[RecordType::Inventory.topic()])
         .map_err(|e| format!("subscribing to {}: {e}", RecordType::Inventory.topic()))?;
-    tracing::info!(brokers, group = settings.group, "vulnerability matching started");
+    Ok(inventories)
+}
 
+/// A matcher holding what was published before this start: a replayed
+/// inventory then neither alerts again nor loses its findings' first-seen
+/// times.
+async fn restored_matcher(settings: &Settings, config: &Config) -> Result<Matcher, String> {
     let mut matcher = Matcher::new(config.image_trust.clone());
-    // What was published before this start: a replayed inventory then
-    // neither alerts again nor loses its findings' first-seen times.
-    let restored = {
-        let kafka = Kafka::new(brokers.clone(), settings.extra.clone());
+    let kafka = Kafka::new(settings.brokers.clone(), settings.extra.clone());
+    let restored =
         tokio::task::spawn_blocking(move || read_compacted(&kafka, TOPIC_VULNERABILITIES, Duration::from_secs(60)))
             .await
-            .map_err(|e| e.to_string())??
-    };
+            .map_err(|e| e.to_string())??;
     let rows: Vec<Vulnerability> = restored
         .values()
         .filter_map(|v| serde_json::from_slice(v).ok())
         .collect();
     tracing::info!(findings = rows.len(), "vulnerability findings restored");
     matcher.restore(rows);
-    let ttl_ns = (config.container_ttl_secs as i64).saturating_mul(1_000_000_000);
-    let mut advisories_changed = false;
-    let mut pending: Vec<DeliveryFuture> = Vec::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut logged = Instant::now();
-    loop {
-        let gone = std::mem::take(&mut *revoked.lock().expect("not poisoned"));
-        if !gone.is_empty() {
-            tracing::info!(partitions = ?gone, "inventory partitions revoked, their containers forgotten");
-            matcher.revoked(&gone);
+    Ok(matcher)
+}
+
+/// The task's state between messages.
+struct Task {
+    matcher: Matcher,
+    producer: FutureProducer,
+    /// Outputs handed to Kafka, awaited every tick.
+    pending: Vec<DeliveryFuture>,
+    advisories_changed: bool,
+    ttl_ns: i64,
+    logged: Instant,
+}
+
+impl Task {
+    fn advisory(&mut self, m: &BorrowedMessage<'_>) {
+        let id = m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        match m.payload() {
+            None | Some([]) => self.advisories_changed |= self.matcher.advisories.remove(&id),
+            Some(json) => match Advisory::parse(json) {
+                Ok(a) => self.advisories_changed |= self.matcher.advisories.upsert(a),
+                Err(error) => tracing::warn!(offset = m.offset(), %error, "advisory skipped"),
+            },
         }
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            m = advisories.recv() => match m {
-                Ok(m) => {
-                    let id = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                    match m.payload() {
-                        None | Some([]) => advisories_changed |= matcher.advisories.remove(&id),
-                        Some(json) => match Advisory::parse(json) {
-                            Ok(a) => advisories_changed |= matcher.advisories.upsert(a),
-                            Err(error) => tracing::warn!(offset = m.offset(), %error, "advisory skipped"),
-                        },
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "advisories consumer error, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            },
-            m = inventories.recv() => match m {
-                Ok(m) => {
-                    let rows = m
-                        .payload()
-                        .ok_or_else(|| "empty message".to_owned())
-                        .and_then(|p| ipc::decode(p).map_err(|e| e.to_string()))
-                        .and_then(|b| inventory::read_rows(&b).map_err(|e| e.to_string()));
-                    match rows {
-                        Ok(rows) => {
-                            for row in rows {
-                                let started = Instant::now();
-                                let (container, packages) = (row.attribution.container().to_owned(), row.packages.len());
-                                let out = matcher.inventory(row, m.partition(), now_ns());
-                                tracing::debug!(
-                                    container = %container,
-                                    packages,
-                                    outputs = out.len(),
-                                    elapsed_us = started.elapsed().as_micros() as u64,
-                                    "inventory matched"
-                                );
-                                publish(&producer, out, &mut pending);
-                            }
-                        }
-                        Err(error) => tracing::warn!(offset = m.offset(), %error, "undecodable inventory, skipped"),
-                    }
-                }
-                Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
-                    let out = matcher.replayed(partition, now_ns());
-                    if !out.is_empty() {
-                        tracing::info!(partition, changes = out.len(), "inventory partition replayed");
-                    }
-                    publish(&producer, out, &mut pending);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "inventory consumer error, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            },
-            _ = ticker.tick() => {
-                if advisories_changed {
-                    advisories_changed = false;
-                    let started = Instant::now();
-                    // CPU-bound (seconds for a large fleet): off the I/O runtime.
-                    let mut taken = std::mem::take(&mut matcher);
-                    let (back, out) = tokio::task::spawn_blocking(move || {
-                        let out = taken.reevaluate_all(now_ns());
-                        (taken, out)
-                    })
-                    .await
-                    .map_err(|e| format!("re-evaluation: {e}"))?;
-                    matcher = back;
-                    tracing::info!(
-                        advisories = matcher.advisories.len(),
-                        containers = matcher.containers(),
-                        changes = out.len(),
-                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                        "advisories changed: every container evaluated again"
-                    );
-                    publish(&producer, out, &mut pending);
-                }
-                let expired = matcher.expire(now_ns(), ttl_ns);
-                publish(&producer, expired, &mut pending);
-                for f in pending.drain(..) {
-                    match f.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => tracing::warn!(error = %e, "vulnerability output not written"),
-                        Err(_) => tracing::warn!("vulnerability output: producer gone"),
-                    }
-                }
-                if logged.elapsed() > Duration::from_secs(60) {
-                    logged = Instant::now();
-                    let s = matcher.stats;
-                    tracing::info!(
-                        advisories = matcher.advisories.len(),
-                        containers = matcher.containers(),
-                        open = matcher.open().count(),
-                        inventories = s.inventories,
-                        opened = s.opened,
-                        resolved = s.resolved,
-                        untrusted = s.untrusted,
-                        unparsable_versions = s.unparsable_versions,
-                        "vulnerabilities"
-                    );
-                }
+    }
+
+    fn inventory(&mut self, m: &BorrowedMessage<'_>) {
+        let rows = m
+            .payload()
+            .ok_or_else(|| "empty message".to_owned())
+            .and_then(|p| ipc::decode(p).map_err(|e| e.to_string()))
+            .and_then(|b| inventory::read_rows(&b).map_err(|e| e.to_string()));
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(offset = m.offset(), %error, "undecodable inventory, skipped");
+                return;
+            }
+        };
+        for row in rows {
+            let started = Instant::now();
+            let (container, packages) = (row.attribution.container().to_owned(), row.packages.len());
+            let out = self.matcher.inventory(row, m.partition(), now_ns());
+            tracing::debug!(
+                container = %container,
+                packages,
+                outputs = out.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "inventory matched"
+            );
+            publish(&self.producer, out, &mut self.pending);
+        }
+    }
+
+    /// The end of an inventory partition's replay.
+    fn replayed(&mut self, partition: i32) {
+        let out = self.matcher.replayed(partition, now_ns());
+        if !out.is_empty() {
+            tracing::info!(partition, changes = out.len(), "inventory partition replayed");
+        }
+        publish(&self.producer, out, &mut self.pending);
+    }
+
+    /// Every second: re-evaluate after advisories changed, expire gone
+    /// containers, wait for the outputs, log the figures every minute.
+    async fn tick(&mut self) -> Result<(), String> {
+        if self.advisories_changed {
+            self.advisories_changed = false;
+            let started = Instant::now();
+            // CPU-bound (seconds for a large fleet): off the I/O runtime.
+            let mut taken = std::mem::take(&mut self.matcher);
+            let (back, out) = tokio::task::spawn_blocking(move || {
+                let out = taken.reevaluate_all(now_ns());
+                (taken, out)
+            })
+            .await
+            .map_err(|e| format!("re-evaluation: {e}"))?;
+            self.matcher = back;
+            tracing::info!(
+                advisories = self.matcher.advisories.len(),
+                containers = self.matcher.containers(),
+                changes = out.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "advisories changed: every container evaluated again"
+            );
+            publish(&self.producer, out, &mut self.pending);
+        }
+        let expired = self.matcher.expire(now_ns(), self.ttl_ns);
+        publish(&self.producer, expired, &mut self.pending);
+        for f in self.pending.drain(..) {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => tracing::warn!(error = %e, "vulnerability output not written"),
+                Err(_) => tracing::warn!("vulnerability output: producer gone"),
             }
         }
+        if self.logged.elapsed() > Duration::from_secs(60) {
+            self.logged = Instant::now();
+            let s = self.matcher.stats;
+            tracing::info!(
+                advisories = self.matcher.advisories.len(),
+                containers = self.matcher.containers(),
+                open = self.matcher.open().count(),
+                inventories = s.inventories,
+                opened = s.opened,
+                resolved = s.resolved,
+                untrusted = s.untrusted,
+                unparsable_versions = s.unparsable_versions,
+                "vulnerabilities"
+            );
+        }
+        Ok(())
     }
-    for f in pending {
-        let _ = f.await;
-    }
-    inventories.unsubscribe();
-    Ok(())
 }
 
 fn publish(producer: &FutureProducer, outputs: Vec<Output>, pending: &mut Vec<DeliveryFuture>) {
@@ -424,7 +473,7 @@ mod tests {
     #[test]
     fn the_shipped_local_config_parses_with_its_policy() {
         let text = include_str!("../../../deploy/local/analyzer.toml");
-        let c: crate::Config = glasshouse_proto::service::parse_config("deploy/local/analyzer.toml", text).unwrap();
+        let c: crate::Config = glasshouse_runtime::service::parse_config("deploy/local/analyzer.toml", text).unwrap();
         assert!(c.vulns.enabled);
         assert_eq!(
             c.vulns.image_trust.trusted_registries,
@@ -438,6 +487,6 @@ mod tests {
         );
         assert!(c.vulns.image_trust.check(Some("evil.example.com/x:1"), None).is_some());
         let bad = format!("{text}\n[vulns.image_trust.extra]\n");
-        assert!(glasshouse_proto::service::parse_config::<crate::Config>("a.toml", &bad).is_err());
+        assert!(glasshouse_runtime::service::parse_config::<crate::Config>("a.toml", &bad).is_err());
     }
 }

@@ -1,0 +1,125 @@
+//! Why a step of the analysis failed, as types: each error says what failed
+//! with its cause as `source`, and its [`Kind`] says whether trying again can
+//! help, so the consume loop decides by type, not by reading a message.
+
+use rdkafka::error::KafkaError;
+
+use crate::control::Refused;
+
+/// Whether a failed step can succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The broker is away or slow: the same step later can succeed (a
+    /// checkpoint is retried at the next interval, its offsets held back).
+    Retryable,
+    /// The input or the setup is wrong: trying again fails the same way.
+    Fatal,
+}
+
+/// Writing or reading the analyzer's state on Kafka (baseline snapshots,
+/// alerts).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("kafka producer for {brokers}")]
+    Producer {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("metadata of {topic}")]
+    Metadata {
+        topic: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {0} has no partitions")]
+    NoPartitions(&'static str),
+    #[error("enqueueing the baseline of {workload}")]
+    Enqueue {
+        workload: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("writing a baseline")]
+    Write(#[source] KafkaError),
+    #[error("writing a baseline: the producer is gone")]
+    ProducerGone,
+    #[error("reading baselines: {0}")]
+    Read(String),
+    #[error("flushing the producer")]
+    Flush(#[source] KafkaError),
+    #[error("a blocking task of the store failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> Kind {
+        match self {
+            StoreError::Producer { .. } | StoreError::NoPartitions(_) | StoreError::Task(_) => Kind::Fatal,
+            StoreError::Metadata { .. }
+            | StoreError::Enqueue { .. }
+            | StoreError::Write(_)
+            | StoreError::ProducerGone
+            | StoreError::Read(_)
+            | StoreError::Flush(_) => Kind::Retryable,
+        }
+    }
+}
+
+/// Why an operator command was not applied.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    #[error("refused ({refused}) for workload {workload}")]
+    Refused { refused: Refused, workload: String },
+    #[error("snapshot is of workload {snapshot:?}, not {workload:?}")]
+    WrongWorkload { snapshot: String, workload: String },
+    #[error("commands are not consumed here")]
+    NotConsumed,
+}
+
+impl CommandError {
+    /// A command is one message: applying it again fails the same way.
+    pub fn kind(&self) -> Kind {
+        Kind::Fatal
+    }
+}
+
+/// Why state could not be made durable (offsets are then held back).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{0} alerts not delivered")]
+    AlertsPending(usize),
+    #[error("encoding a baseline snapshot")]
+    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CheckpointError {
+    pub fn kind(&self) -> Kind {
+        match self {
+            CheckpointError::AlertsPending(_) => Kind::Retryable,
+            CheckpointError::Encode(_) => Kind::Fatal,
+            CheckpointError::Store(e) => e.kind(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_cause() {
+        assert_eq!(CheckpointError::AlertsPending(3).kind(), Kind::Retryable);
+        assert_eq!(CheckpointError::Store(StoreError::ProducerGone).kind(), Kind::Retryable);
+        assert_eq!(
+            CheckpointError::Store(StoreError::NoPartitions("glasshouse.baselines")).kind(),
+            Kind::Fatal
+        );
+        assert_eq!(CommandError::NotConsumed.kind(), Kind::Fatal);
+        // The cause stays reachable as the source.
+        let e = CheckpointError::from(StoreError::Write(KafkaError::Canceled));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
