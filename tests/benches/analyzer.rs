@@ -158,10 +158,8 @@ impl Fleet {
             local_port: 40000,
             remote_addr: Some(self.peers[i % self.peers.len()].clone()),
             remote_port: [5432, 6379, 443, 8080][i % 4],
-            bytes_sent: 0,
-            bytes_received: 0,
             count: 1,
-            pre_existing: false,
+            ..Default::default()
         }
     }
 
@@ -365,13 +363,13 @@ impl Stack {
         let ingest = listener.local_addr()?;
         let local =
             |name: &str| std::fs::read_to_string(glasshouse_tests::manifest_dir().join("../deploy/local").join(name));
-        let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+        let aggregator_config: glasshouse_aggregator::Config = glasshouse_runtime::service::parse_config(
             "aggregator.toml",
             &local("aggregator.toml")?
                 .replace("127.0.0.1:9092", &brokers)
                 .replace("metrics_listen = \"127.0.0.1:9464\"", ""),
         )?;
-        let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+        let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
             "analyzer.toml",
             &format!(
                 "{}\n{analysis}",
@@ -389,7 +387,7 @@ impl Stack {
                     .replace("metrics_listen = \"127.0.0.1:9466\"", "")
             ),
         )?;
-        let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
+        let agent_config: glasshouse_agent::Config = glasshouse_runtime::service::parse_config(
             "agent.toml",
             // The bench's own settings first: the file ends with a table
             // (`[inventory]`), and a key after it would belong to it.

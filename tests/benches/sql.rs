@@ -273,7 +273,7 @@ async fn run() -> anyhow::Result<()> {
     // 3. Ingest-to-queryable latency through a real broker and the writer.
     let broker = glasshouse_tests::Broker::start()?;
     let brokers = broker.bootstrap();
-    glasshouse_proto::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
     let small_dir = tempfile::tempdir()?;
     let small = Arc::new(
         Lake::open(

@@ -19,6 +19,8 @@
 //! - [`simulated`]: the real agent client fed synthetic batches; event ids in Kafka.
 //! - [`http_get`], [`metric_value`]: reading a `/metrics` page.
 //! - [`free_port`], [`wait_for_port`].
+//! - [`stack`]: broker, Podman service, aggregator and agent started in
+//!   order with readiness waits; [`stack::Tail`] reads record topics.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,6 +29,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+
+pub mod stack;
+pub use stack::{Stack, Tail};
 
 /// The image `deploy/local/setup.sh` builds from Debian's busybox-static.
 pub const TEST_IMAGE: &str = "localhost/glasshouse-test:latest";
@@ -57,7 +62,7 @@ pub async fn produce_record(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let headers = glasshouse_proto::kafka::record_headers(record_type, "test");
+        let headers = glasshouse_runtime::kafka::record_headers(record_type, "test");
         let sent = producer
             .send(
                 rdkafka::producer::FutureRecord::to(record_type.topic())
@@ -482,7 +487,7 @@ pub async fn spawn_aggregator(
 ) -> anyhow::Result<(SocketAddr, AggregatorTask)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ingest = listener.local_addr()?;
-    let config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+    let config: glasshouse_aggregator::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!("brokers = \"{brokers}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3"),
     )?;

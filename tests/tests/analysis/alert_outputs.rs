@@ -36,7 +36,7 @@ async fn alerts_reach_rsyslog_over_udp_and_tcp_and_a_webhook_escaped() -> anyhow
     std::fs::write(token.path(), "6f1c-token\n")?;
 
     let cancel = CancellationToken::new();
-    let config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"outputs\"\nview = false\n[topics]\npartitions = 3\n[analysis]\ncheckpoint_ms = 500\n\

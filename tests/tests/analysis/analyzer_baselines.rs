@@ -12,10 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use glasshouse_tests::{
-    Broker, PodmanService, TEST_IMAGE, cli, free_port, http_get, init_logging, metric_value, podman,
-    require_test_image, workspace_binary,
-};
+use glasshouse_tests::{Stack, TEST_IMAGE, cli, free_port, http_get, metric_value, podman, workspace_binary};
 use tokio_util::sync::CancellationToken;
 
 /// The control key of the analyzers and the CLI (commands are signed).
@@ -27,7 +24,7 @@ fn control_key() -> anyhow::Result<String> {
 
 fn analyzer_config(brokers: &str, metrics: u16) -> anyhow::Result<glasshouse_analyzer::Config> {
     let key = control_key()?;
-    Ok(glasshouse_proto::service::parse_config(
+    Ok(glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"baselines-e2e\"\nview = false\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
@@ -62,15 +59,11 @@ async fn wait_for_state(brokers: &str, workload: &str, state: &str, within: Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let podman_api = PodmanService::start()?;
+    let mut stack = Stack::builder().aggregator("[topics]\npartitions = 3").start().await?;
+    let brokers = stack.broker.bootstrap();
     let cancel = CancellationToken::new();
     let suffix = free_port()?;
 
-    let (ingest, aggregator) = glasshouse_tests::spawn_aggregator(&brokers, &cancel).await?;
     let metrics = free_port()?;
     let first_cancel = cancel.child_token();
     let first = tokio::spawn(glasshouse_analyzer::run(
@@ -78,17 +71,9 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
         std::io::sink(),
         first_cancel.clone(),
     ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"baselines-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\n\
-             runtime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nsample_interval_ms = 1000",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent_cancel = cancel.child_token();
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack
+        .start_agent("baselines-agent", "sensor = \"bpf\"\nsample_interval_ms = 1000")
+        .await?;
 
     let image = format!("localhost/gh-baselines-{suffix}:1");
     let workload = format!("localhost/gh-baselines-{suffix}");
@@ -258,14 +243,9 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
         let _ = podman(&["rm", "-f", "-t", "0", n]);
     }
     let _ = podman(&["rmi", &image]);
-    agent_cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    stack.stop().await?;
     // Every alert of the run is valid OCSF.
     let alerts = glasshouse_tests::topics::validate_all_alerts(&brokers)?;
     println!("{alerts} alerts, all valid OCSF");
-    drop(podman_api);
-    drop(broker);
     result
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_proto::record::{TOPIC_ALERTS, TOPIC_BASELINES};
-use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
+use glasshouse_tests::{Stack, TEST_IMAGE, free_port, podman};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -150,10 +150,8 @@ const CGI: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attacks_in_one_replica_are_alerted_and_benign_periods_are_quiet() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
+    let mut stack = Stack::builder().aggregator("[topics]\npartitions = 3").start().await?;
+    let brokers = stack.broker.bootstrap();
     let cancel = CancellationToken::new();
     let suffix = free_port()?;
     // Containers a killed earlier run left behind would load the machine.
@@ -188,21 +186,7 @@ async fn attacks_in_one_replica_are_alerted_and_benign_periods_are_quiet() -> an
     }
 
     // Aggregator, analyzer (quick to stabilize), agent sampling every second.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "brokers = \"{}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3",
-            broker.bootstrap()
-        ),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{}\"\ngroup = \"scenario\"\nview = false\n\
@@ -210,7 +194,7 @@ async fn attacks_in_one_replica_are_alerted_and_benign_periods_are_quiet() -> an
              [analysis]\nstartup_secs = 3\nmin_learning_secs = 25\nmin_events = 30\nmax_novelty = 0.05\n\
              novelty_window_secs = 5\ncheckpoint_ms = 1000\nmining_ports = [{pool_port}]\nmining_cpu_samples = 3\nmining_cpu_cores = 0.5\n\
              cluster_cidrs = [\"10.88.0.0/16\"]",
-            broker.bootstrap()
+            brokers
         ),
     )?;
     let analyzer = tokio::spawn(glasshouse_analyzer::run(
@@ -218,21 +202,12 @@ async fn attacks_in_one_replica_are_alerted_and_benign_periods_are_quiet() -> an
         std::io::sink(),
         cancel.clone(),
     ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"scenario-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\n\
-             runtime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nsample_interval_ms = 1000",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent_cancel = cancel.child_token();
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
+    stack
+        .start_agent("scenario-agent", "sensor = \"bpf\"\nsample_interval_ms = 1000")
+        .await?;
     let follow_cancel = CancellationToken::new();
-    let alerts = follow(&broker.bootstrap(), TOPIC_ALERTS, follow_cancel.clone())?;
-    let baselines = follow(&broker.bootstrap(), TOPIC_BASELINES, follow_cancel.clone())?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    let alerts = follow(&brokers, TOPIC_ALERTS, follow_cancel.clone())?;
+    let baselines = follow(&brokers, TOPIC_BASELINES, follow_cancel.clone())?;
 
     // Two workloads: web (3 replicas) and worker (2 replicas).
     let web_image = format!("localhost/gh-scenario-web-{suffix}:1");
@@ -279,15 +254,11 @@ async fn attacks_in_one_replica_are_alerted_and_benign_periods_are_quiet() -> an
         let _ = podman(&["rm", "-f", "-t", "0", n]);
     }
     let _ = podman(&["rmi", &web_image, &worker_image]);
-    agent_cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), agent).await???;
+    stack.stop().await?;
     cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     let stats = tokio::time::timeout(Duration::from_secs(30), analyzer).await???;
     follow_cancel.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(podman_api);
-    drop(broker);
     result?;
     ensure!(stats.undecodable == 0, "{stats:?}");
     Ok(())

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_analyzer::baseline::Baseline;
-use glasshouse_proto::kafka::Kafka;
 use glasshouse_proto::record::Attribution;
 use glasshouse_proto::record::{RecordType, TOPIC_ALERTS, TOPIC_BASELINES, TOPIC_CONTROL};
 use glasshouse_proto::{ipc, process};
+use glasshouse_runtime::kafka::Kafka;
 use glasshouse_tests::siem::webhook_receiver;
 use glasshouse_tests::{Broker, free_port, http_get, init_logging, metric_value};
 use rdkafka::ClientConfig;
@@ -167,7 +167,7 @@ async fn oversized_alerts_are_shortened_and_still_delivered() -> anyhow::Result<
     let (hook_port, posts) = webhook_receiver()?;
     let metrics_port = free_port()?;
     let cancel = CancellationToken::new();
-    let config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"oversized\"\nview = false\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
@@ -272,7 +272,7 @@ async fn oversized_alerts_are_shortened_and_still_delivered() -> anyhow::Result<
 }
 
 fn keyed_config(brokers: &str, metrics: u16, key: &std::path::Path) -> anyhow::Result<glasshouse_analyzer::Config> {
-    Ok(glasshouse_proto::service::parse_config(
+    Ok(glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"control\"\nview = false\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
@@ -488,7 +488,7 @@ async fn one_host_cannot_teach_a_workload_on_two_hosts() -> anyhow::Result<()> {
     let broker = Broker::start()?;
     let brokers = broker.bootstrap();
     let cancel = CancellationToken::new();
-    let config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"poison\"\nview = false\n[topics]\npartitions = 1\n\
@@ -599,7 +599,7 @@ async fn kafka_sasl_settings_reach_every_client() -> anyhow::Result<()> {
     );
 
     let cancel = CancellationToken::new();
-    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!("brokers = \"{brokers}\"\ngroup = \"sasl\"\nview = false\n[topics]\npartitions = 1\n[kafka]\n{table}"),
     )?;
@@ -610,7 +610,7 @@ async fn kafka_sasl_settings_reach_every_client() -> anyhow::Result<()> {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ingest = format!("http://{}", listener.local_addr()?);
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
+    let aggregator_config: glasshouse_aggregator::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!("brokers = \"{brokers}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 1\n[kafka]\n{table}"),
     )?;

@@ -36,10 +36,7 @@ use anyhow::{Context, ensure};
 use glasshouse_analyzer::vulns::matcher::{State, Vulnerability};
 use glasshouse_proto::record::{RecordType, TOPIC_ALERTS, TOPIC_VULNERABILITIES};
 use glasshouse_proto::{inventory, ipc};
-use glasshouse_tests::{
-    Broker, PodmanService, TEST_IMAGE, cli, free_port, init_logging, manifest_dir, podman, require_test_image,
-    workspace_binary,
-};
+use glasshouse_tests::{Stack, TEST_IMAGE, cli, free_port, manifest_dir, podman, workspace_binary};
 use tokio_util::sync::CancellationToken;
 
 fn write(root: &Path, rel: &str, content: &str) -> anyhow::Result<()> {
@@ -70,7 +67,7 @@ async fn wait_rows(
     loop {
         let b = brokers.to_owned();
         let rows = tokio::task::spawn_blocking(move || {
-            glasshouse_analyzer::vulns::cli::read(&glasshouse_proto::kafka::Kafka::new(b, Default::default()))
+            glasshouse_analyzer::vulns::cli::read(&glasshouse_runtime::kafka::Kafka::new(b, Default::default()))
         })
         .await?
         .map_err(anyhow::Error::msg)?;
@@ -117,11 +114,8 @@ impl Drop for Cleanup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn containers_are_matched_continuously_and_untrusted_images_found() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let podman_api = PodmanService::start()?;
+    let mut stack = Stack::builder().aggregator("[topics]\npartitions = 3").start().await?;
+    let brokers = stack.broker.bootstrap();
     let cancel = CancellationToken::new();
 
     // The lake and its PostgreSQL front door too: the findings are queried
@@ -131,7 +125,7 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     writeln!(password_file, "vulns-sql-secret")?;
     let pg_port = free_port()?;
     let analyzer_config = || -> anyhow::Result<glasshouse_analyzer::Config> {
-        Ok(glasshouse_proto::service::parse_config(
+        Ok(glasshouse_runtime::service::parse_config(
             "test",
             &format!(
                 "brokers = \"{brokers}\"\ngroup = \"vulns-e2e\"\nview = false\n[topics]\npartitions = 3\n\
@@ -150,7 +144,6 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
         std::io::sink(),
         first_cancel.clone(),
     ));
-    let (ingest, aggregator) = glasshouse_tests::spawn_aggregator(&brokers, &cancel).await?;
 
     // Advisories: the two Debian ones (the analyzer creates the topics; retry until it has).
     let osv = manifest_dir().join("fixtures/osv");
@@ -172,17 +165,9 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
         "{bad:?}"
     );
 
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"vulns-agent\"\nspool = false\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\n\
-             [inventory]\ninterval_secs = 2\nresend_secs = 3600\n",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    stack
+        .start_agent("vulns-agent", "[inventory]\ninterval_secs = 2\nresend_secs = 3600\n")
+        .await?;
 
     // The containers' files, and a host directory a link will point at.
     let scratch = tempfile::tempdir()?;
@@ -531,9 +516,8 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
         first_findings.as_secs_f64(),
         reevaluated.as_secs_f64()
     );
+    stack.stop().await?;
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
-    let _ = tokio::time::timeout(Duration::from_secs(15), aggregator).await;
     let _ = tokio::time::timeout(Duration::from_secs(20), second).await;
     Ok(())
 }

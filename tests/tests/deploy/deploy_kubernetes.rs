@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use anyhow::{Context, ensure};
-use glasshouse_proto::service::parse_config;
+use glasshouse_runtime::service::parse_config;
 use glasshouse_tests::deploy::{self, Scratch, agent_capabilities, find, helm_template, validate};
 use serde_json::Value;
 
@@ -600,7 +600,7 @@ fn configs_use_the_binaries_keys_and_agree_with_services_and_topics() -> anyhow:
                 )
             })
             .collect();
-        let expected: BTreeSet<(String, bool)> = glasshouse_proto::kafka::all_topics()
+        let expected: BTreeSet<(String, bool)> = glasshouse_runtime::kafka::all_topics()
             .into_iter()
             .map(|(t, c)| (t.to_owned(), c))
             .collect();

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, ensure};
-use glasshouse_proto::service::parse_config;
+use glasshouse_runtime::service::parse_config;
 use glasshouse_tests::deploy::{self, Scratch};
 use glasshouse_tests::workspace_binary;
 

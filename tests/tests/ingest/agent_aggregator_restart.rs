@@ -36,7 +36,7 @@ async fn execs_survive_an_aggregator_killed_mid_stream() -> anyhow::Result<()> {
     let spool = std::env::temp_dir().join(format!("glasshouse-spool-{port}"));
     let mut aggregator = AggregatorProcess::start_on(port, &broker.bootstrap(), "flush_max_age_ms = 20")?;
     let cancel = CancellationToken::new();
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
+    let agent_config: glasshouse_agent::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "agent_id = \"restart-agent\"\nspool_dir = \"{}\"\nsensor = \"bpf\"\naggregators = [\"{}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 20\nbatch_max_events = 64",

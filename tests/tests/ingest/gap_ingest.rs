@@ -18,8 +18,7 @@ use glasshouse_proto::record::Attribution;
 use glasshouse_proto::record::RecordType;
 use glasshouse_proto::{ipc, v1};
 use glasshouse_tests::topics::read_topic;
-use glasshouse_tests::{Broker, init_logging, wire};
-use tokio_util::sync::CancellationToken;
+use glasshouse_tests::{Stack, wire};
 use tonic::Code;
 
 /// `wire::hello` gives boot id 1 and host name `{agent}-host`.
@@ -97,17 +96,9 @@ fn gap_batch() -> v1::Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gaps_reach_their_topic_attributed_and_keyed_and_empty_gaps_are_refused() -> anyhow::Result<()> {
-    init_logging();
-    let broker = Broker::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+    let mut stack = Stack::builder().no_containers().start().await?;
+    let broker = &stack.broker;
+    let channel = stack.channel().await?;
 
     // Acknowledged means in Kafka: the batch has rows (its gaps).
     let acks = tokio::time::timeout(
@@ -186,7 +177,6 @@ async fn gaps_reach_their_topic_attributed_and_keyed_and_empty_gaps_are_refused(
     };
     assert_eq!(rows, vec![container_gap, host_gap]);
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    stack.stop().await?;
     Ok(())
 }

@@ -353,9 +353,9 @@ proptest! {
         let text = std::fs::read(root.join(name)).expect("shipped config");
         let text = String::from_utf8_lossy(&apply(text, &edits)).into_owned();
         let message = match which {
-            0 => glasshouse_proto::service::parse_config::<glasshouse_agent::Config>(name, &text).err().map(|e| e.to_string()),
-            1 => glasshouse_proto::service::parse_config::<glasshouse_aggregator::Config>(name, &text).err().map(|e| e.to_string()),
-            _ => glasshouse_proto::service::parse_config::<glasshouse_analyzer::Config>(name, &text).err().map(|e| e.to_string()),
+            0 => glasshouse_runtime::service::parse_config::<glasshouse_agent::Config>(name, &text).err().map(|e| e.to_string()),
+            1 => glasshouse_runtime::service::parse_config::<glasshouse_aggregator::Config>(name, &text).err().map(|e| e.to_string()),
+            _ => glasshouse_runtime::service::parse_config::<glasshouse_analyzer::Config>(name, &text).err().map(|e| e.to_string()),
         };
         if let Some(m) = message {
             prop_assert!(m.contains(name), "an error names the file: {m}");

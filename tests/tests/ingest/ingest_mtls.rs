@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use glasshouse_agent::client;
-use glasshouse_proto::service::parse_config;
+use glasshouse_runtime::service::parse_config;
 use glasshouse_tests::{Broker, free_port, init_logging, simulated, wire};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::sync::mpsc;
@@ -70,7 +70,7 @@ async fn raw_hello(
         .map_err(|e| e.to_string())?
         .connect()
         .await
-        .map_err(|e| format!("connect: {}", glasshouse_proto::service::error_chain(&e)))?;
+        .map_err(|e| format!("connect: {}", glasshouse_runtime::service::error_chain(&e)))?;
     match wire::exchange(channel, None, vec![hello, wire::batch(1, 1, true)], 1).await {
         Ok(acks) if acks.len() == 1 => Ok(()),
         Ok(_) => Err("stream closed".into()),

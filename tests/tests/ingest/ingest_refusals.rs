@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use glasshouse_agent::client;
 use glasshouse_aggregator::service::MAX_HELLO_FIELD;
-use glasshouse_proto::service::parse_config;
 use glasshouse_proto::v1;
+use glasshouse_runtime::service::parse_config;
 use glasshouse_tests::{Broker, free_port, init_logging, simulated, wire};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -676,7 +676,7 @@ async fn idle_sockets_cannot_lock_a_normal_agent_out() -> anyhow::Result<()> {
     // once; after the 5 s deadline a scrape is answered.
     let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse()?;
     let mut silent = Vec::new();
-    for _ in 0..glasshouse_proto::metrics::LIMITS.max_connections {
+    for _ in 0..glasshouse_runtime::endpoint::LIMITS.max_connections {
         silent.push(tokio::net::TcpStream::connect(metrics_addr).await?);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -686,7 +686,7 @@ async fn idle_sockets_cannot_lock_a_normal_agent_out() -> anyhow::Result<()> {
         .context("the metrics connection over the cap was not closed at once")?
         .unwrap_or(0);
     ensure!(n == 0, "metrics over the cap: got {n} bytes");
-    tokio::time::sleep(glasshouse_proto::metrics::LIMITS.idle + Duration::from_millis(500)).await;
+    tokio::time::sleep(glasshouse_runtime::endpoint::LIMITS.idle + Duration::from_millis(500)).await;
     let page = glasshouse_tests::http_get(&metrics_addr.to_string(), "/metrics").await?;
     ensure!(
         page.contains(&format!(

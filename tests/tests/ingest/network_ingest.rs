@@ -19,7 +19,7 @@ use glasshouse_proto::network::{self, Family, Kind, Row};
 use glasshouse_proto::record::Attribution;
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, RecordType};
 use glasshouse_proto::{ipc, v1};
-use glasshouse_tests::{Broker, free_port, init_logging, simulated};
+use glasshouse_tests::{Stack, free_port, simulated};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -59,16 +59,9 @@ fn event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result<()> {
-    init_logging();
-    let broker = Broker::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone()));
+    let mut stack = Stack::builder().no_containers().start().await?;
+    let broker = &stack.broker;
+    let endpoint = stack.endpoint();
 
     // Batch 1: three execs, then a container's connection (v4) from connect
     // to close, a host listener (v6) and an accept (v6) in the container.
@@ -124,7 +117,11 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
     tx.send(second).await?;
     drop(tx);
     let agent = simulated::agent(AGENT, BOOT, vec![endpoint], 8);
-    let report = tokio::time::timeout(Duration::from_secs(60), client::run(agent, rx, cancel.child_token())).await?;
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        client::run(agent, rx, CancellationToken::new()),
+    )
+    .await?;
     ensure!(
         (report.batches_acked, report.batches_unacked, report.batches_refused) == (2, 0, 0),
         "agent: {report:?}"
@@ -200,8 +197,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
     let want: Vec<_> = (0..first_net).map(|i| (AGENT.to_owned(), BOOT, 1, i)).collect();
     assert_eq!(ids, want);
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    stack.stop().await?;
     Ok(())
 }
 

@@ -20,8 +20,7 @@ use glasshouse_proto::record::RecordType;
 use glasshouse_proto::resources::{self, Counters};
 use glasshouse_proto::{ipc, syscalls, v1};
 use glasshouse_tests::topics::read_topic;
-use glasshouse_tests::{Broker, init_logging, wire};
-use tokio_util::sync::CancellationToken;
+use glasshouse_tests::{Stack, wire};
 use tonic::Code;
 
 /// `wire::hello` gives boot id 1 and host name `{agent}-host`.
@@ -151,17 +150,9 @@ fn sample_batch() -> v1::Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() -> anyhow::Result<()> {
-    init_logging();
-    let broker = Broker::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(config, listener, cancel.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+    let mut stack = Stack::builder().no_containers().start().await?;
+    let broker = &stack.broker;
+    let channel = stack.channel().await?;
 
     // The aggregator serves (its topics exist): an empty batch has no rows
     // and is acknowledged at once.
@@ -299,7 +290,6 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
         vec![resource(*T0 + INTERVAL, first), resource(*T0 + 2 * INTERVAL, second)]
     );
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
+    stack.stop().await?;
     Ok(())
 }

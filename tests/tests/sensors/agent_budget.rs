@@ -7,17 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
+use glasshouse_proto::gaps;
 use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{gaps, ipc};
-use glasshouse_tests::{
-    AgentProcess, Broker, PodmanService, TEST_IMAGE, build_storm, free_port, http_get, init_logging, metric_value,
-    podman, require_test_image,
-};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use tokio_util::sync::CancellationToken;
+use glasshouse_tests::{AgentProcess, Stack, TEST_IMAGE, build_storm, free_port, http_get, metric_value, podman};
 
 async fn level(metrics: &str) -> u64 {
     let page = http_get(metrics, "/metrics").await.unwrap_or_default();
@@ -26,30 +19,15 @@ async fn level(metrics: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn over_its_cpu_budget_the_agent_throttles_and_reports_gaps() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
     let storm = build_storm()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
+    let mut stack = Stack::builder().start().await?;
     // Its own process: the budget is the agent process's CPU.
     let mut agent = AgentProcess::start(
-        &format!("http://{ingest}"),
+        &stack.endpoint(),
         &format!(
             "agent_id = \"budget-agent\"\nsensor = \"bpf\"\ncontainer_rate_limit = 0\ncpu_budget_percent = 2\n\
              runtime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
+            stack.podman()?.socket.display()
         ),
     )?;
     let metrics = agent.metrics.to_string();
@@ -101,40 +79,35 @@ async fn over_its_cpu_budget_the_agent_throttles_and_reports_gaps() -> anyhow::R
     }
 
     // What the throttle dropped arrived as gaps of the storm's container.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("budget-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Gaps.topic()])?;
-    let mut dropped = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Ok(msg) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await else {
-            if dropped > 0 {
-                break;
-            }
-            continue;
-        };
-        let msg = msg?;
-        for g in gaps::read_rows(&ipc::decode(msg.payload().context("empty payload")?)?)? {
+    // Until the topic was quiet for 2 s after the first gap.
+    let mut tail = stack.tail(&[RecordType::Gaps])?;
+    let of_storm = |batch: &arrow_array::RecordBatch| {
+        let mut dropped = 0;
+        for g in gaps::read_rows(batch)? {
             if g.attribution.container_id.as_deref() == Some(noisy_id.as_str()) {
                 ensure!(g.reason == gaps::Reason::RateLimited, "{g:?}");
                 dropped += g.dropped;
             }
         }
-    }
-    consumer.unsubscribe();
-    drop(consumer);
+        anyhow::Ok(dropped)
+    };
+    let mut dropped = 0;
+    tail.until(Duration::from_secs(20), |_, batch| {
+        dropped += of_storm(batch)?;
+        Ok(dropped > 0)
+    })
+    .await?;
+    tail.settle(Duration::from_secs(2), |_, batch| {
+        dropped += of_storm(batch)?;
+        Ok(())
+    })
+    .await?;
+    drop(tail);
     println!("pressure level peaked at {peak}; {dropped} events of the storm reported as rate-limited gaps");
     ensure!(dropped > 0, "no gap for the throttled container");
 
     let status = agent.stop()?;
     ensure!(status.success(), "agent exited {status}");
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     let _ = std::fs::remove_dir_all(&storm);
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    stack.stop().await
 }

@@ -5,48 +5,20 @@
 //! container, and a quiet container running at the same time still has its
 //! exec reported.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{gaps, ipc, process};
-use glasshouse_tests::{
-    Broker, PodmanService, TEST_IMAGE, build_storm, free_port, init_logging, podman, require_test_image,
-};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use tokio_util::sync::CancellationToken;
+use glasshouse_proto::{gaps, process};
+use glasshouse_tests::{Stack, TEST_IMAGE, build_storm, free_port, podman};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rate_limited_container_becomes_a_gap_and_others_are_still_seen() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
     let storm = build_storm()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"gap-agent\"\nspool = false\nsensor = \"bpf\"\ncontainer_rate_limit = 100\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    let mut stack = Stack::builder()
+        .agent("gap-agent", "sensor = \"bpf\"\ncontainer_rate_limit = 100")
+        .start()
+        .await?;
 
     let tag = free_port()?;
     let (noisy, quiet) = (format!("gh-noisy-{tag}"), format!("gh-quiet-{tag}"));
@@ -75,14 +47,21 @@ async fn a_rate_limited_container_becomes_a_gap_and_others_are_still_seen() -> a
     .await??;
     let _ = podman(&["rm", "-f", "-t", "0", &noisy, &quiet]);
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("gaps-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Gaps.topic(), RecordType::Process.topic()])?;
-    let (mut gap_rows, mut procs): (Vec<gaps::Row>, Vec<process::Row>) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tail = stack.tail(&[RecordType::Gaps, RecordType::Process])?;
+    #[derive(Default)]
+    struct Seen {
+        gaps: Vec<gaps::Row>,
+        procs: Vec<process::Row>,
+    }
+    impl Seen {
+        fn take(&mut self, record: RecordType, batch: &arrow_array::RecordBatch) -> anyhow::Result<()> {
+            match record {
+                RecordType::Gaps => self.gaps.extend(gaps::read_rows(batch)?),
+                _ => self.procs.extend(process::read_rows(batch)?),
+            }
+            Ok(())
+        }
+    }
     let dropped = |rows: &[gaps::Row]| {
         rows.iter()
             .filter(|g| g.attribution.container_id.as_deref() == Some(noisy_id.as_str()))
@@ -96,41 +75,25 @@ async fn a_rate_limited_container_becomes_a_gap_and_others_are_still_seen() -> a
                 && r.argv.first().map(|a| &**a) == Some("cat")
         })
     };
-    while dropped(&gap_rows) < 3000 || !quiet_seen(&procs) {
-        ensure!(
-            Instant::now() < deadline,
-            "after 30 s: {} dropped in gaps {gap_rows:#?}; quiet exec seen: {}",
-            dropped(&gap_rows),
-            quiet_seen(&procs)
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        if msg.topic() == RecordType::Gaps.topic() {
-            gap_rows.extend(gaps::read_rows(&batch)?);
-        } else {
-            procs.extend(process::read_rows(&batch)?);
-        }
-    }
+    let mut seen = Seen::default();
+    let done = tail
+        .until(Duration::from_secs(30), |record, batch| {
+            seen.take(record, batch)?;
+            Ok(dropped(&seen.gaps) >= 3000 && quiet_seen(&seen.procs))
+        })
+        .await?;
     // The rest (gaps are reported once a second): read until the topics are
     // quiet for two seconds.
-    let settle = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < settle {
-        let Ok(msg) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await else {
-            break;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        if msg.topic() == RecordType::Gaps.topic() {
-            gap_rows.extend(gaps::read_rows(&batch)?);
-        } else {
-            procs.extend(process::read_rows(&batch)?);
-        }
-    }
-    consumer.unsubscribe();
-    drop(consumer);
+    tail.settle(Duration::from_secs(2), |record, batch| seen.take(record, batch))
+        .await?;
+    drop(tail);
+    let Seen { gaps: gap_rows, procs } = seen;
+    ensure!(
+        done,
+        "after 30 s: {} dropped in gaps {gap_rows:#?}; quiet exec seen: {}",
+        dropped(&gap_rows),
+        quiet_seen(&procs)
+    );
 
     for g in gap_rows
         .iter()
@@ -164,11 +127,6 @@ async fn a_rate_limited_container_becomes_a_gap_and_others_are_still_seen() -> a
         dropped(&gap_rows)
     );
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
     let _ = std::fs::remove_dir_all(&storm);
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    stack.stop().await
 }

@@ -9,24 +9,33 @@
 //! listener from the agent's scan of `/proc`).
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{ipc, network, process};
-use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use tokio_util::sync::CancellationToken;
+use glasshouse_proto::{network, process};
+use glasshouse_tests::stack::wait_listening;
+use glasshouse_tests::{Stack, TEST_IMAGE, free_port, podman};
+
+#[derive(Default)]
+struct Seen {
+    procs: Vec<process::Row>,
+    nets: Vec<network::Row>,
+}
+
+impl Seen {
+    fn take(&mut self, record: RecordType, batch: &arrow_array::RecordBatch) -> anyhow::Result<()> {
+        match record {
+            RecordType::Network => self.nets.extend(network::read_rows(batch)?),
+            _ => self.procs.extend(process::read_rows(batch)?),
+        }
+        Ok(())
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_containers_sockets_and_exec_ins_are_reported() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
+    let mut stack = Stack::builder().start().await?;
 
     // Before the agent: a container whose shell runs a listener on 9000.
     let tag = free_port()?;
@@ -42,29 +51,25 @@ async fn running_containers_sockets_and_exec_ins_are_reported() -> anyhow::Resul
         "sleep 120 | nc -l -p 9000 > /dev/null",
     ])?;
     let server_ip = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &server])?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Listening before the agent starts.
+    wait_listening(&server, 9000, Duration::from_secs(10))?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"start-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    stack.start_agent("start-agent", "sensor = \"bpf\"").await?;
+    let ours = |id: &Option<process::Str>| id.as_deref() == Some(server_id.as_str());
+    // The agent is watching once its start-up scan reported the listener
+    // (and handed it to the kernel side, which happens before the row).
+    let mut tail = stack.tail(&[RecordType::Process, RecordType::Network])?;
+    let mut seen = Seen::default();
+    let scanned = tail
+        .until(Duration::from_secs(30), |record, batch| {
+            seen.take(record, batch)?;
+            Ok(seen
+                .nets
+                .iter()
+                .any(|r| ours(&r.attribution.container_id) && r.pre_existing))
+        })
+        .await?;
+    ensure!(scanned, "no pre-existing listener after 30 s: {:#?}", seen.nets);
 
     // An exec-in, then a container process of its own, then a client.
     let result = tokio::task::spawn_blocking({
@@ -87,44 +92,27 @@ async fn running_containers_sockets_and_exec_ins_are_reported() -> anyhow::Resul
     let _ = podman(&["rm", "-f", "-t", "0", &server, &client]);
     let client_id = result?;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("start-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Process.topic(), RecordType::Network.topic()])?;
-    let ours = |id: &Option<process::Str>| id.as_deref() == Some(server_id.as_str());
-    let mut procs: Vec<process::Row> = Vec::new();
-    let mut nets: Vec<network::Row> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let complete = |procs: &[process::Row], nets: &[network::Row]| {
-        procs
+    let complete = |seen: &Seen| {
+        seen.procs
             .iter()
             .any(|r| ours(&r.attribution.container_id) && r.exec_in && r.argv.first().map(|a| &**a) == Some("cat"))
-            && nets
+            && seen
+                .nets
                 .iter()
                 .any(|r| ours(&r.attribution.container_id) && r.kind == network::Kind::Accept)
-            && nets.iter().any(|r| ours(&r.attribution.container_id) && r.pre_existing)
     };
-    while !complete(&procs, &nets) {
-        ensure!(
-            Instant::now() < deadline,
-            "incomplete after 30 s:\nprocess rows {procs:#?}\nnetwork rows {nets:#?}"
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        if msg.topic() == RecordType::Network.topic() {
-            nets.extend(network::read_rows(&batch)?);
-        } else {
-            procs.extend(process::read_rows(&batch)?);
-        }
-    }
-    // Leave the group and close while the broker runs (a late close waits it out).
-    consumer.unsubscribe();
-    drop(consumer);
+    let done = tail
+        .until(Duration::from_secs(30), |record, batch| {
+            seen.take(record, batch)?;
+            Ok(complete(&seen))
+        })
+        .await?;
+    drop(tail);
+    let Seen { procs, nets } = seen;
+    ensure!(
+        done,
+        "incomplete after 30 s:\nprocess rows {procs:#?}\nnetwork rows {nets:#?}"
+    );
 
     // The shell and nc of the container were running before the agent.
     let running: HashSet<&str> = procs
@@ -181,10 +169,5 @@ async fn running_containers_sockets_and_exec_ins_are_reported() -> anyhow::Resul
     );
     assert_eq!(accept.local_addr.as_ref(), server_ip.as_str());
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    stack.stop().await
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, ensure};
 use glasshouse_proto::process::{self, Kind, Row};
 use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType};
 use glasshouse_proto::{SCHEMA_VERSION, ipc};
-use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
+use glasshouse_tests::{Stack, TEST_IMAGE, free_port, podman};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -51,54 +51,26 @@ async fn exec_in_a_new_container_reaches_kafka_attributed_netlink() -> anyhow::R
 
 /// `sensor` is forced (not `auto`): a BPF failure fails the test.
 async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-
-    // Aggregator on a free port.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "brokers = \"{}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3",
-            broker.bootstrap()
-        ),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
+    let mut stack = Stack::builder().aggregator("[topics]\npartitions = 3").start().await?;
+    let brokers = stack.broker.bootstrap();
 
     // Analyzer, showing into a buffer.
     let view = Shared::default();
-    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let cancel = CancellationToken::new();
+    let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
-        &format!(
-            "brokers = \"{}\"\ngroup = \"e2e-analyzer-{sensor}\"\n[topics]\npartitions = 3",
-            broker.bootstrap()
-        ),
+        &format!("brokers = \"{brokers}\"\ngroup = \"e2e-analyzer-{sensor}\"\n[topics]\npartitions = 3"),
     )?;
     let analyzer = tokio::spawn(glasshouse_analyzer::run(analyzer_config, view.clone(), cancel.clone()));
 
-    // Agent.
+    // The agent, watching before the container starts.
     let agent_metrics = free_port()?;
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"e2e-agent\"\nspool = false\nsensor = \"{sensor}\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nmetrics_listen = \"127.0.0.1:{agent_metrics}\"",
-            podman_api.socket.display()
-        ),
-    )?;
-    // The agent stops first, so its last batch is acknowledged by a running aggregator.
-    let agent_cancel = cancel.child_token();
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
-    // The agent must be watching before the container starts.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    stack
+        .start_agent(
+            "e2e-agent",
+            &format!("sensor = \"{sensor}\"\nmetrics_listen = \"127.0.0.1:{agent_metrics}\""),
+        )
+        .await?;
 
     let name = format!("gh-e2e-{sensor}-{}", free_port()?);
     let container_id = tokio::task::spawn_blocking({
@@ -128,7 +100,7 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
 
     // An independent consumer reads the topic from the beginning.
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", &brokers)
         .set("group.id", format!("e2e-independent-{}", free_port()?))
         .set("auto.offset.reset", "earliest")
         .create()?;
@@ -225,21 +197,17 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
         glasshouse_tests::metric_value(&metrics, "glasshouse_agent_events_total").context("no events metric")?;
     ensure!(events > 0, "agent read no kernel events: {metrics}");
 
-    // Clean shutdown of every part.
-    agent_cancel.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    cancel.cancel();
+    // Clean shutdown of every part: agent, aggregator, analyzer.
+    let report = stack.stop_agent().await?;
     assert_eq!(report.batches_unacked, 0, "agent left batches unacknowledged");
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
-    let stats = tokio::time::timeout(Duration::from_secs(20), analyzer).await???;
-    assert!(stats.rows >= 2);
-    assert_eq!(stats.undecodable, 0);
     // Leave the group before closing: a plain drop waits out the session timeout.
     consumer.unsubscribe();
     drop(consumer);
+    stack.stop().await?;
+    cancel.cancel();
+    let stats = tokio::time::timeout(Duration::from_secs(20), analyzer).await???;
+    assert!(stats.rows >= 2);
+    assert_eq!(stats.undecodable, 0);
     // Whatever the analyzer alerted on is valid OCSF.
-    glasshouse_tests::topics::validate_all_alerts(&broker.bootstrap())?;
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    glasshouse_tests::topics::validate_all_alerts(&brokers).map(drop)
 }

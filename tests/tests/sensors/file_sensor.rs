@@ -6,45 +6,16 @@
 //! `/tmp/true` must be flagged as drift in `glasshouse.process`, the image's
 //! own `/bin/sh` must not.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{file, ipc, process};
-use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use tokio_util::sync::CancellationToken;
+use glasshouse_proto::{file, process};
+use glasshouse_tests::{Stack, TEST_IMAGE, free_port, podman};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sensitive_writes_and_drift_execs_are_reported() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"file-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    let mut stack = Stack::builder().agent("file-agent", "sensor = \"bpf\"").start().await?;
 
     let name = format!("gh-file-{}", free_port()?);
     let script = "echo 'x:x:0:0::/:/bin/sh' >> /etc/passwd; mkdir -p /etc/cron.d; echo '* * * * * id' > /etc/cron.d/job; \
@@ -60,49 +31,37 @@ async fn sensitive_writes_and_drift_execs_are_reported() -> anyhow::Result<()> {
     .await??;
     let _ = podman(&["rm", "-f", "-t", "0", &name]);
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("file-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Process.topic(), RecordType::File.topic()])?;
+    let mut tail = stack.tail(&[RecordType::Process, RecordType::File])?;
     let ours = |c: &Option<process::Str>| c.as_deref() == Some(id.as_str());
     let (mut procs, mut files): (Vec<process::Row>, Vec<file::Row>) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = |procs: &[process::Row], files: &[file::Row]| {
+    let found = |procs: &[process::Row], files: &[file::Row]| {
         procs
             .iter()
             .any(|r| ours(&r.attribution.container_id) && r.path.as_deref() == Some("/tmp/true"))
             && files.iter().filter(|r| ours(&r.attribution.container_id)).count() >= 2
     };
-    while !done(&procs, &files) {
-        ensure!(
-            Instant::now() < deadline,
-            "incomplete after 30 s:\nprocess rows {procs:#?}\nfile rows {files:#?}"
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        if msg.topic() == RecordType::File.topic() {
-            files.extend(file::read_rows(&batch)?);
-        } else {
-            procs.extend(process::read_rows(&batch)?);
-        }
-    }
+    let done = tail
+        .until(Duration::from_secs(30), |record, batch| {
+            match record {
+                RecordType::File => files.extend(file::read_rows(batch)?),
+                _ => procs.extend(process::read_rows(batch)?),
+            }
+            Ok(found(&procs, &files))
+        })
+        .await?;
+    ensure!(
+        done,
+        "incomplete after 30 s:\nprocess rows {procs:#?}\nfile rows {files:#?}"
+    );
     // A little longer: a write under /tmp, were it reported, would be in by now.
-    let settle = Instant::now() + Duration::from_millis(500);
-    while let Ok(Ok(msg)) =
-        tokio::time::timeout(settle.saturating_duration_since(Instant::now()), consumer.recv()).await
-    {
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        if msg.topic() == RecordType::File.topic() {
-            files.extend(file::read_rows(&batch)?);
+    tail.settle(Duration::from_millis(500), |record, batch| {
+        if record == RecordType::File {
+            files.extend(file::read_rows(batch)?);
         }
-    }
-    consumer.unsubscribe();
-    drop(consumer);
+        Ok(())
+    })
+    .await?;
+    drop(tail);
 
     let ours_files: Vec<&file::Row> = files.iter().filter(|r| ours(&r.attribution.container_id)).collect();
     let passwd = ours_files
@@ -141,10 +100,5 @@ async fn sensitive_writes_and_drift_execs_are_reported() -> anyhow::Result<()> {
         "the image's own busybox runs without drift: {procs:#?}"
     );
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    stack.stop().await
 }

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use glasshouse_proto::network::{self, Kind, Row};
 use glasshouse_proto::{ipc, record::RecordType};
-use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
+use glasshouse_tests::stack::wait_listening;
+use glasshouse_tests::{Stack, TEST_IMAGE, free_port, podman};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 const GATEWAY: &str = "10.88.0.1";
 
@@ -36,35 +36,10 @@ async fn tcp_scenario(sensor: &str) -> anyhow::Result<()> {
     // Polling sees connections that stay open across a poll (1 s).
     let polled = sensor == "netlink";
     let hold = if polled { 3 } else { 0 };
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"net-agent\"\nspool = false\nsensor = \"{sensor}\"\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
-        ),
-    )?;
-    // The agent stops first, so its last batch is acknowledged by a running aggregator.
-    let agent_cancel = cancel.child_token();
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    let mut stack = Stack::builder()
+        .agent("net-agent", &format!("sensor = \"{sensor}\""))
+        .start()
+        .await?;
 
     // The host end: reads 1000 bytes, answers 500, closes.
     let host = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
@@ -95,10 +70,13 @@ async fn tcp_scenario(sensor: &str) -> anyhow::Result<()> {
                 "sleep 60 | nc -l -p 8080 > /dev/null",
             ])?;
             let ip = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &server])?;
-            // Give the server time to listen. (Its stdin stays open: busybox nc
-            // may stop reading the socket once its stdin ends.)
-            // (Polled: until a poll has seen the listener.)
-            std::thread::sleep(Duration::from_millis(if polled { 2500 } else { 500 }));
+            // Until the server listens. (Its stdin stays open: busybox nc
+            // may stop reading the socket once its stdin ends.) Polled: and
+            // until a poll (every second) has seen the listener.
+            wait_listening(&server, 8080, Duration::from_secs(10))?;
+            if polled {
+                std::thread::sleep(Duration::from_millis(2000));
+            }
             let script = format!(
                 "(head -c 3000 /dev/zero; sleep {hold}) | nc -w 1 {ip} 8080; \
                  (head -c 1000 /dev/zero; sleep {hold}) | nc -w {} {GATEWAY} {host_port} > /dev/null",
@@ -115,7 +93,7 @@ async fn tcp_scenario(sensor: &str) -> anyhow::Result<()> {
 
     // Done when the last event of each side is in: the server's close of the
     // connection and the client's close of its connection to the host.
-    let rows = read_until(&broker.bootstrap(), Duration::from_secs(30), |rows| {
+    let rows = read_until(&stack.broker.bootstrap(), Duration::from_secs(30), |rows| {
         let has = |id: &str, pred: &dyn Fn(&Row) -> bool| {
             rows.iter()
                 .any(|r| r.attribution.container_id.as_deref() == Some(id) && r.kind == Kind::Close && pred(r))
@@ -180,14 +158,9 @@ async fn tcp_scenario(sensor: &str) -> anyhow::Result<()> {
         assert_eq!(&*r.attribution.agent_id, "net-agent");
     }
 
-    agent_cancel.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    cancel.cancel();
+    let report = stack.stop_agent().await?;
     assert_eq!(report.batches_unacked, 0);
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    stack.stop().await
 }
 
 /// Reads `glasshouse.network` from the start until `done(rows)` or `within`.

@@ -7,17 +7,13 @@
 //! `glasshouse.resources` with non-zero CPU, memory and pids, the two limits,
 //! and the bytes it sent.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{ipc, resources, syscalls};
-use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use glasshouse_proto::{resources, syscalls};
+use glasshouse_tests::{Stack, TEST_IMAGE, free_port, podman};
 use tokio::io::AsyncReadExt;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn syscall_profiles_and_resource_samples_of_a_container() -> anyhow::Result<()> {
@@ -33,32 +29,13 @@ async fn resource_samples_of_a_container_in_fallback_mode() -> anyhow::Result<()
 
 async fn samples_of_a_container(sensor: &str) -> anyhow::Result<()> {
     let bpf = sensor == "bpf";
-    init_logging();
-    require_test_image()?;
-    let broker = Broker::start()?;
-    let podman_api = PodmanService::start()?;
-    let cancel = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ingest = listener.local_addr()?;
-    let aggregator_config: glasshouse_aggregator::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!("brokers = \"{}\"\nflush_max_age_ms = 20", broker.bootstrap()),
-    )?;
-    let aggregator = tokio::spawn(glasshouse_aggregator::serve(
-        aggregator_config,
-        listener,
-        cancel.clone(),
-    ));
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"sample-agent-{sensor}\"\nspool = false\nsensor = \"{sensor}\"\nsample_interval_ms = 1000\naggregators = [\"http://{ingest}\"]\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, cancel.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ensure!(!agent.is_finished(), "agent exited early: {:?}", agent.await);
+    let mut stack = Stack::builder()
+        .agent(
+            &format!("sample-agent-{sensor}"),
+            &format!("sensor = \"{sensor}\"\nsample_interval_ms = 1000"),
+        )
+        .start()
+        .await?;
 
     // The host end takes what the container sends.
     let host = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
@@ -99,44 +76,30 @@ async fn samples_of_a_container(sensor: &str) -> anyhow::Result<()> {
     let _ = podman(&["rm", "-f", "-t", "0", &name]);
     assert_eq!(tokio::time::timeout(Duration::from_secs(10), received).await???, 5000);
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("sample-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Syscalls.topic(), RecordType::Resources.topic()])?;
+    let mut tail = stack.tail(&[RecordType::Syscalls, RecordType::Resources])?;
     let (mut calls, mut samples): (Vec<syscalls::Row>, Vec<resources::Row>) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
     let sent = |r: &resources::Row| r.counters.net_tx_bytes >= 5000;
-    loop {
-        let ours_calls = calls
-            .iter()
-            .filter(|r| r.attribution.container() == id.as_str())
-            .count();
-        if (ours_calls > 0 || !bpf)
-            && samples
+    let done = tail
+        .until(Duration::from_secs(30), |record, batch| {
+            match record {
+                RecordType::Syscalls => calls.extend(syscalls::read_rows(batch)?),
+                _ => samples.extend(resources::read_rows(batch)?),
+            }
+            let ours_calls = calls
                 .iter()
-                .any(|r| r.attribution.container() == id.as_str() && sent(r))
-        {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "incomplete after 30 s:\nsyscall rows {calls:#?}\nresource rows {samples:#?}"
-        );
-        let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        if msg.topic() == RecordType::Syscalls.topic() {
-            calls.extend(syscalls::read_rows(&batch)?);
-        } else {
-            samples.extend(resources::read_rows(&batch)?);
-        }
-    }
-    consumer.unsubscribe();
-    drop(consumer);
+                .filter(|r| r.attribution.container() == id.as_str())
+                .count();
+            Ok((ours_calls > 0 || !bpf)
+                && samples
+                    .iter()
+                    .any(|r| r.attribution.container() == id.as_str() && sent(r)))
+        })
+        .await?;
+    ensure!(
+        done,
+        "incomplete after 30 s:\nsyscall rows {calls:#?}\nresource rows {samples:#?}"
+    );
+    drop(tail);
 
     let ours: Vec<&syscalls::Row> = calls
         .iter()
@@ -179,10 +142,5 @@ async fn samples_of_a_container(sensor: &str) -> anyhow::Result<()> {
         ensure!(w[0].counters.cpu_usage_ns <= w[1].counters.cpu_usage_ns, "{w:?}");
     }
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(20), agent).await???;
-    tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
-    drop(podman_api);
-    drop(broker);
-    Ok(())
+    stack.stop().await
 }

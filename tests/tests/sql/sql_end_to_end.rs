@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use glasshouse_tests::{PodmanService, TEST_IMAGE, free_port, init_logging, podman, require_test_image};
+use glasshouse_tests::{TEST_IMAGE, free_port, init_logging, podman};
 use tokio_util::sync::CancellationToken;
 
 /// One query through real `psql`; its output, trimmed.
@@ -48,21 +48,19 @@ const PASSWORD: &str = "e2e-sql-password";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow::Result<()> {
-    init_logging();
-    require_test_image()?;
-    let broker = glasshouse_tests::Broker::start()?;
-    let brokers = broker.bootstrap();
-    let podman_api = PodmanService::start()?;
+    let mut stack = glasshouse_tests::Stack::builder()
+        .aggregator("[topics]\npartitions = 3")
+        .start()
+        .await?;
+    let brokers = stack.broker.bootstrap();
     let cancel = CancellationToken::new();
-
-    let (ingest, aggregator) = glasshouse_tests::spawn_aggregator(&brokers, &cancel).await?;
 
     let lake_dir = tempfile::tempdir()?;
     let mut password_file = tempfile::NamedTempFile::new()?;
     writeln!(password_file, "{PASSWORD}")?;
     let (pg_port, flight_port) = (free_port()?, free_port()?);
     // Flushes every 8 s: the first answers come from the in-memory tail.
-    let analyzer_config: glasshouse_analyzer::Config = glasshouse_proto::service::parse_config(
+    let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"sql-e2e\"\nview = false\n[topics]\npartitions = 3\n\
@@ -80,18 +78,10 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
         cancel.clone(),
     ));
 
-    let agent_config: glasshouse_agent::Config = glasshouse_proto::service::parse_config(
-        "test",
-        &format!(
-            "agent_id = \"sql-e2e-agent\"\nspool = false\nsensor = \"bpf\"\naggregators = [\"http://{ingest}\"]\n\
-             runtime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\nsample_interval_ms = 1000",
-            podman_api.socket.display()
-        ),
-    )?;
-    let agent_cancel = cancel.child_token();
-    let agent = tokio::spawn(glasshouse_agent::run(agent_config, agent_cancel.clone()));
+    stack
+        .start_agent("sql-e2e-agent", "sensor = \"bpf\"\nsample_interval_ms = 1000")
+        .await?;
     glasshouse_tests::wait_for_port(format!("127.0.0.1:{pg_port}").parse()?, Duration::from_secs(60))?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let name = format!("gh-sql-{}", free_port()?);
     let started = Instant::now();
@@ -167,11 +157,9 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
     }
     .await;
     let _ = podman(&["rm", "-f", "-t", "0", &name]);
-    agent_cancel.cancel();
-    let _ = agent.await;
+    stack.stop().await?;
     cancel.cancel();
     analyzer.await?.context("analyzer")?;
-    let _ = aggregator.await;
     result
 }
 

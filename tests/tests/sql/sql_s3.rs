@@ -80,7 +80,7 @@ fn analyzer_config(
     pg_port: u16,
     password: &std::path::Path,
 ) -> anyhow::Result<glasshouse_analyzer::Config> {
-    Ok(glasshouse_proto::service::parse_config(
+    Ok(glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"sql-s3-{pg_port}\"\nview = false\n\
@@ -126,7 +126,7 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     let broker = Broker::start()?;
     let brokers = broker.bootstrap();
     let cancel = CancellationToken::new();
-    glasshouse_proto::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
     let secret = secret_file(&s3.secret_key)?;
     let password = secret_file(PASSWORD)?;
     let location = format!("s3://{BUCKET}/{PREFIX}");
@@ -337,7 +337,7 @@ async fn refused_credentials_a_missing_bucket_or_no_server_stop_the_start() -> a
     .context("the analyzer did not stop within 60 s on refused S3 credentials")?;
     let error = match result {
         Ok(_) => anyhow::bail!("the analyzer ran with a refused S3 secret"),
-        Err(e) => glasshouse_proto::service::error_chain(&e),
+        Err(e) => glasshouse_runtime::service::error_chain(&e),
     };
     println!("refused secret, after {:?}: {error}", started.elapsed());
     ensure!(
@@ -371,7 +371,7 @@ async fn refused_credentials_a_missing_bucket_or_no_server_stop_the_start() -> a
         .await
         .err()
         .context("a missing bucket opened")?;
-    let e = glasshouse_proto::service::error_chain(&e);
+    let e = glasshouse_runtime::service::error_chain(&e);
     ensure!(e.contains(&missing) && e.contains("bucket must exist"), "{e}");
     ensure!(!e.contains(&s3.secret_key), "{e}");
 
@@ -381,7 +381,7 @@ async fn refused_credentials_a_missing_bucket_or_no_server_stop_the_start() -> a
         .await
         .err()
         .context("an endpoint nobody listens on opened")?;
-    let e = glasshouse_proto::service::error_chain(&e);
+    let e = glasshouse_runtime::service::error_chain(&e);
     println!("no server, after {:?}: {e}", started.elapsed());
     ensure!(e.contains(&location) && e.contains(&closed), "{e}");
     ensure!(
