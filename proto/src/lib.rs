@@ -74,6 +74,9 @@ pub mod metadata {
 /// - 5: every record gains the attribution column `cluster` (the cluster
 ///   the agent's credential binds, `""` for none); older batches read it
 ///   as `""`.
+/// - 6: `glasshouse.network` gains `remote_scope` (loopback, link-local,
+///   private or public peer, from the aggregator); older batches read it
+///   as `none`.
 ///
 /// Consumers decide by the Arrow schema itself (each `read_rows` checks every
 /// column it reads by name, type and nulls; see
@@ -81,4 +84,4 @@ pub mod metadata {
 /// alone: a message of another version whose columns are all known is read,
 /// any other is skipped and counted, and the version is named in the log
 /// (see the analyzer's `consume`).
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;

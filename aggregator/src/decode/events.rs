@@ -147,6 +147,7 @@ pub(super) fn network(
             bytes_received: e.bytes_received,
             count: e.count.max(1),
             pre_existing: e.pre_existing,
+            remote_scope: remote.map_or(network::Scope::None, network::Scope::of),
         };
         c.budget.charge(row.approx_bytes())?;
         out.push(row);

@@ -389,6 +389,7 @@ fn resolves_references_deltas_and_groups_by_workload() {
             bytes_received: 500,
             count: 1,
             pre_existing: true,
+            remote_scope: network::Scope::Public,
         }
     );
     let (w, rows) = &groups[1];

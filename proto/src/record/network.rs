@@ -19,6 +19,7 @@
 //! | `bytes_received` | uint64 | close of a connection: bytes received; 0 otherwise |
 //! | `count` | uint32 | identical events collapsed into this row |
 //! | `pre_existing` | bool | found open when the agent started (from `/proc`), not seen happening: no byte counts, and its close may not be reported |
+//! | `remote_scope` | utf8 | where the peer is: `none` (a listening socket), `loopback`, `link_local`, `private` (RFC 1918, RFC 6598 shared space, RFC 4193 unique local: cluster and on-premises networks) or `public` (the internet); IPv4-mapped IPv6 addresses as IPv4; schema version 6, read as `none` from older batches |
 
 use std::net::IpAddr;
 
@@ -47,6 +48,54 @@ crate::text_enum! {
     pub enum Family {
         Ipv4 = "ipv4",
         Ipv6 = "ipv6",
+    }
+}
+
+crate::text_enum! {
+    /// Where a socket's peer is, seen from the host.
+    pub enum Scope {
+        /// No peer: a listening socket.
+        None = "none",
+        /// This host (also the unspecified address, which reaches it).
+        Loopback = "loopback",
+        /// The local link (169.254.0.0/16, fe80::/10).
+        LinkLocal = "link_local",
+        /// A private network: RFC 1918, the RFC 6598 shared space
+        /// (100.64.0.0/10) and RFC 4193 unique local addresses (fc00::/7).
+        Private = "private",
+        /// Any other address: the internet.
+        Public = "public",
+    }
+}
+
+impl Scope {
+    /// The scope of a peer at `ip`.
+    pub fn of(ip: IpAddr) -> Scope {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let [a, b, ..] = v4.octets();
+                if v4.is_loopback() || v4.is_unspecified() {
+                    Scope::Loopback
+                } else if v4.is_link_local() {
+                    Scope::LinkLocal
+                } else if v4.is_private() || (a == 100 && b & 0xc0 == 64) {
+                    Scope::Private
+                } else {
+                    Scope::Public
+                }
+            }
+            IpAddr::V6(v6) => {
+                if v6.is_loopback() || v6.is_unspecified() {
+                    Scope::Loopback
+                } else if v6.is_unicast_link_local() {
+                    Scope::LinkLocal
+                } else if v6.segments()[0] & 0xfe00 == 0xfc00 {
+                    Scope::Private
+                } else {
+                    Scope::Public
+                }
+            }
+        }
     }
 }
 
@@ -83,6 +132,8 @@ crate::columns! {
         pub bytes_received: u64,
         pub count: u32,
         pub pre_existing: bool,
+        /// Where the peer is ([`Scope::of`] its address).
+        pub remote_scope: Scope = Scope::None,
     }
 }
 
@@ -107,6 +158,7 @@ impl Row {
             bytes_received: 500,
             count: 1,
             pre_existing: false,
+            remote_scope: Scope::Public,
         }
     }
 }
@@ -135,8 +187,52 @@ pub(crate) mod tests {
             bytes_sent: 0,
             bytes_received: 0,
             event_index: 3,
+            remote_scope: Scope::None,
             ..sample_row()
         }
+    }
+
+    #[test]
+    fn peers_are_scoped_by_address() {
+        let scope = |a: &str| Scope::of(a.parse().unwrap());
+        for (addr, want) in [
+            ("127.0.0.1", Scope::Loopback),
+            ("::1", Scope::Loopback),
+            ("0.0.0.0", Scope::Loopback),
+            ("169.254.169.254", Scope::LinkLocal),
+            ("fe80::1", Scope::LinkLocal),
+            ("10.88.0.2", Scope::Private),
+            ("172.16.0.1", Scope::Private),
+            ("172.32.0.1", Scope::Public),
+            ("192.168.1.1", Scope::Private),
+            ("100.64.0.1", Scope::Private),
+            ("100.128.0.1", Scope::Public),
+            ("fd00::1", Scope::Private),
+            ("::ffff:10.0.0.1", Scope::Private),
+            ("::ffff:8.8.8.8", Scope::Public),
+            ("93.184.216.34", Scope::Public),
+            ("2001:db8::1", Scope::Public),
+        ] {
+            assert_eq!(scope(addr), want, "{addr}");
+        }
+        for s in Scope::ALL {
+            assert_eq!(Scope::parse(s.as_str()), Some(*s));
+        }
+    }
+
+    #[test]
+    fn version_5_batches_are_read_without_remote_scope() {
+        let mut b = Builder::default();
+        let mut r = sample_row();
+        b.append(&r);
+        let batch = b.finish();
+        assert_eq!(read_rows(&batch).unwrap()[0], r);
+        assert_eq!(batch.schema().fields().last().unwrap().name(), "remote_scope");
+        let old = batch
+            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+            .unwrap();
+        r.remote_scope = Scope::None;
+        assert_eq!(read_rows(&old).unwrap()[0], r);
     }
 
     #[test]

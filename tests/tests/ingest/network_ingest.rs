@@ -155,6 +155,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
         bytes_received: 0,
         count: 1,
         pre_existing: false,
+        remote_scope: network::Scope::Public,
     };
     let first_net = u32::try_from(PROCESS_EVENTS)?;
     let expected = vec![
@@ -171,6 +172,7 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
             remote_addr: None,
             remote_port: 0,
             pre_existing: true,
+            remote_scope: network::Scope::None,
             ..row(1, first_net + 2, *T0 + 5, Kind::Listen, false)
         },
         Row {
@@ -179,12 +181,14 @@ async fn network_events_reach_their_topic_resolved_and_keyed() -> anyhow::Result
             local_port: 8080,
             remote_addr: Some("fd00::2".into()),
             remote_port: 50000,
+            remote_scope: network::Scope::Private,
             ..row(1, first_net + 3, *T0 + 30, Kind::Accept, true)
         },
         Row {
             local_port: 43124,
             remote_addr: Some("10.0.0.9".into()),
             remote_port: 5432,
+            remote_scope: network::Scope::Private,
             ..row(2, 0, *T0 + 5000, Kind::ConnectFailed, true)
         },
     ];
