@@ -26,7 +26,7 @@ use bytes::Bytes;
 use glasshouse_proto::process::Kind;
 use tokio::sync::mpsc;
 
-use crate::attribute::{self, ContainerKey};
+use crate::attribute::ContainerKey;
 use crate::procfs;
 use crate::resources;
 use crate::runtime::{ContainerMeta, RuntimeClient};
@@ -78,9 +78,9 @@ pub struct Attributor {
     socket_poll: Option<SocketPoll>,
     /// Writes reported only under these.
     sensitive: SensitivePaths,
-    /// Container id → its `/proc/PID/cgroup` text and a pid in it (last seen),
+    /// Container id → its cgroup and a pid in it (last seen),
     /// for resource samples.
-    container_cgroups: FastMap<String, (String, u32)>,
+    container_cgroups: FastMap<String, (procfs::Cgroup, u32)>,
     /// How often resources are sampled.
     sample_interval: Duration,
     /// Per-container event rate limit (events per second; 0: none).
@@ -346,8 +346,14 @@ impl Attributor {
             };
             // The process's own cgroup file names every hierarchy (the eBPF
             // sensor's exec records name only the one it reads).
-            let text = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
-                .unwrap_or_else(|_| cgroup.clone());
+            let text = match std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")) {
+                Ok(text) => text,
+                Err(_) => match cgroup {
+                    procfs::Cgroup::Proc(text) => text.clone(),
+                    // Gone between the check above and now: sampled next time.
+                    procfs::Cgroup::Kernel(_) => continue,
+                },
+            };
             out.push(ResourceSample {
                 container,
                 time_unix_ns: now,
@@ -384,7 +390,10 @@ impl Attributor {
         // once per container (the start-up scan sees all its processes).
         let id = match info.cgroup_id {
             0 if known => return,
-            0 => cgroup_inode(&info.cgroup).unwrap_or(0),
+            0 => match &info.cgroup {
+                procfs::Cgroup::Proc(text) => cgroup_inode(text).unwrap_or(0),
+                procfs::Cgroup::Kernel(_) => 0,
+            },
             id => id,
         };
         if id != 0 {
@@ -425,7 +434,7 @@ impl Attributor {
             (None, None) => {
                 let container = match procfs::read_process(&self.proc_root, pid)
                     .ok()
-                    .and_then(|i| attribute::from_proc_cgroup(&i.cgroup))
+                    .and_then(|i| i.cgroup.container())
                 {
                     Some(key) => Some(self.container(key).await),
                     None => None,
@@ -525,7 +534,7 @@ impl Attributor {
             let Ok(info) = procfs::read_process(&self.proc_root, pid) else {
                 continue;
             };
-            let container = match attribute::from_proc_cgroup(&info.cgroup) {
+            let container = match info.cgroup.container() {
                 Some(key) => Some(self.container(key).await),
                 None => None,
             };
@@ -703,7 +712,7 @@ impl Attributor {
                 let hit = cached.is_some();
                 let container = match (cached, &info) {
                     (Some(c), _) => c,
-                    (None, Some(info)) => match attribute::from_proc_cgroup(&info.cgroup) {
+                    (None, Some(info)) => match info.cgroup.container() {
                         Some(key) => Some(self.container(key).await),
                         None => None,
                     },
@@ -801,7 +810,7 @@ impl Attributor {
                     Some(c) => c.clone(),
                     None => match procfs::read_process(&self.proc_root, child_pid)
                         .ok()
-                        .and_then(|i| attribute::from_proc_cgroup(&i.cgroup))
+                        .and_then(|i| i.cgroup.container())
                     {
                         Some(key) => Some(self.container(key).await),
                         None => None,
@@ -1293,7 +1302,7 @@ pub(crate) mod tests {
             info: Some(ProcessInfo {
                 pid,
                 ppid,
-                cgroup,
+                cgroup: procfs::Cgroup::Proc(cgroup),
                 ..Default::default()
             }),
             parent_exe: None,

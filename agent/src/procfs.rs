@@ -8,6 +8,32 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+/// Which cgroup a process is in, as it was learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    /// The text of `/proc/PID/cgroup`: one line per hierarchy.
+    Proc(String),
+    /// The path the eBPF sensor read in the kernel (`/a/b/c`), in the
+    /// hierarchy it reads (the v2 one, else the v1 memory controller's).
+    Kernel(String),
+}
+
+impl Default for Cgroup {
+    fn default() -> Cgroup {
+        Cgroup::Proc(String::new())
+    }
+}
+
+impl Cgroup {
+    /// The container the cgroup names, if any.
+    pub fn container(&self) -> Option<crate::attribute::ContainerKey> {
+        match self {
+            Cgroup::Proc(text) => crate::attribute::from_proc_cgroup(text),
+            Cgroup::Kernel(path) => crate::attribute::parse_cgroup_path(path),
+        }
+    }
+}
+
 /// A process as `/proc` shows it at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -18,8 +44,8 @@ pub struct ProcessInfo {
     pub exe: Option<Bytes>,
     pub argv: Vec<Bytes>,
     pub cwd: Option<Bytes>,
-    /// Contents of `/proc/PID/cgroup`.
-    pub cgroup: String,
+    /// The cgroup it is in.
+    pub cgroup: Cgroup,
     /// Kernel id of the cgroup `cgroup` names (eBPF sensor only; 0 unknown).
     pub cgroup_id: u64,
     /// The executable lives in the container's writable layer: created or
@@ -59,7 +85,7 @@ pub fn read_process(root: &Path, pid: u32) -> io::Result<ProcessInfo> {
         exe,
         argv: split_cmdline(&cmdline),
         cwd,
-        cgroup,
+        cgroup: Cgroup::Proc(cgroup),
         cgroup_id: 0,
         drift: false,
         stdio_socket,
@@ -348,7 +374,7 @@ mod tests {
         assert!(me.ppid > 0);
         assert!(!me.argv.is_empty());
         assert!(me.exe.is_some());
-        assert!(!me.cgroup.is_empty());
+        assert!(matches!(&me.cgroup, Cgroup::Proc(text) if !text.is_empty()));
         assert!(read_process(Path::new("/proc"), u32::MAX - 1).is_err());
     }
 }

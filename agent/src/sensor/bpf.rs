@@ -34,7 +34,7 @@ use super::layout::{
     KIND_EXIT, KIND_FILE, KIND_FORK, KIND_NET, ListenKey, Net, Owner,
 };
 use super::{DropsRaw, FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw};
-use crate::procfs::{self, ProcessInfo};
+use crate::procfs::{self, Cgroup, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
 pub(super) static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
@@ -112,28 +112,6 @@ impl KernelConfig {
             pad: 0,
         }
     }
-
-    /// The `/proc/PID/cgroup` line the kernel's cgroup path components
-    /// (leaf first, NUL-separated) stand for, built in one allocation.
-    fn cgroup_line(&self, leaf_first: &[u8]) -> String {
-        use std::fmt::Write as _;
-        let raw = leaf_first.strip_suffix(b"\0").unwrap_or(leaf_first);
-        let mut line = String::with_capacity(raw.len() + 16);
-        if self.cgroup_subsys < 0 {
-            line.push_str("0::");
-        } else {
-            // Ignored result: writing to a String cannot fail.
-            let _ = write!(line, "{}:memory:", self.cgroup_subsys + 1);
-        }
-        if raw.is_empty() {
-            line.push('/');
-        }
-        for part in raw.rsplit(|b| *b == 0) {
-            line.push('/');
-            line.push_str(&String::from_utf8_lossy(part));
-        }
-        line
-    }
 }
 
 /// The subsystem id of the v1 memory controller when it is mounted: the
@@ -195,7 +173,7 @@ pub fn start(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            if let Err(e) = poll(&object.0, config, syscall_interval, &tx, &stats, &seed_rx, &cancel) {
+            if let Err(e) = poll(&object.0, syscall_interval, &tx, &stats, &seed_rx, &cancel) {
                 tracing::error!(error = %e, "eBPF sensor stopped");
             }
         })
@@ -332,7 +310,6 @@ fn map<'o>(object: &'o libbpf_rs::Object, name: &str) -> Result<libbpf_rs::Map<'
 
 fn poll(
     object: &libbpf_rs::Object,
-    config: KernelConfig,
     syscall_interval: Duration,
     tx: &mpsc::Sender<RawEvent>,
     stats: &SensorStats,
@@ -350,7 +327,7 @@ fn poll(
     builder
         .add(&events, |record: &[u8]| {
             stats.events.add(1);
-            match parse(record, offset, &config) {
+            match parse(record, offset) {
                 Some(raw) => drained.borrow_mut().push(raw),
                 None => tracing::warn!(len = record.len(), "malformed record from the eBPF program"),
             }
@@ -362,7 +339,10 @@ fn poll(
     let mut previous_drops = std::collections::HashMap::new();
     let mut window_start = procfs::now_unix_ns();
     let syscall_map = map(object, "syscall_counts")?;
-    let mut syscalls = SyscallReader::default();
+    // The kernel counts from the programs' load, just before: the first
+    // interval starts there (not at the first read, which would make it
+    // empty: found when a test started its container at once).
+    let mut syscalls = SyscallReader::since(procfs::now_unix_ns());
     let mut last_syscalls = Instant::now();
     while !cancel.is_cancelled() {
         // The kernel side wakes us only when 64 KiB are waiting; the timeout
@@ -443,6 +423,14 @@ struct SyscallReader {
 }
 
 impl SyscallReader {
+    /// A reader whose first interval starts at `loaded_unix_ns`.
+    fn since(loaded_unix_ns: i64) -> SyscallReader {
+        SyscallReader {
+            previous: std::collections::HashMap::new(),
+            last_read_unix_ns: Some(loaded_unix_ns),
+        }
+    }
+
     fn read(&mut self, map: &libbpf_rs::Map<'_>) -> Vec<SyscallRaw> {
         let now = procfs::now_unix_ns();
         let start = self.last_read_unix_ns.replace(now).unwrap_or(now);
@@ -504,7 +492,7 @@ fn read_drops(map: &libbpf_rs::Map<'_>) -> std::collections::HashMap<u64, u64> {
 
 /// Decodes one ring-buffer record (its type by `struct gh_header.kind`, see
 /// [`super::layout`]); a record shorter than its type is refused.
-fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
+fn parse(b: &[u8], offset_ns: i64) -> Option<RawEvent> {
     let (h, _) = Header::read_from_prefix(b).ok()?;
     let pid = h.pid;
     let time_unix_ns = i64::try_from(h.time_ns).unwrap_or(i64::MAX).saturating_add(offset_ns);
@@ -554,7 +542,7 @@ fn parse(b: &[u8], offset_ns: i64, config: &KernelConfig) -> Option<RawEvent> {
                     exe: (!exe.is_empty()).then(|| join_leaf_first(exe, path_cut)),
                     argv: args,
                     cwd: Some(join_leaf_first(cwd, path_cut)),
-                    cgroup: config.cgroup_line(cgroup),
+                    cgroup: Cgroup::Kernel(String::from_utf8_lossy(&join_leaf_first(cgroup, false)).into_owned()),
                     cgroup_id: e.cgroup_id,
                     drift: h.code & FLAG_DRIFT != 0,
                     stdio_socket: h.code & FLAG_STDIO_SOCKET != 0,
@@ -667,12 +655,6 @@ mod tests {
         b
     }
 
-    const V1: KernelConfig = KernelConfig {
-        host_mnt_ns: 1,
-        host_processes: false,
-        cgroup_subsys: 4,
-    };
-
     #[test]
     fn exec_record_decodes_to_a_full_process() {
         let rec = exec_record(
@@ -690,9 +672,9 @@ mod tests {
             pid,
             info: Some(info),
             parent_exe,
-        }) = parse(&rec, 10, &V1)
+        }) = parse(&rec, 10)
         else {
-            panic!("not an exec: {:?}", parse(&rec, 10, &V1));
+            panic!("not an exec: {:?}", parse(&rec, 10));
         };
         assert_eq!(
             (time_unix_ns, pid, info.ppid, info.uid, info.gid),
@@ -702,7 +684,7 @@ mod tests {
         assert_eq!(info.exe.as_deref(), Some(&b"/bin/sh"[..]));
         assert_eq!(info.cwd.as_deref(), Some(&b"/tmp"[..]));
         assert_eq!(parent_exe.as_deref(), Some(&b"/usr/bin/conmon"[..]));
-        assert_eq!(info.cgroup, "5:memory:/libpod_parent/libpod-abc");
+        assert_eq!(info.cgroup, Cgroup::Kernel("/libpod_parent/libpod-abc".into()));
         assert_eq!(info.cgroup_id, 4242);
     }
 
@@ -713,7 +695,7 @@ mod tests {
             info: Some(info),
             parent_exe,
             ..
-        }) = parse(&rec, 0, &V1)
+        }) = parse(&rec, 0)
         else {
             panic!("not an exec");
         };
@@ -727,12 +709,12 @@ mod tests {
     fn truncated_records_are_rejected_not_misread() {
         let rec = exec_record(b"sh\0", [b"sh\0bin\0", b"", b"", b""], 0);
         for len in [0, 4, 31, 40, 50, rec.len() - 1] {
-            assert!(parse(&rec[..len], 0, &V1).is_none(), "length {len}");
+            assert!(parse(&rec[..len], 0).is_none(), "length {len}");
         }
         let mut fork = rec[..32].to_vec();
         fork[..4].copy_from_slice(KIND_FORK.as_bytes());
         assert!(matches!(
-            parse(&fork, 0, &V1),
+            parse(&fork, 0),
             Some(RawEvent::Fork {
                 parent_pid: 7,
                 child_pid: 42,
@@ -773,7 +755,7 @@ mod tests {
     fn network_records_decode_for_both_families() {
         use glasshouse_proto::v1::NetworkEventKind;
         let rec = net_record(4, AF_INET, &[10, 88, 0, 2], &[10, 88, 0, 3], (41000, 8080));
-        let Some(RawEvent::Network(n)) = parse(&rec, 5, &V1) else {
+        let Some(RawEvent::Network(n)) = parse(&rec, 5) else {
             panic!("not a network event");
         };
         assert_eq!(n.kind, NetworkEventKind::Close);
@@ -784,7 +766,7 @@ mod tests {
 
         let v6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
         let rec = net_record(1, AF_INET6, &v6.octets(), &[], (8443, 0));
-        let Some(RawEvent::Network(n)) = parse(&rec, 0, &V1) else {
+        let Some(RawEvent::Network(n)) = parse(&rec, 0) else {
             panic!("not a network event");
         };
         assert_eq!(n.kind, NetworkEventKind::Listen);
@@ -800,7 +782,7 @@ mod tests {
             &mapped([10, 88, 0, 3]),
             (8080, 41000),
         );
-        let Some(RawEvent::Network(n)) = parse(&rec, 0, &V1) else {
+        let Some(RawEvent::Network(n)) = parse(&rec, 0) else {
             panic!("not a network event");
         };
         assert_eq!(
@@ -812,15 +794,15 @@ mod tests {
         );
         // ... but not when only one end is (both ends keep one family).
         let rec = net_record(3, AF_INET6, &[0; 16], &mapped([10, 88, 0, 3]), (8080, 41000));
-        let Some(RawEvent::Network(n)) = parse(&rec, 0, &V1) else {
+        let Some(RawEvent::Network(n)) = parse(&rec, 0) else {
             panic!("not a network event");
         };
         assert!(n.local.is_ipv6() && n.remote.is_some_and(|r| r.is_ipv6()));
 
         // Unknown kind, unknown family, short record: rejected.
-        assert!(parse(&net_record(9, AF_INET, &[1; 4], &[2; 4], (1, 2)), 0, &V1).is_none());
-        assert!(parse(&net_record(2, 1, &[1; 4], &[2; 4], (1, 2)), 0, &V1).is_none());
-        assert!(parse(&rec[..rec.len() - 1], 0, &V1).is_none());
+        assert!(parse(&net_record(9, AF_INET, &[1; 4], &[2; 4], (1, 2)), 0).is_none());
+        assert!(parse(&net_record(2, 1, &[1; 4], &[2; 4], (1, 2)), 0).is_none());
+        assert!(parse(&rec[..rec.len() - 1], 0).is_none());
     }
 
     #[test]
@@ -838,20 +820,20 @@ mod tests {
         rec[data_at..data_at + 11].copy_from_slice(&path);
         rec[data_at + 11..data_at + 18].copy_from_slice(&exe);
         rec[std::mem::offset_of!(Header, gid)..][..4].copy_from_slice(1u32.as_bytes());
-        let Some(RawEvent::File(f)) = parse(&rec, 0, &V1) else {
-            panic!("not a file event: {:?}", parse(&rec, 0, &V1));
+        let Some(RawEvent::File(f)) = parse(&rec, 0) else {
+            panic!("not a file event: {:?}", parse(&rec, 0));
         };
         assert_eq!(f.path, Bytes::from_static(b"/etc/passwd"));
         assert_eq!(f.exe.as_deref(), Some(&b"/bin/sh"[..]));
         assert_eq!((f.flags, f.created, f.cgroup_id, f.pid), (1000, true, 4242, 42));
 
         let rec = exec_record(b"x\0", [b"x\0tmp\0", b"", b"", b""], FLAG_DRIFT);
-        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0, &V1) else {
+        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0) else {
             panic!("not an exec");
         };
         assert!(info.drift && !info.stdio_socket);
         let rec = exec_record(b"sh\0", [b"sh\0bin\0", b"", b"", b""], FLAG_STDIO_SOCKET);
-        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0, &V1) else {
+        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0) else {
             panic!("not an exec");
         };
         assert!(info.stdio_socket && !info.drift);
