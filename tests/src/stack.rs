@@ -236,13 +236,15 @@ impl Drop for Stack {
 }
 
 /// Waits until `container` (a running Podman container) has a TCP socket
-/// listening on `port`, read from its `/proc/net/tcp` through `podman exec`
-/// (an exec-in an agent watching would report).
+/// listening on `port` (IPv4 or IPv6: busybox `nc -l` takes `::`), read
+/// from its `/proc/net/tcp{,6}` through `podman exec` (an exec-in an agent
+/// watching would report).
 pub fn wait_listening(container: &str, port: u16, within: Duration) -> anyhow::Result<()> {
     let local = format!(":{port:04X} ");
     let deadline = Instant::now() + within;
     // State 0A is LISTEN.
-    while !crate::podman(&["exec", container, "cat", "/proc/net/tcp"])?
+    let script = "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true";
+    while !crate::podman(&["exec", container, "sh", "-c", script])?
         .lines()
         .any(|l| l.contains(&local) && l.split_whitespace().nth(3) == Some("0A"))
     {
