@@ -74,7 +74,8 @@ pub struct Alert {
     pub workload: Arc<str>,
     pub partition: i32,
     pub uid: String,
-    pub json: String,
+    /// Its OCSF Detection Finding.
+    pub document: ocsf::Document,
     pub finding: Finding,
     /// Occurrences in its window so far (1 for the first alert).
     pub count: u64,
@@ -793,13 +794,13 @@ impl Engine {
         last_ns: i64,
         activity: ocsf::Activity,
     ) {
-        let json = ocsf::detection_finding(f, uid, activity, count, last_ns);
+        let document = ocsf::detection_finding(f, uid, activity, count, last_ns);
         self.stats.alerts += 1;
         self.outbox.push(Alert {
             workload: f.workload.clone(),
             partition,
             uid: uid.to_owned(),
-            json,
+            document,
             finding: f.clone(),
             count,
         });
@@ -1376,7 +1377,7 @@ pub(crate) mod tests {
                 "{}",
                 a.finding.desc
             );
-            assert!(a.json.contains("shown on h1"), "{}", a.json);
+            assert!(a.document.json().contains("shown on h1"), "{}", a.document.json());
             // Alerts are per workload and finding per window: the next
             // host's is the same alert, counted.
             e.open.clear();
@@ -1450,7 +1451,7 @@ pub(crate) mod tests {
         assert_eq!(a.finding.anomaly.observed, "/usr/bin/wget");
         assert_eq!(a.finding.anomaly.baseline, vec![("/bin/worker".to_owned(), 91)]);
         assert_eq!(a.finding.baseline_version, e.baseline("localhost/web").unwrap().version);
-        let v: serde_json::Value = serde_json::from_str(&a.json).unwrap();
+        let v = a.document.value();
         assert_eq!(v["class_uid"], 2004);
         assert_eq!(v["evidences"][0]["container"]["uid"], "c2");
 
@@ -1468,7 +1469,7 @@ pub(crate) mod tests {
         assert_eq!(update.len(), 1);
         assert_eq!(update[0].count, 2);
         assert_eq!(update[0].uid, a.uid);
-        let v: serde_json::Value = serde_json::from_str(&update[0].json).unwrap();
+        let v = update[0].document.value();
         assert_eq!((v["activity_id"].as_u64(), v["count"].as_u64()), (Some(2), Some(2)));
     }
 

@@ -105,6 +105,43 @@ impl CheckpointError {
     }
 }
 
+/// Why the vulnerability task could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum VulnsError {
+    #[error("kafka client for {brokers}")]
+    Client {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// `what`: "metadata of", "assign", "subscribing to", "reading".
+    #[error("{what} {topic}")]
+    Topic {
+        what: &'static str,
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {topic} has no partitions at {brokers}")]
+    NoPartitions { topic: String, brokers: String },
+    #[error("reading {topic}: not at its end after {timeout:?}")]
+    NotAtEnd {
+        topic: String,
+        timeout: std::time::Duration,
+    },
+    #[error("a blocking task of the vulnerability task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl VulnsError {
+    pub fn kind(&self) -> Kind {
+        match self {
+            VulnsError::Client { .. } | VulnsError::NoPartitions { .. } | VulnsError::Task(_) => Kind::Fatal,
+            VulnsError::Topic { .. } | VulnsError::NotAtEnd { .. } => Kind::Retryable,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,8 +91,8 @@ pub enum AnalyzerError {
     ControlKey(#[from] sign::KeyError),
     #[error("lake and sql")]
     Lake(#[from] glasshouse_lake::service::ServiceError),
-    #[error("vulnerability matching: {0}")]
-    Vulns(String),
+    #[error("vulnerability matching")]
+    Vulns(#[from] error::VulnsError),
     /// A task beside the analysis panicked: the analyzer stops, non-zero,
     /// so that its supervisor restarts it.
     #[error("{task} died: {why}")]
@@ -394,21 +394,21 @@ impl<W: Write> Analyzer<W> {
 
     /// Cuts the long strings of `alert` until its JSON is at most `max` bytes.
     fn fit(&mut self, alert: &mut Alert, max: usize) {
-        if let Some(short) = ocsf::shorten(&alert.json, max) {
+        if let Some(short) = alert.document.shorten(max) {
             self.alerts.shortened += 1;
             tracing::warn!(
                 uid = alert.uid,
                 workload = %escape::terminal(&alert.workload),
-                bytes = alert.json.len(),
-                shortened = short.len(),
+                bytes = alert.document.json().len(),
+                shortened = short.json().len(),
                 "alert over its size limit, long strings cut"
             );
-            alert.json = short;
+            alert.document = short;
         }
     }
 
     fn send(&mut self, alert: Arc<Alert>, attempt: u32) {
-        match self.store.publish_alert(&alert.workload, &alert.json) {
+        match self.store.publish_alert(&alert.workload, alert.document.json()) {
             Ok(f) => self.in_flight.push((alert, attempt, f)),
             Err(error) => self.failed(alert, attempt, &error),
         }
@@ -430,7 +430,7 @@ impl<W: Write> Analyzer<W> {
         );
         let alert = if too_large {
             let mut shorter = Alert::clone(&alert);
-            self.fit(&mut shorter, alert.json.len() / 2);
+            self.fit(&mut shorter, alert.document.json().len() / 2);
             Arc::new(shorter)
         } else {
             alert

@@ -74,8 +74,62 @@ fn process_json(p: &Process, container: &Value) -> Value {
     v
 }
 
-/// The OCSF JSON of an alert for finding `f`.
-pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64, last_ns: i64) -> String {
+/// An OCSF document: built once as a value, serialised once. Outputs take
+/// the value (a Splunk HEC event wraps it) or its text (Kafka, syslog);
+/// nothing parses an alert back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    value: Value,
+    json: String,
+}
+
+impl Document {
+    pub fn new(value: Value) -> Document {
+        let json = value.to_string();
+        Document { value, json }
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The document's JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The document made to fit in `max_bytes` of JSON, or `None` when it
+    /// already does. Strings longer than a per-string bound (a quarter of
+    /// `max_bytes` at first, halved until the document fits, down to 64
+    /// bytes) are cut with a visible [`truncation_marker`]; the structure,
+    /// numbers and short strings (ids, enums, the rule) stay, so the result
+    /// is still a valid OCSF Detection Finding, and
+    /// `unmapped.glasshouse.truncated` says it was shortened. The strings
+    /// that grow that large are the attacker's: argv, paths, container and
+    /// image names. Returns the smallest attempt if even 64-byte strings do
+    /// not fit (the caller then drops it, counted).
+    pub fn shorten(&self, max_bytes: usize) -> Option<Document> {
+        if self.json.len() <= max_bytes {
+            return None;
+        }
+        let mut bound = (max_bytes / 4).max(64);
+        loop {
+            let mut v = self.value.clone();
+            cut_strings(&mut v, bound);
+            if let Some(gh) = v.pointer_mut("/unmapped/glasshouse").and_then(Value::as_object_mut) {
+                gh.insert("truncated".into(), Value::Bool(true));
+            }
+            let short = Document::new(v);
+            if short.json.len() <= max_bytes || bound <= 64 {
+                return Some(short);
+            }
+            bound = (bound / 2).max(64);
+        }
+    }
+}
+
+/// The OCSF Detection Finding of an alert for finding `f`.
+pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64, last_ns: i64) -> Document {
     let (activity_name, status) = match activity {
         Activity::Create => ("Create", "New"),
         Activity::Update => ("Update", "New"),
@@ -219,10 +273,10 @@ pub fn detection_finding(f: &Finding, uid: &str, activity: Activity, count: u64,
             }
         },
     });
-    doc.to_string()
+    Document::new(doc)
 }
 
-/// What a string cut by [`shorten`] ends with: `…[truncated N bytes]`.
+/// What a string cut by [`Document::shorten`] ends with: `…[truncated N bytes]`.
 pub fn truncation_marker(cut: usize) -> String {
     format!("…[truncated {cut} bytes]")
 }
@@ -250,37 +304,6 @@ pub fn cut_strings(v: &mut Value, bound: usize) {
     }
 }
 
-/// An alert document made to fit in `max_bytes` of JSON, or `None` when it
-/// already does. Strings longer than a per-string bound (a quarter of
-/// `max_bytes` at first, halved until the document fits, down to 64 bytes)
-/// are cut with a visible [`truncation_marker`]; the structure, numbers and
-/// short strings (ids, enums, the rule) stay, so the result is still a valid
-/// OCSF Detection Finding, and `unmapped.glasshouse.truncated` says it was
-/// shortened. The strings that grow that large are the attacker's: argv,
-/// paths, container and image names. Returns the smallest attempt if even
-/// 64-byte strings do not fit (the caller then drops it, counted).
-pub fn shorten(json: &str, max_bytes: usize) -> Option<String> {
-    if json.len() <= max_bytes {
-        return None;
-    }
-    let Ok(doc) = serde_json::from_str::<Value>(json) else {
-        return Some(json!({ "error": "unparseable alert" }).to_string());
-    };
-    let mut bound = (max_bytes / 4).max(64);
-    loop {
-        let mut v = doc.clone();
-        cut_strings(&mut v, bound);
-        if let Some(gh) = v.pointer_mut("/unmapped/glasshouse").and_then(Value::as_object_mut) {
-            gh.insert("truncated".into(), Value::Bool(true));
-        }
-        let text = v.to_string();
-        if text.len() <= max_bytes || bound <= 64 {
-            return Some(text);
-        }
-        bound = (bound / 2).max(64);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,12 +323,14 @@ mod tests {
             "evidences": [{ "process": { "cmd_line": "A".repeat(3 << 20), "pid": 7 } }],
             "message": "\u{1}".repeat(100_000),
             "unmapped": { "glasshouse": { "rule": "rule.drift" } },
-        })
-        .to_string();
-        assert_eq!(shorten(r#"{"a":1}"#, 100), None);
-        let short = shorten(&doc, 64 * 1024).unwrap();
-        assert!(short.len() <= 64 * 1024, "{}", short.len());
-        let v: Value = serde_json::from_str(&short).unwrap();
+        });
+        let doc = Document::new(doc);
+        assert_eq!(Document::new(json!({"a": 1})).shorten(100), None);
+        let short = doc.shorten(64 * 1024).unwrap();
+        assert!(short.json().len() <= 64 * 1024, "{}", short.json().len());
+        // The text is the value's.
+        let v: Value = serde_json::from_str(short.json()).unwrap();
+        assert_eq!(&v, short.value());
         let cmd = v["evidences"][0]["process"]["cmd_line"].as_str().unwrap();
         assert!(
             cmd.starts_with("AAAA") && cmd.ends_with(" bytes]"),

@@ -218,19 +218,18 @@ pub fn syslog_record(alert: &Alert, config: &SyslogConfig, host: &str) -> String
         header_field(host, 255),
         header_field(&config.app_name, 48),
         header_field(f.rule, 32),
-        ascii_json(&alert.json)
+        ascii_json(alert.document.json())
     )
 }
 
 /// The Splunk HEC event of an alert.
 pub fn hec_event(alert: &Alert, config: &WebhookConfig, host: &str) -> String {
-    let event: serde_json::Value = serde_json::from_str(&alert.json).unwrap_or(serde_json::Value::Null);
     let mut v = serde_json::json!({
         "time": alert.finding.time_ns as f64 / 1e9,
         "host": host,
         "source": "glasshouse",
         "sourcetype": config.sourcetype,
-        "event": event,
+        "event": alert.document.value(),
     });
     if let Some(index) = &config.index {
         v["index"] = serde_json::json!(index);
@@ -520,12 +519,12 @@ mod tests {
             time_ns: 1_764_000_000_123_000_000,
             event_id: None,
         };
-        let json = crate::ocsf::detection_finding(&f, "gh-1", crate::ocsf::Activity::Create, 1, f.time_ns);
+        let document = crate::ocsf::detection_finding(&f, "gh-1", crate::ocsf::Activity::Create, 1, f.time_ns);
         Alert {
             workload: f.workload.clone(),
             partition: 0,
             uid: "gh-1".into(),
-            json,
+            document,
             finding: f,
             count: 1,
         }

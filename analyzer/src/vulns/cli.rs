@@ -111,7 +111,8 @@ pub async fn publish(kafka: &Kafka, advisories: &[Advisory]) -> Result<(), Strin
 
 /// The current rows of `glasshouse.vulnerabilities` (unreadable ones skipped).
 pub fn read(kafka: &Kafka) -> Result<Vec<Vulnerability>, String> {
-    let latest = crate::vulns::service::read_compacted(kafka, TOPIC_VULNERABILITIES, Duration::from_secs(30))?;
+    let latest = crate::vulns::service::read_compacted(kafka, TOPIC_VULNERABILITIES, Duration::from_secs(30))
+        .map_err(|e| glasshouse_runtime::service::error_chain(&e))?;
     Ok(latest
         .into_values()
         .filter_map(|v| serde_json::from_slice::<Vulnerability>(&v).ok())

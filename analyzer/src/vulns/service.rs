@@ -43,6 +43,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::VulnsError;
 use crate::vulns::matcher::{Matcher, Output, Vulnerability};
 use crate::vulns::osv::Advisory;
 use crate::vulns::trust::Policy;
@@ -100,6 +101,21 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+fn client_error(brokers: &str, source: rdkafka::error::KafkaError) -> VulnsError {
+    VulnsError::Client {
+        brokers: brokers.to_owned(),
+        source,
+    }
+}
+
+fn topic_error(what: &'static str, topic: &str, source: rdkafka::error::KafkaError) -> VulnsError {
+    VulnsError::Topic {
+        what,
+        topic: topic.to_owned(),
+        source,
+    }
+}
+
 fn client(settings: &Settings) -> ClientConfig {
     crate::store::client(&settings.brokers, &[], &settings.extra)
 }
@@ -122,20 +138,20 @@ impl ConsumerContext for Revocations {
 }
 
 /// Every partition of `topic`, from its beginning.
-fn all_partitions(consumer: &BaseConsumer, topic: &str) -> Result<TopicPartitionList, String> {
+fn all_partitions(consumer: &BaseConsumer, topic: &str) -> Result<TopicPartitionList, VulnsError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        .map_err(|source| topic_error("metadata of", topic, source))?;
     let mut tpl = TopicPartitionList::new();
     for p in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| topic_error("assign", topic, source))?;
     }
     Ok(tpl)
 }
 
 /// Runs until `cancel`.
-pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) -> Result<(), String> {
+pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) -> Result<(), VulnsError> {
     let brokers = settings.brokers.clone();
     let own = [
         ("enable.idempotence", "true"),
@@ -144,7 +160,7 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
     ];
     let producer: FutureProducer = crate::store::client(&brokers, &own, &settings.extra)
         .create()
-        .map_err(|e| format!("kafka producer for {brokers}: {e}"))?;
+        .map_err(|source| client_error(&brokers, source))?;
     let advisories = advisories_consumer(&settings).await?;
     let revoked = Arc::new(Mutex::new(Vec::new()));
     let inventories = inventories_consumer(&settings, revoked.clone())?;
@@ -193,23 +209,23 @@ pub async fn run(settings: Settings, config: Config, cancel: CancellationToken) 
 }
 
 /// A consumer of every partition of the advisories topic, from its start.
-async fn advisories_consumer(settings: &Settings) -> Result<StreamConsumer, String> {
+async fn advisories_consumer(settings: &Settings) -> Result<StreamConsumer, VulnsError> {
     let brokers = &settings.brokers;
     let advisories: StreamConsumer = client(settings)
         .set("group.id", format!("{}-advisories", settings.group))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create()
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+        .map_err(|source| client_error(brokers, source))?;
     let probe: BaseConsumer = client(settings)
         .create()
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+        .map_err(|source| client_error(brokers, source))?;
     let tpl = tokio::task::spawn_blocking(move || all_partitions(&probe, TOPIC_ADVISORIES))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(VulnsError::Task)??;
     advisories
         .assign(&tpl)
-        .map_err(|e| format!("assign {TOPIC_ADVISORIES}: {e}"))?;
+        .map_err(|source| topic_error("assign", TOPIC_ADVISORIES, source))?;
     Ok(advisories)
 }
 
@@ -217,7 +233,7 @@ async fn advisories_consumer(settings: &Settings) -> Result<StreamConsumer, Stri
 fn inventories_consumer(
     settings: &Settings,
     revoked: Arc<Mutex<Vec<i32>>>,
-) -> Result<StreamConsumer<Revocations>, String> {
+) -> Result<StreamConsumer<Revocations>, VulnsError> {
     let mut config = client(settings);
     config
         .set("group.id", &settings.group)
@@ -233,23 +249,23 @@ fn inventories_consumer(
     }
     let inventories: StreamConsumer<Revocations> = config
         .create_with_context(Revocations { revoked })
-        .map_err(|e| format!("kafka consumer for {}: {e}", settings.brokers))?;
+        .map_err(|source| client_error(&settings.brokers, source))?;
     inventories
         .subscribe(&[RecordType::Inventory.topic()])
-        .map_err(|e| format!("subscribing to {}: {e}", RecordType::Inventory.topic()))?;
+        .map_err(|source| topic_error("subscribing to", RecordType::Inventory.topic(), source))?;
     Ok(inventories)
 }
 
 /// A matcher holding what was published before this start: a replayed
 /// inventory then neither alerts again nor loses its findings' first-seen
 /// times.
-async fn restored_matcher(settings: &Settings, config: &Config) -> Result<Matcher, String> {
+async fn restored_matcher(settings: &Settings, config: &Config) -> Result<Matcher, VulnsError> {
     let mut matcher = Matcher::new(config.image_trust.clone());
     let kafka = Kafka::new(settings.brokers.clone(), settings.extra.clone());
     let restored =
         tokio::task::spawn_blocking(move || read_compacted(&kafka, TOPIC_VULNERABILITIES, Duration::from_secs(60)))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(VulnsError::Task)??;
     let rows: Vec<Vulnerability> = restored
         .values()
         .filter_map(|v| serde_json::from_slice(v).ok())
@@ -324,7 +340,7 @@ impl Task {
 
     /// Every second: re-evaluate after advisories changed, expire gone
     /// containers, wait for the outputs, log the figures every minute.
-    async fn tick(&mut self) -> Result<(), String> {
+    async fn tick(&mut self) -> Result<(), VulnsError> {
         if self.advisories_changed {
             self.advisories_changed = false;
             let started = Instant::now();
@@ -335,7 +351,7 @@ impl Task {
                 (taken, out)
             })
             .await
-            .map_err(|e| format!("re-evaluation: {e}"))?;
+            .map_err(VulnsError::Task)?;
             self.matcher = back;
             tracing::info!(
                 advisories = self.matcher.advisories.len(),
@@ -408,7 +424,7 @@ fn publish(producer: &FutureProducer, outputs: Vec<Output>, pending: &mut Vec<De
 /// reports end-of-partition, not the high watermark: tansu 0.6 reports a
 /// high watermark of the last record batch's base offset + 1, so a
 /// watermark-bounded read misses the rest of the last batch.
-pub fn read_compacted(kafka: &Kafka, topic: &str, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, String> {
+pub fn read_compacted(kafka: &Kafka, topic: &str, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, VulnsError> {
     let brokers = &kafka.brokers;
     let consumer: BaseConsumer = kafka
         .client(&[
@@ -417,18 +433,26 @@ pub fn read_compacted(kafka: &Kafka, topic: &str, timeout: Duration) -> Result<B
             ("enable.partition.eof", "true"),
         ])
         .create()
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+        .map_err(|source| client_error(brokers, source))?;
     let tpl = all_partitions(&consumer, topic)?;
     let mut open: std::collections::HashSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
     let mut latest = BTreeMap::new();
     if open.is_empty() {
-        return Err(format!("topic {topic} has no partitions at {brokers}"));
+        return Err(VulnsError::NoPartitions {
+            topic: topic.to_owned(),
+            brokers: brokers.clone(),
+        });
     }
-    consumer.assign(&tpl).map_err(|e| format!("assign {topic}: {e}"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|source| topic_error("assign", topic, source))?;
     let deadline = Instant::now() + timeout;
     while !open.is_empty() {
         if Instant::now() > deadline {
-            return Err(format!("reading {topic}: not at its end after {timeout:?}"));
+            return Err(VulnsError::NotAtEnd {
+                topic: topic.to_owned(),
+                timeout,
+            });
         }
         let m = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
@@ -436,7 +460,7 @@ pub fn read_compacted(kafka: &Kafka, topic: &str, timeout: Duration) -> Result<B
                 open.remove(&p);
                 continue;
             }
-            Some(m) => m.map_err(|e| format!("reading {topic}: {e}"))?,
+            Some(m) => m.map_err(|source| topic_error("reading", topic, source))?,
         };
         let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
             continue;

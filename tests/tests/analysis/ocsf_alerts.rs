@@ -66,8 +66,16 @@ fn every_alert_shape_is_valid_ocsf_and_escapes_container_strings() -> anyhow::Re
     let mut docs = Vec::new();
     // A process finding, created and updated.
     let f = finding("rule.interactive_shell");
-    docs.push(ocsf::detection_finding(&f, "gh-1", Activity::Create, 1, f.time_ns));
-    docs.push(ocsf::detection_finding(&f, "gh-1", Activity::Update, 7, f.time_ns + 5));
+    docs.push(
+        ocsf::detection_finding(&f, "gh-1", Activity::Create, 1, f.time_ns)
+            .json()
+            .to_owned(),
+    );
+    docs.push(
+        ocsf::detection_finding(&f, "gh-1", Activity::Update, 7, f.time_ns + 5)
+            .json()
+            .to_owned(),
+    );
     // A network finding with an IPv4 and an IPv6 peer.
     for addr in ["93.184.216.34", "2001:db8::7"] {
         let mut f = finding("baseline.novel");
@@ -76,12 +84,20 @@ fn every_alert_shape_is_valid_ocsf_and_escapes_container_strings() -> anyhow::Re
             addr: addr.into(),
             port: 4444,
         });
-        docs.push(ocsf::detection_finding(&f, "gh-2", Activity::Create, 1, f.time_ns));
+        docs.push(
+            ocsf::detection_finding(&f, "gh-2", Activity::Create, 1, f.time_ns)
+                .json()
+                .to_owned(),
+        );
     }
     // A file finding; a resource finding with no process, technique or fleet.
     let mut f = finding("rule.account_files");
     f.file = Some("/etc/passwd".into());
-    docs.push(ocsf::detection_finding(&f, "gh-3", Activity::Create, 1, f.time_ns));
+    docs.push(
+        ocsf::detection_finding(&f, "gh-3", Activity::Create, 1, f.time_ns)
+            .json()
+            .to_owned(),
+    );
     let mut f = finding("baseline.resource");
     f.process = None;
     f.technique = None;
@@ -90,7 +106,11 @@ fn every_alert_shape_is_valid_ocsf_and_escapes_container_strings() -> anyhow::Re
     f.anomaly.baseline.clear();
     f.container.name = None;
     f.container.image_id = None;
-    docs.push(ocsf::detection_finding(&f, "gh-4", Activity::Create, 1, f.time_ns));
+    docs.push(
+        ocsf::detection_finding(&f, "gh-4", Activity::Create, 1, f.time_ns)
+            .json()
+            .to_owned(),
+    );
 
     glasshouse_tests::validate_ocsf(&docs)?;
 
@@ -116,8 +136,9 @@ fn every_alert_shape_is_valid_ocsf_and_escapes_container_strings() -> anyhow::Re
 #[test]
 fn the_validator_rejects_what_the_schema_forbids() {
     let f = finding("rule.drift");
-    let good = ocsf::detection_finding(&f, "gh-5", Activity::Create, 1, f.time_ns);
-    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let mut v = ocsf::detection_finding(&f, "gh-5", Activity::Create, 1, f.time_ns)
+        .value()
+        .clone();
     v["severity_id"] = serde_json::json!(42);
     v["no_such_field"] = serde_json::json!(true);
     let err = glasshouse_tests::validate_ocsf(&[v.to_string()])
