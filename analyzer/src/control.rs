@@ -53,20 +53,7 @@ pub struct ControlMessage {
     pub at_ms: u64,
 }
 
-/// Why a command was not applied.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refused {
-    #[error("no control_key_file configured: operator commands are refused")]
-    NoKey,
-    #[error("{0}")]
-    Signature(#[from] sign::Unverified),
-    #[error("sent at {at_ms} ms, {age_ms} ms from now: over {MAX_AGE_MS} ms (replayed, or a skewed clock)")]
-    Stale { at_ms: u64, age_ms: u64 },
-    #[error("message key {key:?} is not the workload {workload:?}")]
-    KeyMismatch { key: String, workload: String },
-    #[error("{0}")]
-    Malformed(String),
-}
+pub use crate::error::Refused;
 
 /// A verified command: checks the signature of `payload` under message
 /// `key`, then parses it and checks its age against `now_ms`.
@@ -89,7 +76,11 @@ pub fn verify(
     }
     let age_ms = now_ms.abs_diff(at_ms);
     if age_ms > MAX_AGE_MS {
-        return Err(Refused::Stale { at_ms, age_ms });
+        return Err(Refused::Stale {
+            at_ms,
+            age_ms,
+            max_ms: MAX_AGE_MS,
+        });
     }
     Ok((workload, command, by))
 }

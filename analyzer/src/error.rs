@@ -4,8 +4,6 @@
 
 use rdkafka::error::KafkaError;
 
-use crate::control::Refused;
-
 /// Whether a failed step can succeed when tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -64,6 +62,22 @@ impl StoreError {
             | StoreError::Flush(_) => Kind::Retryable,
         }
     }
+}
+
+/// Why an operator command was refused before it was applied (see
+/// `control::verify`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refused {
+    #[error("no control_key_file configured: operator commands are refused")]
+    NoKey,
+    #[error("{0}")]
+    Signature(#[from] crate::sign::Unverified),
+    #[error("sent at {at_ms} ms, {age_ms} ms from now: over {max_ms} ms (replayed, or a skewed clock)")]
+    Stale { at_ms: u64, age_ms: u64, max_ms: u64 },
+    #[error("message key {key:?} is not the workload {workload:?}")]
+    KeyMismatch { key: String, workload: String },
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// Why an operator command was not applied.
