@@ -365,7 +365,11 @@ fn resolves_references_deltas_and_groups_by_workload() {
     assert_eq!(rows[0].event_index, 1);
     assert_eq!(rows[0].count, 1, "0 on the wire reads as 1");
     assert!(!rows[0].drift);
+}
 
+#[test]
+fn network_events_resolve_on_their_own_time_chain() {
+    let out = StreamTables::new(&hello(), SMALL).resolve(good_batch()).unwrap();
     // Network events: own time chain, indexes after the process events,
     // addresses as text, grouped by workload like process rows.
     let groups = &out.network;
@@ -409,7 +413,11 @@ fn resolves_references_deltas_and_groups_by_workload() {
         ),
         (None, 0, None, 2)
     );
+}
 
+#[test]
+fn file_events_resolve_after_process_and_network_events() {
+    let out = StreamTables::new(&hello(), SMALL).resolve(good_batch()).unwrap();
     // File events: own time chain, indexes after the process and network
     // events, path and executable resolved, grouped by workload.
     let groups = &out.file;
@@ -445,7 +453,11 @@ fn resolves_references_deltas_and_groups_by_workload() {
         ),
         (file::Kind::Create, "/root/.ssh/authorized_keys", None, 0o301, 4, None)
     );
+}
 
+#[test]
+fn samples_resolve_one_row_per_syscall_and_per_sample() {
+    let out = StreamTables::new(&hello(), SMALL).resolve(good_batch()).unwrap();
     // Syscall profile: one row per syscall, all in the profile's
     // container and interval, named from the x86_64 table when known.
     let syscall = |nr: u32, name: Option<&str>, count: u64| syscalls::Row {
@@ -488,7 +500,12 @@ fn resolves_references_deltas_and_groups_by_workload() {
             sample(1_700_000_020_000_000_000, resources::Counters::default()),
         ]
     );
+}
 
+#[test]
+fn definitions_persist_for_the_stream() {
+    let mut t = StreamTables::new(&hello(), SMALL);
+    t.resolve(good_batch()).unwrap();
     // Definitions persist for the stream: a later batch may only reference.
     let mut next = good_batch();
     next.sequence = 2;
@@ -497,10 +514,23 @@ fn resolves_references_deltas_and_groups_by_workload() {
     assert!(t.resolve(next).is_ok());
 }
 
+/// A change that makes [`good_batch`] inconsistent, and what its refusal says.
+type Mutation = Box<dyn Fn(&mut v1::Batch)>;
+
+/// Each mutated batch is refused, with a reason naming what is wrong.
+fn refused_with_a_reason(cases: Vec<(Mutation, &str)>) {
+    for (mutate, want) in cases {
+        let mut t = StreamTables::new(&hello(), SMALL);
+        let mut b = good_batch();
+        mutate(&mut b);
+        let err = t.resolve(b).unwrap_err().to_string();
+        assert!(err.contains(want), "{err} should contain {want}");
+    }
+}
+
 #[test]
-fn inconsistent_batches_are_refused_with_a_reason() {
-    type Mutation = Box<dyn Fn(&mut v1::Batch)>;
-    let cases: Vec<(Mutation, &str)> = vec![
+fn inconsistent_process_events_and_stream_tables_are_refused_with_a_reason() {
+    refused_with_a_reason(vec![
         (
             Box::new(|b| b.process_events[0].argv.push(99)),
             "unknown string reference 99",
@@ -529,6 +559,12 @@ fn inconsistent_batches_are_refused_with_a_reason() {
             Box::new(|b| b.process_events.extend((0..200).map(|_| v1::ProcessEvent::default()))),
             "limit is 100",
         ),
+    ]);
+}
+
+#[test]
+fn inconsistent_network_events_are_refused_with_a_reason() {
+    refused_with_a_reason(vec![
         (
             Box::new(|b| b.network_events[1].container = 8),
             "event 3: unknown container reference 8",
@@ -573,6 +609,12 @@ fn inconsistent_batches_are_refused_with_a_reason() {
             Box::new(|b| b.network_events[0].remote_port = u32::MAX),
             "remote port 4294967295 out of range",
         ),
+    ]);
+}
+
+#[test]
+fn inconsistent_file_events_are_refused_with_a_reason() {
+    refused_with_a_reason(vec![
         (
             Box::new(|b| b.file_events[0].kind = 42),
             "event 4: unknown file event kind 42",
@@ -605,6 +647,12 @@ fn inconsistent_batches_are_refused_with_a_reason() {
             Box::new(|b| b.file_events[0].time_delta_ns = -1_000_000_000_000_000_000),
             "event 4: timestamp out of range",
         ),
+    ]);
+}
+
+#[test]
+fn inconsistent_limits_and_samples_are_refused_with_a_reason() {
+    refused_with_a_reason(vec![
         // Every list counts against the limit: 2 process + 94 network + 2 file
         // events + 1 syscall profile + 2 resource samples,
         (
@@ -678,14 +726,7 @@ fn inconsistent_batches_are_refused_with_a_reason() {
             Box::new(|b| b.resource_samples[1].time_unix_ns = i64::MAX),
             "batch 1, resource sample 1: timestamp out of range",
         ),
-    ];
-    for (mutate, want) in cases {
-        let mut t = StreamTables::new(&hello(), SMALL);
-        let mut b = good_batch();
-        mutate(&mut b);
-        let err = t.resolve(b).unwrap_err().to_string();
-        assert!(err.contains(want), "{err} should contain {want}");
-    }
+    ]);
 }
 
 #[test]
