@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use glasshouse_proto::process::Kind;
 use glasshouse_proto::v1;
 
 use crate::record::{Container, PendingBatch};
@@ -108,7 +107,7 @@ impl StreamEncoder {
             let argv = e.argv.iter().map(|a| self.intern(a, &mut out.strings)).collect();
             out.process_events.push(v1::ProcessEvent {
                 time_delta_ns: e.time_unix_ns.saturating_sub(previous),
-                kind: kind_to_wire(e.kind) as i32,
+                kind: v1::ProcessEventKind::from(e.kind) as i32,
                 container,
                 pid: e.pid,
                 ppid: e.ppid,
@@ -286,15 +285,6 @@ impl StreamEncoder {
         out.containers.push(def);
         self.containers.insert(c.key.id.clone(), (r, c.clone()));
         r
-    }
-}
-
-fn kind_to_wire(kind: Kind) -> v1::ProcessEventKind {
-    match kind {
-        Kind::Exec => v1::ProcessEventKind::Exec,
-        Kind::Fork => v1::ProcessEventKind::Fork,
-        Kind::Exit => v1::ProcessEventKind::Exit,
-        Kind::Running => v1::ProcessEventKind::Running,
     }
 }
 
