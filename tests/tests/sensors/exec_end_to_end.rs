@@ -98,57 +98,7 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     let _ = podman(&["rm", "-f", &name]);
     ensure!(container_id.len() == 64, "unexpected container id {container_id:?}");
 
-    // An independent consumer reads the topic from the beginning.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("e2e-independent-{}", free_port()?))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Process.topic()])?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut rows: Vec<Row> = Vec::new();
-    let found = loop {
-        // The agent sees every container on the host (other tests' too): look
-        // for the exec in ours, by the id podman gave it.
-        let ours = |r: &&Row| r.attribution.container_id.as_deref() == Some(container_id.as_str());
-        if let Some(r) = rows
-            .iter()
-            .filter(ours)
-            .find(|r| r.kind == Kind::Exec && r.argv.first().map(|a| &**a) == Some("cat"))
-        {
-            break r.clone();
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        anyhow::ensure!(
-            !remaining.is_zero(),
-            "no exec of cat in container {container_id} on {} within 30 s; rows seen: {rows:#?}",
-            RecordType::Process.topic()
-        );
-        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let headers = msg.headers().context("message without headers")?;
-        let header = |k: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == k)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        assert_eq!(header(HEADER_RECORD_TYPE).as_deref(), Some("process"));
-        assert_eq!(header(HEADER_SCHEMA_VERSION), Some(SCHEMA_VERSION.to_string()));
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        for row in process::read_rows(&batch)? {
-            assert_eq!(
-                key.as_deref(),
-                Some(&*row.attribution.workload_id),
-                "message key is the workload id"
-            );
-            rows.push(row);
-        }
-    };
+    let (found, rows) = exec_of_cat(&brokers, &container_id).await?;
 
     assert_eq!(found.attribution.image.as_deref(), Some(TEST_IMAGE));
     assert_eq!(
@@ -200,9 +150,6 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     // Clean shutdown of every part: agent, aggregator, analyzer.
     let report = stack.stop_agent().await?;
     assert_eq!(report.batches_unacked, 0, "agent left batches unacknowledged");
-    // Leave the group before closing: a plain drop waits out the session timeout.
-    consumer.unsubscribe();
-    drop(consumer);
     stack.stop().await?;
     cancel.cancel();
     let stats = tokio::time::timeout(Duration::from_secs(20), analyzer).await???;
@@ -210,4 +157,64 @@ async fn exec_reaches_kafka(sensor: &str) -> anyhow::Result<()> {
     assert_eq!(stats.undecodable, 0);
     // Whatever the analyzer alerted on is valid OCSF.
     glasshouse_tests::topics::validate_all_alerts(&brokers).map(drop)
+}
+
+/// The exec of `cat` in container `container_id`, read from
+/// `glasshouse.process` from the beginning by an independent consumer, with
+/// every row read until then. Checks each message's headers and key.
+async fn exec_of_cat(brokers: &str, container_id: &str) -> anyhow::Result<(Row, Vec<Row>)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-independent-{}", free_port()?))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[RecordType::Process.topic()])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rows: Vec<Row> = Vec::new();
+    let found = loop {
+        // The agent sees every container on the host (other tests' too): look
+        // for the exec in ours, by the id podman gave it.
+        let ours = |r: &&Row| r.attribution.container_id.as_deref() == Some(container_id);
+        if let Some(r) = rows
+            .iter()
+            .filter(ours)
+            .find(|r| r.kind == Kind::Exec && r.argv.first().map(|a| &**a) == Some("cat"))
+        {
+            break r.clone();
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !remaining.is_zero(),
+            "no exec of cat in container {container_id} on {} within 30 s; rows seen: {rows:#?}",
+            RecordType::Process.topic()
+        );
+        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
+            continue;
+        };
+        let msg = msg?;
+        let headers = msg.headers().context("message without headers")?;
+        let header = |k: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == k)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header(HEADER_RECORD_TYPE).as_deref(), Some("process"));
+        assert_eq!(header(HEADER_SCHEMA_VERSION), Some(SCHEMA_VERSION.to_string()));
+        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
+        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        for row in process::read_rows(&batch)? {
+            assert_eq!(
+                key.as_deref(),
+                Some(&*row.attribution.workload_id),
+                "message key is the workload id"
+            );
+            rows.push(row);
+        }
+    };
+
+    // Leave the group before closing: a plain drop waits out the session timeout.
+    consumer.unsubscribe();
+    Ok((found, rows))
 }
