@@ -277,46 +277,7 @@ async fn scenario(
     let started = Instant::now();
 
     // 1. Learning until both baselines are stable.
-    let deadline = started + Duration::from_secs(120);
-    loop {
-        let stable = |w: &str| {
-            baselines
-                .lock()
-                .expect("lock")
-                .iter()
-                .rev()
-                .find(|b| b.doc["workload"] == w)
-                .is_some_and(|b| b.doc["state"] == "stable")
-        };
-        if stable(&web) && stable(&worker) {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "baselines not stable after 120 s");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let learning = started.elapsed();
-    for w in [&web, &worker] {
-        let b = baselines.lock().expect("lock");
-        let last = b.iter().rev().find(|b| b.doc["workload"] == **w).expect("seen above");
-        let history: Vec<String> = last.doc["history"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .rev()
-            .take(6)
-            .map(|c| {
-                let at =
-                    (c["time_ns"].as_i64().unwrap_or(0) - last.doc["created_ns"].as_i64().unwrap_or(0)) as f64 / 1e9;
-                format!("v{} +{at:.1}s {}", c["version"], c["what"])
-            })
-            .collect();
-        println!(
-            "{w}: {} events, novelty {}, latest changes: {history:#?}",
-            last.doc["events"], last.doc["novelty"]
-        );
-    }
-    let learning_alerts: Vec<String> = alerts.lock().expect("lock").iter().map(Seen::line).collect();
-    println!("baselines stable after {learning:.1?}; alerts while learning: {learning_alerts:#?}");
+    wait_stable(&[&web, &worker], alerts, baselines, started).await?;
 
     // 2. A benign period: no alert.
     let benign = Duration::from_secs(20);
@@ -430,5 +391,58 @@ async fn scenario(
         false_after.is_empty(),
         "alerts in the benign period after: {false_after:#?}"
     );
+    Ok(())
+}
+
+/// Waits until every one of `workloads` has a stable baseline (at most 120 s
+/// after `started`), then prints their latest changes and the alerts raised
+/// while they learned.
+async fn wait_stable(
+    workloads: &[&str],
+    alerts: &Mutex<Vec<Seen>>,
+    baselines: &Mutex<Vec<Seen>>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let deadline = started + Duration::from_secs(120);
+    loop {
+        let stable = |w: &str| {
+            baselines
+                .lock()
+                .expect("lock")
+                .iter()
+                .rev()
+                .find(|b| b.doc["workload"] == w)
+                .is_some_and(|b| b.doc["state"] == "stable")
+        };
+        if workloads.iter().all(|w| stable(w)) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "baselines not stable after 120 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let learning = started.elapsed();
+    for w in workloads {
+        let b = baselines.lock().expect("lock");
+        let last = b.iter().rev().find(|b| b.doc["workload"] == **w).expect("seen above");
+        let history: Vec<String> = last.doc["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rev()
+            .take(6)
+            .map(|c| {
+                let at =
+                    (c["time_ns"].as_i64().unwrap_or(0) - last.doc["created_ns"].as_i64().unwrap_or(0)) as f64 / 1e9;
+                format!("v{} +{at:.1}s {}", c["version"], c["what"])
+            })
+            .collect();
+        println!(
+            "{w}: {} events, novelty {}, latest changes: {history:#?}",
+            last.doc["events"], last.doc["novelty"]
+        );
+    }
+    let learning_alerts: Vec<String> = alerts.lock().expect("lock").iter().map(Seen::line).collect();
+    println!("baselines stable after {learning:.1?}; alerts while learning: {learning_alerts:#?}");
+
     Ok(())
 }
