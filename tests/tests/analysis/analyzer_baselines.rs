@@ -170,67 +170,8 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
             glasshouse_tests::topics::read_all(&brokers, glasshouse_proto::record::TOPIC_ALERTS)?
         );
 
-        // Export, reset, import.
-        let file = tempfile::NamedTempFile::new()?;
-        let path = file.path().to_str().context("temp path")?.to_owned();
-        cli(&brokers, &["baselines", "export", &workload, "-o", &path])?;
-        let reset = cli(
-            &brokers,
-            &["baselines", "reset", &workload, "--control-key-file", &control_key()?],
-        )?;
-        ensure!(reset.contains("(learning)"), "{reset}");
-        let show = cli(&brokers, &["baselines", "show", &workload])?;
-        ensure!(
-            !show.contains("/bin/busybox (sleep)") || show.contains("state learning"),
-            "{show}"
-        );
-        let imported = cli(
-            &brokers,
-            &["baselines", "import", &path, "--control-key-file", &control_key()?],
-        )?;
-        ensure!(imported.contains("(locked)"), "{imported}");
-        let show = cli(&brokers, &["baselines", "show", &workload])?;
-        ensure!(
-            show.contains("/bin/busybox (sleep)") && show.contains("imported by operator"),
-            "{show}"
-        );
-        let bad = Command::new(workspace_binary("glasshouse")?)
-            .args(["--brokers", &brokers, "baselines", "import", "/etc/hostname"])
-            .output()?;
-        ensure!(
-            !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a baseline snapshot"),
-            "{bad:?}"
-        );
-
-        // An alert in `alerts tail --json`: an interactive shell entered from outside.
-        let mut tail = Command::new(workspace_binary("glasshouse")?)
-            .args(["--brokers", &brokers, "alerts", "tail", "--json", "--from-beginning"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        podman(&["exec", &names[0], "/bin/sh", "-i"])?;
-        let stdout = tail.stdout.take().context("tail stdout")?;
-        let line = tokio::task::spawn_blocking(move || {
-            use std::io::BufRead;
-            std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .find(|l| l.contains("rule.interactive_shell"))
-        });
-        let line = tokio::time::timeout(Duration::from_secs(20), line).await;
-        // Ignored: the tail runs until killed.
-        let _ = tail.kill();
-        let _ = tail.wait();
-        let line = line
-            .context("no interactive-shell alert within 20 s")??
-            .context("tail ended")?;
-        ensure!(line.is_ascii(), "{line}");
-        let doc: serde_json::Value = serde_json::from_str(&line)?;
-        ensure!(
-            doc["class_uid"] == 2004 && doc["unmapped"]["glasshouse"]["baseline_state"] == "locked",
-            "{line}"
-        );
-        glasshouse_tests::validate_ocsf(&[line])?;
+        export_reset_import(&brokers, &workload)?;
+        interactive_shell_in_alerts_tail(&brokers, &names[0]).await?;
 
         second_cancel.cancel();
         tokio::time::timeout(Duration::from_secs(30), second).await???;
@@ -248,4 +189,76 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
     let alerts = glasshouse_tests::topics::validate_all_alerts(&brokers)?;
     println!("{alerts} alerts, all valid OCSF");
     result
+}
+
+/// Export, reset and import of `workload`'s baseline through the CLI; an
+/// import of a file that is no snapshot is refused.
+fn export_reset_import(brokers: &str, workload: &str) -> anyhow::Result<()> {
+    let file = tempfile::NamedTempFile::new()?;
+    let path = file.path().to_str().context("temp path")?.to_owned();
+    cli(brokers, &["baselines", "export", workload, "-o", &path])?;
+    let reset = cli(
+        brokers,
+        &["baselines", "reset", workload, "--control-key-file", &control_key()?],
+    )?;
+    ensure!(reset.contains("(learning)"), "{reset}");
+    let show = cli(brokers, &["baselines", "show", workload])?;
+    ensure!(
+        !show.contains("/bin/busybox (sleep)") || show.contains("state learning"),
+        "{show}"
+    );
+    let imported = cli(
+        brokers,
+        &["baselines", "import", &path, "--control-key-file", &control_key()?],
+    )?;
+    ensure!(imported.contains("(locked)"), "{imported}");
+    let show = cli(brokers, &["baselines", "show", workload])?;
+    ensure!(
+        show.contains("/bin/busybox (sleep)") && show.contains("imported by operator"),
+        "{show}"
+    );
+    let bad = Command::new(workspace_binary("glasshouse")?)
+        .args(["--brokers", brokers, "baselines", "import", "/etc/hostname"])
+        .output()?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a baseline snapshot"),
+        "{bad:?}"
+    );
+
+    Ok(())
+}
+
+/// An interactive shell entered into `container` from outside shows in
+/// `alerts tail --json` as an ASCII-only OCSF document of a locked baseline.
+async fn interactive_shell_in_alerts_tail(brokers: &str, container: &str) -> anyhow::Result<()> {
+    let mut tail = Command::new(workspace_binary("glasshouse")?)
+        .args(["--brokers", brokers, "alerts", "tail", "--json", "--from-beginning"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    podman(&["exec", container, "/bin/sh", "-i"])?;
+    let stdout = tail.stdout.take().context("tail stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("rule.interactive_shell"))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(20), line).await;
+    // Ignored: the tail runs until killed.
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let line = line
+        .context("no interactive-shell alert within 20 s")??
+        .context("tail ended")?;
+    ensure!(line.is_ascii(), "{line}");
+    let doc: serde_json::Value = serde_json::from_str(&line)?;
+    ensure!(
+        doc["class_uid"] == 2004 && doc["unmapped"]["glasshouse"]["baseline_state"] == "locked",
+        "{line}"
+    );
+    glasshouse_tests::validate_ocsf(&[line])?;
+
+    Ok(())
 }
