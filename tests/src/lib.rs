@@ -1423,6 +1423,27 @@ pub mod topics {
         consumer.unsubscribe();
         Ok(rows)
     }
+    /// The rows of record `R`'s topic, read as [`read_topic`] does, after
+    /// checking that every message is keyed by its rows' workload id.
+    pub async fn read_keyed<R>(brokers: &str, expected: usize) -> anyhow::Result<Vec<R>>
+    where
+        R: glasshouse_proto::record::Record + std::fmt::Debug,
+    {
+        let read = |p: &[u8]| {
+            Ok(glasshouse_proto::record::read_rows::<R>(
+                &glasshouse_proto::ipc::decode(p)?,
+            )?)
+        };
+        let mut rows = Vec::new();
+        for (key, row) in read_topic(brokers, R::TYPE, expected, read).await? {
+            ensure!(
+                key == *row.attribution().workload_id,
+                "key {key:?} is not the workload id of {row:?}"
+            );
+            rows.push(row);
+        }
+        Ok(rows)
+    }
 }
 
 /// Validates OCSF documents (one JSON document each) against the official

@@ -13,12 +13,10 @@
 
 use std::time::Duration;
 
-use anyhow::ensure;
-use glasshouse_proto::file::{self, Kind, Row};
+use glasshouse_proto::file::{Kind, Row};
 use glasshouse_proto::record::Attribution;
-use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{ipc, network, process, v1};
-use glasshouse_tests::topics::read_topic;
+use glasshouse_proto::{network, process, v1};
+use glasshouse_tests::topics::read_keyed;
 use glasshouse_tests::{Stack, wire};
 use tonic::Code;
 
@@ -191,53 +189,12 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
     .await??;
     assert_eq!(acks, vec![1, 2], "both batches acknowledged, in order");
 
-    // A file event must name its file: path 0 ("absent") refuses the batch,
-    // named in the status metadata so the agent drops it.
-    let pathless = v1::Batch {
-        sequence: 1,
-        base_time_unix_ns: *B1,
-        strings: vec![string(1, b"/bin/busybox")],
-        file_events: vec![v1::FileEvent {
-            kind: v1::FileEventKind::Write as i32,
-            pid: 1,
-            path: 0,
-            exe: 1,
-            flags: O_WRONLY,
-            count: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let refused = wire::exchange(channel, None, vec![wire::hello("file-bad"), frame(pathless)], 1).await;
-    let status = match refused {
-        Ok(acks) => anyhow::bail!("a pathless file event was acknowledged: {acks:?}"),
-        Err(status) => status,
-    };
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains("batch 1, event 0: file event without a path"),
-        "{status:?}"
-    );
-    assert_eq!(
-        status
-            .metadata()
-            .get(glasshouse_proto::metadata::REFUSED_BATCH)
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    pathless_file_events_are_refused(channel).await?;
 
     // Acknowledged means in Kafka. File rows: event indexes after the 3
     // process and 1 network events of batch 1; own time chain per batch.
     let brokers = broker.bootstrap();
-    let read = |p: &[u8]| Ok(file::read_rows(&ipc::decode(p)?)?);
-    let mut rows = Vec::new();
-    for (key, row) in read_topic(&brokers, RecordType::File, 3, read).await? {
-        ensure!(
-            key == *row.attribution.workload_id,
-            "key {key:?} is not the workload id of {row:?}"
-        );
-        rows.push(row);
-    }
+    let mut rows: Vec<Row> = read_keyed(&brokers, 3).await?;
     rows.sort_by_key(|r| (r.attribution.batch_seq, r.event_index));
     let host_workload = format!("host:{AGENT}-host");
     let in_container = |batch_seq: u64, event_index: u32, time_unix_ns: i64, kind: Kind| Row {
@@ -290,15 +247,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
     // Process rows of batch 1: indexes 0..3, the `drift` column set on the
     // dropped file's exec only (`read_rows` checks the schema, so `drift` is
     // that column).
-    let read = |p: &[u8]| Ok(process::read_rows(&ipc::decode(p)?)?);
-    let mut processes = Vec::new();
-    for (key, row) in read_topic(&brokers, RecordType::Process, 3, read).await? {
-        ensure!(
-            key == *row.attribution.workload_id,
-            "key {key:?} is not the workload id of {row:?}"
-        );
-        processes.push(row);
-    }
+    let mut processes: Vec<process::Row> = read_keyed(&brokers, 3).await?;
     processes.sort_by_key(|r| r.event_index);
     let summary: Vec<_> = processes
         .iter()
@@ -365,17 +314,52 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
     );
 
     // The network event sits between them: index 3, its own time chain.
-    let read = |p: &[u8]| Ok(network::read_rows(&ipc::decode(p)?)?);
-    let mut connects = Vec::new();
-    for (key, row) in read_topic(&brokers, RecordType::Network, 1, read).await? {
-        ensure!(
-            key == *row.attribution.workload_id,
-            "key {key:?} is not the workload id of {row:?}"
-        );
-        connects.push((row.attribution.batch_seq, row.event_index, row.time_unix_ns, row.kind));
-    }
+    let connects: Vec<_> = read_keyed::<network::Row>(&brokers, 1)
+        .await?
+        .into_iter()
+        .map(|row| (row.attribution.batch_seq, row.event_index, row.time_unix_ns, row.kind))
+        .collect();
     assert_eq!(connects, vec![(1, 3, *B1 + 200, network::Kind::Connect)]);
 
     stack.stop().await?;
+    Ok(())
+}
+
+/// A file event must name its file: path 0 ("absent") refuses the batch,
+/// named in the status metadata so the agent drops it.
+async fn pathless_file_events_are_refused(channel: tonic::transport::Channel) -> anyhow::Result<()> {
+    let pathless = v1::Batch {
+        sequence: 1,
+        base_time_unix_ns: *B1,
+        strings: vec![string(1, b"/bin/busybox")],
+        file_events: vec![v1::FileEvent {
+            kind: v1::FileEventKind::Write as i32,
+            pid: 1,
+            path: 0,
+            exe: 1,
+            flags: O_WRONLY,
+            count: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let refused = wire::exchange(channel, None, vec![wire::hello("file-bad"), frame(pathless)], 1).await;
+    let status = match refused {
+        Ok(acks) => anyhow::bail!("a pathless file event was acknowledged: {acks:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("batch 1, event 0: file event without a path"),
+        "{status:?}"
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get(glasshouse_proto::metadata::REFUSED_BATCH)
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+
     Ok(())
 }

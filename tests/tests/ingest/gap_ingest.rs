@@ -12,12 +12,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use glasshouse_proto::gaps::{self, Reason};
 use glasshouse_proto::record::Attribution;
-use glasshouse_proto::record::RecordType;
-use glasshouse_proto::{ipc, v1};
-use glasshouse_tests::topics::read_topic;
+use glasshouse_proto::v1;
+use glasshouse_tests::topics::read_keyed;
 use glasshouse_tests::{Stack, wire};
 use tonic::Code;
 
@@ -134,15 +133,7 @@ async fn gaps_reach_their_topic_attributed_and_keyed_and_empty_gaps_are_refused(
     // Exactly the two gaps of the accepted batch, each under its workload.
     let host = format!("{AGENT}-host");
     let host_workload = format!("host:{host}");
-    let read = |p: &[u8]| Ok(gaps::read_rows(&ipc::decode(p)?)?);
-    let mut rows = Vec::new();
-    for (key, row) in read_topic(&broker.bootstrap(), RecordType::Gaps, 2, read).await? {
-        ensure!(
-            key == *row.attribution.workload_id,
-            "key {key:?} is not the workload id of {row:?}"
-        );
-        rows.push(row);
-    }
+    let mut rows: Vec<gaps::Row> = read_keyed(&broker.bootstrap(), 2).await?;
     // The two workloads may be in different partitions: no order between them.
     rows.sort_by_key(|r| r.start_unix_ns);
     let container_gap = gaps::Row {

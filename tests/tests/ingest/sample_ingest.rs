@@ -14,12 +14,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use glasshouse_proto::record::Attribution;
-use glasshouse_proto::record::RecordType;
 use glasshouse_proto::resources::{self, Counters};
-use glasshouse_proto::{ipc, syscalls, v1};
-use glasshouse_tests::topics::read_topic;
+use glasshouse_proto::{syscalls, v1};
+use glasshouse_tests::topics::read_keyed;
 use glasshouse_tests::{Stack, wire};
 use tonic::Code;
 
@@ -224,15 +223,7 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
     // profile's order, named from the x86_64 table.
     let brokers = broker.bootstrap();
     let host = format!("{AGENT}-host");
-    let read = |p: &[u8]| Ok(syscalls::read_rows(&ipc::decode(p)?)?);
-    let mut rows = Vec::new();
-    for (key, row) in read_topic(&brokers, RecordType::Syscalls, 3, read).await? {
-        ensure!(
-            key == *row.attribution.workload_id,
-            "key {key:?} is not the workload id of {row:?}"
-        );
-        rows.push(row);
-    }
+    let rows: Vec<syscalls::Row> = read_keyed(&brokers, 3).await?;
     let syscall = |nr: u32, name: &str, count: u64| syscalls::Row {
         attribution: Attribution {
             boot_id: BOOT,
@@ -261,15 +252,7 @@ async fn samples_reach_their_topics_resolved_and_keyed_after_kafka_has_them() ->
     );
 
     // One resources row per sample, every counter in its column.
-    let read = |p: &[u8]| Ok(resources::read_rows(&ipc::decode(p)?)?);
-    let mut samples = Vec::new();
-    for (key, row) in read_topic(&brokers, RecordType::Resources, 2, read).await? {
-        ensure!(
-            key == *row.attribution.workload_id,
-            "key {key:?} is not the workload id of {row:?}"
-        );
-        samples.push(row);
-    }
+    let samples: Vec<resources::Row> = read_keyed(&brokers, 2).await?;
     let resource = |time_unix_ns: i64, counters: Counters| resources::Row {
         attribution: Attribution {
             boot_id: BOOT,
