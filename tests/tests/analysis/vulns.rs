@@ -28,7 +28,7 @@
 //!   published findings without alerting them again.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -145,25 +145,7 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
         first_cancel.clone(),
     ));
 
-    // Advisories: the two Debian ones (the analyzer creates the topics; retry until it has).
-    let osv = manifest_dir().join("fixtures/osv");
-    let debian = osv.join("debian");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let imported = loop {
-        match cli(&brokers, &["vulns", "import", debian.to_str().context("path")?]) {
-            Ok(out) => break out,
-            Err(e) => ensure!(Instant::now() < deadline, "import: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    ensure!(imported.starts_with("imported 2 advisories"), "{imported}");
-    let bad = Command::new(workspace_binary("glasshouse")?)
-        .args(["--brokers", &brokers, "vulns", "import", "/etc/hostname"])
-        .output()?;
-    ensure!(
-        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/etc/hostname: not an OSV advisory"),
-        "{bad:?}"
-    );
+    import_debian_advisories(&brokers).await?;
 
     stack
         .start_agent("vulns-agent", "[inventory]\ninterval_secs = 2\nresend_secs = 3600\n")
@@ -171,42 +153,7 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
 
     // The containers' files, and a host directory a link will point at.
     let scratch = tempfile::tempdir()?;
-    let fixtures = manifest_dir().join("fixtures");
-    let deb = scratch.path().join("deb");
-    write(
-        &deb,
-        "etc/os-release",
-        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
-    )?;
-    write(
-        &deb,
-        "var/lib/dpkg/status",
-        &std::fs::read_to_string(fixtures.join("dpkg/status"))?,
-    )?;
-    let apk = scratch.path().join("apk");
-    write(&apk, "etc/os-release", "ID=alpine\nVERSION_ID=3.18.4\n")?;
-    write(
-        &apk,
-        "lib/apk/db/installed",
-        &std::fs::read_to_string(fixtures.join("apk/installed"))?,
-    )?;
-    let host_canary = scratch.path().join("host-site-packages");
-    write(
-        &host_canary,
-        "hostcanary-6.6.6.dist-info/METADATA",
-        "Metadata-Version: 2.1\nName: hostcanary\nVersion: 6.6.6\n",
-    )?;
-    write(
-        &host_canary,
-        "../host-status",
-        &std::fs::read_to_string(fixtures.join("dpkg/status"))?,
-    )?;
-    let evil = scratch.path().join("evil");
-    std::fs::create_dir_all(evil.join("var/lib/dpkg"))?;
-    std::fs::create_dir_all(evil.join("usr/lib/python3"))?;
-    std::os::unix::fs::symlink("/etc/shadow", evil.join("var/lib/dpkg/status"))?;
-    std::os::unix::fs::symlink(&host_canary, evil.join("usr/lib/python3/dist-packages"))?;
-    write(&evil, "etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")?;
+    let (deb, apk, evil) = container_trees(scratch.path())?;
 
     let tag = free_port()?;
     let names: Vec<String> = ["deb", "apk", "evil", "untrusted"]
@@ -230,134 +177,15 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     .await??;
     let started = Instant::now();
 
-    // The Debian container: DSA-5532-1 on libssl3 (through its source
-    // package openssl) and on openssl; DSA-5417-1 is fixed in an older version.
-    let rows = wait_rows(&brokers, "debian findings", |rows| of(rows, &deb_id).len() == 2).await?;
-    let first_findings = started.elapsed();
-    let deb_rows = of(&rows, &deb_id);
-    let got: Vec<_> = deb_rows
-        .iter()
-        .map(|v| {
-            (
-                v.package.as_str(),
-                v.installed_version.as_str(),
-                v.advisory_id.as_str(),
-                v.fixed_version.as_deref(),
-                v.state,
-            )
-        })
-        .collect();
-    ensure!(
-        got == [
-            (
-                "libssl3",
-                "3.0.11-1~deb12u1",
-                "DSA-5532-1",
-                Some("3.0.11-1~deb12u2"),
-                State::Open
-            ),
-            (
-                "openssl",
-                "3.0.11-1~deb12u1",
-                "DSA-5532-1",
-                Some("3.0.11-1~deb12u2"),
-                State::Open
-            ),
-        ],
-        "{got:#?}"
-    );
-    ensure!(deb_rows[0].ecosystem == "Debian:12" && deb_rows[0].cves == ["CVE-2023-5363", "CVE-2023-5678"]);
-    ensure!(
-        !rows.iter().any(|r| r.advisory_id == "DSA-5417-1"),
-        "the non-matching advisory matched"
-    );
-    ensure!(
-        of(&rows, &apk_id).is_empty(),
-        "alpine findings before its advisory: {rows:#?}"
-    );
+    let first_findings = debian_findings(&brokers, &deb_id, &apk_id, started).await?;
 
-    // Inventories as the agent sent them: the digest Podman has, and the
-    // refused link; nothing of the host.
-    let podman_digest = podman(&["image", "inspect", "--format", "{{.Digest}}", TEST_IMAGE])?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (deb_inv, evil_inv) = loop {
-        let all = tokio::task::spawn_blocking({
-            let b = brokers.clone();
-            move || inventories(&b)
-        })
-        .await??;
-        let find = |id: &str| all.iter().rev().find(|r| r.attribution.container() == id).cloned();
-        if let (Some(d), Some(e)) = (find(&deb_id), find(&evil_id)) {
-            break (d, e);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "inventories of the containers not seen: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    ensure!(
-        deb_inv.image_digest.as_deref() == Some(podman_digest.as_str()),
-        "digest {:?}, podman says {podman_digest}",
-        deb_inv.image_digest
-    );
-    ensure!(
-        deb_inv.distro.as_deref() == Some("Debian:12") && deb_inv.packages.len() == 4,
-        "{deb_inv:#?}"
-    );
-    ensure!(
-        evil_inv
-            .errors
-            .iter()
-            .any(|e| &**e == "/var/lib/dpkg/status: a symbolic link (to \"/etc/shadow\"), refused"),
-        "the link was not refused: {evil_inv:#?}"
-    );
-    ensure!(
-        evil_inv.packages.is_empty(),
-        "something was read through the links: {evil_inv:#?}"
-    );
-    ensure!(
-        !inventories(&brokers)?
-            .iter()
-            .any(|r| r.packages.iter().any(|p| &*p.name == "hostcanary")),
-        "the host's canary package was reported"
-    );
+    inventories_as_sent(&brokers, &deb_id, &evil_id).await?;
 
     // A new advisory: the Alpine container is re-evaluated without a new inventory.
-    let imported_at = Instant::now();
-    let out = cli(
-        &brokers,
-        &[
-            "vulns",
-            "import",
-            osv.join("alpine/ALPINE-CVE-2023-5678.json").to_str().context("path")?,
-        ],
-    )?;
-    ensure!(out.starts_with("imported 1 advisories"), "{out}");
-    let rows = wait_rows(&brokers, "alpine findings", |rows| of(rows, &apk_id).len() == 2).await?;
-    let reevaluated = imported_at.elapsed();
-    for v in of(&rows, &apk_id) {
-        ensure!(
-            v.advisory_id == "ALPINE-CVE-2023-5678"
-                && v.ecosystem == "Alpine:v3.18"
-                && v.source_package.as_deref() == Some("openssl")
-                && v.fixed_version.as_deref() == Some("3.1.4-r1")
-                && v.state == State::Open,
-            "{v:#?}"
-        );
-    }
+    let reevaluated = alpine_reevaluated(&brokers, &apk_id).await?;
 
     // The CLI, per container and per image, with the fixed version.
-    let list = cli(&brokers, &["vulns", "list", "--container", &names[1]])?;
-    ensure!(
-        list.contains("libcrypto3") && list.contains("upgrade to 3.1.4-r1") && !list.contains("DSA-5532-1"),
-        "{list}"
-    );
-    let images = cli(&brokers, &["vulns", "images"])?;
-    ensure!(
-        images.contains("localhost/glasshouse-test:latest") && images.contains("libssl3 3.0.11-1~deb12u2"),
-        "{images}"
-    );
+    cli_lists(&brokers, &names[1])?;
 
     // The Debian container upgrades its packages: resolved.
     podman(&[
@@ -375,99 +203,8 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     .await?;
     ensure!(of(&rows, &deb_id).iter().all(|v| v.resolved_at.is_some()));
 
-    // Alerts: the untrusted image only; every finding's lifecycle; all valid OCSF.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let docs = loop {
-        let docs: Vec<serde_json::Value> = glasshouse_tests::topics::read_all(&brokers, TOPIC_ALERTS)?
-            .iter()
-            .map(|d| serde_json::from_str(d))
-            .collect::<Result<_, _>>()?;
-        let closes = docs
-            .iter()
-            .filter(|d| d["class_uid"] == 2002 && d["activity_id"] == 3)
-            .count();
-        if closes >= 2 {
-            break docs;
-        }
-        ensure!(Instant::now() < deadline, "no resolution alerts: {docs:#?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let trust: Vec<_> = docs.iter().filter(|d| d["class_uid"] == 2003).collect();
-    ensure!(trust.len() == 1, "image trust findings: {trust:#?}");
-    ensure!(
-        trust[0]["resources"][0]["uid"] == untrusted_id.as_str(),
-        "{:#}",
-        trust[0]
-    );
-    ensure!(
-        trust[0]["finding_info"]["desc"]
-            .as_str()
-            .is_some_and(|d| d.contains("localhost/glasshouse-untrusted"))
-    );
-    let opened = docs
-        .iter()
-        .filter(|d| d["class_uid"] == 2002 && d["activity_id"] == 1)
-        .count();
-    let closed = docs
-        .iter()
-        .filter(|d| d["class_uid"] == 2002 && d["activity_id"] == 3)
-        .count();
-    ensure!(
-        opened == 4 && closed == 2,
-        "opened {opened}, closed {closed}: {docs:#?}"
-    );
-    let n = glasshouse_tests::topics::validate_all_alerts(&brokers)?;
-    ensure!(n == docs.len());
-    // The vulnerabilities topic is JSON rows a SQL engine can read as they
-    // are (read to end-of-partition: tansu's watermarks count batches).
-    let vuln_rows = glasshouse_tests::topics::read_all(&brokers, TOPIC_VULNERABILITIES)?;
-    ensure!(vuln_rows.len() >= 6, "{vuln_rows:#?}");
-    for r in &vuln_rows {
-        let v: serde_json::Value = serde_json::from_str(r)?;
-        ensure!(
-            v["key"].is_string() && v["state"].is_string() && v["advisory_id"].is_string(),
-            "{r}"
-        );
-    }
-
-    // The same findings through SQL: the latest row of each finding in the
-    // `vulnerabilities` table, through real psql, is the topic's latest
-    // state of it.
-    let mut latest = std::collections::BTreeMap::new();
-    for r in &vuln_rows {
-        let v: serde_json::Value = serde_json::from_str(r)?;
-        latest.insert(
-            v["key"].as_str().unwrap_or_default().to_owned(),
-            format!(
-                "{}|{}|{}|{}",
-                v["state"].as_str().unwrap_or_default(),
-                v["package"].as_str().unwrap_or_default(),
-                v["advisory_id"].as_str().unwrap_or_default(),
-                v["fixed_version"].as_str().unwrap_or_default()
-            ),
-        );
-    }
-    let expected: Vec<String> = latest.iter().map(|(k, v)| format!("{k}|{v}")).collect();
-    let query = "SELECT key, state, package, advisory_id, coalesce(fixed_version, '') FROM \
-                 (SELECT *, row_number() OVER (PARTITION BY key ORDER BY kafka_time DESC, time DESC) AS n \
-                 FROM vulnerabilities) WHERE n = 1 ORDER BY key";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (ok, out, err) = tokio::task::spawn_blocking(move || {
-            glasshouse_tests::psql(([127, 0, 0, 1], pg_port).into(), "vulns-sql-secret", &[query])
-        })
-        .await??;
-        let got: Vec<String> = out.lines().map(str::to_owned).collect();
-        if ok && got == expected {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "SQL vulnerabilities (ok {ok}, {err}):\n{out}\nexpected:\n{}",
-            expected.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let opened = alert_lifecycles(&brokers, &untrusted_id).await?;
+    findings_in_topic_and_sql(&brokers, pg_port).await?;
 
     // A restarted analyzer replays the inventories and takes over the
     // published findings: after a change of the Alpine container's database
@@ -519,5 +256,326 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     stack.stop().await?;
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), second).await;
+    Ok(())
+}
+
+/// Imports the two Debian advisories with the CLI (the analyzer creates the
+/// topics: retried until it has); a file that is no advisory is refused.
+async fn import_debian_advisories(brokers: &str) -> anyhow::Result<()> {
+    let osv = manifest_dir().join("fixtures/osv");
+    let debian = osv.join("debian");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let imported = loop {
+        match cli(brokers, &["vulns", "import", debian.to_str().context("path")?]) {
+            Ok(out) => break out,
+            Err(e) => ensure!(Instant::now() < deadline, "import: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(imported.starts_with("imported 2 advisories"), "{imported}");
+    let bad = Command::new(workspace_binary("glasshouse")?)
+        .args(["--brokers", brokers, "vulns", "import", "/etc/hostname"])
+        .output()?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/etc/hostname: not an OSV advisory"),
+        "{bad:?}"
+    );
+
+    Ok(())
+}
+
+/// The roots of the Debian, Alpine and hostile containers under `scratch`
+/// (the hostile one links its package databases to `/etc/shadow` and to a
+/// host directory holding a canary package).
+fn container_trees(scratch: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let fixtures = manifest_dir().join("fixtures");
+    let deb = scratch.join("deb");
+    write(
+        &deb,
+        "etc/os-release",
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+    )?;
+    write(
+        &deb,
+        "var/lib/dpkg/status",
+        &std::fs::read_to_string(fixtures.join("dpkg/status"))?,
+    )?;
+    let apk = scratch.join("apk");
+    write(&apk, "etc/os-release", "ID=alpine\nVERSION_ID=3.18.4\n")?;
+    write(
+        &apk,
+        "lib/apk/db/installed",
+        &std::fs::read_to_string(fixtures.join("apk/installed"))?,
+    )?;
+    let host_canary = scratch.join("host-site-packages");
+    write(
+        &host_canary,
+        "hostcanary-6.6.6.dist-info/METADATA",
+        "Metadata-Version: 2.1\nName: hostcanary\nVersion: 6.6.6\n",
+    )?;
+    write(
+        &host_canary,
+        "../host-status",
+        &std::fs::read_to_string(fixtures.join("dpkg/status"))?,
+    )?;
+    let evil = scratch.join("evil");
+    std::fs::create_dir_all(evil.join("var/lib/dpkg"))?;
+    std::fs::create_dir_all(evil.join("usr/lib/python3"))?;
+    std::os::unix::fs::symlink("/etc/shadow", evil.join("var/lib/dpkg/status"))?;
+    std::os::unix::fs::symlink(&host_canary, evil.join("usr/lib/python3/dist-packages"))?;
+    write(&evil, "etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n")?;
+
+    Ok((deb, apk, evil))
+}
+
+/// The Debian container: DSA-5532-1 on libssl3 (through its source package
+/// openssl) and on openssl; DSA-5417-1 is fixed in an older version; the
+/// Alpine container has nothing before its advisory. Returns how long after
+/// `started` the findings came.
+async fn debian_findings(brokers: &str, deb_id: &str, apk_id: &str, started: Instant) -> anyhow::Result<Duration> {
+    let rows = wait_rows(brokers, "debian findings", |rows| of(rows, deb_id).len() == 2).await?;
+    let first_findings = started.elapsed();
+    let deb_rows = of(&rows, deb_id);
+    let got: Vec<_> = deb_rows
+        .iter()
+        .map(|v| {
+            (
+                v.package.as_str(),
+                v.installed_version.as_str(),
+                v.advisory_id.as_str(),
+                v.fixed_version.as_deref(),
+                v.state,
+            )
+        })
+        .collect();
+    ensure!(
+        got == [
+            (
+                "libssl3",
+                "3.0.11-1~deb12u1",
+                "DSA-5532-1",
+                Some("3.0.11-1~deb12u2"),
+                State::Open
+            ),
+            (
+                "openssl",
+                "3.0.11-1~deb12u1",
+                "DSA-5532-1",
+                Some("3.0.11-1~deb12u2"),
+                State::Open
+            ),
+        ],
+        "{got:#?}"
+    );
+    ensure!(deb_rows[0].ecosystem == "Debian:12" && deb_rows[0].cves == ["CVE-2023-5363", "CVE-2023-5678"]);
+    ensure!(
+        !rows.iter().any(|r| r.advisory_id == "DSA-5417-1"),
+        "the non-matching advisory matched"
+    );
+    ensure!(
+        of(&rows, apk_id).is_empty(),
+        "alpine findings before its advisory: {rows:#?}"
+    );
+
+    Ok(first_findings)
+}
+
+/// Inventories as the agent sent them: the digest Podman has, and the
+/// refused link; nothing of the host.
+async fn inventories_as_sent(brokers: &str, deb_id: &str, evil_id: &str) -> anyhow::Result<()> {
+    let podman_digest = podman(&["image", "inspect", "--format", "{{.Digest}}", TEST_IMAGE])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (deb_inv, evil_inv) = loop {
+        let all = tokio::task::spawn_blocking({
+            let b = brokers.to_owned();
+            move || inventories(&b)
+        })
+        .await??;
+        let find = |id: &str| all.iter().rev().find(|r| r.attribution.container() == id).cloned();
+        if let (Some(d), Some(e)) = (find(deb_id), find(evil_id)) {
+            break (d, e);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "inventories of the containers not seen: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        deb_inv.image_digest.as_deref() == Some(podman_digest.as_str()),
+        "digest {:?}, podman says {podman_digest}",
+        deb_inv.image_digest
+    );
+    ensure!(
+        deb_inv.distro.as_deref() == Some("Debian:12") && deb_inv.packages.len() == 4,
+        "{deb_inv:#?}"
+    );
+    ensure!(
+        evil_inv
+            .errors
+            .iter()
+            .any(|e| &**e == "/var/lib/dpkg/status: a symbolic link (to \"/etc/shadow\"), refused"),
+        "the link was not refused: {evil_inv:#?}"
+    );
+    ensure!(
+        evil_inv.packages.is_empty(),
+        "something was read through the links: {evil_inv:#?}"
+    );
+    ensure!(
+        !inventories(brokers)?
+            .iter()
+            .any(|r| r.packages.iter().any(|p| &*p.name == "hostcanary")),
+        "the host's canary package was reported"
+    );
+
+    Ok(())
+}
+
+/// Imports the Alpine advisory: the Alpine container is re-evaluated
+/// without a new inventory. Returns how long that took (CLI included).
+async fn alpine_reevaluated(brokers: &str, apk_id: &str) -> anyhow::Result<Duration> {
+    let osv = manifest_dir().join("fixtures/osv");
+    let imported_at = Instant::now();
+    let out = cli(
+        brokers,
+        &[
+            "vulns",
+            "import",
+            osv.join("alpine/ALPINE-CVE-2023-5678.json").to_str().context("path")?,
+        ],
+    )?;
+    ensure!(out.starts_with("imported 1 advisories"), "{out}");
+    let rows = wait_rows(brokers, "alpine findings", |rows| of(rows, apk_id).len() == 2).await?;
+    let reevaluated = imported_at.elapsed();
+    for v in of(&rows, apk_id) {
+        ensure!(
+            v.advisory_id == "ALPINE-CVE-2023-5678"
+                && v.ecosystem == "Alpine:v3.18"
+                && v.source_package.as_deref() == Some("openssl")
+                && v.fixed_version.as_deref() == Some("3.1.4-r1")
+                && v.state == State::Open,
+            "{v:#?}"
+        );
+    }
+
+    Ok(reevaluated)
+}
+
+/// `vulns list` of the Alpine container and `vulns images` show the fixed
+/// versions.
+fn cli_lists(brokers: &str, alpine: &str) -> anyhow::Result<()> {
+    let list = cli(brokers, &["vulns", "list", "--container", alpine])?;
+    ensure!(
+        list.contains("libcrypto3") && list.contains("upgrade to 3.1.4-r1") && !list.contains("DSA-5532-1"),
+        "{list}"
+    );
+    let images = cli(brokers, &["vulns", "images"])?;
+    ensure!(
+        images.contains("localhost/glasshouse-test:latest") && images.contains("libssl3 3.0.11-1~deb12u2"),
+        "{images}"
+    );
+
+    Ok(())
+}
+
+/// Alerts: the untrusted image only; every finding's lifecycle (4 opened, 2
+/// resolved); all valid OCSF. Returns how many findings were opened.
+async fn alert_lifecycles(brokers: &str, untrusted_id: &str) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let docs = loop {
+        let docs: Vec<serde_json::Value> = glasshouse_tests::topics::read_all(brokers, TOPIC_ALERTS)?
+            .iter()
+            .map(|d| serde_json::from_str(d))
+            .collect::<Result<_, _>>()?;
+        let closes = docs
+            .iter()
+            .filter(|d| d["class_uid"] == 2002 && d["activity_id"] == 3)
+            .count();
+        if closes >= 2 {
+            break docs;
+        }
+        ensure!(Instant::now() < deadline, "no resolution alerts: {docs:#?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let trust: Vec<_> = docs.iter().filter(|d| d["class_uid"] == 2003).collect();
+    ensure!(trust.len() == 1, "image trust findings: {trust:#?}");
+    ensure!(trust[0]["resources"][0]["uid"] == untrusted_id, "{:#}", trust[0]);
+    ensure!(
+        trust[0]["finding_info"]["desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("localhost/glasshouse-untrusted"))
+    );
+    let opened = docs
+        .iter()
+        .filter(|d| d["class_uid"] == 2002 && d["activity_id"] == 1)
+        .count();
+    let closed = docs
+        .iter()
+        .filter(|d| d["class_uid"] == 2002 && d["activity_id"] == 3)
+        .count();
+    ensure!(
+        opened == 4 && closed == 2,
+        "opened {opened}, closed {closed}: {docs:#?}"
+    );
+    let n = glasshouse_tests::topics::validate_all_alerts(brokers)?;
+    ensure!(n == docs.len());
+    Ok(opened)
+}
+
+/// The vulnerabilities topic is JSON rows a SQL engine can read as they
+/// are, and the lake's `vulnerabilities` table holds each finding's latest
+/// state.
+async fn findings_in_topic_and_sql(brokers: &str, pg_port: u16) -> anyhow::Result<()> {
+    // The vulnerabilities topic is JSON rows a SQL engine can read as they
+    // are (read to end-of-partition: tansu's watermarks count batches).
+    let vuln_rows = glasshouse_tests::topics::read_all(brokers, TOPIC_VULNERABILITIES)?;
+    ensure!(vuln_rows.len() >= 6, "{vuln_rows:#?}");
+    for r in &vuln_rows {
+        let v: serde_json::Value = serde_json::from_str(r)?;
+        ensure!(
+            v["key"].is_string() && v["state"].is_string() && v["advisory_id"].is_string(),
+            "{r}"
+        );
+    }
+
+    // The same findings through SQL: the latest row of each finding in the
+    // `vulnerabilities` table, through real psql, is the topic's latest
+    // state of it.
+    let mut latest = std::collections::BTreeMap::new();
+    for r in &vuln_rows {
+        let v: serde_json::Value = serde_json::from_str(r)?;
+        latest.insert(
+            v["key"].as_str().unwrap_or_default().to_owned(),
+            format!(
+                "{}|{}|{}|{}",
+                v["state"].as_str().unwrap_or_default(),
+                v["package"].as_str().unwrap_or_default(),
+                v["advisory_id"].as_str().unwrap_or_default(),
+                v["fixed_version"].as_str().unwrap_or_default()
+            ),
+        );
+    }
+    let expected: Vec<String> = latest.iter().map(|(k, v)| format!("{k}|{v}")).collect();
+    let query = "SELECT key, state, package, advisory_id, coalesce(fixed_version, '') FROM \
+                 (SELECT *, row_number() OVER (PARTITION BY key ORDER BY kafka_time DESC, time DESC) AS n \
+                 FROM vulnerabilities) WHERE n = 1 ORDER BY key";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            glasshouse_tests::psql(([127, 0, 0, 1], pg_port).into(), "vulns-sql-secret", &[query])
+        })
+        .await??;
+        let got: Vec<String> = out.lines().map(str::to_owned).collect();
+        if ok && got == expected {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "SQL vulnerabilities (ok {ok}, {err}):\n{out}\nexpected:\n{}",
+            expected.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     Ok(())
 }
