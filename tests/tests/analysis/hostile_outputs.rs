@@ -326,35 +326,7 @@ async fn forged_commands_snapshots_and_alerts_are_refused() -> anyhow::Result<()
     })
     .await?;
 
-    // A forged lock: unsigned, with a spoofed operator; then the same with
-    // a signature made with another key.
-    let forged = format!(
-        r#"{{"command":"lock","workload":"{workload}","by":"admin@spoofed","at_ms":{}}}"#,
-        now_ns() / 1_000_000
-    );
-    let wrong_key = glasshouse_analyzer::sign::Key::new(&[9; 32]);
-    let bad_signature = wrong_key.sign(TOPIC_CONTROL, workload.as_bytes(), forged.as_bytes());
-    for signature in [None, Some(bad_signature.as_str())] {
-        let mut record = FutureRecord::to(TOPIC_CONTROL).key(workload).payload(&forged);
-        if let Some(s) = signature {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: glasshouse_analyzer::sign::HEADER,
-                value: Some(s),
-            }));
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)?;
-    }
-    let page = wait_metrics(metrics_port, "two refused commands", |p| {
-        metric_value(p, "glasshouse_analyzer_control_refused_total") == Some(2)
-    })
-    .await?;
-    ensure!(
-        page.contains("glasshouse_analyzer_baselines{state=\"locked\"} 0"),
-        "a forged command applied:\n{page}"
-    );
+    forged_locks_are_refused(&producer, workload, metrics_port).await?;
 
     // The CLI's signed lock applies.
     let locked = glasshouse_analyzer::control::send(
@@ -378,28 +350,7 @@ async fn forged_commands_snapshots_and_alerts_are_refused() -> anyhow::Result<()
     // on every baselines partition, after the good one.
     first_cancel.cancel();
     tokio::time::timeout(Duration::from_secs(30), first).await???;
-    let (partition, good) = baseline_records(&brokers, workload)
-        .await?
-        .into_iter()
-        .rfind(|(_, v)| version_of(v) == Some(version))
-        .context("no snapshot of the locked baseline")?;
-    let mut unsigned: Baseline = serde_json::from_slice(&good)?;
-    unsigned.version += 100;
-    let unsigned = serde_json::to_string(&unsigned)?;
-    {
-        for payload in ["{\"garbage\": tr".as_bytes(), unsigned.as_bytes()] {
-            producer
-                .send(
-                    FutureRecord::to(TOPIC_BASELINES)
-                        .key(workload)
-                        .payload(payload)
-                        .partition(partition),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)?;
-        }
-    }
+    let partition = write_bad_snapshots(&brokers, &producer, workload, version).await?;
     let second_cancel = cancel.child_token();
     let second = tokio::spawn(glasshouse_analyzer::run(
         keyed_config(&brokers, metrics_port, &key_file)?,
@@ -684,4 +635,72 @@ async fn kafka_sasl_settings_reach_every_client() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(30), analyzer).await???;
     tokio::time::timeout(Duration::from_secs(30), aggregator).await???;
     Ok(())
+}
+
+/// A forged lock of `workload`: unsigned, with a spoofed operator; then the
+/// same with a signature made with another key. Both refused and counted,
+/// the baseline not locked.
+async fn forged_locks_are_refused(producer: &FutureProducer, workload: &str, metrics_port: u16) -> anyhow::Result<()> {
+    let forged = format!(
+        r#"{{"command":"lock","workload":"{workload}","by":"admin@spoofed","at_ms":{}}}"#,
+        now_ns() / 1_000_000
+    );
+    let wrong_key = glasshouse_analyzer::sign::Key::new(&[9; 32]);
+    let bad_signature = wrong_key.sign(TOPIC_CONTROL, workload.as_bytes(), forged.as_bytes());
+    for signature in [None, Some(bad_signature.as_str())] {
+        let mut record = FutureRecord::to(TOPIC_CONTROL).key(workload).payload(&forged);
+        if let Some(s) = signature {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: glasshouse_analyzer::sign::HEADER,
+                value: Some(s),
+            }));
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let page = wait_metrics(metrics_port, "two refused commands", |p| {
+        metric_value(p, "glasshouse_analyzer_control_refused_total") == Some(2)
+    })
+    .await?;
+    ensure!(
+        page.contains("glasshouse_analyzer_baselines{state=\"locked\"} 0"),
+        "a forged command applied:\n{page}"
+    );
+
+    Ok(())
+}
+
+/// Garbage and an unsigned (decodable) snapshot of `workload` written after
+/// its good snapshot at `version`, on that one's partition (returned).
+async fn write_bad_snapshots(
+    brokers: &str,
+    producer: &FutureProducer,
+    workload: &str,
+    version: u64,
+) -> anyhow::Result<i32> {
+    let (partition, good) = baseline_records(brokers, workload)
+        .await?
+        .into_iter()
+        .rfind(|(_, v)| version_of(v) == Some(version))
+        .context("no snapshot of the locked baseline")?;
+    let mut unsigned: Baseline = serde_json::from_slice(&good)?;
+    unsigned.version += 100;
+    let unsigned = serde_json::to_string(&unsigned)?;
+    {
+        for payload in ["{\"garbage\": tr".as_bytes(), unsigned.as_bytes()] {
+            producer
+                .send(
+                    FutureRecord::to(TOPIC_BASELINES)
+                        .key(workload)
+                        .payload(payload)
+                        .partition(partition),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)?;
+        }
+    }
+    Ok(partition)
 }
