@@ -92,87 +92,9 @@ fn hostile_process_names_arrive_escaped_in_every_alert_format() -> anyhow::Resul
     let _ = podman(&["rm", "-f", "-t", "0", &name]);
     ensure!(out?.contains("ran"), "the container did not run its hostile binary");
 
-    // The drift alert on Kafka, as bytes.
-    let expected_path = format!("/tmp/{HOSTILE}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (raw, kafka) = loop {
-        let found = payloads_until_quiet(&brokers, TOPIC_ALERTS, Duration::from_secs(1))?
-            .into_iter()
-            .filter_map(|p| Some((serde_json::from_slice::<serde_json::Value>(&p).ok()?, p)))
-            .find(|(doc, _)| {
-                doc["unmapped"]["glasshouse"]["rule"] == "rule.drift" && doc.to_string().contains("forged app")
-            });
-        if let Some((doc, raw)) = found {
-            break (raw, doc);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no drift alert for the hostile binary within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    ensure!(
-        !raw.iter().any(|b| *b < 0x20),
-        "a raw control byte in the Kafka alert: {}",
-        String::from_utf8_lossy(&raw)
-    );
-    let process = &kafka["evidences"][0]["process"];
-    ensure!(
-        process["path"] == expected_path.as_str(),
-        "process path: {}",
-        process["path"]
-    );
-    ensure!(
-        process["cmd_line"]
-            .as_str()
-            .is_some_and(|c| c.contains(&format!("arg-{HOSTILE}"))),
-        "cmd_line: {}",
-        process["cmd_line"]
-    );
-    println!(
-        "kafka: {} bytes of JSON, no raw control byte, path and argument parse back exactly",
-        raw.len()
-    );
+    let kafka = drift_alert_on_kafka(&brokers)?;
 
-    // rsyslog: one line per transport (the drift alert's), ASCII only.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let lines = loop {
-        let lines: Vec<String> = rsyslog
-            .lines()
-            .into_iter()
-            .filter(|l| l.contains("rule.drift"))
-            .collect();
-        if lines.iter().any(|l| l.starts_with("udp\t")) && lines.iter().any(|l| l.starts_with("tcp\t")) {
-            break lines;
-        }
-        ensure!(Instant::now() < deadline, "rsyslog received {:#?}", rsyslog.lines());
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    ensure!(
-        rsyslog.lines().len()
-            == rsyslog
-                .lines()
-                .iter()
-                .filter(|l| l.starts_with("udp\t") || l.starts_with("tcp\t"))
-                .count(),
-        "a record was split into lines: {:#?}",
-        rsyslog.lines()
-    );
-    for line in &lines {
-        ensure!(
-            line.is_ascii() && !line.contains('\u{1b}') && !line.contains('\r'),
-            "{line}"
-        );
-        let fields: Vec<&str> = line.splitn(8, '\t').collect();
-        ensure!(fields.len() == 8, "{line}");
-        ensure!(fields[5] == "rule.drift", "MSGID: {line}");
-        let parsed: serde_json::Value = serde_json::from_str(fields[7]).with_context(|| format!("message: {line}"))?;
-        ensure!(parsed == kafka, "syslog message differs from the Kafka alert:\n{line}");
-    }
-    println!(
-        "syslog: {} records, one line each, ASCII only, message = the Kafka alert",
-        lines.len()
-    );
+    syslog_records_are_the_kafka_alert(&rsyslog, &kafka)?;
 
     // The webhook.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -229,5 +151,97 @@ fn hostile_process_names_arrive_escaped_in_every_alert_format() -> anyhow::Resul
     );
     println!("alerts tail: {}", String::from_utf8_lossy(drift_lines[0]));
     let _ = std::fs::remove_dir_all(&hostile);
+    Ok(())
+}
+
+/// The drift alert of the hostile binary on Kafka: no raw control byte in
+/// its bytes, its path and argument parse back exactly.
+fn drift_alert_on_kafka(brokers: &str) -> anyhow::Result<serde_json::Value> {
+    let expected_path = format!("/tmp/{HOSTILE}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (raw, kafka) = loop {
+        let found = payloads_until_quiet(brokers, TOPIC_ALERTS, Duration::from_secs(1))?
+            .into_iter()
+            .filter_map(|p| Some((serde_json::from_slice::<serde_json::Value>(&p).ok()?, p)))
+            .find(|(doc, _)| {
+                doc["unmapped"]["glasshouse"]["rule"] == "rule.drift" && doc.to_string().contains("forged app")
+            });
+        if let Some((doc, raw)) = found {
+            break (raw, doc);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no drift alert for the hostile binary within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    ensure!(
+        !raw.iter().any(|b| *b < 0x20),
+        "a raw control byte in the Kafka alert: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    let process = &kafka["evidences"][0]["process"];
+    ensure!(
+        process["path"] == expected_path.as_str(),
+        "process path: {}",
+        process["path"]
+    );
+    ensure!(
+        process["cmd_line"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("arg-{HOSTILE}"))),
+        "cmd_line: {}",
+        process["cmd_line"]
+    );
+    println!(
+        "kafka: {} bytes of JSON, no raw control byte, path and argument parse back exactly",
+        raw.len()
+    );
+
+    Ok(kafka)
+}
+
+/// rsyslog got one line per transport (the drift alert's), ASCII only, each
+/// message the Kafka alert.
+fn syslog_records_are_the_kafka_alert(rsyslog: &Rsyslog, kafka: &serde_json::Value) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines: Vec<String> = rsyslog
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("rule.drift"))
+            .collect();
+        if lines.iter().any(|l| l.starts_with("udp\t")) && lines.iter().any(|l| l.starts_with("tcp\t")) {
+            break lines;
+        }
+        ensure!(Instant::now() < deadline, "rsyslog received {:#?}", rsyslog.lines());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(
+        rsyslog.lines().len()
+            == rsyslog
+                .lines()
+                .iter()
+                .filter(|l| l.starts_with("udp\t") || l.starts_with("tcp\t"))
+                .count(),
+        "a record was split into lines: {:#?}",
+        rsyslog.lines()
+    );
+    for line in &lines {
+        ensure!(
+            line.is_ascii() && !line.contains('\u{1b}') && !line.contains('\r'),
+            "{line}"
+        );
+        let fields: Vec<&str> = line.splitn(8, '\t').collect();
+        ensure!(fields.len() == 8, "{line}");
+        ensure!(fields[5] == "rule.drift", "MSGID: {line}");
+        let parsed: serde_json::Value = serde_json::from_str(fields[7]).with_context(|| format!("message: {line}"))?;
+        ensure!(parsed == *kafka, "syslog message differs from the Kafka alert:\n{line}");
+    }
+    println!(
+        "syslog: {} records, one line each, ASCII only, message = the Kafka alert",
+        lines.len()
+    );
+
     Ok(())
 }
