@@ -145,52 +145,13 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     let current = hour + 1_000_000_000;
     let old = hour - 3 * NS_PER_HOUR + 1_000_000_000;
     let cs = fixture::containers(6);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "0")
-        .create()?;
-    let mut messages: Vec<Vec<u8>> = (0..8)
-        .map(|m| fixture::process_message(&cs, m * 100, 100, current))
-        .collect();
-    messages.push(fixture::process_message(&cs, 5000, 100, old));
-    for msg in &messages {
-        producer
-            .send(
-                FutureRecord::<str, [u8]>::to("glasshouse.process")
-                    .key("shop/web")
-                    .payload(msg),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
+    produce_fixture(&brokers, &cs, current, old).await?;
     let sql = "SELECT count(*) FROM process_events";
     let took = poll_psql(pg_port, sql, "900", Duration::from_secs(60)).await?;
     println!("900 events counted through psql {took:?} after producing (lake on S3)");
 
     // Flushed within flush_secs: objects in both hours' partitions.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let objects = loop {
-        let objects = parquet_objects(&s3, "process_events");
-        let hours: std::collections::BTreeSet<_> = objects
-            .iter()
-            .filter_map(|o| o.split("/hour=").nth(1).map(|h| h[..2].to_owned()))
-            .collect();
-        if hours.len() == 2 {
-            break objects;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no Parquet objects of both hours in the bucket within 60 s: {objects:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    ensure!(
-        objects
-            .iter()
-            .all(|o| o.starts_with(&format!("{PREFIX}/process_events/date="))),
-        "{objects:?}"
-    );
+    let objects = objects_of_both_hours(&s3).await?;
     println!("Parquet objects in the bucket: {objects:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let again = tokio::task::spawn_blocking(move || {
@@ -262,30 +223,7 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     ensure!(parquet_objects(&s3, "process_events").len() == 2);
 
     // psql over both hours.
-    let listener = pg::bind("127.0.0.1:0".parse()?).await?;
-    let port = listener.local_addr()?.port();
-    let done = CancellationToken::new();
-    tokio::spawn(pg::serve(
-        listener,
-        engine.clone(),
-        pg::Credentials {
-            user: "glasshouse".into(),
-            password: PASSWORD.into(),
-        },
-        Default::default(),
-        done.clone(),
-    ));
-    let rows = tokio::task::spawn_blocking(move || {
-        psql_one(
-            port,
-            "SELECT workload_id, count(*) FROM process_events GROUP BY workload_id ORDER BY workload_id",
-        )
-    })
-    .await??;
-    let total: u64 = rows
-        .lines()
-        .filter_map(|l| l.rsplit('|').next()?.parse::<u64>().ok())
-        .sum();
+    let (total, rows, done) = psql_over_both_hours(&engine).await?;
     ensure!(total == 1200, "{rows}");
 
     // Two hours after they were received, both go, from the lake and the bucket.
@@ -393,4 +331,88 @@ async fn refused_credentials_a_missing_bucket_or_no_server_stop_the_start() -> a
     // The right secret opens it.
     Lake::open(&lake_config(location, s3.endpoint()), "x", Duration::ZERO).await?;
     Ok(())
+}
+
+/// Flushed within flush_secs: Parquet objects of both hours' partitions in
+/// the bucket, all under the lake's prefix.
+async fn objects_of_both_hours(s3: &S3Server) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let objects = loop {
+        let objects = parquet_objects(s3, "process_events");
+        let hours: std::collections::BTreeSet<_> = objects
+            .iter()
+            .filter_map(|o| o.split("/hour=").nth(1).map(|h| h[..2].to_owned()))
+            .collect();
+        if hours.len() == 2 {
+            break objects;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no Parquet objects of both hours in the bucket within 60 s: {objects:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    ensure!(
+        objects
+            .iter()
+            .all(|o| o.starts_with(&format!("{PREFIX}/process_events/date="))),
+        "{objects:?}"
+    );
+    Ok(objects)
+}
+
+/// 800 events at `current` and 100 at `old`, produced to the broker as the
+/// aggregator would.
+async fn produce_fixture(brokers: &str, cs: &[fixture::Container], current: i64, old: i64) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()?;
+    let mut messages: Vec<Vec<u8>> = (0..8)
+        .map(|m| fixture::process_message(cs, m * 100, 100, current))
+        .collect();
+    messages.push(fixture::process_message(cs, 5000, 100, old));
+    for msg in &messages {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to("glasshouse.process")
+                    .key("shop/web")
+                    .payload(msg),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// psql over both hours through a PostgreSQL front door on `engine`: the
+/// total of the per-workload counts, the rows, and what stops the server.
+async fn psql_over_both_hours(engine: &Engine) -> anyhow::Result<(u64, String, CancellationToken)> {
+    let listener = pg::bind("127.0.0.1:0".parse()?).await?;
+    let port = listener.local_addr()?.port();
+    let done = CancellationToken::new();
+    tokio::spawn(pg::serve(
+        listener,
+        engine.clone(),
+        pg::Credentials {
+            user: "glasshouse".into(),
+            password: PASSWORD.into(),
+        },
+        Default::default(),
+        done.clone(),
+    ));
+    let rows = tokio::task::spawn_blocking(move || {
+        psql_one(
+            port,
+            "SELECT workload_id, count(*) FROM process_events GROUP BY workload_id ORDER BY workload_id",
+        )
+    })
+    .await??;
+    let total: u64 = rows
+        .lines()
+        .filter_map(|l| l.rsplit('|').next()?.parse::<u64>().ok())
+        .sum();
+
+    Ok((total, rows, done))
 }
