@@ -265,52 +265,7 @@ async fn sql_clients_query_refuse_and_recover() -> anyhow::Result<()> {
         );
     }
 
-    // `glasshouse sql` over Flight SQL: table, CSV and JSON; hostile
-    // strings escaped; a wrong token refused.
-    let mut token_file = tempfile::NamedTempFile::new()?;
-    writeln!(token_file, "{PASSWORD}")?;
-    let endpoint = format!("http://{}", s.flight);
-    let cli = |args: &[&str], token: &std::path::Path| -> anyhow::Result<std::process::Output> {
-        Ok(Command::new(workspace_binary("glasshouse")?)
-            .args(["sql", "--flight", &endpoint, "--token-file"])
-            .arg(token)
-            .args(args)
-            .output()?)
-    };
-    let csv = cli(&["--format", "csv", TOP_TALKERS], token_file.path())?;
-    ensure!(csv.status.success(), "{}", String::from_utf8_lossy(&csv.stderr));
-    let csv = String::from_utf8(csv.stdout)?;
-    let csv_rows: Vec<Vec<String>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_owned).collect())
-        .collect();
-    ensure!(csv_rows == talkers, "cli csv:\n{csv}");
-    let table = cli(&["SELECT title, workload_id FROM alerts"], token_file.path())?;
-    let table = String::from_utf8(table.stdout)?;
-    ensure!(
-        !table.contains('\u{1b}') && table.contains("\\u{1b}[2J\\nALERT forged"),
-        "not escaped:\n{table}"
-    );
-    ensure!(table.trim_end().ends_with("(1 row)"), "{table}");
-    let json = cli(&["--format", "json", "SELECT title FROM alerts"], token_file.path())?;
-    let json = String::from_utf8(json.stdout)?;
-    ensure!(json.is_ascii() && !json.contains('\u{1b}'), "{json}");
-    let doc: Value = serde_json::from_str(json.trim())?;
-    ensure!(doc["title"] == "Shell \u{1b}[2J\nALERT forged | x", "{doc}");
-    let bad = cli(&["SELEC 1"], token_file.path())?;
-    ensure!(
-        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("Expected"),
-        "{bad:?}"
-    );
-    let mut wrong = tempfile::NamedTempFile::new()?;
-    writeln!(wrong, "not-the-token")?;
-    let refused = cli(&["SELECT 1"], wrong.path())?;
-    let why = String::from_utf8_lossy(&refused.stderr);
-    ensure!(
-        !refused.status.success() && why.contains("invalid bearer token"),
-        "{why}"
-    );
+    glasshouse_sql_over_flight(s.flight, &talkers)?;
 
     // A query past the timeout is cancelled with a clear error, on both
     // front doors; the servers go on answering.
@@ -529,25 +484,79 @@ async fn hostile_sql_is_refused_and_the_server_keeps_serving() -> anyhow::Result
     let r = tokio::task::spawn_blocking(move || python("adbc_client.py", &again)).await??;
     ensure!(rows_of(&r[0])? == vec![vec!["1".to_owned()]], "{}", r[0]);
 
-    // Idle: an authenticated connection silent past the idle timeout is
-    // closed with FATAL 57P05; a new one is served.
-    let idle = connection::count(Cutoff::Idle, Door::Pg);
-    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
-        "queries": ["SELECT 1 AS one", {"idle": budget.idle_timeout.as_secs_f64() + 1.0}, "SELECT 1 AS one"]});
-    let r = tokio::task::spawn_blocking(move || python("psycopg_client.py", &spec)).await??;
-    ensure!(rows_of(&r[0])? == vec![vec!["1".to_owned()]], "{}", r[0]);
-    ensure!(
-        r[2]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("idle-session timeout")),
-        "after idling: {}",
-        r[2]
-    );
-    ensure!(connection::count(Cutoff::Idle, Door::Pg) > idle);
+    idle_connections_are_closed(pg, budget.idle_timeout).await?;
     tokio::task::spawn_blocking(served).await??;
 
-    // A client that stops reading a large result is cut off at the write
-    // timeout (the result is streamed, so nothing piles up meanwhile).
+    let cut_after = stalled_reader_is_cut_off(pg).await?;
+    tokio::task::spawn_blocking(served).await??;
+
+    println!(
+        "hostile sql: psycopg's 7 statements (5 refused, one of 700 KB) in {psycopg_secs:.2} s; \
+         silent sockets closed {:.2} s (pg) / {:.2} s (flight) after the cap was hit; \
+         stalled reader cut off {:.2} s after its query was sent",
+        pg_closed.as_secs_f64(),
+        flight_closed.as_secs_f64(),
+        cut_after.as_secs_f64()
+    );
+    cancel.cancel();
+    Ok(())
+}
+
+/// `glasshouse sql` over Flight SQL at `flight`: table, CSV and JSON;
+/// hostile strings escaped; bad SQL and a wrong token refused.
+fn glasshouse_sql_over_flight(flight: SocketAddr, talkers: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut token_file = tempfile::NamedTempFile::new()?;
+    writeln!(token_file, "{PASSWORD}")?;
+    let endpoint = format!("http://{flight}");
+    let cli = |args: &[&str], token: &std::path::Path| -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(workspace_binary("glasshouse")?)
+            .args(["sql", "--flight", &endpoint, "--token-file"])
+            .arg(token)
+            .args(args)
+            .output()?)
+    };
+    let csv = cli(&["--format", "csv", TOP_TALKERS], token_file.path())?;
+    ensure!(csv.status.success(), "{}", String::from_utf8_lossy(&csv.stderr));
+    let csv = String::from_utf8(csv.stdout)?;
+    let csv_rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    ensure!(csv_rows == talkers, "cli csv:\n{csv}");
+    let table = cli(&["SELECT title, workload_id FROM alerts"], token_file.path())?;
+    let table = String::from_utf8(table.stdout)?;
+    ensure!(
+        !table.contains('\u{1b}') && table.contains("\\u{1b}[2J\\nALERT forged"),
+        "not escaped:\n{table}"
+    );
+    ensure!(table.trim_end().ends_with("(1 row)"), "{table}");
+    let json = cli(&["--format", "json", "SELECT title FROM alerts"], token_file.path())?;
+    let json = String::from_utf8(json.stdout)?;
+    ensure!(json.is_ascii() && !json.contains('\u{1b}'), "{json}");
+    let doc: Value = serde_json::from_str(json.trim())?;
+    ensure!(doc["title"] == "Shell \u{1b}[2J\nALERT forged | x", "{doc}");
+    let bad = cli(&["SELEC 1"], token_file.path())?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("Expected"),
+        "{bad:?}"
+    );
+    let mut wrong = tempfile::NamedTempFile::new()?;
+    writeln!(wrong, "not-the-token")?;
+    let refused = cli(&["SELECT 1"], wrong.path())?;
+    let why = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success() && why.contains("invalid bearer token"),
+        "{why}"
+    );
+
+    Ok(())
+}
+
+/// A client that stops reading a large result from the PostgreSQL door at
+/// `pg` is cut off at the write timeout (the result is streamed, so nothing
+/// piles up meanwhile); returns how long after its query was sent.
+async fn stalled_reader_is_cut_off(pg: SocketAddr) -> anyhow::Result<Duration> {
     let writes = connection::count(Cutoff::Write, Door::Pg);
     let mut spec_file = tempfile::NamedTempFile::new()?;
     let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
@@ -572,16 +581,24 @@ async fn hostile_sql_is_refused_and_the_server_keeps_serving() -> anyhow::Result
     let cut_after = counted(Cutoff::Write, Door::Pg, writes, Duration::from_secs(30)).await?;
     drop(reader.stdin.take());
     reader.wait()?;
-    tokio::task::spawn_blocking(served).await??;
+    Ok(cut_after)
+}
 
-    println!(
-        "hostile sql: psycopg's 7 statements (5 refused, one of 700 KB) in {psycopg_secs:.2} s; \
-         silent sockets closed {:.2} s (pg) / {:.2} s (flight) after the cap was hit; \
-         stalled reader cut off {:.2} s after its query was sent",
-        pg_closed.as_secs_f64(),
-        flight_closed.as_secs_f64(),
-        cut_after.as_secs_f64()
+/// An authenticated connection to `pg` silent past `idle_timeout` is closed
+/// with FATAL 57P05 (counted); the next query is served.
+async fn idle_connections_are_closed(pg: SocketAddr, idle_timeout: Duration) -> anyhow::Result<()> {
+    let idle = connection::count(Cutoff::Idle, Door::Pg);
+    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
+        "queries": ["SELECT 1 AS one", {"idle": idle_timeout.as_secs_f64() + 1.0}, "SELECT 1 AS one"]});
+    let r = tokio::task::spawn_blocking(move || python("psycopg_client.py", &spec)).await??;
+    ensure!(rows_of(&r[0])? == vec![vec!["1".to_owned()]], "{}", r[0]);
+    ensure!(
+        r[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("idle-session timeout")),
+        "after idling: {}",
+        r[2]
     );
-    cancel.cancel();
+    ensure!(connection::count(Cutoff::Idle, Door::Pg) > idle);
     Ok(())
 }
