@@ -91,113 +91,7 @@ async fn refusals_get_their_status_and_a_good_agent_is_unaffected() -> anyhow::R
         })
     };
 
-    let hello_and = |frames: Vec<v1::AgentFrame>| {
-        let mut all = vec![wire::hello_as("bad", "bad-host", "prod")];
-        all.extend(frames);
-        all
-    };
-    let mut dangling = wire::batch(1, 1, true);
-    if let Some(v1::agent_frame::Frame::Batch(b)) = &mut dangling.frame {
-        b.process_events[0].argv.push(77);
-    }
-    let bad = Some(("bad", BAD_SECRET));
-    /// Case name, credentials, frames sent, expected code, words in the message.
-    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, Vec<v1::AgentFrame>, Code, &'a str);
-    let cases: Vec<Case<'_>> = vec![
-        (
-            "no credentials",
-            None,
-            hello_and(vec![wire::batch(1, 1, true)]),
-            Code::Unauthenticated,
-            "missing glasshouse-agent-id",
-        ),
-        (
-            "wrong secret",
-            Some(("bad", GOOD_SECRET)),
-            hello_and(vec![wire::batch(1, 1, true)]),
-            Code::Unauthenticated,
-            "wrong token",
-        ),
-        (
-            "revoked agent",
-            Some(("revoked", BAD_SECRET)),
-            hello_and(vec![wire::batch(1, 1, true)]),
-            Code::Unauthenticated,
-            "wrong token",
-        ),
-        (
-            "impersonation",
-            bad,
-            vec![wire::hello("good"), wire::batch(1, 1, true)],
-            Code::PermissionDenied,
-            "claiming agent \"good\"",
-        ),
-        (
-            "another host",
-            bad,
-            vec![wire::hello_as("bad", "good-host", "prod"), wire::batch(1, 1, true)],
-            Code::PermissionDenied,
-            "binds host name \"bad-host\", the hello claims \"good-host\"",
-        ),
-        (
-            "another cluster",
-            bad,
-            vec![wire::hello_as("bad", "bad-host", "dev"), wire::batch(1, 1, true)],
-            Code::PermissionDenied,
-            "binds cluster \"prod\", the hello claims \"dev\"",
-        ),
-        (
-            "over the limit",
-            bad,
-            hello_and(vec![wire::batch(1, 101, true)]),
-            Code::ResourceExhausted,
-            "101 events, limit is 100",
-        ),
-        (
-            "undefined container",
-            bad,
-            hello_and(vec![wire::batch(1, 1, false)]),
-            Code::InvalidArgument,
-            "unknown container reference 1",
-        ),
-        (
-            "dangling string",
-            bad,
-            hello_and(vec![dangling]),
-            Code::InvalidArgument,
-            "unknown string reference 77",
-        ),
-        (
-            "no hello",
-            bad,
-            vec![wire::batch(1, 1, true)],
-            Code::InvalidArgument,
-            "first frame must be a hello",
-        ),
-        // A claimed host name of 253 bytes is compared with the binding (and
-        // quoted in the refusal); one byte more is refused before.
-        (
-            "host name at its limit",
-            bad,
-            vec![
-                wire::hello_as("bad", &"h".repeat(MAX_HELLO_FIELD), "prod"),
-                wire::batch(1, 1, true),
-            ],
-            Code::PermissionDenied,
-            "binds host name \"bad-host\"",
-        ),
-        (
-            "host name one byte over",
-            bad,
-            vec![
-                wire::hello_as("bad", &"h".repeat(MAX_HELLO_FIELD + 1), "prod"),
-                wire::batch(1, 1, true),
-            ],
-            Code::InvalidArgument,
-            "longer than 253 bytes",
-        ),
-    ];
-    for (case, auth, frames, code, words) in cases {
+    for (case, auth, frames, code, words) in misbehaving_clients() {
         expect_status(play(&endpoint, auth, frames, 1).await, code, words).with_context(|| case.to_owned())?;
     }
 
@@ -769,4 +663,123 @@ async fn an_unbuildable_batch_is_refused_and_a_dead_sink_ends_the_process() -> a
     );
     println!("unbuildable batch: refused and counted, next agent served; sink death: {dying:?}, process exit {status}");
     Ok(())
+}
+
+/// Case name, credentials, frames sent, expected code, words in the message.
+type Case = (
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    Vec<v1::AgentFrame>,
+    Code,
+    &'static str,
+);
+
+/// Clients that misbehave (as the agent "bad", bound to host "bad-host" and
+/// cluster "prod", unless the case says otherwise), each with the status it
+/// must get.
+fn misbehaving_clients() -> Vec<Case> {
+    let hello_and = |frames: Vec<v1::AgentFrame>| {
+        let mut all = vec![wire::hello_as("bad", "bad-host", "prod")];
+        all.extend(frames);
+        all
+    };
+    let mut dangling = wire::batch(1, 1, true);
+    if let Some(v1::agent_frame::Frame::Batch(b)) = &mut dangling.frame {
+        b.process_events[0].argv.push(77);
+    }
+    let bad = Some(("bad", BAD_SECRET));
+    vec![
+        (
+            "no credentials",
+            None,
+            hello_and(vec![wire::batch(1, 1, true)]),
+            Code::Unauthenticated,
+            "missing glasshouse-agent-id",
+        ),
+        (
+            "wrong secret",
+            Some(("bad", GOOD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, true)]),
+            Code::Unauthenticated,
+            "wrong token",
+        ),
+        (
+            "revoked agent",
+            Some(("revoked", BAD_SECRET)),
+            hello_and(vec![wire::batch(1, 1, true)]),
+            Code::Unauthenticated,
+            "wrong token",
+        ),
+        (
+            "impersonation",
+            bad,
+            vec![wire::hello("good"), wire::batch(1, 1, true)],
+            Code::PermissionDenied,
+            "claiming agent \"good\"",
+        ),
+        (
+            "another host",
+            bad,
+            vec![wire::hello_as("bad", "good-host", "prod"), wire::batch(1, 1, true)],
+            Code::PermissionDenied,
+            "binds host name \"bad-host\", the hello claims \"good-host\"",
+        ),
+        (
+            "another cluster",
+            bad,
+            vec![wire::hello_as("bad", "bad-host", "dev"), wire::batch(1, 1, true)],
+            Code::PermissionDenied,
+            "binds cluster \"prod\", the hello claims \"dev\"",
+        ),
+        (
+            "over the limit",
+            bad,
+            hello_and(vec![wire::batch(1, 101, true)]),
+            Code::ResourceExhausted,
+            "101 events, limit is 100",
+        ),
+        (
+            "undefined container",
+            bad,
+            hello_and(vec![wire::batch(1, 1, false)]),
+            Code::InvalidArgument,
+            "unknown container reference 1",
+        ),
+        (
+            "dangling string",
+            bad,
+            hello_and(vec![dangling]),
+            Code::InvalidArgument,
+            "unknown string reference 77",
+        ),
+        (
+            "no hello",
+            bad,
+            vec![wire::batch(1, 1, true)],
+            Code::InvalidArgument,
+            "first frame must be a hello",
+        ),
+        // A claimed host name of 253 bytes is compared with the binding (and
+        // quoted in the refusal); one byte more is refused before.
+        (
+            "host name at its limit",
+            bad,
+            vec![
+                wire::hello_as("bad", &"h".repeat(MAX_HELLO_FIELD), "prod"),
+                wire::batch(1, 1, true),
+            ],
+            Code::PermissionDenied,
+            "binds host name \"bad-host\"",
+        ),
+        (
+            "host name one byte over",
+            bad,
+            vec![
+                wire::hello_as("bad", &"h".repeat(MAX_HELLO_FIELD + 1), "prod"),
+                wire::batch(1, 1, true),
+            ],
+            Code::InvalidArgument,
+            "longer than 253 bytes",
+        ),
+    ]
 }
