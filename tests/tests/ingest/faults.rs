@@ -489,11 +489,10 @@ fn link_to_the_aggregator_cut_for_a_minute() -> anyhow::Result<()> {
 /// must be restored from `glasshouse.baselines`, not relearned.
 #[test]
 fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
-    use glasshouse_proto::record::{HEADER_RECORD_TYPE, HEADER_SCHEMA_VERSION, RecordType, TOPIC_ALERTS};
-    use glasshouse_proto::{SCHEMA_VERSION, file, ipc};
+    use glasshouse_proto::record::RecordType;
+    use glasshouse_proto::{file, ipc};
     use rdkafka::ClientConfig;
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureProducer;
 
     const WORKLOADS: u32 = 60;
     const BEFORE_KILL: u32 = 30;
@@ -513,7 +512,6 @@ fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
         ClientConfig::new().set("bootstrap.servers", &brokers).create()?
     };
     let workload = |i: u32| format!("localhost/fault-{i}");
-    let version = SCHEMA_VERSION.to_string();
     let produce = |i: u32| -> anyhow::Result<()> {
         let row = file::Row {
             attribution: Attribution {
@@ -542,45 +540,13 @@ fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
         let mut b = file::Builder::default();
         b.append(&row);
         let value = ipc::encode(&b.finish())?;
-        let key = workload(i);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_RECORD_TYPE,
-                value: Some(RecordType::File.name()),
-            })
-            .insert(Header {
-                key: HEADER_SCHEMA_VERSION,
-                value: Some(&version),
-            });
-        // The analyzer creates the topics: retry until it has.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let sent = runtime.block_on(
-                producer.send(
-                    FutureRecord::to(RecordType::File.topic())
-                        .key(&key)
-                        .payload(&value)
-                        .headers(headers.clone()),
-                    Duration::from_secs(10),
-                ),
-            );
-            if sent.is_ok() {
-                return Ok(());
-            }
-            ensure!(Instant::now() < deadline, "cannot produce: {sent:?}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
-    let alerts = |brokers: &str| -> anyhow::Result<Vec<serde_json::Value>> {
-        glasshouse_tests::topics::read_until_quiet(brokers, TOPIC_ALERTS, Duration::from_secs(1))?
-            .iter()
-            .map(|a| Ok(serde_json::from_str(a)?))
-            .collect()
-    };
-    let alerted = |docs: &[serde_json::Value]| {
-        docs.iter()
-            .filter_map(|d| d["unmapped"]["glasshouse"]["workload"].as_str().map(str::to_owned))
-            .collect::<std::collections::HashSet<_>>()
+        // The analyzer creates the topics: retried until it has.
+        runtime.block_on(glasshouse_tests::produce_record(
+            &producer,
+            RecordType::File,
+            &workload(i),
+            &value,
+        ))
     };
     for i in 1..=BEFORE_KILL {
         produce(i)?;
@@ -647,25 +613,7 @@ fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
 
     // Baselines recovered: every workload is held again, the ones whose
     // events are not replayed included (they can only come from the store).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let held = loop {
-        let page = runtime
-            .block_on(glasshouse_tests::http_get(&format!("127.0.0.1:{metrics}"), "/metrics"))
-            .unwrap_or_default();
-        let held: u64 = page
-            .lines()
-            .filter(|l| l.starts_with("glasshouse_analyzer_baselines{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        if held == u64::from(WORKLOADS) {
-            break held;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{held} baselines held after the restart:\n{page}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let held = runtime.block_on(baselines_held(metrics, u64::from(WORKLOADS)))?;
     marks::report(
         &format!(
             "analyzer SIGKILL while alerting ({checkpointed} of {WORKLOADS} workloads alerted before), restarted at once; \
@@ -689,4 +637,43 @@ fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
     ensure!(doubled.is_empty(), "alerts doubled under new ids: {doubled:?}");
     glasshouse_tests::validate_ocsf(&docs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     Ok(())
+}
+
+/// Waits (60 s at most) until the analyzer whose `/metrics` is on `metrics`
+/// holds `want` baselines; returns how many it holds.
+async fn baselines_held(metrics: u16, want: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = glasshouse_tests::http_get(&format!("127.0.0.1:{metrics}"), "/metrics")
+            .await
+            .unwrap_or_default();
+        let held: u64 = page
+            .lines()
+            .filter(|l| l.starts_with("glasshouse_analyzer_baselines{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if held == want {
+            return Ok(held);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{held} baselines held after the restart:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every alert on `glasshouse.alerts` so far.
+fn alerts(brokers: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    glasshouse_tests::topics::read_until_quiet(brokers, glasshouse_proto::record::TOPIC_ALERTS, Duration::from_secs(1))?
+        .iter()
+        .map(|a| Ok(serde_json::from_str(a)?))
+        .collect()
+}
+
+/// The workloads `docs` alert on.
+fn alerted(docs: &[serde_json::Value]) -> std::collections::HashSet<String> {
+    docs.iter()
+        .filter_map(|d| d["unmapped"]["glasshouse"]["workload"].as_str().map(str::to_owned))
+        .collect()
 }
