@@ -13,14 +13,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use glasshouse_proto::ipc;
 use glasshouse_proto::process::{self, Kind, Row};
 use glasshouse_proto::record::RecordType;
 use glasshouse_tests::deploy::{self, Scratch};
 use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, free_port, podman, require_test_image, workspace_binary};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use serde_json::Value;
 
 const TAG: &str = "deploy-test";
@@ -231,27 +227,17 @@ async fn the_images_run_the_pipeline_with_the_daemonset_privileges() -> anyhow::
     // Aggregator image, as the Deployment runs it: non-root, no capabilities,
     // read-only root.
     let ingest = free_port()?;
-    std::fs::write(
-        dir.join("aggregator.toml"),
-        format!(
+    let aggregator = format!("gh-deploy-aggregator-{suffix}");
+    run_as_deployment(
+        &mut containers,
+        dir,
+        &aggregator,
+        "aggregator.toml",
+        &format!(
             "listen = \"127.0.0.1:{ingest}\"\nbrokers = \"{}\"\nflush_max_age_ms = 20\n[topics]\npartitions = 3\n",
             broker.bootstrap()
         ),
-    )?;
-    let aggregator = format!("gh-deploy-aggregator-{suffix}");
-    containers.run(
-        &aggregator,
-        &[
-            "--network=host".into(),
-            "--read-only".into(),
-            "--cap-drop=all".into(),
-            "--security-opt=no-new-privileges".into(),
-            format!(
-                "--volume={}:/etc/glasshouse/aggregator.toml:ro",
-                dir.join("aggregator.toml").display()
-            ),
-            aggregator_image,
-        ],
+        aggregator_image,
     )?;
     glasshouse_tests::wait_for_port(([127, 0, 0, 1], ingest).into(), Duration::from_secs(30)).with_context(|| {
         format!(
@@ -314,39 +300,27 @@ async fn the_images_run_the_pipeline_with_the_daemonset_privileges() -> anyhow::
     containers.0.push(name.clone());
 
     // An independent consumer finds the exec, attributed, from the node.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("deploy-images-reader-{suffix}"))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[RecordType::Process.topic()])?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut rows: Vec<Row> = Vec::new();
-    let found = loop {
-        if let Some(r) = rows.iter().find(|r| {
-            r.attribution.container_id.as_deref() == Some(container_id.as_str())
-                && r.kind == Kind::Exec
-                && r.argv.first().map(|a| &**a) == Some("cat")
-        }) {
-            break r.clone();
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        ensure!(
-            !remaining.is_zero(),
-            "no exec of cat in {container_id} within 30 s\nagent:\n{}\naggregator:\n{}",
-            logs(&agent)?,
-            logs(&aggregator)?
-        );
-        let Ok(msg) = tokio::time::timeout(remaining, consumer.recv()).await else {
-            continue;
-        };
-        let msg = msg?;
-        let batch = ipc::decode(msg.payload().context("empty payload")?)?;
-        rows.extend(process::read_rows(&batch)?);
+    let is_cat = |r: &Row| {
+        r.attribution.container_id.as_deref() == Some(container_id.as_str())
+            && r.kind == Kind::Exec
+            && r.argv.first().map(|a| &**a) == Some("cat")
     };
-    // Leave the group before closing: a plain drop waits out the session timeout.
-    consumer.unsubscribe();
-    drop(consumer);
+    let mut tail = glasshouse_tests::Tail::new(&broker.bootstrap(), &[RecordType::Process])?;
+    let mut rows: Vec<Row> = Vec::new();
+    let seen = tail
+        .until(Duration::from_secs(30), |_, batch| {
+            rows.extend(process::read_rows(batch)?);
+            Ok(rows.iter().any(is_cat))
+        })
+        .await?;
+    drop(tail);
+    ensure!(
+        seen,
+        "no exec of cat in {container_id} within 30 s\nagent:\n{}\naggregator:\n{}",
+        logs(&agent)?,
+        logs(&aggregator)?
+    );
+    let found = rows.iter().find(|r| is_cat(r)).cloned().context("seen above")?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_owned();
     assert_eq!(found.attribution.image.as_deref(), Some(TEST_IMAGE));
     assert_eq!(found.attribution.container_name.as_deref(), Some(name.as_str()));
@@ -364,27 +338,45 @@ async fn the_images_run_the_pipeline_with_the_daemonset_privileges() -> anyhow::
     );
 
     // Analyzer image, as the Deployment runs it.
-    std::fs::write(
-        dir.join("analyzer.toml"),
-        format!(
-            "brokers = \"{}\"\ngroup = \"deploy-images-{suffix}\"\nview = true\nsession_timeout_ms = 3000\n[topics]\npartitions = 3\n",
-            broker.bootstrap()
-        ),
-    )?;
+    let analyzer = run_analyzer_image(&mut containers, dir, &broker.bootstrap(), suffix, analyzer_image).await?;
+
+    // The agent's /metrics, from the host network, names its mode.
+    let page = glasshouse_tests::http_get(&format!("127.0.0.1:{metrics}"), "/metrics").await?;
+    ensure!(page.contains("glasshouse_agent_sensor_mode{mode=\"bpf\"} 1"), "{page}");
+
+    // SIGTERM (what Kubernetes sends): the agent drains and exits 0.
+    stopped_with_sigterm(&agent)?;
+    ensure!(logs(&agent)?.contains("agent stopped"));
+    for name in [&analyzer, &aggregator] {
+        stopped_with_sigterm(name)?;
+    }
+    drop(containers);
+    // Whatever the analyzer image alerted on is valid OCSF.
+    glasshouse_tests::topics::validate_all_alerts(&broker.bootstrap())?;
+    drop(podman_api);
+    drop(broker);
+    Ok(())
+}
+
+/// The analyzer image as the Deployment runs it (host network, read-only
+/// root, no capabilities), once it reaches Kafka and joins its group.
+async fn run_analyzer_image(
+    containers: &mut Containers,
+    dir: &std::path::Path,
+    brokers: &str,
+    suffix: u16,
+    analyzer_image: String,
+) -> anyhow::Result<String> {
     let analyzer = format!("gh-deploy-analyzer-{suffix}");
-    containers.run(
+    run_as_deployment(
+        containers,
+        dir,
         &analyzer,
-        &[
-            "--network=host".into(),
-            "--read-only".into(),
-            "--cap-drop=all".into(),
-            "--security-opt=no-new-privileges".into(),
-            format!(
-                "--volume={}:/etc/glasshouse/analyzer.toml:ro",
-                dir.join("analyzer.toml").display()
-            ),
-            analyzer_image,
-        ],
+        "analyzer.toml",
+        &format!(
+            "brokers = \"{brokers}\"\ngroup = \"deploy-images-{suffix}\"\nview = true\nsession_timeout_ms = 3000\n[topics]\npartitions = 3\n"
+        ),
+        analyzer_image,
     )?;
 
     // The analyzer image, unprivileged on a read-only root, reaches Kafka
@@ -398,24 +390,39 @@ async fn the_images_run_the_pipeline_with_the_daemonset_privileges() -> anyhow::
     })
     .await??;
 
-    // The agent's /metrics, from the host network, names its mode.
-    let page = glasshouse_tests::http_get(&format!("127.0.0.1:{metrics}"), "/metrics").await?;
-    ensure!(page.contains("glasshouse_agent_sensor_mode{mode=\"bpf\"} 1"), "{page}");
+    Ok(analyzer)
+}
 
-    // SIGTERM (what Kubernetes sends): the agent drains and exits 0.
-    podman(&["stop", "-t", "25", &agent])?;
-    let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", &agent])?;
-    ensure!(code == "0", "agent exited {code}:\n{}", logs(&agent)?);
-    ensure!(logs(&agent)?.contains("agent stopped"));
-    for name in [&analyzer, &aggregator] {
-        podman(&["stop", "-t", "25", name])?;
-        let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", name])?;
-        ensure!(code == "0", "{name} exited {code}:\n{}", logs(name)?);
-    }
-    drop(containers);
-    // Whatever the analyzer image alerted on is valid OCSF.
-    glasshouse_tests::topics::validate_all_alerts(&broker.bootstrap())?;
-    drop(podman_api);
-    drop(broker);
+/// Stops container `name` with SIGTERM (25 s before SIGKILL) and checks it
+/// exited 0.
+fn stopped_with_sigterm(name: &str) -> anyhow::Result<()> {
+    podman(&["stop", "-t", "25", name])?;
+    let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", name])?;
+    ensure!(code == "0", "{name} exited {code}:\n{}", logs(name)?);
     Ok(())
+}
+
+/// Runs `image` as its Deployment does: host network, read-only root, no
+/// capabilities, no new privileges, `config` mounted as
+/// `/etc/glasshouse/{file}`.
+fn run_as_deployment(
+    containers: &mut Containers,
+    dir: &std::path::Path,
+    name: &str,
+    file: &str,
+    config: &str,
+    image: String,
+) -> anyhow::Result<()> {
+    std::fs::write(dir.join(file), config)?;
+    containers.run(
+        name,
+        &[
+            "--network=host".into(),
+            "--read-only".into(),
+            "--cap-drop=all".into(),
+            "--security-opt=no-new-privileges".into(),
+            format!("--volume={}:/etc/glasshouse/{file}:ro", dir.join(file).display()),
+            image,
+        ],
+    )
 }
