@@ -136,37 +136,9 @@ fn attacks_neither_break_nor_blind_the_agent() -> anyhow::Result<()> {
 
     let cpu_before = s.agent.cpu_time()?;
     let started = Instant::now();
-    let mut attackers = HashMap::new();
-    for (mode, extra) in [
-        ("bigargv", &[][..]),
-        ("dict", &[][..]),
-        ("badutf8", &[][..]),
-        // The host survives the bomb: at most 64 tasks.
-        ("forkbomb", &["--pids-limit", "64"][..]),
-        ("execstorm", &[][..]),
-    ] {
-        attackers.insert(mode, run_attack(&mut containers, &hostile, mode, extra)?);
-    }
+    let attackers = start_attacks(&mut containers, &hostile)?;
     // Sample the agent until every attacker has exited.
-    let mut peak_level = 0;
-    let mut samples = 0;
-    let mut inspect = vec!["inspect", "-f", "{{.State.Running}}"];
-    inspect.extend(containers.0[1..].iter().map(String::as_str));
-    let deadline = Instant::now() + Duration::from_secs(u64::from(ATTACK_SECS) + 120);
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let p = page();
-        ensure!(
-            !p.is_empty(),
-            "the agent's /metrics stopped answering during the attack"
-        );
-        peak_level = peak_level.max(metric_value(&p, "glasshouse_agent_budget_level").unwrap_or(0));
-        samples += 1;
-        if !podman(&inspect)?.contains("true") {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "the attacks did not end");
-    }
+    let (peak_level, samples) = sample_until_done(&containers.0[1..], &page)?;
     let elapsed = started.elapsed();
     let cpu = (s.agent.cpu_time()? - cpu_before).as_secs_f64() / elapsed.as_secs_f64() * 100.0;
     let peak_rss = s.agent.peak_rss()?;
@@ -177,90 +149,23 @@ fn attacks_neither_break_nor_blind_the_agent() -> anyhow::Result<()> {
     println!("attacks ran {:.1} s: {}", elapsed.as_secs_f64(), done.join("; "));
 
     // The quiet container: every mark of the attack's time attributed to it.
-    std::thread::sleep(Duration::from_secs(2));
-    podman(&["kill", &quiet_name])?;
-    let _ = podman(&["wait", &quiet_name]);
-    let total = marks::done(&quiet_name)?;
-    watch.wait_for(total, Duration::from_secs(60))?;
-    let (lost, attributed) = {
-        let t = watch.lock()?;
-        (t.lost(total), t.containers.clone())
-    };
-    watch.finish()?;
-    ensure!(
-        attributed.keys().all(|c| c.as_deref() == Some(quiet_id.as_str())),
-        "quiet marks attributed to {attributed:?}"
-    );
+    let (total, lost) = quiet_marks(watch, &quiet_name, &quiet_id)?;
 
     // What the agent said it dropped, by container and reason.
-    let gap_rows = rows(&brokers, RecordType::Gaps, |b| Ok(gaps::read_rows(b)?))?;
-    let mut dropped: HashMap<(String, &'static str), u64> = HashMap::new();
-    let name_of = |id: Option<&str>| -> String {
-        match id {
-            Some(id) if id == quiet_id => "quiet".to_owned(),
-            Some(id) => attackers
-                .iter()
-                .find(|(_, a)| a.as_str() == id)
-                .map_or_else(|| "other".to_owned(), |(m, _)| (*m).to_owned()),
-            None => "host".to_owned(),
-        }
-    };
-    for g in &gap_rows {
-        *dropped
-            .entry((name_of(g.attribution.container_id.as_deref()), g.reason.as_str()))
-            .or_default() += g.dropped;
-    }
+    let dropped = dropped_by(&brokers, &quiet_id, &attackers)?;
     let quiet_dropped: u64 = dropped.iter().filter(|((c, _), _)| c == "quiet").map(|(_, n)| n).sum();
     let p = page();
-    let counters: Vec<String> = p
-        .lines()
-        .filter(|l| {
-            !l.starts_with('#') && (l.contains("drop") || l.contains("rate_limited") || l.contains("unreadable"))
-        })
-        .map(str::to_owned)
-        .collect();
+    let counters = drop_counters(&p);
 
     // What arrived of the attackers.
-    let process_rows = rows(&brokers, RecordType::Process, |b| Ok(process::read_rows(b)?))?;
-    let file_rows = rows(&brokers, RecordType::File, |b| Ok(file::read_rows(b)?))?;
-    let of = |mode: &str| attackers.get(mode).cloned().unwrap_or_default();
-    let big: Vec<&process::Row> = process_rows
-        .iter()
-        .filter(|r| {
-            r.attribution.container_id.as_deref() == Some(of("bigargv").as_str())
-                && r.argv.get(1).is_some_and(|a| &**a == "noop")
-        })
-        .collect();
-    let big_argv_bytes = big
-        .iter()
-        .map(|r| r.argv.iter().map(|a| a.len() + 1).sum::<usize>())
-        .max()
-        .unwrap_or(0);
-    let bad_files = file_rows
-        .iter()
-        .filter(|r| {
-            r.attribution.container_id.as_deref() == Some(of("badutf8").as_str()) && r.path.starts_with("/etc/bad-")
-        })
-        .count();
-    let bad_execs: Vec<&process::Row> = process_rows
-        .iter()
-        .filter(|r| {
-            r.attribution.container_id.as_deref() == Some(of("badutf8").as_str())
-                && r.kind == process::Kind::Exec
-                && r.path.as_deref().is_some_and(|p| p.starts_with("/tmp/bad-"))
-        })
-        .collect();
-    let dict_files = file_rows
-        .iter()
-        .filter(|r| r.attribution.container_id.as_deref() == Some(of("dict").as_str()))
-        .count();
-    let bomb_forks = process_rows
-        .iter()
-        .filter(|r| {
-            r.attribution.container_id.as_deref() == Some(of("forkbomb").as_str()) && r.kind == process::Kind::Fork
-        })
-        .map(|r| u64::from(r.count))
-        .sum::<u64>();
+    let Arrived {
+        big,
+        big_argv_bytes,
+        bad_files,
+        bad_execs,
+        dict_files,
+        bomb_forks,
+    } = arrived(&brokers, &attackers)?;
 
     println!(
         "agent: CPU {cpu:.1} % of a core over the attack (budget {CPU_BUDGET_PERCENT} %), peak RSS {} MiB \
@@ -298,10 +203,10 @@ fn attacks_neither_break_nor_blind_the_agent() -> anyhow::Result<()> {
     );
     // /metrics counts every rate-limited event (the gaps read above were
     // sent before the page was read).
-    let rate_limited_gaps: u64 = gap_rows
+    let rate_limited_gaps: u64 = dropped
         .iter()
-        .filter(|g| g.reason == gaps::Reason::RateLimited)
-        .map(|g| g.dropped)
+        .filter(|((_, reason), _)| *reason == gaps::Reason::RateLimited.as_str())
+        .map(|(_, n)| n)
         .sum();
     let counted = metric_value(&p, "glasshouse_agent_rate_limited_total").unwrap_or(0);
     ensure!(
@@ -439,4 +344,172 @@ fn renamed_and_deleted_binaries_are_reported_truthfully() -> anyhow::Result<()> 
     }
     let _ = std::fs::remove_dir_all(&hostile);
     Ok(())
+}
+
+/// What arrived of the attackers, from the topics.
+struct Arrived {
+    /// Execs of the 1 MiB argv, and the most argv bytes one of them kept.
+    big: Vec<process::Row>,
+    big_argv_bytes: usize,
+    /// File rows and execs of invalid-UTF-8 names.
+    bad_files: usize,
+    bad_execs: Vec<process::Row>,
+    /// File rows of the dictionary flood.
+    dict_files: usize,
+    /// Forks of the fork bomb.
+    bomb_forks: u64,
+}
+
+fn arrived(brokers: &str, attackers: &HashMap<&str, String>) -> anyhow::Result<Arrived> {
+    let process_rows = rows(brokers, RecordType::Process, |b| Ok(process::read_rows(b)?))?;
+    let file_rows = rows(brokers, RecordType::File, |b| Ok(file::read_rows(b)?))?;
+    let of = |mode: &str| attackers.get(mode).cloned().unwrap_or_default();
+    let big: Vec<process::Row> = process_rows
+        .iter()
+        .filter(|r| {
+            r.attribution.container_id.as_deref() == Some(of("bigargv").as_str())
+                && r.argv.get(1).is_some_and(|a| &**a == "noop")
+        })
+        .cloned()
+        .collect();
+    let big_argv_bytes = big
+        .iter()
+        .map(|r| r.argv.iter().map(|a| a.len() + 1).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let bad_files = file_rows
+        .iter()
+        .filter(|r| {
+            r.attribution.container_id.as_deref() == Some(of("badutf8").as_str()) && r.path.starts_with("/etc/bad-")
+        })
+        .count();
+    let bad_execs: Vec<process::Row> = process_rows
+        .iter()
+        .filter(|r| {
+            r.attribution.container_id.as_deref() == Some(of("badutf8").as_str())
+                && r.kind == process::Kind::Exec
+                && r.path.as_deref().is_some_and(|p| p.starts_with("/tmp/bad-"))
+        })
+        .cloned()
+        .collect();
+    let dict_files = file_rows
+        .iter()
+        .filter(|r| r.attribution.container_id.as_deref() == Some(of("dict").as_str()))
+        .count();
+    let bomb_forks = process_rows
+        .iter()
+        .filter(|r| {
+            r.attribution.container_id.as_deref() == Some(of("forkbomb").as_str()) && r.kind == process::Kind::Fork
+        })
+        .map(|r| u64::from(r.count))
+        .sum::<u64>();
+
+    Ok(Arrived {
+        big,
+        big_argv_bytes,
+        bad_files,
+        bad_execs,
+        dict_files,
+        bomb_forks,
+    })
+}
+
+/// Events the agent reported as dropped (its gaps), by container
+/// ("quiet", an attack mode, "other" or "host") and reason.
+fn dropped_by(
+    brokers: &str,
+    quiet_id: &str,
+    attackers: &HashMap<&str, String>,
+) -> anyhow::Result<HashMap<(String, &'static str), u64>> {
+    let gap_rows = rows(brokers, RecordType::Gaps, |b| Ok(gaps::read_rows(b)?))?;
+    let mut dropped: HashMap<(String, &'static str), u64> = HashMap::new();
+    let name_of = |id: Option<&str>| -> String {
+        match id {
+            Some(id) if id == quiet_id => "quiet".to_owned(),
+            Some(id) => attackers
+                .iter()
+                .find(|(_, a)| a.as_str() == id)
+                .map_or_else(|| "other".to_owned(), |(m, _)| (*m).to_owned()),
+            None => "host".to_owned(),
+        }
+    };
+    for g in &gap_rows {
+        *dropped
+            .entry((name_of(g.attribution.container_id.as_deref()), g.reason.as_str()))
+            .or_default() += g.dropped;
+    }
+    Ok(dropped)
+}
+
+/// Reads the agent's `/metrics` (through `page`) every half second until
+/// none of `attackers` runs; returns the highest pressure level seen and
+/// the number of samples. Fails if the page stops answering.
+fn sample_until_done(attackers: &[String], page: &dyn Fn() -> String) -> anyhow::Result<(u64, u32)> {
+    let mut peak_level = 0;
+    let mut samples = 0;
+    let mut inspect = vec!["inspect", "-f", "{{.State.Running}}"];
+    inspect.extend(attackers.iter().map(String::as_str));
+    let deadline = Instant::now() + Duration::from_secs(u64::from(ATTACK_SECS) + 120);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let p = page();
+        ensure!(
+            !p.is_empty(),
+            "the agent's /metrics stopped answering during the attack"
+        );
+        peak_level = peak_level.max(metric_value(&p, "glasshouse_agent_budget_level").unwrap_or(0));
+        samples += 1;
+        if !podman(&inspect)?.contains("true") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the attacks did not end");
+    }
+    Ok((peak_level, samples))
+}
+
+/// Starts one container per attack mode; their ids by mode.
+fn start_attacks(containers: &mut Containers, hostile: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
+    let mut attackers = HashMap::new();
+    for (mode, extra) in [
+        ("bigargv", &[][..]),
+        ("dict", &[][..]),
+        ("badutf8", &[][..]),
+        // The host survives the bomb: at most 64 tasks.
+        ("forkbomb", &["--pids-limit", "64"][..]),
+        ("execstorm", &[][..]),
+    ] {
+        attackers.insert(mode, run_attack(containers, hostile, mode, extra)?);
+    }
+    Ok(attackers)
+}
+
+/// Stops the quiet container and waits for its marks: how many it made and
+/// which were lost; every mark that arrived is attributed to it.
+fn quiet_marks(watch: Watch, quiet_name: &str, quiet_id: &str) -> anyhow::Result<(u32, Vec<u32>)> {
+    std::thread::sleep(Duration::from_secs(2));
+    podman(&["kill", quiet_name])?;
+    let _ = podman(&["wait", quiet_name]);
+    let total = marks::done(quiet_name)?;
+    watch.wait_for(total, Duration::from_secs(60))?;
+    let (lost, attributed) = {
+        let t = watch.lock()?;
+        (t.lost(total), t.containers.clone())
+    };
+    watch.finish()?;
+    ensure!(
+        attributed.keys().all(|c| c.as_deref() == Some(quiet_id)),
+        "quiet marks attributed to {attributed:?}"
+    );
+
+    Ok((total, lost))
+}
+
+/// The agent's counters of what it dropped, from its `/metrics` page.
+fn drop_counters(page: &str) -> Vec<String> {
+    page.lines()
+        .filter(|l| {
+            !l.starts_with('#') && (l.contains("drop") || l.contains("rate_limited") || l.contains("unreadable"))
+        })
+        .map(str::to_owned)
+        .collect()
 }
