@@ -115,31 +115,7 @@ async fn run() -> anyhow::Result<()> {
     let base_ns = 1_767_265_200_000_000_000;
 
     // 1. Ingest to Parquet.
-    let per_message = 50_000;
-    let per_file = 1_000_000;
-    let started = Instant::now();
-    let mut ingest = Ingest::new(lake.clone());
-    let mut written = 0usize;
-    while written < events {
-        let n = per_message.min(events - written);
-        // Events are 1 ms apart: ten million span about three hours (partitions).
-        let msg = fixture::process_message(&containers, written as u64, n, base_ns);
-        ingest.message("glasshouse.process", &msg, None, 0)?;
-        written += n;
-        if lake.tail_rows("process_events") >= per_file || written == events {
-            lake.flush("process_events").await?;
-        }
-    }
-    let ingest_time = started.elapsed();
-    let files = lake.files("process_events");
-    let bytes: u64 = files.iter().map(|f| f.size).sum();
-    println!(
-        "lake ingest: {events} events -> {} Parquet files, {:.1} MiB, in {:.1} s: {:.0} events/s (IPC decode + Parquet zstd)",
-        files.len(),
-        bytes as f64 / 1048576.0,
-        ingest_time.as_secs_f64(),
-        events as f64 / ingest_time.as_secs_f64()
-    );
+    ingest_to_parquet(&lake, &containers, events, base_ns).await?;
 
     // 2. Group-by through the PostgreSQL front door vs DataFusion directly.
     let engine = Engine::new(
@@ -153,19 +129,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let cancel = CancellationToken::new();
-    let listener = pg::bind("127.0.0.1:0".parse()?).await?;
-    let port = listener.local_addr()?.port();
-    let creds = pg::Credentials {
-        user: "glasshouse".into(),
-        password: PASSWORD.into(),
-    };
-    tokio::spawn(pg::serve(
-        listener,
-        engine.clone(),
-        creds,
-        Default::default(),
-        cancel.clone(),
-    ));
+    let port = serve_pg(&engine, &cancel).await?;
 
     // DataFusion as anyone would read the lake's files: default session
     // configuration, the schema inferred from the Parquet files.
@@ -271,6 +235,53 @@ async fn run() -> anyhow::Result<()> {
     );
 
     // 3. Ingest-to-queryable latency through a real broker and the writer.
+    ingest_to_queryable(&containers, probes, base_ns).await?;
+    cancel.cancel();
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// Ingests `events` synthetic events into `lake` as Parquet (a file per
+/// million rows) and prints the rate.
+async fn ingest_to_parquet(
+    lake: &Arc<Lake>,
+    containers: &[fixture::Container],
+    events: usize,
+    base_ns: i64,
+) -> anyhow::Result<()> {
+    let per_message = 50_000;
+    let per_file = 1_000_000;
+    let started = Instant::now();
+    let mut ingest = Ingest::new(lake.clone());
+    let mut written = 0usize;
+    while written < events {
+        let n = per_message.min(events - written);
+        // Events are 1 ms apart: ten million span about three hours (partitions).
+        let msg = fixture::process_message(containers, written as u64, n, base_ns);
+        ingest.message("glasshouse.process", &msg, None, 0)?;
+        written += n;
+        if lake.tail_rows("process_events") >= per_file || written == events {
+            lake.flush("process_events").await?;
+        }
+    }
+    let ingest_time = started.elapsed();
+    let files = lake.files("process_events");
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    println!(
+        "lake ingest: {events} events -> {} Parquet files, {:.1} MiB, in {:.1} s: {:.0} events/s (IPC decode + Parquet zstd)",
+        files.len(),
+        bytes as f64 / 1048576.0,
+        ingest_time.as_secs_f64(),
+        events as f64 / ingest_time.as_secs_f64()
+    );
+
+    Ok(())
+}
+
+/// Ingest-to-queryable latency: `probes` events produced to a real broker,
+/// each timed until a query through the lake writer's lake sees it.
+async fn ingest_to_queryable(containers: &[fixture::Container], probes: usize, base_ns: i64) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
     let broker = glasshouse_tests::Broker::start()?;
     let brokers = broker.bootstrap();
     glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
@@ -312,7 +323,7 @@ async fn run() -> anyhow::Result<()> {
         .create()?;
     let mut latencies = Vec::new();
     for probe in 0..probes + 1 {
-        let msg = fixture::process_message(&containers, 1_000_000_000 + probe as u64, 1, base_ns);
+        let msg = fixture::process_message(containers, 1_000_000_000 + probe as u64, 1, base_ns);
         let sent = Instant::now();
         producer
             .send(
@@ -354,6 +365,24 @@ async fn run() -> anyhow::Result<()> {
     );
     cancel.cancel();
     let _ = w.await;
-    std::io::stdout().flush()?;
     Ok(())
+}
+
+/// A PostgreSQL front door on `engine` on a free loopback port (until
+/// `cancel`): its port.
+async fn serve_pg(engine: &Engine, cancel: &CancellationToken) -> anyhow::Result<u16> {
+    let listener = pg::bind("127.0.0.1:0".parse()?).await?;
+    let port = listener.local_addr()?.port();
+    let creds = pg::Credentials {
+        user: "glasshouse".into(),
+        password: PASSWORD.into(),
+    };
+    tokio::spawn(pg::serve(
+        listener,
+        engine.clone(),
+        creds,
+        Default::default(),
+        cancel.clone(),
+    ));
+    Ok(port)
 }
