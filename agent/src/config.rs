@@ -85,6 +85,12 @@ pub struct Config {
     /// Also report processes that are not in any container. Default: false.
     #[serde(default)]
     pub host_processes: bool,
+    /// Report only the containers whose name matches one of these patterns
+    /// (`*` matches any run of characters: `["shop-*", "billing"]`); a
+    /// container the runtime has not named yet is not reported until it
+    /// has. Default: empty, every container.
+    #[serde(default)]
+    pub containers: Vec<String>,
     /// A batch is sent when it holds this many events. Default: 512.
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
@@ -275,6 +281,9 @@ impl Validate for Config {
                 "cpu_budget_percent",
                 format!("must be between 0 (none) and 6400, got {}", self.cpu_budget_percent),
             ));
+        }
+        if self.containers.iter().any(|p| p.is_empty()) {
+            return Err(("containers", "a pattern must not be empty".into()));
         }
         if self.agent_id.trim().is_empty() {
             return Err(("agent_id", "must not be empty".into()));

@@ -169,6 +169,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<ClientRepo
         .with_sensitive_paths(sensitive::SensitivePaths::new(&config.sensitive_paths))
         .with_sample_interval(Duration::from_millis(config.sample_interval_ms))
         .with_rate_limit(config.container_rate_limit)
+        .with_container_filter(config.containers.clone())
         .with_budget(budget.clone())
         .with_stats(stats.clone());
     if config.inventory.enabled {

@@ -85,6 +85,8 @@ pub struct Attributor {
     sample_interval: Duration,
     /// Per-container event rate limit (events per second; 0: none).
     rate_limit: u32,
+    /// Name patterns of the containers reported (empty: all).
+    watch: Vec<String>,
     /// The agent's budget: under pressure the rate limit is divided.
     budget: Option<Arc<crate::budget::Budget>>,
     buckets: FastMap<String, Bucket>,
@@ -131,6 +133,7 @@ impl Attributor {
             container_cgroups: FastMap::default(),
             sample_interval: Duration::from_secs(10),
             rate_limit: 0,
+            watch: Vec::new(),
             budget: None,
             buckets: FastMap::default(),
             gaps: FastMap::default(),
@@ -146,6 +149,19 @@ impl Attributor {
     pub fn with_rate_limit(mut self, per_second: u32) -> Attributor {
         self.rate_limit = per_second;
         self
+    }
+
+    /// Reports only containers whose name matches one of `patterns` (`*`
+    /// matches any run of characters); empty: every container. A container
+    /// whose runtime has not named it yet is not reported until it has.
+    pub fn with_container_filter(mut self, patterns: Vec<String>) -> Attributor {
+        self.watch = patterns;
+        self
+    }
+
+    /// Whether `c` is reported under the container filter.
+    fn watched(&self, c: &Container) -> bool {
+        watched(&self.watch, c)
     }
 
     /// Divides the rate limit under budget pressure (see [`crate::budget`]).
@@ -164,6 +180,9 @@ impl Attributor {
     /// a refused one is counted into the container's gap.
     pub fn admit(&mut self, container: Option<&Arc<Container>>, time_unix_ns: i64) -> bool {
         let Some(c) = container else { return true };
+        if !self.watched(c) {
+            return false;
+        }
         let limit = self
             .budget
             .as_ref()
@@ -256,7 +275,12 @@ impl Attributor {
                 self.add_gap(None, glasshouse_proto::v1::GapReason::QueueFull, since, now, n);
             }
         }
-        let gaps: Vec<Gap> = self.gaps.drain().map(|(_, g)| g).collect();
+        let gaps: Vec<Gap> = self
+            .gaps
+            .drain()
+            .map(|(_, g)| g)
+            .filter(|g| g.container.as_ref().is_none_or(|c| watched(&self.watch, c)))
+            .collect();
         for g in &gaps {
             tracing::warn!(
                 container = g.container.as_ref().map_or("(host)", |c| c.key.id.as_str()),
@@ -290,7 +314,7 @@ impl Attributor {
                 let c = self.containers.get(id)?;
                 // Only once the runtime answered: the image decides trust
                 // and the per-image cache.
-                if !c.container.complete {
+                if !c.container.complete || !self.watched(&c.container) {
                     return None;
                 }
                 Some(crate::inventory::Target {
@@ -318,7 +342,7 @@ impl Attributor {
     /// a container's.
     pub fn syscalls(&self, raw: SyscallRaw) -> Option<SyscallSample> {
         let container = self.cgroups.get(&raw.cgroup_id).cloned().flatten()?;
-        Some(SyscallSample { container, raw })
+        self.watched(&container).then_some(SyscallSample { container, raw })
     }
 
     /// Reads the resource counters of every container with a live process.
@@ -344,6 +368,9 @@ impl Attributor {
                 gone.push(id.clone());
                 continue;
             };
+            if !watched(&self.watch, &container) {
+                continue;
+            }
             // The process's own cgroup file names every hierarchy (the eBPF
             // sensor's exec records name only the one it reads).
             let text = match std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")) {
@@ -952,6 +979,36 @@ impl Attributor {
     }
 }
 
+/// Whether container `c` is reported under the name `patterns` (empty:
+/// every container).
+fn watched(patterns: &[String], c: &Container) -> bool {
+    patterns.is_empty()
+        || c.meta
+            .name
+            .as_deref()
+            .is_some_and(|name| patterns.iter().any(|p| glob(p, name)))
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of
+/// characters (including none) and every other character itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut tail) = name.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or_default();
+    for part in parts {
+        match tail.find(part) {
+            Some(at) => tail = &tail[at + part.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
+}
+
 /// The kernel id of the cgroup a `/proc/PID/cgroup` text names in the
 /// hierarchy the eBPF sensor reads (v2, else v1 memory): its directory's inode.
 fn cgroup_inode(text: &str) -> Option<u64> {
@@ -1156,6 +1213,42 @@ pub(crate) mod tests {
             drift: false,
             stdio_socket: false,
             count: 1,
+        }
+    }
+
+    #[test]
+    fn only_watched_containers_are_admitted() {
+        let a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
+        let mut a = a.with_container_filter(vec!["gh-vulns-*".into()]);
+        let named = |id: &str, name: Option<&str>| {
+            let mut c = container(id).clone_for_test();
+            c.meta.name = name.map(str::to_owned);
+            Arc::new(c)
+        };
+        assert!(a.admit(Some(&named("c1", Some("gh-vulns-deb"))), 1));
+        assert!(!a.admit(Some(&named("c2", Some("other"))), 1));
+        assert!(!a.admit(Some(&named("c3", None)), 1), "not named yet: not reported");
+        // Host processes follow host_processes, not the filter.
+        assert!(a.admit(None, 1));
+        // Nothing refused by the filter is counted as a gap.
+        assert!(a.take_gaps().is_empty());
+    }
+
+    #[test]
+    fn container_name_patterns() {
+        for (pattern, name, want) in [
+            ("web", "web", true),
+            ("web", "web-1", false),
+            ("gh-vulns-*", "gh-vulns-deb-1", true),
+            ("gh-vulns-*", "gh-other", false),
+            ("*-db", "shop-db", true),
+            ("*-db", "shop-db-1", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("*", "", true),
+            ("a*a", "a", false),
+        ] {
+            assert_eq!(glob(pattern, name), want, "{pattern} vs {name}");
         }
     }
 

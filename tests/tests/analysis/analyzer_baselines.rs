@@ -72,7 +72,11 @@ async fn operators_see_lock_export_and_restore_baselines() -> anyhow::Result<()>
         first_cancel.clone(),
     ));
     stack
-        .start_agent("baselines-agent", "sensor = \"bpf\"\nsample_interval_ms = 1000")
+        .start_agent(
+            "baselines-agent",
+            // Its own containers only: tests run beside it.
+            &format!("sensor = \"bpf\"\nsample_interval_ms = 1000\ncontainers = [\"gh-bl*-{suffix}\"]"),
+        )
         .await?;
 
     let image = format!("localhost/gh-baselines-{suffix}:1");

@@ -148,7 +148,11 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     import_debian_advisories(&brokers).await?;
 
     stack
-        .start_agent("vulns-agent", "[inventory]\ninterval_secs = 2\nresend_secs = 3600\n")
+        .start_agent(
+            "vulns-agent",
+            // Its own containers only: tests run beside it.
+            "containers = [\"gh-vulns-*\"]\n[inventory]\ninterval_secs = 2\nresend_secs = 3600\n",
+        )
         .await?;
 
     // The containers' files, and a host directory a link will point at.
