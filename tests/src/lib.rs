@@ -1026,20 +1026,31 @@ pub mod wire {
         }
     }
 
+    /// A string definition of a batch.
+    pub fn string(id: u32, value: impl AsRef<[u8]>) -> v1::StringDef {
+        v1::StringDef {
+            id,
+            value: value.as_ref().to_vec().into(),
+        }
+    }
+
+    /// `batch` as a frame of the ingest stream.
+    pub fn frame(batch: v1::Batch) -> v1::AgentFrame {
+        v1::AgentFrame {
+            frame: Some(v1::agent_frame::Frame::Batch(batch)),
+        }
+    }
+
     /// A batch of `events` exec events in one container. The first batch of a
     /// stream (`define = true`) defines the strings and the container.
     pub fn batch(sequence: u64, events: usize, define: bool) -> v1::AgentFrame {
-        let s = |id: u32, v: &str| v1::StringDef {
-            id,
-            value: v.as_bytes().to_vec().into(),
-        };
         let (strings, containers) = if define {
             (
                 vec![
-                    s(1, &"ab".repeat(32)),
-                    s(2, "localhost/sim:1"),
-                    s(3, "localhost/sim"),
-                    s(4, "/bin/true"),
+                    string(1, "ab".repeat(32)),
+                    string(2, "localhost/sim:1"),
+                    string(3, "localhost/sim"),
+                    string(4, "/bin/true"),
                 ],
                 vec![v1::ContainerDef {
                     r#ref: 1,
@@ -1112,6 +1123,7 @@ pub mod simulated {
             },
             workload_id: workload.to_owned(),
             complete: true,
+            reported: true,
         })
     }
 

@@ -16,8 +16,9 @@ use std::time::Duration;
 use glasshouse_proto::file::{Kind, Row};
 use glasshouse_proto::record::Attribution;
 use glasshouse_proto::{network, process, v1};
+use glasshouse_tests::Stack;
 use glasshouse_tests::topics::read_keyed;
-use glasshouse_tests::{Stack, wire};
+use glasshouse_tests::wire::{self, frame, string};
 use tonic::Code;
 
 /// `wire::hello` gives boot id 1 and host name `{agent}-host`.
@@ -33,19 +34,6 @@ const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 const O_APPEND: u32 = 0o2000;
-
-fn string(id: u32, value: &[u8]) -> v1::StringDef {
-    v1::StringDef {
-        id,
-        value: value.to_vec().into(),
-    }
-}
-
-fn frame(batch: v1::Batch) -> v1::AgentFrame {
-    v1::AgentFrame {
-        frame: Some(v1::agent_frame::Frame::Batch(batch)),
-    }
-}
 
 fn container_id() -> String {
     "ab".repeat(32)

@@ -16,8 +16,9 @@ use anyhow::Context;
 use glasshouse_proto::gaps::{self, Reason};
 use glasshouse_proto::record::Attribution;
 use glasshouse_proto::v1;
+use glasshouse_tests::Stack;
 use glasshouse_tests::topics::read_keyed;
-use glasshouse_tests::{Stack, wire};
+use glasshouse_tests::wire::{self, frame, string};
 use tonic::Code;
 
 /// `wire::hello` gives boot id 1 and host name `{agent}-host`.
@@ -31,19 +32,6 @@ const NAME: &str = "web-1";
 static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(glasshouse_tests::epoch);
 const SECOND: i64 = 1_000_000_000;
 
-fn string(id: u32, value: &str) -> v1::StringDef {
-    v1::StringDef {
-        id,
-        value: value.as_bytes().to_vec().into(),
-    }
-}
-
-fn frame(batch: v1::Batch) -> v1::AgentFrame {
-    v1::AgentFrame {
-        frame: Some(v1::agent_frame::Frame::Batch(batch)),
-    }
-}
-
 fn container_id() -> String {
     "9e".repeat(32)
 }
@@ -56,7 +44,7 @@ fn gap_batch() -> v1::Batch {
         sequence: 1,
         base_time_unix_ns: *T0,
         strings: vec![
-            string(1, &container_id()),
+            string(1, container_id()),
             string(2, IMAGE),
             string(3, WORKLOAD),
             string(4, NAME),

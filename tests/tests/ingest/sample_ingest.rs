@@ -18,8 +18,9 @@ use anyhow::Context;
 use glasshouse_proto::record::Attribution;
 use glasshouse_proto::resources::{self, Counters};
 use glasshouse_proto::{syscalls, v1};
+use glasshouse_tests::Stack;
 use glasshouse_tests::topics::read_keyed;
-use glasshouse_tests::{Stack, wire};
+use glasshouse_tests::wire::{self, frame, string};
 use tonic::Code;
 
 /// `wire::hello` gives boot id 1 and host name `{agent}-host`.
@@ -35,19 +36,6 @@ const INTERVAL: i64 = 10_000_000_000;
 /// How long the broker stays stopped with the batch in flight.
 const STALL: Duration = Duration::from_secs(3);
 
-fn string(id: u32, value: &str) -> v1::StringDef {
-    v1::StringDef {
-        id,
-        value: value.as_bytes().to_vec().into(),
-    }
-}
-
-fn frame(batch: v1::Batch) -> v1::AgentFrame {
-    v1::AgentFrame {
-        frame: Some(v1::agent_frame::Frame::Batch(batch)),
-    }
-}
-
 fn container_id() -> String {
     "cd".repeat(32)
 }
@@ -56,7 +44,7 @@ fn container_id() -> String {
 fn definitions() -> (Vec<v1::StringDef>, Vec<v1::ContainerDef>) {
     (
         vec![
-            string(1, &container_id()),
+            string(1, container_id()),
             string(2, IMAGE),
             string(3, WORKLOAD),
             string(4, NAME),
