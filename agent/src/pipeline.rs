@@ -159,11 +159,6 @@ impl Attributor {
         self
     }
 
-    /// Whether `c` is reported under the container filter.
-    fn watched(&self, c: &Container) -> bool {
-        watched(&self.watch, c)
-    }
-
     /// Divides the rate limit under budget pressure (see [`crate::budget`]).
     pub fn with_budget(mut self, budget: Arc<crate::budget::Budget>) -> Attributor {
         self.budget = Some(budget);
@@ -180,7 +175,7 @@ impl Attributor {
     /// a refused one is counted into the container's gap.
     pub fn admit(&mut self, container: Option<&Arc<Container>>, time_unix_ns: i64) -> bool {
         let Some(c) = container else { return true };
-        if !self.watched(c) {
+        if !c.reported {
             return false;
         }
         let limit = self
@@ -279,7 +274,7 @@ impl Attributor {
             .gaps
             .drain()
             .map(|(_, g)| g)
-            .filter(|g| g.container.as_ref().is_none_or(|c| watched(&self.watch, c)))
+            .filter(|g| g.container.as_ref().is_none_or(|c| c.reported))
             .collect();
         for g in &gaps {
             tracing::warn!(
@@ -314,7 +309,7 @@ impl Attributor {
                 let c = self.containers.get(id)?;
                 // Only once the runtime answered: the image decides trust
                 // and the per-image cache.
-                if !c.container.complete || !self.watched(&c.container) {
+                if !c.container.complete || !c.container.reported {
                     return None;
                 }
                 Some(crate::inventory::Target {
@@ -342,7 +337,7 @@ impl Attributor {
     /// a container's.
     pub fn syscalls(&self, raw: SyscallRaw) -> Option<SyscallSample> {
         let container = self.cgroups.get(&raw.cgroup_id).cloned().flatten()?;
-        self.watched(&container).then_some(SyscallSample { container, raw })
+        container.reported.then_some(SyscallSample { container, raw })
     }
 
     /// Reads the resource counters of every container with a live process.
@@ -368,7 +363,7 @@ impl Attributor {
                 gone.push(id.clone());
                 continue;
             };
-            if !watched(&self.watch, &container) {
+            if !container.reported {
                 continue;
             }
             // The process's own cgroup file names every hierarchy (the eBPF
@@ -949,6 +944,7 @@ impl Attributor {
         }
         let container = Arc::new(Container {
             key: key.clone(),
+            reported: watched(&self.watch, &meta),
             meta,
             workload_id,
             complete,
@@ -979,11 +975,11 @@ impl Attributor {
     }
 }
 
-/// Whether container `c` is reported under the name `patterns` (empty:
-/// every container).
-fn watched(patterns: &[String], c: &Container) -> bool {
+/// Whether a container with `meta` is reported under the name `patterns`
+/// (empty: every container; a container not named yet: not until it is).
+fn watched(patterns: &[String], meta: &ContainerMeta) -> bool {
     patterns.is_empty()
-        || c.meta
+        || meta
             .name
             .as_deref()
             .is_some_and(|name| patterns.iter().any(|p| glob(p, name)))
@@ -1178,6 +1174,7 @@ pub(crate) mod tests {
                 meta: self.meta.clone(),
                 workload_id: self.workload_id.clone(),
                 complete: self.complete,
+                reported: self.reported,
             }
         }
     }
@@ -1192,6 +1189,7 @@ pub(crate) mod tests {
             meta: ContainerMeta::default(),
             workload_id: "w".into(),
             complete: true,
+            reported: true,
         })
     }
 
@@ -1218,16 +1216,28 @@ pub(crate) mod tests {
 
     #[test]
     fn only_watched_containers_are_admitted() {
-        let a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
-        let mut a = a.with_container_filter(vec!["gh-vulns-*".into()]);
-        let named = |id: &str, name: Option<&str>| {
+        let patterns = vec!["gh-vulns-*".to_owned()];
+        let meta = |name: Option<&str>| ContainerMeta {
+            name: name.map(str::to_owned),
+            ..ContainerMeta::default()
+        };
+        assert!(watched(&patterns, &meta(Some("gh-vulns-deb"))));
+        assert!(!watched(&patterns, &meta(Some("other"))));
+        assert!(!watched(&patterns, &meta(None)), "not named yet: not reported");
+        assert!(watched(&[], &meta(None)), "no filter: every container");
+        let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false)
+            .with_container_filter(patterns.clone());
+        let classified = |id: &str, name: Option<&str>| {
             let mut c = container(id).clone_for_test();
-            c.meta.name = name.map(str::to_owned);
+            c.reported = watched(&patterns, &meta(name));
             Arc::new(c)
         };
-        assert!(a.admit(Some(&named("c1", Some("gh-vulns-deb"))), 1));
-        assert!(!a.admit(Some(&named("c2", Some("other"))), 1));
-        assert!(!a.admit(Some(&named("c3", None)), 1), "not named yet: not reported");
+        assert!(a.admit(Some(&classified("c1", Some("gh-vulns-deb"))), 1));
+        assert!(!a.admit(Some(&classified("c2", Some("other"))), 1));
+        assert!(
+            !a.admit(Some(&classified("c3", None)), 1),
+            "not named yet: not reported"
+        );
         // Host processes follow host_processes, not the filter.
         assert!(a.admit(None, 1));
         // Nothing refused by the filter is counted as a gap.

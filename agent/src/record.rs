@@ -21,6 +21,10 @@ pub struct Container {
     pub workload_id: String,
     /// Whether the runtime answered; when not, metadata is retried later.
     pub complete: bool,
+    /// Whether it passes the agent's `containers` name filter (decided when
+    /// its metadata arrives, not per event); one that does not is not
+    /// reported.
+    pub reported: bool,
 }
 
 /// An attributed event, strings still raw bytes.

@@ -195,6 +195,7 @@ fn wire_vs_json() -> (f64, f64) {
         },
         workload_id: "registry.local/shop/web".to_owned(),
         complete: true,
+        reported: true,
     });
     let tools: [(&str, &[&str]); 4] = [
         ("/usr/bin/curl", &["curl", "-fsS", "http://127.0.0.1:8080/healthz"]),

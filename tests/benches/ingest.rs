@@ -61,6 +61,7 @@ fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
         },
         workload_id: format!("registry.local/shop/web-{}", agent % 4),
         complete: true,
+        reported: true,
     });
     let paths = ["/usr/bin/curl", "/bin/sh", "/usr/local/bin/app", "/usr/bin/python3"];
     (1..=batches)

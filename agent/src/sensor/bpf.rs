@@ -542,7 +542,7 @@ fn parse(b: &[u8], offset_ns: i64) -> Option<RawEvent> {
                     exe: (!exe.is_empty()).then(|| join_leaf_first(exe, path_cut)),
                     argv: args,
                     cwd: Some(join_leaf_first(cwd, path_cut)),
-                    cgroup: Cgroup::Kernel(String::from_utf8_lossy(&join_leaf_first(cgroup, false)).into_owned()),
+                    cgroup: Cgroup::Kernel(cgroup_path(cgroup)),
                     cgroup_id: e.cgroup_id,
                     drift: h.code & FLAG_DRIFT != 0,
                     stdio_socket: h.code & FLAG_STDIO_SOCKET != 0,
@@ -607,6 +607,18 @@ fn parse_network(b: &[u8], time_unix_ns: i64) -> Option<NetworkRaw> {
 /// `b"/a/b/c"`; no components is `/`. A path cut short is marked with a
 /// leading `...`.
 fn join_leaf_first(raw: &[u8], cut: bool) -> Bytes {
+    Bytes::from(joined_leaf_first(raw, cut))
+}
+
+/// The cgroup path of `raw` (components leaf first) as text, in one
+/// allocation when it is UTF-8 (kernfs names are).
+fn cgroup_path(raw: &[u8]) -> String {
+    String::from_utf8(joined_leaf_first(raw, false))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`join_leaf_first`]'s bytes.
+fn joined_leaf_first(raw: &[u8], cut: bool) -> Vec<u8> {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
     let mut out = Vec::with_capacity(raw.len() + 4);
     if cut {
@@ -620,7 +632,7 @@ fn join_leaf_first(raw: &[u8], cut: bool) -> Bytes {
             out.extend_from_slice(part);
         }
     }
-    Bytes::from(out)
+    out
 }
 
 #[cfg(test)]
