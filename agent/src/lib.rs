@@ -18,7 +18,8 @@
 //! # Layout
 //! - [`config`]: the TOML config.
 //! - [`sensor`]: kernel event sources ([`sensor::bpf`], fallback [`sensor::proc_connector`]
-//!   with TCP polled by [`sensor::proc_net`]).
+//!   with TCP polled by [`sensor::proc_net`]); [`sensor::layout`]: the eBPF
+//!   records as `#[repr(C)]` types checked against the program's BTF.
 //! - [`procfs`]: reading processes from `/proc`.
 //! - [`attribute`]: cgroup path → container, for every major runtime.
 //! - [`rootfs`]: reading a container's files from the host without following
