@@ -1516,7 +1516,6 @@ pub(crate) mod tests {
                 workload_id: "localhost/web".into(),
                 ..Default::default()
             },
-            event_index: 0,
             time_unix_ns: 3 * S,
             kind: file::Kind::Write,
             pid: 100,
@@ -1524,6 +1523,7 @@ pub(crate) mod tests {
             exe: Some("/bin/busybox".into()),
             flags: 1,
             count: 1,
+            ..Default::default()
         });
         let alerts = e.drain_alerts();
         assert_eq!(

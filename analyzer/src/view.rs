@@ -510,9 +510,7 @@ mod tests {
             kind,
             pid: 7,
             path: path.into(),
-            exe: Some("/bin/busybox".into()),
-            flags: 0o1001,
-            count: 1,
+            ..file::Row::sample()
         }
     }
 

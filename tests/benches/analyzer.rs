@@ -179,13 +179,13 @@ impl Fleet {
             kind: file::Kind::Write,
             pid: 1000,
             path: self.files[i % self.files.len()].clone(),
-            exe: None,
             flags: 1,
             count: 1,
         }
     }
 
     /// Every known feature of every workload, shown by every replica.
+            ..Default::default()
     fn learn(&self, engine: &mut Engine) {
         for w in 0..self.workloads.len() {
             for r in 0..3 {

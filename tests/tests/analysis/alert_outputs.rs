@@ -60,7 +60,6 @@ async fn alerts_reach_rsyslog_over_udp_and_tcp_and_a_webhook_escaped() -> anyhow
             workload_id: "localhost/web".into(),
             ..Attribution::host("agent-1".into(), "node-1".into())
         },
-        event_index: 0,
         time_unix_ns: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos() as i64,
@@ -70,6 +69,7 @@ async fn alerts_reach_rsyslog_over_udp_and_tcp_and_a_webhook_escaped() -> anyhow
         exe: Some(format!("/tmp/{HOSTILE}").into()),
         flags: 1,
         count: 1,
+        ..Default::default()
     };
     let mut b = file::Builder::default();
     b.append(&row);

@@ -446,6 +446,7 @@ fn link_to_the_aggregator_cut_for_a_minute() -> anyhow::Result<()> {
         &AgentLaunch {
             spool_dir: Some(spool.0.clone()),
             netns: Some((netns.name.clone(), netns.ns_addr)),
+            ..Default::default()
         },
     )?;
     let prefix = prefix(case);
@@ -524,7 +525,6 @@ fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
                 workload_id: workload(i).into(),
                 ..Attribution::host("fault-agent".into(), "node-1".into())
             },
-            event_index: 0,
             time_unix_ns: i64::try_from(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
@@ -536,6 +536,7 @@ fn analyzer_killed_and_restarted() -> anyhow::Result<()> {
             exe: Some("/bin/busybox".into()),
             flags: 1,
             count: 1,
+            ..Default::default()
         };
         let mut b = file::Builder::default();
         b.append(&row);

@@ -278,9 +278,9 @@ fn seed_messages() -> Vec<Vec<u8>> {
         kind: file::Kind::Create,
         pid: 1,
         path: s("/etc/passwd"),
-        exe: None,
         flags: 1,
         count: 1,
+        ..Default::default()
     });
     out.push(ipc::encode(&fb.finish()).expect("encode"));
     let mut gb = gaps::Builder::default();
