@@ -77,6 +77,8 @@ pub mod metadata {
 /// - 6: `glasshouse.network` gains `remote_scope` (loopback, link-local,
 ///   private or public peer, from the aggregator); older batches read it
 ///   as `none`.
+/// - 7: `glasshouse.file` gains `generated_name` (the file's name looks
+///   machine-generated: a temporary file); older batches read it as false.
 ///
 /// Consumers decide by the Arrow schema itself (each `read_rows` checks every
 /// column it reads by name, type and nulls; see
@@ -84,4 +86,4 @@ pub mod metadata {
 /// alone: a message of another version whose columns are all known is read,
 /// any other is skipped and counted, and the version is named in the log
 /// (see the analyzer's `consume`).
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;

@@ -182,6 +182,7 @@ pub(super) fn file(
             time_unix_ns,
             kind,
             pid: e.pid,
+            generated_name: file::generated_name(&path),
             path,
             exe: c.string(index, e.exe)?,
             flags: e.flags,

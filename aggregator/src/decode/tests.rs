@@ -436,6 +436,7 @@ fn file_events_resolve_after_process_and_network_events() {
             exe: Some("/bin/busybox".into()),
             flags: 0o1001,
             count: 1,
+            generated_name: false,
         }]
     );
     let (w, rows) = &groups[1];

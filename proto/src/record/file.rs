@@ -14,6 +14,7 @@
 //! | `exe` | utf8, nullable | executable of the writing process |
 //! | `flags` | uint32 | the `open(2)` flags (`O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`, `O_APPEND`, …) |
 //! | `count` | uint32 | identical events collapsed into this row |
+//! | `generated_name` | bool | the file's name looks machine-generated, not chosen ([`generated_name`]: `mktemp`'s `tmp.XXXXXXXXXX`, `sed -i`'s `sedXXXXXX`, a UUID or a long hex string): the write of a temporary file (often renamed over the real one next), not a name to learn or show as stable; schema version 7, read as false from older batches |
 //!
 //! Paths that are not valid UTF-8 are converted lossily (U+FFFD).
 
@@ -51,7 +52,41 @@ crate::columns! {
         /// The `open(2)` flags.
         pub flags: u32,
         pub count: u32,
+        /// The name looks machine-generated ([`generated_name`] of `path`).
+        pub generated_name: bool = false,
     }
+}
+
+/// Whether the last component of `path` looks machine-generated rather
+/// than chosen: `mktemp`'s default `tmp.` followed by at least six random
+/// characters, `sed -i`'s `sed` followed by exactly six, a UUID, or at least
+/// 16 hexadecimal digits (optionally followed by an extension). Random
+/// parts must mix at least two of lower case, upper case and digits, so
+/// words (`sedatives`, `tmp.backup`) are not taken for them; a random
+/// six-character part is all one class about once in a hundred, and such a
+/// name is reported as chosen.
+pub fn generated_name(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let random = |part: &str, min: usize| {
+        let classes = [
+            part.bytes().any(|b| b.is_ascii_lowercase()),
+            part.bytes().any(|b| b.is_ascii_uppercase()),
+            part.bytes().any(|b| b.is_ascii_digit()),
+        ];
+        part.len() >= min
+            && part.bytes().all(|b| b.is_ascii_alphanumeric())
+            && classes.iter().filter(|c| **c).count() >= 2
+    };
+    let stem = name.split_once('.').map_or(name, |(stem, _)| stem);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let uuid = {
+        let parts: Vec<&str> = stem.split('-').collect();
+        parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| hex(p, n))
+    };
+    name.strip_prefix("tmp.").is_some_and(|r| random(r, 6))
+        || name.strip_prefix("sed").is_some_and(|r| r.len() == 6 && random(r, 6))
+        || uuid
+        || (stem.len() >= 16 && stem.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 crate::record!(crate::record::RecordType::File);
@@ -71,6 +106,7 @@ impl Row {
             // O_WRONLY | O_TRUNC
             flags: 0o1001,
             count: 1,
+            generated_name: false,
         }
     }
 }
@@ -99,6 +135,46 @@ pub(crate) mod tests {
             event_index: 5,
             ..sample_row()
         }
+    }
+
+    #[test]
+    fn generated_names_are_told_from_chosen_ones() {
+        for (path, want) in [
+            ("/tmp/tmp.Xk3b9QzT1a", true),
+            ("/etc/sedAb12Cd", true),
+            ("/etc/sedX9k2Lm", true),
+            ("/var/run/3f2b8c1e-9d4a-4e7f-b1c2-0a9d8e7f6b5c.sock", true),
+            ("/root/.cache/0123456789abcdef0123", true),
+            ("/etc/passwd", false),
+            ("/etc/sedatives", false),
+            ("/etc/sed", false),
+            ("/etc/sedAb12Cd9", false),
+            ("/tmp/tmp.backup", false),
+            ("/tmp/tmp.Ab1", false),
+            ("/tmp/dropper", false),
+            ("/etc/cron.d/\u{fffd}job", false),
+            ("/srv/app/deadbeef", false),
+            ("/etc/ssh/ssh_host_ed25519_key", false),
+            ("tmp.Qw3rty", true),
+        ] {
+            assert_eq!(generated_name(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn version_6_batches_are_read_without_generated_name() {
+        let mut b = Builder::default();
+        let mut r = sample_row();
+        r.generated_name = true;
+        b.append(&r);
+        let batch = b.finish();
+        assert_eq!(read_rows(&batch).unwrap()[0], r);
+        assert_eq!(batch.schema().fields().last().unwrap().name(), "generated_name");
+        let old = batch
+            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+            .unwrap();
+        r.generated_name = false;
+        assert_eq!(read_rows(&old).unwrap()[0], r);
     }
 
     #[test]

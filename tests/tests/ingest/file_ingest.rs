@@ -55,7 +55,7 @@ fn first_batch() -> v1::Batch {
             string(3, WORKLOAD.as_bytes()),
             string(4, b"/bin/busybox"),
             string(5, b"busybox"),
-            string(6, b"/tmp/dropper"),
+            string(6, b"/tmp/tmp.Xk3b9QzT1a"),
             string(7, b"/root/.ssh/authorized_keys"),
             string(8, NAME.as_bytes()),
         ],
@@ -201,10 +201,12 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
         time_unix_ns,
         kind,
         pid: 77,
-        path: "/tmp/dropper".into(),
+        // A dropper made by mktemp: a generated name.
+        path: "/tmp/tmp.Xk3b9QzT1a".into(),
         exe: Some("/bin/busybox".into()),
         flags: O_WRONLY | O_CREAT | O_TRUNC,
         count: 1,
+        generated_name: true,
     };
     let expected = vec![
         in_container(1, 4, *B1 + 40, Kind::Create),
@@ -221,12 +223,14 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
             exe: None,
             flags: O_WRONLY | O_APPEND,
             count: 3,
+            generated_name: false,
             ..in_container(1, 5, *B1 + 540, Kind::Write)
         },
         Row {
             pid: 79,
             path: "/etc/cron.d/\u{fffd}job".into(),
             flags: O_WRONLY | O_TRUNC,
+            generated_name: false,
             ..in_container(2, 0, *B2 + 7, Kind::Write)
         },
     ];
@@ -275,7 +279,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
                 *B1 + 100,
                 process::Kind::Exec,
                 80,
-                Some("/tmp/dropper"),
+                Some("/tmp/tmp.Xk3b9QzT1a"),
                 Some("/bin/busybox"),
                 WORKLOAD,
                 true,
