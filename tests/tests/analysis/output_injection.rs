@@ -60,8 +60,10 @@ fn hostile_process_names_arrive_escaped_in_every_alert_format() -> anyhow::Resul
     let _agent = AgentProcess::start(
         &aggregator.endpoint(),
         &format!(
-            "agent_id = \"injection-agent\"\nsensor = \"bpf\"\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50",
-            podman_api.socket.display()
+            "agent_id = \"injection-agent\"\nsensor = \"bpf\"\nruntime_sockets = [\"{}\"]\nbatch_max_age_ms = 50\n\
+             containers = [\"gh-inject-{}\"]",
+            podman_api.socket.display(),
+            std::process::id()
         ),
     )?;
     let mut tail = Command::new(workspace_binary("glasshouse")?)
