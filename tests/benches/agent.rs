@@ -17,6 +17,11 @@
 //! Each storm runs `ROUNDS` times per side; the medians are compared. The
 //! per-container rate limit is off here (`container_rate_limit = 0`): the
 //! figures are what the sensors themselves sustain.
+//!
+//! With `GLASSHOUSE_BENCH_REFERENCE_AGENT` (a release agent of another
+//! revision, e.g. from `tests/benches/reference.sh`), that agent and this
+//! one take turns, round by round, and the CPU per event of both and their
+//! ratio are printed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +35,8 @@ use glasshouse_agent::runtime::ContainerMeta;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::v1;
 use glasshouse_tests::{
-    AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, build_storm, cpu_time_of, free_port, http_get,
-    metric_value, podman, require_test_image,
+    AgentLaunch, AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, build_storm, cpu_time_of,
+    free_port, http_get, metric_value, podman, require_test_image,
 };
 use prost::Message;
 
@@ -96,52 +101,108 @@ async fn run() -> anyhow::Result<()> {
     result
 }
 
+/// What one agent binary measured over the rounds.
+#[derive(Default)]
+struct WithAgent {
+    exec: Vec<f64>,
+    tcp: Vec<f64>,
+    /// Agent CPU per kernel event (µs), per storm kind.
+    per_event: Vec<(&'static str, f64)>,
+    /// Kernel events per second, per storm.
+    rates: Vec<(&'static str, f64)>,
+    kernel_drops: u64,
+    queue_drops: u64,
+}
+
+/// One round of both storms with a fresh agent of `binary` (`None`: this
+/// workspace's) watching.
+async fn round_with_agent(
+    container: &str,
+    endpoint: &str,
+    podman_socket: &std::path::Path,
+    binary: Option<&std::path::Path>,
+    into: &mut WithAgent,
+) -> anyhow::Result<()> {
+    let mut agent = AgentProcess::start_with(
+        endpoint,
+        &format!(
+            "sensor = \"bpf\"\ncontainer_rate_limit = 0\nruntime_sockets = [\"{}\"]",
+            podman_socket.display()
+        ),
+        &AgentLaunch {
+            binary: binary.map(std::path::Path::to_path_buf),
+            ..Default::default()
+        },
+    )?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (kind, n) in [("exec", EXECS), ("tcp", CONNECTIONS)] {
+        let cpu0 = cpu_time_of(agent.pid())?;
+        let [e0, k0, q0] = counters(&agent).await?;
+        let secs = storm(container, kind, n)?;
+        // Let the agent finish what the storm queued before reading its CPU.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu = cpu_time_of(agent.pid())?.saturating_sub(cpu0);
+        let [e1, k1, q1] = counters(&agent).await?;
+        let events = e1.saturating_sub(e0).max(1);
+        #[expect(clippy::cast_precision_loss, reason = "event counts are far below 2^52")]
+        into.per_event.push((kind, cpu.as_secs_f64() * 1e6 / events as f64));
+        #[expect(clippy::cast_precision_loss, reason = "event counts are far below 2^52")]
+        into.rates.push((kind, events as f64 / secs));
+        into.kernel_drops += k1 - k0;
+        into.queue_drops += q1 - q0;
+        if kind == "exec" {
+            into.exec.push(secs);
+        } else {
+            into.tcp.push(secs);
+        }
+    }
+    agent.stop()?;
+    Ok(())
+}
+
+/// min / median / max of `v`.
+fn spread(v: &[f64]) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    format!("{:.2} / {:.2} / {:.2}", v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn per_event_of(with: &WithAgent, kind: &str) -> Vec<f64> {
+    with.per_event.iter().filter(|p| p.0 == kind).map(|p| p.1).collect()
+}
+
 async fn bench(container: &str) -> anyhow::Result<()> {
     println!("agent benchmark: {EXECS} execs and {CONNECTIONS} loopback TCP connections per storm, {ROUNDS} rounds");
+    let reference = std::env::var_os("GLASSHOUSE_BENCH_REFERENCE_AGENT").map(std::path::PathBuf::from);
     let without = measure(container)?;
 
     let broker = Broker::start()?;
     let podman_api = PodmanService::start()?;
     let aggregator = AggregatorProcess::start(&broker.bootstrap(), "")?;
-    let mut agent = AgentProcess::start(
-        &aggregator.endpoint(),
-        &format!(
-            "sensor = \"bpf\"\ncontainer_rate_limit = 0\nruntime_sockets = [\"{}\"]",
-            podman_api.socket.display()
-        ),
-    )?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let endpoint = aggregator.endpoint();
 
-    let mut with = Side {
-        exec: Vec::new(),
-        tcp: Vec::new(),
-    };
-    let mut per_event = Vec::new();
-    let mut rates = Vec::new();
-    let (mut kernel_drops, mut queue_drops) = (0, 0);
+    let mut with = WithAgent::default();
+    let mut with_reference = WithAgent::default();
+    let mut loads = Vec::new();
     for _ in 0..ROUNDS {
-        for (kind, n, into) in [("exec", EXECS, &mut with.exec), ("tcp", CONNECTIONS, &mut with.tcp)] {
-            let cpu0 = cpu_time_of(agent.pid())?;
-            let [e0, k0, q0] = counters(&agent).await?;
-            let secs = storm(container, kind, n)?;
-            // Let the agent finish what the storm queued before reading its CPU.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let cpu = cpu_time_of(agent.pid())?.saturating_sub(cpu0);
-            let [e1, k1, q1] = counters(&agent).await?;
-            let events = e1.saturating_sub(e0).max(1);
-            #[expect(clippy::cast_precision_loss, reason = "event counts are far below 2^52")]
-            per_event.push((kind, cpu.as_secs_f64() * 1e6 / events as f64));
-            #[expect(clippy::cast_precision_loss, reason = "event counts are far below 2^52")]
-            rates.push((kind, events as f64 / secs));
-            kernel_drops += k1 - k0;
-            queue_drops += q1 - q0;
-            into.push(secs);
+        // The reference (when given) and this agent alternate, round by
+        // round, so both see the same machine.
+        if let Some(reference) = &reference {
+            round_with_agent(
+                container,
+                &endpoint,
+                &podman_api.socket,
+                Some(reference),
+                &mut with_reference,
+            )
+            .await?;
         }
+        round_with_agent(container, &endpoint, &podman_api.socket, None, &mut with).await?;
+        loads.push(std::fs::read_to_string("/proc/loadavg").unwrap_or_default());
     }
-    agent.stop()?;
 
-    let (b_exec, w_exec) = (median(without.exec), median(with.exec));
-    let (b_tcp, w_tcp) = (median(without.tcp), median(with.tcp));
+    let (b_exec, w_exec) = (median(without.exec), median(with.exec.clone()));
+    let (b_tcp, w_tcp) = (median(without.tcp), median(with.tcp.clone()));
     println!(
         "exec storm: {b_exec:.3} s without agent, {w_exec:.3} s with; slowdown ratio {:.3} (goal <= 1.10)",
         w_exec / b_exec
@@ -151,18 +212,32 @@ async fn bench(container: &str) -> anyhow::Result<()> {
         w_tcp / b_tcp
     );
     for kind in ["exec", "tcp"] {
-        let of_kind = per_event.iter().filter(|p| p.0 == kind).map(|p| p.1).collect();
+        let of_kind = per_event_of(&with, kind);
         println!(
-            "agent CPU per kernel event, {kind} storm: median {:.2} us (goal <= 2 us)",
-            median(of_kind)
+            "agent CPU per kernel event, {kind} storm: min / median / max {} us (goal <= 2 us)",
+            spread(&of_kind)
         );
+        if let Some(reference) = &reference {
+            let reference_of_kind = per_event_of(&with_reference, kind);
+            println!(
+                "  reference agent {}: {} us; ratio this / reference (medians) {:.3}",
+                reference.display(),
+                spread(&reference_of_kind),
+                median(of_kind) / median(reference_of_kind)
+            );
+        }
     }
-    let peak = rates.iter().map(|r| r.1).fold(0.0, f64::max);
-    for (kind, rate) in &rates {
+    let peak = with.rates.iter().map(|r| r.1).fold(0.0, f64::max);
+    for (kind, rate) in &with.rates {
         println!("  {kind} storm kernel events/s: {rate:.0}");
     }
     println!(
-        "kernel drops: {kernel_drops}, queue drops: {queue_drops} at up to {peak:.0} events/s (goal 0 at 50,000/s)"
+        "kernel drops: {}, queue drops: {} at up to {peak:.0} events/s (goal 0 at 50,000/s)",
+        with.kernel_drops, with.queue_drops
+    );
+    println!(
+        "load average after each round: {}",
+        loads.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
     );
 
     let (wire, json) = wire_vs_json();

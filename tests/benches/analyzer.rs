@@ -6,6 +6,10 @@
 //!    sensitive write; one in a thousand new) are scored on this thread.
 //!    Reference in the same run: decoding the same events from Arrow IPC
 //!    (what the consumer does before scoring); ratio = scoring / decoding.
+//!    With `GLASSHOUSE_BENCH_REFERENCE_ANALYZER` (another revision's release
+//!    build of this benchmark, e.g. from `tests/benches/reference.sh`), this
+//!    part and the reference's take turns as fresh processes and the ratio
+//!    is printed.
 //! 2. Memory per baseline: resident memory before and after learning
 //!    `MEMORY_WORKLOADS` more baselines of about 150 features each, and the
 //!    baselines' own estimate.
@@ -181,11 +185,11 @@ impl Fleet {
             path: self.files[i % self.files.len()].clone(),
             flags: 1,
             count: 1,
+            ..Default::default()
         }
     }
 
     /// Every known feature of every workload, shown by every replica.
-            ..Default::default()
     fn learn(&self, engine: &mut Engine) {
         for w in 0..self.workloads.len() {
             for r in 0..3 {
@@ -598,6 +602,56 @@ async fn benign() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Part 1 against another revision's analyzer benchmark (`reference`, its
+/// release build of this file): each runs its scoring part alone as a fresh
+/// process, taking turns `COMPARE_ROUNDS` times; scored events per second
+/// per core of both (min / median / max) and the ratio of the medians.
+fn compare_scoring(reference: &std::path::Path) -> anyhow::Result<()> {
+    const COMPARE_ROUNDS: usize = 5;
+    let this = std::env::current_exe()?;
+    let per_core = |exe: &std::path::Path| -> anyhow::Result<f64> {
+        let out = std::process::Command::new(exe)
+            .env("GLASSHOUSE_BENCH_ONLY", "scoring")
+            .env_remove("GLASSHOUSE_BENCH_REFERENCE_ANALYZER")
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(out.status.success(), "{} failed: {text}", exe.display());
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("1. scoring:"))
+            .with_context(|| format!("no scoring line from {}: {text}", exe.display()))?;
+        let figure = line
+            .split(" scored events/s per core")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .with_context(|| format!("no figure in {line:?}"))?;
+        Ok(figure.parse()?)
+    };
+    let (mut ours, mut theirs, mut loads) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..COMPARE_ROUNDS {
+        theirs.push(per_core(reference)?);
+        ours.push(per_core(&this)?);
+        loads.push(std::fs::read_to_string("/proc/loadavg").unwrap_or_default());
+    }
+    let spread = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let ((a, b, c), (d, e, f)) = (spread(&mut ours), spread(&mut theirs));
+    println!(
+        "1. scoring, {COMPARE_ROUNDS} rounds taking turns: this {a:.0} / {b:.0} / {c:.0} scored events/s per core \
+         (min / median / max), reference {} {d:.0} / {e:.0} / {f:.0}; ratio this / reference (medians) {:.3}",
+        reference.display(),
+        b / e
+    );
+    println!(
+        "   load average after each round: {}",
+        loads.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> anyhow::Result<()> {
     // `GLASSHOUSE_BENCH_ONLY=scoring|memory|latency` runs one part (profiling).
@@ -608,7 +662,10 @@ async fn main() -> anyhow::Result<()> {
         memory()?;
     }
     if run("scoring") {
-        scoring()?;
+        match std::env::var_os("GLASSHOUSE_BENCH_REFERENCE_ANALYZER") {
+            Some(reference) => compare_scoring(std::path::Path::new(&reference))?,
+            None => scoring()?,
+        }
     }
     if run("latency") {
         latency().await?;

@@ -12,7 +12,7 @@
 //! 3. Peak aggregator memory while the broker is stalled (SIGSTOP) for
 //!    `STALL_SECS` seconds with agents streaming.
 //! 4. With `GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR` (a release aggregator of
-//!    another revision, built by `tests/benches/reference-aggregator.sh`):
+//!    another revision, built by `tests/benches/reference.sh`):
 //!    what the hostile-input budgets cost. Both aggregators take the same
 //!    load in alternating rounds against the same broker; aggregator CPU
 //!    per record of each (min/median/max) and the ratio of the medians.
@@ -297,8 +297,8 @@ async fn budget_cost(broker: &Broker) -> anyhow::Result<()> {
     const ROUNDS: usize = 5;
     let Ok(reference) = std::env::var("GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR") else {
         println!(
-            "budget cost: not measured (set GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR to the binary \
-             tests/benches/reference-aggregator.sh prints)"
+            "budget cost: not measured (set GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR: \
+             eval \"$(tests/benches/reference.sh REV)\")"
         );
         return Ok(());
     };

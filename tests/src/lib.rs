@@ -679,6 +679,9 @@ pub struct AgentLaunch {
     /// `nsenter --net`, nothing else changes), its `/metrics` on this address
     /// of the namespace.
     pub netns: Option<(String, std::net::Ipv4Addr)>,
+    /// Another agent binary (a benchmark's reference build); `None`: this
+    /// workspace's.
+    pub binary: Option<PathBuf>,
 }
 
 /// A `glasshouse-agent` as its own process, with its `/metrics` on a free port.
@@ -721,7 +724,10 @@ impl AgentProcess {
             &config,
             format!("aggregators = [\"{endpoint}\"]\nmetrics_listen = \"{metrics}\"\n{token}{spool}\n{extra}\n"),
         )?;
-        let binary = workspace_binary("glasshouse-agent")?;
+        let binary = match &launch.binary {
+            Some(binary) => binary.clone(),
+            None => workspace_binary("glasshouse-agent")?,
+        };
         let mut command = match &launch.netns {
             Some((name, _)) => {
                 let mut c = Command::new("nsenter");
