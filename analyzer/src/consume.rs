@@ -36,7 +36,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{CheckpointError, CommandError, StoreError};
+use crate::error::{CheckpointError, CommandError, Skipped, StoreError};
 
 /// Why consuming failed.
 #[derive(Debug, thiserror::Error)]
@@ -369,7 +369,7 @@ fn record_type_of(topic: &str, header: Option<&str>) -> Option<RecordType> {
 
 /// The schema version a message says it was written with: `Ok(None)` without
 /// the header, an error when the header is not a decimal number.
-fn schema_version_of(header: Option<&[u8]>) -> Result<Option<u32>, String> {
+fn schema_version_of(header: Option<&[u8]>) -> Result<Option<u32>, Skipped> {
     let Some(value) = header else {
         return Ok(None);
     };
@@ -377,7 +377,7 @@ fn schema_version_of(header: Option<&[u8]>) -> Result<Option<u32>, String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Some)
-        .ok_or_else(|| format!("malformed schema version header {:?}", String::from_utf8_lossy(value)))
+        .ok_or_else(|| Skipped::VersionHeader(String::from_utf8_lossy(value).into_owned()))
 }
 
 /// The value of header `key` of `m`, if any.
@@ -431,10 +431,10 @@ fn decode_message<H: RowHandler + Send>(
     schema_version_header: Option<&[u8]>,
     payload: Option<&[u8]>,
     handler: &mut H,
-) -> Result<usize, String> {
-    let record_type = record_type_of(topic, record_type_header).ok_or("unexpected record type")?;
+) -> Result<usize, Skipped> {
+    let record_type = record_type_of(topic, record_type_header).ok_or(Skipped::UnexpectedType)?;
     let version = schema_version_of(schema_version_header)?;
-    let batch = ipc::decode(payload.ok_or("empty message")?).map_err(|e| e.to_string())?;
+    let batch = ipc::decode(payload.ok_or(Skipped::Empty)?)?;
     let read = match record_type {
         RecordType::Process => process::read_rows(&batch).map(|rows| {
             handler.handle_process(&rows);
@@ -460,13 +460,15 @@ fn decode_message<H: RowHandler + Send>(
             handler.handle_gaps(&rows);
             rows.len()
         }),
-        other => return Err(format!("record type {other} is not consumed")),
+        other => return Err(Skipped::NotConsumed(other)),
     };
-    read.map_err(|error| match version {
-        Some(v) if v != SCHEMA_VERSION => {
-            format!("{error} (written with schema version {v}, this analyzer reads {SCHEMA_VERSION})")
-        }
-        _ => error.to_string(),
+    read.map_err(|source| match version {
+        Some(version) if version != SCHEMA_VERSION => Skipped::OtherVersion {
+            version,
+            current: SCHEMA_VERSION,
+            source,
+        },
+        _ => Skipped::Rows(source),
     })
 }
 
@@ -498,13 +500,25 @@ mod tests {
         assert_eq!(record_type_of("glasshouse.containers", None), None);
     }
 
+    /// [`super::decode_message`] with the reason of a skip as its text.
+    fn decode_message<H: RowHandler + Send>(
+        topic: &str,
+        record_type_header: Option<&str>,
+        schema_version_header: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        handler: &mut H,
+    ) -> Result<usize, String> {
+        super::decode_message(topic, record_type_header, schema_version_header, payload, handler)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn schema_version_headers_are_decimal_numbers() {
-        assert_eq!(schema_version_of(None), Ok(None));
-        assert_eq!(schema_version_of(Some(b"2")), Ok(Some(2)));
-        assert_eq!(schema_version_of(Some(b"17")), Ok(Some(17)));
+        assert_eq!(schema_version_of(None).ok(), Some(None));
+        assert_eq!(schema_version_of(Some(b"2")).ok(), Some(Some(2)));
+        assert_eq!(schema_version_of(Some(b"17")).ok(), Some(Some(17)));
         for bad in [&b""[..], b"v2", b"-1", b"2.0", b"\xff"] {
-            let err = schema_version_of(Some(bad)).unwrap_err();
+            let err = schema_version_of(Some(bad)).unwrap_err().to_string();
             assert!(err.starts_with("malformed schema version header"), "{err}");
         }
     }

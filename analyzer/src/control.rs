@@ -53,7 +53,8 @@ pub struct ControlMessage {
     pub at_ms: u64,
 }
 
-pub use crate::error::Refused;
+use crate::error::StoreError;
+pub use crate::error::{Malformed, Refused, SendError};
 
 /// A verified command: checks the signature of `payload` under message
 /// `key`, then parses it and checks its age against `now_ms`.
@@ -67,7 +68,7 @@ pub fn verify(
     let control_key = control_key.ok_or(Refused::NoKey)?;
     control_key.verify(TOPIC_CONTROL, key, payload, signature)?;
     let at_ms = serde_json::from_slice::<ControlMessage>(payload).map_or(0, |m| m.at_ms);
-    let (workload, command, by) = parse(payload).map_err(Refused::Malformed)?;
+    let (workload, command, by) = parse(payload)?;
     if workload.as_bytes() != key {
         return Err(Refused::KeyMismatch {
             key: String::from_utf8_lossy(key).into_owned(),
@@ -86,26 +87,24 @@ pub fn verify(
 }
 
 /// Parses a control message into the workload and the command.
-pub fn parse(payload: &[u8]) -> Result<(String, Command, String), String> {
+pub fn parse(payload: &[u8]) -> Result<(String, Command, String), Malformed> {
     if payload.len() > MAX_MESSAGE {
-        return Err(format!(
-            "control message of {} bytes, over {MAX_MESSAGE}",
-            payload.len()
-        ));
+        return Err(Malformed::TooLarge {
+            len: payload.len(),
+            max: MAX_MESSAGE,
+        });
     }
-    let m: ControlMessage = serde_json::from_slice(payload).map_err(|e| format!("malformed control message: {e}"))?;
+    let m: ControlMessage = serde_json::from_slice(payload).map_err(|e| Malformed::Json(e.to_string()))?;
     if m.workload.is_empty() {
-        return Err("control message without a workload".into());
+        return Err(Malformed::NoWorkload);
     }
     let command = match (m.command.as_str(), m.baseline) {
         ("lock", None) => Command::Lock,
         ("unlock", None) => Command::Unlock,
         ("reset", None) => Command::Reset,
         ("import", Some(b)) => Command::Import(b),
-        ("import", None) => return Err("import without a baseline".into()),
-        (other, _) => {
-            return Err(format!("unknown command {other:?} (lock, unlock, reset, import)"));
-        }
+        ("import", None) => return Err(Malformed::ImportWithoutBaseline),
+        (other, _) => return Err(Malformed::UnknownCommand(other.to_owned())),
     };
     Ok((m.workload, command, m.by))
 }
@@ -115,7 +114,7 @@ pub fn read_baselines(
     kafka: &Kafka,
     key: Option<&Key>,
     timeout: Duration,
-) -> Result<BTreeMap<String, Baseline>, String> {
+) -> Result<BTreeMap<String, Baseline>, StoreError> {
     crate::store::read_latest(&kafka.brokers, &kafka.properties, key, None, timeout)
 }
 
@@ -128,13 +127,11 @@ pub async fn send(
     command: &str,
     baseline: Option<Baseline>,
     timeout: Duration,
-) -> Result<Baseline, String> {
+) -> Result<Baseline, SendError> {
     let before = {
         let kafka = kafka.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || read_baselines(&kafka, Some(&key), Duration::from_secs(10)))
-            .await
-            .map_err(|e| e.to_string())??
+        tokio::task::spawn_blocking(move || read_baselines(&kafka, Some(&key), Duration::from_secs(10))).await??
     };
     let after_version = before.get(workload).map_or(0, |b| b.version);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -146,7 +143,7 @@ pub async fn send(
         baseline: baseline.map(Box::new),
         at_ms: crate::clock::system_ns() as u64 / 1_000_000,
     };
-    let json = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&message)?;
     let signature = key.sign(TOPIC_CONTROL, workload.as_bytes(), &json);
     let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
         key: sign::HEADER,
@@ -156,7 +153,10 @@ pub async fn send(
         .client(&[])
         .set("message.max.bytes", MAX_MESSAGE.to_string())
         .create()
-        .map_err(|e| format!("kafka producer for {kafka}: {e}"))?;
+        .map_err(|source| SendError::Producer {
+            brokers: kafka.to_string(),
+            source,
+        })?;
     producer
         .send(
             FutureRecord::to(TOPIC_CONTROL)
@@ -166,15 +166,16 @@ pub async fn send(
             Duration::from_secs(10),
         )
         .await
-        .map_err(|(e, _)| format!("sending the command to {TOPIC_CONTROL}: {e}"))?;
+        .map_err(|(source, _)| SendError::Send {
+            topic: TOPIC_CONTROL,
+            source,
+        })?;
     let deadline = Instant::now() + timeout;
     loop {
         let now = {
             let kafka = kafka.clone();
             let key = key.clone();
-            tokio::task::spawn_blocking(move || read_baselines(&kafka, Some(&key), Duration::from_secs(10)))
-                .await
-                .map_err(|e| e.to_string())??
+            tokio::task::spawn_blocking(move || read_baselines(&kafka, Some(&key), Duration::from_secs(10))).await??
         };
         if let Some(b) = now.get(workload)
             && b.version > after_version
@@ -185,9 +186,10 @@ pub async fn send(
             return Ok(b.clone());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "no analyzer applied the command within {timeout:?}: is one running, and does it own {workload:?}?"
-            ));
+            return Err(SendError::NotApplied {
+                timeout,
+                workload: workload.to_owned(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -206,18 +208,26 @@ mod tests {
             Command::Reset
         );
         let e = parse(br#"{"command":"explode","workload":"w"}"#).unwrap_err();
-        assert!(e.contains("unknown command \"explode\""), "{e}");
-        assert!(
-            parse(br#"{"command":"import","workload":"w"}"#)
-                .unwrap_err()
-                .contains("without a baseline")
+        assert_eq!(e, Malformed::UnknownCommand("explode".into()));
+        assert!(e.to_string().contains("unknown command \"explode\""), "{e}");
+        assert_eq!(
+            parse(br#"{"command":"import","workload":"w"}"#).unwrap_err(),
+            Malformed::ImportWithoutBaseline
+        );
+        assert_eq!(
+            parse(br#"{"command":"lock","workload":""}"#).unwrap_err(),
+            Malformed::NoWorkload
         );
         assert!(
-            parse(br#"{"command":"lock","workload":""}"#)
+            parse(b"\xff")
                 .unwrap_err()
-                .contains("without a workload")
+                .to_string()
+                .starts_with("malformed control message")
         );
-        assert!(parse(b"\xff").unwrap_err().starts_with("malformed control message"));
+        assert!(matches!(
+            parse(&vec![b' '; MAX_MESSAGE + 1]).unwrap_err(),
+            Malformed::TooLarge { len, .. } if len == MAX_MESSAGE + 1
+        ));
         assert!(parse(br#"{"command":"lock","workload":"w","extra":1}"#).is_err());
         let b = Baseline::new("w", 0, 0);
         let m = ControlMessage {

@@ -42,8 +42,36 @@ pub enum StoreError {
     Write(#[source] KafkaError),
     #[error("writing a baseline: the producer is gone")]
     ProducerGone,
-    #[error("reading baselines: {0}")]
-    Read(String),
+    #[error("kafka consumer for {brokers}")]
+    Consumer {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("watermarks of {topic}/{partition}")]
+    Watermarks {
+        topic: &'static str,
+        partition: i32,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("assigning the partitions of {topic}")]
+    Assign {
+        topic: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("reading {topic}")]
+    Read {
+        topic: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("reading {topic}: not at its end after {timeout:?}")]
+    NotAtEnd {
+        topic: &'static str,
+        timeout: std::time::Duration,
+    },
     #[error("flushing the producer")]
     Flush(#[source] KafkaError),
     #[error("a blocking task of the store failed")]
@@ -53,12 +81,18 @@ pub enum StoreError {
 impl StoreError {
     pub fn kind(&self) -> Kind {
         match self {
-            StoreError::Producer { .. } | StoreError::NoPartitions(_) | StoreError::Task(_) => Kind::Fatal,
+            StoreError::Producer { .. }
+            | StoreError::Consumer { .. }
+            | StoreError::NoPartitions(_)
+            | StoreError::Task(_) => Kind::Fatal,
             StoreError::Metadata { .. }
             | StoreError::Enqueue { .. }
             | StoreError::Write(_)
             | StoreError::ProducerGone
-            | StoreError::Read(_)
+            | StoreError::Watermarks { .. }
+            | StoreError::Assign { .. }
+            | StoreError::Read { .. }
+            | StoreError::NotAtEnd { .. }
             | StoreError::Flush(_) => Kind::Retryable,
         }
     }
@@ -77,7 +111,74 @@ pub enum Refused {
     #[error("message key {key:?} is not the workload {workload:?}")]
     KeyMismatch { key: String, workload: String },
     #[error("{0}")]
-    Malformed(String),
+    Malformed(#[from] Malformed),
+}
+
+/// Why a telemetry message is skipped (logged and counted; see `consume`).
+#[derive(Debug, thiserror::Error)]
+pub enum Skipped {
+    #[error("unexpected record type")]
+    UnexpectedType,
+    #[error("malformed schema version header {0:?}")]
+    VersionHeader(String),
+    #[error("empty message")]
+    Empty,
+    #[error(transparent)]
+    Decode(#[from] glasshouse_proto::ipc::DecodeError),
+    #[error("record type {0} is not consumed")]
+    NotConsumed(glasshouse_proto::record::RecordType),
+    #[error("{source} (written with schema version {version}, this analyzer reads {current})")]
+    OtherVersion {
+        version: u32,
+        current: u32,
+        source: arrow_schema::ArrowError,
+    },
+    #[error(transparent)]
+    Rows(arrow_schema::ArrowError),
+}
+
+/// Why a control message is not a command.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Malformed {
+    #[error("control message of {len} bytes, over {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed control message: {0}")]
+    Json(String),
+    #[error("control message without a workload")]
+    NoWorkload,
+    #[error("import without a baseline")]
+    ImportWithoutBaseline,
+    #[error("unknown command {0:?} (lock, unlock, reset, import)")]
+    UnknownCommand(String),
+}
+
+/// Why `glasshouse baselines lock|unlock|reset|import` did not see its
+/// command applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("reading the baselines")]
+    Read(#[from] StoreError),
+    #[error("a blocking task failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("encoding the command")]
+    Encode(#[from] serde_json::Error),
+    #[error("kafka producer for {brokers}")]
+    Producer {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("sending the command to {topic}")]
+    Send {
+        topic: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("no analyzer applied the command within {timeout:?}: is one running, and does it own {workload:?}?")]
+    NotApplied {
+        timeout: std::time::Duration,
+        workload: String,
+    },
 }
 
 /// Why an operator command was not applied.

@@ -160,7 +160,6 @@ impl Store {
         tokio::task::spawn_blocking(move || load_blocking(&brokers, &extra, key.as_ref(), n, &wanted))
             .await
             .map_err(StoreError::Task)?
-            .map_err(StoreError::Read)
     }
 
     /// Waits until every enqueued message is delivered (or `timeout`).
@@ -175,7 +174,7 @@ fn load_blocking(
     key: Option<&Key>,
     baseline_partitions: i32,
     wanted: &[i32],
-) -> Result<Vec<(Baseline, bool)>, String> {
+) -> Result<Vec<(Baseline, bool)>, StoreError> {
     let mut read: Vec<i32> = wanted.iter().map(|p| p.rem_euclid(baseline_partitions)).collect();
     read.sort_unstable();
     read.dedup();
@@ -201,7 +200,7 @@ pub fn read_latest(
     key: Option<&Key>,
     partitions: Option<&[i32]>,
     timeout: Duration,
-) -> Result<BTreeMap<String, Baseline>, String> {
+) -> Result<BTreeMap<String, Baseline>, StoreError> {
     Ok(read_snapshots(brokers, extra, key, partitions, timeout)?
         .into_iter()
         .filter_map(|(k, (b, _))| Some((k, b?)))
@@ -216,21 +215,25 @@ fn read_snapshots(
     key: Option<&Key>,
     partitions: Option<&[i32]>,
     timeout: Duration,
-) -> Result<BTreeMap<String, (Option<Baseline>, bool)>, String> {
+) -> Result<BTreeMap<String, (Option<Baseline>, bool)>, StoreError> {
     let mut config = client(brokers, &[], extra);
     config
         .set("group.id", "glasshouse-baseline-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))?;
+    let consumer: BaseConsumer = config.create().map_err(|source| StoreError::Consumer {
+        brokers: brokers.to_owned(),
+        source,
+    })?;
     let partitions: Vec<i32> = match partitions {
         Some(p) => p.to_vec(),
         None => {
             let metadata = consumer
                 .fetch_metadata(Some(TOPIC_BASELINES), TIMEOUT)
-                .map_err(|e| format!("kafka at {brokers}: {e}"))?;
+                .map_err(|source| StoreError::Metadata {
+                    topic: TOPIC_BASELINES,
+                    source,
+                })?;
             metadata
                 .topics()
                 .first()
@@ -243,18 +246,26 @@ fn read_snapshots(
     for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(TOPIC_BASELINES, p, TIMEOUT)
-            .map_err(|e| format!("watermarks of {TOPIC_BASELINES}/{p}: {e}"))?;
+            .map_err(|source| StoreError::Watermarks {
+                topic: TOPIC_BASELINES,
+                partition: p,
+                source,
+            })?;
         if high > low {
             tpl.add_partition_offset(TOPIC_BASELINES, p, Offset::Offset(low))
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| StoreError::Assign {
+                    topic: TOPIC_BASELINES,
+                    source,
+                })?;
             ends.insert(p, high);
         }
     }
     let mut latest: BTreeMap<String, (Option<Baseline>, bool)> = BTreeMap::new();
     if !ends.is_empty() {
-        consumer
-            .assign(&tpl)
-            .map_err(|e| format!("assign {TOPIC_BASELINES}: {e}"))?;
+        consumer.assign(&tpl).map_err(|source| StoreError::Assign {
+            topic: TOPIC_BASELINES,
+            source,
+        })?;
     }
     let deadline = std::time::Instant::now() + timeout;
     // The reported high watermark is not always the offset after the last
@@ -269,13 +280,19 @@ fn read_snapshots(
             if ends.is_empty() {
                 break;
             }
-            return Err(format!("reading {TOPIC_BASELINES}: not at its end after {timeout:?}"));
+            return Err(StoreError::NotAtEnd {
+                topic: TOPIC_BASELINES,
+                timeout,
+            });
         }
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             drained = ends.is_empty();
             continue;
         };
-        let m = m.map_err(|e| format!("reading {TOPIC_BASELINES}: {e}"))?;
+        let m = m.map_err(|source| StoreError::Read {
+            topic: TOPIC_BASELINES,
+            source,
+        })?;
         if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&m.partition());
         }

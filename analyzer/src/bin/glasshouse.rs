@@ -169,7 +169,7 @@ async fn read_baselines(kafka: &Kafka, key: Option<&Key>) -> std::collections::B
         .await
     {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => fail(e),
+        Ok(Err(e)) => fail(service::error_chain(&e)),
         Err(e) => fail(e.to_string()),
     }
 }
@@ -192,7 +192,7 @@ async fn send_command(kafka: &Kafka, key: Option<&Key>, workload: &str, name: &s
             b.version,
             b.state.as_str()
         ),
-        Err(e) => fail(e),
+        Err(e) => fail(service::error_chain(&e)),
     }
 }
 
