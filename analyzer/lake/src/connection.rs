@@ -13,10 +13,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use glasshouse_runtime::metrics::{LabeledCounter, LabeledGauge, Metric};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -84,38 +85,58 @@ pub enum Cutoff {
     Write,
 }
 
-const CUTOFFS: [Cutoff; 4] = [Cutoff::Refused, Cutoff::Handshake, Cutoff::Idle, Cutoff::Write];
+/// The label values of the SQL metrics: the front doors' names.
+const DOORS: [&str; 2] = ["postgresql", "flight"];
 
-static COUNTS: [[AtomicU64; 4]; 2] = [const { [const { AtomicU64::new(0) }; 4] }; 2];
+pub static REFUSED: LabeledCounter<2> = LabeledCounter::new(
+    "glasshouse_sql_connections_refused_total",
+    "SQL connections refused over sql.max_connections.",
+    "door",
+    DOORS,
+);
+pub static HANDSHAKE_TIMEOUTS: LabeledCounter<2> = LabeledCounter::new(
+    "glasshouse_sql_handshake_timeouts_total",
+    "SQL connections closed for not authenticating within sql.handshake_timeout_secs.",
+    "door",
+    DOORS,
+);
+pub static IDLE_TIMEOUTS: LabeledCounter<2> = LabeledCounter::new(
+    "glasshouse_sql_idle_timeouts_total",
+    "SQL connections closed after sql.idle_timeout_secs without traffic.",
+    "door",
+    DOORS,
+);
+pub static WRITE_TIMEOUTS: LabeledCounter<2> = LabeledCounter::new(
+    "glasshouse_sql_write_timeouts_total",
+    "SQL connections cut off after a write blocked for sql.write_timeout_secs.",
+    "door",
+    DOORS,
+);
+pub static OPEN: LabeledGauge<2> = LabeledGauge::new(
+    "glasshouse_sql_connections",
+    "SQL connections served now.",
+    "door",
+    DOORS,
+);
+
+/// Every metric of the SQL front doors (process-wide), for a `/metrics` page.
+pub static METRICS: [&dyn Metric; 5] = [&REFUSED, &HANDSHAKE_TIMEOUTS, &IDLE_TIMEOUTS, &WRITE_TIMEOUTS, &OPEN];
 
 impl Cutoff {
-    /// The metric counting it (label `door`: `postgresql` or `flight`).
-    pub fn metric(self) -> &'static str {
+    /// The counter of this cut-off (label `door`).
+    pub fn counter(self) -> &'static LabeledCounter<2> {
         match self {
-            Cutoff::Refused => "glasshouse_sql_connections_refused_total",
-            Cutoff::Handshake => "glasshouse_sql_handshake_timeouts_total",
-            Cutoff::Idle => "glasshouse_sql_idle_timeouts_total",
-            Cutoff::Write => "glasshouse_sql_write_timeouts_total",
+            Cutoff::Refused => &REFUSED,
+            Cutoff::Handshake => &HANDSHAKE_TIMEOUTS,
+            Cutoff::Idle => &IDLE_TIMEOUTS,
+            Cutoff::Write => &WRITE_TIMEOUTS,
         }
-    }
-
-    pub fn help(self) -> &'static str {
-        match self {
-            Cutoff::Refused => "SQL connections refused over sql.max_connections.",
-            Cutoff::Handshake => "SQL connections closed for not authenticating within sql.handshake_timeout_secs.",
-            Cutoff::Idle => "SQL connections closed after sql.idle_timeout_secs without traffic.",
-            Cutoff::Write => "SQL connections cut off after a write blocked for sql.write_timeout_secs.",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 
     /// Logs and counts one cut-off connection.
     pub fn emit(self, door: Door, peer: Option<std::net::SocketAddr>) {
-        COUNTS[door as usize][self.index()].fetch_add(1, Ordering::Relaxed);
         let door = door.name();
+        self.counter().add(door, 1);
         match self {
             Cutoff::Refused => warn!(door, ?peer, "sql: connection refused: too many connections"),
             Cutoff::Handshake => info!(door, ?peer, "sql: connection closed: no authentication in time"),
@@ -125,27 +146,14 @@ impl Cutoff {
     }
 }
 
-/// Every counter: (cut-off, door, count), for a `/metrics` page.
-pub fn counts() -> Vec<(Cutoff, Door, u64)> {
-    let mut out = Vec::new();
-    for c in CUTOFFS {
-        for d in [Door::Pg, Door::Flight] {
-            out.push((c, d, COUNTS[d as usize][c.index()].load(Ordering::Relaxed)));
-        }
-    }
-    out
-}
-
-static OPEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
-
 /// Connections a front door is serving now.
 pub fn open(door: Door) -> u64 {
-    OPEN[door as usize].load(Ordering::Relaxed)
+    OPEN.get(door.name())
 }
 
 /// One count, for tests.
 pub fn count(cutoff: Cutoff, door: Door) -> u64 {
-    COUNTS[door as usize][cutoff.index()].load(Ordering::Relaxed)
+    cutoff.counter().get(door.name())
 }
 
 /// Whether a connection has authenticated, set by the front door.
@@ -224,7 +232,7 @@ pub struct Watched {
 impl Watched {
     pub fn new(io: TcpStream, door: Door, slot: OwnedSemaphorePermit, budget: &Budget) -> Watched {
         let peer = io.peer_addr().ok();
-        OPEN[door as usize].fetch_add(1, Ordering::Relaxed);
+        OPEN.inc(door.name());
         Watched {
             _slot: slot,
             io,
@@ -294,7 +302,7 @@ impl Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        OPEN[self.door as usize].fetch_sub(1, Ordering::Relaxed);
+        OPEN.dec(self.door.name());
     }
 }
 

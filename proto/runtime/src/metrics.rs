@@ -143,6 +143,66 @@ impl<const N: usize> Metric for LabeledCounter<N> {
     }
 }
 
+/// Gauges sharing a name, one per value of a fixed label set.
+#[derive(Debug)]
+pub struct LabeledGauge<const N: usize> {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub label: &'static str,
+    pub values: [&'static str; N],
+    gauges: [AtomicU64; N],
+}
+
+impl<const N: usize> LabeledGauge<N> {
+    pub const fn new(name: &'static str, help: &'static str, label: &'static str, values: [&'static str; N]) -> Self {
+        LabeledGauge {
+            name,
+            help,
+            label,
+            values,
+            gauges: [const { AtomicU64::new(0) }; N],
+        }
+    }
+    fn index(&self, value: &str) -> Option<usize> {
+        self.values.iter().position(|v| *v == value)
+    }
+    /// Sets the gauge of `value`; an unknown value is ignored.
+    pub fn set(&self, value: &str, n: u64) {
+        if let Some(i) = self.index(value) {
+            self.gauges[i].store(n, Ordering::Relaxed);
+        }
+    }
+    pub fn inc(&self, value: &str) {
+        if let Some(i) = self.index(value) {
+            self.gauges[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub fn dec(&self, value: &str) {
+        if let Some(i) = self.index(value) {
+            self.gauges[i].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    pub fn get(&self, value: &str) -> u64 {
+        self.index(value).map_or(0, |i| self.gauges[i].load(Ordering::Relaxed))
+    }
+}
+
+impl<const N: usize> Metric for LabeledGauge<N> {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", self.name, self.help, self.name);
+        for (v, g) in self.values.iter().zip(&self.gauges) {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{}\"}} {}",
+                self.name,
+                self.label,
+                v,
+                g.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// Bucket upper bounds, in seconds, for latencies from 100 µs to 10 s.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
@@ -211,4 +271,25 @@ pub fn render(metrics: &[&dyn Metric]) -> String {
         m.render(&mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labeled_gauges_render_every_value_and_ignore_unknown_ones() {
+        let g = LabeledGauge::new("t_baselines", "Baselines.", "state", ["learning", "stable"]);
+        g.set("learning", 3);
+        g.inc("stable");
+        g.inc("stable");
+        g.dec("stable");
+        g.set("gone", 9);
+        assert_eq!((g.get("learning"), g.get("stable"), g.get("gone")), (3, 1, 0));
+        assert_eq!(
+            render(&[&g]),
+            "# HELP t_baselines Baselines.\n# TYPE t_baselines gauge\n\
+             t_baselines{state=\"learning\"} 3\nt_baselines{state=\"stable\"} 1\n"
+        );
+    }
 }
