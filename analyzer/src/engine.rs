@@ -36,6 +36,7 @@ use crate::clock::Clock;
 use crate::error::CommandError;
 use crate::features::{self, Cidr, Feature, Kind, Phase, Phases};
 use crate::finding::{self, Anomaly, Container, Endpoint, Finding, Fleet, Process, Severity, Technique};
+use crate::internal_events::Metrics;
 use crate::ocsf;
 use crate::rules::{self, RuleHit};
 
@@ -79,16 +80,6 @@ pub struct Alert {
     pub finding: Finding,
     /// Occurrences in its window so far (1 for the first alert).
     pub count: u64,
-}
-
-/// Counters of the engine.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct EngineStats {
-    pub events: u64,
-    pub learned_in_gap: u64,
-    pub findings: u64,
-    pub alerts: u64,
-    pub suppressed: u64,
 }
 
 #[derive(Debug)]
@@ -144,7 +135,9 @@ pub struct Engine {
     /// Wall clock as of the latest tick (refreshed every second).
     now_wall: i64,
     clock: Clock,
-    pub stats: EngineStats,
+    /// Where the engine counts what it does (shared with the analyzer's
+    /// `/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -169,7 +162,7 @@ impl Engine {
             partition: 0,
             now_wall: clock.now_ns(),
             clock,
-            stats: EngineStats::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -341,7 +334,7 @@ impl Engine {
         let Some(info) = Container::of(&row.attribution) else {
             return;
         };
-        self.stats.events += 1;
+        self.metrics.events.add(1);
         // A fork counts towards the interval after the container's latest
         // resource sample only if it happened after that sample: events
         // replayed after a restart (or lagging behind the resources topic)
@@ -388,7 +381,7 @@ impl Engine {
         let Some(info) = Container::of(&row.attribution) else {
             return;
         };
-        self.stats.events += 1;
+        self.metrics.events.add(1);
         let first = self.container(&info, &row.attribution.workload_id, row.time_unix_ns);
         let phase = self
             .settings
@@ -417,7 +410,7 @@ impl Engine {
         let Some(info) = Container::of(&row.attribution) else {
             return;
         };
-        self.stats.events += 1;
+        self.metrics.events.add(1);
         let first = self.container(&info, &row.attribution.workload_id, row.time_unix_ns);
         let phase = self.settings.phases.of(false, false, first, row.time_unix_ns);
         let feats = features::of_file(row, phase);
@@ -653,7 +646,7 @@ impl Engine {
         // Learn.
         let mut learned = false;
         if in_gap {
-            self.stats.learned_in_gap += 1;
+            self.metrics.gap_events.add(1);
         } else {
             if state == State::Learning && !matches!(ev.source, Source::None) {
                 b.count_event(ev.time_ns, &settings.rules);
@@ -758,7 +751,7 @@ impl Engine {
 
     /// Opens an alert window for a finding, or counts it in the open one.
     fn emit(&mut self, f: Finding) {
-        self.stats.findings += 1;
+        self.metrics.findings.add(1);
         let now = self.clock.now_ns();
         let key = (f.workload.clone(), f.key.clone());
         if let Some(open) = self.open.get_mut(&key)
@@ -766,7 +759,7 @@ impl Engine {
         {
             open.count += 1;
             open.last_ns = open.last_ns.max(f.time_ns);
-            self.stats.suppressed += 1;
+            self.metrics.suppressed.add(1);
             return;
         }
         let uid = alert_uid(&f);
@@ -795,7 +788,7 @@ impl Engine {
         activity: ocsf::Activity,
     ) {
         let document = ocsf::detection_finding(f, uid, activity, count, last_ns);
-        self.stats.alerts += 1;
+        self.metrics.alerts.add(1);
         self.outbox.push(Alert {
             workload: f.workload.clone(),
             partition,
@@ -1459,7 +1452,7 @@ pub(crate) mod tests {
         // wall clock, not event time) says how often.
         e.handle_process(&exec("c2", 33 * S, "/usr/bin/wget", &["wget", "http://x/z"]));
         assert!(e.drain_alerts().is_empty());
-        assert_eq!(e.stats.suppressed, 1);
+        assert_eq!(e.metrics.suppressed.get(), 1);
         clock.advance(Duration::from_secs(299));
         e.tick();
         assert!(e.drain_alerts().is_empty(), "the window is still open");
@@ -1615,7 +1608,7 @@ pub(crate) mod tests {
                 .get(Phase::Steady, Kind::Exec, "/bin/odd2")
                 .is_none()
         );
-        assert_eq!(e.stats.learned_in_gap, 1);
+        assert_eq!(e.metrics.gap_events.get(), 1);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod error;
 pub mod escape;
 pub mod features;
 pub mod finding;
+pub mod internal_events;
 pub mod ocsf;
 pub mod outputs;
 pub mod rules;
@@ -69,8 +70,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::consume::{ConsumeError, ConsumeStats, ConsumerSettings, RowHandler, StartAt};
-use crate::engine::{Alert, Engine, EngineStats};
+use crate::engine::{Alert, Engine};
 use crate::error::{CheckpointError, CommandError, StoreError};
+use crate::internal_events::Metrics;
 use crate::outputs::Outputs;
 use crate::store::Store;
 use crate::view::View;
@@ -181,35 +183,11 @@ impl<W: Write> RowHandler for Shower<W> {
     }
 }
 
-/// What the analyzer's HTTP endpoint serves, refreshed every tick.
+/// What the analyzer's HTTP endpoint serves besides its metrics, refreshed
+/// every tick.
 #[derive(Debug, Default)]
 struct Published {
-    stats: EngineStats,
-    baselines: [u64; 3],
-    baseline_bytes: u64,
-    checkpoint_failures: u64,
     containers: Vec<cli::ContainerRow>,
-    /// `(output, sent, failed attempts, dropped)`.
-    outputs: Vec<(&'static str, u64, u64, u64)>,
-    alerts: AlertCounters,
-    /// Alerts Kafka has refused that wait for their next attempt.
-    alerts_pending: u64,
-    /// Operator commands refused (unsigned, forged, stale, no key).
-    control_refused: u64,
-    /// Baseline snapshot records refused on restore.
-    snapshots_refused: u64,
-}
-
-/// What happened to alerts on their way to `glasshouse.alerts`.
-#[derive(Debug, Default, Clone, Copy)]
-struct AlertCounters {
-    /// Alerts over `max_alert_bytes` (or refused as too large) whose long
-    /// strings were cut.
-    shortened: u64,
-    /// Failed attempts to hand an alert to Kafka.
-    failed: u64,
-    /// Alerts given up after [`ALERT_ATTEMPTS`] failed attempts.
-    dropped: u64,
 }
 
 /// Attempts to publish an alert (one per checkpoint) before it is dropped,
@@ -217,141 +195,14 @@ struct AlertCounters {
 /// back the offsets, and with them every later alert, forever.
 const ALERT_ATTEMPTS: u32 = 5;
 
-impl Published {
-    fn metrics(&self) -> String {
-        use glasshouse_runtime::metrics::render_scalar;
-        let mut out = String::new();
-        let s = &self.stats;
-        for (name, help, v) in [
-            ("glasshouse_analyzer_events_total", "Container events scored.", s.events),
-            (
-                "glasshouse_analyzer_findings_total",
-                "Findings, before deduplication.",
-                s.findings,
-            ),
-            (
-                "glasshouse_analyzer_alerts_total",
-                "Alerts published (creates and updates).",
-                s.alerts,
-            ),
-            (
-                "glasshouse_analyzer_alerts_suppressed_total",
-                "Findings counted in an open alert instead of alerting again.",
-                s.suppressed,
-            ),
-            (
-                "glasshouse_analyzer_gap_events_total",
-                "Events inside a reported gap: scored, not learned from.",
-                s.learned_in_gap,
-            ),
-            (
-                "glasshouse_analyzer_checkpoint_failures_total",
-                "Checkpoints that failed (offsets not committed, retried).",
-                self.checkpoint_failures,
-            ),
-            (
-                "glasshouse_analyzer_alerts_shortened_total",
-                "Alerts over max_alert_bytes whose long strings were cut to fit.",
-                self.alerts.shortened,
-            ),
-            (
-                "glasshouse_analyzer_alert_publish_failures_total",
-                "Failed attempts to publish an alert to glasshouse.alerts.",
-                self.alerts.failed,
-            ),
-            (
-                "glasshouse_analyzer_alerts_dropped_total",
-                "Alerts dropped after every attempt to publish them failed.",
-                self.alerts.dropped,
-            ),
-            (
-                "glasshouse_analyzer_control_refused_total",
-                "Operator commands refused: unsigned, forged, stale, or no control key.",
-                self.control_refused,
-            ),
-            (
-                "glasshouse_analyzer_snapshots_refused_total",
-                "Baseline snapshots refused on restore (unsigned, forged or undecodable); the one before stays.",
-                self.snapshots_refused,
-            ),
-        ] {
-            render_scalar(&mut out, name, help, "counter", v);
-        }
-        out.push_str("# HELP glasshouse_analyzer_baselines Baselines held, by state.\n# TYPE glasshouse_analyzer_baselines gauge\n");
-        for (state, n) in ["learning", "stable", "locked"].iter().zip(self.baselines) {
-            out.push_str(&format!("glasshouse_analyzer_baselines{{state=\"{state}\"}} {n}\n"));
-        }
-        for (name, help, i) in [
-            ("glasshouse_analyzer_output_sent_total", "Alerts sent, by output.", 0),
-            (
-                "glasshouse_analyzer_output_failures_total",
-                "Failed send attempts, by output.",
-                1,
-            ),
-            (
-                "glasshouse_analyzer_output_dropped_total",
-                "Alerts an output dropped (queue full or retries exhausted).",
-                2,
-            ),
-        ] {
-            if self.outputs.is_empty() {
-                break;
-            }
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-            for (output, sent, failed, dropped) in &self.outputs {
-                let v = [sent, failed, dropped][i];
-                out.push_str(&format!("{name}{{output=\"{output}\"}} {v}\n"));
-            }
-        }
-        // The SQL front doors' cut-off connections (process-wide counters).
-        let mut family = "";
-        for (cutoff, door, v) in glasshouse_lake::connection::counts() {
-            let name = cutoff.metric();
-            if name != family {
-                out.push_str(&format!("# HELP {name} {}\n# TYPE {name} counter\n", cutoff.help()));
-                family = name;
-            }
-            out.push_str(&format!("{name}{{door=\"{}\"}} {v}\n", door.name()));
-        }
-        out.push_str(
-            "# HELP glasshouse_sql_connections SQL connections served now.\n# TYPE glasshouse_sql_connections gauge\n",
-        );
-        for door in [
-            glasshouse_lake::connection::Door::Pg,
-            glasshouse_lake::connection::Door::Flight,
-        ] {
-            let n = glasshouse_lake::connection::open(door);
-            out.push_str(&format!("glasshouse_sql_connections{{door=\"{}\"}} {n}\n", door.name()));
-        }
-        render_scalar(
-            &mut out,
-            "glasshouse_analyzer_alerts_pending_retry",
-            "Alerts Kafka refused that wait for another attempt.",
-            "gauge",
-            self.alerts_pending,
-        );
-        render_scalar(
-            &mut out,
-            "glasshouse_analyzer_baseline_bytes",
-            "Approximate memory of the baselines held.",
-            "gauge",
-            self.baseline_bytes,
-        );
-        out
-    }
-
-    /// `/health`: `ok`, or `degraded` with why (alerts refused by Kafka and
-    /// waiting, alerts dropped since the start).
-    fn health(&self) -> String {
-        let a = &self.alerts;
-        if self.alerts_pending == 0 && a.dropped == 0 {
-            "ok\n".into()
-        } else {
-            format!(
-                "degraded: {} alerts waiting for Kafka, {} dropped after {ALERT_ATTEMPTS} attempts\n",
-                self.alerts_pending, a.dropped
-            )
-        }
+/// `/health`: `ok`, or `degraded` with why (alerts refused by Kafka and
+/// waiting, alerts dropped since the start).
+fn health(m: &Metrics) -> String {
+    let (pending, dropped) = (m.alerts_pending.get(), m.alerts_dropped.get());
+    if pending == 0 && dropped == 0 {
+        "ok\n".into()
+    } else {
+        format!("degraded: {pending} alerts waiting for Kafka, {dropped} dropped after {ALERT_ATTEMPTS} attempts\n")
     }
 }
 
@@ -360,7 +211,6 @@ struct Analyzer<W: Write> {
     /// What the HTTP endpoint serves; `None` without `metrics_listen`.
     published: Option<Arc<Mutex<Published>>>,
     outputs: Outputs,
-    checkpoint_failures: u64,
     shower: Shower<W>,
     engine: Engine,
     store: Store,
@@ -372,10 +222,8 @@ struct Analyzer<W: Write> {
     retry: Vec<(Arc<Alert>, u32)>,
     /// See `[analysis] max_alert_bytes`.
     max_alert_bytes: usize,
-    alerts: AlertCounters,
     /// See `control_key_file`; `None`: commands are refused.
     control_key: Option<sign::Key>,
-    control_refused: u64,
 }
 
 impl<W: Write> Analyzer<W> {
@@ -395,13 +243,11 @@ impl<W: Write> Analyzer<W> {
     /// Cuts the long strings of `alert` until its JSON is at most `max` bytes.
     fn fit(&mut self, alert: &mut Alert, max: usize) {
         if let Some(short) = alert.document.shorten(max) {
-            self.alerts.shortened += 1;
-            tracing::warn!(
-                uid = alert.uid,
-                workload = %escape::terminal(&alert.workload),
-                bytes = alert.document.json().len(),
-                shortened = short.json().len(),
-                "alert over its size limit, long strings cut"
+            self.engine.metrics.alert_shortened(
+                &alert.uid,
+                &alert.workload,
+                alert.document.json().len(),
+                short.json().len(),
             );
             alert.document = short;
         }
@@ -418,10 +264,11 @@ impl<W: Write> Analyzer<W> {
     /// checkpoint (shorter, if Kafka found it too large), or dropped after
     /// [`ALERT_ATTEMPTS`].
     fn failed(&mut self, alert: Arc<Alert>, attempt: u32, error: &rdkafka::error::KafkaError) {
-        self.alerts.failed += 1;
-        if attempt >= ALERT_ATTEMPTS {
-            self.alerts.dropped += 1;
-            tracing::error!(%error, uid = alert.uid, attempts = attempt, "alert not published, dropped");
+        let last = attempt >= ALERT_ATTEMPTS;
+        self.engine
+            .metrics
+            .alert_publish_failed(&alert.uid, attempt, last, error);
+        if last {
             return;
         }
         let too_large = matches!(
@@ -435,7 +282,6 @@ impl<W: Write> Analyzer<W> {
         } else {
             alert
         };
-        tracing::warn!(%error, uid = alert.uid, attempt, "alert not published, retrying at the next checkpoint");
         self.retry.push((alert, attempt));
     }
 }
@@ -499,7 +345,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         {
             Ok(c) => c,
             Err(refused) => {
-                self.control_refused += 1;
+                self.engine.metrics.control_refused.add(1);
                 return Err(CommandError::Refused {
                     refused,
                     workload: escape::terminal(&String::from_utf8_lossy(key)),
@@ -530,6 +376,12 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
             baselines[b.state as usize] += 1;
             bytes += b.approx_bytes() as u64;
         }
+        let m = &self.engine.metrics;
+        for (state, n) in internal_events::BASELINE_STATES.iter().zip(baselines) {
+            m.baselines.set(state, n);
+        }
+        m.baseline_bytes.set(bytes);
+        m.alerts_pending.set(self.retry.len() as u64);
         let containers = self
             .engine
             .container_scores()
@@ -544,18 +396,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
                 baseline_state: c.baseline_state.to_owned(),
             })
             .collect();
-        *published.lock().expect("not poisoned") = Published {
-            stats: self.engine.stats,
-            baselines,
-            baseline_bytes: bytes,
-            checkpoint_failures: self.checkpoint_failures,
-            containers,
-            outputs: self.outputs.counters(),
-            alerts: self.alerts,
-            alerts_pending: self.retry.len() as u64,
-            control_refused: self.control_refused,
-            snapshots_refused: store::SNAPSHOTS_REFUSED.load(std::sync::atomic::Ordering::Relaxed),
-        };
+        *published.lock().expect("not poisoned") = Published { containers };
     }
 
     fn checkpoint_interval(&self) -> Option<Duration> {
@@ -577,7 +418,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
         }
         let failed = self.retry.len();
         if failed > 0 {
-            self.checkpoint_failures += 1;
+            self.engine.metrics.checkpoint_failures.add(1);
             return Err(CheckpointError::AlertsPending(failed));
         }
         let snapshots: Vec<(i32, String, Vec<u8>)> = self
@@ -597,7 +438,7 @@ impl<W: Write + Send> RowHandler for Analyzer<W> {
             for (_, workload, _) in &snapshots {
                 self.engine.mark_dirty(workload);
             }
-            self.checkpoint_failures += 1;
+            self.engine.metrics.checkpoint_failures.add(1);
             return Err(error.into());
         }
         tracing::debug!(baselines = snapshots.len(), "baselines saved");
@@ -669,7 +510,8 @@ pub async fn run<W: Write + Send>(
     let published = config
         .metrics_listen
         .map(|_| Arc::new(Mutex::new(Published::default())));
-    let endpoint = spawn_endpoint(&config, published.clone(), &cancel).await?;
+    let metrics = Arc::new(Metrics::default());
+    let endpoint = spawn_endpoint(&config, published.clone(), metrics.clone(), &cancel).await?;
     // Vulnerability matching runs beside the behaviour consumer, on its own
     // consumer group (see `vulns::service`).
     let vulns_task = config.vulns.enabled.then(|| {
@@ -683,7 +525,7 @@ pub async fn run<W: Write + Send>(
         beside("vulnerability matching", task, AnalyzerError::Vulns, cancel.clone())
     });
     let stats = if config.analysis.enabled {
-        analyze(&config, &settings, shower, published, control_key, &cancel).await?
+        analyze(&config, &settings, shower, (published, metrics), control_key, &cancel).await?
     } else {
         let mut shower = shower;
         consume::consume(&settings, &mut shower, &cancel).await?
@@ -725,6 +567,7 @@ pub async fn run<W: Write + Send>(
 async fn spawn_endpoint(
     config: &Config,
     published: Option<Arc<Mutex<Published>>>,
+    metrics: Arc<Metrics>,
     cancel: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, AnalyzerError> {
     let (Some(addr), Some(published)) = (config.metrics_listen, published) else {
@@ -735,17 +578,17 @@ async fn spawn_endpoint(
         .map_err(AnalyzerError::Metrics)?;
     let access = glasshouse_runtime::endpoint::Access::from_file(config.metrics_token_file.as_deref())
         .map_err(AnalyzerError::Metrics)?;
-    let routes: glasshouse_runtime::endpoint::Routes = Arc::new(move |path: &str| {
-        let p = published.lock().expect("not poisoned");
-        match path {
-            "/metrics" => Some((glasshouse_runtime::endpoint::TEXT_FORMAT, p.metrics())),
-            "/health" => Some(("text/plain; charset=utf-8", p.health())),
-            "/containers" => Some((
+    let routes: glasshouse_runtime::endpoint::Routes = Arc::new(move |path: &str| match path {
+        "/metrics" => Some((glasshouse_runtime::endpoint::TEXT_FORMAT, metrics.render())),
+        "/health" => Some(("text/plain; charset=utf-8", health(&metrics))),
+        "/containers" => {
+            let p = published.lock().expect("not poisoned");
+            Some((
                 "application/json",
                 cli::ascii_json(&serde_json::to_string(&p.containers).unwrap_or_default()),
-            )),
-            _ => None,
+            ))
         }
+        _ => None,
     });
     Ok(Some(tokio::spawn(glasshouse_runtime::endpoint::serve_routes(
         listener,
@@ -760,7 +603,7 @@ async fn analyze<W: Write + Send>(
     config: &Config,
     settings: &ConsumerSettings,
     shower: Shower<W>,
-    published: Option<Arc<Mutex<Published>>>,
+    (published, metrics): (Option<Arc<Mutex<Published>>>, Arc<Metrics>),
     control_key: Option<sign::Key>,
     cancel: &CancellationToken,
 ) -> Result<ConsumeStats, AnalyzerError> {
@@ -768,29 +611,28 @@ async fn analyze<W: Write + Send>(
         tracing::warn!("no control_key_file: operator commands are refused, snapshots and alerts are not signed");
     }
     let store = Store::connect(&config.brokers, &config.kafka, control_key.clone()).await?;
-    let outputs = Outputs::start(&config.outputs, cancel).map_err(AnalyzerError::Outputs)?;
+    let outputs = Outputs::start(&config.outputs, &metrics, cancel).map_err(AnalyzerError::Outputs)?;
+    let mut engine = Engine::new(config.analysis.settings());
+    engine.metrics = metrics;
     let mut analyzer = Analyzer {
         published,
         outputs,
-        checkpoint_failures: 0,
         shower,
-        engine: Engine::new(config.analysis.settings()),
+        engine,
         store,
         checkpoint_every: Duration::from_millis(config.analysis.checkpoint_ms),
         in_flight: Vec::new(),
         retry: Vec::new(),
         max_alert_bytes: config.analysis.max_alert_bytes,
-        alerts: AlertCounters::default(),
         control_key,
-        control_refused: 0,
     };
     let stats = consume::consume(settings, &mut analyzer, cancel).await?;
-    let e = analyzer.engine.stats;
+    let m = &analyzer.engine.metrics;
     tracing::info!(
-        events = e.events,
-        findings = e.findings,
-        alerts = e.alerts,
-        suppressed = e.suppressed,
+        events = m.events.get(),
+        findings = m.findings.get(),
+        alerts = m.alerts.get(),
+        suppressed = m.suppressed.get(),
         "analysis stopped"
     );
     if let Err(error) = analyzer.store.flush(Duration::from_secs(10)) {

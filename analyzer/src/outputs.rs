@@ -18,7 +18,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ascii_json;
 use crate::engine::Alert;
 use crate::finding::Severity;
+use crate::internal_events::Metrics;
 
 /// Private enterprise number used for the structured data id (the IANA
 /// "example" range is not for production; 32473 is RFC 5612's documentation
@@ -237,20 +237,12 @@ pub fn hec_event(alert: &Alert, config: &WebhookConfig, host: &str) -> String {
     ascii_json(&v.to_string())
 }
 
-/// Counters of one output.
-#[derive(Debug, Default)]
-pub struct OutputStats {
-    pub sent: AtomicU64,
-    pub failed: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
 /// One running output's queue.
 #[derive(Debug)]
 struct Queue {
     name: &'static str,
     tx: mpsc::Sender<Arc<Alert>>,
-    stats: Arc<OutputStats>,
+    metrics: Arc<Metrics>,
 }
 
 /// The running outputs: hand alerts to [`Outputs::send`].
@@ -261,7 +253,11 @@ pub struct Outputs {
 
 impl Outputs {
     /// Starts a task per configured output.
-    pub fn start(config: &OutputsConfig, cancel: &CancellationToken) -> Result<Outputs, String> {
+    pub fn start(
+        config: &OutputsConfig,
+        metrics: &Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) -> Result<Outputs, String> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
             .trim()
@@ -269,13 +265,22 @@ impl Outputs {
         let mut queues = Vec::new();
         for s in &config.syslog {
             let (tx, rx) = mpsc::channel(QUEUE);
-            let stats = Arc::new(OutputStats::default());
             let name = match s.protocol {
                 Protocol::Udp => "syslog_udp",
                 Protocol::Tcp => "syslog_tcp",
             };
-            tokio::spawn(run_syslog(s.clone(), host.clone(), rx, stats.clone(), cancel.clone()));
-            queues.push(Queue { name, tx, stats });
+            tokio::spawn(run_syslog(
+                s.clone(),
+                host.clone(),
+                rx,
+                (name, metrics.clone()),
+                cancel.clone(),
+            ));
+            queues.push(Queue {
+                name,
+                tx,
+                metrics: metrics.clone(),
+            });
         }
         if let Some(w) = &config.webhook {
             let token = match &w.token_file {
@@ -288,19 +293,18 @@ impl Outputs {
                 None => None,
             };
             let (tx, rx) = mpsc::channel(QUEUE);
-            let stats = Arc::new(OutputStats::default());
             tokio::spawn(run_webhook(
                 w.clone(),
                 token,
                 host.clone(),
                 rx,
-                stats.clone(),
+                metrics.clone(),
                 cancel.clone(),
             ));
             queues.push(Queue {
                 name: "webhook",
                 tx,
-                stats,
+                metrics: metrics.clone(),
             });
         }
         Ok(Outputs { queues })
@@ -310,29 +314,9 @@ impl Outputs {
     pub fn send(&self, alert: &Arc<Alert>) {
         for q in &self.queues {
             if q.tx.try_send(alert.clone()).is_err() {
-                q.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    output = q.name,
-                    uid = alert.uid,
-                    "alert output queue full, alert dropped"
-                );
+                q.metrics.output_queue_full(q.name, &alert.uid);
             }
         }
-    }
-
-    /// `(output, sent, failed attempts, dropped)` of each output.
-    pub fn counters(&self) -> Vec<(&'static str, u64, u64, u64)> {
-        self.queues
-            .iter()
-            .map(|q| {
-                (
-                    q.name,
-                    q.stats.sent.load(Ordering::Relaxed),
-                    q.stats.failed.load(Ordering::Relaxed),
-                    q.stats.dropped.load(Ordering::Relaxed),
-                )
-            })
-            .collect()
     }
 }
 
@@ -343,7 +327,7 @@ async fn run_syslog(
     config: SyslogConfig,
     host: String,
     mut rx: mpsc::Receiver<Arc<Alert>>,
-    stats: Arc<OutputStats>,
+    (name, metrics): (&'static str, Arc<Metrics>),
     cancel: CancellationToken,
 ) {
     let mut tcp: Option<tokio::net::TcpStream> = None;
@@ -377,16 +361,13 @@ async fn run_syslog(
             };
             match sent {
                 Ok(()) => {
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    metrics.output_sent(name);
                     break;
                 }
                 Err(error) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
                     tcp = None;
-                    if attempt == ATTEMPTS {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, address = %config.address, uid = alert.uid, "syslog output failed, alert dropped");
-                    } else {
+                    metrics.output_failed(name, &alert.uid, attempt == ATTEMPTS, &error);
+                    if attempt < ATTEMPTS {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }
@@ -416,7 +397,7 @@ async fn run_webhook(
     token: Option<String>,
     host: String,
     mut rx: mpsc::Receiver<Arc<Alert>>,
-    stats: Arc<OutputStats>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let Ok((authority, path)) = parse_http_url(&config.url) else {
@@ -432,15 +413,12 @@ async fn run_webhook(
         for attempt in 1..=ATTEMPTS {
             match post(&authority, &path, token.as_deref(), &body).await {
                 Ok(()) => {
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    metrics.output_sent("webhook");
                     break;
                 }
                 Err(error) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    if attempt == ATTEMPTS {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, url = config.url, uid = alert.uid, "webhook output failed, alert dropped");
-                    } else {
+                    metrics.output_failed("webhook", &alert.uid, attempt == ATTEMPTS, &error);
+                    if attempt < ATTEMPTS {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }

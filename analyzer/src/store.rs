@@ -187,7 +187,10 @@ fn load_blocking(
 }
 
 /// Snapshot records refused on restore, since the start (`/metrics`).
-pub static SNAPSHOTS_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static SNAPSHOTS_REFUSED: glasshouse_runtime::metrics::Counter = glasshouse_runtime::metrics::Counter::new(
+    "glasshouse_analyzer_snapshots_refused_total",
+    "Baseline snapshots refused on restore (unsigned, forged or undecodable); the one before stays.",
+);
 
 /// The latest snapshot of every workload on `glasshouse.baselines` (of the
 /// given partitions of it, or all), read to the end as it is now; a
@@ -323,7 +326,7 @@ fn read_snapshots(
                 latest.insert(workload, (b, false));
             }
             Err(error) => {
-                SNAPSHOTS_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                SNAPSHOTS_REFUSED.add(1);
                 tracing::warn!(
                     workload = %crate::escape::terminal(&workload),
                     %error,
