@@ -32,7 +32,7 @@ use crate::resources;
 use crate::runtime::{ContainerMeta, RuntimeClient};
 use crate::sensitive::SensitivePaths;
 use crate::sensor::proc_net::{self, SocketPoll};
-use crate::sensor::{FileRaw, ListenerSeed, NetworkRaw, RawEvent, SyscallRaw};
+use crate::sensor::{ExecRaw, ExitRaw, FileRaw, ForkRaw, ListenerSeed, NetworkRaw, RawEvent, SyscallRaw};
 use crate::workload;
 
 pub use crate::batch::{Batcher, Sample};
@@ -681,110 +681,86 @@ impl Attributor {
         (container.is_some() || self.host_processes).then_some(NetworkEvent { container, raw })
     }
 
-    /// Attributes one raw process event into the events to report (usually
-    /// zero or one); network events go through [`Attributor::network`].
-    pub async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
-        tracing::trace!(?raw, "raw event");
-        match raw {
-            RawEvent::Network(_) | RawEvent::File(_) | RawEvent::Syscalls(_) | RawEvent::Drops(_) => {
-                tracing::error!(
-                    ?raw,
-                    "network, file or syscall record passed to the process attribution"
-                );
-                Vec::new()
-            }
-            RawEvent::Exec { .. } => self.exec(raw).await.into_iter().collect(),
-            RawEvent::Fork { child_pid, .. } => {
-                let fork = self.fork_or_exit(raw).await;
-                // An exec whose process vanished before /proc was read, and whose
-                // fork was reported after it (the parent reports its fork only
-                // after the child already runs): attribute it through the fork.
-                let late_exec = self.unresolved.remove(&child_pid).and_then(|mut exec| {
-                    exec.container = self.pids.get(&child_pid).cloned().flatten();
-                    (exec.container.is_some() || self.host_processes).then_some(exec)
-                });
-                fork.into_iter().chain(late_exec).collect()
-            }
-            RawEvent::Exit { pid, .. } => {
-                let late_exec = self.unresolved.remove(&pid).and_then(|mut exec| {
-                    exec.container = self.pids.get(&pid).cloned().flatten();
-                    (exec.container.is_some() || self.host_processes).then_some(exec)
-                });
-                late_exec.into_iter().chain(self.fork_or_exit(raw).await).collect()
-            }
-        }
+    /// Attributes a fork, and an exec held for its child (one whose process
+    /// vanished before /proc was read, and whose fork was reported after it:
+    /// the parent reports its fork only after the child already runs).
+    pub async fn fork(&mut self, raw: ForkRaw) -> Vec<Event> {
+        let fork = self.fork_event(raw).await;
+        let late_exec = self.late_exec(raw.child_pid);
+        fork.into_iter().chain(late_exec).collect()
     }
 
-    async fn exec(&mut self, raw: RawEvent) -> Option<Event> {
-        match raw {
-            RawEvent::Exec {
-                time_unix_ns,
-                pid,
-                info,
-                parent_exe,
-            } => {
-                // A cgroup seen before (eBPF gives its id) skips parsing the
-                // path, unless its container's metadata is still incomplete.
-                let cached = info
-                    .as_ref()
-                    .filter(|i| i.cgroup_id != 0)
-                    .and_then(|i| self.cgroups.get(&i.cgroup_id))
-                    .filter(|c| c.as_ref().is_none_or(|c| c.complete))
-                    .cloned();
-                let hit = cached.is_some();
-                let container = match (cached, &info) {
-                    (Some(c), _) => c,
-                    (None, Some(info)) => match info.cgroup.container() {
-                        Some(key) => Some(self.container(key).await),
-                        None => None,
-                    },
-                    (None, None) => match self.pids.get(&pid) {
-                        Some(c) => c.clone(),
-                        None => {
-                            self.remember_unresolved(time_unix_ns, pid, parent_exe);
-                            return None;
-                        }
-                    },
-                };
-                if let Some(info) = info.as_ref().filter(|_| !hit) {
-                    self.learn_cgroup(&container, info);
-                }
-                let exec_in = self.is_exec_in(pid, info.as_ref().map(|i| i.ppid), container.as_ref());
-                self.track(pid, container.clone());
-                if exec_in {
-                    self.exec_in.insert(pid);
-                }
-                if container.is_none() && !self.host_processes {
+    /// Attributes an exit, after an exec held for that process.
+    pub async fn exit(&mut self, raw: ExitRaw) -> Vec<Event> {
+        let late_exec = self.late_exec(raw.pid);
+        late_exec.into_iter().chain(self.exit_event(raw)).collect()
+    }
+
+    /// The exec held for `pid`, attributed now that its process is known.
+    fn late_exec(&mut self, pid: u32) -> Option<Event> {
+        self.unresolved.remove(&pid).and_then(|mut exec| {
+            exec.container = self.pids.get(&pid).cloned().flatten();
+            (exec.container.is_some() || self.host_processes).then_some(exec)
+        })
+    }
+
+    /// Attributes an exec; `None` when it is not reported (a host process),
+    /// or not yet (held until its fork or exit says where it ran).
+    pub async fn exec(&mut self, raw: ExecRaw) -> Option<Event> {
+        let ExecRaw {
+            time_unix_ns,
+            pid,
+            info,
+            parent_exe,
+        } = raw;
+        // A cgroup seen before (eBPF gives its id) skips parsing the
+        // path, unless its container's metadata is still incomplete.
+        let cached = info
+            .as_ref()
+            .filter(|i| i.cgroup_id != 0)
+            .and_then(|i| self.cgroups.get(&i.cgroup_id))
+            .filter(|c| c.as_ref().is_none_or(|c| c.complete))
+            .cloned();
+        let hit = cached.is_some();
+        let container = match (cached, &info) {
+            (Some(c), _) => c,
+            (None, Some(info)) => match info.cgroup.container() {
+                Some(key) => Some(self.container(key).await),
+                None => None,
+            },
+            (None, None) => match self.pids.get(&pid) {
+                Some(c) => c.clone(),
+                None => {
+                    self.remember_unresolved(time_unix_ns, pid, parent_exe);
                     return None;
                 }
-                let info = info.unwrap_or_default();
-                let (drift, stdio_socket) = (info.drift, info.stdio_socket);
-                Some(Event {
-                    time_unix_ns,
-                    kind: Kind::Exec,
-                    container,
-                    pid,
-                    ppid: info.ppid,
-                    uid: info.uid,
-                    gid: info.gid,
-                    path: info.exe,
-                    argv: info.argv,
-                    cwd: info.cwd,
-                    parent_exe,
-                    exit_code: None,
-                    exec_in,
-                    drift,
-                    stdio_socket,
-                    count: 1,
-                })
-            }
-            RawEvent::Fork { .. }
-            | RawEvent::Exit { .. }
-            | RawEvent::Network(_)
-            | RawEvent::File(_)
-            | RawEvent::Syscalls(_)
-            | RawEvent::Drops(_) => None,
+            },
+        };
+        if let Some(info) = info.as_ref().filter(|_| !hit) {
+            self.learn_cgroup(&container, info);
         }
+        let exec_in = self.is_exec_in(pid, info.as_ref().map(|i| i.ppid), container.as_ref());
+        self.track(pid, container.clone());
+        if exec_in {
+            self.exec_in.insert(pid);
+        }
+        if container.is_none() && !self.host_processes {
+            return None;
+        }
+        let info = info.unwrap_or_default();
+        Some(Event {
+            ppid: info.ppid,
+            uid: info.uid,
+            gid: info.gid,
+            path: info.exe,
+            argv: info.argv,
+            cwd: info.cwd,
+            parent_exe,
+            exec_in,
+            drift: info.drift,
+            stdio_socket: info.stdio_socket,
+            ..Event::process(Kind::Exec, time_unix_ns, container, pid)
+        })
     }
 
     /// Keeps an unattributable exec until its fork or exit tells where it ran.
@@ -796,105 +772,59 @@ impl Attributor {
         self.unresolved.insert(
             pid,
             Event {
-                time_unix_ns,
-                kind: Kind::Exec,
-                container: None,
-                pid,
-                ppid: 0,
-                uid: 0,
-                gid: 0,
-                path: None,
-                argv: Vec::new(),
-                cwd: None,
                 parent_exe,
-                exit_code: None,
-                exec_in: false,
-                drift: false,
-                stdio_socket: false,
-                count: 1,
+                ..Event::process(Kind::Exec, time_unix_ns, None, pid)
             },
         );
     }
 
-    async fn fork_or_exit(&mut self, raw: RawEvent) -> Option<Event> {
-        match raw {
-            RawEvent::Exec { .. }
-            | RawEvent::Network(_)
-            | RawEvent::File(_)
-            | RawEvent::Syscalls(_)
-            | RawEvent::Drops(_) => None,
-            RawEvent::Fork {
-                time_unix_ns,
-                parent_pid,
-                child_pid,
-            } => {
-                let container = match self.pids.get(&parent_pid) {
-                    Some(c) => c.clone(),
-                    None => match procfs::read_process(&self.proc_root, child_pid)
-                        .ok()
-                        .and_then(|i| i.cgroup.container())
-                    {
-                        Some(key) => Some(self.container(key).await),
-                        None => None,
-                    },
-                };
-                self.track(child_pid, container.clone());
-                let exec_in = self.exec_in.contains(&parent_pid);
-                if exec_in {
-                    self.exec_in.insert(child_pid);
-                }
-                if container.is_none() && !self.host_processes {
-                    return None;
-                }
-                Some(Event {
-                    time_unix_ns,
-                    kind: Kind::Fork,
-                    container,
-                    pid: child_pid,
-                    ppid: parent_pid,
-                    uid: 0,
-                    gid: 0,
-                    path: None,
-                    argv: Vec::new(),
-                    cwd: None,
-                    parent_exe: None,
-                    exit_code: None,
-                    exec_in,
-                    drift: false,
-                    stdio_socket: false,
-                    count: 1,
-                })
-            }
-            RawEvent::Exit {
-                time_unix_ns,
-                pid,
-                code,
-            } => {
-                let container = self.pids.remove(&pid).flatten();
-                let exec_in = self.exec_in.remove(&pid);
-                if container.is_none() && !self.host_processes {
-                    return None;
-                }
-                Some(Event {
-                    time_unix_ns,
-                    kind: Kind::Exit,
-                    container,
-                    pid,
-                    ppid: 0,
-                    uid: 0,
-                    gid: 0,
-                    path: None,
-                    argv: Vec::new(),
-                    cwd: None,
-                    parent_exe: None,
-                    exit_code: Some(code),
-                    exec_in,
-                    drift: false,
-                    stdio_socket: false,
-                    count: 1,
-                })
-            }
+    async fn fork_event(&mut self, raw: ForkRaw) -> Option<Event> {
+        let ForkRaw {
+            time_unix_ns,
+            parent_pid,
+            child_pid,
+        } = raw;
+        let container = match self.pids.get(&parent_pid) {
+            Some(c) => c.clone(),
+            None => match procfs::read_process(&self.proc_root, child_pid)
+                .ok()
+                .and_then(|i| i.cgroup.container())
+            {
+                Some(key) => Some(self.container(key).await),
+                None => None,
+            },
+        };
+        self.track(child_pid, container.clone());
+        let exec_in = self.exec_in.contains(&parent_pid);
+        if exec_in {
+            self.exec_in.insert(child_pid);
         }
+        if container.is_none() && !self.host_processes {
+            return None;
+        }
+        Some(Event {
+            ppid: parent_pid,
+            exec_in,
+            ..Event::process(Kind::Fork, time_unix_ns, container, child_pid)
+        })
+    }
+
+    fn exit_event(&mut self, raw: ExitRaw) -> Option<Event> {
+        let ExitRaw {
+            time_unix_ns,
+            pid,
+            code,
+        } = raw;
+        let container = self.pids.remove(&pid).flatten();
+        let exec_in = self.exec_in.remove(&pid);
+        if container.is_none() && !self.host_processes {
+            return None;
+        }
+        Some(Event {
+            exit_code: Some(code),
+            exec_in,
+            ..Event::process(Kind::Exit, time_unix_ns, container, pid)
+        })
     }
 
     fn track(&mut self, pid: u32, container: Option<Arc<Container>>) {
@@ -1145,12 +1075,31 @@ async fn handle(attributor: &mut Attributor, batcher: &mut Batcher, ready: &mut 
                 ready.extend(batcher.push_network(e));
             }
         }
-        event => {
-            for e in attributor.attribute(event).await {
-                if attributor.admit(e.container.as_ref(), e.time_unix_ns) {
-                    ready.extend(batcher.push(e));
-                }
-            }
+        RawEvent::Exec(raw) => {
+            let exec = attributor.exec(raw).await;
+            admit_and_push(attributor, batcher, ready, exec);
+        }
+        RawEvent::Fork(raw) => {
+            let events = attributor.fork(raw).await;
+            admit_and_push(attributor, batcher, ready, events);
+        }
+        RawEvent::Exit(raw) => {
+            let events = attributor.exit(raw).await;
+            admit_and_push(attributor, batcher, ready, events);
+        }
+    }
+}
+
+/// Batches the process events the rate limit admits.
+fn admit_and_push(
+    attributor: &mut Attributor,
+    batcher: &mut Batcher,
+    ready: &mut Vec<PendingBatch>,
+    events: impl IntoIterator<Item = Event>,
+) {
+    for e in events {
+        if attributor.admit(e.container.as_ref(), e.time_unix_ns) {
+            ready.extend(batcher.push(e));
         }
     }
 }
@@ -1175,6 +1124,19 @@ pub(crate) mod tests {
                 workload_id: self.workload_id.clone(),
                 complete: self.complete,
                 reported: self.reported,
+            }
+        }
+    }
+
+    impl Attributor {
+        /// A process event of any kind through its own attribution, as the
+        /// pipeline's `handle` does.
+        async fn attribute(&mut self, raw: RawEvent) -> Vec<Event> {
+            match raw {
+                RawEvent::Exec(raw) => self.exec(raw).await.into_iter().collect(),
+                RawEvent::Fork(raw) => self.fork(raw).await,
+                RawEvent::Exit(raw) => self.exit(raw).await,
+                other => panic!("not a process event: {other:?}"),
             }
         }
     }
@@ -1321,31 +1283,31 @@ pub(crate) mod tests {
         let c = container("c1");
         a.track(100, Some(c.clone()));
         let fork = a
-            .attribute(RawEvent::Fork {
+            .attribute(RawEvent::Fork(ForkRaw {
                 time_unix_ns: 1,
                 parent_pid: 100,
                 child_pid: 101,
-            })
+            }))
             .await
             .remove(0);
         assert_eq!(fork.container.unwrap().key.id, "c1");
         let exit = a
-            .attribute(RawEvent::Exit {
+            .attribute(RawEvent::Exit(ExitRaw {
                 time_unix_ns: 2,
                 pid: 101,
                 code: 3,
-            })
+            }))
             .await
             .remove(0);
         assert_eq!(exit.exit_code, Some(3));
         assert_eq!(exit.container.unwrap().key.id, "c1");
         // A host process is not reported unless host_processes is on.
         assert!(
-            a.attribute(RawEvent::Exit {
+            a.attribute(RawEvent::Exit(ExitRaw {
                 time_unix_ns: 3,
                 pid: 555,
                 code: 0
-            })
+            }))
             .await
             .is_empty()
         );
@@ -1357,38 +1319,38 @@ pub(crate) mod tests {
         let c = container("c1");
         a.track(100, Some(c.clone()));
         // The child exec'd and exited before /proc was read; its fork comes later.
-        let exec = RawEvent::Exec {
+        let exec = RawEvent::Exec(ExecRaw {
             time_unix_ns: 5,
             pid: 101,
             info: None,
             parent_exe: None,
-        };
+        });
         assert!(a.attribute(exec).await.is_empty());
         let events = a
-            .attribute(RawEvent::Fork {
+            .attribute(RawEvent::Fork(ForkRaw {
                 time_unix_ns: 4,
                 parent_pid: 100,
                 child_pid: 101,
-            })
+            }))
             .await;
         let kinds: Vec<Kind> = events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![Kind::Fork, Kind::Exec]);
         assert_eq!(events[1].container.as_ref().unwrap().key.id, "c1");
         assert_eq!(events[1].path, None, "what /proc could not tell stays unknown");
         // A host exec that is never claimed by a container fork is not reported.
-        let host = RawEvent::Exec {
+        let host = RawEvent::Exec(ExecRaw {
             time_unix_ns: 6,
             pid: 300,
             info: None,
             parent_exe: None,
-        };
+        });
         assert!(a.attribute(host).await.is_empty());
         assert!(
-            a.attribute(RawEvent::Exit {
+            a.attribute(RawEvent::Exit(ExitRaw {
                 time_unix_ns: 7,
                 pid: 300,
                 code: 0
-            })
+            }))
             .await
             .is_empty()
         );
@@ -1399,7 +1361,7 @@ pub(crate) mod tests {
             || "0::/user.slice".to_owned(),
             |h| format!("0::/machine.slice/libpod-{}.scope", h.to_string().repeat(64)),
         );
-        RawEvent::Exec {
+        RawEvent::Exec(ExecRaw {
             time_unix_ns: i64::from(pid),
             pid,
             info: Some(ProcessInfo {
@@ -1409,7 +1371,7 @@ pub(crate) mod tests {
                 ..Default::default()
             }),
             parent_exe: None,
-        }
+        })
     }
 
     #[tokio::test]
@@ -1420,22 +1382,22 @@ pub(crate) mod tests {
         a.track(5, None);
         assert!(!exec_in(&mut a, exec_of(10, 5, Some('a'))).await, "init");
         // init's own child.
-        a.attribute(RawEvent::Fork {
+        a.attribute(RawEvent::Fork(ForkRaw {
             time_unix_ns: 11,
             parent_pid: 10,
             child_pid: 11,
-        })
+        }))
         .await;
         assert!(!exec_in(&mut a, exec_of(11, 10, Some('a'))).await, "child of init");
         // `podman exec`: the runtime (host) starts pid 20 in the running container.
         assert!(exec_in(&mut a, exec_of(20, 5, Some('a'))).await, "exec-in");
         // ... whose shell forks and execs a child: still the exec-in session.
         let fork = a
-            .attribute(RawEvent::Fork {
+            .attribute(RawEvent::Fork(ForkRaw {
                 time_unix_ns: 21,
                 parent_pid: 20,
                 child_pid: 21,
-            })
+            }))
             .await;
         assert!(fork[0].exec_in);
         assert!(
@@ -1443,11 +1405,11 @@ pub(crate) mod tests {
             "descendant of an exec-in"
         );
         let exit = a
-            .attribute(RawEvent::Exit {
+            .attribute(RawEvent::Exit(ExitRaw {
                 time_unix_ns: 22,
                 pid: 21,
                 code: 0,
-            })
+            }))
             .await;
         assert!(exit[0].exec_in);
         // The init of another container started by the same runtime is not an exec-in.
@@ -1460,28 +1422,28 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_socket_closed_after_its_owner_exited_is_attributed_by_cgroup() {
         let mut a = Attributor::new(RuntimeClient::new(vec![]), PathBuf::from("/nonexistent-proc"), false);
-        let RawEvent::Exec {
+        let RawEvent::Exec(ExecRaw {
             time_unix_ns,
             pid,
             info,
             parent_exe,
-        } = exec_of(10, 5, Some('a'))
+        }) = exec_of(10, 5, Some('a'))
         else {
             unreachable!()
         };
         let info = info.map(|i| ProcessInfo { cgroup_id: 77, ..i });
-        a.attribute(RawEvent::Exec {
+        a.attribute(RawEvent::Exec(ExecRaw {
             time_unix_ns,
             pid,
             info,
             parent_exe,
-        })
+        }))
         .await;
-        a.attribute(RawEvent::Exit {
+        a.attribute(RawEvent::Exit(ExitRaw {
             time_unix_ns: 11,
             pid: 10,
             code: 0,
-        })
+        }))
         .await;
         let close = |cgroup_id| NetworkRaw {
             time_unix_ns: 12,

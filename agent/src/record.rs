@@ -52,6 +52,31 @@ pub struct Event {
     pub count: u32,
 }
 
+impl Event {
+    /// A process event of `kind` with nothing known but its time, container
+    /// and pid (no parent, ids, path, arguments or exit code), counted once.
+    pub fn process(kind: Kind, time_unix_ns: i64, container: Option<Arc<Container>>, pid: u32) -> Event {
+        Event {
+            time_unix_ns,
+            kind,
+            container,
+            pid,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            path: None,
+            argv: Vec::new(),
+            cwd: None,
+            parent_exe: None,
+            exit_code: None,
+            exec_in: false,
+            drift: false,
+            stdio_socket: false,
+            count: 1,
+        }
+    }
+}
+
 /// An attributed TCP socket event.
 #[derive(Debug, Clone)]
 pub struct NetworkEvent {

@@ -33,7 +33,9 @@ use super::layout::{
     AF_INET, AF_INET6, ExecHead, FLAG_ARGV_CUT, FLAG_DRIFT, FLAG_PATH_CUT, FLAG_STDIO_SOCKET, Header, KIND_EXEC,
     KIND_EXIT, KIND_FILE, KIND_FORK, KIND_NET, ListenKey, Net, Owner,
 };
-use super::{DropsRaw, FileRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw};
+use super::{
+    DropsRaw, ExecRaw, ExitRaw, FileRaw, ForkRaw, ListenerSeed, NetworkRaw, RawEvent, SensorStats, SyscallRaw,
+};
 use crate::procfs::{self, Cgroup, ProcessInfo};
 
 /// The compiled program (see `build.rs`).
@@ -497,16 +499,16 @@ fn parse(b: &[u8], offset_ns: i64) -> Option<RawEvent> {
     let pid = h.pid;
     let time_unix_ns = i64::try_from(h.time_ns).unwrap_or(i64::MAX).saturating_add(offset_ns);
     match h.kind {
-        KIND_FORK => Some(RawEvent::Fork {
+        KIND_FORK => Some(RawEvent::Fork(ForkRaw {
             time_unix_ns,
             parent_pid: h.ppid,
             child_pid: pid,
-        }),
-        KIND_EXIT => Some(RawEvent::Exit {
+        })),
+        KIND_EXIT => Some(RawEvent::Exit(ExitRaw {
             time_unix_ns,
             pid,
             code: super::decode_wait_status(h.code.cast_unsigned()),
-        }),
+        })),
         KIND_NET => parse_network(b, time_unix_ns).map(RawEvent::Network),
         KIND_FILE => {
             let (e, data) = ExecHead::read_from_prefix(b).ok()?;
@@ -531,7 +533,7 @@ fn parse(b: &[u8], offset_ns: i64) -> Option<RawEvent> {
                 args.push(Bytes::from_static(procfs::TRUNCATED_MARK));
             }
             let path_cut = h.code & FLAG_PATH_CUT != 0;
-            Some(RawEvent::Exec {
+            Some(RawEvent::Exec(ExecRaw {
                 time_unix_ns,
                 pid,
                 info: Some(ProcessInfo {
@@ -548,7 +550,7 @@ fn parse(b: &[u8], offset_ns: i64) -> Option<RawEvent> {
                     stdio_socket: h.code & FLAG_STDIO_SOCKET != 0,
                 }),
                 parent_exe: (!parent_exe.is_empty()).then(|| join_leaf_first(parent_exe, path_cut)),
-            })
+            }))
         }
         _ => None,
     }
@@ -679,12 +681,12 @@ mod tests {
             ],
             0,
         );
-        let Some(RawEvent::Exec {
+        let Some(RawEvent::Exec(ExecRaw {
             time_unix_ns,
             pid,
             info: Some(info),
             parent_exe,
-        }) = parse(&rec, 10)
+        })) = parse(&rec, 10)
         else {
             panic!("not an exec: {:?}", parse(&rec, 10));
         };
@@ -703,11 +705,11 @@ mod tests {
     #[test]
     fn cut_argv_and_paths_are_marked_and_root_is_slash() {
         let rec = exec_record(b"a\0b", [b"x\0", b"", b"", b""], FLAG_ARGV_CUT | FLAG_PATH_CUT);
-        let Some(RawEvent::Exec {
+        let Some(RawEvent::Exec(ExecRaw {
             info: Some(info),
             parent_exe,
             ..
-        }) = parse(&rec, 0)
+        })) = parse(&rec, 0)
         else {
             panic!("not an exec");
         };
@@ -727,11 +729,11 @@ mod tests {
         fork[..4].copy_from_slice(KIND_FORK.as_bytes());
         assert!(matches!(
             parse(&fork, 0),
-            Some(RawEvent::Fork {
+            Some(RawEvent::Fork(ForkRaw {
                 parent_pid: 7,
                 child_pid: 42,
                 ..
-            })
+            }))
         ));
     }
 
@@ -840,12 +842,12 @@ mod tests {
         assert_eq!((f.flags, f.created, f.cgroup_id, f.pid), (1000, true, 4242, 42));
 
         let rec = exec_record(b"x\0", [b"x\0tmp\0", b"", b"", b""], FLAG_DRIFT);
-        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0) else {
+        let Some(RawEvent::Exec(ExecRaw { info: Some(info), .. })) = parse(&rec, 0) else {
             panic!("not an exec");
         };
         assert!(info.drift && !info.stdio_socket);
         let rec = exec_record(b"sh\0", [b"sh\0bin\0", b"", b"", b""], FLAG_STDIO_SOCKET);
-        let Some(RawEvent::Exec { info: Some(info), .. }) = parse(&rec, 0) else {
+        let Some(RawEvent::Exec(ExecRaw { info: Some(info), .. })) = parse(&rec, 0) else {
             panic!("not an exec");
         };
         assert!(info.stdio_socket && !info.drift);

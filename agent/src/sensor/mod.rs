@@ -27,26 +27,16 @@ pub(crate) fn decode_wait_status(status: u32) -> i32 {
     }
 }
 
-/// An event as a sensor saw it, before attribution.
+/// An event as a sensor saw it, before attribution: one type per kind, so
+/// the pipeline matches it once and hands each kind to its own function.
 #[derive(Debug, Clone)]
 pub enum RawEvent {
-    /// A process called execve. `info` is `None` when it exited before `/proc`
-    /// could be read.
-    Exec {
-        time_unix_ns: i64,
-        pid: u32,
-        info: Option<ProcessInfo>,
-        parent_exe: Option<bytes::Bytes>,
-    },
+    /// A process called execve.
+    Exec(ExecRaw),
     /// A new process (threads are not reported).
-    Fork {
-        time_unix_ns: i64,
-        parent_pid: u32,
-        child_pid: u32,
-    },
-    /// A process (thread group) exited; `code` is the exit status, or minus the
-    /// number of the signal that killed it.
-    Exit { time_unix_ns: i64, pid: u32, code: i32 },
+    Fork(ForkRaw),
+    /// A process (thread group) exited.
+    Exit(ExitRaw),
     /// A TCP socket changed state (eBPF sensor only).
     Network(NetworkRaw),
     /// A file under a sensitive top-level directory was opened for writing
@@ -56,6 +46,33 @@ pub enum RawEvent {
     Syscalls(SyscallRaw),
     /// Records the kernel could not put in the ring buffer, per cgroup.
     Drops(DropsRaw),
+}
+
+/// A process called execve. `info` is `None` when it exited before `/proc`
+/// could be read.
+#[derive(Debug, Clone)]
+pub struct ExecRaw {
+    pub time_unix_ns: i64,
+    pub pid: u32,
+    pub info: Option<ProcessInfo>,
+    pub parent_exe: Option<bytes::Bytes>,
+}
+
+/// A new process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkRaw {
+    pub time_unix_ns: i64,
+    pub parent_pid: u32,
+    pub child_pid: u32,
+}
+
+/// A process exited; `code` is the exit status, or minus the number of the
+/// signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitRaw {
+    pub time_unix_ns: i64,
+    pub pid: u32,
+    pub code: i32,
 }
 
 /// Kernel ring-buffer drops over a window, per cgroup id.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{RawEvent, SensorStats, decode_wait_status};
+use super::{ExecRaw, ExitRaw, ForkRaw, RawEvent, SensorStats, decode_wait_status};
 use crate::procfs;
 
 const NETLINK_CONNECTOR: libc::c_int = 11;
@@ -143,23 +143,23 @@ impl ProcConnector {
                             stats.exec_unreadable.add(1);
                         }
                         let parent_exe = info.as_ref().and_then(|i| procfs::exe_of(&proc_root, i.ppid));
-                        RawEvent::Exec {
+                        RawEvent::Exec(ExecRaw {
                             time_unix_ns: mono_to_unix(ts, offset),
                             pid,
                             info,
                             parent_exe,
-                        }
+                        })
                     }
-                    Parsed::Fork { ts, parent, child } => RawEvent::Fork {
+                    Parsed::Fork { ts, parent, child } => RawEvent::Fork(ForkRaw {
                         time_unix_ns: mono_to_unix(ts, offset),
                         parent_pid: parent,
                         child_pid: child,
-                    },
-                    Parsed::Exit { ts, pid, status } => RawEvent::Exit {
+                    }),
+                    Parsed::Exit { ts, pid, status } => RawEvent::Exit(ExitRaw {
                         time_unix_ns: mono_to_unix(ts, offset),
                         pid,
                         code: decode_wait_status(status),
-                    },
+                    }),
                 };
                 if tx.try_send(raw).is_err() {
                     stats.queue_drops.add(1);
