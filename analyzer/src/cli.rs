@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::Baseline;
+use crate::error::HttpError;
 use crate::escape::terminal;
 use crate::view::timestamp;
 
@@ -268,29 +269,29 @@ pub fn containers_table(rows: &[ContainerRow]) -> String {
 
 /// `GET path` over HTTP/1.0 from `addr` (`HOST:PORT`), with a bearer token
 /// when given: the body of a 200 answer, or why not (10 s deadline, 16 MiB cap).
-pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> Result<String, String> {
+pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> Result<String, HttpError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DEADLINE: Duration = Duration::from_secs(10);
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| HttpError::Connect(addr.to_owned(), e))?;
         let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HttpError::Send)?;
         let mut raw = Vec::new();
-        s.take(16 << 20)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(raw)
+        s.take(16 << 20).read_to_end(&mut raw).await.map_err(HttpError::Read)?;
+        Ok::<_, HttpError>(raw)
     };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+    let raw = tokio::time::timeout(DEADLINE, exchange)
         .await
-        .map_err(|_| "no answer within 10 s".to_owned())??;
+        .map_err(|_| HttpError::Timeout(DEADLINE))??;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(HttpError::Malformed)?;
     let status = head.lines().next().unwrap_or_default();
     if !status.contains(" 200 ") {
-        return Err(format!("GET {path}: {}", terminal(status)));
+        return Err(HttpError::Status(terminal(status)));
     }
     Ok(body.to_owned())
 }

@@ -257,6 +257,38 @@ impl VulnsError {
     }
 }
 
+/// Why an HTTP exchange of the CLI (`GET`) or of the webhook output
+/// (`POST`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("connecting to {0}")]
+    Connect(String, #[source] std::io::Error),
+    #[error("sending the request")]
+    Send(#[source] std::io::Error),
+    #[error("reading the answer")]
+    Read(#[source] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("malformed HTTP answer")]
+    Malformed,
+    /// The status line, escaped for a terminal.
+    #[error("answer {0}")]
+    Status(String),
+}
+
+impl HttpError {
+    /// A refused or silent server may answer later; an answer that is not
+    /// 2xx/200 (other than 5xx) will not change by asking again.
+    pub fn kind(&self) -> Kind {
+        match self {
+            HttpError::Status(line) if !line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('5')) => {
+                Kind::Fatal
+            }
+            _ => Kind::Retryable,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ascii_json;
 use crate::engine::Alert;
+use crate::error::HttpError;
 use crate::finding::Severity;
 use crate::internal_events::Metrics;
 
@@ -417,6 +418,7 @@ async fn run_webhook(
                     break;
                 }
                 Err(error) => {
+                    let error = glasshouse_runtime::service::error_chain(&error);
                     metrics.output_failed("webhook", &alert.uid, attempt == ATTEMPTS, &error);
                     if attempt < ATTEMPTS {
                         tokio::time::sleep(delay).await;
@@ -429,34 +431,35 @@ async fn run_webhook(
 }
 
 /// One HTTP/1.1 POST; Ok on a 2xx answer.
-async fn post(authority: &str, path: &str, token: Option<&str>, body: &str) -> Result<(), String> {
+async fn post(authority: &str, path: &str, token: Option<&str>, body: &str) -> Result<(), HttpError> {
+    const DEADLINE: Duration = Duration::from_secs(10);
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(authority)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| HttpError::Connect(authority.to_owned(), e))?;
         let auth = token.map_or(String::new(), |t| format!("Authorization: Splunk {t}\r\n"));
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).await.map_err(HttpError::Send)?;
         let mut answer = Vec::new();
         s.take(64 * 1024)
             .read_to_end(&mut answer)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(answer)
+            .map_err(HttpError::Read)?;
+        Ok::<_, HttpError>(answer)
     };
-    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+    let answer = tokio::time::timeout(DEADLINE, exchange)
         .await
-        .map_err(|_| "no answer within 10 s".to_owned())??;
+        .map_err(|_| HttpError::Timeout(DEADLINE))??;
     let status = String::from_utf8_lossy(&answer);
     let line = status.lines().next().unwrap_or_default();
     let code = line.split_whitespace().nth(1).unwrap_or_default();
     if code.starts_with('2') {
         Ok(())
     } else {
-        Err(format!("answer {:?}", crate::escape::terminal(line)))
+        Err(HttpError::Status(crate::escape::terminal(line)))
     }
 }
 

@@ -10,8 +10,17 @@ use std::time::{Duration, Instant};
 
 use glasshouse_lake::output::{Style, render};
 
+/// Why `glasshouse sql` printed no result.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error(transparent)]
+    Query(#[from] glasshouse_lake::flight::ClientError),
+    #[error("rendering the result")]
+    Render(#[from] arrow_schema::ArrowError),
+}
+
 /// Runs `sql` against `endpoint` with `token`; the rendered result.
-pub async fn query(endpoint: &str, token: &str, sql: &str, style: Style) -> Result<String, String> {
+pub async fn query(endpoint: &str, token: &str, sql: &str, style: Style) -> Result<String, SqlError> {
     let rows = Arc::new(AtomicUsize::new(0));
     let progress = std::io::stderr().is_terminal().then(|| {
         let rows = rows.clone();
@@ -42,6 +51,6 @@ pub async fn query(endpoint: &str, token: &str, sql: &str, style: Style) -> Resu
         // Clear the progress line (if one was drawn).
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
-    let (schema, batches) = result.map_err(|e| e.to_string())?;
-    render(&schema, &batches, style, crate::escape::terminal).map_err(|e| e.to_string())
+    let (schema, batches) = result?;
+    Ok(render(&schema, &batches, style, crate::escape::terminal)?)
 }

@@ -311,7 +311,7 @@ async fn main() {
             for addr in &analyzer {
                 let body = cli::http_get(addr, "/containers", token.as_deref())
                     .await
-                    .unwrap_or_else(|e| fail(format!("analyzer at {addr}: {e}")));
+                    .unwrap_or_else(|e| fail(format!("analyzer at {addr}: {}", service::error_chain(&e))));
                 let mut more: Vec<cli::ContainerRow> = serde_json::from_str(&body)
                     .unwrap_or_else(|e| fail(format!("analyzer at {addr}: unexpected answer: {e}")));
                 rows.append(&mut more);
@@ -339,7 +339,7 @@ async fn main() {
             };
             match glasshouse_analyzer::sql::query(&flight, &token, &query, style).await {
                 Ok(text) => print!("{text}"),
-                Err(e) => fail(e),
+                Err(e) => fail(service::error_chain(&e)),
             }
         }
     }

@@ -33,7 +33,7 @@ pub async fn load(source: &str) -> Result<Vec<Advisory>, String> {
         };
         let body = crate::cli::http_get(&addr, &path, None)
             .await
-            .map_err(|e| format!("{source}: {e}"))?;
+            .map_err(|e| format!("{source}: {}", glasshouse_runtime::service::error_chain(&e)))?;
         return osv::parse_many(body.as_bytes()).map_err(|e| format!("{source}: {e}"));
     }
     if source.starts_with("https://") {
