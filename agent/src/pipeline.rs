@@ -1157,22 +1157,11 @@ pub(crate) mod tests {
 
     pub(crate) fn exec(c: &Arc<Container>, pid: u32, argv: &[&str]) -> Event {
         Event {
-            time_unix_ns: 1_000 + i64::from(pid),
-            kind: Kind::Exec,
-            container: Some(c.clone()),
-            pid,
             ppid: 1,
-            uid: 0,
-            gid: 0,
             path: Some(Bytes::from_static(b"/bin/busybox")),
             argv: argv.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect(),
             cwd: Some(Bytes::from_static(b"/")),
-            parent_exe: None,
-            exit_code: None,
-            exec_in: false,
-            drift: false,
-            stdio_socket: false,
-            count: 1,
+            ..Event::process(Kind::Exec, 1_000 + i64::from(pid), Some(c.clone()), pid)
         }
     }
 

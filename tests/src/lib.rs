@@ -1137,22 +1137,16 @@ pub mod simulated {
     pub fn batch(container: &Arc<Container>, sequence: u64, events: usize) -> PendingBatch {
         let events = (0..events)
             .map(|i| Event {
-                time_unix_ns: crate::epoch() + i64::try_from(sequence * 1000).unwrap_or(0),
-                kind: Kind::Exec,
-                container: Some(container.clone()),
-                pid: u32::try_from(i).unwrap_or(0) + 100,
                 ppid: 1,
-                uid: 0,
-                gid: 0,
                 path: Some(Bytes::from_static(b"/bin/true")),
                 argv: vec![Bytes::from(format!("arg-{sequence}-{i}"))],
                 cwd: Some(Bytes::from_static(b"/")),
-                parent_exe: None,
-                exit_code: None,
-                exec_in: false,
-                drift: false,
-                stdio_socket: false,
-                count: 1,
+                ..Event::process(
+                    Kind::Exec,
+                    crate::epoch() + i64::try_from(sequence * 1000).unwrap_or(0),
+                    Some(container.clone()),
+                    u32::try_from(i).unwrap_or(0) + 100,
+                )
             })
             .collect();
         PendingBatch {
