@@ -163,27 +163,9 @@ fn second_batch() -> v1::Batch {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow::Result<()> {
-    let mut stack = Stack::builder().no_containers().start().await?;
-    let broker = &stack.broker;
-    let channel = stack.channel().await?;
-
-    let frames = vec![wire::hello(AGENT), frame(first_batch()), frame(second_batch())];
-    let acks = tokio::time::timeout(
-        Duration::from_secs(60),
-        wire::exchange(channel.clone(), None, frames, 2),
-    )
-    .await??;
-    assert_eq!(acks, vec![1, 2], "both batches acknowledged, in order");
-
-    pathless_file_events_are_refused(channel).await?;
-
-    // Acknowledged means in Kafka. File rows: event indexes after the 3
-    // process and 1 network events of batch 1; own time chain per batch.
-    let brokers = broker.bootstrap();
-    let mut rows: Vec<Row> = read_keyed(&brokers, 3).await?;
-    rows.sort_by_key(|r| (r.attribution.batch_seq, r.event_index));
+/// The file rows both batches must give: event indexes after the 3
+/// process and 1 network events of batch 1; own time chain per batch.
+fn expected_file_rows() -> Vec<Row> {
     let host_workload = format!("host:{AGENT}-host");
     let in_container = |batch_seq: u64, event_index: u32, time_unix_ns: i64, kind: Kind| Row {
         attribution: Attribution {
@@ -208,7 +190,7 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
         count: 1,
         generated_name: true,
     };
-    let expected = vec![
+    vec![
         in_container(1, 4, *B1 + 40, Kind::Create),
         Row {
             attribution: Attribution {
@@ -233,8 +215,32 @@ async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow
             generated_name: false,
             ..in_container(2, 0, *B2 + 7, Kind::Write)
         },
-    ];
-    assert_eq!(rows, expected);
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_events_and_drift_reach_their_topics_resolved_and_keyed() -> anyhow::Result<()> {
+    let mut stack = Stack::builder().no_containers().start().await?;
+    let broker = &stack.broker;
+    let channel = stack.channel().await?;
+
+    let frames = vec![wire::hello(AGENT), frame(first_batch()), frame(second_batch())];
+    let acks = tokio::time::timeout(
+        Duration::from_secs(60),
+        wire::exchange(channel.clone(), None, frames, 2),
+    )
+    .await??;
+    assert_eq!(acks, vec![1, 2], "both batches acknowledged, in order");
+
+    pathless_file_events_are_refused(channel).await?;
+
+    // Acknowledged means in Kafka. File rows: event indexes after the 3
+    // process and 1 network events of batch 1; own time chain per batch.
+    let brokers = broker.bootstrap();
+    let mut rows: Vec<Row> = read_keyed(&brokers, 3).await?;
+    rows.sort_by_key(|r| (r.attribution.batch_seq, r.event_index));
+    assert_eq!(rows, expected_file_rows());
+    let host_workload = format!("host:{AGENT}-host");
 
     // Process rows of batch 1: indexes 0..3, the `drift` column set on the
     // dropped file's exec only (`read_rows` checks the schema, so `drift` is
