@@ -389,6 +389,21 @@ pub(crate) mod testing {
         back
     }
 
+    /// A batch of `row` whose last column, `name`, was added by a later
+    /// schema version: read whole, it gives `row`; without that column (as
+    /// an older writer made it), it gives `older` (the column's default).
+    pub(crate) fn reads_without_last_column<R: Record + PartialEq + std::fmt::Debug>(row: &R, name: &str, older: &R) {
+        let mut b = Builder::<R>::default();
+        b.append(row);
+        let batch = b.finish();
+        assert_eq!(&read_rows::<R>(&batch).unwrap()[0], row);
+        assert_eq!(batch.schema().fields().last().unwrap().name(), name);
+        let old = batch
+            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(&read_rows::<R>(&old).unwrap()[0], older);
+    }
+
     /// The columns of record `R` after the attribution columns, which its
     /// schema must start with.
     pub(crate) fn own_columns<R: Record>() -> Vec<String> {
