@@ -9,7 +9,8 @@
 //!
 //! 1. exec storm: `EXECS` fork + execve + wait; slowdown = time with / without;
 //! 2. TCP storm: `CONNECTIONS` loopback connect + accept + close; same ratio;
-//! 3. agent CPU (user + system, from /proc) per kernel event during the storms;
+//! 3. agent CPU (its threads' run time, /proc/PID/task/*/schedstat, ns) per
+//!    kernel event during the storms;
 //! 4. kernel drops (ring buffer full) and queue drops at the storms' event rate;
 //! 5. wire bytes per exec event (the agent's encoder on a realistic batch) vs
 //!    the same fields as JSON.
@@ -35,14 +36,14 @@ use glasshouse_agent::runtime::ContainerMeta;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::v1;
 use glasshouse_tests::{
-    AgentLaunch, AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, build_storm, cpu_time_of,
+    AgentLaunch, AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, build_storm, cpu_time_precise_of,
     free_port, http_get, metric_value, podman, require_test_image,
 };
 use prost::Message;
 
 const EXECS: u64 = 20_000;
 const CONNECTIONS: u64 = 50_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -136,12 +137,12 @@ async fn round_with_agent(
     )?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (kind, n) in [("exec", EXECS), ("tcp", CONNECTIONS)] {
-        let cpu0 = cpu_time_of(agent.pid())?;
+        let cpu0 = cpu_time_precise_of(agent.pid())?;
         let [e0, k0, q0] = counters(&agent).await?;
         let secs = storm(container, kind, n)?;
         // Let the agent finish what the storm queued before reading its CPU.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu = cpu_time_of(agent.pid())?.saturating_sub(cpu0);
+        let cpu = cpu_time_precise_of(agent.pid())?.saturating_sub(cpu0);
         let [e1, k1, q1] = counters(&agent).await?;
         let events = e1.saturating_sub(e0).max(1);
         #[expect(clippy::cast_precision_loss, reason = "event counts are far below 2^52")]
