@@ -520,21 +520,21 @@ impl Baseline {
         if self.state == State::Locked {
             return false;
         }
-        let known = self.features.get(&(feature.phase, feature.kind));
-        let new = known.is_none_or(|v| !v.contains_key(feature.value.as_str()));
-        let hosts_running = if new && learning {
-            self.active_hosts(active_since_ns)
-        } else {
-            0
-        };
-        let values = self.features.entry((feature.phase, feature.kind)).or_default();
-        if let Some(stats) = values.get_mut(feature.value.as_str()) {
+        let key = (feature.phase, feature.kind);
+        // A feature it holds (nearly every event once learned): one lookup.
+        if let Some(stats) = self
+            .features
+            .get_mut(&key)
+            .and_then(|values| values.get_mut(feature.value.as_str()))
+        {
             stats.record(count, time_ns, by.replica, by.host, learning);
             return false;
         }
-        if !learning || values.len() >= MAX_VALUES {
+        if !learning || self.features.get(&key).is_some_and(|values| values.len() >= MAX_VALUES) {
             return false;
         }
+        let hosts_running = self.active_hosts(active_since_ns);
+        let values = self.features.entry(key).or_default();
         let mut stats = Stats::new(time_ns);
         stats.hosts_running = hosts_running;
         stats.record(count, time_ns, by.replica, by.host, true);
