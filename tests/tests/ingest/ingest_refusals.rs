@@ -574,6 +574,17 @@ async fn idle_sockets_cannot_lock_a_normal_agent_out() -> anyhow::Result<()> {
         silent.push(tokio::net::TcpStream::connect(metrics_addr).await?);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A scrape of this test whose connection the server had not yet
+    // released when the silent ones came holds a slot a little longer:
+    // the silent sockets it left no room for were refused (closed: EOF).
+    let refused_silent = silent
+        .iter()
+        .filter(|s| matches!(s.try_read(&mut [0u8; 1]), Ok(0)))
+        .count();
+    ensure!(
+        refused_silent <= 2,
+        "{refused_silent} of the silent metrics sockets refused"
+    );
     let mut extra = tokio::net::TcpStream::connect(metrics_addr).await?;
     let n = tokio::time::timeout(Duration::from_secs(1), extra.read(&mut byte))
         .await
@@ -585,9 +596,9 @@ async fn idle_sockets_cannot_lock_a_normal_agent_out() -> anyhow::Result<()> {
     ensure!(
         page.contains(&format!(
             "glasshouse_connections_refused_total{{reason=\"limit\"}} {}\n",
-            limit + 1
+            limit + 1 + refused_silent
         )),
-        "after the idle metrics sockets were cut: {page}"
+        "after the idle metrics sockets were cut ({refused_silent} silent ones refused): {page}"
     );
     drop(silent);
     let status = aggregator.stop()?;
