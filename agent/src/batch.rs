@@ -62,13 +62,8 @@ pub struct Batcher {
     max_events: usize,
     max_age: Duration,
     next_sequence: u64,
-    events: Vec<Event>,
-    network: Vec<NetworkEvent>,
-    files: Vec<FileEvent>,
-    syscalls: Vec<SyscallSample>,
-    resources: Vec<ResourceSample>,
-    gaps: Vec<Gap>,
-    inventories: Vec<InventoryRecord>,
+    /// The batch being filled (its `sequence` is set when it is taken).
+    open: PendingBatch,
     /// Identical writes → position in `files`.
     file_index: FastMap<FileKey, usize>,
     /// Collapse hash → position in `events` (checked field by field on a
@@ -128,13 +123,7 @@ impl Batcher {
             max_events,
             max_age,
             next_sequence: 1,
-            events: Vec::new(),
-            network: Vec::new(),
-            files: Vec::new(),
-            syscalls: Vec::new(),
-            resources: Vec::new(),
-            gaps: Vec::new(),
-            inventories: Vec::new(),
+            open: PendingBatch::default(),
             file_index: FastMap::default(),
             index: FastMap::default(),
             collapse_state: foldhash::fast::RandomState::default(),
@@ -148,19 +137,19 @@ impl Batcher {
         if collapses(&event) {
             let hash = collapse_hash(&self.collapse_state, &event);
             match self.index.get(&hash) {
-                Some(&i) if same_collapse(&self.events[i], &event) => {
-                    let e = &mut self.events[i];
+                Some(&i) if same_collapse(&self.open.events[i], &event) => {
+                    let e = &mut self.open.events[i];
                     e.count = e.count.saturating_add(event.count);
                     return None;
                 }
                 _ => {
-                    self.index.insert(hash, self.events.len());
+                    self.index.insert(hash, self.open.events.len());
                 }
             }
         }
         self.opened.get_or_insert_with(Instant::now);
         self.bytes += event_bytes(&event);
-        self.events.push(event);
+        self.open.events.push(event);
         self.full().then(|| self.take())
     }
 
@@ -169,7 +158,7 @@ impl Batcher {
     pub fn push_network(&mut self, event: NetworkEvent) -> Option<PendingBatch> {
         self.opened.get_or_insert_with(Instant::now);
         self.bytes += attribution_bytes(event.container.as_ref()) + 64;
-        self.network.push(event);
+        self.open.network.push(event);
         self.full().then(|| self.take())
     }
 
@@ -183,27 +172,17 @@ impl Batcher {
             event.raw.created,
         );
         if let Some(i) = self.file_index.get(&key) {
-            let e = &mut self.files[*i];
+            let e = &mut self.open.files[*i];
             e.count = e.count.saturating_add(event.count);
             return None;
         }
-        self.file_index.insert(key, self.files.len());
+        self.file_index.insert(key, self.open.files.len());
         self.opened.get_or_insert_with(Instant::now);
         self.bytes += attribution_bytes(event.container.as_ref())
             + event.raw.path.len()
             + event.raw.exe.as_ref().map_or(0, Bytes::len);
-        self.files.push(event);
+        self.open.files.push(event);
         self.full().then(|| self.take())
-    }
-
-    fn full_is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.network.is_empty()
-            && self.files.is_empty()
-            && self.syscalls.is_empty()
-            && self.resources.is_empty()
-            && self.gaps.is_empty()
-            && self.inventories.is_empty()
     }
 
     /// Adds a syscall or resource sample; returns a batch when this one filled it.
@@ -211,24 +190,16 @@ impl Batcher {
         self.opened.get_or_insert_with(Instant::now);
         self.bytes += sample_bytes(&sample);
         match sample {
-            Sample::Syscalls(s) => self.syscalls.push(s),
-            Sample::Resources(r) => self.resources.push(r),
-            Sample::Gap(g) => self.gaps.push(g),
-            Sample::Inventory(i) => self.inventories.push(i),
+            Sample::Syscalls(s) => self.open.syscalls.push(s),
+            Sample::Resources(r) => self.open.resources.push(r),
+            Sample::Gap(g) => self.open.gaps.push(g),
+            Sample::Inventory(i) => self.open.inventories.push(i),
         }
         self.full().then(|| self.take())
     }
 
     fn full(&self) -> bool {
-        self.events.len()
-            + self.network.len()
-            + self.files.len()
-            + self.syscalls.len()
-            + self.resources.len()
-            + self.gaps.len()
-            + self.inventories.len()
-            >= self.max_events
-            || self.bytes >= glasshouse_proto::limits::AGENT_BATCH_BYTES
+        self.open.len() >= self.max_events || self.bytes >= glasshouse_proto::limits::AGENT_BATCH_BYTES
     }
 
     /// When the open batch must be sent, if any.
@@ -238,7 +209,7 @@ impl Batcher {
 
     /// Closes the open batch (if not empty).
     pub fn flush(&mut self) -> Option<PendingBatch> {
-        (!self.full_is_empty()).then(|| self.take())
+        (!self.open.is_empty()).then(|| self.take())
     }
 
     fn take(&mut self) -> PendingBatch {
@@ -250,13 +221,7 @@ impl Batcher {
         self.bytes = 0;
         PendingBatch {
             sequence,
-            events: std::mem::take(&mut self.events),
-            network: std::mem::take(&mut self.network),
-            files: std::mem::take(&mut self.files),
-            syscalls: std::mem::take(&mut self.syscalls),
-            resources: std::mem::take(&mut self.resources),
-            gaps: std::mem::take(&mut self.gaps),
-            inventories: std::mem::take(&mut self.inventories),
+            ..std::mem::take(&mut self.open)
         }
     }
 }
