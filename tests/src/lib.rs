@@ -998,6 +998,31 @@ pub mod wire {
     use tonic::metadata::MetadataValue;
     use tonic::transport::Channel;
 
+    /// Sends `batch` as agent `agent`'s first batch on a new stream and
+    /// checks that it is refused as invalid: `INVALID_ARGUMENT`, a message
+    /// containing `reason`, and the refused sequence (1) in the status
+    /// metadata, so the agent drops it. `what` names the batch in errors.
+    pub async fn expect_invalid(
+        channel: Channel,
+        agent: &str,
+        batch: v1::AgentFrame,
+        what: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let status = match exchange(channel, None, vec![hello(agent), batch], 1).await {
+            Ok(acks) => anyhow::bail!("{what} was acknowledged: {acks:?}"),
+            Err(status) => status,
+        };
+        anyhow::ensure!(status.code() == tonic::Code::InvalidArgument, "{what}: {status:?}");
+        anyhow::ensure!(status.message().contains(reason), "{what}: {status:?}");
+        let refused = status
+            .metadata()
+            .get(glasshouse_proto::metadata::REFUSED_BATCH)
+            .and_then(|v| v.to_str().ok());
+        anyhow::ensure!(refused == Some("1"), "{what}: refused batch {refused:?}");
+        Ok(())
+    }
+
     /// Opens a stream on `channel` (with a bearer token when `auth` is
     /// `(agent, secret)`), sends `frames`, and returns the acks received until
     /// `expect_acks` arrived or the aggregator ended the stream — or its status.

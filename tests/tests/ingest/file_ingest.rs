@@ -19,7 +19,6 @@ use glasshouse_proto::{network, process, v1};
 use glasshouse_tests::Stack;
 use glasshouse_tests::topics::read_keyed;
 use glasshouse_tests::wire::{self, frame, string};
-use tonic::Code;
 
 /// `wire::hello` gives boot id 1 and host name `{agent}-host`.
 const AGENT: &str = "file-sim";
@@ -341,23 +340,14 @@ async fn pathless_file_events_are_refused(channel: tonic::transport::Channel) ->
         }],
         ..Default::default()
     };
-    let refused = wire::exchange(channel, None, vec![wire::hello("file-bad"), frame(pathless)], 1).await;
-    let status = match refused {
-        Ok(acks) => anyhow::bail!("a pathless file event was acknowledged: {acks:?}"),
-        Err(status) => status,
-    };
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains("batch 1, event 0: file event without a path"),
-        "{status:?}"
-    );
-    assert_eq!(
-        status
-            .metadata()
-            .get(glasshouse_proto::metadata::REFUSED_BATCH)
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    wire::expect_invalid(
+        channel,
+        "file-bad",
+        frame(pathless),
+        "a pathless file event",
+        "batch 1, event 0: file event without a path",
+    )
+    .await?;
 
     Ok(())
 }
