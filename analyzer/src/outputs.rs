@@ -367,6 +367,7 @@ async fn run_syslog(
                 }
                 Err(error) => {
                     tcp = None;
+                    let error = format!("{error} (syslog at {})", config.address);
                     metrics.output_failed(name, &alert.uid, attempt == ATTEMPTS, &error);
                     if attempt < ATTEMPTS {
                         tokio::time::sleep(delay).await;

@@ -4,7 +4,9 @@
 //!
 //! Every process counts its internal events with these types: the
 //! aggregator's are statics (`internal_events.rs`), the agent's are fields
-//! of its sensor, spool and budget (several agents run in one test process).
+//! of its sensor, spool and budget and the analyzer's fields of its
+//! `internal_events::Metrics` (several of each run in one test process),
+//! the SQL front doors' statics of `glasshouse_lake::connection`.
 //! Label values are fixed sets chosen in code (never a container or agent
 //! id), so cardinality stays low.
 
