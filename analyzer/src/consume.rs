@@ -367,6 +367,9 @@ fn record_type_of(topic: &str, header: Option<&str>) -> Option<RecordType> {
     header.is_none_or(|h| h == record_type.name()).then_some(record_type)
 }
 
+/// Bytes of a malformed schema version header named in the log.
+const MAX_HEADER_SHOWN: usize = 32;
+
 /// The schema version a message says it was written with: `Ok(None)` without
 /// the header, an error when the header is not a decimal number.
 fn schema_version_of(header: Option<&[u8]>) -> Result<Option<u32>, Skipped> {
@@ -377,7 +380,11 @@ fn schema_version_of(header: Option<&[u8]>) -> Result<Option<u32>, Skipped> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Some)
-        .ok_or_else(|| Skipped::VersionHeader(String::from_utf8_lossy(value).into_owned()))
+        .ok_or_else(|| {
+            // A producer's header of any length: the log shows its start.
+            let shown = &value[..value.len().min(MAX_HEADER_SHOWN)];
+            Skipped::VersionHeader(String::from_utf8_lossy(shown).into_owned())
+        })
 }
 
 /// The value of header `key` of `m`, if any.
@@ -521,6 +528,12 @@ mod tests {
             let err = schema_version_of(Some(bad)).unwrap_err().to_string();
             assert!(err.starts_with("malformed schema version header"), "{err}");
         }
+        // A long header is named by its first MAX_HEADER_SHOWN bytes only.
+        let at = vec![b'7'; MAX_HEADER_SHOWN];
+        let over = [&at[..], b"x"].concat();
+        let err = schema_version_of(Some(&over)).unwrap_err().to_string();
+        assert!(err.contains(&format!("{:?}", String::from_utf8_lossy(&at))), "{err}");
+        assert!(!err.contains('x'), "{err}");
     }
 
     /// Counts the rows handed over, per record type.
