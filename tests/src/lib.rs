@@ -396,6 +396,14 @@ impl Drop for Broker {
 
 /// Runs `podman ARGS`, returning trimmed stdout; fails with podman's stderr.
 pub fn podman(args: &[&str]) -> anyhow::Result<String> {
+    // `podman tag` and `podman rmi` rewrite an image's list of names; the
+    // tests tag the one test image, and three tags made at once by three
+    // test processes lost one (its `podman run` then tried a registry).
+    // They take turns on a lock shared by every test process.
+    let _names = match args.first() {
+        Some(&("tag" | "rmi" | "untag")) => Some(image_names_lock()?),
+        _ => None,
+    };
     let out = Command::new("podman")
         .args(args)
         .output()
@@ -407,6 +415,25 @@ pub fn podman(args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// An exclusive lock on the local images' names, across test processes
+/// (`flock`, released when the file is closed).
+fn image_names_lock() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("glasshouse-tests-image-names.lock"))?;
+    // SAFETY: flock on a descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    ensure!(
+        locked == 0,
+        "locking the image names: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(file)
 }
 
 /// Fails unless the test image exists.
