@@ -140,11 +140,6 @@ impl Cursor<'_> {
             })
     }
 
-    /// Bytes of string `id` (0 when undefined: the lookup refuses it).
-    pub(super) fn string_len(&self, id: u32) -> usize {
-        self.strings.get(&id).map_or(0, |s| s.len())
-    }
-
     /// The attribution of container `container_ref` in this batch (0: the
     /// host); an undefined reference is refused with `unknown(ref)`.
     pub(super) fn attribution(

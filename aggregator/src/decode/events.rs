@@ -36,19 +36,16 @@ pub(super) fn process(
         let kind =
             process::Kind::try_from(e.kind).map_err(|kind| DecodeError::UnknownKind { sequence, index, kind })?;
         let attribution = c.event_attribution(index, e.container)?;
-        // Checked before the list is made: one event may reference a long
-        // string many times.
-        c.budget.check(
-            e.argv
-                .iter()
-                .map(|id| c.string_len(*id) + 4)
-                .fold(0usize, usize::saturating_add),
-        )?;
         let argv = e
             .argv
             .iter()
             .map(|id| c.string(index, *id).map(Option::unwrap_or_default))
             .collect::<Result<Vec<_>, _>>()?;
+        // Checked before the row is made: one event may reference a long
+        // string many times (the list itself shares the strings, so it is
+        // no larger than the wire's list of ids).
+        c.budget
+            .check(argv.iter().map(|arg| arg.len() + 4).fold(0usize, usize::saturating_add))?;
         let row = process::Row {
             attribution,
             event_index: event_index(index),

@@ -138,6 +138,8 @@ impl BatchRows {
 struct Grouped<R> {
     groups: RowsByWorkload<R>,
     slots: HashMap<Str, usize>,
+    /// The group the last row went to.
+    last: usize,
 }
 
 impl<R: Record> Grouped<R> {
@@ -145,11 +147,20 @@ impl<R: Record> Grouped<R> {
         Grouped {
             groups: Vec::new(),
             slots: HashMap::new(),
+            last: 0,
         }
     }
 
     fn push(&mut self, row: R) {
         let workload = &row.attribution().workload_id;
+        // Consecutive rows nearly always share their container's workload
+        // id (the same `Arc`): no hashing for them.
+        if let Some((last, rows)) = self.groups.get_mut(self.last)
+            && Str::ptr_eq(last, workload)
+        {
+            rows.push(row);
+            return;
+        }
         let slot = match self.slots.get(workload) {
             Some(slot) => *slot,
             None => {
@@ -158,6 +169,7 @@ impl<R: Record> Grouped<R> {
                 self.groups.len() - 1
             }
         };
+        self.last = slot;
         self.groups[slot].1.push(row);
     }
 }
