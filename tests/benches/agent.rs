@@ -7,15 +7,15 @@
 //! a Podman container, first with no agent, then with the real agent (eBPF
 //! sensor) streaming through a real aggregator into a tansu broker:
 //!
-//! 1. exec storm: `EXECS` fork + execve + wait; slowdown = time with / without;
-//! 2. TCP storm: `CONNECTIONS` loopback connect + accept + close; same ratio;
+//! 1. exec storm: `execs()` fork + execve + wait; slowdown = time with / without;
+//! 2. TCP storm: `connections()` loopback connect + accept + close; same ratio;
 //! 3. agent CPU (its threads' run time, /proc/PID/task/*/schedstat, ns) per
 //!    kernel event during the storms;
 //! 4. kernel drops (ring buffer full) and queue drops at the storms' event rate;
 //! 5. wire bytes per exec event (the agent's encoder on a realistic batch) vs
 //!    the same fields as JSON.
 //!
-//! Each storm runs `ROUNDS` times per side; the medians are compared. The
+//! Each storm runs `rounds()` times per side; the medians are compared. The
 //! per-container rate limit is off here (`container_rate_limit = 0`): the
 //! figures are what the sensors themselves sustain.
 //!
@@ -23,6 +23,9 @@
 //! revision, e.g. from `tests/benches/reference.sh`), that agent and this
 //! one take turns, round by round, and the CPU per event of both and their
 //! ratio are printed.
+//!
+//! `cargo test --benches` runs it in smoke mode (`glasshouse_tests::bench`:
+//! a few hundred events per storm, one round).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,17 +38,27 @@ use glasshouse_agent::pipeline::{Container, Event, PendingBatch};
 use glasshouse_agent::runtime::ContainerMeta;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::v1;
+use glasshouse_tests::bench::{self, Load, Spread};
 use glasshouse_tests::{
     AgentLaunch, AgentProcess, AggregatorProcess, Broker, PodmanService, TEST_IMAGE, build_storm, cpu_time_precise_of,
     free_port, http_get, metric_value, podman, require_test_image,
 };
 use prost::Message;
 
-const EXECS: u64 = 20_000;
-const CONNECTIONS: u64 = 50_000;
-const ROUNDS: usize = 5;
+/// Execs per storm (smoke: a few hundred).
+fn execs() -> u64 {
+    bench::size(20_000, 300)
+}
+/// Loopback TCP connections per storm.
+fn connections() -> u64 {
+    bench::size(50_000, 500)
+}
+fn rounds() -> usize {
+    bench::size(5, 1)
+}
 
 fn main() -> anyhow::Result<()> {
+    bench::banner("agent");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run())
 }
@@ -71,9 +84,9 @@ fn measure(container: &str) -> anyhow::Result<Side> {
         exec: Vec::new(),
         tcp: Vec::new(),
     };
-    for _ in 0..ROUNDS {
-        side.exec.push(storm(container, "exec", EXECS)?);
-        side.tcp.push(storm(container, "tcp", CONNECTIONS)?);
+    for _ in 0..rounds() {
+        side.exec.push(storm(container, "exec", execs())?);
+        side.tcp.push(storm(container, "tcp", connections())?);
     }
     Ok(side)
 }
@@ -136,7 +149,7 @@ async fn round_with_agent(
         },
     )?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for (kind, n) in [("exec", EXECS), ("tcp", CONNECTIONS)] {
+    for (kind, n) in [("exec", execs()), ("tcp", connections())] {
         let cpu0 = cpu_time_precise_of(agent.pid())?;
         let [e0, k0, q0] = counters(&agent).await?;
         let secs = storm(container, kind, n)?;
@@ -162,10 +175,8 @@ async fn round_with_agent(
 }
 
 /// min / median / max of `v`.
-fn spread(v: &[f64]) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    format!("{:.2} / {:.2} / {:.2}", v[0], v[v.len() / 2], v[v.len() - 1])
+fn spread(v: &[f64]) -> anyhow::Result<Spread> {
+    Spread::of(v).context("no rounds")
 }
 
 fn per_event_of(with: &WithAgent, kind: &str) -> Vec<f64> {
@@ -173,7 +184,12 @@ fn per_event_of(with: &WithAgent, kind: &str) -> Vec<f64> {
 }
 
 async fn bench(container: &str) -> anyhow::Result<()> {
-    println!("agent benchmark: {EXECS} execs and {CONNECTIONS} loopback TCP connections per storm, {ROUNDS} rounds");
+    println!(
+        "agent benchmark: {} execs and {} loopback TCP connections per storm, {} rounds",
+        execs(),
+        connections(),
+        rounds()
+    );
     let reference = std::env::var_os("GLASSHOUSE_BENCH_REFERENCE_AGENT").map(std::path::PathBuf::from);
     let without = measure(container)?;
 
@@ -185,7 +201,8 @@ async fn bench(container: &str) -> anyhow::Result<()> {
     let mut with = WithAgent::default();
     let mut with_reference = WithAgent::default();
     let mut loads = Vec::new();
-    for _ in 0..ROUNDS {
+    let load = Load::start();
+    for _ in 0..rounds() {
         // The reference (when given) and this agent alternate, round by
         // round, so both see the same machine.
         if let Some(reference) = &reference {
@@ -202,28 +219,32 @@ async fn bench(container: &str) -> anyhow::Result<()> {
         loads.push(std::fs::read_to_string("/proc/loadavg").unwrap_or_default());
     }
 
-    let (b_exec, w_exec) = (median(without.exec), median(with.exec.clone()));
-    let (b_tcp, w_tcp) = (median(without.tcp), median(with.tcp.clone()));
-    println!(
-        "exec storm: {b_exec:.3} s without agent, {w_exec:.3} s with; slowdown ratio {:.3} (goal <= 1.10)",
-        w_exec / b_exec
-    );
-    println!(
-        "tcp storm:  {b_tcp:.3} s without agent, {w_tcp:.3} s with; slowdown ratio {:.3} (goal <= 1.10)",
-        w_tcp / b_tcp
-    );
-    for kind in ["exec", "tcp"] {
+    // Slowdown of each round: its storm with the agent against the same
+    // round's storm without.
+    let slowdown =
+        |with: &[f64], without: &[f64]| -> Vec<f64> { with.iter().zip(without).map(|(w, b)| w / b).collect() };
+    for (kind, with_agent, without_agent, goal_us) in [
+        ("exec", &with.exec, &without.exec, 1.5),
+        ("tcp", &with.tcp, &without.tcp, 1.2),
+    ] {
+        println!(
+            "{kind} storm: {:.3} s without agent, {:.3} s with (min / median / max); slowdown per round {:.3} \
+             (goal <= 1.10 every round, <= 1.05 median)",
+            spread(without_agent)?,
+            spread(with_agent)?,
+            spread(&slowdown(with_agent, without_agent))?
+        );
         let of_kind = per_event_of(&with, kind);
         println!(
-            "agent CPU per kernel event, {kind} storm: min / median / max {} us (goal <= 2 us)",
-            spread(&of_kind)
+            "  agent CPU per kernel event: {:.2} us (goal <= {goal_us} us median)",
+            spread(&of_kind)?
         );
         if let Some(reference) = &reference {
             let reference_of_kind = per_event_of(&with_reference, kind);
             println!(
-                "  reference agent {}: {} us; ratio this / reference (medians) {:.3}",
+                "  reference agent {}: {:.2} us; ratio this / reference (medians) {:.3}",
                 reference.display(),
-                spread(&reference_of_kind),
+                spread(&reference_of_kind)?,
                 median(of_kind) / median(reference_of_kind)
             );
         }
@@ -240,6 +261,7 @@ async fn bench(container: &str) -> anyhow::Result<()> {
         "load average after each round: {}",
         loads.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
     );
+    println!("while the rounds with an agent ran: {}", load.report());
 
     let (wire, json) = wire_vs_json();
     println!(

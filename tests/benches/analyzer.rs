@@ -1,26 +1,29 @@
 //! Analyzer figures, measured in one run (`cargo bench -p glasshouse-tests
-//! --bench analyzer`; part 3 needs root, Podman and the test image):
+//! --bench analyzer`; parts 3 and 4 need root, Podman and the test image).
+//! `cargo test --benches` runs it in smoke mode ([`glasshouse_tests::bench`]:
+//! the sizes below are functions that are small there).
 //!
-//! 1. Scored events per second on one core: `WORKLOADS` workloads of three
-//!    replicas learn, become stable, then `SCORED` events (exec, connect,
-//!    sensitive write; one in a thousand new) are scored on this thread.
-//!    Reference in the same run: decoding the same events from Arrow IPC
+//! 1. Scored events per second on one core, in `scoring_rounds()` fresh
+//!    processes (min / median / max): `workloads()` workloads of three
+//!    replicas learn, become stable, then `scored()` events (exec, connect,
+//!    sensitive write; one in a thousand new) are scored on one thread.
+//!    Reference in each process: decoding the same events from Arrow IPC
 //!    (what the consumer does before scoring); ratio = scoring / decoding.
 //!    With `GLASSHOUSE_BENCH_REFERENCE_ANALYZER` (another revision's release
-//!    build of this benchmark, e.g. from `tests/benches/reference.sh`), this
-//!    part and the reference's take turns as fresh processes and the ratio
-//!    is printed.
+//!    build of this benchmark, e.g. from `tests/benches/reference.sh`), its
+//!    processes take turns with this one's and the ratio of the medians is
+//!    printed.
 //! 2. Memory per baseline: resident memory before and after learning
-//!    `MEMORY_WORKLOADS` more baselines of about 150 features each, and the
+//!    `memory_workloads()` more baselines of about 150 features each, and the
 //!    baselines' own estimate.
 //! 3. Time from an exec in a container to its alert on Kafka: a real agent
 //!    (eBPF), aggregator, analyzer and broker with the local stack's latency
-//!    settings; a container runs `LATENCY_EXECS` binaries it downloaded
+//!    settings; a container runs `latency_execs()` binaries it downloaded
 //!    (drift), one per second; each alert's arrival on `glasshouse.alerts` is
 //!    compared with its event time (p50, p99, max).
-//! 4. False alerts: `BENIGN_REPLICAS` replicas each of a web server with a
+//! 4. False alerts: `benign_replicas()` replicas each of a web server with a
 //!    client loop and of a worker with a periodic job learn for
-//!    `BENIGN_LEARN_SECS`, then run `BENIGN_SECS` more; every alert about
+//!    `benign_learn_secs()`, then run `benign_secs()` more; every alert about
 //!    that period is false: alerts per container-hour.
 
 use std::sync::Arc;
@@ -32,20 +35,42 @@ use glasshouse_analyzer::engine::{Engine, Settings};
 use glasshouse_analyzer::features::Phases;
 use glasshouse_proto::record::Attribution;
 use glasshouse_proto::{file, ipc, network, process};
+use glasshouse_tests::bench::{self, Load, Spread};
 use glasshouse_tests::{Broker, PodmanService, TEST_IMAGE, cpu_time_of, free_port, podman, require_test_image};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-const WORKLOADS: usize = 200;
-const SCORED: usize = 1_000_000;
-const MEMORY_WORKLOADS: usize = 2_000;
-const LATENCY_EXECS: usize = 40;
-const BENIGN_REPLICAS: usize = 4;
-const BENIGN_LEARN_SECS: u64 = 120;
-const BENIGN_SECS: u64 = 600;
 const S: i64 = 1_000_000_000;
+
+// The sizes of each part, smaller in smoke mode (`glasshouse_tests::bench`).
+fn workloads() -> usize {
+    bench::size(200, 20)
+}
+fn scored() -> usize {
+    bench::size(1_000_000, 20_000)
+}
+fn memory_workloads() -> usize {
+    bench::size(2_000, 50)
+}
+fn latency_execs() -> usize {
+    bench::size(40, 2)
+}
+fn benign_replicas() -> usize {
+    bench::size(4, 1)
+}
+/// Learning period of part 4 (the baselines' minimum is half of it).
+fn benign_learn_secs() -> u64 {
+    bench::size(120, 12)
+}
+fn benign_secs() -> u64 {
+    bench::size(600, 10)
+}
+/// Fresh processes of part 1.
+fn scoring_rounds() -> usize {
+    bench::size(5, 1)
+}
 
 fn settings() -> Settings {
     Settings {
@@ -217,19 +242,19 @@ fn rss() -> u64 {
 }
 
 fn scoring() -> anyhow::Result<()> {
-    let fleet = Fleet::new(WORKLOADS, "registry.local/shop");
+    let fleet = Fleet::new(workloads(), "registry.local/shop");
     let mut engine = Engine::new(settings());
     fleet.learn(&mut engine);
     let stable = engine.baselines().filter(|b| b.state.as_str() == "stable").count();
-    anyhow::ensure!(stable == WORKLOADS, "{stable} of {WORKLOADS} baselines stable");
+    anyhow::ensure!(stable == workloads(), "{stable} of {} baselines stable", workloads());
     engine.drain_alerts();
 
     // The events to score: 60% execs, 30% connects, 10% writes; 0.1% new.
     let mut execs = Vec::new();
     let mut connects = Vec::new();
     let mut writes = Vec::new();
-    for i in 0..SCORED {
-        let (w, r, t) = (i % WORKLOADS, i % 3, 1000 * S + i as i64 * 1000);
+    for i in 0..scored() {
+        let (w, r, t) = (i % workloads(), i % 3, 1000 * S + i as i64 * 1000);
         match i % 10 {
             0..=5 => execs.push(fleet.exec(w, r, i, t, i % 1000 == 3)),
             6..=8 => connects.push(fleet.connect(w, r, i, t)),
@@ -265,7 +290,7 @@ fn scoring() -> anyhow::Result<()> {
         };
     }
     let (decode_cpu, decode_wall) = (cpu_time_of(pid)? - c0, t0.elapsed());
-    anyhow::ensure!(decoded == SCORED);
+    anyhow::ensure!(decoded == scored());
 
     let (c0, t0) = (cpu_time_of(pid)?, Instant::now());
     for r in &execs {
@@ -283,16 +308,18 @@ fn scoring() -> anyhow::Result<()> {
         .iter()
         .filter(|r| r.path.as_deref().is_some_and(|p| p.starts_with("/tmp/new-")))
         .count();
-    let per_core = SCORED as f64 / score_cpu.as_secs_f64();
+    let per_core = scored() as f64 / score_cpu.as_secs_f64();
     println!(
-        "1. scoring: {SCORED} events over {WORKLOADS} stable baselines in {score_wall:.2?} wall, {score_cpu:.2?} CPU: {:.0} scored events/s per core ({:.0} ns/event); {alerts} alerts for the {novel} new executables",
+        "1. scoring: {} events over {} stable baselines in {score_wall:.2?} wall, {score_cpu:.2?} CPU: {:.0} scored events/s per core ({:.0} ns/event); {alerts} alerts for the {novel} new executables",
+        scored(),
+        workloads(),
         per_core,
-        score_cpu.as_nanos() as f64 / SCORED as f64,
+        score_cpu.as_nanos() as f64 / scored() as f64,
     );
     anyhow::ensure!(alerts >= novel, "{alerts} alerts for {novel} new executables");
     println!(
         "   reference: Arrow IPC decoding of the same events {decode_wall:.2?} wall, {decode_cpu:.2?} CPU ({:.0} events/s per core); scoring / decoding CPU = {:.2}",
-        SCORED as f64 / decode_cpu.as_secs_f64(),
+        scored() as f64 / decode_cpu.as_secs_f64(),
         score_cpu.as_secs_f64() / decode_cpu.as_secs_f64()
     );
     // What the consumer's byte budget costs: `ipc::decode` runs
@@ -325,7 +352,7 @@ fn scoring() -> anyhow::Result<()> {
 }
 
 fn memory() -> anyhow::Result<()> {
-    let fleet = Fleet::new(MEMORY_WORKLOADS, "registry.local/memory");
+    let fleet = Fleet::new(memory_workloads(), "registry.local/memory");
     let mut engine = Engine::new(settings());
     let before = rss();
     fleet.learn(&mut engine);
@@ -335,19 +362,22 @@ fn memory() -> anyhow::Result<()> {
         .map(|b| b.features.values().map(|m| m.len()).sum::<usize>())
         .sum();
     let estimate: usize = engine.baselines().map(|b| b.approx_bytes()).sum();
-    let per = (after.saturating_sub(before)) as f64 / MEMORY_WORKLOADS as f64;
+    let per = (after.saturating_sub(before)) as f64 / memory_workloads() as f64;
     println!(
-        "2. memory: {MEMORY_WORKLOADS} baselines of {} features each (3 replicas): resident memory +{:.1} MiB = {:.1} KiB per baseline (includes the engine's container and process tables); the baselines' own estimate {:.1} KiB each",
-        features / MEMORY_WORKLOADS,
+        "2. memory: {} baselines of {} features each (3 replicas): resident memory +{:.1} MiB = {:.1} KiB per baseline (includes the engine's container and process tables); the baselines' own estimate {:.1} KiB each",
+        memory_workloads(),
+        features / memory_workloads(),
         after.saturating_sub(before) as f64 / 1048576.0,
         per / 1024.0,
-        estimate as f64 / MEMORY_WORKLOADS as f64 / 1024.0
+        estimate as f64 / memory_workloads() as f64 / 1024.0
     );
     Ok(())
 }
 
-/// The whole pipeline in this process, with the local stack's configs
-/// pointed at a fresh broker, and `analysis` appended to the analyzer's.
+/// The whole pipeline in this process: the local stack's configs
+/// (`deploy/local/*.toml`, parsed into their types), pointed at a fresh
+/// broker, with the bench's own settings set on the types, and the
+/// analyzer's `[analysis]` changed by `analysis`.
 struct Stack {
     broker: Broker,
     podman_api: PodmanService,
@@ -357,7 +387,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(analysis: &str) -> anyhow::Result<Stack> {
+    async fn start(analysis: impl FnOnce(&mut glasshouse_analyzer::config::Analysis)) -> anyhow::Result<Stack> {
         require_test_image()?;
         let broker = Broker::start()?;
         let brokers = broker.bootstrap();
@@ -365,44 +395,25 @@ impl Stack {
         let cancel = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let ingest = listener.local_addr()?;
-        let local =
-            |name: &str| std::fs::read_to_string(glasshouse_tests::manifest_dir().join("../deploy/local").join(name));
-        let aggregator_config: glasshouse_aggregator::Config = glasshouse_runtime::service::parse_config(
-            "aggregator.toml",
-            &local("aggregator.toml")?
-                .replace("127.0.0.1:9092", &brokers)
-                .replace("metrics_listen = \"127.0.0.1:9464\"", ""),
-        )?;
-        let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
-            "analyzer.toml",
-            &format!(
-                "{}\n{analysis}",
-                // Without the local stack's lake and SQL sections (their
-                // password file lives in the stack's state directory).
-                local("analyzer.toml")?
-                    .split("\n# The telemetry lake and SQL")
-                    .next()
-                    .unwrap_or_default()
-                    .replace("127.0.0.1:9092", &brokers)
-                    .replace("view = true", "view = false")
-                    // The local stack's key lives in its state directory;
-                    // the bench signs nothing.
-                    .replace("control_key_file = \"control-key\"", "")
-                    .replace("metrics_listen = \"127.0.0.1:9466\"", "")
-            ),
-        )?;
-        let agent_config: glasshouse_agent::Config = glasshouse_runtime::service::parse_config(
-            "agent.toml",
-            // The bench's own settings first: the file ends with a table
-            // (`[inventory]`), and a key after it would belong to it.
-            &format!(
-                "agent_id = \"bench\"\nspool = false\n{}",
-                local("agent.toml")?
-                    .replace("http://127.0.0.1:50051", &format!("http://{ingest}"))
-                    .replace("/run/podman/podman.sock", &podman_api.socket.display().to_string())
-                    .replace("metrics_listen = \"127.0.0.1:9465\"", "")
-            ),
-        )?;
+        let mut aggregator_config: glasshouse_aggregator::Config = bench::local_config("aggregator.toml")?;
+        aggregator_config.brokers.clone_from(&brokers);
+        aggregator_config.metrics_listen = None;
+        let mut analyzer_config: glasshouse_analyzer::Config = bench::local_config("analyzer.toml")?;
+        analyzer_config.brokers = brokers;
+        analyzer_config.view = false;
+        analyzer_config.metrics_listen = None;
+        // The local stack's key, lake and SQL password live in its state
+        // directory; the bench signs nothing and queries nothing.
+        analyzer_config.control_key_file = None;
+        analyzer_config.lake.enabled = false;
+        analyzer_config.sql = Default::default();
+        analysis(&mut analyzer_config.analysis);
+        let mut agent_config: glasshouse_agent::Config = bench::local_config("agent.toml")?;
+        agent_config.agent_id = "bench".into();
+        agent_config.spool = false;
+        agent_config.aggregators = vec![format!("http://{ingest}")];
+        agent_config.runtime_sockets = vec![podman_api.socket.clone()];
+        agent_config.metrics_listen = None;
         let agent_cancel = cancel.child_token();
         let c = cancel.clone();
         let aggregator =
@@ -456,18 +467,20 @@ impl Stack {
 }
 
 async fn latency() -> anyhow::Result<()> {
-    let stack = Stack::start("").await?;
+    let stack = Stack::start(|_| ()).await?;
     let consumer = stack.alerts("latency-bench")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let name = format!("gh-latency-{}", free_port()?);
     let script = format!(
-        "sleep 15; i=0; while [ $i -lt {LATENCY_EXECS} ]; do cp /bin/busybox /tmp/x$i; /tmp/x$i true; i=$((i+1)); sleep 1; done; sleep 5"
+        "sleep {}; i=0; while [ $i -lt {} ]; do cp /bin/busybox /tmp/x$i; /tmp/x$i true; i=$((i+1)); sleep 1; done; sleep 5",
+        bench::size(15, 5),
+        latency_execs()
     );
     podman(&["run", "-d", "--name", &name, TEST_IMAGE, "/bin/sh", "-c", &script])?;
     let mut latencies = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15 + LATENCY_EXECS as u64 + 40);
-    while latencies.len() < LATENCY_EXECS && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(15 + latency_execs() as u64 + 40);
+    while latencies.len() < latency_execs() && Instant::now() < deadline {
         let Ok(m) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else {
             continue;
         };
@@ -489,9 +502,10 @@ async fn latency() -> anyhow::Result<()> {
     drop(consumer);
     stack.stop().await?;
     anyhow::ensure!(
-        latencies.len() == LATENCY_EXECS,
-        "only {} of {LATENCY_EXECS} drift alerts",
-        latencies.len()
+        latencies.len() == latency_execs(),
+        "only {} of {} drift alerts",
+        latencies.len(),
+        latency_execs()
     );
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
@@ -508,9 +522,13 @@ async fn latency() -> anyhow::Result<()> {
 /// Benign containers after their baselines are stable: alerts per
 /// container-hour (false alerts: nothing in them is an attack).
 async fn benign() -> anyhow::Result<()> {
-    let stack = Stack::start(
-        "[analysis]\nmin_learning_secs = 60\nmin_events = 50\nmax_novelty = 0.02\nnovelty_window_secs = 10\nstartup_secs = 10",
-    )
+    let stack = Stack::start(|analysis| {
+        analysis.min_learning_secs = benign_learn_secs() / 2;
+        analysis.min_events = bench::size(50, 5);
+        analysis.max_novelty = 0.02;
+        analysis.novelty_window_secs = 10;
+        analysis.startup_secs = bench::size(10, 2);
+    })
     .await?;
     let consumer = stack.alerts("benign-bench")?;
     let suffix = free_port()?;
@@ -519,7 +537,7 @@ async fn benign() -> anyhow::Result<()> {
     podman(&["tag", TEST_IMAGE, &web])?;
     podman(&["tag", TEST_IMAGE, &worker])?;
     let mut names = Vec::new();
-    for i in 0..BENIGN_REPLICAS {
+    for i in 0..benign_replicas() {
         let name = format!("gh-benign-web{i}-{suffix}");
         podman(&[
             "run",
@@ -545,12 +563,12 @@ async fn benign() -> anyhow::Result<()> {
         ])?;
         names.push(name);
     }
-    // Learning (the baselines' minimum is 60 s), then the measured period.
-    tokio::time::sleep(Duration::from_secs(BENIGN_LEARN_SECS)).await;
+    // Learning (the baselines' minimum is half of it), then the measured period.
+    tokio::time::sleep(Duration::from_secs(benign_learn_secs())).await;
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let end = Instant::now() + Duration::from_secs(BENIGN_SECS);
+    let end = Instant::now() + Duration::from_secs(benign_secs());
     let mut during = Vec::new();
     let mut before = 0;
     let mut elsewhere = 0;
@@ -587,10 +605,13 @@ async fn benign() -> anyhow::Result<()> {
     consumer.unsubscribe();
     drop(consumer);
     stack.stop().await?;
-    let hours = (names.len() as f64) * BENIGN_SECS as f64 / 3600.0;
+    let hours = (names.len() as f64) * benign_secs() as f64 / 3600.0;
     println!(
-        "4. benign: {} containers (web and worker, {BENIGN_REPLICAS} replicas each) for {BENIGN_SECS} s after {BENIGN_LEARN_SECS} s of learning: {} alerts = {:.2} false alerts per container-hour over {hours:.2} container-hours ({before} alerts while learning; {elsewhere} of other workloads on the host, not counted){}",
+        "4. benign: {} containers (web and worker, {} replicas each) for {} s after {} s of learning: {} alerts = {:.2} false alerts per container-hour over {hours:.2} container-hours ({before} alerts while learning; {elsewhere} of other workloads on the host, not counted){}",
         names.len(),
+        benign_replicas(),
+        benign_secs(),
+        benign_learn_secs(),
         during.len(),
         during.len() as f64 / hours,
         if during.is_empty() {
@@ -602,25 +623,29 @@ async fn benign() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Part 1 against another revision's analyzer benchmark (`reference`, its
-/// release build of this file): each runs its scoring part alone as a fresh
-/// process, taking turns `COMPARE_ROUNDS` times; scored events per second
-/// per core of both (min / median / max) and the ratio of the medians.
-fn compare_scoring(reference: &std::path::Path) -> anyhow::Result<()> {
-    const COMPARE_ROUNDS: usize = 5;
+/// Part 1 as `scoring_rounds()` fresh processes of this benchmark, taking
+/// turns with `reference` (another revision's release build of this file)
+/// if given: scored events per second per core (min / median / max) of
+/// each and the ratio of the medians.
+fn scoring_in_rounds(reference: Option<&std::path::Path>) -> anyhow::Result<()> {
     let this = std::env::current_exe()?;
     let per_core = |exe: &std::path::Path| -> anyhow::Result<f64> {
-        let out = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        command
             .env("GLASSHOUSE_BENCH_ONLY", "scoring")
-            .env_remove("GLASSHOUSE_BENCH_REFERENCE_ANALYZER")
-            .output()
-            .with_context(|| format!("running {}", exe.display()))?;
+            .env("GLASSHOUSE_BENCH_SCORING_ONCE", "1")
+            .env_remove("GLASSHOUSE_BENCH_REFERENCE_ANALYZER");
+        if !bench::smoke() {
+            command.arg("--bench");
+        }
+        let out = command.output().with_context(|| format!("running {}", exe.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         anyhow::ensure!(out.status.success(), "{} failed: {text}", exe.display());
         let line = text
             .lines()
             .find(|l| l.starts_with("1. scoring:"))
             .with_context(|| format!("no scoring line from {}: {text}", exe.display()))?;
+        println!("   {line}");
         let figure = line
             .split(" scored events/s per core")
             .next()
@@ -628,27 +653,28 @@ fn compare_scoring(reference: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("no figure in {line:?}"))?;
         Ok(figure.parse()?)
     };
-    let (mut ours, mut theirs, mut loads) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..COMPARE_ROUNDS {
-        theirs.push(per_core(reference)?);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let load = Load::start();
+    for _ in 0..scoring_rounds() {
+        if let Some(reference) = reference {
+            theirs.push(per_core(reference)?);
+        }
         ours.push(per_core(&this)?);
-        loads.push(std::fs::read_to_string("/proc/loadavg").unwrap_or_default());
     }
-    let spread = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[0], v[v.len() / 2], v[v.len() - 1])
-    };
-    let ((a, b, c), (d, e, f)) = (spread(&mut ours), spread(&mut theirs));
+    let ours = Spread::of(&ours).context("no rounds")?;
     println!(
-        "1. scoring, {COMPARE_ROUNDS} rounds taking turns: this {a:.0} / {b:.0} / {c:.0} scored events/s per core \
-         (min / median / max), reference {} {d:.0} / {e:.0} / {f:.0}; ratio this / reference (medians) {:.3}",
-        reference.display(),
-        b / e
+        "1. scoring, {} fresh processes: this {ours:.0} scored events/s per core (min / median / max; goal >= 1300000 median)",
+        scoring_rounds()
     );
-    println!(
-        "   load average after each round: {}",
-        loads.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" | ")
-    );
+    if let Some(reference) = reference {
+        let theirs = Spread::of(&theirs).context("no rounds")?;
+        println!(
+            "   reference {} {theirs:.0}, taking turns; ratio this / reference (medians) {:.3}",
+            reference.display(),
+            ours.median / theirs.median
+        );
+    }
+    println!("   while it ran: {}", load.report());
     Ok(())
 }
 
@@ -656,15 +682,20 @@ fn compare_scoring(reference: &std::path::Path) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     // `GLASSHOUSE_BENCH_ONLY=scoring|memory|latency` runs one part (profiling).
     let only = std::env::var("GLASSHOUSE_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() {
+        bench::banner("analyzer");
+    }
     let run = |part: &str| only.is_empty() || only == part;
     // Memory first: the allocator keeps what later parts free.
     if run("memory") {
         memory()?;
     }
     if run("scoring") {
-        match std::env::var_os("GLASSHOUSE_BENCH_REFERENCE_ANALYZER") {
-            Some(reference) => compare_scoring(std::path::Path::new(&reference))?,
-            None => scoring()?,
+        if std::env::var_os("GLASSHOUSE_BENCH_SCORING_ONCE").is_some() {
+            scoring()?;
+        } else {
+            let reference = std::env::var_os("GLASSHOUSE_BENCH_REFERENCE_ANALYZER");
+            scoring_in_rounds(reference.as_deref().map(std::path::Path::new))?;
         }
     }
     if run("latency") {

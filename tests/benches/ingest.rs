@@ -1,23 +1,27 @@
 //! Aggregator throughput and cost, printed as figures and ratios measured in
 //! one run (`cargo bench -p glasshouse-tests --bench ingest`; needs the release
-//! binaries: `cargo build --release --workspace --bins`).
+//! binaries: `cargo build --release --workspace --bins`). `cargo test
+//! --benches` runs it in smoke mode ([`glasshouse_tests::bench`]). Every
+//! part runs `rounds()` times and prints min / median / max and the
+//! machine's load while it ran.
 //!
 //! 1. Simulated agents (the real agent stream client) on loopback stream
-//!    `AGENTS × BATCHES × EVENTS` exec events through one aggregator process
-//!    into a tansu broker; records per second of wall time and per second of
-//!    the aggregator's own CPU time (records/s per core).
-//! 2. Reference: the exact Arrow IPC message values the aggregator wrote are
-//!    read back and produced again by a plain rdkafka producer with the same
-//!    settings; its CPU time is measured; ratio = aggregator CPU / direct CPU.
+//!    `AGENTS × batches() × EVENTS` exec events through one aggregator
+//!    process into a tansu broker; records per second of wall time and per
+//!    second of the aggregator's own CPU time (records/s per core).
+//! 2. References: the Arrow IPC message values the aggregator wrote are read
+//!    back; (a) produced again by a plain rdkafka producer with the same
+//!    settings (for information), and (b) the inherent work: their rows
+//!    built into Arrow, encoded and produced; ratio = aggregator CPU per
+//!    record / (b)'s.
 //! 3. Peak aggregator memory while the broker is stalled (SIGSTOP) for
-//!    `STALL_SECS` seconds with agents streaming.
+//!    `stall_secs()` seconds with agents streaming.
 //! 4. With `GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR` (a release aggregator of
-//!    another revision, built by `tests/benches/reference.sh`):
-//!    what the hostile-input budgets cost. Both aggregators take the same
-//!    load in alternating rounds against the same broker; aggregator CPU
-//!    per record of each (min/median/max) and the ratio of the medians.
-//!    `GLASSHOUSE_BENCH_AGGREGATOR_BINARY` names the aggregator measured
-//!    (default: this workspace's, beside the bench), and
+//!    another revision, built by `tests/benches/reference.sh`): both
+//!    aggregators take the same load in alternating rounds against the same
+//!    broker; aggregator CPU per record of each and the ratio of the
+//!    medians. `GLASSHOUSE_BENCH_AGGREGATOR_BINARY` names the aggregator
+//!    measured (default: this workspace's, beside the bench), and
 //!    `GLASSHOUSE_BENCH_ONLY=budget` runs part 4 alone.
 
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use glasshouse_agent::runtime::ContainerMeta;
 use glasshouse_proto::process::Kind;
 use glasshouse_proto::record::RecordType;
 use glasshouse_proto::v1;
+use glasshouse_tests::bench::{self, Load, Spread, own_cpu};
 use glasshouse_tests::{AggregatorProcess, Broker, free_port, simulated};
 use rdkafka::ClientConfig as KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -41,10 +46,25 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const AGENTS: u64 = 8;
-const BATCHES: u64 = 250;
 const EVENTS: usize = 500;
+
+/// Batches per agent in one round (smoke: a few).
+fn batches() -> u64 {
+    bench::size(250, 4)
+}
+
+/// Rounds of each part.
+fn rounds() -> usize {
+    bench::size(5, 1)
+}
+
 /// Broker stall of part 3; `GLASSHOUSE_BENCH_STALL_SECS` overrides it.
-const STALL_SECS: u64 = 60;
+fn stall_secs() -> u64 {
+    std::env::var("GLASSHOUSE_BENCH_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(bench::size(60, 2))
+}
 
 fn make_batches(agent: u64, batches: u64) -> Vec<PendingBatch> {
     let container = Arc::new(Container {
@@ -135,15 +155,6 @@ async fn stream_all(endpoint: &str, batches: u64, pause: Option<(&Broker, Durati
     Ok(started.elapsed())
 }
 
-fn self_cpu() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage struct.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Reads back every message value of the process topic.
 fn read_back(brokers: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let consumer: BaseConsumer = KafkaConfig::new()
@@ -171,6 +182,7 @@ fn read_back(brokers: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    bench::banner("ingest");
     let broker = Broker::start()?;
     if std::env::var("GLASSHOUSE_BENCH_ONLY").is_ok_and(|only| only == "budget") {
         return budget_cost(&broker).await;
@@ -187,23 +199,42 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up: connections, topic metadata, producer id.
     stream_all(&endpoint, 2, None).await?;
 
-    let events = AGENTS * BATCHES * EVENTS as u64;
-    let cpu_before = aggregator.cpu_time()?;
-    let wall = stream_all(&endpoint, BATCHES, None).await?;
-    let agg_cpu = aggregator.cpu_time()? - cpu_before;
-    println!("ingest: {events} events from {AGENTS} agents in {wall:.2?} wall");
+    let events = AGENTS * batches() * EVENTS as u64;
+    let (mut wall_rates, mut per_core, mut agg_cpus) = (Vec::new(), Vec::new(), Vec::new());
+    let load = Load::start();
+    for _ in 0..rounds() {
+        let cpu_before = aggregator.cpu_time()?;
+        let wall = stream_all(&endpoint, batches(), None).await?;
+        let agg_cpu = aggregator.cpu_time()? - cpu_before;
+        wall_rates.push(events as f64 / wall.as_secs_f64());
+        per_core.push(events as f64 / agg_cpu.as_secs_f64());
+        agg_cpus.push(agg_cpu.as_secs_f64() * 1e9 / events as f64);
+    }
+    let spread = |v: &[f64]| Spread::of(v).context("no rounds");
     println!(
-        "  records/s (wall, whole pipeline on 2 cores): {:.0}",
-        events as f64 / wall.as_secs_f64()
+        "1. ingest: {} rounds of {events} exec events from {AGENTS} simulated agents; min / median / max",
+        rounds()
     );
     println!(
-        "  aggregator CPU {agg_cpu:.2?} -> records/s per aggregator core: {:.0}  (goal >= 300000)",
-        events as f64 / agg_cpu.as_secs_f64()
+        "  records/s (wall, whole pipeline on this machine): {:.0}",
+        spread(&wall_rates)?
     );
+    println!(
+        "  records/s per aggregator core: {:.0}  (goal >= 1000000 median)",
+        spread(&per_core)?
+    );
+    println!("  while it ran: {}", load.report());
+    let agg_ns = spread(&agg_cpus)?.median;
 
-    // Reference: produce the same message values directly.
+    // Reference: the message values the aggregator wrote, read back.
     let values = read_back(&broker.bootstrap())?;
     let bytes: usize = values.iter().map(|(_, v)| v.len()).sum();
+    let mut rows_by_key: Vec<(String, Vec<glasshouse_proto::process::Row>)> = Vec::new();
+    for (key, value) in &values {
+        let batch = glasshouse_proto::ipc::decode(value)?;
+        rows_by_key.push((key.clone(), glasshouse_proto::process::read_rows(&batch)?));
+    }
+    let records: usize = rows_by_key.iter().map(|(_, rows)| rows.len()).sum();
     let producer: FutureProducer = KafkaConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("enable.idempotence", "true")
@@ -211,8 +242,8 @@ async fn main() -> anyhow::Result<()> {
         .set("compression.type", "zstd")
         .set("linger.ms", "5")
         .create()?;
-    let cpu_before = self_cpu();
-    let started = Instant::now();
+    // 2a. Producing the same message values directly (for information).
+    let cpu_before = own_cpu();
     let mut deliveries = Vec::with_capacity(values.len());
     for (key, value) in &values {
         let record = FutureRecord::to(RecordType::Network.topic()).key(key).payload(value);
@@ -222,29 +253,21 @@ async fn main() -> anyhow::Result<()> {
         d.await?.map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
-    let direct_cpu = self_cpu() - cpu_before;
+    let direct_ns = (own_cpu() - cpu_before).as_secs_f64() * 1e9 / records as f64;
     println!(
-        "  direct rdkafka producer, same {} messages / {} MiB: CPU {direct_cpu:.2?}, wall {:.2?}",
+        "2. reference, the same {} messages / {} MiB / {records} records: a plain rdkafka producer {direct_ns:.0} ns CPU \
+         per record; aggregator / that {:.2} (for information: the goal is against the inherent work, below)",
         values.len(),
         bytes / (1024 * 1024),
-        started.elapsed()
-    );
-    println!(
-        "  cost ratio aggregator / direct producer: {:.2}  (for information: the goal is against the inherent work, below)",
-        agg_cpu.as_secs_f64() / direct_cpu.as_secs_f64()
+        agg_ns / direct_ns
     );
 
-    // Reference B: the inherent work without the aggregator: build the same
-    // rows into Arrow per workload, encode IPC (zstd) and produce.
-    let mut rows_by_key: Vec<(String, Vec<glasshouse_proto::process::Row>)> = Vec::new();
-    for (key, value) in &values {
-        let batch = glasshouse_proto::ipc::decode(value)?;
-        rows_by_key.push((key.clone(), glasshouse_proto::process::read_rows(&batch)?));
-    }
-    // Three rounds: the machine is shared, so report the best and the median.
-    let mut rounds = Vec::new();
-    for _ in 0..3 {
-        let cpu_before = self_cpu();
+    // 2b. The inherent work without the aggregator: build the same rows into
+    // Arrow per workload, encode IPC (zstd) and produce.
+    let mut inherent = Vec::new();
+    let load = Load::start();
+    for _ in 0..rounds() {
+        let cpu_before = own_cpu();
         let mut encoded = Vec::with_capacity(rows_by_key.len());
         for (key, rows) in &rows_by_key {
             let mut builder = glasshouse_proto::process::Builder::default();
@@ -263,27 +286,28 @@ async fn main() -> anyhow::Result<()> {
         for d in deliveries {
             d.await?.map_err(|(e, _)| e)?;
         }
-        rounds.push(self_cpu() - cpu_before);
+        inherent.push((own_cpu() - cpu_before).as_secs_f64() * 1e9 / records as f64);
     }
-    rounds.sort();
-    let (best, median) = (rounds[0], rounds[1]);
+    let inherent = spread(&inherent)?;
     println!(
-        "  direct Arrow build + IPC encode + produce of the same rows: CPU best {best:.2?}, median {median:.2?}; \
-         ratio aggregator / that: {:.2} (best) {:.2} (median) (goal <= 1.8)",
-        agg_cpu.as_secs_f64() / best.as_secs_f64(),
-        agg_cpu.as_secs_f64() / median.as_secs_f64()
+        "  Arrow build + IPC encode + produce of the same rows: {inherent:.0} ns CPU per record; \
+         aggregator / that (medians) {:.2} (goal <= 1.8)",
+        agg_ns / inherent.median
     );
-    println!("  wire: {:.1} bytes per event in Kafka", bytes as f64 / events as f64);
+    println!("  while it ran: {}", load.report());
+    println!("  wire: {:.1} bytes per event in Kafka", bytes as f64 / records as f64);
 
     // Peak memory with the broker stalled.
-    let stall_secs = std::env::var("GLASSHOUSE_BENCH_STALL_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(STALL_SECS);
+    let stall_secs = stall_secs();
     let before = aggregator.peak_rss()?;
-    let stalled = stream_all(&endpoint, BATCHES / 2, Some((&broker, Duration::from_secs(stall_secs)))).await?;
+    let stalled = stream_all(
+        &endpoint,
+        batches() / 2,
+        Some((&broker, Duration::from_secs(stall_secs))),
+    )
+    .await?;
     println!(
-        "stall: broker stopped {stall_secs} s while {AGENTS} agents streamed; all acknowledged after {stalled:.2?}; \
+        "3. stall: broker stopped {stall_secs} s while {AGENTS} agents streamed; all acknowledged after {stalled:.2?}; \
          aggregator peak RSS {} MiB (before the stall {} MiB)",
         aggregator.peak_rss()? / (1024 * 1024),
         before / (1024 * 1024)
@@ -294,10 +318,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Part 4: this aggregator against a reference binary, alternating rounds.
 async fn budget_cost(broker: &Broker) -> anyhow::Result<()> {
-    const ROUNDS: usize = 5;
     let Ok(reference) = std::env::var("GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR") else {
         println!(
-            "budget cost: not measured (set GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR: \
+            "4. budget cost: not measured (set GLASSHOUSE_BENCH_REFERENCE_AGGREGATOR: \
              eval \"$(tests/benches/reference.sh REV)\")"
         );
         return Ok(());
@@ -307,10 +330,11 @@ async fn budget_cost(broker: &Broker) -> anyhow::Result<()> {
         Err(_) => glasshouse_tests::workspace_binary("glasshouse-aggregator")?,
     };
     let reference = std::path::PathBuf::from(reference);
-    let events = AGENTS * BATCHES * EVENTS as u64;
+    let events = AGENTS * batches() * EVENTS as u64;
     let mut per_record: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut loads = Vec::new();
-    for round in 0..ROUNDS {
+    let load = Load::start();
+    for round in 0..rounds() {
         for (i, binary) in [&reference, &this].into_iter().enumerate() {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
             let aggregator =
@@ -318,7 +342,7 @@ async fn budget_cost(broker: &Broker) -> anyhow::Result<()> {
             let endpoint = aggregator.endpoint();
             stream_all(&endpoint, 2, None).await?;
             let cpu_before = aggregator.cpu_time()?;
-            stream_all(&endpoint, BATCHES, None).await?;
+            stream_all(&endpoint, batches(), None).await?;
             let cpu = aggregator.cpu_time()? - cpu_before;
             per_record[i].push(cpu.as_secs_f64() * 1e9 / events as f64);
             drop(aggregator);
@@ -331,20 +355,20 @@ async fn budget_cost(broker: &Broker) -> anyhow::Result<()> {
             per_record[1][round]
         );
     }
-    let stats = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[0], v[v.len() / 2], v[v.len() - 1])
-    };
-    let (r_min, r_med, r_max) = stats(&mut per_record[0]);
-    let (t_min, t_med, t_max) = stats(&mut per_record[1]);
+    let (reference_ns, this_ns) = (
+        Spread::of(&per_record[0]).context("no rounds")?,
+        Spread::of(&per_record[1]).context("no rounds")?,
+    );
     println!(
-        "budget cost: aggregator CPU per record over {ROUNDS} alternating rounds of {events} records: \
-         reference ({}) min/median/max {r_min:.0}/{r_med:.0}/{r_max:.0} ns, this ({}) {t_min:.0}/{t_med:.0}/{t_max:.0} ns; \
+        "4. budget cost: aggregator CPU per record over {} alternating rounds of {events} records: \
+         reference ({}) min / median / max {reference_ns:.0} ns, this ({}) {this_ns:.0} ns; \
          ratio of medians this/reference {:.3} (goal <= 1.05)",
+        rounds(),
         reference.display(),
         this.display(),
-        t_med / r_med
+        this_ns.median / reference_ns.median
     );
+    println!("  while it ran: {}", load.report());
     println!(
         "  load average after each round: {}",
         loads

@@ -1,5 +1,6 @@
 //! SQL figures, measured in one run (`cargo bench -p glasshouse-tests
-//! --bench sql`; needs `psql`):
+//! --bench sql`; needs `psql`). `cargo test --benches` runs it in smoke
+//! mode (`glasshouse_tests::bench`: a few thousand events, one run).
 //!
 //! 1. Lake ingest: `GLASSHOUSE_BENCH_SQL_EVENTS` (default ten million)
 //!    synthetic process events (`glasshouse_lake::fixture`, 48 containers of
@@ -12,8 +13,9 @@
 //!    with DataFusion's default configuration (`SessionContext::new()`) and
 //!    a `ListingTable` on the table's folder with the schema inferred from
 //!    the files — what anyone reading the lake with DataFusion would get.
-//!    Same run, interleaved, median of `GLASSHOUSE_BENCH_SQL_RUNS` (default
-//!    7): overhead ratio (goal ≤ 1.2). Also printed: the engine in-process
+//!    Same run, interleaved, min / median / max of
+//!    `GLASSHOUSE_BENCH_SQL_RUNS` (default 7): overhead ratio of the medians
+//!    (goal ≤ 1.2). Also printed: the engine in-process
 //!    (the front doors' engine without the wire protocol), and DataFusion
 //!    reading the same files with strings as plain Utf8 (what the lake did
 //!    before its strings were views).
@@ -39,6 +41,7 @@ use glasshouse_lake::engine::{Engine, Limits};
 use glasshouse_lake::lake::Lake;
 use glasshouse_lake::writer::Ingest;
 use glasshouse_lake::{fixture, pg, writer};
+use glasshouse_tests::bench::{self, Load, Spread};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -52,9 +55,10 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// Milliseconds of each run: min / median / max.
+fn spread_ms(v: &[Duration]) -> anyhow::Result<Spread> {
+    let ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    Spread::of(&ms).context("no runs")
 }
 
 /// One run of `QUERY` through psql: the time psql's `\timing` reports.
@@ -101,9 +105,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let events = env_usize("GLASSHOUSE_BENCH_SQL_EVENTS", 10_000_000);
-    let runs = env_usize("GLASSHOUSE_BENCH_SQL_RUNS", 7);
-    let probes = env_usize("GLASSHOUSE_BENCH_SQL_PROBES", 20);
+    bench::banner("sql");
+    let events = env_usize("GLASSHOUSE_BENCH_SQL_EVENTS", bench::size(10_000_000, 20_000));
+    let runs = env_usize("GLASSHOUSE_BENCH_SQL_RUNS", bench::size(7, 1));
+    let probes = env_usize("GLASSHOUSE_BENCH_SQL_PROBES", bench::size(20, 2));
     let dir = tempfile::tempdir()?;
     let config = LakeConfig {
         enabled: true,
@@ -178,6 +183,7 @@ async fn run() -> anyhow::Result<()> {
     let mut via_engine = Vec::new();
     let mut via_utf8 = Vec::new();
     let mut answers = (String::new(), String::new());
+    let load = Load::start();
     for i in 0..runs + 1 {
         let (t, rows) = tokio::task::spawn_blocking(move || psql_timed(port)).await??;
         let s = Instant::now();
@@ -214,25 +220,27 @@ async fn run() -> anyhow::Result<()> {
         answers.0,
         answers.1
     );
-    let (p, d, e, u) = (median(via_pg), median(via_df), median(via_engine), median(via_utf8));
-    let ms = |x: Duration| x.as_secs_f64() * 1000.0;
-    println!(
-        "group-by-workload over {events} events, median of {runs}: PostgreSQL front door (psql \\timing) {:.1} ms, \
-         DataFusion directly over the same files (default session, inferred schema) {:.1} ms: overhead ratio {:.2} (goal <= 1.2)",
-        ms(p),
-        ms(d),
-        ms(p) / ms(d)
+    let (p, d, e, u) = (
+        spread_ms(&via_pg)?,
+        spread_ms(&via_df)?,
+        spread_ms(&via_engine)?,
+        spread_ms(&via_utf8)?,
     );
     println!(
-        "  the engine in-process (no wire) {:.1} ms: the wire protocol and psql cost a ratio of {:.2}",
-        ms(e),
-        ms(p) / ms(e)
+        "group-by-workload over {events} events, {runs} runs interleaved (min / median / max): PostgreSQL front door \
+         (psql \\timing) {p:.1} ms, DataFusion directly over the same files (default session, inferred schema) \
+         {d:.1} ms: overhead ratio of the medians {:.2} (goal <= 1.2)",
+        p.median / d.median
     );
     println!(
-        "  DataFusion over the same files with strings as plain Utf8 (the lake before Utf8View) {:.1} ms: views are {:.2}x as fast",
-        ms(u),
-        ms(u) / ms(d)
+        "  the engine in-process (no wire) {e:.1} ms: the wire protocol and psql cost a ratio of {:.2}",
+        p.median / e.median
     );
+    println!(
+        "  DataFusion over the same files with strings as plain Utf8 (the lake before Utf8View) {u:.1} ms: views are {:.2}x as fast",
+        u.median / d.median
+    );
+    println!("  while it ran: {}", load.report());
 
     // 3. Ingest-to-queryable latency through a real broker and the writer.
     ingest_to_queryable(&containers, probes, base_ns).await?;

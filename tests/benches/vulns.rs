@@ -8,7 +8,9 @@
 //!   fix) against synthetic Debian advisories; the time per inventory, and
 //!   to evaluate every container again (what an advisory import costs).
 //!
-//! `cargo bench -p glasshouse-tests --bench vulns`
+//! `cargo bench -p glasshouse-tests --bench vulns`; `cargo test --benches`
+//! runs it in smoke mode (`glasshouse_tests::bench`). Each figure is min /
+//! median / max over several runs, with the machine's load.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use glasshouse_analyzer::vulns::matcher::Matcher;
 use glasshouse_analyzer::vulns::osv::Advisory;
 use glasshouse_proto::inventory;
 use glasshouse_proto::record::Attribution;
+use glasshouse_tests::bench::{self, Load, Spread};
 
 fn advisory(i: usize) -> Advisory {
     let json = format!(
@@ -61,6 +64,8 @@ fn container(c: usize) -> inventory::Row {
 }
 
 fn main() {
+    bench::banner("vulns");
+    let rounds = bench::size(5, 1);
     // Inventory of this host's root.
     let root = RootFs::open_dir(Path::new("/")).expect("open /");
     let settings = Settings {
@@ -69,49 +74,61 @@ fn main() {
         npm_lockfiles: vec![PathBuf::from("/app/package-lock.json")],
         proc_root: PathBuf::from("/proc"),
     };
-    let runs = 20;
-    let started = Instant::now();
+    let runs = bench::size(20, 2);
+    let load = Load::start();
     let mut packages = 0;
+    let (mut scans, mut fingerprints) = (Vec::new(), Vec::new());
     for _ in 0..runs {
+        let started = Instant::now();
         packages = scan(&root, &settings).packages.len();
-    }
-    let per_scan = started.elapsed() / runs;
-    let fp_started = Instant::now();
-    for _ in 0..runs {
+        scans.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
         std::hint::black_box(glasshouse_agent::inventory::fingerprint(&root, &settings));
+        fingerprints.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    let per_fingerprint = fp_started.elapsed() / runs;
     println!(
-        "inventory of this host's root: {packages} packages in {:.2} ms per scan; change check (fingerprint) {:.3} ms",
-        per_scan.as_secs_f64() * 1e3,
-        per_fingerprint.as_secs_f64() * 1e3
+        "inventory of this host's root, {runs} runs (min / median / max): {packages} packages in {:.2} ms per scan; \
+         change check (fingerprint) {:.3} ms",
+        Spread::of(&scans).expect("runs"),
+        Spread::of(&fingerprints).expect("runs")
     );
+    println!("  while it ran: {}", load.report());
 
     // Matching.
-    for (containers, advisories) in [(100, 2_000), (1_000, 10_000)] {
-        let mut m = Matcher::default();
-        for i in 0..advisories {
-            m.advisories.upsert(advisory(i));
+    let sizes = if bench::smoke() {
+        vec![(10, 200)]
+    } else {
+        vec![(100, 2_000), (1_000, 10_000)]
+    };
+    for (containers, advisories) in sizes {
+        let load = Load::start();
+        let (mut firsts, mut agains) = (Vec::new(), Vec::new());
+        let (mut outputs, mut open, mut again) = (0, 0, 0);
+        for _ in 0..rounds {
+            let mut m = Matcher::default();
+            for i in 0..advisories {
+                m.advisories.upsert(advisory(i));
+            }
+            let started = Instant::now();
+            outputs = 0;
+            for c in 0..containers {
+                outputs += m.inventory(container(c), 0, 1).len();
+            }
+            firsts.push(started.elapsed().as_secs_f64() * 1e3 / containers as f64);
+            // Re-evaluation of every container with nothing changed (an
+            // import of advisories that match nothing new).
+            let started = Instant::now();
+            again = m.reevaluate_all(2).len();
+            agains.push(started.elapsed().as_secs_f64() * 1e3);
+            open = m.open().count();
         }
-        let started = Instant::now();
-        let mut outputs = 0;
-        for c in 0..containers {
-            outputs += m.inventory(container(c), 0, 1).len();
-        }
-        let first = started.elapsed();
-        // Re-evaluation of every container with nothing changed (an import
-        // of advisories that match nothing new).
-        let started = Instant::now();
-        let again = m.reevaluate_all(2).len();
-        let all = started.elapsed();
         println!(
-            "matching {containers} containers x 400 packages against {advisories} advisories: first inventories \
-             {:.3} ms per container ({outputs} outputs, open {}), re-evaluating all {:.1} ms ({again} outputs, \
-             {:.3} ms per container)",
-            first.as_secs_f64() * 1e3 / containers as f64,
-            m.open().count(),
-            all.as_secs_f64() * 1e3,
-            all.as_secs_f64() * 1e3 / containers as f64
+            "matching {containers} containers x 400 packages against {advisories} advisories, {rounds} rounds \
+             (min / median / max): first inventories {:.3} ms per container ({outputs} outputs, open {open}), \
+             re-evaluating all {:.1} ms ({again} outputs)",
+            Spread::of(&firsts).expect("rounds"),
+            Spread::of(&agains).expect("rounds"),
         );
+        println!("  while it ran: {}", load.report());
     }
 }

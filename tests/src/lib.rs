@@ -19,6 +19,8 @@
 //! - [`simulated`]: the real agent client fed synthetic batches; event ids in Kafka.
 //! - [`http_get`], [`metric_value`]: reading a `/metrics` page.
 //! - [`free_port`], [`wait_for_port`].
+//! - [`bench`]: what the benchmarks share (smoke mode, typed local configs,
+//!   min / median / max, the machine's load).
 //! - [`stack`]: broker, Podman service, aggregator and agent started in
 //!   order with readiness waits; [`stack::Tail`] reads record topics.
 
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+pub mod bench;
 pub mod stack;
 pub use stack::{Stack, Tail};
 
