@@ -16,7 +16,8 @@
 #   IMAGE a base image to build FROM instead of making one, e.g.
 #         docker.io/library/debian:bookworm-slim where a registry is
 #         reachable (the agent then needs libelf1 and zlib1g in it)
-# Prints the names of the images it built, one a line.
+# Prints the names of the images it built, one a line. The image a tag named
+# before is removed when the rebuild replaces it, unless a container uses it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -36,8 +37,21 @@ for b in glasshouse-agent glasshouse-aggregator glasshouse-analyzer glasshouse; 
   [[ -x $bins/$b ]] || { echo "build.sh: $bins/$b missing: cargo build --workspace --bins first" >&2; exit 1; }
 done
 
+# The image a tag names now (empty: none).
+image_id() { podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+# A rebuild leaves the image it replaced untagged: removed here unless a
+# container still uses it (then podman refuses and it stays), so repeated
+# builds do not fill the disk.
+drop_replaced() {
+  local old=$1 image=$2
+  [[ -n $old && $old != "$(image_id "$image")" ]] || return 0
+  podman rmi "$old" >/dev/null 2>&1 || true
+}
+
+old_base=
 if [[ -z $base ]]; then
   base=localhost/glasshouse-base:$tag
+  old_base=$(image_id "$base")
   "$here/make-base.sh" "$base" "$bins/glasshouse-agent" "$bins/glasshouse-aggregator" \
     "$bins/glasshouse-analyzer" "$bins/glasshouse" >/dev/null
   echo "$base"
@@ -56,7 +70,11 @@ stage glasshouse analyzer
 
 for component in agent aggregator analyzer; do
   image=localhost/glasshouse-$component:$tag
+  old=$(image_id "$image")
   podman build --quiet --build-arg "BASE=$base" --tag "$image" \
     --file "$here/$component.Containerfile" "$ctx/$component" >/dev/null
+  drop_replaced "$old" "$image"
   echo "$image"
 done
+# The replaced base last: the replaced images were built on it.
+[[ -z $old_base ]] || drop_replaced "$old_base" "$base"

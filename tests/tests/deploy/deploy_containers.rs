@@ -92,6 +92,15 @@ fn build_images() -> anyhow::Result<[String; 3]> {
         .context("binary directory")?
         .to_path_buf();
     workspace_binary("glasshouse")?;
+    let names = ["agent", "aggregator", "analyzer"].map(|c| format!("localhost/glasshouse-{c}:{TAG}"));
+    let base = format!("localhost/glasshouse-base:{TAG}");
+    let image_id = |name: &str| podman(&["image", "inspect", "--format", "{{.Id}}", name]).map(|id| id.trim().to_owned());
+    // What the tags named before (a previous run's images).
+    let before: Vec<String> = names
+        .iter()
+        .chain([&base])
+        .filter_map(|name| image_id(name).ok())
+        .collect();
     let out = std::process::Command::new(deploy::repo_root().join("deploy/containers/build.sh"))
         .arg("--binaries")
         .arg(&bins)
@@ -104,13 +113,22 @@ fn build_images() -> anyhow::Result<[String; 3]> {
         String::from_utf8_lossy(&out.stderr)
     );
     let built = String::from_utf8_lossy(&out.stdout);
-    let names = ["agent", "aggregator", "analyzer"].map(|c| format!("localhost/glasshouse-{c}:{TAG}"));
-    for name in names.iter().chain([&format!("localhost/glasshouse-base:{TAG}")]) {
+    let mut after = Vec::new();
+    for name in names.iter().chain([&base]) {
         ensure!(
             built.lines().any(|l| l == name),
             "build.sh did not build {name}: {built}"
         );
-        podman(&["image", "exists", name])?;
+        after.push(image_id(name)?);
+    }
+    // A rebuild removes the images it replaced unless a container uses
+    // them: repeated runs must not fill the disk.
+    for old in before.iter().filter(|id| !after.contains(id)) {
+        let users = podman(&["ps", "-a", "-q", "--filter", &format!("ancestor={old}")])?;
+        ensure!(
+            !users.trim().is_empty() || podman(&["image", "exists", old]).is_err(),
+            "build.sh left the replaced image {old} behind"
+        );
     }
     Ok(names)
 }
