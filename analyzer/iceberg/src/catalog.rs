@@ -1,0 +1,133 @@
+//! Which catalog and storage the lake uses, and opening them.
+//!
+//! - **Embedded** ([`CatalogKind::Sql`] with a `sqlite:` URI): iceberg's SQL
+//!   catalog in a sqlite file, no server. Processes on one host may share
+//!   it (sqlite locks the file; the catalog's compare-and-swap orders
+//!   commits).
+//! - **REST** ([`CatalogKind::Rest`]): any Iceberg REST catalog (Polaris,
+//!   Gravitino, Nessie, Lakekeeper, AWS Glue's and S3 Tables' REST
+//!   endpoints); the catalog serializes commits.
+//!
+//! The warehouse (where data and metadata files go) is a `file://` path or
+//! an `s3://bucket/prefix`; S3 settings are the `s3.*` properties of
+//! iceberg-rust (`s3.endpoint`, `s3.region`, `s3.access-key-id`,
+//! `s3.secret-access-key`, `s3.path-style-access`), passed in
+//! [`Settings::properties`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent};
+use iceberg_catalog_rest::{REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder};
+use iceberg_catalog_sql::{
+    SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle, SqlCatalogBuilder,
+};
+use iceberg_storage_opendal::OpenDalStorageFactory;
+
+use crate::fence::FencingCatalog;
+use crate::{Error, Result};
+
+/// The catalog's name inside its own store (the SQL catalog keys its rows
+/// by it).
+pub const CATALOG_NAME: &str = "glasshouse";
+
+/// Which catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogKind {
+    /// iceberg's SQL catalog; `uri` is a sqlx URI, e.g.
+    /// `sqlite:///var/lib/glasshouse/lake/catalog.db?mode=rwc`.
+    Sql { uri: String },
+    /// An Iceberg REST catalog at `uri` (e.g. `http://catalog:8181`).
+    Rest { uri: String },
+}
+
+/// Where the lake is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub catalog: CatalogKind,
+    /// Data and metadata location: `file:///abs/path` or `s3://bucket/prefix`.
+    pub warehouse: String,
+    /// The namespace of the lake's tables.
+    pub namespace: String,
+    /// Catalog and storage properties (`s3.*`, a REST catalog's `token` or
+    /// `credential`), passed to iceberg-rust as they are.
+    pub properties: HashMap<String, String>,
+}
+
+/// An open catalog and the lake's namespace in it.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    pub(crate) catalog: Arc<FencingCatalog>,
+    pub(crate) namespace: NamespaceIdent,
+}
+
+/// The storage behind `warehouse`'s scheme.
+fn storage(warehouse: &str) -> Result<Arc<dyn StorageFactory>> {
+    if warehouse.starts_with("file://") {
+        Ok(Arc::new(LocalFsStorageFactory))
+    } else if warehouse.starts_with("s3://") || warehouse.starts_with("s3a://") {
+        Ok(Arc::new(OpenDalStorageFactory::S3 {
+            customized_credential_load: None,
+        }))
+    } else {
+        Err(Error::Settings(format!(
+            "warehouse {warehouse:?}: expected file:///path or s3://bucket/prefix"
+        )))
+    }
+}
+
+impl Warehouse {
+    /// Opens the catalog and creates the namespace if it is missing.
+    pub async fn open(settings: &Settings) -> Result<Warehouse> {
+        let storage = storage(&settings.warehouse)?;
+        let mut props = settings.properties.clone();
+        let inner: Arc<dyn Catalog> = match &settings.catalog {
+            CatalogKind::Sql { uri } => {
+                props.insert(SQL_CATALOG_PROP_URI.to_owned(), uri.clone());
+                props.insert(SQL_CATALOG_PROP_WAREHOUSE.to_owned(), settings.warehouse.clone());
+                // sqlite's placeholders are `?`.
+                props
+                    .entry(SQL_CATALOG_PROP_BIND_STYLE.to_owned())
+                    .or_insert_with(|| SqlBindStyle::QMark.to_string());
+                Arc::new(
+                    SqlCatalogBuilder::default()
+                        .with_storage_factory(storage)
+                        .load(CATALOG_NAME, props)
+                        .await?,
+                )
+            }
+            CatalogKind::Rest { uri } => {
+                props.insert(REST_CATALOG_PROP_URI.to_owned(), uri.clone());
+                props.insert(REST_CATALOG_PROP_WAREHOUSE.to_owned(), settings.warehouse.clone());
+                Arc::new(
+                    RestCatalogBuilder::default()
+                        .with_storage_factory(storage)
+                        .load(CATALOG_NAME, props)
+                        .await?,
+                )
+            }
+        };
+        let namespace = NamespaceIdent::new(settings.namespace.clone());
+        if !inner.namespace_exists(&namespace).await?
+            && let Err(e) = inner.create_namespace(&namespace, HashMap::new()).await
+            // Another writer may have created it first.
+            && !inner.namespace_exists(&namespace).await?
+        {
+            return Err(e.into());
+        }
+        Ok(Warehouse {
+            catalog: Arc::new(FencingCatalog::new(inner)),
+            namespace,
+        })
+    }
+
+    /// The catalog (fenced commits), for reading tables.
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.catalog.clone()
+    }
+
+    pub fn namespace(&self) -> &NamespaceIdent {
+        &self.namespace
+    }
+}
