@@ -108,6 +108,14 @@ if ! python3 -c 'import psycopg, adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/nu
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
     'psycopg[binary]==3.3.9' 'adbc-driver-flightsql==1.13.0' 'adbc-driver-manager==1.13.0' 'pyarrow==26.0.1'
 fi
+# The Iceberg lake read by another engine (tests/tests/sql/sql_iceberg.rs):
+# pyiceberg with its SQL catalog on sqlite, no Glasshouse code.
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pyiceberg') != '0.12.0')" 2>/dev/null \
+   || ! python3 -c 'import sqlalchemy' 2>/dev/null; then
+  say "installing python packages: pyiceberg[sql-sqlite] 0.12.0"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
+    'pyiceberg[sql-sqlite]==0.12.0' 'pyarrow==26.0.1'
+fi
 
 # 6. Deploy tests (tests/tests/deploy/): systemd-analyze for the units in
 #    deploy/systemd, the PyPI validator with offline Kubernetes schemas, and helm.

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
@@ -170,6 +171,36 @@ impl LakeTable {
             .and_then(|s| s.summary().additional_properties.get("total-records"))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
+    }
+
+    /// The current snapshot's id and the paths (URLs) of its data files;
+    /// no snapshot for a table never written to.
+    pub async fn data_files(&self) -> Result<(Option<i64>, Vec<String>)> {
+        let table = self.load().await?;
+        let Some(id) = table.metadata().current_snapshot_id() else {
+            return Ok((None, Vec::new()));
+        };
+        let tasks: Vec<iceberg::scan::FileScanTask> = table
+            .scan()
+            .snapshot_id(id)
+            .build()?
+            .plan_files()
+            .await?
+            .try_collect()
+            .await?;
+        Ok((Some(id), tasks.into_iter().map(|t| t.data_file_path).collect()))
+    }
+
+    /// The columns the table's data files are written with, as an Arrow
+    /// IPC stream (a schema message).
+    pub async fn schema_ipc(&self) -> Result<Vec<u8>> {
+        let table = self.load().await?;
+        let schema = arrow_schema(table.metadata().current_schema())?;
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(out)
     }
 
     /// Adds the top-level columns of `wanted` the table lacks.

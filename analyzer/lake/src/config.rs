@@ -58,6 +58,78 @@ pub struct LakeConfig {
     /// week; 0: keep everything).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
+    /// The table format: `parquet` (default: the lake's own layout of
+    /// Parquet files, for one writer per location) or `iceberg` (Apache
+    /// Iceberg tables in the catalog of `[lake.catalog]`: many writers,
+    /// readable by any Iceberg engine; see docs/lake.md). With `iceberg`,
+    /// rows are committed every `flush_secs` (or sooner by rows or bytes)
+    /// and compaction and retention are left to Iceberg maintenance
+    /// (docs/lake.md).
+    #[serde(default)]
+    pub format: LakeFormat,
+    /// `[lake.catalog]`: the Iceberg catalog (`format = "iceberg"`).
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+}
+
+/// `lake.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LakeFormat {
+    #[default]
+    Parquet,
+    Iceberg,
+}
+
+/// `[lake.catalog]`: where the Iceberg tables are registered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sql` (default: iceberg's SQL catalog in a sqlite file, no server)
+    /// or `rest` (an Iceberg REST catalog: Polaris, Lakekeeper, Nessie,
+    /// Gravitino, AWS Glue's REST endpoint).
+    #[serde(default)]
+    pub kind: CatalogKindConfig,
+    /// `sql`: the sqlite file (default `catalog.db` in a local
+    /// `lake.location`; required with an s3:// location). `rest`: the
+    /// catalog's URL (required).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Where data and metadata files go (default: `warehouse/` in a local
+    /// `lake.location`, or the s3:// location itself).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// The namespace of the lake's tables (default `glasshouse`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// `rest`: a file whose first line is the catalog's bearer token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `lake.catalog.kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogKindConfig {
+    #[default]
+    Sql,
+    Rest,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            kind: CatalogKindConfig::Sql,
+            uri: None,
+            warehouse: None,
+            namespace: default_namespace(),
+            token_file: None,
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "glasshouse".into()
 }
 
 /// `[lake.s3]`: the object store of an `s3://bucket/prefix` location.
@@ -274,6 +346,8 @@ impl Default for LakeConfig {
             compact_min_files: default_compact_min_files(),
             compact_target_mib: default_compact_target_mib(),
             retention_hours: default_retention_hours(),
+            format: LakeFormat::Parquet,
+            catalog: CatalogConfig::default(),
         }
     }
 }

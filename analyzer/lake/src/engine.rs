@@ -83,6 +83,8 @@ pub enum EngineError {
     Runtime(#[source] std::io::Error),
     #[error("datafusion")]
     DataFusion(#[from] DataFusionError),
+    #[error("opening the lake's tables: {0}")]
+    Open(String),
 }
 
 /// A planned query: its plan and result schema.
@@ -125,6 +127,24 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// A session with every lake table and the `containers` view.
     pub async fn new(lake: &Arc<Lake>, limits: Limits) -> Result<Engine, EngineError> {
+        let (url, store) = lake.store();
+        let tables = lake
+            .tables()
+            .filter_map(|t| {
+                let provider: Arc<dyn datafusion::catalog::TableProvider> = lake.provider(t.def.name)?;
+                Some((t.def.name, provider))
+            })
+            .collect();
+        Engine::with_tables(Some((url.to_owned(), store)), tables, limits).await
+    }
+
+    /// A session with `tables` (their files in `store`, under its URL, if
+    /// not local) and the `containers` view.
+    pub async fn with_tables(
+        store: Option<(String, Arc<dyn object_store::ObjectStore>)>,
+        tables: Vec<(&'static str, Arc<dyn datafusion::catalog::TableProvider>)>,
+        limits: Limits,
+    ) -> Result<Engine, EngineError> {
         // DataFusion's defaults otherwise: strings as Utf8View, as the
         // lake's schemas, tail and Parquet files have them (`catalog`).
         let config = SessionConfig::new()
@@ -134,13 +154,12 @@ impl Engine {
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime_env);
-        let (url, store) = lake.store();
-        let url = url::Url::parse(url).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        ctx.register_object_store(&url, store);
-        for t in lake.tables() {
-            if let Some(p) = lake.provider(t.def.name) {
-                ctx.register_table(t.def.name, p)?;
-            }
+        if let Some((url, store)) = store {
+            let url = url::Url::parse(&url).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            ctx.register_object_store(&url, store);
+        }
+        for (name, provider) in tables {
+            ctx.register_table(name, provider)?;
         }
         ctx.sql(&format!("CREATE VIEW containers AS {CONTAINERS_VIEW}")).await?;
         let rt = tokio::runtime::Builder::new_multi_thread()

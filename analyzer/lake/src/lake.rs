@@ -630,7 +630,7 @@ fn private(file: &std::path::Path, root: &std::path::Path) -> std::io::Result<()
     Ok(())
 }
 
-async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
+pub(crate) async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let location = config.location.as_str();
     if let Some(rest) = location.strip_prefix("s3://") {

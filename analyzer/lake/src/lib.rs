@@ -43,6 +43,7 @@ pub mod decode;
 pub mod engine;
 pub mod fixture;
 pub mod flight;
+pub mod iceberg_lake;
 pub mod lake;
 pub mod output;
 pub mod pg;

@@ -9,9 +9,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{LakeConfig, SqlConfig};
+use crate::config::{LakeConfig, LakeFormat, SqlConfig};
 use crate::connection::Budget;
 use crate::engine::{Engine, Limits};
+use crate::iceberg_lake::{self, Flush, IcebergLake};
 use crate::lake::Lake;
 use crate::{flight, pg, writer};
 
@@ -22,6 +23,8 @@ pub enum ServiceError {
     Config(String),
     #[error("lake")]
     Lake(#[from] crate::lake::LakeError),
+    #[error("iceberg lake")]
+    Iceberg(#[from] iceberg_lake::OpenError),
     #[error("sql engine")]
     Engine(#[from] crate::engine::EngineError),
     #[error("sql: cannot listen on {addr}")]
@@ -60,39 +63,56 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
         return Ok(());
     }
     let timeout = Duration::from_secs(settings.sql.query_timeout_secs);
-    let lake = Arc::new(Lake::open(&settings.lake, &settings.instance_id, timeout + Duration::from_secs(60)).await?);
-    info!(location = %settings.lake.location, "lake open");
     let cancel = cancel.child_token();
     let mut tasks: JoinSet<Result<(), ServiceError>> = JoinSet::new();
-    {
-        let lake = lake.clone();
-        let ws = writer::WriterSettings {
-            brokers: settings.brokers.clone(),
-            group_id: settings.lake.group_id.clone(),
-            instance_id: Some(format!("{}-lake", settings.instance_id)),
-            session_timeout_ms: settings.session_timeout_ms,
-            extra: settings.kafka.clone(),
-            compact_interval: (settings.lake.compact_interval_secs > 0)
-                .then(|| Duration::from_secs(settings.lake.compact_interval_secs)),
-        };
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            writer::run(lake, ws, cancel)
-                .await
-                .map(|_| ())
-                .map_err(ServiceError::from)
-        });
-    }
-    if settings.sql.enabled() {
+    let ws = writer::WriterSettings {
+        brokers: settings.brokers.clone(),
+        group_id: settings.lake.group_id.clone(),
+        instance_id: Some(format!("{}-lake", settings.instance_id)),
+        session_timeout_ms: settings.session_timeout_ms,
+        extra: settings.kafka.clone(),
+        compact_interval: (settings.lake.compact_interval_secs > 0)
+            .then(|| Duration::from_secs(settings.lake.compact_interval_secs)),
+    };
+    let limits = Limits {
+        timeout,
+        memory_bytes: (settings.sql.memory_limit_mib * 1024 * 1024) as usize,
+        threads: settings.sql.threads,
+        max_depth: settings.sql.max_nesting_depth,
+    };
+    let (engine, parquet_lake) = match settings.lake.format {
+        LakeFormat::Parquet => {
+            let lake =
+                Arc::new(Lake::open(&settings.lake, &settings.instance_id, timeout + Duration::from_secs(60)).await?);
+            info!(location = %settings.lake.location, "lake open");
+            let (l, c) = (lake.clone(), cancel.clone());
+            tasks.spawn(async move { writer::run(l, ws, c).await.map(|_| ()).map_err(ServiceError::from) });
+            let engine = match settings.sql.enabled() {
+                true => Some(Engine::new(&lake, limits).await?),
+                false => None,
+            };
+            (engine, Some(lake))
+        }
+        LakeFormat::Iceberg => {
+            let lake = Arc::new(IcebergLake::open(&settings.lake).await?);
+            info!(location = %settings.lake.location, "lake open (iceberg)");
+            let (l, c, flush) = (lake.clone(), cancel.clone(), Flush::of(&settings.lake));
+            tasks.spawn(async move {
+                iceberg_lake::run(l, ws, flush, c)
+                    .await
+                    .map(|_| ())
+                    .map_err(ServiceError::from)
+            });
+            let engine = match settings.sql.enabled() {
+                true => Some(iceberg_lake::engine(&lake, &settings.lake, limits).await?),
+                false => None,
+            };
+            (engine, None)
+        }
+    };
+    if let Some(engine) = engine {
         let secret = settings.sql.read_secret().map_err(ServiceError::Config)?;
-        let limits = Limits {
-            timeout,
-            memory_bytes: (settings.sql.memory_limit_mib * 1024 * 1024) as usize,
-            threads: settings.sql.threads,
-            max_depth: settings.sql.max_nesting_depth,
-        };
         let budget = Budget::from_config(&settings.sql);
-        let engine = Engine::new(&lake, limits).await?;
         if let Some(addr) = settings.sql.pg_listen {
             let listener = pg::bind(addr)
                 .await
@@ -131,6 +151,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
             cancel.cancel();
         }
     }
-    lake.delete_doomed(false).await;
+    if let Some(lake) = parquet_lake {
+        lake.delete_doomed(false).await;
+    }
     first_error.map_or(Ok(()), Err)
 }

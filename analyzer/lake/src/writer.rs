@@ -20,6 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use datafusion::arrow::record_batch::RecordBatch;
+
 use crate::catalog::{Format, TABLES, TableDef};
 use crate::decode::{self, JsonRows};
 use crate::lake::Lake;
@@ -60,16 +62,10 @@ pub struct WriterStats {
     pub files: u64,
 }
 
-/// Runs the writer until `cancel`; flushes every tail before it returns.
-pub async fn run(
-    lake: Arc<Lake>,
-    settings: WriterSettings,
-    cancel: CancellationToken,
-) -> Result<WriterStats, WriterError> {
-    let client_error = |source| WriterError::Client {
-        brokers: settings.brokers.clone(),
-        source,
-    };
+/// The consumer settings of a lake writer (either format): offsets stored
+/// by the writer once rows are durable, committed to the group every
+/// second.
+pub(crate) fn client_config(settings: &WriterSettings) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &settings.brokers)
@@ -97,7 +93,20 @@ pub async fn run(
     for (k, v) in &settings.extra {
         client.set(k, v);
     }
-    let consumer: StreamConsumer = client.create().map_err(client_error)?;
+    client
+}
+
+/// Runs the writer until `cancel`; flushes every tail before it returns.
+pub async fn run(
+    lake: Arc<Lake>,
+    settings: WriterSettings,
+    cancel: CancellationToken,
+) -> Result<WriterStats, WriterError> {
+    let client_error = |source| WriterError::Client {
+        brokers: settings.brokers.clone(),
+        source,
+    };
+    let consumer: StreamConsumer = client_config(&settings).create().map_err(client_error)?;
     let topics: Vec<&str> = TABLES.iter().map(|t| t.topic).collect();
     consumer.subscribe(&topics).map_err(client_error)?;
     info!(brokers = %settings.brokers, group = %settings.group_id, "lake writer consuming");
@@ -180,11 +189,57 @@ pub async fn run(
     Ok(stats)
 }
 
-/// Turns message values into rows of the lake's tables.
+/// Turns message values into rows of the lake's tables (for any lake
+/// format: it needs only the catalog).
+#[derive(Debug)]
+pub struct Decoder {
+    json: HashMap<&'static str, JsonRows>,
+}
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        let json = TABLES
+            .iter()
+            .filter_map(|def| match def.format {
+                Format::Json(cols) => Some((def.name, JsonRows::new(cols, crate::catalog::schema(def)))),
+                Format::Arrow(_) => None,
+            })
+            .collect();
+        Decoder { json }
+    }
+}
+
+impl Decoder {
+    /// The table one message of `topic` fills and its rows (`time_ns`: the
+    /// message timestamp); none for a tombstone.
+    pub fn decode(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        time_ns: i64,
+    ) -> Result<(&'static TableDef, Vec<RecordBatch>), IngestError> {
+        let def = crate::catalog::by_topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
+        if payload.is_empty() {
+            // A tombstone of a compacted topic.
+            return Ok((def, Vec::new()));
+        }
+        let batches = match (def.format, self.json.get_mut(def.name)) {
+            (Format::Json(_), Some(rows)) => {
+                rows.append(payload, key, time_ns)?;
+                vec![rows.finish()]
+            }
+            _ => decode::arrow_message(payload, &crate::catalog::schema(def))?,
+        };
+        Ok((def, batches))
+    }
+}
+
+/// Turns message values into rows of the Parquet lake's tables.
 #[derive(Debug)]
 pub struct Ingest {
     lake: Arc<Lake>,
-    json: HashMap<&'static str, JsonRows>,
+    decoder: Decoder,
 }
 
 /// Why a message gave no rows.
@@ -200,13 +255,10 @@ pub enum IngestError {
 
 impl Ingest {
     pub fn new(lake: Arc<Lake>) -> Ingest {
-        let mut json = HashMap::new();
-        for def in TABLES {
-            if let (Format::Json(cols), Some(t)) = (def.format, lake.table(def.name)) {
-                json.insert(def.name, JsonRows::new(cols, t.schema.clone()));
-            }
+        Ingest {
+            lake,
+            decoder: Decoder::default(),
         }
-        Ingest { lake, json }
     }
 
     /// Appends the rows of one message of `topic` to its table's tail
@@ -218,22 +270,10 @@ impl Ingest {
         key: Option<&[u8]>,
         time_ns: i64,
     ) -> Result<usize, IngestError> {
-        let def = crate::catalog::by_topic(topic).ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
-        if payload.is_empty() {
-            // A tombstone of a compacted topic.
+        let (def, batches) = self.decoder.decode(topic, payload, key, time_ns)?;
+        if batches.is_empty() {
             return Ok(0);
         }
-        let table = self
-            .lake
-            .table(def.name)
-            .ok_or_else(|| IngestError::UnknownTopic(topic.into()))?;
-        let batches = match (def.format, self.json.get_mut(def.name)) {
-            (Format::Json(_), Some(rows)) => {
-                rows.append(payload, key, time_ns)?;
-                vec![rows.finish()]
-            }
-            _ => decode::arrow_message(payload, &table.schema)?,
-        };
         let n = batches.iter().map(|b| b.num_rows()).sum();
         self.lake.append(def.name, batches)?;
         Ok(n)

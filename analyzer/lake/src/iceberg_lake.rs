@@ -1,0 +1,609 @@
+//! The lake as Iceberg tables (`lake.format = "iceberg"`): opening them
+//! from the config, and the writer that commits each table's rows with
+//! the Kafka offsets they came from, exactly once per offset.
+//!
+//! The writer is a consumer group (several analyzer replicas share the
+//! partitions). For each table it keeps the rows of each partition it
+//! consumed since its last commit, and commits them all together every
+//! `flush_secs` (sooner by `flush_rows` or `flush_bytes`) through
+//! [`glasshouse_iceberg::LakeTable::append`], which records the offset
+//! ranges in the same Iceberg commit. Where a partition resumes comes
+//! from the table, not from the consumer group: the first message of a
+//! partition after an assignment looks up the table's high-water mark;
+//! messages below it are skipped (and the partition sought to it). The
+//! group's offsets are stored only after a commit, so they never run ahead
+//! of the table. A commit refused because another writer committed the
+//! partition first (it was reassigned) drops that partition's rows and
+//! seeks it to the new mark; the other partitions' rows are committed.
+//! A failed commit keeps the rows for the next tick, and consumption
+//! pauses while more than twice `flush_bytes` wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemTable, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use glasshouse_iceberg::{CatalogKind, Error as LakeError, LakeTable, OffsetRange, Settings, Warehouse};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::catalog::{TABLES, TableDef};
+use crate::config::{CatalogKindConfig, LakeConfig};
+use crate::engine::{Engine, EngineError, Limits};
+use crate::writer::{Decoder, WriterError, WriterSettings, WriterStats};
+
+/// Snapshots older than this are expired (metadata only; the rows stay).
+const SNAPSHOT_AGE: Duration = Duration::from_secs(3600);
+/// Snapshots kept whatever their age.
+const SNAPSHOTS_KEPT: usize = 10;
+
+/// The iceberg-rust settings of `config` (a `format = "iceberg"` lake).
+pub fn settings(config: &LakeConfig) -> Result<Settings, String> {
+    let local = !config.location.starts_with("s3://");
+    let root = || {
+        std::path::absolute(&config.location)
+            .map(|p| p.display().to_string())
+            .map_err(|e| format!("`lake.location` {:?}: {e}", config.location))
+    };
+    let catalog = match config.catalog.kind {
+        CatalogKindConfig::Sql => CatalogKind::Sql {
+            uri: match (&config.catalog.uri, local) {
+                (Some(uri), _) => uri.clone(),
+                (None, true) => format!("sqlite://{}/catalog.db?mode=rwc", root()?),
+                (None, false) => {
+                    return Err("`lake.catalog.uri` is required for a sql catalog with an s3:// location".into());
+                }
+            },
+        },
+        CatalogKindConfig::Rest => CatalogKind::Rest {
+            uri: config
+                .catalog
+                .uri
+                .clone()
+                .ok_or("`lake.catalog.uri` is required for a rest catalog")?,
+        },
+    };
+    let warehouse = match (&config.catalog.warehouse, local) {
+        (Some(w), _) => w.clone(),
+        (None, true) => format!("file://{}/warehouse", root()?),
+        (None, false) => config.location.clone(),
+    };
+    let mut properties = HashMap::new();
+    let s3 = &config.s3;
+    if let Some(endpoint) = &s3.endpoint {
+        properties.insert("s3.endpoint".to_owned(), endpoint.clone());
+        properties.insert("s3.path-style-access".to_owned(), "true".to_owned());
+    }
+    if let Some(region) = &s3.region {
+        properties.insert("s3.region".to_owned(), region.clone());
+    }
+    if let Some(key) = &s3.access_key_id {
+        properties.insert("s3.access-key-id".to_owned(), key.clone());
+    }
+    if let Some(secret) = s3.read_secret()? {
+        properties.insert("s3.secret-access-key".to_owned(), secret);
+    }
+    if let Some(path) = &config.catalog.token_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("`lake.catalog.token_file` {}: {e}", path.display()))?;
+        properties.insert("token".to_owned(), text.lines().next().unwrap_or("").trim().to_owned());
+    }
+    Ok(Settings {
+        catalog,
+        warehouse,
+        namespace: config.catalog.namespace.clone(),
+        properties,
+    })
+}
+
+/// An Arrow IPC stream of `batches` (just the schema when empty).
+fn ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, schema)?;
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+/// Every table of the catalog as an Iceberg table.
+#[derive(Debug, Clone)]
+pub struct IcebergLake {
+    pub warehouse: Warehouse,
+    tables: HashMap<&'static str, LakeTable>,
+}
+
+/// Why the Iceberg lake could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("lake settings: {0}")]
+    Settings(String),
+    #[error("iceberg lake: {0}")]
+    Lake(#[from] LakeError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+impl IcebergLake {
+    /// Opens the catalog and every table (created where missing).
+    pub async fn open(config: &LakeConfig) -> Result<IcebergLake, OpenError> {
+        let warehouse = Warehouse::open(&settings(config).map_err(OpenError::Settings)?).await?;
+        let mut tables = HashMap::new();
+        for def in TABLES {
+            let schema = crate::catalog::schema(def);
+            let table = warehouse
+                .table(def.name, def.topic, &ipc(&schema, &[])?, def.time_column)
+                .await?;
+            tables.insert(def.name, table);
+        }
+        Ok(IcebergLake { warehouse, tables })
+    }
+
+    pub fn table(&self, name: &str) -> Option<&LakeTable> {
+        self.tables.get(name)
+    }
+}
+
+/// When a table's rows are committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Flush {
+    pub rows: usize,
+    pub bytes: usize,
+    pub age: Duration,
+}
+
+impl Flush {
+    pub fn of(config: &LakeConfig) -> Flush {
+        Flush {
+            rows: config.flush_rows,
+            bytes: config.flush_bytes,
+            age: Duration::from_secs(config.flush_secs),
+        }
+    }
+}
+
+/// Partitions taken away by a rebalance, noted for the writer's loop.
+#[derive(Default)]
+struct Moves {
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for Moves {}
+
+impl ConsumerContext for Moves {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect::<Vec<_>>();
+            self.revoked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(parts);
+        }
+    }
+}
+
+/// Rows of one partition since the last commit.
+#[derive(Debug)]
+struct Part {
+    batches: Vec<RecordBatch>,
+    first: i64,
+    next: i64,
+}
+
+/// Rows of one table since its last commit.
+#[derive(Debug, Default)]
+struct Pending {
+    parts: BTreeMap<i32, Part>,
+    rows: usize,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+type Writer = StreamConsumer<Moves>;
+
+/// Runs the writer until `cancel`, committing what it holds before it
+/// returns.
+pub async fn run(
+    lake: Arc<IcebergLake>,
+    settings: WriterSettings,
+    flush: Flush,
+    cancel: CancellationToken,
+) -> Result<WriterStats, WriterError> {
+    let client_error = |source| WriterError::Client {
+        brokers: settings.brokers.clone(),
+        source,
+    };
+    let consumer: Writer = crate::writer::client_config(&settings)
+        .create_with_context(Moves::default())
+        .map_err(client_error)?;
+    let topics: Vec<&str> = TABLES.iter().map(|t| t.topic).collect();
+    consumer.subscribe(&topics).map_err(client_error)?;
+    info!(brokers = %settings.brokers, group = %settings.group_id, "lake writer (iceberg) consuming");
+
+    let mut decoder = Decoder::default();
+    let mut pending: HashMap<&'static str, Pending> = HashMap::new();
+    // The next offset to accept per topic and partition.
+    let mut next: HashMap<(&'static str, i32), i64> = HashMap::new();
+    let mut stats = WriterStats::default();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expire_at = Instant::now() + SNAPSHOT_AGE;
+    loop {
+        let held: usize = pending.values().map(|p| p.bytes).sum();
+        tokio::select! {
+            m = consumer.recv(), if held <= 2 * flush.bytes => match m {
+                Ok(m) => {
+                    revoke(&consumer, &mut pending, &mut next);
+                    let Some(def) = crate::catalog::by_topic(m.topic()) else { continue };
+                    let (partition, offset) = (m.partition(), m.offset());
+                    let expected = match next.get(&(def.topic, partition)) {
+                        Some(n) => *n,
+                        None => {
+                            let mark = match high_water_mark(&lake, def, partition).await {
+                                Ok(mark) => mark,
+                                Err(e) => {
+                                    // Not accepted without knowing the mark:
+                                    // read again from here.
+                                    warn!(table = def.name, error = %e, "lake high-water mark unreadable; retrying");
+                                    seek(&consumer, def.topic, partition, offset);
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    continue;
+                                }
+                            };
+                            next.insert((def.topic, partition), mark);
+                            if offset < mark {
+                                seek(&consumer, def.topic, partition, mark);
+                            }
+                            mark
+                        }
+                    };
+                    if offset < expected {
+                        stats.skipped += 1;
+                        continue;
+                    }
+                    next.insert((def.topic, partition), offset + 1);
+                    stats.messages += 1;
+                    let time_ns = m.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);
+                    let batches = match m.payload() {
+                        None => Vec::new(),
+                        Some(payload) => match decoder.decode(m.topic(), payload, m.key(), time_ns) {
+                            Ok((_, batches)) => batches,
+                            Err(e) => {
+                                stats.skipped += 1;
+                                warn!(topic = m.topic(), partition, offset, error = %e,
+                                    "lake skipped a message it cannot read");
+                                Vec::new()
+                            }
+                        },
+                    };
+                    let full = {
+                        let p = pending.entry(def.name).or_default();
+                        p.since.get_or_insert_with(Instant::now);
+                        let part = p.parts.entry(partition).or_insert(Part { batches: Vec::new(), first: offset, next: offset });
+                        part.next = offset + 1;
+                        for b in batches {
+                            p.rows += b.num_rows();
+                            p.bytes += b.get_array_memory_size();
+                            stats.rows += b.num_rows() as u64;
+                            part.batches.push(b);
+                        }
+                        p.rows >= flush.rows || p.bytes >= flush.bytes
+                    };
+                    if full {
+                        commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
+                    }
+                }
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) => {
+                    debug!("lake: a subscribed topic does not exist yet");
+                }
+                Err(e) => {
+                    warn!(error = %e, "lake consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            _ = ticker.tick() => {
+                revoke(&consumer, &mut pending, &mut next);
+                for def in TABLES {
+                    let due = pending.get(def.name).and_then(|p| p.since).is_some_and(|t| t.elapsed() >= flush.age);
+                    if due {
+                        commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
+                    }
+                }
+                if Instant::now() >= expire_at {
+                    expire_at = Instant::now() + SNAPSHOT_AGE;
+                    expire(&lake).await;
+                }
+            }
+            () = cancel.cancelled() => break,
+        }
+    }
+    revoke(&consumer, &mut pending, &mut next);
+    for def in TABLES {
+        commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
+    }
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        warn!(error = %e, "lake offsets not committed to the group at shutdown");
+    }
+    info!(
+        messages = stats.messages,
+        rows = stats.rows,
+        skipped = stats.skipped,
+        files = stats.files,
+        "lake writer (iceberg) stopped"
+    );
+    Ok(stats)
+}
+
+async fn high_water_mark(lake: &IcebergLake, def: &TableDef, partition: i32) -> Result<i64, LakeError> {
+    let Some(table) = lake.table(def.name) else {
+        return Ok(0);
+    };
+    Ok(table.committed_offsets().await?.get(&partition).copied().unwrap_or(0))
+}
+
+fn seek(consumer: &Writer, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(1)) {
+        // Not ours any more, or not fetching yet: messages below the
+        // mark are skipped either way.
+        debug!(topic, partition, offset, error = %e, "lake seek failed");
+    }
+}
+
+/// Forgets the rows and positions of partitions a rebalance took away:
+/// their new owner reads them again from the table's mark.
+fn revoke(
+    consumer: &Writer,
+    pending: &mut HashMap<&'static str, Pending>,
+    next: &mut HashMap<(&'static str, i32), i64>,
+) {
+    let revoked = std::mem::take(
+        &mut *consumer
+            .context()
+            .revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for (topic, partition) in revoked {
+        let Some(def) = crate::catalog::by_topic(&topic) else {
+            continue;
+        };
+        next.remove(&(def.topic, partition));
+        if let Some(p) = pending.get_mut(def.name) {
+            drop_part(p, partition);
+        }
+    }
+}
+
+fn drop_part(p: &mut Pending, partition: i32) {
+    if let Some(part) = p.parts.remove(&partition) {
+        for b in &part.batches {
+            p.rows = p.rows.saturating_sub(b.num_rows());
+            p.bytes = p.bytes.saturating_sub(b.get_array_memory_size());
+        }
+    }
+    if p.parts.is_empty() {
+        *p = Pending::default();
+    }
+}
+
+/// Commits a table's pending rows with their offsets; see the module docs
+/// for what a refused or failed commit does.
+async fn commit(
+    lake: &IcebergLake,
+    def: &'static TableDef,
+    consumer: &Writer,
+    pending: &mut HashMap<&'static str, Pending>,
+    next: &mut HashMap<(&'static str, i32), i64>,
+    stats: &mut WriterStats,
+) {
+    let (Some(table), Some(p)) = (lake.table(def.name), pending.get_mut(def.name)) else {
+        return;
+    };
+    let schema = crate::catalog::schema(def);
+    while !p.parts.is_empty() {
+        let ranges: Vec<OffsetRange> = p
+            .parts
+            .iter()
+            .map(|(partition, part)| OffsetRange {
+                partition: *partition,
+                first: part.first,
+                next: part.next,
+            })
+            .collect();
+        let streams = match p
+            .parts
+            .values()
+            .filter(|part| !part.batches.is_empty())
+            .map(|part| ipc(&schema, &part.batches))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(streams) => streams,
+            Err(e) => {
+                warn!(table = def.name, error = %e, "lake rows not encodable; kept for the next try");
+                return;
+            }
+        };
+        match table.append(&streams, &ranges).await {
+            Ok(appended) => {
+                stats.files += appended.files as u64;
+                debug!(
+                    table = def.name,
+                    files = appended.files,
+                    rows = appended.rows,
+                    "lake committed"
+                );
+                let mut tpl = TopicPartitionList::new();
+                for r in &ranges {
+                    if let Err(e) = tpl.add_partition_offset(def.topic, r.partition, Offset::Offset(r.next)) {
+                        warn!(topic = def.topic, error = %e, "lake offset not stored");
+                    }
+                }
+                if let Err(e) = consumer.store_offsets(&tpl) {
+                    // A revoked partition: its new owner starts from the table's mark.
+                    debug!(topic = def.topic, error = %e, "lake offsets not stored");
+                }
+                *p = Pending::default();
+            }
+            Err(LakeError::AlreadyCommitted {
+                partition, committed, ..
+            }) => {
+                warn!(
+                    table = def.name,
+                    partition, committed, "lake partition committed by another writer; its rows here are dropped"
+                );
+                drop_part(p, partition);
+                next.insert((def.topic, partition), committed);
+                seek(consumer, def.topic, partition, committed);
+            }
+            Err(e) => {
+                warn!(table = def.name, error = %e, "lake commit failed; rows kept for the next tick");
+                return;
+            }
+        }
+    }
+}
+
+/// Expires old snapshots of every table (metadata only).
+async fn expire(lake: &IcebergLake) {
+    let older_than = std::time::SystemTime::now()
+        .checked_sub(SNAPSHOT_AGE)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for def in TABLES {
+        if let Some(table) = lake.table(def.name) {
+            match table.expire_snapshots(older_than, SNAPSHOTS_KEPT).await {
+                Ok(n) if n > 0 => debug!(table = def.name, expired = n, "lake snapshots expired"),
+                Ok(_) => {}
+                Err(e) => warn!(table = def.name, error = %e, "lake snapshot expiry failed"),
+            }
+        }
+    }
+}
+
+/// A lake table for DataFusion: the data files of the table's current
+/// snapshot (looked up at each scan, so a query sees every commit made
+/// before it started), read by DataFusion's own Parquet reader. Nothing of
+/// iceberg-rust's arrow reaches DataFusion: the file list is paths, the
+/// schema crosses as Arrow IPC.
+#[derive(Debug)]
+pub struct Provider {
+    table: LakeTable,
+    schema: SchemaRef,
+    /// The listing of the last snapshot scanned.
+    listing: Mutex<Option<(i64, Arc<ListingTable>)>>,
+}
+
+impl Provider {
+    pub async fn new(table: LakeTable) -> Result<Provider, OpenError> {
+        let ipc = table.schema_ipc().await?;
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)?;
+        // Strings as views, DataFusion's default reading of Parquet.
+        let schema = crate::catalog::string_views(&reader.schema());
+        Ok(Provider {
+            table,
+            schema,
+            listing: Mutex::new(None),
+        })
+    }
+
+    fn listing(&self, snapshot: i64, files: &[String]) -> DfResult<Arc<ListingTable>> {
+        let mut cached = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((id, t)) = cached.as_ref()
+            && *id == snapshot
+        {
+            return Ok(t.clone());
+        }
+        let urls = files.iter().map(ListingTableUrl::parse).collect::<DfResult<Vec<_>>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(self.schema.clone());
+        let table = Arc::new(ListingTable::try_new(config)?);
+        *cached = Some((snapshot, table.clone()));
+        Ok(table)
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Provider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters prune Parquet row groups; DataFusion still applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (snapshot, files) = self
+            .table
+            .data_files()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        match snapshot {
+            Some(snapshot) if !files.is_empty() => {
+                self.listing(snapshot, &files)?
+                    .scan(state, projection, filters, limit)
+                    .await
+            }
+            _ => {
+                MemTable::try_new(self.schema.clone(), vec![Vec::new()])?
+                    .scan(state, projection, filters, limit)
+                    .await
+            }
+        }
+    }
+}
+
+/// The engine's tables over an Iceberg lake: one [`Provider`] per table,
+/// and the object store of its warehouse.
+pub async fn engine(lake: &IcebergLake, config: &LakeConfig, limits: Limits) -> Result<Engine, EngineError> {
+    let mut tables: Vec<(&'static str, Arc<dyn TableProvider>)> = Vec::new();
+    for def in TABLES {
+        if let Some(table) = lake.table(def.name) {
+            let provider = Provider::new(table.clone())
+                .await
+                .map_err(|e| EngineError::Open(e.to_string()))?;
+            tables.push((def.name, Arc::new(provider)));
+        }
+    }
+    let store = if config.location.starts_with("s3://") {
+        let (store, url, _) = crate::lake::open_store(config)
+            .await
+            .map_err(|e| EngineError::Open(e.to_string()))?;
+        Some((url, store))
+    } else {
+        // Local files: DataFusion's default store for file:// URLs.
+        None
+    };
+    Engine::with_tables(store, tables, limits).await
+}
