@@ -94,7 +94,8 @@ fn build_images() -> anyhow::Result<[String; 3]> {
     workspace_binary("glasshouse")?;
     let names = ["agent", "aggregator", "analyzer"].map(|c| format!("localhost/glasshouse-{c}:{TAG}"));
     let base = format!("localhost/glasshouse-base:{TAG}");
-    let image_id = |name: &str| podman(&["image", "inspect", "--format", "{{.Id}}", name]).map(|id| id.trim().to_owned());
+    let image_id =
+        |name: &str| podman(&["image", "inspect", "--format", "{{.Id}}", name]).map(|id| id.trim().to_owned());
     // What the tags named before (a previous run's images).
     let before: Vec<String> = names
         .iter()
