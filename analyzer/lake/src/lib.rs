@@ -31,6 +31,10 @@
 //! - [`output`]: result tables as text, CSV and JSON with hostile strings escaped.
 //! - [`config`]: `[lake]` (and `[lake.s3]`, the object store) and `[sql]`.
 //! - [`service`]: starts what the config asks for.
+//! - [`iceberg_lake`]: the lake as Iceberg tables (`lake.format = "iceberg"`):
+//!   its writer (exactly once per Kafka offset) and its DataFusion tables.
+//! - [`query`]: the query service (`glasshouse-query`), SQL over the
+//!   Iceberg lake in its own process.
 //! - [`fixture`]: deterministic synthetic events (golden tests, the benchmark).
 //!
 //! The workspace has one arrow (59, DataFusion 55's): the contract's decoded
@@ -47,6 +51,7 @@ pub mod iceberg_lake;
 pub mod lake;
 pub mod output;
 pub mod pg;
+pub mod query;
 pub mod service;
 pub mod writer;
 

@@ -111,34 +111,21 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
         }
     };
     if let Some(engine) = engine {
-        let secret = settings.sql.read_secret().map_err(ServiceError::Config)?;
-        let budget = Budget::from_config(&settings.sql);
-        if let Some(addr) = settings.sql.pg_listen {
-            let listener = pg::bind(addr)
-                .await
-                .map_err(|source| ServiceError::Bind { addr, source })?;
-            let creds = pg::Credentials {
-                user: settings.sql.user.clone(),
-                password: secret.clone(),
-            };
-            let (engine, cancel) = (engine.clone(), cancel.clone());
-            tasks.spawn(async move {
-                pg::serve(listener, engine, creds, budget, cancel).await;
-                Ok(())
-            });
-        }
-        if let Some(addr) = settings.sql.flight_listen {
-            let listener = flight::bind(addr)
-                .await
-                .map_err(|source| ServiceError::Bind { addr, source })?;
-            let (engine, cancel) = (engine.clone(), cancel.clone());
-            tasks.spawn(async move {
-                flight::serve(listener, engine, secret, budget, cancel)
-                    .await
-                    .map_err(ServiceError::from)
-            });
-        }
+        serve_sql(engine, &settings.sql, &mut tasks, &cancel).await?;
     }
+    let result = join(tasks, &cancel).await;
+    if let Some(lake) = parquet_lake {
+        lake.delete_doomed(false).await;
+    }
+    result
+}
+
+/// Waits for every task; the first to fail (or to end unasked) cancels
+/// the rest, and its error is returned.
+pub(crate) async fn join(
+    mut tasks: JoinSet<Result<(), ServiceError>>,
+    cancel: &CancellationToken,
+) -> Result<(), ServiceError> {
     let mut first_error = None;
     while let Some(done) = tasks.join_next().await {
         let result = done.unwrap_or_else(|e| Err(ServiceError::Config(format!("task ended: {e}"))));
@@ -151,8 +138,42 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
             cancel.cancel();
         }
     }
-    if let Some(lake) = parquet_lake {
-        lake.delete_doomed(false).await;
-    }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Starts the front doors `sql` asks for on `engine`, as tasks of `tasks`.
+pub(crate) async fn serve_sql(
+    engine: Engine,
+    sql: &SqlConfig,
+    tasks: &mut JoinSet<Result<(), ServiceError>>,
+    cancel: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let secret = sql.read_secret().map_err(ServiceError::Config)?;
+    let budget = Budget::from_config(sql);
+    if let Some(addr) = sql.pg_listen {
+        let listener = pg::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let creds = pg::Credentials {
+            user: sql.user.clone(),
+            password: secret.clone(),
+        };
+        let (engine, cancel) = (engine.clone(), cancel.clone());
+        tasks.spawn(async move {
+            pg::serve(listener, engine, creds, budget, cancel).await;
+            Ok(())
+        });
+    }
+    if let Some(addr) = sql.flight_listen {
+        let listener = flight::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            flight::serve(listener, engine, secret, budget, cancel)
+                .await
+                .map_err(ServiceError::from)
+        });
+    }
+    Ok(())
 }

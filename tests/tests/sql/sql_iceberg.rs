@@ -6,8 +6,10 @@
 //! consumer group (no offsets of its own), taking over from the table's
 //! high-water marks.
 //! Afterwards the table holds every event exactly once — counted through
-//! the engine over the Iceberg provider and, with no Glasshouse code, by
-//! pyiceberg reading the same catalog and files.
+//! the engine over the Iceberg provider, through psql by two query
+//! services (`glasshouse-query`, own processes) on the same catalog and,
+//! with no Glasshouse code, by pyiceberg reading the same catalog and
+//! files.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +20,18 @@ use glasshouse_lake::engine::Limits;
 use glasshouse_lake::fixture;
 use glasshouse_lake::iceberg_lake::{self, Flush, IcebergLake};
 use glasshouse_lake::writer::WriterSettings;
-use glasshouse_tests::{Broker, init_logging};
+use glasshouse_tests::{Broker, free_port, init_logging, psql, wait_for_port, workspace_binary};
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // Ignored: cleanup only.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -68,7 +81,7 @@ async fn wait_rows(lake: &IcebergLake, at_least: u64, within: Duration) -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_and_pyiceberg_counts_the_same()
+async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_query_services_and_pyiceberg_count()
 -> anyhow::Result<()> {
     init_logging();
     let broker = Broker::start()?;
@@ -186,7 +199,46 @@ async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_and_pyi
         printed.trim() == format!("{total} {total}"),
         "pyiceberg counted {printed:?} (rows, distinct ids), produced {total}"
     );
-    println!("{before_crash} rows committed before the crash; {total} after, once each (engine and pyiceberg)");
+    // Two query services (`glasshouse-query`, own processes) on the same
+    // catalog answer psql alike.
+    let password = dir.path().join("sql-password");
+    std::fs::write(&password, "iceberg-sql\n")?;
+    let mut services = Vec::new();
+    for i in 0..2 {
+        let port = free_port()?;
+        let config = dir.path().join(format!("query-{i}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[lake]\nformat = \"iceberg\"\nlocation = \"{}\"\n[sql]\npg_listen = \"127.0.0.1:{port}\"\npassword_file = \"{}\"\n",
+                dir.path().display(),
+                password.display()
+            ),
+        )?;
+        let child = std::process::Command::new(workspace_binary("glasshouse-query")?)
+            .args(["--config".as_ref(), config.as_os_str()])
+            .spawn()?;
+        services.push(Killed(child));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port(addr, Duration::from_secs(30))?;
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            psql(
+                addr,
+                "iceberg-sql",
+                &["SELECT count(*), count(DISTINCT pid) FROM process_events"],
+            )
+        })
+        .await??;
+        ensure!(ok, "psql to query service {i}: {err}");
+        ensure!(
+            out.trim() == format!("{total}|{total}"),
+            "query service {i} answered {out:?}"
+        );
+    }
+    drop(services);
+    println!(
+        "{before_crash} rows committed before the crash; {total} after, once each (engine, two query services, pyiceberg)"
+    );
 
     stop.cancel();
     let stats = b.await??;
