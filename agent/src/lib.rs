@@ -308,6 +308,7 @@ fn log_stats(stats: &SensorStats) {
 
 fn client_tls(tls: Option<&config::TlsConfig>) -> Result<Option<tonic::transport::ClientTlsConfig>, AgentError> {
     let Some(tls) = tls else { return Ok(None) };
+    glasshouse_runtime::tls::install_provider();
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| AgentError::Credentials {
             path: p.display().to_string(),

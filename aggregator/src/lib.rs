@@ -278,6 +278,7 @@ fn server_tls(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConf
             source,
         })
     };
+    glasshouse_runtime::tls::install_provider();
     let identity = tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
     let mut server = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca_file {

@@ -141,6 +141,8 @@ pub enum OpenError {
 impl IcebergLake {
     /// Opens the catalog and every table (created where missing).
     pub async fn open(config: &LakeConfig) -> Result<IcebergLake, OpenError> {
+        // A REST catalog or S3 over https: rustls needs its provider chosen.
+        glasshouse_runtime::tls::install_provider();
         let warehouse = Warehouse::open(&settings(config).map_err(OpenError::Settings)?).await?;
         let mut tables = HashMap::new();
         for def in TABLES {

@@ -676,6 +676,8 @@ pub(crate) async fn open_store(config: &LakeConfig) -> Result<(Arc<dyn ObjectSto
 async fn open_s3(config: &LakeConfig, rest: &str) -> Result<(Arc<dyn ObjectStore>, String, Path), LakeError> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
+    // An https endpoint: rustls needs its provider chosen (tls module docs).
+    glasshouse_runtime::tls::install_provider();
 
     let location = config.location.as_str();
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));

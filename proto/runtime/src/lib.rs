@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus counters, gauges, labelled counters and
 //!   histograms: how every process counts its internal events.
 //! - [`endpoint`]: the `/metrics` (and `/health`, …) HTTP endpoint.
+//! - [`tls`]: ring as the process-wide TLS provider.
 //! - `kafka` (feature `kafka`): one client-config builder, the topic layout
 //!   and its creation, broker wait, a record message's headers.
 
@@ -18,3 +19,4 @@ pub mod kafka;
 pub mod listener;
 pub mod metrics;
 pub mod service;
+pub mod tls;

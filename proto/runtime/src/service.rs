@@ -100,6 +100,9 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Installs the `tracing` subscriber: `RUST_LOG` or `info`, to stderr.
 pub fn init_logging() {
+    // Every binary calls this first: its TLS provider is chosen before any
+    // TLS config is built (`crate::tls`).
+    crate::tls::install_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Ignored error: a subscriber is already installed (tests install their own).
