@@ -341,16 +341,7 @@ pub async fn run(
     for def in TABLES {
         commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
     }
-    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
-        warn!(error = %e, "lake offsets not committed to the group at shutdown");
-    }
-    info!(
-        messages = stats.messages,
-        rows = stats.rows,
-        skipped = stats.skipped,
-        files = stats.files,
-        "lake writer (iceberg) stopped"
-    );
+    stats.stopped(&consumer, "iceberg");
     Ok(stats)
 }
 

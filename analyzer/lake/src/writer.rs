@@ -176,17 +176,26 @@ pub async fn run(
     for def in TABLES {
         flush(&lake, def, &consumer, &mut pending, &mut stats).await;
     }
-    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
-        warn!(error = %e, "lake offsets not committed at shutdown");
-    }
-    info!(
-        messages = stats.messages,
-        rows = stats.rows,
-        skipped = stats.skipped,
-        files = stats.files,
-        "lake writer stopped"
-    );
+    stats.stopped(&consumer, "parquet");
     Ok(stats)
+}
+
+impl WriterStats {
+    /// At shutdown: commits the group offsets stored so far and logs what
+    /// the writer (of lake `format`) did.
+    pub(crate) fn stopped<C: rdkafka::consumer::ConsumerContext>(&self, consumer: &StreamConsumer<C>, format: &str) {
+        if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            warn!(error = %e, format, "lake offsets not committed to the group at shutdown");
+        }
+        info!(
+            format,
+            messages = self.messages,
+            rows = self.rows,
+            skipped = self.skipped,
+            files = self.files,
+            "lake writer stopped"
+        );
+    }
 }
 
 /// Turns message values into rows of the lake's tables (for any lake
