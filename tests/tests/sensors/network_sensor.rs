@@ -56,12 +56,14 @@ async fn tcp_scenario(sensor: &str) -> anyhow::Result<()> {
 
     let tag = free_port()?;
     let (server, client) = (format!("gh-net-srv-{tag}"), format!("gh-net-cli-{tag}"));
-    let (server_id, client_id, server_ip) = tokio::task::spawn_blocking({
+    let made = tokio::task::spawn_blocking({
         let (server, client) = (server.clone(), client.clone());
         move || {
+            // `--replace`: a container of a killed earlier run may hold the name.
             let server_id = podman(&[
                 "run",
                 "-d",
+                "--replace",
                 "--name",
                 &server,
                 TEST_IMAGE,
@@ -82,13 +84,25 @@ async fn tcp_scenario(sensor: &str) -> anyhow::Result<()> {
                  (head -c 1000 /dev/zero; sleep {hold}) | nc -w {} {GATEWAY} {host_port} > /dev/null",
                 hold + 2
             );
-            let client_id = podman(&["create", "--name", &client, TEST_IMAGE, "sh", "-c", &script])?;
+            let client_id = podman(&[
+                "create",
+                "--replace",
+                "--name",
+                &client,
+                TEST_IMAGE,
+                "sh",
+                "-c",
+                &script,
+            ])?;
             podman(&["start", "--attach", &client])?;
             anyhow::Ok((server_id, client_id, ip))
         }
     })
-    .await??;
+    .await?;
+    // Removed whether or not the scenario got through (a listening server
+    // left behind would run for ever).
     let _ = podman(&["rm", "-f", "-t", "0", &server, &client]);
+    let (server_id, client_id, server_ip) = made?;
     tokio::time::timeout(Duration::from_secs(10), host_side).await???;
 
     // Done when the last event of each side is in: the server's close of the
