@@ -63,11 +63,6 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Runs one storm in the container; the seconds its loop took.
 fn storm(container: &str, kind: &str, n: u64) -> anyhow::Result<f64> {
     let out = podman(&["exec", container, "/gh/storm", kind, &n.to_string()])?;
@@ -234,18 +229,14 @@ async fn bench(container: &str) -> anyhow::Result<()> {
             spread(with_agent)?,
             spread(&slowdown(with_agent, without_agent))?
         );
-        let of_kind = per_event_of(&with, kind);
-        println!(
-            "  agent CPU per kernel event: {:.2} us (goal <= {goal_us} us median)",
-            spread(&of_kind)?
-        );
+        let of_kind = spread(&per_event_of(&with, kind))?;
+        println!("  agent CPU per kernel event: {of_kind:.2} us (goal <= {goal_us} us median)");
         if let Some(reference) = &reference {
-            let reference_of_kind = per_event_of(&with_reference, kind);
+            let reference_of_kind = spread(&per_event_of(&with_reference, kind))?;
             println!(
-                "  reference agent {}: {:.2} us; ratio this / reference (medians) {:.3}",
+                "  reference agent {}: {reference_of_kind:.2} us; ratio this / reference (medians) {:.3}",
                 reference.display(),
-                spread(&reference_of_kind)?,
-                median(of_kind) / median(reference_of_kind)
+                of_kind.median / reference_of_kind.median
             );
         }
     }

@@ -121,13 +121,4 @@ impl Warehouse {
             namespace,
         })
     }
-
-    /// The catalog (fenced commits), for reading tables.
-    pub fn catalog(&self) -> Arc<dyn Catalog> {
-        self.catalog.clone()
-    }
-
-    pub fn namespace(&self) -> &NamespaceIdent {
-        &self.namespace
-    }
 }

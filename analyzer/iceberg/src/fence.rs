@@ -38,6 +38,15 @@ pub fn high_water_marks(table: &Table) -> HashMap<i32, i64> {
         .collect()
 }
 
+/// The first of `starts` (partition, first offset) that begins below its
+/// partition's mark in `marks`: (partition, first, mark).
+pub fn below_mark(marks: &HashMap<i32, i64>, starts: impl IntoIterator<Item = (i32, i64)>) -> Option<(i32, i64, i64)> {
+    starts.into_iter().find_map(|(partition, first)| {
+        let committed = marks.get(&partition).copied().unwrap_or(0);
+        (committed > first).then_some((partition, first, committed))
+    })
+}
+
 /// The first offset of each partition a pending commit of a table covers.
 pub(crate) type Pending = Vec<(i32, i64)>;
 
@@ -150,16 +159,12 @@ impl Catalog for FencingCatalog {
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
         if let Some(pending) = self.pending(commit.identifier()) {
             let current = self.inner.load_table(commit.identifier()).await?;
-            let marks = high_water_marks(&current);
-            for (partition, first) in pending {
-                let committed = marks.get(&partition).copied().unwrap_or(0);
-                if committed > first {
-                    return Err(Error::new(
-                        ErrorKind::DataInvalid,
-                        format!("{FENCED} partition {partition} from {first} below high-water mark {committed}"),
-                    )
-                    .with_retryable(false));
-                }
+            if let Some((partition, first, committed)) = below_mark(&high_water_marks(&current), pending) {
+                return Err(Error::new(
+                    ErrorKind::DataInvalid,
+                    format!("{FENCED} partition {partition} from {first} below high-water mark {committed}"),
+                )
+                .with_retryable(false));
             }
         }
         self.inner.update_table(commit).await

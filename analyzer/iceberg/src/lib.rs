@@ -44,7 +44,7 @@ pub mod table;
 mod tests;
 
 pub use catalog::{CatalogKind, Settings, Warehouse};
-pub use table::{Appended, LakeTable, OffsetRange};
+pub use table::{Appended, DataFiles, LakeTable, OffsetRange};
 
 /// What went wrong in the lake.
 #[derive(Debug, thiserror::Error)]

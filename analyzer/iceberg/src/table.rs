@@ -31,7 +31,7 @@ use parquet::file::properties::WriterProperties;
 use tracing::{debug, warn};
 
 use crate::catalog::Warehouse;
-use crate::fence::{FENCED, high_water_marks, offset_property};
+use crate::fence::{FENCED, below_mark, high_water_marks, offset_property};
 use crate::schema::{arrow_schema, batches_from_ipc, conform, iceberg_schema, schema_from_ipc};
 use crate::{Error, Result};
 
@@ -58,7 +58,19 @@ pub struct Appended {
     pub files: usize,
     pub rows: u64,
     pub bytes: u64,
-    pub snapshot_id: Option<i64>,
+}
+
+/// What [`LakeTable::data_files`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataFiles {
+    /// No snapshot yet.
+    Empty,
+    /// The current snapshot is the one the caller knows.
+    Unchanged,
+    Snapshot {
+        id: i64,
+        paths: Vec<String>,
+    },
 }
 
 /// A lake table of a warehouse.
@@ -173,13 +185,17 @@ impl LakeTable {
             .unwrap_or(0))
     }
 
-    /// The current snapshot's id and the paths (URLs) of its data files;
-    /// no snapshot for a table never written to.
-    pub async fn data_files(&self) -> Result<(Option<i64>, Vec<String>)> {
+    /// The current snapshot's id and, unless it is `known`, the paths
+    /// (URLs) of its data files (no snapshot: a table never written to).
+    /// The manifests are read only for a snapshot not seen before.
+    pub async fn data_files(&self, known: Option<i64>) -> Result<DataFiles> {
         let table = self.load().await?;
         let Some(id) = table.metadata().current_snapshot_id() else {
-            return Ok((None, Vec::new()));
+            return Ok(DataFiles::Empty);
         };
+        if known == Some(id) {
+            return Ok(DataFiles::Unchanged);
+        }
         let tasks: Vec<iceberg::scan::FileScanTask> = table
             .scan()
             .snapshot_id(id)
@@ -188,7 +204,10 @@ impl LakeTable {
             .await?
             .try_collect()
             .await?;
-        Ok((Some(id), tasks.into_iter().map(|t| t.data_file_path).collect()))
+        Ok(DataFiles::Snapshot {
+            id,
+            paths: tasks.into_iter().map(|t| t.data_file_path).collect(),
+        })
     }
 
     /// The columns the table's data files are written with, as an Arrow
@@ -244,19 +263,15 @@ impl LakeTable {
             files: files.len(),
             rows: files.iter().map(DataFile::record_count).sum(),
             bytes: files.iter().map(DataFile::file_size_in_bytes).sum(),
-            snapshot_id: None,
         };
         if files.is_empty() && ranges.is_empty() {
             return Ok(appended);
         }
-        match self.commit(files.clone(), ranges).await {
-            Ok(snapshot_id) => Ok(Appended {
-                snapshot_id,
-                ..appended
-            }),
+        let io = table.file_io().clone();
+        match self.commit(table, files.clone(), ranges).await {
+            Ok(()) => Ok(appended),
             Err(e) => {
                 // Nothing references the files: remove them.
-                let io = table.file_io();
                 for file in &files {
                     if let Err(d) = io.delete(file.file_path()).await {
                         warn!(path = file.file_path(), error = %d, "lake file of a failed commit not deleted");
@@ -268,19 +283,15 @@ impl LakeTable {
     }
 
     fn check_ranges(&self, table: &Table, ranges: &[OffsetRange]) -> Result<()> {
-        let marks = high_water_marks(table);
-        for r in ranges {
-            let committed = marks.get(&r.partition).copied().unwrap_or(0);
-            if committed > r.first {
-                return Err(Error::AlreadyCommitted {
-                    table: self.name().to_owned(),
-                    partition: r.partition,
-                    first: r.first,
-                    committed,
-                });
-            }
+        match below_mark(&high_water_marks(table), ranges.iter().map(|r| (r.partition, r.first))) {
+            Some((partition, first, committed)) => Err(Error::AlreadyCommitted {
+                table: self.name().to_owned(),
+                partition,
+                first,
+                committed,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Parquet data files of the rows of `ipc`, one set per partition.
@@ -321,8 +332,9 @@ impl LakeTable {
         Ok(writer.close().await?)
     }
 
-    /// Commits `files` with `ranges`; the new snapshot's id.
-    async fn commit(&self, files: Vec<DataFile>, ranges: &[OffsetRange]) -> Result<Option<i64>> {
+    /// Commits `files` with `ranges` on `table` (as loaded for writing
+    /// them; reloaded for each further attempt).
+    async fn commit(&self, table: Table, files: Vec<DataFile>, ranges: &[OffsetRange]) -> Result<()> {
         let catalog = &self.warehouse.catalog;
         let offsets: serde_json::Map<String, serde_json::Value> = ranges
             .iter()
@@ -337,11 +349,15 @@ impl LakeTable {
         ]);
         catalog.expect(&self.ident, ranges.iter().map(|r| (r.partition, r.first)).collect());
         let mut attempt = 0;
+        let mut loaded = Some(table);
         let result = loop {
             attempt += 1;
-            let table = match catalog.load_table(&self.ident).await {
-                Ok(table) => table,
-                Err(e) => break Err(e.into()),
+            let table = match loaded.take() {
+                Some(table) => table,
+                None => match catalog.load_table(&self.ident).await {
+                    Ok(table) => table,
+                    Err(e) => break Err(e.into()),
+                },
             };
             if let Err(e) = self.check_ranges(&table, ranges) {
                 break Err(e);
@@ -367,7 +383,7 @@ impl LakeTable {
                 };
             }
             match tx.commit(catalog.as_ref()).await {
-                Ok(table) => break Ok(table.metadata().current_snapshot_id()),
+                Ok(_) => break Ok(()),
                 Err(e) if e.message().starts_with(FENCED) => {
                     // A writer committed the range between the check above
                     // and the commit.

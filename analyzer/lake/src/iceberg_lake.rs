@@ -28,11 +28,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::ListingTable;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use glasshouse_iceberg::{CatalogKind, Error as LakeError, LakeTable, OffsetRange, Settings, Warehouse};
+use glasshouse_iceberg::{CatalogKind, DataFiles, Error as LakeError, LakeTable, OffsetRange, Settings, Warehouse};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -182,6 +181,8 @@ impl Flush {
 #[derive(Default)]
 struct Moves {
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Set with `revoked`: the loop's per-message check is one load.
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for Moves {}
@@ -198,6 +199,7 @@ impl ConsumerContext for Moves {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(parts);
+            self.any.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -367,13 +369,11 @@ fn revoke(
     pending: &mut HashMap<&'static str, Pending>,
     next: &mut HashMap<(&'static str, i32), i64>,
 ) {
-    let revoked = std::mem::take(
-        &mut *consumer
-            .context()
-            .revoked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let moves = consumer.context();
+    if !moves.any.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    let revoked = std::mem::take(&mut *moves.revoked.lock().unwrap_or_else(PoisonError::into_inner));
     for (topic, partition) in revoked {
         let Some(def) = crate::catalog::by_topic(&topic) else {
             continue;
@@ -517,21 +517,26 @@ impl Provider {
         })
     }
 
-    fn listing(&self, snapshot: i64, files: &[String]) -> DfResult<Arc<ListingTable>> {
-        let mut cached = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((id, t)) = cached.as_ref()
-            && *id == snapshot
-        {
-            return Ok(t.clone());
+    /// The listing of the table's current snapshot: the cached one while
+    /// the snapshot is the same (its manifests are not read again), none
+    /// for a table never written to.
+    async fn listing(&self) -> DfResult<Option<Arc<ListingTable>>> {
+        let cached = self.listing.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let found = self
+            .table
+            .data_files(cached.as_ref().map(|(id, _)| *id))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        match found {
+            DataFiles::Empty => Ok(None),
+            DataFiles::Unchanged => Ok(cached.map(|(_, t)| t)),
+            DataFiles::Snapshot { paths, .. } if paths.is_empty() => Ok(None),
+            DataFiles::Snapshot { id, paths } => {
+                let table = crate::lake::parquet_files(&paths, self.schema.clone())?;
+                *self.listing.lock().unwrap_or_else(PoisonError::into_inner) = Some((id, table.clone()));
+                Ok(Some(table))
+            }
         }
-        let urls = files.iter().map(ListingTableUrl::parse).collect::<DfResult<Vec<_>>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(self.schema.clone());
-        let table = Arc::new(ListingTable::try_new(config)?);
-        *cached = Some((snapshot, table.clone()));
-        Ok(table)
     }
 }
 
@@ -557,18 +562,9 @@ impl TableProvider for Provider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let (snapshot, files) = self
-            .table
-            .data_files()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        match snapshot {
-            Some(snapshot) if !files.is_empty() => {
-                self.listing(snapshot, &files)?
-                    .scan(state, projection, filters, limit)
-                    .await
-            }
-            _ => {
+        match self.listing().await? {
+            Some(listing) => listing.scan(state, projection, filters, limit).await,
+            None => {
                 MemTable::try_new(self.schema.clone(), vec![Vec::new()])?
                     .scan(state, projection, filters, limit)
                     .await

@@ -547,18 +547,30 @@ impl LakeTable {
         {
             return Ok(t.clone());
         }
-        let urls = files
-            .iter()
-            .map(|f| ListingTableUrl::parse(self.lake.url_of(&f.path)))
-            .collect::<DfResult<Vec<_>>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(self.table.schema.clone());
-        let table = Arc::new(ListingTable::try_new(config)?);
+        let table = parquet_files(
+            files.iter().map(|f| self.lake.url_of(&f.path)),
+            self.table.schema.clone(),
+        )?;
         *cached = Some((files.to_vec(), table.clone()));
         Ok(table)
     }
+}
+
+/// DataFusion's table over the Parquet files at `urls`, read as `schema`
+/// (the Parquet lake's files, or an Iceberg snapshot's data files).
+pub(crate) fn parquet_files<S: AsRef<str>>(
+    urls: impl IntoIterator<Item = S>,
+    schema: SchemaRef,
+) -> DfResult<Arc<ListingTable>> {
+    let urls = urls
+        .into_iter()
+        .map(ListingTableUrl::parse)
+        .collect::<DfResult<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 #[async_trait]

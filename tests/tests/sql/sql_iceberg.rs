@@ -61,6 +61,24 @@ async fn produce(brokers: &str, cs: &[fixture::Container], from: u64, to: u64) -
     Ok(())
 }
 
+/// The result of `sql` as CSV, through the engine over `lake`'s tables.
+async fn engine_csv(lake: &IcebergLake, config: &LakeConfig, sql: &str) -> anyhow::Result<String> {
+    let limits = Limits {
+        timeout: Duration::from_secs(30),
+        memory_bytes: 256 << 20,
+        threads: 2,
+        max_depth: 256,
+    };
+    let engine = iceberg_lake::engine(lake, config, limits).await?;
+    let (_, batches) = engine.query(sql).await?;
+    Ok(glasshouse_lake::output::render(
+        &batches[0].schema(),
+        &batches,
+        glasshouse_lake::output::Style::Csv,
+        |s| s.to_owned(),
+    )?)
+}
+
 async fn rows(lake: &IcebergLake) -> anyhow::Result<u64> {
     Ok(lake.table("process_events").context("table")?.rows().await?)
 }
@@ -147,29 +165,13 @@ async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_
         rows(&lake_b).await?
     );
 
-    let engine = iceberg_lake::engine(
+    let csv = engine_csv(
         &lake_b,
         &config,
-        Limits {
-            timeout: Duration::from_secs(30),
-            memory_bytes: 256 << 20,
-            threads: 2,
-            max_depth: 256,
-        },
+        "SELECT count(*) AS n, count(DISTINCT concat(agent_id, '/', boot_id, '/', batch_seq, '/', event_index)) AS ids \
+         FROM process_events",
     )
     .await?;
-    let (_, batches) = engine
-        .query(
-            "SELECT count(*) AS n, count(DISTINCT concat(agent_id, '/', boot_id, '/', batch_seq, '/', event_index)) AS ids \
-             FROM process_events",
-        )
-        .await?;
-    let csv = glasshouse_lake::output::render(
-        &batches[0].schema(),
-        &batches,
-        glasshouse_lake::output::Style::Csv,
-        |s| s.to_owned(),
-    )?;
     ensure!(
         csv.lines().nth(1) == Some(format!("{total},{total}").as_str()),
         "count and distinct event ids through the engine: {csv}"
@@ -316,24 +318,7 @@ async fn the_iceberg_lake_on_s3_commits_objects_the_engine_reads() -> anyhow::Re
             .any(|o| o.contains("process_events/data/") && o.ends_with(".parquet")),
         "no data file of process_events in the bucket: {objects:?}"
     );
-    let engine = iceberg_lake::engine(
-        &lake,
-        &config,
-        Limits {
-            timeout: Duration::from_secs(30),
-            memory_bytes: 256 << 20,
-            threads: 2,
-            max_depth: 256,
-        },
-    )
-    .await?;
-    let (_, batches) = engine.query("SELECT count(*) AS n FROM process_events").await?;
-    let csv = glasshouse_lake::output::render(
-        &batches[0].schema(),
-        &batches,
-        glasshouse_lake::output::Style::Csv,
-        |s| s.to_owned(),
-    )?;
+    let csv = engine_csv(&lake, &config, "SELECT count(*) AS n FROM process_events").await?;
     ensure!(
         csv.lines().nth(1) == Some(total.to_string().as_str()),
         "the engine over S3 counted {csv}"
