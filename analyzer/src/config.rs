@@ -73,12 +73,16 @@ pub struct Config {
     /// `crate::vulns::service::Config`).
     #[serde(default)]
     pub vulns: crate::vulns::service::Config,
-    /// The telemetry lake (`[lake]`, see `glasshouse_lake::config`). Default: off.
+    /// The telemetry lake's writer (`[lake]`, see `glasshouse_lake::config`).
+    /// Default: off.
     #[serde(default)]
     pub lake: glasshouse_lake::config::LakeConfig,
-    /// The SQL front doors (`[sql]`, see `glasshouse_lake::config`). Default: off.
+    /// Refused: SQL is served by the query service (`glasshouse-query`,
+    /// whose config takes this table as it was), so that no query
+    /// competes with detection. Kept as a field to say so instead of
+    /// "unknown field".
     #[serde(default)]
-    pub sql: glasshouse_lake::config::SqlConfig,
+    pub sql: Option<serde::de::IgnoredAny>,
 }
 
 /// The `[analysis]` table: how baselines learn and how events are scored.
@@ -276,7 +280,14 @@ impl Validate for Config {
         self.outputs.validate()?;
         self.vulns.validate()?;
         self.lake.validate().map_err(|e| ("lake", e))?;
-        self.sql.validate(&self.lake).map_err(|e| ("sql", e))?;
+        if self.sql.is_some() {
+            return Err((
+                "sql",
+                "the analyzer no longer serves SQL: move `[sql]` to the config of the query service \
+                 `glasshouse-query`, with the same `[lake]` (docs/lake.md)"
+                    .into(),
+            ));
+        }
         if self.brokers.trim().is_empty() {
             return Err(("brokers", "must name at least one broker".into()));
         }
@@ -339,25 +350,20 @@ mod tests {
         )
         .unwrap();
         assert!(c.view);
-        assert!(c.lake.enabled && c.sql.enabled());
-        assert_eq!(c.sql.pg_listen.map(|a| a.port()), Some(5433));
+        assert!(c.lake.enabled && c.sql.is_none());
     }
 
     #[test]
     fn lake_and_sql_are_checked() {
         let c: Config = parse_config("a.toml", "").unwrap();
-        assert!(!c.lake.enabled && !c.sql.enabled(), "off by default");
-        let e = parse_config::<Config>("a.toml", "[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sql") && e.contains("lake.enabled"), "{e}");
+        assert!(!c.lake.enabled, "off by default");
         let e = parse_config::<Config>(
             "a.toml",
-            "[lake]\nenabled = true\n[sql]\nflight_listen = \"127.0.0.1:1\"",
+            "[lake]\nenabled = true\n[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("password_file"), "{e}");
+        assert!(e.contains("sql") && e.contains("glasshouse-query"), "{e}");
         let e = parse_config::<Config>("a.toml", "[lake]\nenabled = true\nlocation = \"gs://b/x\"")
             .unwrap_err()
             .to_string();
@@ -366,10 +372,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("flush_rows"), "{e}");
-        let e = parse_config::<Config>("a.toml", "[sql]\nport = 1")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! aggregator use (`glasshouse_runtime::metrics`): every metric is a field of
 //! [`Metrics`] (fields, not statics: tests run several analyzers in one
 //! process), and each notable event is one method that logs (where worth
-//! it) and counts. The SQL front doors' connection counters are the lake
-//! crate's (`glasshouse_lake::connection::METRICS`, process-wide), and the
-//! snapshot refusals the store's ([`crate::store::SNAPSHOTS_REFUSED`]).
+//! it) and counts. The snapshot refusals are the store's
+//! ([`crate::store::SNAPSHOTS_REFUSED`]); the SQL front doors' counters are
+//! the query service's (`glasshouse-query`'s `/metrics`).
 
 use glasshouse_runtime::metrics::{Counter, Gauge, LabeledCounter, LabeledGauge, Metric};
 
@@ -133,11 +133,7 @@ impl Metrics {
             &self.alerts_pending,
             &self.baseline_bytes,
         ];
-        let mut out = glasshouse_runtime::metrics::render(&own);
-        out.push_str(&glasshouse_runtime::metrics::render(
-            &glasshouse_lake::connection::METRICS,
-        ));
-        out
+        glasshouse_runtime::metrics::render(&own)
     }
 
     /// An alert over its size limit had its long strings cut.
@@ -214,7 +210,10 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), n, "a metric family rendered twice: {page}");
-        assert!(names.contains(&"glasshouse_sql_connections"), "{page}");
+        assert!(
+            !names.contains(&"glasshouse_sql_connections"),
+            "the query service's: {page}"
+        );
         assert!(names.contains(&"glasshouse_analyzer_snapshots_refused_total"), "{page}");
     }
 }

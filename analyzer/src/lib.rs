@@ -29,8 +29,9 @@
 //! - [`control`]: operator commands and reading baselines back (CLI);
 //!   [`sign`]: their signatures, and those of snapshots and alerts.
 //! - [`cli`]: what the `glasshouse` command line prints; [`sql`]: `glasshouse sql`.
-//! - The telemetry lake and the SQL front doors are the `glasshouse-lake`
-//!   crate (`analyzer/lake`), started by [`run`] when `[lake]` is enabled.
+//! - The telemetry lake is the `glasshouse-lake` crate (`analyzer/lake`):
+//!   [`run`] starts its writer when `[lake]` is enabled; SQL over it is
+//!   served by its own binary, `glasshouse-query`.
 //! - [`view`]: the live view; [`escape`]: escaping of container-supplied text.
 //! - [`vulns`]: vulnerability matching of container inventories against OSV
 //!   advisories, and image trust (its own task and consumer group).
@@ -91,7 +92,7 @@ pub enum AnalyzerError {
     Metrics(std::io::Error),
     #[error(transparent)]
     ControlKey(#[from] sign::KeyError),
-    #[error("lake and sql")]
+    #[error("lake writer")]
     Lake(#[from] glasshouse_lake::service::ServiceError),
     #[error("vulnerability matching")]
     Vulns(#[from] error::VulnsError),
@@ -485,19 +486,18 @@ pub async fn run<W: Write + Send>(
     let shower = Shower {
         view: config.view.then(|| View::new(out)),
     };
-    // The lake writer and SQL front doors (`[lake]`, `[sql]`) run beside the
-    // analysis; a fatal error of theirs stops the analyzer too.
+    // The lake writer (`[lake]`) runs beside the analysis; a fatal error of
+    // it stops the analyzer too. SQL is the query service's (glasshouse-query).
     let lake = config.lake.enabled.then(|| {
         let settings = glasshouse_lake::service::Settings {
             lake: config.lake.clone(),
-            sql: config.sql.clone(),
             brokers: config.brokers.clone(),
             kafka: config.kafka.clone(),
             instance_id: config.instance_id.clone(),
             session_timeout_ms: config.session_timeout_ms,
         };
         let task = tokio::spawn(glasshouse_lake::service::run(settings, cancel.clone()));
-        beside("lake writer and SQL", task, AnalyzerError::from, cancel.clone())
+        beside("lake writer", task, AnalyzerError::from, cancel.clone())
     });
     let settings = ConsumerSettings {
         brokers: config.brokers.clone(),

@@ -1,4 +1,4 @@
-//! `glasshouse sql`: a query through an analyzer's Flight SQL front door,
+//! `glasshouse sql`: a query through a query service's Flight SQL front door,
 //! printed as a table, CSV or JSON Lines (container strings escaped, see
 //! `glasshouse_lake::output`), with a progress line on standard error while
 //! a query runs longer than a second (only when standard error is a terminal).

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: the whole Glasshouse pipeline on this host.
-#   tansu broker (durable sqlite under the state dir) → aggregator → analyzer,
+#   tansu broker (durable sqlite under the state dir) → aggregator → analyzer
+#   (detection, and the lake writer into Iceberg tables) → query service (SQL),
 #   with the agent watching every container, and the live view on this terminal.
-# Ctrl-C stops everything in order: agent, aggregator, analyzer, broker.
+# Ctrl-C stops everything in order: agent, aggregator, query, analyzer, broker.
 #
 # Environment: GLASSHOUSE_STATE (default /var/lib/glasshouse/local),
 #              CARGO_TARGET_DIR (default /var/cache/glasshouse/target).
@@ -27,7 +28,7 @@ wait_port() {
   echo "run.sh: $2 did not start listening on 127.0.0.1:$1; see $LOGS/$2.log" >&2
   return 1
 }
-for port in 9092 50051; do
+for port in 9092 50051 5433 50052; do
   if port_busy "$port"; then
     echo "run.sh: port $port is already in use (another Glasshouse stack or broker?); stop it first" >&2
     exit 1
@@ -44,7 +45,7 @@ stop() {
   set +e
   echo >&2
   echo "==> stopping" >&2
-  for name in agent aggregator analyzer broker podman-api; do
+  for name in agent aggregator query analyzer broker podman-api; do
     pid=${PIDS[$name]:-}
     [[ -n $pid ]] || continue
     kill -INT "$pid" 2>/dev/null || true
@@ -92,14 +93,20 @@ fi
 # In the state directory: the lake and the password file are relative to it.
 (cd "$STATE" && exec setsid "$BIN/glasshouse-analyzer" --config "$REPO/deploy/local/analyzer.toml") 2>"$LOGS/analyzer.log" &
 PIDS[analyzer]=$!
+# SQL over the lake, in its own process (deploy/local/query.toml).
+(cd "$STATE" && exec setsid "$BIN/glasshouse-query" --config "$REPO/deploy/local/query.toml") 2>"$LOGS/query.log" &
+PIDS[query]=$!
+wait_port 5433 query
 
 setsid "$BIN/glasshouse-agent" --config "$REPO/deploy/local/agent.toml" 2>"$LOGS/agent.log" &
 PIDS[agent]=$!
 
 cat >&2 <<MSG
-==> Glasshouse is running: broker 127.0.0.1:9092, aggregator 127.0.0.1:50051, analyzer, agent.
-    Logs: $LOGS/{broker,aggregator,analyzer,agent}.log
-    SQL over the telemetry (lake in $STATE/lake), password in $STATE/sql-password:
+==> Glasshouse is running: broker 127.0.0.1:9092, aggregator 127.0.0.1:50051, analyzer,
+    query service 127.0.0.1:5433 (PostgreSQL) and 127.0.0.1:50052 (Flight SQL), agent.
+    Logs: $LOGS/{broker,aggregator,analyzer,query,agent}.log
+    SQL over the telemetry (Iceberg tables in $STATE/lake, rows queryable within
+    about 5 s), password in $STATE/sql-password:
       PGPASSWORD=\$(cat $STATE/sql-password) psql -h 127.0.0.1 -p 5433 -U glasshouse glasshouse
       $BIN/glasshouse sql --token-file $STATE/sql-password "SELECT * FROM containers"
     Baselines (commands are signed with the control key):

@@ -851,30 +851,45 @@ pub fn peak_rss_of(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-/// A `glasshouse-analyzer` as its own process (so a test can kill -9 it),
-/// with the config text given.
+/// A `glasshouse-analyzer` (or, with [`ServiceProcess::query`], a
+/// `glasshouse-query`) as its own process, so a test can kill -9 it, with
+/// the config text given.
 #[derive(Debug)]
-pub struct AnalyzerProcess {
+pub struct ServiceProcess {
     child: Child,
     config: PathBuf,
 }
 
-impl AnalyzerProcess {
-    pub fn start(config_text: &str) -> anyhow::Result<AnalyzerProcess> {
-        let config = std::env::temp_dir().join(format!(
-            "glasshouse-analyzer-{}-{}.toml",
-            std::process::id(),
-            free_port()?
-        ));
+/// The analyzer's process (the name most tests use).
+pub type AnalyzerProcess = ServiceProcess;
+
+impl ServiceProcess {
+    /// A `glasshouse-analyzer`.
+    pub fn start(config_text: &str) -> anyhow::Result<ServiceProcess> {
+        Self::spawn("glasshouse-analyzer", config_text)
+    }
+
+    /// A `glasshouse-query` (the query service).
+    pub fn query(config_text: &str) -> anyhow::Result<ServiceProcess> {
+        Self::spawn("glasshouse-query", config_text)
+    }
+
+    fn spawn(binary: &str, config_text: &str) -> anyhow::Result<ServiceProcess> {
+        let config = std::env::temp_dir().join(format!("{binary}-{}-{}.toml", std::process::id(), free_port()?));
         std::fs::write(&config, config_text)?;
-        let child = Command::new(workspace_binary("glasshouse-analyzer")?)
+        let child = Command::new(workspace_binary(binary)?)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .context("starting glasshouse-analyzer")?;
-        Ok(AnalyzerProcess { child, config })
+            .with_context(|| format!("starting {binary}"))?;
+        Ok(ServiceProcess { child, config })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL and wait: no flush, no offset commit.
@@ -897,7 +912,7 @@ impl AnalyzerProcess {
     }
 }
 
-impl Drop for AnalyzerProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         // Ignored errors: it may already be gone.
         let _ = self.child.kill();

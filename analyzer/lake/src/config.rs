@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// `[lake]`: the Parquet lake and its writer.
+/// `[lake]`: the lake, its tables' storage and catalog, and its writer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
@@ -31,8 +31,11 @@ pub struct LakeConfig {
     /// (default 200,000) …
     #[serde(default = "default_flush_rows")]
     pub flush_rows: usize,
-    /// … or once the oldest is this old (default 60 s). Until then the rows
-    /// are queried from memory, so a query sees data seconds old either way.
+    /// … or once the oldest is this old (default 10 s): rows are queryable
+    /// this long after they reach Kafka at the latest. (`parquet`: until
+    /// then the rows are queried from the writer's memory.) Each flush
+    /// writes at most one file per table and hour, so a longer period
+    /// means fewer, larger files.
     #[serde(default = "default_flush_secs")]
     pub flush_secs: u64,
     /// … or once the buffered rows take this many bytes of memory (default
@@ -58,13 +61,15 @@ pub struct LakeConfig {
     /// week; 0: keep everything).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
-    /// The table format: `parquet` (default: the lake's own layout of
-    /// Parquet files, for one writer per location) or `iceberg` (Apache
-    /// Iceberg tables in the catalog of `[lake.catalog]`: many writers,
-    /// readable by any Iceberg engine; see docs/lake.md). With `iceberg`,
-    /// rows are committed every `flush_secs` (or sooner by rows or bytes)
-    /// and compaction and retention are left to Iceberg maintenance
-    /// (docs/lake.md).
+    /// The table format: `iceberg` (default: Apache Iceberg tables in the
+    /// catalog of `[lake.catalog]`; many writers, exactly once per Kafka
+    /// offset, served by `glasshouse-query` and readable by any Iceberg
+    /// engine; see docs/lake.md) or `parquet` (deprecated: the earlier
+    /// layout of Parquet files for one writer per location, which nothing
+    /// in Glasshouse serves any more; kept for readers of existing files
+    /// during an upgrade). With `iceberg`, rows are committed every
+    /// `flush_secs` (or sooner by rows or bytes) and compaction and
+    /// retention are left to Iceberg maintenance (docs/lake.md).
     #[serde(default)]
     pub format: LakeFormat,
     /// `[lake.catalog]`: the Iceberg catalog (`format = "iceberg"`).
@@ -76,8 +81,8 @@ pub struct LakeConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LakeFormat {
-    #[default]
     Parquet,
+    #[default]
     Iceberg,
 }
 
@@ -280,7 +285,7 @@ fn default_flush_bytes() -> usize {
     64 << 20
 }
 fn default_flush_secs() -> u64 {
-    60
+    10
 }
 fn default_compact_secs() -> u64 {
     300

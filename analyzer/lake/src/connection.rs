@@ -1,8 +1,8 @@
 //! What both SQL front doors do around their protocol: a cap on the
 //! connections served at once, a handshake deadline, an idle timeout, a
 //! write timeout for a client that stops reading, and the counters of what
-//! they cut off (`glasshouse_sql_connections_*_total` on the analyzer's
-//! `/metrics`).
+//! they cut off (`glasshouse_sql_connections_*_total` on the query
+//! service's `/metrics`).
 //!
 //! The PostgreSQL front door runs its own message loop (`pg`) and applies
 //! the handshake and idle timeouts there, with a FATAL message; the Flight

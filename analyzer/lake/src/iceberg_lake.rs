@@ -508,8 +508,17 @@ impl Provider {
     pub async fn new(table: LakeTable) -> Result<Provider, OpenError> {
         let ipc = table.schema_ipc().await?;
         let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)?;
-        // Strings as views, DataFusion's default reading of Parquet.
-        let schema = crate::catalog::string_views(&reader.schema());
+        // Strings as views, DataFusion's default reading of Parquet; without
+        // the Iceberg field ids (`PARQUET:field_id` metadata), which would
+        // differ between the logical and physical plans of a query joining
+        // or unioning tables (the `containers` view), failing it.
+        let bare: Vec<_> = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect();
+        let schema = crate::catalog::string_views(&Arc::new(datafusion::arrow::datatypes::Schema::new(bare)));
         Ok(Provider {
             table,
             schema,

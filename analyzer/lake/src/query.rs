@@ -5,8 +5,9 @@
 //! time serves at once. It writes nothing but the lake's missing tables
 //! (created empty, as the writers would).
 //!
-//! Its config is the analyzer's `[lake]` (with `format = "iceberg"`, the
-//! catalog and storage) and `[sql]` (front doors, password, limits).
+//! Its config is the analyzer's `[lake]` (the catalog and storage; `format`
+//! must stay `iceberg`) and `[sql]` (front doors, password, limits), which
+//! the analyzer itself no longer takes.
 
 use serde::Deserialize;
 use tokio::task::JoinSet;
@@ -22,6 +23,14 @@ use crate::service::{ServiceError, join, serve_sql};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
+    /// `/metrics` (the front doors' connection counters,
+    /// `glasshouse_sql_*`) and `/health` over HTTP (default none: off).
+    /// Off loopback it needs `metrics_token_file`.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File whose first line is the bearer token the endpoint requires.
+    #[serde(default)]
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// `[lake]`: where the tables are (`format = "iceberg"`; `enabled` is
     /// not read).
     pub lake: LakeConfig,
@@ -34,7 +43,7 @@ impl glasshouse_runtime::service::Validate for QueryConfig {
         if self.lake.format != LakeFormat::Iceberg {
             return Err((
                 "lake.format",
-                "the query service reads Iceberg tables: set `format = \"iceberg\"` (the parquet layout is served by its analyzer)".into(),
+                "the query service reads Iceberg tables (`format = \"iceberg\"`, the default); the deprecated parquet layout is not served (docs/lake.md, upgrade)".into(),
             ));
         }
         self.lake.validate().map_err(|e| ("lake", e))?;
@@ -46,7 +55,10 @@ impl glasshouse_runtime::service::Validate for QueryConfig {
         if !self.sql.enabled() {
             return Err(("sql", "no front door: set `pg_listen` or `flight_listen`".into()));
         }
-        Ok(())
+        glasshouse_runtime::endpoint::require_token_off_loopback(
+            self.metrics_listen,
+            self.metrics_token_file.as_deref(),
+        )
     }
 }
 
@@ -69,6 +81,24 @@ pub async fn run(config: QueryConfig, cancel: CancellationToken) -> Result<(), S
     let cancel = cancel.child_token();
     let mut tasks = JoinSet::new();
     serve_sql(engine, &config.sql, &mut tasks, &cancel).await?;
+    if let Some(addr) = config.metrics_listen {
+        let listener = glasshouse_runtime::endpoint::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let access = glasshouse_runtime::endpoint::Access::from_file(config.metrics_token_file.as_deref())
+            .map_err(|e| ServiceError::Config(format!("`metrics_token_file`: {e}")))?;
+        let metrics = glasshouse_runtime::endpoint::renderer(&crate::connection::METRICS);
+        let routes: glasshouse_runtime::endpoint::Routes = std::sync::Arc::new(move |path: &str| match path {
+            "/metrics" => Some((glasshouse_runtime::endpoint::TEXT_FORMAT, metrics())),
+            "/health" => Some(("text/plain; charset=utf-8", "ok\n".to_owned())),
+            _ => None,
+        });
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            glasshouse_runtime::endpoint::serve_routes(listener, routes, access, cancel).await;
+            Ok(())
+        });
+    }
     join(tasks, &cancel).await
 }
 
@@ -78,10 +108,21 @@ mod tests {
     use glasshouse_runtime::service::parse_config;
 
     #[test]
+    fn shipped_local_config_parses() {
+        let c: QueryConfig = parse_config(
+            "deploy/local/query.toml",
+            include_str!("../../../deploy/local/query.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.lake.location, "lake");
+        assert_eq!(c.sql.pg_listen.map(|a| a.port()), Some(5433));
+    }
+
+    #[test]
     fn the_query_service_refuses_a_parquet_lake_and_a_config_without_front_door() {
         let err = parse_config::<QueryConfig>(
             "q.toml",
-            "[lake]\n[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"\n",
+            "[lake]\nformat = \"parquet\"\n[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"\n",
         )
         .expect_err("parquet");
         assert!(err.to_string().contains("lake.format"), "{err}");
@@ -89,7 +130,7 @@ mod tests {
         assert!(err.to_string().contains("no front door"), "{err}");
         let ok = parse_config::<QueryConfig>(
             "q.toml",
-            "[lake]\nformat = \"iceberg\"\nlocation = \"/l\"\n[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"\n",
+            "[lake]\nlocation = \"/l\"\n[sql]\npg_listen = \"127.0.0.1:5433\"\npassword_file = \"p\"\n",
         )
         .expect("valid");
         assert_eq!(ok.lake.catalog.namespace, "glasshouse");

@@ -1,5 +1,5 @@
-//! Starts what `[lake]` and `[sql]` ask for: the lake writer and the front
-//! doors, all stopped by one cancellation token.
+//! Starts what `[lake]` asks of the analyzer (the lake writer), and the
+//! front doors `[sql]` asks of the query service (`crate::query`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tracing::{error, info};
 
 use crate::config::{LakeConfig, LakeFormat, SqlConfig};
 use crate::connection::Budget;
-use crate::engine::{Engine, Limits};
+use crate::engine::Engine;
 use crate::iceberg_lake::{self, Flush, IcebergLake};
 use crate::lake::Lake;
 use crate::{flight, pg, writer};
@@ -39,11 +39,10 @@ pub enum ServiceError {
     Flight(#[from] tonic::transport::Error),
 }
 
-/// Everything the lake and SQL need.
+/// Everything the lake writer needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub lake: LakeConfig,
-    pub sql: SqlConfig,
     pub brokers: String,
     /// Extra librdkafka properties.
     pub kafka: BTreeMap<String, String>,
@@ -54,17 +53,13 @@ pub struct Settings {
     pub session_timeout_ms: u32,
 }
 
-/// Runs the lake writer and the configured front doors until `cancel`
-/// (or the first of them fails, which cancels the rest).
+/// Runs the lake writer until `cancel` (or until it fails). SQL is not
+/// served here: that is the query service's (`crate::query`).
 pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), ServiceError> {
     settings.lake.validate().map_err(ServiceError::Config)?;
-    settings.sql.validate(&settings.lake).map_err(ServiceError::Config)?;
     if !settings.lake.enabled {
         return Ok(());
     }
-    let timeout = Duration::from_secs(settings.sql.query_timeout_secs);
-    let cancel = cancel.child_token();
-    let mut tasks: JoinSet<Result<(), ServiceError>> = JoinSet::new();
     let ws = writer::WriterSettings {
         brokers: settings.brokers.clone(),
         group_id: settings.lake.group_id.clone(),
@@ -74,50 +69,22 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
         compact_interval: (settings.lake.compact_interval_secs > 0)
             .then(|| Duration::from_secs(settings.lake.compact_interval_secs)),
     };
-    let limits = Limits {
-        timeout,
-        memory_bytes: (settings.sql.memory_limit_mib * 1024 * 1024) as usize,
-        threads: settings.sql.threads,
-        max_depth: settings.sql.max_nesting_depth,
-    };
-    let (engine, parquet_lake) = match settings.lake.format {
+    match settings.lake.format {
         LakeFormat::Parquet => {
-            let lake =
-                Arc::new(Lake::open(&settings.lake, &settings.instance_id, timeout + Duration::from_secs(60)).await?);
-            info!(location = %settings.lake.location, "lake open");
-            let (l, c) = (lake.clone(), cancel.clone());
-            tasks.spawn(async move { writer::run(l, ws, c).await.map(|_| ()).map_err(ServiceError::from) });
-            let engine = match settings.sql.enabled() {
-                true => Some(Engine::new(&lake, limits).await?),
-                false => None,
-            };
-            (engine, Some(lake))
+            let lake = Arc::new(Lake::open(&settings.lake, &settings.instance_id, Duration::from_secs(120)).await?);
+            info!(location = %settings.lake.location, "lake open (parquet, deprecated: glasshouse-query serves iceberg only)");
+            let result = writer::run(lake.clone(), ws, cancel).await.map(|_| ());
+            lake.delete_doomed(false).await;
+            Ok(result?)
         }
         LakeFormat::Iceberg => {
             let lake = Arc::new(IcebergLake::open(&settings.lake).await?);
             info!(location = %settings.lake.location, "lake open (iceberg)");
-            let (l, c, flush) = (lake.clone(), cancel.clone(), Flush::of(&settings.lake));
-            tasks.spawn(async move {
-                iceberg_lake::run(l, ws, flush, c)
-                    .await
-                    .map(|_| ())
-                    .map_err(ServiceError::from)
-            });
-            let engine = match settings.sql.enabled() {
-                true => Some(iceberg_lake::engine(&lake, &settings.lake, limits).await?),
-                false => None,
-            };
-            (engine, None)
+            Ok(iceberg_lake::run(lake, ws, Flush::of(&settings.lake), cancel)
+                .await
+                .map(|_| ())?)
         }
-    };
-    if let Some(engine) = engine {
-        serve_sql(engine, &settings.sql, &mut tasks, &cancel).await?;
     }
-    let result = join(tasks, &cancel).await;
-    if let Some(lake) = parquet_lake {
-        lake.delete_doomed(false).await;
-    }
-    result
 }
 
 /// Waits for every task; the first to fail (or to end unasked) cancels

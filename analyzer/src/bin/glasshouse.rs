@@ -67,12 +67,12 @@ enum Command {
         #[command(subcommand)]
         command: VulnsCommand,
     },
-    /// Run a read-only SQL query over the telemetry lake, through an
-    /// analyzer's Flight SQL front door (`[sql] flight_listen`).
+    /// Run a read-only SQL query over the telemetry lake, through a
+    /// query service's Flight SQL front door (glasshouse-query, `[sql] flight_listen`).
     Sql {
         /// The query, e.g. "SELECT workload_id, count(*) FROM process_events GROUP BY 1".
         query: String,
-        /// Flight SQL endpoint of an analyzer.
+        /// Flight SQL endpoint of a query service (glasshouse-query).
         #[arg(long, default_value = "http://127.0.0.1:50052")]
         flight: String,
         /// File whose first line is the bearer token (`[sql] password_file`);

@@ -118,26 +118,35 @@ async fn containers_are_matched_continuously_and_untrusted_images_found() -> any
     let brokers = stack.broker.bootstrap();
     let cancel = CancellationToken::new();
 
-    // The lake and its PostgreSQL front door too: the findings are queried
-    // as the `vulnerabilities` table.
+    // The lake, and the query service's PostgreSQL front door over it: the
+    // findings are queried as the `vulnerabilities` table.
     let lake_dir = tempfile::tempdir()?;
     let mut password_file = tempfile::NamedTempFile::new()?;
     writeln!(password_file, "vulns-sql-secret")?;
     let pg_port = free_port()?;
+    let lake = format!(
+        "[lake]\nenabled = true\nlocation = \"{}\"\nflush_secs = 2\n",
+        lake_dir.path().display()
+    );
     let analyzer_config = || -> anyhow::Result<glasshouse_analyzer::Config> {
         Ok(glasshouse_runtime::service::parse_config(
             "test",
             &format!(
                 "brokers = \"{brokers}\"\ngroup = \"vulns-e2e\"\nview = false\n[topics]\npartitions = 3\n\
                  [analysis]\nenabled = false\n\
-                 [vulns.image_trust]\ntrusted_repositories = [\"localhost/glasshouse-test\"]\n\
-                 [lake]\nenabled = true\nlocation = \"{}\"\n\
-                 [sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"\n",
-                lake_dir.path().display(),
-                password_file.path().display()
+                 [vulns.image_trust]\ntrusted_repositories = [\"localhost/glasshouse-test\"]\n{lake}"
             ),
         )?)
     };
+    let query_config: glasshouse_lake::query::QueryConfig = glasshouse_runtime::service::parse_config(
+        "test",
+        &format!(
+            "{lake}[sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"\n",
+            password_file.path().display()
+        ),
+    )?;
+    // Stops with the test's runtime, or with `cancel`.
+    let _query = tokio::spawn(glasshouse_lake::query::run(query_config, cancel.clone()));
     let first_cancel = cancel.child_token();
     let analyzer = tokio::spawn(glasshouse_analyzer::run(
         analyzer_config()?,

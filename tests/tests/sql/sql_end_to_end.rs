@@ -1,10 +1,10 @@
 //! Events of a real container become queryable through real `psql` within
 //! seconds: Podman container → agent (eBPF) → aggregator → broker → analyzer
-//! with `[lake]` and `[sql]` on. The rows are seen from the lake's in-memory
-//! tail first, then the same rows (no more, no fewer) once flushed to a
-//! Parquet file in the table's hour partition; the `containers` view knows
-//! the container; an alert (an interactive shell) is in `alerts`, joined
-//! with the exec that raised it.
+//! (its lake writer commits Iceberg tables) → query service (`[sql]`). The
+//! row is counted once, from a data file in the table's hour partition; the
+//! `containers` view knows the container; an alert (an interactive shell)
+//! is in `alerts`, joined with the exec that raised it. The query service
+//! is a process of its own: the analyzer has no SQL port.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -59,17 +59,15 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
     let mut password_file = tempfile::NamedTempFile::new()?;
     writeln!(password_file, "{PASSWORD}")?;
     let (pg_port, flight_port) = (free_port()?, free_port()?);
-    // Flushes every 8 s: the first answers come from the in-memory tail.
+    let lake = format!(
+        "[lake]\nenabled = true\nlocation = \"{}\"\nflush_secs = 2\n",
+        lake_dir.path().display()
+    );
     let analyzer_config: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
         "test",
         &format!(
             "brokers = \"{brokers}\"\ngroup = \"sql-e2e\"\nview = false\n[topics]\npartitions = 3\n\
-             [analysis]\nstartup_secs = 1\n\
-             [lake]\nenabled = true\nlocation = \"{}\"\nflush_secs = 8\n\
-             [sql]\npg_listen = \"127.0.0.1:{pg_port}\"\nflight_listen = \"127.0.0.1:{flight_port}\"\n\
-             password_file = \"{}\"",
-            lake_dir.path().display(),
-            password_file.path().display()
+             [analysis]\nstartup_secs = 1\n{lake}"
         ),
     )?;
     let analyzer = tokio::spawn(glasshouse_analyzer::run(
@@ -77,6 +75,15 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
         std::io::sink(),
         cancel.clone(),
     ));
+    let query_config: glasshouse_lake::query::QueryConfig = glasshouse_runtime::service::parse_config(
+        "test",
+        &format!(
+            "{lake}[sql]\npg_listen = \"127.0.0.1:{pg_port}\"\nflight_listen = \"127.0.0.1:{flight_port}\"\n\
+             password_file = \"{}\"",
+            password_file.path().display()
+        ),
+    )?;
+    let query = tokio::spawn(glasshouse_lake::query::run(query_config, cancel.clone()));
 
     stack
         .start_agent("sql-e2e-agent", "sensor = \"bpf\"\nsample_interval_ms = 1000")
@@ -108,33 +115,16 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
         let (out, took) = poll(pg_port, &execs, Duration::from_secs(60), |o| o == "1").await?;
         let latency = started.elapsed();
         println!("exec of cat queryable through psql {latency:?} after podman run (last poll {took:?})");
-        // Still in the tail (flush_secs = 8): no Parquet file of it yet is
-        // possible; either way the row is counted once.
         ensure!(out == "1");
-
-        // The same row after the flush: once, from a Parquet file.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let files: Vec<_> = walk(&lake_dir.path().join("process_events"));
-            if !files.is_empty() {
-                ensure!(
-                    files
-                        .iter()
-                        .all(|f| f.to_string_lossy().contains("/date=") && f.to_string_lossy().contains("/hour=")),
-                    "{files:?}"
-                );
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "no Parquet file of process_events within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (p, q) = (pg_port, execs.clone());
-        let again = tokio::task::spawn_blocking(move || psql(p, PASSWORD, &q)).await??;
-        ensure!(again == "1", "after the flush: {again}");
+        // From a data file of the table's hour partition in the warehouse.
+        let files = walk(&lake_dir.path().join("warehouse"));
+        ensure!(
+            files.iter().any(|f| {
+                let f = f.to_string_lossy();
+                f.contains("/process_events/data/") && f.contains("hour=")
+            }),
+            "no data file of process_events in an hour partition: {files:?}"
+        );
 
         // The containers view knows it, with its workload and a resource sample.
         let view =
@@ -160,6 +150,7 @@ async fn container_events_are_queryable_through_psql_within_seconds() -> anyhow:
     stack.stop().await?;
     cancel.cancel();
     analyzer.await?.context("analyzer")?;
+    query.await?.context("query service")?;
     result
 }
 
@@ -179,10 +170,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// After SIGKILL the lake writer resumes within seconds: the analyzer is
-/// killed once its rows are in Parquet, restarted with the same instance id
+/// killed once its rows are committed, restarted with the same instance id
 /// (static group membership), and the rows sent after the restart are
-/// queryable through psql seconds later — not after the group expires the
-/// dead member — and no event is lost.
+/// queryable through psql (a query-service process) seconds later — not
+/// after the group expires the dead member — with no event lost and none
+/// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_lake_writer_resumes_within_seconds_after_sigkill() -> anyhow::Result<()> {
     use glasshouse_tests::wire;
@@ -196,14 +188,18 @@ async fn the_lake_writer_resumes_within_seconds_after_sigkill() -> anyhow::Resul
     let mut password_file = tempfile::NamedTempFile::new()?;
     writeln!(password_file, "{PASSWORD}")?;
     let pg_port = free_port()?;
+    let lake = format!(
+        "[lake]\nenabled = true\nlocation = \"{}\"\nflush_secs = 1\n",
+        lake_dir.path().display()
+    );
     let config = format!(
         "brokers = \"{brokers}\"\ngroup = \"lake-kill\"\ninstance_id = \"lake-kill-1\"\nview = false\n\
-         session_timeout_ms = 10000\n[topics]\npartitions = 3\n\
-         [lake]\nenabled = true\nlocation = \"{}\"\nflush_secs = 1\n\
-         [sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"",
-        lake_dir.path().display(),
-        password_file.path().display()
+         session_timeout_ms = 10000\n[topics]\npartitions = 3\n{lake}"
     );
+    let _query = glasshouse_tests::ServiceProcess::query(&format!(
+        "{lake}[sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"",
+        password_file.path().display()
+    ))?;
     let send = |agent: &'static str| {
         let endpoint = endpoint.clone();
         async move {
@@ -220,15 +216,8 @@ async fn the_lake_writer_resumes_within_seconds_after_sigkill() -> anyhow::Resul
     let mut analyzer = glasshouse_tests::AnalyzerProcess::start(&config)?;
     glasshouse_tests::wait_for_port(format!("127.0.0.1:{pg_port}").parse()?, Duration::from_secs(60))?;
     send("before-kill").await?;
+    // Queryable means committed to the table, with its offsets.
     poll(pg_port, distinct, Duration::from_secs(60), |o| o == "50").await?;
-    // In Parquet and committed (flush every second, offsets committed
-    // within the next second).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while walk(&lake_dir.path().join("process_events")).is_empty() {
-        ensure!(Instant::now() < deadline, "no Parquet file of the first rows");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     analyzer.kill()?;
 
     let restarted = Instant::now();
@@ -240,7 +229,11 @@ async fn the_lake_writer_resumes_within_seconds_after_sigkill() -> anyhow::Resul
     let rows =
         tokio::task::spawn_blocking(move || psql(pg_port, PASSWORD, "SELECT count(*) FROM process_events")).await??;
     println!(
-        "lake writer after SIGKILL: the rows sent after the restart queryable {resumed:?} after it (last poll {took:?}); 100 distinct events, {rows} rows (rows past 100 are a replay since the last commit)"
+        "lake writer after SIGKILL: the rows sent after the restart queryable {resumed:?} after it (last poll {took:?}); 100 distinct events, {rows} rows"
+    );
+    ensure!(
+        rows == "100",
+        "{rows} rows for 100 events: a replayed range was appended twice"
     );
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), aggregator).await???;
@@ -248,8 +241,8 @@ async fn the_lake_writer_resumes_within_seconds_after_sigkill() -> anyhow::Resul
 }
 
 /// A 5,000,000-row result through real `psql`, while four clients that asked
-/// for as much never read theirs: the results are streamed, so the analyzer
-/// process's peak memory grows by less than `memory_limit_mib` (256 here);
+/// for as much never read theirs: the results are streamed, so the query
+/// service's peak memory grows by less than `memory_limit_mib` (256 here);
 /// the stalled clients are cut off at the write timeout and a normal query
 /// is served afterwards. (Before the results were streamed, one such result
 /// took ~950 MiB.)
@@ -258,24 +251,21 @@ async fn large_results_stream_within_the_memory_limit() -> anyhow::Result<()> {
     init_logging();
     const ROWS: u64 = 5_000_000;
     const LIMIT_MIB: u64 = 256;
-    let broker = glasshouse_tests::Broker::start()?;
-    let brokers = broker.bootstrap();
     let lake_dir = tempfile::tempdir()?;
     let mut password_file = tempfile::NamedTempFile::new()?;
     writeln!(password_file, "{PASSWORD}")?;
     let pg_port = free_port()?;
     let config = format!(
-        "brokers = \"{brokers}\"\ngroup = \"big-results\"\nview = false\n[topics]\npartitions = 1\n\
-         [lake]\nenabled = true\nlocation = \"{}\"\n\
+        "[lake]\nlocation = \"{}\"\n\
          [sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"\nmemory_limit_mib = {LIMIT_MIB}\n\
          write_timeout_secs = 5",
         lake_dir.path().display(),
         password_file.path().display()
     );
-    let analyzer = glasshouse_tests::AnalyzerProcess::start(&config)?;
+    let service = glasshouse_tests::ServiceProcess::query(&config)?;
     glasshouse_tests::wait_for_port(format!("127.0.0.1:{pg_port}").parse()?, Duration::from_secs(60))?;
     ensure!(psql(pg_port, PASSWORD, "SELECT 1")? == "1");
-    let idle = analyzer.peak_rss()?;
+    let idle = service.peak_rss()?;
     let query = format!("SELECT value, 'padding padding padding padding' AS pad FROM generate_series(1, {ROWS})");
 
     // Four clients that send the query and never read.
@@ -333,10 +323,10 @@ async fn large_results_stream_within_the_memory_limit() -> anyhow::Result<()> {
         drop(child.stdin.take());
         child.wait()?;
     }
-    let peak = analyzer.peak_rss()?;
+    let peak = service.peak_rss()?;
     let grew = peak.saturating_sub(idle);
     println!(
-        "5,000,000 rows through psql in {took:?} beside 4 stalled readers of the same: analyzer peak RSS {} MiB \
+        "5,000,000 rows through psql in {took:?} beside 4 stalled readers of the same: query service peak RSS {} MiB \
          ({} MiB at rest, +{} MiB; memory_limit_mib {LIMIT_MIB})",
         peak >> 20,
         idle >> 20,

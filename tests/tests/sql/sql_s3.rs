@@ -3,12 +3,15 @@
 //! directory on loopback with an access key and a secret key checked on
 //! every request (SigV4).
 //!
+//! This file covers the deprecated `parquet` layout (`lake.format =
+//! "parquet"`), still written for readers of existing files; the Iceberg
+//! lake on S3 is in `sql_iceberg.rs`.
+//!
 //! - The analyzer (in-process, the same `run` as its binary) with
 //!   `lake.location = "s3://BUCKET/PREFIX"` and `[lake.s3]` from its TOML
-//!   config: process events produced to a real broker (tansu) are counted
-//!   through real `psql` from the tail, land as Parquet objects in their
-//!   `date=/hour=` partitions in the server's directory, and are counted
-//!   again from there.
+//!   config: process events produced to a real broker (tansu) land as
+//!   Parquet objects in their `date=/hour=` partitions in the server's
+//!   directory, and are counted from there through real `psql`.
 //! - The same S3 lake reopened: its file list is the bucket's; small files of
 //!   an hour are compacted into one object and the replaced objects deleted
 //!   from the server; an hour past retention is dropped and its object
@@ -42,22 +45,6 @@ fn psql_one(port: u16, sql: &str) -> anyhow::Result<String> {
     Ok(out.trim().to_owned())
 }
 
-async fn poll_psql(port: u16, sql: &str, want: &str, within: Duration) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    loop {
-        let q = sql.to_owned();
-        let got = tokio::task::spawn_blocking(move || psql_one(port, &q)).await?;
-        if got.as_ref().is_ok_and(|g| g == want) {
-            return Ok(started.elapsed());
-        }
-        ensure!(
-            started.elapsed() < within,
-            "{sql}: not {want} within {within:?}, last {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// Parquet objects of `table` in the server's directory.
 fn parquet_objects(s3: &S3Server, table: &str) -> Vec<String> {
     s3.objects(BUCKET, &format!("{PREFIX}/{table}"))
@@ -77,21 +64,19 @@ fn analyzer_config(
     location: &str,
     s3: &S3Server,
     secret: &std::path::Path,
-    pg_port: u16,
-    password: &std::path::Path,
 ) -> anyhow::Result<glasshouse_analyzer::Config> {
+    let tag = free_port()?;
     Ok(glasshouse_runtime::service::parse_config(
         "test",
         &format!(
-            "brokers = \"{brokers}\"\ngroup = \"sql-s3-{pg_port}\"\nview = false\n\
-             [lake]\nenabled = true\nlocation = \"{location}\"\nflush_secs = 2\ngroup_id = \"lake-s3-{pg_port}\"\n\
+            "brokers = \"{brokers}\"\ngroup = \"sql-s3-{tag}\"\nview = false\n\
+             [lake]\nenabled = true\nformat = \"parquet\"\nlocation = \"{location}\"\nflush_secs = 2\n\
+             group_id = \"lake-s3-{tag}\"\n\
              [lake.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n\
-             access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\n\
-             [sql]\npg_listen = \"127.0.0.1:{pg_port}\"\npassword_file = \"{}\"",
+             access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"",
             s3.endpoint(),
             s3.access_key,
             secret.display(),
-            password.display()
         ),
     )?)
 }
@@ -128,13 +113,9 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     let cancel = CancellationToken::new();
     glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
     let secret = secret_file(&s3.secret_key)?;
-    let password = secret_file(PASSWORD)?;
     let location = format!("s3://{BUCKET}/{PREFIX}");
-    let pg_port = free_port()?;
-    let config = analyzer_config(&brokers, &location, &s3, secret.path(), pg_port, password.path())?;
+    let config = analyzer_config(&brokers, &location, &s3, secret.path())?;
     let analyzer = tokio::spawn(glasshouse_analyzer::run(config, std::io::sink(), cancel.clone()));
-    glasshouse_tests::wait_for_port(([127, 0, 0, 1], pg_port).into(), Duration::from_secs(60))
-        .context("the analyzer's SQL port did not open (lake on S3 not opened?)")?;
 
     // 800 events in the current hour and 100 three hours ago, produced to
     // the broker as the aggregator would.
@@ -145,23 +126,17 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     let current = hour + 1_000_000_000;
     let old = hour - 3 * NS_PER_HOUR + 1_000_000_000;
     let cs = fixture::containers(6);
+    let produced = Instant::now();
     produce_fixture(&brokers, &cs, current, old).await?;
-    let sql = "SELECT count(*) FROM process_events";
-    let took = poll_psql(pg_port, sql, "900", Duration::from_secs(60)).await?;
-    println!("900 events counted through psql {took:?} after producing (lake on S3)");
 
     // Flushed within flush_secs: objects in both hours' partitions.
     let objects = objects_of_both_hours(&s3).await?;
-    println!("Parquet objects in the bucket: {objects:?}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let again = tokio::task::spawn_blocking(move || {
-        psql_one(
-            pg_port,
-            "SELECT count(*), count(DISTINCT container_id), min(workload_id) FROM process_events",
-        )
-    })
-    .await??;
-    ensure!(again == "900|6|billing/api", "from the Parquet objects: {again}");
+    println!(
+        "Parquet objects in the bucket {:?} after producing: {objects:?}",
+        produced.elapsed()
+    );
+    // Every row flushed (the writer flushes a table at once).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     cancel.cancel();
     analyzer.await??;
 
@@ -189,6 +164,17 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     listed.sort();
     let objects = parquet_objects(&s3, "process_events");
     ensure!(listed == objects, "lake {listed:?} vs bucket {objects:?}");
+    let engine = Engine::new(&lake, limits()).await?;
+    let (pg_port, done) = serve_psql(&engine).await?;
+    let again = tokio::task::spawn_blocking(move || {
+        psql_one(
+            pg_port,
+            "SELECT count(*), count(DISTINCT container_id), min(workload_id) FROM process_events",
+        )
+    })
+    .await??;
+    ensure!(again == "900|6|billing/api", "from the Parquet objects: {again}");
+    done.cancel();
     // Three more files in the current hour, then compaction: one object
     // per hour left, the replaced ones deleted from the server.
     let mut ingest = Ingest::new(lake.clone());
@@ -203,7 +189,6 @@ async fn the_lake_on_s3_writes_compacts_expires_and_answers_psql() -> anyhow::Re
     }
     let before = parquet_objects(&s3, "process_events");
     ensure!(before.len() >= 5, "{before:?}");
-    let engine = Engine::new(&lake, limits()).await?;
     ensure!(count(&engine).await? == "1200");
     let work = lake.compact().await?;
     ensure!(
@@ -259,13 +244,11 @@ async fn refused_credentials_a_missing_bucket_or_no_server_stop_the_start() -> a
     let wrong_secret = "not-the-secret-4f1c9a";
     let wrong = secret_file(wrong_secret)?;
     let right = secret_file(&s3.secret_key)?;
-    let password = secret_file(PASSWORD)?;
     let location = format!("s3://{BUCKET}/{PREFIX}");
 
     // The analyzer with a refused secret stops with the lake's error.
     let cancel = CancellationToken::new();
-    let pg_port = free_port()?;
-    let config = analyzer_config(&brokers, &location, &s3, wrong.path(), pg_port, password.path())?;
+    let config = analyzer_config(&brokers, &location, &s3, wrong.path())?;
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(60),
@@ -386,9 +369,8 @@ async fn produce_fixture(brokers: &str, cs: &[fixture::Container], current: i64,
     Ok(())
 }
 
-/// psql over both hours through a PostgreSQL front door on `engine`: the
-/// total of the per-workload counts, the rows, and what stops the server.
-async fn psql_over_both_hours(engine: &Engine) -> anyhow::Result<(u64, String, CancellationToken)> {
+/// A PostgreSQL front door on `engine`: its port, and what stops it.
+async fn serve_psql(engine: &Engine) -> anyhow::Result<(u16, CancellationToken)> {
     let listener = pg::bind("127.0.0.1:0".parse()?).await?;
     let port = listener.local_addr()?.port();
     let done = CancellationToken::new();
@@ -402,6 +384,13 @@ async fn psql_over_both_hours(engine: &Engine) -> anyhow::Result<(u64, String, C
         Default::default(),
         done.clone(),
     ));
+    Ok((port, done))
+}
+
+/// psql over both hours through a PostgreSQL front door on `engine`: the
+/// total of the per-workload counts, the rows, and what stops the server.
+async fn psql_over_both_hours(engine: &Engine) -> anyhow::Result<(u64, String, CancellationToken)> {
+    let (port, done) = serve_psql(engine).await?;
     let rows = tokio::task::spawn_blocking(move || {
         psql_one(
             port,
