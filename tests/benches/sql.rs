@@ -1,28 +1,33 @@
-//! SQL figures, measured in one run (`cargo bench -p glasshouse-tests
-//! --bench sql`; needs `psql`). `cargo test --benches` runs it in smoke
-//! mode (`glasshouse_tests::bench`: a few thousand events, one run).
+//! SQL and lake figures, measured in one run (`cargo bench -p
+//! glasshouse-tests --bench sql`; needs `psql`). `cargo test --benches`
+//! runs it in smoke mode (`glasshouse_tests::bench`: a few thousand events,
+//! one run).
 //!
-//! 1. Lake ingest: `GLASSHOUSE_BENCH_SQL_EVENTS` (default ten million)
-//!    synthetic process events (`glasshouse_lake::fixture`, 48 containers of
-//!    four workloads) are decoded from Arrow IPC exactly as from Kafka and
-//!    written to Parquet by the lake (events/s).
-//! 2. A group-by-workload query over those files through the PostgreSQL
-//!    front door (real `psql`, its own `\timing` of the query: network,
-//!    protocol and row encoding included, process start-up not) against
-//!    DataFusion directly over the same Parquet files: a `SessionContext`
-//!    with DataFusion's default configuration (`SessionContext::new()`) and
-//!    a `ListingTable` on the table's folder with the schema inferred from
-//!    the files — what anyone reading the lake with DataFusion would get.
-//!    Same run, interleaved, min / median / max of
-//!    `GLASSHOUSE_BENCH_SQL_RUNS` (default 7): overhead ratio of the medians
-//!    (goal ≤ 1.2). Also printed: the engine in-process
-//!    (the front doors' engine without the wire protocol), and DataFusion
-//!    reading the same files with strings as plain Utf8 (what the lake did
-//!    before its strings were views).
+//! 1. Lake write throughput: `GLASSHOUSE_BENCH_SQL_EVENTS` (default ten
+//!    million) synthetic process events (`glasshouse_lake::fixture`, 48
+//!    containers of four workloads) decoded from Arrow IPC exactly as from
+//!    Kafka and committed to the Iceberg table (embedded sqlite catalog,
+//!    local warehouse) a million rows per commit, with their offsets, as
+//!    the writer commits; then the same events into the deprecated Parquet
+//!    layout (a file per million rows), the lake before Iceberg: events/s
+//!    of each and their ratio.
+//! 2. A group-by-workload query over the Iceberg table through the
+//!    PostgreSQL front door of the query service's engine (real `psql`,
+//!    its own `\timing` of the query: network, protocol and row encoding
+//!    included, process start-up not) against DataFusion directly over the
+//!    same Iceberg data files: a `SessionContext` with DataFusion's default
+//!    configuration (`SessionContext::new()`) and a `ListingTable` over the
+//!    current snapshot's files with the schema inferred from them — what
+//!    anyone reading the files with DataFusion would get. Same run,
+//!    interleaved, min / median / max of `GLASSHOUSE_BENCH_SQL_RUNS`
+//!    (default 7): overhead ratio of the medians (goal <= 1.1). Also
+//!    printed: the engine in-process (no wire protocol).
 //! 3. Ingest-to-queryable latency: a message produced to a real broker
-//!    (tansu) until a query through the engine sees its row, the lake
-//!    writer consuming as in the analyzer (p50, p99 of
-//!    `GLASSHOUSE_BENCH_SQL_PROBES`, default 20; polled every 10 ms).
+//!    (tansu) until a query through the engine sees its row, the Iceberg
+//!    lake writer consuming and committing as in the analyzer with
+//!    `flush_secs = 1` (p50, p99 of `GLASSHOUSE_BENCH_SQL_PROBES`, default
+//!    20; polled every 10 ms). A row waits for the next commit, so the
+//!    latency is about half the flush period plus a commit.
 
 use std::io::Write as _;
 use std::process::Command;
@@ -30,17 +35,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use glasshouse_lake::config::LakeConfig;
-use glasshouse_lake::datafusion::catalog::TableProvider as _;
+use glasshouse_lake::config::{LakeConfig, LakeFormat};
 use glasshouse_lake::datafusion::datasource::file_format::parquet::ParquetFormat;
 use glasshouse_lake::datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use glasshouse_lake::datafusion::prelude::{SessionConfig, SessionContext};
+use glasshouse_lake::datafusion::prelude::SessionContext;
 use glasshouse_lake::engine::{Engine, Limits};
+use glasshouse_lake::iceberg_lake::{self, DataFiles, Flush, IcebergLake, OffsetRange};
 use glasshouse_lake::lake::Lake;
-use glasshouse_lake::writer::Ingest;
-use glasshouse_lake::{fixture, pg, writer};
+use glasshouse_lake::writer::{Decoder, Ingest, WriterSettings};
+use glasshouse_lake::{fixture, pg};
 use glasshouse_tests::bench::{self, Load, Spread};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -115,16 +120,24 @@ async fn run() -> anyhow::Result<()> {
         location: dir.path().display().to_string(),
         ..Default::default()
     };
-    let lake = Arc::new(Lake::open(&config, "bench", Duration::from_secs(60)).await?);
+    let lake = IcebergLake::open(&config).await?;
     let containers = fixture::containers(48);
     let base_ns = 1_767_265_200_000_000_000;
 
-    // 1. Ingest to Parquet.
-    ingest_to_parquet(&lake, &containers, events, base_ns).await?;
+    // 1. Write throughput: Iceberg, then the Parquet layout.
+    let load = Load::start();
+    let iceberg = ingest_to_iceberg(&lake, &containers, events, base_ns).await?;
+    let parquet = ingest_to_parquet(&containers, events, base_ns).await?;
+    println!(
+        "  Iceberg / Parquet layout write throughput: {:.2} (while it ran: {})",
+        iceberg / parquet,
+        load.report()
+    );
 
     // 2. Group-by through the PostgreSQL front door vs DataFusion directly.
-    let engine = Engine::new(
+    let engine = iceberg_lake::engine(
         &lake,
+        &config,
         Limits {
             timeout: Duration::from_secs(600),
             memory_bytes: 4 << 30,
@@ -136,52 +149,36 @@ async fn run() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let port = serve_pg(&engine, &cancel).await?;
 
-    // DataFusion as anyone would read the lake's files: default session
-    // configuration, the schema inferred from the Parquet files.
+    // DataFusion as anyone would read the table's files: default session
+    // configuration, the schema inferred from the files of the current
+    // snapshot.
     let direct = SessionContext::new();
-    let folder = format!(
-        "file://{}/process_events/",
-        std::fs::canonicalize(dir.path())?.display()
-    );
+    let DataFiles::Snapshot { paths, .. } = lake.table("process_events").context("table")?.data_files(None).await?
+    else {
+        anyhow::bail!("no snapshot of process_events after the ingest");
+    };
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let table = ListingTable::try_new(
-        ListingTableConfig::new(ListingTableUrl::parse(&folder)?)
+        ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(
                 ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),
             )
             .infer_schema(&direct.state())
             .await?,
     )?;
-    let inferred = table.schema();
-    let lake_schema = lake.table("process_events").context("table")?.schema.clone();
-    ensure!(
-        inferred.fields() == lake_schema.fields(),
-        "DataFusion infers another schema than the lake's:\n{inferred:?}\n{lake_schema:?}"
-    );
     direct.register_table("process_events", Arc::new(table))?;
     println!(
-        "DataFusion default session: target_partitions {}, schema_force_view_types {}; the lake's engine: {THREADS} threads",
+        "DataFusion default session: target_partitions {}; the query service's engine: {THREADS} threads; {} data files",
         direct.copied_config().target_partitions(),
-        direct
-            .copied_config()
-            .options()
-            .execution
-            .parquet
-            .schema_force_view_types
+        paths.len()
     );
-
-    // For comparison, the lake's strings before they were views: the same
-    // files read with strings as plain Utf8.
-    let mut utf8_config = SessionConfig::new();
-    utf8_config.options_mut().execution.parquet.schema_force_view_types = false;
-    let plain_utf8 = SessionContext::new_with_config(utf8_config);
-    plain_utf8
-        .register_parquet("process_events", &folder, Default::default())
-        .await?;
 
     let mut via_pg = Vec::new();
     let mut via_df = Vec::new();
     let mut via_engine = Vec::new();
-    let mut via_utf8 = Vec::new();
     let mut answers = (String::new(), String::new());
     let load = Load::start();
     for i in 0..runs + 1 {
@@ -194,9 +191,6 @@ async fn run() -> anyhow::Result<()> {
         let s = Instant::now();
         engine.query(QUERY).await?;
         let e = s.elapsed();
-        let s = Instant::now();
-        plain_utf8.sql(QUERY).await?.collect().await?;
-        let u = s.elapsed();
         if i == 0 {
             // Warm-up (page cache, first plans): not counted; answers compared.
             let csv = glasshouse_lake::output::render(
@@ -212,7 +206,6 @@ async fn run() -> anyhow::Result<()> {
         via_pg.push(t);
         via_df.push(d);
         via_engine.push(e);
-        via_utf8.push(u);
     }
     ensure!(
         answers.0.trim() == answers.1.trim(),
@@ -220,25 +213,16 @@ async fn run() -> anyhow::Result<()> {
         answers.0,
         answers.1
     );
-    let (p, d, e, u) = (
-        spread_ms(&via_pg)?,
-        spread_ms(&via_df)?,
-        spread_ms(&via_engine)?,
-        spread_ms(&via_utf8)?,
-    );
+    let (p, d, e) = (spread_ms(&via_pg)?, spread_ms(&via_df)?, spread_ms(&via_engine)?);
     println!(
-        "group-by-workload over {events} events, {runs} runs interleaved (min / median / max): PostgreSQL front door \
-         (psql \\timing) {p:.1} ms, DataFusion directly over the same files (default session, inferred schema) \
-         {d:.1} ms: overhead ratio of the medians {:.2} (goal <= 1.2)",
+        "group-by-workload over {events} events in Iceberg, {runs} runs interleaved (min / median / max): PostgreSQL \
+         front door (psql \\timing) {p:.1} ms, DataFusion directly over the same data files (default session, \
+         inferred schema) {d:.1} ms: overhead ratio of the medians {:.2} (goal <= 1.1)",
         p.median / d.median
     );
     println!(
         "  the engine in-process (no wire) {e:.1} ms: the wire protocol and psql cost a ratio of {:.2}",
         p.median / e.median
-    );
-    println!(
-        "  DataFusion over the same files with strings as plain Utf8 (the lake before Utf8View) {u:.1} ms: views are {:.2}x as fast",
-        u.median / d.median
     );
     println!("  while it ran: {}", load.report());
 
@@ -249,14 +233,75 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ingests `events` synthetic events into `lake` as Parquet (a file per
-/// million rows) and prints the rate.
-async fn ingest_to_parquet(
-    lake: &Arc<Lake>,
+/// Commits `events` synthetic events to the Iceberg table a million rows
+/// at a time, as the writer would (decoded from Arrow IPC, offsets in the
+/// snapshot); prints and returns the rate (events/s).
+async fn ingest_to_iceberg(
+    lake: &IcebergLake,
     containers: &[fixture::Container],
     events: usize,
     base_ns: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
+    let per_message = 50_000;
+    let per_commit = 1_000_000;
+    let started = Instant::now();
+    let mut decoder = Decoder::default();
+    let (mut written, mut first, mut commits) = (0usize, 0i64, 0usize);
+    let mut pending = Vec::new();
+    let mut pending_rows = 0;
+    let (mut files, mut bytes) = (0usize, 0u64);
+    while written < events {
+        let n = per_message.min(events - written);
+        // Events are 1 ms apart: ten million span about three hours (partitions).
+        let msg = fixture::process_message(containers, written as u64, n, base_ns);
+        let (_, batches) = decoder.decode("glasshouse.process", &msg, None, 0)?;
+        pending.extend(batches);
+        pending_rows += n;
+        written += n;
+        if pending_rows >= per_commit || written == events {
+            // One Kafka message per 50,000 events: offsets first..next.
+            let next = first + pending.len() as i64;
+            let appended = lake
+                .append(
+                    "process_events",
+                    &pending,
+                    &[OffsetRange {
+                        partition: 0,
+                        first,
+                        next,
+                    }],
+                )
+                .await?;
+            (files, bytes, commits) = (files + appended.files, bytes + appended.bytes, commits + 1);
+            first = next;
+            pending.clear();
+            pending_rows = 0;
+        }
+    }
+    let took = started.elapsed();
+    let rate = events as f64 / took.as_secs_f64();
+    let rows = lake.table("process_events").context("table")?.rows().await?;
+    ensure!(rows == events as u64, "{rows} rows in the table for {events} events");
+    println!(
+        "lake write, Iceberg: {events} events -> {commits} commits, {files} data files, {:.1} MiB, in {:.1} s: \
+         {rate:.0} events/s (IPC decode + Parquet zstd + manifests + catalog commit)",
+        bytes as f64 / 1048576.0,
+        took.as_secs_f64(),
+    );
+    Ok(rate)
+}
+
+/// The same events into the deprecated Parquet layout (a file per million
+/// rows); prints and returns the rate (events/s).
+async fn ingest_to_parquet(containers: &[fixture::Container], events: usize, base_ns: i64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let config = LakeConfig {
+        enabled: true,
+        format: LakeFormat::Parquet,
+        location: dir.path().display().to_string(),
+        ..Default::default()
+    };
+    let lake = Arc::new(Lake::open(&config, "bench", Duration::from_secs(60)).await?);
     let per_message = 50_000;
     let per_file = 1_000_000;
     let started = Instant::now();
@@ -264,7 +309,6 @@ async fn ingest_to_parquet(
     let mut written = 0usize;
     while written < events {
         let n = per_message.min(events - written);
-        // Events are 1 ms apart: ten million span about three hours (partitions).
         let msg = fixture::process_message(containers, written as u64, n, base_ns);
         ingest.message("glasshouse.process", &msg, None, 0)?;
         written += n;
@@ -272,42 +316,38 @@ async fn ingest_to_parquet(
             lake.flush("process_events").await?;
         }
     }
-    let ingest_time = started.elapsed();
+    let took = started.elapsed();
+    let rate = events as f64 / took.as_secs_f64();
     let files = lake.files("process_events");
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     println!(
-        "lake ingest: {events} events -> {} Parquet files, {:.1} MiB, in {:.1} s: {:.0} events/s (IPC decode + Parquet zstd)",
+        "lake write, Parquet layout (deprecated): {events} events -> {} files, {:.1} MiB, in {:.1} s: {rate:.0} events/s",
         files.len(),
         bytes as f64 / 1048576.0,
-        ingest_time.as_secs_f64(),
-        events as f64 / ingest_time.as_secs_f64()
+        took.as_secs_f64(),
     );
-
-    Ok(())
+    Ok(rate)
 }
 
 /// Ingest-to-queryable latency: `probes` events produced to a real broker,
-/// each timed until a query through the lake writer's lake sees it.
+/// each timed until a query through the engine over the Iceberg lake the
+/// writer commits to sees it.
 async fn ingest_to_queryable(containers: &[fixture::Container], probes: usize, base_ns: i64) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let broker = glasshouse_tests::Broker::start()?;
     let brokers = broker.bootstrap();
     glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
     let small_dir = tempfile::tempdir()?;
-    let small = Arc::new(
-        Lake::open(
-            &LakeConfig {
-                enabled: true,
-                location: small_dir.path().display().to_string(),
-                ..Default::default()
-            },
-            "bench-latency",
-            Duration::from_secs(60),
-        )
-        .await?,
-    );
-    let small_engine = Engine::new(
+    let config = LakeConfig {
+        enabled: true,
+        location: small_dir.path().display().to_string(),
+        flush_secs: 1,
+        ..Default::default()
+    };
+    let small = Arc::new(IcebergLake::open(&config).await?);
+    let small_engine = iceberg_lake::engine(
         &small,
+        &config,
         Limits {
             timeout: Duration::from_secs(30),
             memory_bytes: 1 << 30,
@@ -316,7 +356,7 @@ async fn ingest_to_queryable(containers: &[fixture::Container], probes: usize, b
         },
     )
     .await?;
-    let settings = writer::WriterSettings {
+    let settings = WriterSettings {
         brokers: brokers.clone(),
         group_id: "bench-lake".into(),
         instance_id: None,
@@ -324,7 +364,12 @@ async fn ingest_to_queryable(containers: &[fixture::Container], probes: usize, b
         extra: Default::default(),
         compact_interval: None,
     };
-    let w = tokio::spawn(writer::run(small.clone(), settings, cancel.clone()));
+    let w = tokio::spawn(iceberg_lake::run(
+        small.clone(),
+        settings,
+        Flush::of(&config),
+        cancel.clone(),
+    ));
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "0")
@@ -366,8 +411,8 @@ async fn ingest_to_queryable(containers: &[fixture::Container], probes: usize, b
     latencies.sort();
     let pct = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     println!(
-        "ingest-to-queryable (produce to a real broker -> lake writer -> query sees the row), {probes} probes: \
-         p50 {:.0} ms, p99 {:.0} ms",
+        "ingest-to-queryable (produce to a real broker -> Iceberg lake writer, flush_secs 1 -> query sees the row), \
+         {probes} probes: p50 {:.0} ms, p99 {:.0} ms",
         pct(0.5).as_secs_f64() * 1000.0,
         pct(0.99).as_secs_f64() * 1000.0
     );

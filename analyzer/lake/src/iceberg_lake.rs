@@ -31,7 +31,8 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use glasshouse_iceberg::{CatalogKind, DataFiles, Error as LakeError, LakeTable, OffsetRange, Settings, Warehouse};
+pub use glasshouse_iceberg::{Appended, DataFiles, OffsetRange};
+use glasshouse_iceberg::{CatalogKind, Error as LakeError, LakeTable, Settings, Warehouse};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -156,6 +157,25 @@ impl IcebergLake {
 
     pub fn table(&self, name: &str) -> Option<&LakeTable> {
         self.tables.get(name)
+    }
+
+    /// Commits `batches` (rows of table `name` in the catalog's schema, as
+    /// [`crate::writer::Decoder`] gives them) with the Kafka offset `ranges`
+    /// they came from, as the writer does: for tools, benchmarks and tests
+    /// that fill the lake without a broker.
+    pub async fn append(
+        &self,
+        name: &str,
+        batches: &[RecordBatch],
+        ranges: &[OffsetRange],
+    ) -> Result<Appended, OpenError> {
+        let (def, table) = TABLES
+            .iter()
+            .find(|d| d.name == name)
+            .zip(self.tables.get(name))
+            .ok_or_else(|| OpenError::Settings(format!("no table {name:?}")))?;
+        let stream = ipc(&crate::catalog::schema(def), batches)?;
+        Ok(table.append(&[stream], ranges).await?)
     }
 }
 
