@@ -5,10 +5,10 @@
 #   localhost/glasshouse-base:TAG        (skipped with --base IMAGE)
 #   localhost/glasshouse-agent:TAG
 #   localhost/glasshouse-aggregator:TAG
-#   localhost/glasshouse-analyzer:TAG    (with the `glasshouse` CLI)
+#   localhost/glasshouse-analyzer:TAG    (with glasshouse-query and the `glasshouse` CLI)
 #
 # Usage: build.sh [--binaries DIR] [--tag TAG] [--base IMAGE]
-#   DIR   where glasshouse-agent, -aggregator, -analyzer and glasshouse are
+#   DIR   where glasshouse-agent, -aggregator, -analyzer, -query and glasshouse are
 #         (default: $CARGO_TARGET_DIR/release, CARGO_TARGET_DIR defaulting to
 #         /var/cache/glasshouse/target; build them with
 #         `cargo build --release --workspace --bins`)
@@ -33,7 +33,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "build.sh: unknown argument $1 (see the comment at the top)" >&2; exit 2 ;;
   esac
 done
-for b in glasshouse-agent glasshouse-aggregator glasshouse-analyzer glasshouse; do
+for b in glasshouse-agent glasshouse-aggregator glasshouse-analyzer glasshouse-query glasshouse; do
   [[ -x $bins/$b ]] || { echo "build.sh: $bins/$b missing: cargo build --workspace --bins first" >&2; exit 1; }
 done
 
@@ -53,7 +53,7 @@ if [[ -z $base ]]; then
   base=localhost/glasshouse-base:$tag
   old_base=$(image_id "$base")
   "$here/make-base.sh" "$base" "$bins/glasshouse-agent" "$bins/glasshouse-aggregator" \
-    "$bins/glasshouse-analyzer" "$bins/glasshouse" >/dev/null
+    "$bins/glasshouse-analyzer" "$bins/glasshouse-query" "$bins/glasshouse" >/dev/null
   echo "$base"
 fi
 
@@ -66,6 +66,10 @@ for component in agent aggregator analyzer; do
   mkdir -p "$ctx/$component"
   stage "glasshouse-$component" "$component"
 done
+# The query service ships in the analyzer image: one image to pull for the
+# analyzer pod whether or not it runs a query container, and the same build
+# of the lake code (glasshouse-lake) on both sides of the lake.
+stage glasshouse-query analyzer
 stage glasshouse analyzer
 
 for component in agent aggregator analyzer; do

@@ -4,18 +4,51 @@
 //! 1.37 plus the Strimzi KafkaTopic schema, while broken manifests are
 //! refused by the same validator; the TOML in every ConfigMap parses with the
 //! binaries' own config types (unknown keys refused); ports, topics and the
-//! agent's capabilities agree with the code; SIEM outputs, `[analysis]`,
-//! the lake (`[lake]`, `[lake.s3]`) and the SQL front doors (`[sql]`) reach
-//! the analyzer's config, its pod and its NetworkPolicy, and values the
-//! analyzer would refuse fail the render, saying why.
+//! agent's capabilities agree with the code; SIEM outputs and `[analysis]`
+//! reach the analyzer's config, its pod and its NetworkPolicy; the lake
+//! (`[lake]`, `[lake.s3]`, `[lake.catalog]`) is the same in the analyzer's
+//! config and in the query service's (`glasshouse-query`, with `[sql]`),
+//! whose pods (a Deployment over a fleet lake, or a container in the
+//! analyzer pod over its emptyDir), Service and NetworkPolicy agree with it;
+//! values the binaries would refuse, or that no deployment could honour,
+//! fail the render, saying why.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, ensure};
 use glasshouse_runtime::service::parse_config;
 use glasshouse_tests::deploy::{self, Scratch, agent_capabilities, find, helm_template, validate};
 use serde_json::Value;
+
+/// The REST catalog of [`FLEET`].
+const CATALOG_URI: &str = "http://polaris.iceberg.svc:8181/api/catalog";
+
+/// A fleet lake (s3://, REST catalog) and a query Deployment.
+const FLEET: &[&str] = &[
+    "--set",
+    "analyzer.lake.enabled=true,analyzer.lake.location=s3://lake/glasshouse",
+    "--set",
+    "analyzer.lake.s3.endpoint=http://minio.storage.svc:9000,analyzer.lake.s3.allowHttp=true,analyzer.lake.s3.port=9000",
+    "--set",
+    "analyzer.lake.s3.credentialsSecret.name=lake-s3",
+    "--set",
+    "analyzer.lake.catalog.kind=rest,analyzer.lake.catalog.uri=http://polaris.iceberg.svc:8181/api/catalog",
+    "--set",
+    "analyzer.lake.catalog.tokenSecret.name=catalog-token",
+    "--set",
+    "query.enabled=true,query.passwordSecret.name=sql-password",
+];
+
+/// A lake on the emptyDir of the one analyzer pod and the query container
+/// beside the analyzer.
+const SIDECAR: &[&str] = &[
+    "--set",
+    "analyzer.replicas=1,analyzer.lake.enabled=true",
+    "--set",
+    "query.enabled=true,query.replicas=0,query.passwordSecret.name=sql-password",
+];
 
 /// Value variants rendered and validated besides the defaults.
 const VARIANTS: &[&[&str]] = &[
@@ -73,19 +106,12 @@ const VARIANTS: &[&[&str]] = &[
         "--set",
         "namespaces.create=false",
     ],
-    // The lake on S3 with its key Secret, the SQL front doors.
-    &[
-        "--set",
-        "analyzer.lake.enabled=true,analyzer.lake.location=s3://lake/glasshouse",
-        "--set",
-        "analyzer.lake.s3.endpoint=http://minio.storage.svc:9000,analyzer.lake.s3.allowHttp=true,analyzer.lake.s3.port=9000",
-        "--set",
-        "analyzer.lake.s3.credentialsSecret.name=lake-s3",
-        "--set",
-        "analyzer.sql.enabled=true,analyzer.sql.passwordSecret.name=sql-password",
-    ],
-    // The lake on each pod's own disk.
-    &["--set", "analyzer.lake.enabled=true"],
+    // A fleet lake: S3 with its key Secret, a REST catalog with its token
+    // Secret, the query service as a Deployment of its own.
+    FLEET,
+    // A lake on the analyzer pod's emptyDir, served by a query container in
+    // the same pod.
+    SIDECAR,
 ];
 
 fn render_valid(args: &[&str]) -> anyhow::Result<Vec<Value>> {
@@ -115,8 +141,185 @@ fn analyzer_config(objects: &[Value]) -> anyhow::Result<glasshouse_analyzer::Con
     .map_err(Into::into)
 }
 
+/// The query service's config of a render, parsed by its own type.
+fn query_config(objects: &[Value]) -> anyhow::Result<glasshouse_lake::query::QueryConfig> {
+    parse_config("query.toml", config_text(objects, "glasshouse-query", "query.toml")?).map_err(Into::into)
+}
+
 fn pod_spec(object: &Value) -> &Value {
     &object["spec"]["template"]["spec"]
+}
+
+/// The container `name` of a Deployment's pod.
+fn container<'a>(deployment: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+    pod_spec(deployment)["containers"]
+        .as_array()
+        .context("containers")?
+        .iter()
+        .find(|c| c["name"] == name)
+        .with_context(|| format!("no container {name} in {}", deployment["metadata"]["name"]))
+}
+
+/// A container's ports as (name, number).
+fn ports(container: &Value) -> Vec<(String, u64)> {
+    container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["containerPort"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The Secret (and its key) mounted so that `file` exists in `container`
+/// of `deployment`: a read-only mount of the file's directory whose volume
+/// maps one key of the Secret to the file's name.
+fn secret_behind(deployment: &Value, container: &Value, file: &Path) -> anyhow::Result<(String, String)> {
+    let (dir, name) = (
+        file.parent().and_then(|p| p.to_str()).context("directory")?,
+        file.file_name().and_then(|f| f.to_str()).context("file name")?,
+    );
+    let mount = container["volumeMounts"]
+        .as_array()
+        .context("mounts")?
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .with_context(|| format!("nothing mounted at {dir} in {}", container["name"]))?;
+    ensure!(mount["readOnly"] == true, "{mount}");
+    let volume = pod_spec(deployment)["volumes"]
+        .as_array()
+        .context("volumes")?
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .with_context(|| format!("no volume {}", mount["name"]))?;
+    let items = volume["secret"]["items"].as_array().context("secret items")?;
+    ensure!(items.len() == 1 && items[0]["path"] == name, "{volume}");
+    Ok((
+        volume["secret"]["secretName"]
+            .as_str()
+            .context("secretName")?
+            .to_owned(),
+        items[0]["key"].as_str().context("key")?.to_owned(),
+    ))
+}
+
+/// The (name, Secret) of each variable of a container's `env`.
+fn env_secrets(container: &Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["valueFrom"]["secretKeyRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Whether a Service's selector selects the pods of `deployment`.
+fn selects(service: &Value, deployment: &Value) -> bool {
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    service["spec"]["selector"]
+        .as_object()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| &labels[k] == v))
+}
+
+/// The ports of a NetworkPolicy's rules (`ingress` or `egress`), one list
+/// per rule, as (port, protocol).
+fn policy_ports(policy: &Value, direction: &str) -> Vec<Vec<(String, String)>> {
+    policy["spec"][direction]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| {
+            rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let port = match &p["port"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (port, p["protocol"].as_str().unwrap_or_default().to_owned())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The glasshouse-query container of `deployment` runs the binary of the
+/// analyzer's image with the rendered query.toml, serves the ports of
+/// `[sql]` (probed on the PostgreSQL one) and has the password Secret where
+/// `password_file` points, under the restricted security context.
+fn check_query_container(
+    objects: &[Value],
+    deployment: &Value,
+    query: &glasshouse_lake::query::QueryConfig,
+) -> anyhow::Result<()> {
+    let c = container(deployment, "query")?;
+    let analyzer = container(find(objects, "Deployment", "glasshouse-analyzer")?, "analyzer")?;
+    ensure!(
+        c["image"] == analyzer["image"],
+        "the analyzer image ships glasshouse-query: {}",
+        c["image"]
+    );
+    ensure!(
+        c["command"] == serde_json::json!(["/usr/bin/glasshouse-query"]),
+        "{}",
+        c["command"]
+    );
+    let config = c["args"][1].as_str().context("--config FILE")?;
+    ensure!(c["args"][0] == "--config" && c["args"].as_array().map(Vec::len) == Some(2));
+    let mount = c["volumeMounts"]
+        .as_array()
+        .context("mounts")?
+        .iter()
+        .find(|m| m["mountPath"] == config)
+        .with_context(|| format!("{config} not mounted"))?;
+    ensure!(mount["subPath"] == "query.toml" && mount["readOnly"] == true, "{mount}");
+    let volume = pod_spec(deployment)["volumes"]
+        .as_array()
+        .context("volumes")?
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .context("config volume")?;
+    ensure!(volume["configMap"]["name"] == "glasshouse-query", "{volume}");
+
+    let (pg, flight) = (
+        u64::from(query.sql.pg_listen.context("pg_listen")?.port()),
+        u64::from(query.sql.flight_listen.context("flight_listen")?.port()),
+    );
+    assert_eq!(
+        ports(c),
+        [("postgres".to_owned(), pg), ("flight-sql".to_owned(), flight)]
+    );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        ensure!(c[probe]["tcpSocket"]["port"] == "postgres", "{probe}: {}", c[probe]);
+    }
+    let password = query.sql.password_file.as_deref().context("password_file")?;
+    assert_eq!(
+        secret_behind(deployment, c, password)?,
+        ("sql-password".to_owned(), "password".to_owned())
+    );
+    let security = &c["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"], serde_json::json!({"drop": ["ALL"]}));
+    ensure!(
+        c["resources"]["limits"]["memory"].is_string(),
+        "no memory limit of its own"
+    );
+    Ok(())
 }
 
 #[test]
@@ -584,6 +787,12 @@ fn configs_use_the_binaries_keys_and_agree_with_services_and_topics() -> anyhow:
 
         assert_eq!(aggregator.brokers, analyzer.brokers);
         assert_eq!(aggregator.topics.partitions, analyzer.topics.partitions);
+        // glasshouse-query reads the lake the analyzers write: the same
+        // `[lake]`, as each binary's config type reads it.
+        if find(&objects, "ConfigMap", "glasshouse-query").is_ok() {
+            let query = query_config(&objects)?;
+            assert_eq!(format!("{:?}", query.lake), format!("{:?}", analyzer.lake), "{args:?}");
+        }
 
         // KafkaTopics: exactly the design's topics, compacted where the code
         // says, with the partitions the services would create them with.
@@ -671,146 +880,305 @@ fn pods_get_only_the_privileges_they_need() -> anyhow::Result<()> {
         }
     }
 
-    let objects = render_valid(&[])?;
-    for name in ["glasshouse-aggregator", "glasshouse-analyzer"] {
-        let d = find(&objects, "Deployment", name)?;
-        let spec = pod_spec(d);
-        assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{name}");
-        assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-        let security = &spec["containers"][0]["securityContext"];
-        assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
-        assert!(security["capabilities"].get("add").is_none(), "{name}");
-        assert_eq!(security["allowPrivilegeEscalation"], false);
-        assert_eq!(spec["automountServiceAccountToken"], false);
-        let namespace = d["metadata"]["namespace"].as_str().context("namespace")?;
-        let ns = find(&objects, "Namespace", namespace)?;
-        assert_eq!(
-            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
-            "restricted"
-        );
+    // The central services, the query service in both of its shapes too:
+    // every container of every pod.
+    for args in [&[][..], FLEET, SIDECAR] {
+        let objects = render_valid(args)?;
+        let names: &[&str] = if args == FLEET {
+            &["glasshouse-aggregator", "glasshouse-analyzer", "glasshouse-query"]
+        } else {
+            &["glasshouse-aggregator", "glasshouse-analyzer"]
+        };
+        for name in names {
+            let d = find(&objects, "Deployment", name)?;
+            let spec = pod_spec(d);
+            assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{name}");
+            assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+            assert_eq!(spec["automountServiceAccountToken"], false);
+            let containers = spec["containers"].as_array().context("containers")?;
+            ensure!(
+                containers.len()
+                    == if args == SIDECAR && *name == "glasshouse-analyzer" {
+                        2
+                    } else {
+                        1
+                    },
+                "{name}: {} containers",
+                containers.len()
+            );
+            for c in containers {
+                let security = &c["securityContext"];
+                assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+                assert!(security["capabilities"].get("add").is_none(), "{name}");
+                assert_eq!(security["allowPrivilegeEscalation"], false);
+                assert_eq!(security["readOnlyRootFilesystem"], true, "{name}/{}", c["name"]);
+            }
+            let account = find(
+                &objects,
+                "ServiceAccount",
+                spec["serviceAccountName"].as_str().context("serviceAccountName")?,
+            )?;
+            assert_eq!(account["automountServiceAccountToken"], false);
+            let namespace = d["metadata"]["namespace"].as_str().context("namespace")?;
+            let ns = find(&objects, "Namespace", namespace)?;
+            assert_eq!(
+                ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+                "restricted"
+            );
+        }
     }
     Ok(())
 }
 
-/// The lake and SQL values reach `[lake]`, `[lake.s3]` and `[sql]` as the
-/// analyzer's config type accepts and validates them; the S3 keys come from
-/// their Secret as the standard AWS variables; the password file is the
-/// mounted Secret; the SQL ports are on the pod, the Service glasshouse-sql
-/// and the NetworkPolicy's ingress; egress reaches the object store's port.
-/// A local lake gets a writable volume; SQL without its password Secret or
-/// without the lake is refused at render.
+/// The lake and query values. Off by default (no query objects at all).
+/// A fleet lake (s3://, REST catalog) renders the same `[lake]` for the
+/// analyzer and glasshouse-query, each accepted by its binary's config
+/// type; the S3 keys come from their Secret as the AWS variables and the
+/// catalog token from its Secret where `token_file` points, in both pods;
+/// the query Deployment serves the `[sql]` ports behind the Service
+/// glasshouse-sql, which selects it, not the analyzers; the analyzer has no
+/// SQL port left; the NetworkPolicies let SQL into the query pods only and
+/// both kinds of pod out to the object store and the catalog. An emptyDir
+/// lake is served by a query container in the analyzer pod, sharing the
+/// volume (and so the sqlite catalog). Impossible combinations fail the
+/// render, saying why.
 #[test]
-fn lake_and_sql_values_reach_the_analyzer_config_pod_and_policy() -> anyhow::Result<()> {
-    let parse = analyzer_config;
-    let defaults = parse(&render_valid(&[])?)?;
-    ensure!(
-        !defaults.lake.enabled && !defaults.sql.enabled(),
-        "lake or sql on by default"
-    );
+fn lake_and_query_values_reach_the_configs_pods_and_policies() -> anyhow::Result<()> {
+    use glasshouse_lake::config::{CatalogKindConfig, LakeFormat};
 
-    let objects = render_valid(VARIANTS[3])?;
-    let analyzer = parse(&objects)?;
-    analyzer.lake.validate().map_err(anyhow::Error::msg)?;
-    analyzer.sql.validate(&analyzer.lake).map_err(anyhow::Error::msg)?;
-    ensure!(analyzer.lake.location == "s3://lake/glasshouse");
+    let objects = render_valid(&[])?;
+    ensure!(!analyzer_config(&objects)?.lake.enabled, "lake on by default");
     ensure!(
-        analyzer.lake.s3.endpoint.as_deref() == Some("http://minio.storage.svc:9000") && analyzer.lake.s3.allow_http
+        !config_text(&objects, "glasshouse-analyzer", "analyzer.toml")?.contains("[sql]"),
+        "the analyzer serves no SQL"
     );
+    for (kind, name) in [
+        ("ConfigMap", "glasshouse-query"),
+        ("Deployment", "glasshouse-query"),
+        ("Service", "glasshouse-sql"),
+        ("NetworkPolicy", "glasshouse-query"),
+    ] {
+        ensure!(find(&objects, kind, name).is_err(), "{kind}/{name} rendered by default");
+    }
+
+    // The fleet.
+    let objects = render_valid(FLEET)?;
+    let analyzer = analyzer_config(&objects)?;
+    let query = query_config(&objects)?;
+    assert_eq!(format!("{:?}", analyzer.lake), format!("{:?}", query.lake));
+    let lake = &query.lake;
+    ensure!(lake.format == LakeFormat::Iceberg && lake.location == "s3://lake/glasshouse");
+    ensure!(lake.s3.endpoint.as_deref() == Some("http://minio.storage.svc:9000") && lake.s3.allow_http);
+    ensure!(lake.catalog.kind == CatalogKindConfig::Rest && lake.catalog.uri.as_deref() == Some(CATALOG_URI));
+    let token_file = lake.catalog.token_file.clone().context("no catalog token_file")?;
+    let aws = [
+        ("AWS_ACCESS_KEY_ID".to_owned(), "lake-s3".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "lake-s3".to_owned()),
+    ];
+
+    let analyzers = find(&objects, "Deployment", "glasshouse-analyzer")?;
+    let queries = find(&objects, "Deployment", "glasshouse-query")?;
+    assert_eq!(queries["spec"]["replicas"], 2, "query.replicas default");
+    check_query_container(&objects, queries, &query)?;
+    let analyzer_container = container(analyzers, "analyzer")?;
+    ensure!(
+        pod_spec(analyzers)["containers"].as_array().map(Vec::len) == Some(1),
+        "a query container in the analyzer pod of a fleet"
+    );
+    let metrics = u64::from(analyzer.metrics_listen.context("metrics_listen")?.port());
+    assert_eq!(
+        ports(analyzer_container),
+        [("metrics".to_owned(), metrics)],
+        "the analyzer has no SQL port"
+    );
+    ensure!(
+        !analyzer_container["volumeMounts"].to_string().contains("sql-password"),
+        "the analyzer mounts the SQL password"
+    );
+    for (deployment, c) in [(analyzers, analyzer_container), (queries, container(queries, "query")?)] {
+        assert_eq!(env_secrets(c), aws, "{}", c["name"]);
+        assert_eq!(
+            secret_behind(deployment, c, &token_file)?,
+            ("catalog-token".to_owned(), "token".to_owned()),
+            "{}",
+            c["name"]
+        );
+        ensure!(
+            !c["volumeMounts"].to_string().contains("/var/lib/glasshouse/lake"),
+            "an s3 lake needs no volume"
+        );
+    }
+
     let (pg, flight) = (
-        analyzer.sql.pg_listen.context("pg_listen")?.port(),
-        analyzer.sql.flight_listen.context("flight_listen")?.port(),
-    );
-    let deployment = find(&objects, "Deployment", "glasshouse-analyzer")?;
-    let container = &pod_spec(deployment)["containers"][0];
-    let env: Vec<(&str, &str)> = container["env"]
-        .as_array()
-        .context("analyzer env")?
-        .iter()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap_or_default(),
-                e["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    ensure!(
-        env == [("AWS_ACCESS_KEY_ID", "lake-s3"), ("AWS_SECRET_ACCESS_KEY", "lake-s3")],
-        "{env:?}"
-    );
-    let password = analyzer.sql.password_file.clone().context("password_file")?;
-    let mounts = container["volumeMounts"].as_array().context("mounts")?;
-    let sql_mount = mounts
-        .iter()
-        .find(|m| m["name"] == "sql-password")
-        .context("no sql-password mount")?;
-    ensure!(password.starts_with(sql_mount["mountPath"].as_str().unwrap_or("?")));
-    let volume = pod_spec(deployment)["volumes"]
-        .as_array()
-        .context("volumes")?
-        .iter()
-        .find(|v| v["name"] == "sql-password")
-        .context("no sql-password volume")?;
-    ensure!(volume["secret"]["secretName"] == "sql-password", "{volume}");
-    ensure!(
-        !mounts.iter().any(|m| m["name"] == "lake"),
-        "an s3 lake needs no volume"
-    );
-    let ports: Vec<u64> = container["ports"]
-        .as_array()
-        .context("ports")?
-        .iter()
-        .filter_map(|p| p["containerPort"].as_u64())
-        .collect();
-    ensure!(
-        ports.contains(&u64::from(pg)) && ports.contains(&u64::from(flight)),
-        "{ports:?}"
+        u64::from(query.sql.pg_listen.context("pg_listen")?.port()),
+        u64::from(query.sql.flight_listen.context("flight_listen")?.port()),
     );
     let service = find(&objects, "Service", "glasshouse-sql")?;
-    let service_ports: Vec<u64> = service["spec"]["ports"]
+    ensure!(
+        selects(service, queries) && !selects(service, analyzers),
+        "glasshouse-sql selects {}",
+        service["spec"]["selector"]
+    );
+    let service_ports: Vec<(u64, &str)> = service["spec"]["ports"]
         .as_array()
         .context("service ports")?
         .iter()
-        .filter_map(|p| p["port"].as_u64())
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap_or_default(),
+                p["targetPort"].as_str().unwrap_or_default(),
+            )
+        })
         .collect();
-    ensure!(service_ports == [u64::from(pg), u64::from(flight)], "{service_ports:?}");
+    assert_eq!(service_ports, [(pg, "postgres"), (flight, "flight-sql")]);
+
+    let sql_in = vec![vec![
+        ("postgres".to_owned(), "TCP".to_owned()),
+        ("flight-sql".to_owned(), "TCP".to_owned()),
+    ]];
+    let tcp = |port: u64| vec![(port.to_string(), "TCP".to_owned())];
+    let dns = vec![("53".to_owned(), "UDP".to_owned()), ("53".to_owned(), "TCP".to_owned())];
+    let policy = find(&objects, "NetworkPolicy", "glasshouse-query")?;
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        queries["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy_ports(policy, "ingress"), sql_in);
+    assert_eq!(
+        policy_ports(policy, "egress"),
+        [dns.clone(), tcp(9000), tcp(8181)],
+        "the query pods talk to DNS, the object store and the catalog only"
+    );
     let policy = find(&objects, "NetworkPolicy", "glasshouse-analyzer")?;
-    let ingress = policy["spec"]["ingress"].to_string();
-    ensure!(
-        ingress.contains("postgres") && ingress.contains("flight-sql"),
-        "{ingress}"
+    assert_eq!(
+        policy_ports(policy, "ingress"),
+        [vec![("metrics".to_owned(), "TCP".to_owned())]],
+        "SQL reaches the analyzer pods"
     );
+    let egress = policy_ports(policy, "egress");
+    ensure!(egress.contains(&tcp(9000)) && egress.contains(&tcp(8181)), "{egress:?}");
+
+    // A catalog URI without a port: its scheme's.
+    let objects = render_valid(
+        &[
+            FLEET,
+            &["--set", "analyzer.lake.catalog.uri=https://glue.example/iceberg"],
+        ]
+        .concat(),
+    )?;
+    let egress = policy_ports(find(&objects, "NetworkPolicy", "glasshouse-query")?, "egress");
+    ensure!(egress.contains(&tcp(443)), "{egress:?}");
+
+    // One pod: the query container beside the analyzer, over its emptyDir
+    // lake and sqlite catalog.
+    let objects = render_valid(SIDECAR)?;
+    let analyzer = analyzer_config(&objects)?;
+    let query = query_config(&objects)?;
+    assert_eq!(format!("{:?}", analyzer.lake), format!("{:?}", query.lake));
+    ensure!(query.lake.format == LakeFormat::Iceberg && query.lake.catalog.kind == CatalogKindConfig::Sql);
+    let writer = glasshouse_lake::iceberg_lake::settings(&analyzer.lake).map_err(anyhow::Error::msg)?;
+    let reader = glasshouse_lake::iceberg_lake::settings(&query.lake).map_err(anyhow::Error::msg)?;
     ensure!(
-        analyzer_egress(&objects)?
+        writer == reader,
+        "the two processes open different catalogs: {writer:?} {reader:?}"
+    );
+    ensure!(find(&objects, "Deployment", "glasshouse-query").is_err());
+    ensure!(find(&objects, "NetworkPolicy", "glasshouse-query").is_err());
+    let analyzers = find(&objects, "Deployment", "glasshouse-analyzer")?;
+    check_query_container(&objects, analyzers, &query)?;
+    let lake_volume = pod_spec(analyzers)["volumes"]
+        .as_array()
+        .context("volumes")?
+        .iter()
+        .find(|v| v["name"] == "lake")
+        .context("no lake volume")?;
+    ensure!(lake_volume.get("emptyDir").is_some(), "{lake_volume}");
+    for name in ["analyzer", "query"] {
+        let mount = container(analyzers, name)?["volumeMounts"]
+            .as_array()
+            .context("mounts")?
             .iter()
-            .any(|(_, ports)| ports[0]["port"] == 9000),
-        "no egress to the object store: {:?}",
-        analyzer_egress(&objects)?
+            .find(|m| m["name"] == "lake")
+            .with_context(|| format!("{name} does not mount the lake"))?
+            .clone();
+        ensure!(
+            mount["mountPath"] == query.lake.location.as_str() && mount["readOnly"] != true,
+            "{name}: {mount} (sqlite writes its catalog there)"
+        );
+    }
+    let (pg, flight) = (
+        query.sql.pg_listen.context("pg_listen")?.port(),
+        query.sql.flight_listen.context("flight_listen")?.port(),
     );
-
-    // A local lake: the default directory on a volume of the pod.
-    let objects = render_valid(VARIANTS[4])?;
-    let analyzer = parse(&objects)?;
-    analyzer.lake.validate().map_err(anyhow::Error::msg)?;
-    let deployment = find(&objects, "Deployment", "glasshouse-analyzer")?;
-    let mounts = pod_spec(deployment)["containers"][0]["volumeMounts"].to_string();
     ensure!(
-        mounts.contains(&format!("\"{}\"", analyzer.lake.location)),
-        "{} not mounted: {mounts}",
-        analyzer.lake.location
+        ![pg, flight].contains(&analyzer.metrics_listen.context("metrics_listen")?.port()),
+        "one pod, one port each"
+    );
+    ensure!(selects(find(&objects, "Service", "glasshouse-sql")?, analyzers));
+    let policy = find(&objects, "NetworkPolicy", "glasshouse-analyzer")?;
+    assert_eq!(
+        policy_ports(policy, "ingress"),
+        [vec![("metrics".to_owned(), "TCP".to_owned())], sql_in[0].clone()]
     );
 
+    let sidecar = "analyzer.lake.enabled=true,query.enabled=true,query.passwordSecret.name=p,query.replicas=0";
     for (set, why) in [
-        ("analyzer.sql.enabled=true", "analyzer.lake.enabled"),
+        ("analyzer.sql.enabled=true", "the analyzer no longer serves SQL"),
+        ("query.enabled=true", "query.enabled needs analyzer.lake.enabled"),
         (
-            "analyzer.sql.enabled=true,analyzer.lake.enabled=true",
-            "passwordSecret.name",
+            "query.enabled=true,analyzer.lake.enabled=true",
+            "query.enabled needs query.passwordSecret.name",
+        ),
+        (
+            "query.enabled=true,analyzer.lake.enabled=true,query.passwordSecret.name=p",
+            "query.replicas=2: a glasshouse-query Deployment cannot read the analyzer pods' emptyDir lake",
+        ),
+        (
+            sidecar,
+            "with analyzer.replicas=2: each pod's lake holds only its own partitions' rows",
+        ),
+        (
+            format!("{sidecar},analyzer.replicas=1,query.pgPort=9466").as_str(),
+            "whose metrics port is 9466",
+        ),
+        (
+            format!("{sidecar},analyzer.replicas=1,analyzer.lake.format=parquet").as_str(),
+            "query.enabled needs analyzer.lake.format=iceberg",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.location=s3://b/p",
+            "a sqlite catalog is a file of one pod and cannot be shared between pods",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.catalog.kind=rest",
+            "analyzer.lake.catalog.kind=rest needs an s3:// analyzer.lake.location",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.location=s3://b/p,analyzer.lake.catalog.kind=rest",
+            "needs analyzer.lake.catalog.uri",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.location=s3://b/p,analyzer.lake.catalog.kind=rest,analyzer.lake.catalog.uri=polaris:8181",
+            "must be http(s)://HOST[:PORT][/PATH]",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.format=parquet,analyzer.lake.location=s3://b/p",
+            "one writer per location",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.format=delta",
+            "is not iceberg or parquet",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.location=/data",
+            "an s3://bucket/prefix URL",
         ),
     ] {
         let e = helm_template(&["--set", set])
             .err()
             .with_context(|| format!("{set} rendered"))?
             .to_string();
-        ensure!(e.contains(why), "{set}: {e}");
+        ensure!(e.contains(why), "{set}: no {why:?} in: {e}");
     }
     Ok(())
 }

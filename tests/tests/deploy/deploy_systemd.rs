@@ -4,7 +4,8 @@
 //! hardening scores stay in systemd's "OK" band, the agent's capability
 //! bounding set is the DaemonSet's, and the example configs beside them parse
 //! with the binaries' own config types (the analyzer's commented examples of
-//! `[analysis]` and `[outputs]` too).
+//! `[analysis]` and `[outputs]` too; the query service's `query.toml` with
+//! `glasshouse_lake::query::QueryConfig`, its `[lake]` the analyzers').
 //!
 //! The units are checked in a scratch root (`--root`) holding the units, the
 //! workspace's binaries at their `ExecStart` paths, and copies of this host's
@@ -19,10 +20,11 @@ use glasshouse_runtime::service::parse_config;
 use glasshouse_tests::deploy::{self, Scratch};
 use glasshouse_tests::workspace_binary;
 
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "glasshouse-agent.service",
     "glasshouse-aggregator.service",
     "glasshouse-analyzer.service",
+    "glasshouse-query.service",
 ];
 
 /// A scratch root in which the units can be verified.
@@ -30,7 +32,12 @@ fn unit_root() -> anyhow::Result<Scratch> {
     let root = Scratch::new("systemd-root")?;
     let bin = root.0.join("usr/bin");
     std::fs::create_dir_all(&bin)?;
-    for name in ["glasshouse-agent", "glasshouse-aggregator", "glasshouse-analyzer"] {
+    for name in [
+        "glasshouse-agent",
+        "glasshouse-aggregator",
+        "glasshouse-analyzer",
+        "glasshouse-query",
+    ] {
         let built = workspace_binary(name)?;
         if std::fs::hard_link(&built, bin.join(name)).is_err() {
             std::fs::copy(&built, bin.join(name))?;
@@ -129,6 +136,7 @@ fn units_are_hardened() -> anyhow::Result<()> {
         ("glasshouse-agent.service", 4.0),
         ("glasshouse-aggregator.service", 2.0),
         ("glasshouse-analyzer.service", 2.0),
+        ("glasshouse-query.service", 2.0),
     ] {
         let out = Command::new(deploy::tool("systemd-analyze")?)
             .args(["security", "--offline=true", "--no-pager"])
@@ -166,7 +174,11 @@ fn units_are_hardened() -> anyhow::Result<()> {
         .collect();
     expected.insert("CAP_SYS_RESOURCE".into());
     assert_eq!(bounding, expected.iter().map(String::as_str).collect::<BTreeSet<_>>());
-    for unit in ["glasshouse-aggregator.service", "glasshouse-analyzer.service"] {
+    for unit in [
+        "glasshouse-aggregator.service",
+        "glasshouse-analyzer.service",
+        "glasshouse-query.service",
+    ] {
         let text = std::fs::read_to_string(deploy::repo_root().join("deploy/systemd").join(unit))?;
         ensure!(
             text.lines().any(|l| l == "CapabilityBoundingSet="),
@@ -187,6 +199,7 @@ fn example_configs_parse_with_the_binaries_config_types() -> anyhow::Result<()> 
     let agent: glasshouse_agent::Config = parse_config("agent.toml", &read("agent.toml")?)?;
     let aggregator: glasshouse_aggregator::Config = parse_config("aggregator.toml", &read("aggregator.toml")?)?;
     let analyzer: glasshouse_analyzer::Config = parse_config("analyzer.toml", &read("analyzer.toml")?)?;
+    let query: glasshouse_lake::query::QueryConfig = parse_config("query.toml", &read("query.toml")?)?;
     // Credentials come from LoadCredential= of the matching unit.
     let agent_tls = agent.tls.context("agent example without TLS")?;
     ensure!(
@@ -234,6 +247,51 @@ fn example_configs_parse_with_the_binaries_config_types() -> anyhow::Result<()> 
                 "{unit} unit lacks the token credential"
             );
         }
+    }
+
+    // The query service reads the lake the analyzers write: the same
+    // tables (format, location, storage, catalog; the writer's own settings
+    // aside), an Iceberg lake in a catalog that hosts can share; its secrets
+    // come from LoadCredential=.
+    let tables = |lake: &glasshouse_lake::config::LakeConfig| {
+        let c = &lake.catalog;
+        format!(
+            "{:?} {} {:?} {:?} {:?} {:?} {}",
+            lake.format, lake.location, lake.s3, c.kind, c.uri, c.warehouse, c.namespace
+        )
+    };
+    assert_eq!(
+        tables(&query.lake),
+        tables(&analyzer.lake),
+        "query.toml's [lake] is not analyzer.toml's"
+    );
+    assert_eq!(analyzer.lake.format, glasshouse_lake::config::LakeFormat::Iceberg);
+    assert_eq!(
+        analyzer.lake.catalog.kind,
+        glasshouse_lake::config::CatalogKindConfig::Rest
+    );
+    for (unit, lake) in [("analyzer", &analyzer.lake), ("query", &query.lake)] {
+        let token = lake.catalog.token_file.as_deref().context("no catalog token_file")?;
+        ensure!(
+            token == Path::new(&format!("/run/credentials/glasshouse-{unit}.service/catalog-token")),
+            "{unit}: {}",
+            token.display()
+        );
+    }
+    let query_unit = read("glasshouse-query.service")?;
+    let password = query.sql.password_file.as_deref().context("no password_file")?;
+    for (file, credential) in [
+        (password, "sql-password"),
+        (
+            query.lake.catalog.token_file.as_deref().context("token")?,
+            "catalog-token",
+        ),
+    ] {
+        ensure!(file == Path::new("/run/credentials/glasshouse-query.service").join(credential));
+        ensure!(
+            query_unit.contains(&format!("LoadCredential={credential}:")),
+            "glasshouse-query.service lacks the {credential} credential"
+        );
     }
 
     // The commented examples of the analyzer's config parse too, once

@@ -148,6 +148,226 @@ rendering, saying why, on what the analyzer would refuse.
 {{- dict "cidr" (include "glasshouse.ipCidr" $host) "port" (atoi $port) | toJson }}
 {{- end }}
 
+{{/*
+The lake is an emptyDir of each analyzer pod (enabled, no s3:// location):
+"true" or "".
+*/}}
+{{- define "glasshouse.lakeLocal" -}}
+{{- if and .Values.analyzer.lake.enabled (not (hasPrefix "s3://" .Values.analyzer.lake.location)) }}true{{ end }}
+{{- end }}
+
+{{/*
+How SQL is served: "deployment" (the Deployment glasshouse-query),
+"sidecar" (a glasshouse-query container in each analyzer pod) or "" (off).
+*/}}
+{{- define "glasshouse.queryMode" -}}
+{{- if .Values.query.enabled }}{{ ternary "deployment" "sidecar" (gt (int .Values.query.replicas) 0) }}{{ end }}
+{{- end }}
+
+{{/*
+The TCP port of the REST catalog's URI (http(s)://HOST[:PORT][/PATH]; 443
+or 80 by scheme when it names none); fails rendering on another form.
+*/}}
+{{- define "glasshouse.catalogPort" -}}
+{{- $uri := . }}
+{{- $re := "^(https?)://([A-Za-z0-9.-]+|\\[[0-9a-fA-F:.]+\\])(:([0-9]+))?(/[!-~]*)?$" }}
+{{- if not (regexMatch $re $uri) }}
+{{- fail (printf "analyzer.lake.catalog.uri %q must be http(s)://HOST[:PORT][/PATH], e.g. http://polaris.iceberg.svc:8181/api/catalog" $uri) }}
+{{- end }}
+{{- $port := regexReplaceAll $re $uri "${4}" }}
+{{- if not $port }}{{ $port = ternary "443" "80" (hasPrefix "https://" $uri) }}{{ end }}
+{{- if not (and (regexMatch "^[1-9][0-9]{0,4}$" $port) (le (atoi $port) 65535)) }}
+{{- fail (printf "analyzer.lake.catalog.uri %q: port %s is not 1-65535" $uri $port) }}
+{{- end }}
+{{- $port }}
+{{- end }}
+
+{{/*
+`[lake]` and its sub-tables, the same in the analyzer's analyzer.toml (the
+writer) and glasshouse-query's query.toml (which ignores `enabled`), so the
+two cannot disagree on where the tables are.
+*/}}
+{{- define "glasshouse.lakeToml" -}}
+{{- with .Values.analyzer.lake -}}
+[lake]
+enabled = true
+format = {{ .format | toJson }}
+location = {{ default "/var/lib/glasshouse/lake" .location | toJson }}
+flush_secs = {{ int64 .flushSecs }}
+{{- if eq .format "parquet" }}
+retention_hours = {{ int64 .retentionHours }}
+{{- end }}
+{{- if hasPrefix "s3://" .location }}
+
+[lake.s3]
+{{- with .s3.endpoint }}
+endpoint = {{ . | toJson }}
+{{- end }}
+{{- with .s3.region }}
+region = {{ . | toJson }}
+{{- end }}
+allow_http = {{ .s3.allowHttp }}
+{{- end }}
+{{- if eq .format "iceberg" }}
+
+[lake.catalog]
+kind = {{ .catalog.kind | toJson }}
+{{- if eq .catalog.kind "rest" }}
+uri = {{ .catalog.uri | toJson }}
+{{- if .catalog.tokenSecret.name }}
+token_file = "/etc/glasshouse/catalog/token"
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* `env` of a container that reads or writes an s3:// lake with keys from a Secret. */}}
+{{- define "glasshouse.lakeEnv" -}}
+{{- with .Values.analyzer.lake }}
+{{- if and .enabled (hasPrefix "s3://" .location) .s3.credentialsSecret.name }}
+# The lake's S3 keys, read as the standard AWS variables (`[lake.s3]` in
+# the config has the rest).
+env:
+  - name: AWS_ACCESS_KEY_ID
+    valueFrom:
+      secretKeyRef:
+        name: {{ .s3.credentialsSecret.name }}
+        key: {{ .s3.credentialsSecret.accessKeyIdKey }}
+  - name: AWS_SECRET_ACCESS_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ .s3.credentialsSecret.name }}
+        key: {{ .s3.credentialsSecret.secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The REST catalog's token is mounted: "true" or "". */}}
+{{- define "glasshouse.catalogToken" -}}
+{{- with .Values.analyzer.lake }}
+{{- if and .enabled (eq .format "iceberg") (eq .catalog.kind "rest") .catalog.tokenSecret.name }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The catalog token's volume (see glasshouse.catalogToken). */}}
+{{- define "glasshouse.catalogTokenVolume" -}}
+# The REST catalog's bearer token as /etc/glasshouse/catalog/token
+# (`lake.catalog.token_file`), read at start.
+- name: catalog-token
+  secret:
+    secretName: {{ .Values.analyzer.lake.catalog.tokenSecret.name }}
+    items:
+      - key: {{ .Values.analyzer.lake.catalog.tokenSecret.key }}
+        path: token
+    defaultMode: 0440
+{{- end }}
+
+{{/*
+NetworkPolicy egress rules to the lake's object store and REST catalog, of
+the pods that write (analyzer) or read (query) it.
+*/}}
+{{- define "glasshouse.lakeEgress" -}}
+{{- with .Values.analyzer.lake }}
+{{- if and .enabled (hasPrefix "s3://" .location) }}
+# The lake's object store.
+- ports:
+    - port: {{ int .s3.port }}
+      protocol: TCP
+  {{- with .s3.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- if and .enabled (eq .format "iceberg") (eq .catalog.kind "rest") }}
+# The lake's REST catalog ({{ .catalog.uri }}).
+- ports:
+    - port: {{ include "glasshouse.catalogPort" .catalog.uri | atoi }}
+      protocol: TCP
+  {{- with .catalog.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The glasshouse-query container: in the Deployment glasshouse-query, or in
+each analyzer pod (glasshouse.queryMode "sidecar"). Same image as the
+analyzer, which ships the binary.
+*/}}
+{{- define "glasshouse.queryContainer" -}}
+- name: query
+  image: {{ include "glasshouse.image" (dict "root" . "component" "analyzer") }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/usr/bin/glasshouse-query"]
+  args: ["--config", "/etc/glasshouse/query.toml"]
+  ports:
+    - name: postgres
+      containerPort: {{ int .Values.query.pgPort }}
+      protocol: TCP
+    - name: flight-sql
+      containerPort: {{ int .Values.query.flightPort }}
+      protocol: TCP
+  {{- with include "glasshouse.lakeEnv" . | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  # It has no HTTP endpoint: a port that accepts is alive and ready (it
+  # listens once the catalog has answered).
+  livenessProbe:
+    tcpSocket:
+      port: postgres
+    initialDelaySeconds: 10
+    periodSeconds: 20
+  readinessProbe:
+    tcpSocket:
+      port: postgres
+    periodSeconds: 10
+  resources:
+    {{- toYaml .Values.query.resources | nindent 4 }}
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
+  volumeMounts:
+    - name: query-config
+      mountPath: /etc/glasshouse/query.toml
+      subPath: query.toml
+      readOnly: true
+    - name: sql-password
+      mountPath: /etc/glasshouse/sql
+      readOnly: true
+    {{- if include "glasshouse.catalogToken" . }}
+    - name: catalog-token
+      mountPath: /etc/glasshouse/catalog
+      readOnly: true
+    {{- end }}
+    {{- if include "glasshouse.lakeLocal" . }}
+    # The analyzer's lake and its sqlite catalog, written by the query
+    # service only to create a missing table.
+    - name: lake
+      mountPath: /var/lib/glasshouse/lake
+    {{- end }}
+{{- end }}
+
+{{/* The volumes only the query container uses. */}}
+{{- define "glasshouse.queryVolumes" -}}
+- name: query-config
+  configMap:
+    name: glasshouse-query
+# The SQL password / Flight SQL token as /etc/glasshouse/sql/password
+# (`password_file`), read at start.
+- name: sql-password
+  secret:
+    secretName: {{ .Values.query.passwordSecret.name }}
+    items:
+      - key: {{ .Values.query.passwordSecret.key }}
+        path: password
+    defaultMode: 0440
+{{- end }}
+
 {{/* Checks of values that no template could render truthfully. */}}
 {{- define "glasshouse.checks" -}}
 {{- if not (kindIs "slice" .Values.siem.syslog) }}
@@ -182,6 +402,68 @@ rendering, saying why, on what the analyzer would refuse.
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.requireClientCert) (not .Values.tokens.enabled) }}
 {{- fail "tls.requireClientCert=false lets agents without a certificate in: enable tokens too" }}
+{{- end }}
+{{- if hasKey .Values.analyzer "sql" }}
+{{- fail "analyzer.sql: the analyzer no longer serves SQL; the query service glasshouse-query does: set query.enabled, query.passwordSecret.name and the ports under query (values.yaml)" }}
+{{- end }}
+{{- with .Values.analyzer.lake }}
+{{- if .enabled }}
+{{- if and .location (not (hasPrefix "s3://" .location)) }}
+{{- fail (printf "analyzer.lake.location %q: an s3://bucket/prefix URL, or empty for a volume of the pod" .location) }}
+{{- end }}
+{{- if not (has .format (list "iceberg" "parquet")) }}
+{{- fail (printf "analyzer.lake.format %q is not iceberg or parquet" .format) }}
+{{- end }}
+{{- if eq .format "iceberg" }}
+{{- if not (has .catalog.kind (list "sql" "rest")) }}
+{{- fail (printf "analyzer.lake.catalog.kind %q is not sql or rest" .catalog.kind) }}
+{{- end }}
+{{- if and (hasPrefix "s3://" .location) (eq .catalog.kind "sql") }}
+{{- fail (printf "analyzer.lake.location %q with analyzer.lake.catalog.kind=sql: a sqlite catalog is a file of one pod and cannot be shared between pods; set analyzer.lake.catalog.kind=rest and analyzer.lake.catalog.uri" .location) }}
+{{- end }}
+{{- if eq .catalog.kind "rest" }}
+{{- if not (hasPrefix "s3://" .location) }}
+{{- fail "analyzer.lake.catalog.kind=rest needs an s3:// analyzer.lake.location: every pod shares the catalog, so they must share the files too (an emptyDir is each pod's own)" }}
+{{- end }}
+{{- if not .catalog.uri }}
+{{- fail "analyzer.lake.catalog.kind=rest needs analyzer.lake.catalog.uri" }}
+{{- end }}
+{{- $_ := include "glasshouse.catalogPort" .catalog.uri }}
+{{- end }}
+{{- else if and (hasPrefix "s3://" .location) (gt (int $.Values.analyzer.replicas) 1) }}
+{{- fail (printf "analyzer.lake.format=parquet takes one writer per location (docs/lake.md), and %d analyzer replicas would write %q; use format iceberg with a rest catalog" (int $.Values.analyzer.replicas) .location) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.query }}
+{{- if .enabled }}
+{{- if not $.Values.analyzer.lake.enabled }}
+{{- fail "query.enabled needs analyzer.lake.enabled: glasshouse-query serves the lake the analyzers write" }}
+{{- end }}
+{{- if not .passwordSecret.name }}
+{{- fail "query.enabled needs query.passwordSecret.name: the Secret with the SQL password (password_file)" }}
+{{- end }}
+{{- if ne $.Values.analyzer.lake.format "iceberg" }}
+{{- fail "query.enabled needs analyzer.lake.format=iceberg: glasshouse-query reads Iceberg tables" }}
+{{- end }}
+{{- if lt (int .replicas) 0 }}
+{{- fail (printf "query.replicas %d: 0 (a container in each analyzer pod) or more (a Deployment)" (int .replicas)) }}
+{{- end }}
+{{- if eq (int .pgPort) (int .flightPort) }}
+{{- fail (printf "query.pgPort and query.flightPort are both %d" (int .pgPort)) }}
+{{- end }}
+{{- if include "glasshouse.lakeLocal" $ }}
+{{- if gt (int .replicas) 0 }}
+{{- fail (printf "query.replicas=%d: a glasshouse-query Deployment cannot read the analyzer pods' emptyDir lake; set query.replicas=0 (a query container in the analyzer pod, sharing the volume) or a fleet lake (analyzer.lake.location=s3://..., analyzer.lake.catalog.kind=rest)" (int .replicas)) }}
+{{- end }}
+{{- if gt (int $.Values.analyzer.replicas) 1 }}
+{{- fail (printf "query.replicas=0 over an emptyDir lake with analyzer.replicas=%d: each pod's lake holds only its own partitions' rows, and glasshouse-sql would answer each connection from one of them; set analyzer.replicas=1, or use a fleet lake (analyzer.lake.location=s3://..., analyzer.lake.catalog.kind=rest)" (int $.Values.analyzer.replicas)) }}
+{{- end }}
+{{- end }}
+{{- if and (eq (int .replicas) 0) (has (int $.Values.analyzer.metricsPort) (list (int .pgPort) (int .flightPort))) }}
+{{- fail (printf "query.replicas=0 puts glasshouse-query in the analyzer pod, whose metrics port is %d: choose other query.pgPort/flightPort" (int $.Values.analyzer.metricsPort)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if gt (int .Values.analyzer.replicas) (int .Values.kafka.partitions) }}
 {{- fail (printf "analyzer.replicas (%d) > kafka.partitions (%d): the extra replicas would get no partition" (int .Values.analyzer.replicas) (int .Values.kafka.partitions)) }}
