@@ -159,7 +159,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let urls = paths
         .iter()
-        .map(|p| ListingTableUrl::parse(p))
+        .map(ListingTableUrl::parse)
         .collect::<Result<Vec<_>, _>>()?;
     let table = ListingTable::try_new(
         ListingTableConfig::new_with_multi_paths(urls)

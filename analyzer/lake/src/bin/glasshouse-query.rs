@@ -9,7 +9,7 @@ use glasshouse_runtime::service;
 /// Glasshouse query service: SQL (PostgreSQL wire, Arrow Flight SQL) over
 /// the Iceberg lake, stateless, any number of replicas.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "glasshouse-query", version)]
 struct Args {
     /// TOML config file with `[lake]` and `[sql]`.
     #[arg(long, short)]
