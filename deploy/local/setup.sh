@@ -109,13 +109,15 @@ if ! python3 -c 'import psycopg, adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/nu
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
     'psycopg[binary]==3.3.9' 'adbc-driver-flightsql==1.13.0' 'adbc-driver-manager==1.13.0' 'pyarrow==26.0.1'
 fi
-# The Iceberg lake read by another engine (tests/tests/sql/sql_iceberg.rs):
-# pyiceberg with its SQL catalog on sqlite, no Glasshouse code.
-if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pyiceberg') != '0.12.0')" 2>/dev/null \
+# The Iceberg lake read and maintained by another engine (sql_iceberg.rs,
+# sql_replicas.rs): pyiceberg with its SQL catalog on sqlite, and
+# pyiceberg-core (iceberg-rust's transforms, needed to write a partitioned
+# table: the replicas test compacts with it), no Glasshouse code.
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pyiceberg') != '0.12.0' or m.version('pyiceberg-core') != '0.10.1')" 2>/dev/null \
    || ! python3 -c 'import sqlalchemy' 2>/dev/null; then
-  say "installing python packages: pyiceberg[sql-sqlite] 0.12.0"
+  say "installing python packages: pyiceberg[sql-sqlite,pyiceberg-core] 0.12.0"
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore \
-    'pyiceberg[sql-sqlite]==0.12.0' 'pyarrow==26.0.1'
+    'pyiceberg[sql-sqlite,pyiceberg-core]==0.12.0' 'pyiceberg-core==0.10.1' 'pyarrow==26.0.1'
 fi
 # A real Iceberg REST catalog for the lake's REST tests (sql_iceberg.rs):
 # SeaweedFS's `weed mini` serves one (OAuth2 client credentials, optimistic
