@@ -7,10 +7,11 @@
 //! snapshot expiry runs over and over (as the writers' own hourly expiry
 //! does, here from outside), and pyiceberg compacts the table (reads it
 //! whole and overwrites it with the same rows in one file per partition,
-//! a rewrite iceberg-rust cannot commit yet) while the writers commit.
-//! Afterwards each query service through `psql`, and pyiceberg with no
-//! Glasshouse code, count exactly that many rows and that many distinct
-//! events.
+//! a rewrite iceberg-rust cannot commit yet) and applies retention (deletes
+//! the rows older than two hours: 100 events dated three hours ago) while
+//! the writers commit. Afterwards each query service through `psql`, and
+//! pyiceberg with no Glasshouse code, count exactly the current events as
+//! rows and as distinct events, and none of the old ones.
 
 use std::time::{Duration, Instant};
 
@@ -112,8 +113,46 @@ const COMPACT: &str = "from pyiceberg.exceptions import CommitFailedException\n\
     else:\n\
     \x20   print('no commit in 30 attempts')\n";
 
+/// Retention by another engine: rows older than two hours deleted (whole
+/// files here: they are alone in their hour partition), retried like the
+/// compaction when a writer commits in between.
+const RETENTION: &str = "from pyiceberg.exceptions import CommitFailedException\n\
+    from pyiceberg.expressions import LessThan\n\
+    import datetime, time\n\
+    cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)).isoformat()\n\
+    for attempt in range(30):\n\
+    \x20   t = c.load_table('glasshouse.process_events')\n\
+    \x20   try:\n\
+    \x20       t.delete(delete_filter=LessThan('time', cutoff))\n\
+    \x20       print(attempt)\n\
+    \x20       break\n\
+    \x20   except CommitFailedException:\n\
+    \x20       time.sleep(0.2)\n\
+    else:\n\
+    \x20   print('no commit in 30 attempts')\n";
+
+const OLD: &str = "SELECT count(*) FROM process_events WHERE time < now() - INTERVAL '2 hours'";
+
+/// Polls `sql` on the query service at `port` until it answers `want`.
+async fn poll(port: u16, sql: &'static str, want: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = tokio::task::spawn_blocking(move || {
+            let (ok, out, err) = psql(([127, 0, 0, 1], port).into(), PASSWORD, &[sql])?;
+            ensure!(ok, "psql on {port}: {err}");
+            anyhow::Ok(out.trim().to_owned())
+        })
+        .await?;
+        if got.as_ref().is_ok_and(|g| g == want) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{sql} on {port}: {got:?}, want {want}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_analyzers_and_two_query_services_on_one_catalog_count_every_event_once_through_a_sigkill_expiry_and_compaction()
+async fn three_analyzers_and_two_query_services_on_one_catalog_count_every_event_once_through_a_sigkill_expiry_compaction_and_retention()
 -> anyhow::Result<()> {
     init_logging();
     let started = Instant::now();
@@ -178,6 +217,15 @@ async fn three_analyzers_and_two_query_services_on_one_catalog_count_every_event
         .create()?;
     let cs = fixture::containers(12);
     let base = glasshouse_tests::epoch();
+    // First, 100 events dated three hours ago, for retention to delete.
+    let old = fixture::process_message(&cs, 1_000_000, 100, base - 3 * 3_600_000_000_000);
+    producer
+        .send(
+            FutureRecord::to("glasshouse.process").key("workload-old").payload(&old),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
     let mut killed_at = None;
     for m in 0..MESSAGES {
         let value = fixture::process_message(&cs, m * PER_MESSAGE, PER_MESSAGE as usize, base);
@@ -200,6 +248,10 @@ async fn three_analyzers_and_two_query_services_on_one_catalog_count_every_event
             let compacted = tokio::task::block_in_place(|| pyiceberg(&catalog, COMPACT))?;
             println!("pyiceberg compaction while the writers commit (attempt, files before, after, rows): {compacted}");
             ensure!(!compacted.starts_with("no commit"), "{compacted}");
+            poll(ports[0], OLD, "100", Duration::from_secs(30)).await?;
+            let deleted = tokio::task::block_in_place(|| pyiceberg(&catalog, RETENTION))?;
+            println!("pyiceberg retention (older than 2 h) while the writers commit, attempt {deleted}");
+            ensure!(!deleted.starts_with("no commit"), "{deleted}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -228,6 +280,7 @@ async fn three_analyzers_and_two_query_services_on_one_catalog_count_every_event
     for port in ports {
         let got = tokio::task::spawn_blocking(move || counts(port)).await??;
         ensure!(got == want, "query service on {port} later: {got}, want {want}");
+        poll(port, OLD, "0", Duration::from_secs(1)).await?;
     }
     cancel.cancel();
     let expired = expiry.await??;
