@@ -9,6 +9,11 @@
 //! ([`stack_size`]). Results are streamed ([`Engine::stream`]) through a
 //! channel of two batches: a client that reads slowly slows the query
 //! down instead of letting its result pile up outside the memory pool.
+//!
+//! Every session also answers what PostgreSQL clients ask about the server
+//! and its catalog ([`postgres`]).
+
+pub mod postgres;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +34,10 @@ use tokio::sync::mpsc;
 
 use crate::catalog::CONTAINERS_VIEW;
 use crate::lake::Lake;
+
+/// Who `current_user` names until a front door says otherwise: the
+/// default of `[sql] user`.
+const DEFAULT_USER: &str = "glasshouse";
 
 /// Limits every query runs under.
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +171,9 @@ impl Engine {
             ctx.register_table(name, provider)?;
         }
         ctx.sql(&format!("CREATE VIEW containers AS {CONTAINERS_VIEW}")).await?;
+        // The PostgreSQL front door names its configured user instead
+        // (`Engine::set_user`).
+        postgres::register(&ctx, DEFAULT_USER).await?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(limits.threads.max(1))
             .thread_name("glasshouse-sql")
@@ -183,6 +195,12 @@ impl Engine {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The user `current_user`, `session_user` and `user` name (the
+    /// session's, so every front door sharing the engine sees it).
+    pub fn set_user(&self, user: &str) {
+        postgres::register_user(&self.ctx, user);
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
@@ -208,7 +226,15 @@ impl Engine {
                 });
             }
             let state = ctx.state();
-            let plan = state.create_logical_plan(&text).await.map_err(|e| invalid(&e, limit))?;
+            let dialect = state.config().options().sql_parser.dialect;
+            let mut statement = state
+                .sql_to_statement(&text, &dialect)
+                .map_err(|e| invalid(&e, limit))?;
+            postgres::rewrite(&mut statement);
+            let plan = state
+                .statement_to_plan(statement)
+                .await
+                .map_err(|e| invalid(&e, limit))?;
             SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)

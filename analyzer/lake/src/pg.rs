@@ -7,7 +7,13 @@
 //! connection and the server keep serving. Rows are streamed batch by batch
 //! with backpressure; the connection is held to the `[sql]` budget
 //! (`connection`): a cap (FATAL 53300 beyond it), handshake, idle (FATAL
-//! 57P05) and write timeouts.
+//! 57P05) and write timeouts. What clients ask about the server and its
+//! catalog before they query (Grafana, DBeaver) is answered by the engine
+//! (`engine::postgres`); a statement of nothing but comments (pgx's `--
+//! ping`, Grafana's health check) is an empty query, as in PostgreSQL. The
+//! two `SET`s every JDBC connection opens with (`extra_float_digits`,
+//! `application_name`; DBeaver) are acknowledged and change nothing
+//! ([`acknowledged_set`]); every other `SET` is refused as a write.
 //!
 //! No TLS: listen on loopback or a private network, or put a TLS proxy in
 //! front (MD5 keeps the password off the wire, not the data).
@@ -29,8 +35,11 @@ use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_passwor
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::api::{DefaultClient, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -45,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Budget, Cutoff, Door, Watched};
+use crate::engine::postgres::{self, wire_type};
 use crate::engine::{Engine, Planned, QueryError};
 
 /// Credentials of the front door.
@@ -65,6 +75,7 @@ pub async fn serve(
 ) {
     let local = listener.local_addr().ok();
     info!(listen = ?local, user = %credentials.user, max_connections = budget.max_connections, "sql: postgresql wire protocol serving");
+    engine.set_user(&credentials.user);
     let backend = Arc::new(Backend {
         engine: engine.clone(),
         parser: Arc::new(Parser { engine }),
@@ -191,7 +202,7 @@ async fn connection(
     let mut parts =
         FramedParts::new::<PgWireBackendMessage>(io, PgWireMessageServerCodec::new(DefaultClient::new(peer, false)));
     parts.read_buf = bytes::BytesMut::from(&head[..]);
-    let mut socket: Framed<Watched, PgWireMessageServerCodec<Arc<Planned>>> = Framed::from_parts(parts);
+    let mut socket: Framed<Watched, PgWireMessageServerCodec<Arc<Statement>>> = Framed::from_parts(parts);
     socket.set_state(PgWireConnectionState::AwaitingStartup);
     let startup = handlers.startup_handler();
     let simple = handlers.backend.clone();
@@ -286,7 +297,11 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = format!("16.0 (glasshouse {})", env!("CARGO_PKG_VERSION"));
+        // As `current_setting` and `SHOW` answer them.
+        parameters.server_version = postgres::server_version();
+        parameters.search_path = postgres::SEARCH_PATH.to_owned();
+        parameters.is_superuser = false;
+        parameters.default_transaction_read_only = true;
         Arc::new(Md5PasswordAuthStartupHandler::new(
             Arc::new(Auth {
                 credentials: self.credentials.clone(),
@@ -351,24 +366,53 @@ fn user_error(e: &QueryError) -> PgWireError {
     )))
 }
 
+/// A statement of the extended protocol.
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "always behind an Arc, never moved")]
+enum Statement {
+    Query(Planned),
+    /// A `SET` acknowledged without effect ([`acknowledged_set`]).
+    Set,
+}
+
+/// The command tag of an acknowledged `SET`.
+fn set_done() -> Response {
+    Response::Execution(Tag::new("SET"))
+}
+
 #[async_trait]
 impl QueryParser for Parser {
-    type Statement = Arc<Planned>;
+    type Statement = Arc<Statement>;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Arc<Planned>>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Arc<Statement>>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        // Comments only: pgwire's empty statement (`Ok(None)`).
+        if only_comments(sql) {
+            return Ok(None);
+        }
+        if acknowledged_set(sql) {
+            return Ok(Some(Arc::new(Statement::Set)));
+        }
         let planned = self.engine.plan(sql).await.map_err(|e| user_error(&e))?;
-        Ok(Some(Arc::new(planned)))
+        Ok(Some(Arc::new(Statement::Query(planned))))
     }
 
-    fn get_parameter_types(&self, _stmt: &Arc<Planned>) -> PgWireResult<Vec<Type>> {
+    fn get_parameter_types(&self, _stmt: &Arc<Statement>) -> PgWireResult<Vec<Type>> {
         Ok(Vec::new())
     }
 
-    fn get_result_schema(&self, stmt: &Arc<Planned>, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        Ok(fields(&stmt.schema, format))
+    fn get_result_schema(&self, stmt: &Arc<Statement>, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match stmt.as_ref() {
+            Statement::Query(planned) => fields(&planned.schema, format),
+            Statement::Set => Vec::new(),
+        })
     }
 }
 
@@ -378,6 +422,12 @@ impl SimpleQueryHandler for Backend {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if only_comments(query) {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        if acknowledged_set(query) {
+            return Ok(vec![set_done()]);
+        }
         let planned = self.engine.plan(query).await.map_err(|e| user_error(&e))?;
         Ok(vec![response(&self.engine, &planned, None).await?])
     }
@@ -385,22 +435,69 @@ impl SimpleQueryHandler for Backend {
 
 #[async_trait]
 impl ExtendedQueryHandler for Backend {
-    type Statement = Arc<Planned>;
+    type Statement = Arc<Statement>;
     type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Parser> {
         self.parser.clone()
     }
 
+    /// As pgwire's, but a `SET` describes as no data, as PostgreSQL's does.
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Arc<Statement>>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + pgwire::api::ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: pgwire::api::store::PortalStore<Statement = Arc<Statement>>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        // No parameters: a statement that has some is refused at execution.
+        let parameters = target
+            .parameter_types
+            .iter()
+            .map(|t| t.clone().unwrap_or(Type::UNKNOWN))
+            .collect();
+        Ok(match target.statement.as_ref() {
+            Statement::Query(planned) => DescribeStatementResponse::new(parameters, fields(&planned.schema, None)),
+            Statement::Set => {
+                let mut described = DescribeStatementResponse::no_data();
+                described.parameters = parameters;
+                described
+            }
+        })
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Arc<Statement>>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + pgwire::api::ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: pgwire::api::store::PortalStore<Statement = Arc<Statement>>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(match target.statement.statement.as_ref() {
+            Statement::Query(planned) => {
+                DescribePortalResponse::new(fields(&planned.schema, Some(&target.result_column_format)))
+            }
+            Statement::Set => DescribePortalResponse::no_data(),
+        })
+    }
+
     async fn do_query<C>(
         &self,
         _client: &mut C,
-        portal: &Portal<Arc<Planned>>,
+        portal: &Portal<Arc<Statement>>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + pgwire::api::ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: pgwire::api::store::PortalStore<Statement = Arc<Planned>>,
+        C::PortalStore: pgwire::api::store::PortalStore<Statement = Arc<Statement>>,
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
@@ -409,27 +506,111 @@ impl ExtendedQueryHandler for Backend {
                 "query parameters are not supported".into(),
             )));
         }
-        let planned = &portal.statement.statement;
-        response(&self.engine, planned, Some(&portal.result_column_format)).await
+        match portal.statement.statement.as_ref() {
+            Statement::Query(planned) => response(&self.engine, planned, Some(&portal.result_column_format)).await,
+            Statement::Set => Ok(set_done()),
+        }
     }
 }
 
-/// The PostgreSQL type a column is sent as, and whether it is always sent
-/// as text (types we encode only in text form).
-fn pg_type(t: &DataType) -> (Type, bool) {
-    match t {
-        DataType::Boolean => (Type::BOOL, false),
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => (Type::INT2, false),
-        DataType::Int32 | DataType::UInt16 => (Type::INT4, false),
-        DataType::Int64 | DataType::UInt32 => (Type::INT8, false),
-        DataType::UInt64 | DataType::Decimal128(..) | DataType::Decimal256(..) => (Type::NUMERIC, true),
-        DataType::Float16 | DataType::Float32 => (Type::FLOAT4, false),
-        DataType::Float64 => (Type::FLOAT8, false),
-        DataType::Timestamp(_, Some(_)) => (Type::TIMESTAMPTZ, false),
-        DataType::Timestamp(_, None) => (Type::TIMESTAMP, false),
-        // Utf8, LargeUtf8, Utf8View and whatever else is shown as text.
-        _ => (Type::TEXT, true),
+/// The settings a client may `SET`, acknowledged without effect: the JDBC
+/// driver (DBeaver) opens every connection with `SET extra_float_digits =
+/// 3` and `SET application_name = '…'` and fails to connect if they fail.
+/// Neither changes what the server does: floats are always sent in their
+/// shortest exact form (what `extra_float_digits` 1 and more ask for), and
+/// the application's name is only a label.
+const ACKNOWLEDGED_SETTINGS: &[&str] = &["extra_float_digits", "application_name"];
+
+/// Whether `sql` is exactly one `SET [SESSION | LOCAL] name {= | TO}
+/// value` of an [`ACKNOWLEDGED_SETTINGS`] (a trailing `;` allowed).
+/// Anything else, another setting, a second statement, goes to the engine,
+/// which refuses a `SET` as a write. Only short statements are tokenized
+/// (on the I/O runtime: a few hundred bytes at most).
+fn acknowledged_set(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if sql.len() > 512 {
+        return false;
     }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let mut tokens = tokens
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF))
+        .peekable();
+    let keyword = |t: Option<&Token>, k: Keyword| matches!(t, Some(Token::Word(w)) if w.keyword == k);
+    if !keyword(tokens.next().as_ref(), Keyword::SET) {
+        return false;
+    }
+    if keyword(tokens.peek(), Keyword::SESSION) || keyword(tokens.peek(), Keyword::LOCAL) {
+        tokens.next();
+    }
+    let Some(Token::Word(name)) = tokens.next() else {
+        return false;
+    };
+    if !ACKNOWLEDGED_SETTINGS.iter().any(|s| name.value.eq_ignore_ascii_case(s)) {
+        return false;
+    }
+    match tokens.next() {
+        Some(Token::Eq) => {}
+        Some(Token::Word(w)) if w.keyword == Keyword::TO => {}
+        _ => return false,
+    }
+    if matches!(tokens.peek(), Some(Token::Minus)) {
+        tokens.next();
+    }
+    if !matches!(
+        tokens.next(),
+        Some(Token::Number(..) | Token::SingleQuotedString(_) | Token::Word(_))
+    ) {
+        return false;
+    }
+    if matches!(tokens.peek(), Some(Token::SemiColon)) {
+        tokens.next();
+    }
+    tokens.next().is_none()
+}
+
+/// Whether `sql` is nothing but whitespace, semicolons and comments (`--`
+/// to the end of the line, `/* … */` nested as PostgreSQL nests them): an
+/// empty query. Stops at the first other character, so a real statement
+/// costs a byte or two.
+fn only_comments(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            c if c.is_ascii_whitespace() || c == b';' => i += 1,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |n| i + n + 1);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                loop {
+                    match (b.get(i), b.get(i + 1)) {
+                        (Some(b'/'), Some(b'*')) => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        (Some(b'*'), Some(b'/')) => {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        (Some(_), _) => i += 1,
+                        // Unterminated: the parser's to report.
+                        (None, _) => return false,
+                    }
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn fields(schema: &SchemaRef, format: Option<&Format>) -> Vec<FieldInfo> {
@@ -438,7 +619,7 @@ fn fields(schema: &SchemaRef, format: Option<&Format>) -> Vec<FieldInfo> {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let (t, text_only) = pg_type(f.data_type());
+            let (t, text_only) = wire_type(f.data_type());
             let fmt = match format {
                 Some(fmt) if !text_only => fmt.format_for(i),
                 _ => FieldFormat::Text,
@@ -558,5 +739,55 @@ fn encode(encoder: &mut DataRowEncoder, a: &dyn Array, row: usize, text: &ArrayF
             encoder.encode_field(&json)
         }
         _ => encoder.encode_field(&text.value(row).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_only_is_an_empty_query() {
+        for empty in [
+            "",
+            ";",
+            "-- ping",
+            "-- ping\n;",
+            "/* a /* nested */ comment */",
+            " /**/ -- x",
+        ] {
+            assert!(only_comments(empty), "{empty:?}");
+        }
+        for query in [
+            "SELECT 1",
+            "-- x\nSELECT 1",
+            "/* unterminated",
+            "/* a */ SELECT 1",
+            "- 1",
+        ] {
+            assert!(!only_comments(query), "{query:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_jdbc_sets_are_acknowledged() {
+        for set in [
+            "SET extra_float_digits = 3",
+            "SET application_name = 'DBeaver 24.3.0 - Main <glasshouse>'",
+            "set session extra_float_digits to -15;",
+            "SET application_name TO psql",
+        ] {
+            assert!(acknowledged_set(set), "{set:?}");
+        }
+        for other in [
+            "SET search_path = pg_catalog",
+            "SET extra_float_digits = 3; DROP VIEW containers",
+            "SET extra_float_digits = 3, 4",
+            "SET application_name",
+            "SELECT 1",
+            "SET TIME ZONE 'UTC'",
+        ] {
+            assert!(!acknowledged_set(other), "{other:?}");
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! ports; a bad query gets the parser's message and the connection keeps
 //! serving; writes are refused as read-only; a query past the timeout is
 //! cancelled with an error naming it; hostile strings come out escaped.
+//! The queries Grafana's PostgreSQL data source and DBeaver send about the
+//! server and its catalog, as they send them, get the answers they need.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -600,5 +602,277 @@ async fn idle_connections_are_closed(pg: SocketAddr, idle_timeout: Duration) -> 
         r[2]
     );
     ensure!(connection::count(Cutoff::Idle, Door::Pg) > idle);
+    Ok(())
+}
+
+// Grafana's PostgreSQL data source, as `postgresMetaQuery.ts`
+// (grafana/grafana `public/app/plugins/datasource/grafana-postgresql-datasource/`)
+// writes its queries: `getVersion`, `getTimescaleDBVersion`, `showTables`,
+// `getSchema` and `buildSchemaConstraint`. Grafana's backend sends them
+// as they are, without parameters: pgx's `PgConn().Exec` (Grafana 11 and
+// later, `pkg/tsdb/grafana-postgresql-datasource/pgx/sql_engine.go`) and
+// lib/pq's query without arguments both use the simple query protocol,
+// as psql does; its health check is pgx's `Ping` (`-- ping`) or lib/pq's
+// (`;`).
+const GRAFANA_VERSION: &str = "SELECT current_setting('server_version_num')::int/100 as version";
+const GRAFANA_TIMESCALEDB: &str = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'";
+const GRAFANA_SCHEMA_CONSTRAINT: &str = r#"
+          quote_ident(table_schema) IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"#;
+
+/// `showTables()`: the query builder's table list.
+fn grafana_show_tables() -> String {
+    let c = GRAFANA_SCHEMA_CONSTRAINT;
+    format!(
+        r#"SELECT
+    CASE WHEN {c}
+      THEN quote_ident(table_name)
+      ELSE quote_ident(table_schema) || '.' || quote_ident(table_name)
+    END AS "table"
+    FROM information_schema.tables
+    WHERE quote_ident(table_schema) NOT IN ('information_schema',
+                             'pg_catalog',
+                             '_timescaledb_cache',
+                             '_timescaledb_catalog',
+                             '_timescaledb_internal',
+                             '_timescaledb_config',
+                             'timescaledb_information',
+                             'timescaledb_experimental')
+    ORDER BY CASE WHEN {c} THEN 0 ELSE 1 END, 1"#
+    )
+}
+
+/// `getSchema(table)`: the query builder's columns of `table`.
+fn grafana_get_schema(table: &str) -> String {
+    let c = GRAFANA_SCHEMA_CONSTRAINT;
+    let t = format!("'{}'", table.replace('\'', "''"));
+    format!(
+        r#"SELECT quote_ident(column_name) AS "column", data_type AS "type"
+    FROM information_schema.columns
+    WHERE
+      CASE WHEN array_length(parse_ident({t}),1) = 2
+        THEN quote_ident(table_schema) = (parse_ident({t}))[1]
+          AND quote_ident(table_name) = (parse_ident({t}))[2]
+        ELSE quote_ident(table_name) = {t}
+          AND {c}
+      END"#
+    )
+}
+
+/// A panel query as Grafana sends it once its macros are expanded
+/// (`macros.go`: `$__timeGroupAlias("time", '1m')`, `$__timeFilter("time")`).
+const GRAFANA_PANEL: &str = "SELECT floor(extract(epoch from \"time\")/60)*60 AS \"time\", count(*) AS execs \
+    FROM process_events WHERE \"time\" BETWEEN '2026-01-01T10:00:00Z' AND '2026-01-01T12:00:00Z' AND kind = 'exec' \
+    GROUP BY 1 ORDER BY 1";
+
+// DBeaver on connect (dbeaver/dbeaver
+// `plugins/org.jkiss.dbeaver.ext.postgresql/src/org/jkiss/dbeaver/ext/postgresql/model/PostgreExecutionContext.java`,
+// `refreshDefaults`), then the catalog a schema browser reads.
+const DBEAVER_DEFAULTS: &str = "SELECT current_schema(),session_user";
+const DBEAVER_SEARCH_PATH: &str = "SHOW search_path";
+const CATALOG_COLUMNS: &str = "SELECT c.relname, c.relkind, a.attname, t.typname \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+    WHERE n.nspname = 'public' AND c.relname = 'process_events' AND a.attname IN ('time', 'pid', 'path') \
+    ORDER BY a.attnum";
+
+/// Issue 18: what Grafana (its health check, version and TimescaleDB
+/// detection, query builder, a panel query) and DBeaver send before they
+/// query gets the answers they need, over psql (the simple query protocol,
+/// as Grafana sends it) and psycopg (the extended protocol, as JDBC
+/// sends it); and none of it opens a way to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grafana_and_dbeaver_catalog_queries_are_answered() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    init_logging();
+    let dir = tempfile::tempdir()?;
+    let lake = fixture_lake(dir.path()).await?;
+    let cancel = CancellationToken::new();
+    let s = serve(&lake, Duration::from_secs(60), &cancel).await?;
+    let pg = s.pg;
+    let panel = direct_rows(&s.engine, GRAFANA_PANEL).await?;
+    ensure!(!panel.is_empty(), "the panel query has no rows directly");
+    let queries: Vec<String> = vec![
+        GRAFANA_VERSION.into(),
+        GRAFANA_TIMESCALEDB.into(),
+        grafana_show_tables(),
+        grafana_get_schema("process_events"),
+        grafana_get_schema("public.alerts"),
+        GRAFANA_PANEL.into(),
+        DBEAVER_DEFAULTS.into(),
+        DBEAVER_SEARCH_PATH.into(),
+        "select version()".into(),
+        "select pg_catalog.version()".into(),
+        CATALOG_COLUMNS.into(),
+        "SELECT datname FROM pg_catalog.pg_database".into(),
+    ];
+
+    // psql: one `-c` each, so each answer is told apart by running alone.
+    let mut answers = Vec::new();
+    for q in &queries {
+        let q = q.clone();
+        let (ok, out, err) = tokio::task::spawn_blocking(move || psql(pg, PASSWORD, &[&q])).await??;
+        ensure!(ok && err.is_empty(), "psql refused a client's query: {err}");
+        answers.push(
+            out.lines()
+                .map(|l| l.split('|').map(str::to_owned).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+        );
+    }
+    let text = |i: usize| answers[i].iter().map(|r| r.join("|")).collect::<Vec<_>>();
+    // Version detection: Grafana reads an integer (the major version
+    // times 100) and turns on what 9.6 and later have.
+    let version: i64 = text(0)
+        .join("")
+        .trim()
+        .parse()
+        .with_context(|| format!("version: {:?}", text(0)))?;
+    ensure!(version >= 906 && version == 1600, "version {version}");
+    ensure!(answers[1].is_empty(), "TimescaleDB detected: {:?}", answers[1]);
+    let tables = text(2);
+    for t in [
+        "alerts",
+        "containers",
+        "network_events",
+        "process_events",
+        "resource_samples",
+    ] {
+        ensure!(
+            tables.iter().any(|x| x == t),
+            "{t} not in Grafana's table list {tables:?}"
+        );
+    }
+    ensure!(
+        !tables
+            .iter()
+            .any(|t| t.starts_with("pg_") || t.contains("information_schema")),
+        "catalog tables in Grafana's table list: {tables:?}"
+    );
+    // Columns with their types; `time` is a keyword, so quoted, as
+    // PostgreSQL's quote_ident does (the builder then writes "time").
+    let columns = text(3);
+    for c in [
+        "\"time\"|Timestamp(ns, \"UTC\")",
+        "pid|UInt32",
+        "path|Utf8View",
+        "argv|List(Utf8)",
+    ] {
+        ensure!(
+            columns.iter().any(|x| x == c),
+            "{c} not in Grafana's columns {columns:?}"
+        );
+    }
+    let direct = direct_rows(
+        &s.engine,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'process_events'",
+    )
+    .await?;
+    ensure!(
+        columns.len() == direct.len(),
+        "{} columns, DataFusion has {}",
+        columns.len(),
+        direct.len()
+    );
+    ensure!(
+        text(4).iter().any(|x| x == "title|Utf8View"),
+        "public.alerts: {:?}",
+        text(4)
+    );
+    ensure!(answers[5] == panel, "panel: {:?} vs {panel:?}", answers[5]);
+    ensure!(
+        text(6) == ["public|glasshouse"],
+        "current_schema(), session_user: {:?}",
+        text(6)
+    );
+    ensure!(text(7) == ["\"$user\", public"], "search_path: {:?}", text(7));
+    for i in [8, 9] {
+        ensure!(
+            text(i)[0].starts_with("PostgreSQL 16.0 (Glasshouse"),
+            "version(): {:?}",
+            text(i)
+        );
+    }
+    ensure!(
+        text(10)
+            == [
+                "process_events|r|time|timestamptz",
+                "process_events|r|pid|int8",
+                "process_events|r|path|text"
+            ],
+        "catalog: {:?}",
+        text(10)
+    );
+    ensure!(text(11) == ["glasshouse"], "pg_database: {:?}", text(11));
+
+    // Health checks: comments only (pgx) and a lone `;` (lib/pq) are empty
+    // queries, not errors; the connection then answers.
+    let (ok, out, err) =
+        tokio::task::spawn_blocking(move || psql(pg, PASSWORD, &["-- ping", ";", "/* ping */ SELECT 1"])).await??;
+    ensure!(ok && err.is_empty() && out.trim() == "1", "health check: {out:?} {err}");
+
+    // The extended protocol (psycopg; DBeaver's JDBC driver uses it too):
+    // the same answers.
+    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
+        "queries": queries});
+    let r = tokio::task::spawn_blocking(move || python("psycopg_client.py", &spec)).await??;
+    ensure!(r.len() == queries.len(), "{r:?}");
+    for (i, result) in r.iter().enumerate() {
+        ensure!(
+            rows_of(result)? == answers[i],
+            "psycopg, {}: {result} vs psql {:?}",
+            queries[i],
+            answers[i]
+        );
+    }
+
+    // The JDBC driver (DBeaver) opens each connection with two SETs over
+    // the extended protocol and gives up if they fail: acknowledged, and
+    // the session goes on; an empty statement is empty there too.
+    let spec = serde_json::json!({"host": "127.0.0.1", "port": pg.port(), "user": "glasshouse", "password": PASSWORD,
+        "statements": ["SET extra_float_digits = 3", "SET application_name = 'DBeaver 24.3.0 - Main <glasshouse>'",
+            "-- ping", DBEAVER_DEFAULTS, "SET search_path = pg_catalog"]});
+    let r = tokio::task::spawn_blocking(move || python("psycopg_session.py", &spec)).await??;
+    ensure!(r.len() == 5, "{r:?}");
+    ensure!(r[0]["status"] == "SET" && r[1]["status"] == "SET", "JDBC's SETs: {r:?}");
+    ensure!(r[2]["error"].is_null(), "empty statement: {}", r[2]);
+    ensure!(
+        rows_of(&r[3])? == [["public", "glasshouse"]],
+        "after the SETs: {}",
+        r[3]
+    );
+    ensure!(r[4]["sqlstate"] == "25006", "another SET: {}", r[4]);
+
+    // None of it widens what a client can do: settings cannot be set,
+    // an unknown one is an error, the catalog cannot be written.
+    let (_, out, err) = tokio::task::spawn_blocking(move || {
+        psql(
+            pg,
+            PASSWORD,
+            &[
+                "SET search_path = pg_catalog",
+                "SET extra_float_digits = 3; DROP VIEW containers",
+                "SELECT current_setting('nope')",
+                "CREATE TABLE pg_extension AS SELECT 1 AS extname",
+                "SHOW search_path",
+            ],
+        )
+    })
+    .await??;
+    ensure!(err.matches("read-only").count() == 2, "writes not refused: {err}");
+    ensure!(
+        err.contains("single SQL statement"),
+        "a SET with a statement after it: {err}"
+    );
+    ensure!(err.contains("unrecognized configuration parameter \"nope\""), "{err}");
+    ensure!(out.trim() == "\"$user\", public", "search path changed: {out:?}");
+    cancel.cancel();
     Ok(())
 }
