@@ -53,6 +53,11 @@ pub struct Settings {
     /// Catalog and storage properties (`s3.*`, a REST catalog's `token` or
     /// `credential`), passed to iceberg-rust as they are.
     pub properties: HashMap<String, String>,
+    /// With a REST catalog's `credential` (OAuth2 client credentials): how
+    /// often a new token is fetched. iceberg-rust 0.10.1 never renews one
+    /// itself, so without this a long-running writer or query service is
+    /// refused once its token expires (SeaweedFS's last an hour).
+    pub token_refresh: Option<std::time::Duration>,
 }
 
 /// An open catalog and the lake's namespace in it.
@@ -60,6 +65,8 @@ pub struct Settings {
 pub struct Warehouse {
     pub(crate) catalog: Arc<FencingCatalog>,
     pub(crate) namespace: NamespaceIdent,
+    /// Tokens fetched by the renewal task (REST with `credential`).
+    pub token_renewals: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The storage behind `warehouse`'s scheme.
@@ -108,6 +115,7 @@ impl Warehouse {
     pub async fn open(settings: &Settings) -> Result<Warehouse> {
         let storage = storage(&settings.warehouse)?;
         let mut props = settings.properties.clone();
+        let renewals = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let inner: Arc<dyn Catalog> = match &settings.catalog {
             CatalogKind::Sql { uri } => {
                 props.insert(SQL_CATALOG_PROP_URI.to_owned(), uri.clone());
@@ -136,7 +144,11 @@ impl Warehouse {
                 // `namespace_exists` has none): a refused token or an
                 // unreachable catalog is named here, at open.
                 catalog.list_namespaces(None).await.map_err(|e| rest_error(uri, e))?;
-                Arc::new(catalog)
+                let catalog = Arc::new(catalog);
+                if let (Some(every), true) = (settings.token_refresh, settings.properties.contains_key("credential")) {
+                    renew_tokens(Arc::downgrade(&catalog), every, uri.clone(), renewals.clone());
+                }
+                catalog
             }
         };
         let namespace = NamespaceIdent::new(settings.namespace.clone());
@@ -150,6 +162,33 @@ impl Warehouse {
         Ok(Warehouse {
             catalog: Arc::new(FencingCatalog::new(inner)),
             namespace,
+            token_renewals: renewals,
         })
     }
+}
+
+/// Fetches a new token of `catalog` (from its `credential`) every `every`
+/// until the catalog is dropped. A failed fetch keeps the current token and
+/// is tried again at the next period.
+fn renew_tokens(
+    catalog: std::sync::Weak<iceberg_catalog_rest::RestCatalog>,
+    every: std::time::Duration,
+    uri: String,
+    renewals: Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(catalog) = catalog.upgrade() else { break };
+            match catalog.regenerate_token().await {
+                Ok(()) => {
+                    renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(catalog = %uri, "rest catalog token renewed");
+                }
+                Err(e) => {
+                    tracing::warn!(catalog = %uri, error = %e, "rest catalog token not renewed; the current one is kept")
+                }
+            }
+        }
+    });
 }

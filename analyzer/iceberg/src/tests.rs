@@ -22,6 +22,7 @@ fn settings(dir: &std::path::Path) -> Settings {
         warehouse: format!("file://{}/warehouse", dir.display()),
         namespace: "glasshouse".into(),
         properties: HashMap::new(),
+        token_refresh: None,
     }
 }
 

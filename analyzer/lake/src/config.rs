@@ -107,9 +107,26 @@ pub struct CatalogConfig {
     /// The namespace of the lake's tables (default `glasshouse`).
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// `rest`: a file whose first line is the catalog's bearer token.
+    /// `rest`: a file whose first line is the catalog's bearer token, used
+    /// until it expires (then commits and queries are refused until a
+    /// restart reads the file again): prefer `credential_file`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `rest`: a file whose first line is `CLIENT_ID:CLIENT_SECRET`, the
+    /// OAuth2 client credentials the catalog issues tokens for (at its
+    /// `/v1/oauth/tokens`); a new token is fetched every
+    /// `token_refresh_secs`, so a long-running writer or query service
+    /// never holds an expired one.
+    #[serde(default)]
+    pub credential_file: Option<PathBuf>,
+    /// How often a token is fetched with `credential_file` (default 1800 s:
+    /// tokens commonly last an hour).
+    #[serde(default = "default_token_refresh")]
+    pub token_refresh_secs: u64,
+}
+
+fn default_token_refresh() -> u64 {
+    1800
 }
 
 /// `lake.catalog.kind`.
@@ -129,6 +146,8 @@ impl Default for CatalogConfig {
             warehouse: None,
             namespace: default_namespace(),
             token_file: None,
+            credential_file: None,
+            token_refresh_secs: default_token_refresh(),
         }
     }
 }

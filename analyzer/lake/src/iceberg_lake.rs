@@ -100,11 +100,27 @@ pub fn settings(config: &LakeConfig) -> Result<Settings, String> {
             std::fs::read_to_string(path).map_err(|e| format!("`lake.catalog.token_file` {}: {e}", path.display()))?;
         properties.insert("token".to_owned(), text.lines().next().unwrap_or("").trim().to_owned());
     }
+    if let Some(path) = &config.catalog.credential_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("`lake.catalog.credential_file` {}: {e}", path.display()))?;
+        let credential = text.lines().next().unwrap_or("").trim();
+        if !credential.contains(':') {
+            return Err(format!(
+                "`lake.catalog.credential_file` {}: its first line must be CLIENT_ID:CLIENT_SECRET",
+                path.display()
+            ));
+        }
+        properties.insert("credential".to_owned(), credential.to_owned());
+    }
+    if config.catalog.token_refresh_secs == 0 {
+        return Err("`lake.catalog.token_refresh_secs` must be at least 1".into());
+    }
     Ok(Settings {
         catalog,
         warehouse,
         namespace: config.catalog.namespace.clone(),
         properties,
+        token_refresh: Some(Duration::from_secs(config.catalog.token_refresh_secs)),
     })
 }
 
@@ -143,6 +159,17 @@ impl IcebergLake {
     pub async fn open(config: &LakeConfig) -> Result<IcebergLake, OpenError> {
         // A REST catalog or S3 over https: rustls needs its provider chosen.
         glasshouse_runtime::tls::install_provider();
+        if !config.location.starts_with("s3://") {
+            // The embedded catalog's sqlite file and the warehouse go under a
+            // local location, which must exist (private) before either is
+            // opened: on a fresh host nothing has made it yet.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.location)
+                .map_err(|e| OpenError::Settings(format!("`lake.location` {:?}: {e}", config.location)))?;
+        }
         let warehouse = Warehouse::open(&settings(config).map_err(OpenError::Settings)?).await?;
         let mut tables = HashMap::new();
         for def in TABLES {

@@ -684,3 +684,67 @@ async fn a_rest_catalog_refusing_the_token_or_not_listening_fails_the_open_clear
     );
     Ok(())
 }
+
+/// With `credential_file` (OAuth2 client credentials) the lake fetches its
+/// own tokens from the REST catalog and renews them every
+/// `token_refresh_secs` (1 s here), committing across the renewals; a
+/// refused credential fails the open, naming the catalog, never the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_catalog_credential_gets_tokens_renewed_and_the_lake_commits_across_them() -> anyhow::Result<()> {
+    init_logging();
+    let catalog = IcebergRestCatalog::start("lake")?;
+    let dir = tempfile::tempdir()?;
+    let mut config = rest_config(&catalog, dir.path())?;
+    let credential = dir.path().join("catalog-credential");
+    std::fs::write(&credential, format!("{}:{}\n", catalog.access_key, catalog.secret_key))?;
+    config.catalog.token_file = None;
+    config.catalog.credential_file = Some(credential.clone());
+    config.catalog.token_refresh_secs = 1;
+    let lake = IcebergLake::open(&config).await?;
+    let cs = fixture::containers(3);
+    let mut decoder = glasshouse_lake::writer::Decoder::default();
+    let mut commit = |m: i64| {
+        let message = fixture::process_message(
+            &cs,
+            m as u64 * EVENTS_PER_MESSAGE,
+            EVENTS_PER_MESSAGE as usize,
+            glasshouse_tests::epoch(),
+        );
+        decoder.decode("glasshouse.process", &message, None, 0).map(|(_, b)| b)
+    };
+    let range = |m: i64| OffsetRange {
+        partition: 0,
+        first: m,
+        next: m + 1,
+    };
+    lake.append("process_events", &commit(0)?, &[range(0)]).await?;
+    let renewals = &lake.warehouse.token_renewals;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while renewals.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+        ensure!(Instant::now() < deadline, "tokens renewed {renewals:?} times in 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lake.append("process_events", &commit(1)?, &[range(1)]).await?;
+    let rows = lake.table("process_events").context("table")?.rows().await?;
+    ensure!(
+        rows == 2 * EVENTS_PER_MESSAGE,
+        "{rows} rows after commits across token renewals"
+    );
+
+    let wrong = "not-the-secret-7d1e";
+    std::fs::write(&credential, format!("{}:{wrong}\n", catalog.access_key))?;
+    let err = IcebergLake::open(&config)
+        .await
+        .err()
+        .context("opened with a wrong credential")?;
+    let text = glasshouse_runtime::service::error_chain(&err);
+    println!("wrong credential: {text}");
+    ensure!(text.contains(&catalog.uri()) && !text.contains(wrong), "{text}");
+    std::fs::write(&credential, "no colon here\n")?;
+    let err = IcebergLake::open(&config)
+        .await
+        .err()
+        .context("opened with a malformed credential")?;
+    ensure!(err.to_string().contains("CLIENT_ID:CLIENT_SECRET"), "{err}");
+    Ok(())
+}

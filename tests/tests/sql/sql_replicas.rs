@@ -108,7 +108,9 @@ const COMPACT: &str = "from pyiceberg.exceptions import CommitFailedException\n\
     \x20       t = c.load_table('glasshouse.process_events')\n\
     \x20       print(attempt, before, len(t.inspect.files()), rows.num_rows)\n\
     \x20       break\n\
-    \x20   except CommitFailedException:\n\
+    \x20   except Exception as e:\n\
+    \x20       if not (isinstance(e, CommitFailedException) or '409' in str(e)):\n\
+    \x20           raise\n\
     \x20       time.sleep(0.2)\n\
     else:\n\
     \x20   print('no commit in 30 attempts')\n";
@@ -126,7 +128,9 @@ const RETENTION: &str = "from pyiceberg.exceptions import CommitFailedException\
     \x20       t.delete(delete_filter=LessThan('time', cutoff))\n\
     \x20       print(attempt)\n\
     \x20       break\n\
-    \x20   except CommitFailedException:\n\
+    \x20   except Exception as e:\n\
+    \x20       if not (isinstance(e, CommitFailedException) or '409' in str(e)):\n\
+    \x20           raise\n\
     \x20       time.sleep(0.2)\n\
     else:\n\
     \x20   print('no commit in 30 attempts')\n";
