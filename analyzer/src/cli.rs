@@ -78,15 +78,14 @@ pub async fn alerts_tail<W: Write>(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let group = format!("glasshouse-alerts-tail-{}-{started_ms}", std::process::id());
-    let consumer: StreamConsumer = kafka
-        .client(&[
-            ("group.id", &group),
-            ("enable.auto.commit", "false"),
-            ("topic.metadata.refresh.interval.ms", "5000"),
-            ("auto.offset.reset", if from_beginning { "earliest" } else { "latest" }),
-        ])
-        .create()
-        .map_err(|e| format!("kafka consumer for {kafka}: {e}"))?;
+    let consumer: StreamConsumer = glasshouse_runtime::kafka::for_consumer(&mut kafka.client(&[
+        ("group.id", &group),
+        ("enable.auto.commit", "false"),
+        ("topic.metadata.refresh.interval.ms", "5000"),
+        ("auto.offset.reset", if from_beginning { "earliest" } else { "latest" }),
+    ]))
+    .create()
+    .map_err(|e| format!("kafka consumer for {kafka}: {e}"))?;
     consumer
         .subscribe(&[TOPIC_ALERTS])
         .map_err(|e| format!("subscribing to {TOPIC_ALERTS}: {e}"))?;

@@ -233,7 +233,7 @@ pub async fn consume<H: RowHandler + Send>(
         client.set(k, v);
     }
     let moved = Arc::new(Mutex::new(Vec::new()));
-    let consumer: StreamConsumer<Context> = client
+    let consumer: StreamConsumer<Context> = glasshouse_runtime::kafka::for_consumer(&mut client)
         .create_with_context(Context { moved: moved.clone() })
         .map_err(client_error)?;
     let mut topics = CONSUMED.map(RecordType::topic).to_vec();

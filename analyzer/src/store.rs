@@ -224,10 +224,12 @@ fn read_snapshots(
         .set("group.id", "glasshouse-baseline-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = config.create().map_err(|source| StoreError::Consumer {
-        brokers: brokers.to_owned(),
-        source,
-    })?;
+    let consumer: BaseConsumer = glasshouse_runtime::kafka::for_consumer(&mut config)
+        .create()
+        .map_err(|source| StoreError::Consumer {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
     let partitions: Vec<i32> = match partitions {
         Some(p) => p.to_vec(),
         None => {

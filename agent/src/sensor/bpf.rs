@@ -77,19 +77,26 @@ struct KernelConfig {
     cgroup_subsys: i32,
 }
 
+/// The inode of the host's mount namespace: init's. Where init cannot be
+/// inspected (a sandbox that hides it: even root gets EACCES), the agent's
+/// own, which is the host's when the agent runs on the host.
+fn host_mount_namespace() -> Result<u32, BpfError> {
+    let ns = std::fs::metadata("/proc/1/ns/mnt")
+        .or_else(|e| {
+            tracing::warn!(
+                error = %e,
+                "this host hides init's mount namespace, so the agent's own is taken as the host's: \
+                 right when the agent runs on the host; in a container, run it in the host's PID namespace (hostPID)"
+            );
+            std::fs::metadata("/proc/self/ns/mnt")
+        })
+        .map_err(|e| BpfError::Host(format!("cannot read the host mount namespace (/proc/self/ns/mnt): {e}")))?;
+    u32::try_from(ns.ino()).map_err(|_| BpfError::Host(format!("mount namespace inode {} out of range", ns.ino())))
+}
+
 impl KernelConfig {
     fn detect(host_processes: bool) -> Result<KernelConfig, BpfError> {
-        // The host's mount namespace is init's; where init cannot be inspected
-        // (a sandbox that hides it), the agent's own, which is the host's when
-        // the agent runs on the host (not in a container).
-        let ns = std::fs::metadata("/proc/1/ns/mnt")
-            .or_else(|e| {
-                tracing::warn!(error = %e, "cannot inspect init's mount namespace, taking the agent's as the host's");
-                std::fs::metadata("/proc/self/ns/mnt")
-            })
-            .map_err(|e| BpfError::Host(format!("cannot read the host mount namespace (/proc/self/ns/mnt): {e}")))?;
-        let host_mnt_ns = u32::try_from(ns.ino())
-            .map_err(|_| BpfError::Host(format!("mount namespace inode {} out of range", ns.ino())))?;
+        let host_mnt_ns = host_mount_namespace()?;
         let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let cgroup_subsys = if pure_v2 {
             -1
@@ -640,6 +647,13 @@ fn joined_leaf_first(raw: &[u8], cut: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_mount_namespace_is_inits_or_else_our_own() {
+        let own = std::fs::metadata("/proc/self/ns/mnt").unwrap().ino();
+        let init = std::fs::metadata("/proc/1/ns/mnt").map(|m| m.ino()).ok();
+        assert_eq!(u64::from(host_mount_namespace().unwrap()), init.unwrap_or(own));
+    }
 
     fn exec_record(argv: &[u8], parts: [&[u8]; 4], flags: i32) -> Vec<u8> {
         let len = |b: &[u8]| u16::try_from(b.len()).unwrap();

@@ -93,6 +93,7 @@ pub(crate) fn client_config(settings: &WriterSettings) -> ClientConfig {
     for (k, v) in &settings.extra {
         client.set(k, v);
     }
+    glasshouse_runtime::kafka::for_consumer(&mut client);
     client
 }
 

@@ -116,8 +116,11 @@ fn topic_error(what: &'static str, topic: &str, source: rdkafka::error::KafkaErr
     }
 }
 
+/// A consumer's config (every client made here consumes).
 fn client(settings: &Settings) -> ClientConfig {
-    crate::store::client(&settings.brokers, &[], &settings.extra)
+    let mut config = crate::store::client(&settings.brokers, &[], &settings.extra);
+    glasshouse_runtime::kafka::for_consumer(&mut config);
+    config
 }
 
 /// Collects the inventory partitions taken from this instance.
@@ -426,14 +429,13 @@ fn publish(producer: &FutureProducer, outputs: Vec<Output>, pending: &mut Vec<De
 /// watermark-bounded read misses the rest of the last batch.
 pub fn read_compacted(kafka: &Kafka, topic: &str, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, VulnsError> {
     let brokers = &kafka.brokers;
-    let consumer: BaseConsumer = kafka
-        .client(&[
-            ("group.id", "glasshouse-compacted-reader"),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
-        ])
-        .create()
-        .map_err(|source| client_error(brokers, source))?;
+    let consumer: BaseConsumer = glasshouse_runtime::kafka::for_consumer(&mut kafka.client(&[
+        ("group.id", "glasshouse-compacted-reader"),
+        ("enable.auto.commit", "false"),
+        ("enable.partition.eof", "true"),
+    ]))
+    .create()
+    .map_err(|source| client_error(brokers, source))?;
     let tpl = all_partitions(&consumer, topic)?;
     let mut open: std::collections::HashSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
     let mut latest = BTreeMap::new();

@@ -33,6 +33,43 @@ pub fn client(brokers: &str, own: &[(&str, &str)], properties: &BTreeMap<String,
     c
 }
 
+/// librdkafka properties that only producers read. The operator's `[kafka]`
+/// applies to every client, and a consumer given one of these logs "… is a
+/// producer property and will be ignored by this consumer instance" at
+/// start: [`for_consumer`] drops them from a consumer's config.
+pub const PRODUCER_ONLY: [&str; 22] = [
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "acks",
+    "request.required.acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "batch.num.messages",
+    "batch.size",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "message.send.max.retries",
+    "retries",
+    "partitioner",
+    "sticky.partitioning.linger.ms",
+];
+
+/// A consumer's config: `config` without the [`PRODUCER_ONLY`] properties.
+pub fn for_consumer(config: &mut ClientConfig) -> &mut ClientConfig {
+    for key in PRODUCER_ONLY {
+        config.remove(key);
+    }
+    config
+}
+
 /// Where Kafka is and how to reach it: the bootstrap servers and the
 /// operator's librdkafka properties (`[kafka]`: `security.protocol`,
 /// `ssl.*`, `sasl.*`, …), applied to every client a process or the CLI
@@ -314,6 +351,20 @@ mod tests {
         assert!(topics.contains(&(TOPIC_ADVISORIES, true)) && topics.contains(&(TOPIC_VULNERABILITIES, true)));
         assert!(topics.contains(&("glasshouse.inventory", false)));
         assert_eq!(topics.len(), RecordType::ALL.len() + 5);
+    }
+
+    #[test]
+    fn consumers_drop_producer_only_properties() {
+        let kafka = Kafka::new(
+            "b:9092",
+            Kafka::parse_properties(&["enable.idempotence=false".into(), "security.protocol=SSL".into()]).unwrap(),
+        );
+        let mut c = kafka.client(&[("group.id", "g")]);
+        assert_eq!(c.get("enable.idempotence"), Some("false"));
+        for_consumer(&mut c);
+        assert_eq!(c.get("enable.idempotence"), None);
+        assert_eq!(c.get("security.protocol"), Some("SSL"));
+        assert_eq!(c.get("group.id"), Some("g"));
     }
 
     #[test]
