@@ -6,7 +6,9 @@
 # Ctrl-C stops everything in order: agent, aggregator, query, analyzer, broker.
 #
 # Environment: GLASSHOUSE_STATE (default /var/lib/glasshouse/local),
-#              CARGO_TARGET_DIR (default /var/cache/glasshouse/target).
+#              CARGO_TARGET_DIR (default /var/cache/glasshouse/target),
+#              GLASSHOUSE_BIN_LINK (default /usr/local/bin/glasshouse: where the
+#              `glasshouse` command for this stack is written).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -18,8 +20,42 @@ STATE=${GLASSHOUSE_STATE:-/var/lib/glasshouse/local}
 LOGS=$STATE/logs
 mkdir -p "$LOGS" "$STATE/broker"
 
-echo "==> building (cargo build, dev profile shared with the tests)" >&2
-cargo build --locked --workspace --bins --quiet
+LINK=${GLASSHOUSE_BIN_LINK:-/usr/local/bin/glasshouse}
+
+# Leftovers of an earlier run.sh that was killed (SIGKILL, a closed
+# terminal): its parts run in their own sessions and outlive it. Each part's
+# pid is recorded in $STATE/pids; a recorded pid that still runs the same
+# program is reported with how to stop it, instead of failing later on a
+# busy port.
+mkdir -p "$STATE/pids"
+if [[ -s $STATE/pids/run.sh ]] && kill -0 "$(cat "$STATE/pids/run.sh")" 2>/dev/null \
+   && grep -q run.sh "/proc/$(cat "$STATE/pids/run.sh")/cmdline" 2>/dev/null; then
+  echo "run.sh: another run.sh (pid $(cat "$STATE/pids/run.sh")) runs this stack ($STATE); stop it with Ctrl-C in its terminal or: kill -INT $(cat "$STATE/pids/run.sh")" >&2
+  exit 1
+fi
+leftovers=() pids=""
+for f in "$STATE"/pids/*; do
+  [[ -f $f ]] || continue
+  name=${f##*/}; pid=$(cat "$f")
+  [[ $name != run.sh ]] || continue
+  # Still the same program (a pid can be reused by anything).
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'tansu|glasshouse|podman'; then
+    leftovers+=("$name (pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-80))")
+    pids+=" $pid"
+  else
+    rm -f "$f"
+  fi
+done
+if ((${#leftovers[@]})); then
+  echo "run.sh: parts of an earlier run.sh of $STATE are still running (it was killed before it could stop them):" >&2
+  printf '    %s\n' "${leftovers[@]}" >&2
+  echo "    stop them with: kill -INT$pids   (then run run.sh again)" >&2
+  exit 1
+fi
+
+echo "==> building the workspace (cargo build, dev profile shared with the tests;" >&2
+echo "    the first build takes about 30 min on 2 cores, later ones seconds)" >&2
+cargo build --locked --workspace --bins
 BIN=$CARGO_TARGET_DIR/debug
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -28,12 +64,14 @@ wait_port() {
   echo "run.sh: $2 did not start listening on 127.0.0.1:$1; see $LOGS/$2.log" >&2
   return 1
 }
-for port in 9092 50051 5433 50052; do
+for port in 9092 50051 5433 50052 9464 9465 9466 9467; do
   if port_busy "$port"; then
-    echo "run.sh: port $port is already in use (another Glasshouse stack or broker?); stop it first" >&2
+    holder=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'users:(.*)' | head -n 1)
+    echo "run.sh: port 127.0.0.1:$port is already in use${holder:+ by $holder}: another Glasshouse stack or broker? Stop it first." >&2
     exit 1
   fi
 done
+echo $$ >"$STATE/pids/run.sh"
 
 declare -A PIDS=()
 stop() {
@@ -55,11 +93,15 @@ stop() {
       kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
+    rm -f "$STATE/pids/$name"
     echo "    $name stopped" >&2
   done
+  rm -f "$STATE/pids/run.sh"
   echo "==> logs and broker data kept in $STATE" >&2
 }
-trap stop INT TERM EXIT
+# After a signal the script ends once everything is stopped.
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
 
 # Every part runs in its own session (setsid), so Ctrl-C reaches only this
 # script, which then stops the parts one by one, in order.
@@ -68,6 +110,7 @@ trap stop INT TERM EXIT
     --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine sqlite://tansu.db) >"$LOGS/broker.log" 2>&1 &
 PIDS[broker]=$!
+echo "${PIDS[broker]}" >"$STATE/pids/broker"
 wait_port 9092 broker
 
 # The Docker-compatible API the agent asks for container metadata.
@@ -76,10 +119,12 @@ if ! curl -sf --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
   mkdir -p /run/podman
   setsid podman system service --time=0 "unix://$PODMAN_SOCK" >"$LOGS/podman-api.log" 2>&1 &
   PIDS[podman-api]=$!
+  echo "${PIDS[podman-api]}" >"$STATE/pids/podman-api"
 fi
 
 setsid "$BIN/glasshouse-aggregator" --config "$REPO/deploy/local/aggregator.toml" 2>"$LOGS/aggregator.log" &
 PIDS[aggregator]=$!
+echo "${PIDS[aggregator]}" >"$STATE/pids/aggregator"
 wait_port 50051 aggregator
 
 # The SQL front doors' password (and Flight SQL token), made once.
@@ -93,26 +138,40 @@ fi
 # In the state directory: the lake and the password file are relative to it.
 (cd "$STATE" && exec setsid "$BIN/glasshouse-analyzer" --config "$REPO/deploy/local/analyzer.toml") 2>"$LOGS/analyzer.log" &
 PIDS[analyzer]=$!
+echo "${PIDS[analyzer]}" >"$STATE/pids/analyzer"
 # SQL over the lake, in its own process (deploy/local/query.toml).
 (cd "$STATE" && exec setsid "$BIN/glasshouse-query" --config "$REPO/deploy/local/query.toml") 2>"$LOGS/query.log" &
 PIDS[query]=$!
+echo "${PIDS[query]}" >"$STATE/pids/query"
 wait_port 5433 query
 
 setsid "$BIN/glasshouse-agent" --config "$REPO/deploy/local/agent.toml" 2>"$LOGS/agent.log" &
 PIDS[agent]=$!
+echo "${PIDS[agent]}" >"$STATE/pids/agent"
+
+# The command line, on PATH, with this stack's keys: a small script that
+# points the CLI at the control key and the SQL password of $STATE.
+mkdir -p "$(dirname "$LINK")"
+cat >"$LINK.tmp" <<SCRIPT
+#!/bin/sh
+# Written by $REPO/deploy/local/run.sh: the glasshouse CLI of the local
+# stack in $STATE, signing with its control key and using its SQL password.
+export GLASSHOUSE_CONTROL_KEY_FILE="\${GLASSHOUSE_CONTROL_KEY_FILE:-$STATE/control-key}"
+export GLASSHOUSE_SQL_TOKEN_FILE="\${GLASSHOUSE_SQL_TOKEN_FILE:-$STATE/sql-password}"
+exec "$BIN/glasshouse" "\$@"
+SCRIPT
+chmod 0755 "$LINK.tmp" && mv "$LINK.tmp" "$LINK"
 
 cat >&2 <<MSG
-==> Glasshouse is running: broker 127.0.0.1:9092, aggregator 127.0.0.1:50051, analyzer,
-    query service 127.0.0.1:5433 (PostgreSQL) and 127.0.0.1:50052 (Flight SQL), agent.
-    Logs: $LOGS/{broker,aggregator,analyzer,query,agent}.log
-    SQL over the telemetry (Iceberg tables in $STATE/lake, rows queryable within
-    about 5 s), password in $STATE/sql-password:
-      PGPASSWORD=\$(cat $STATE/sql-password) psql -h 127.0.0.1 -p 5433 -U glasshouse glasshouse
-      $BIN/glasshouse sql --token-file $STATE/sql-password "SELECT * FROM containers"
-    Baselines (commands are signed with the control key):
-      $BIN/glasshouse --control-key-file $STATE/control-key baselines list
-    Try, in another terminal:
-      podman run --rm localhost/glasshouse-test:latest /bin/sh -c 'id; ls /; cat /etc/passwd'
+==> Glasshouse is running: broker 127.0.0.1:9092, aggregator 127.0.0.1:50051, analyzer
+    (127.0.0.1:9466), query service 127.0.0.1:5433 (PostgreSQL) and 127.0.0.1:50052
+    (Flight SQL), agent. Logs: $LOGS/{broker,aggregator,analyzer,query,agent}.log
+    \`glasshouse\` is on PATH: $LINK (uses $STATE/control-key and sql-password).
+    SQL password for psql: $STATE/sql-password.
+    Try next, in another terminal:
+      podman run --rm localhost/glasshouse-test:latest /bin/sh -c 'id; echo x:x:0:0::/:/bin/sh >>/etc/passwd'
+      glasshouse sql "SELECT time, container_name, rule, title FROM alerts"
+      glasshouse baselines show localhost/glasshouse-test
     Containers and what they execute appear below. Ctrl-C stops everything.
 MSG
 
