@@ -28,7 +28,8 @@
 //!   step failed, as types with a retryable/fatal [`error::Kind`].
 //! - [`control`]: operator commands and reading baselines back (CLI);
 //!   [`sign`]: their signatures, and those of snapshots and alerts.
-//! - [`cli`]: what the `glasshouse` command line prints; [`sql`]: `glasshouse sql`.
+//! - [`cli`]: what the `glasshouse` command line prints; [`sql`]: `glasshouse sql`;
+//!   [`doctor`]: `glasshouse doctor`, the host and stack checks.
 //! - The telemetry lake is the `glasshouse-lake` crate (`analyzer/lake`):
 //!   [`run`] starts its writer when `[lake]` is enabled; SQL over it is
 //!   served by its own binary, `glasshouse-query`.
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod consume;
 pub mod control;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod escape;

@@ -67,6 +67,37 @@ enum Command {
         #[command(subcommand)]
         command: VulnsCommand,
     },
+    /// Check this host and the stack: kernel features (BPF, BTF, BPF LSM,
+    /// cgroup v2, ring buffers), container runtimes, broker, aggregator,
+    /// analyzer and query service, credentials, clock, disk space; prints
+    /// each problem's fix and exits 1 when a check failed.
+    Doctor {
+        /// The aggregator's gRPC ingest address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        aggregator: String,
+        /// The analyzer's metrics_listen address (`/health`).
+        #[arg(long, default_value = "127.0.0.1:9466")]
+        analyzer: String,
+        /// File holding the bearer token of the analyzer's endpoint (`metrics_token_file`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The query service's PostgreSQL address.
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        query: String,
+        /// The agent's spool directory.
+        #[arg(long, default_value = "/var/lib/glasshouse/spool")]
+        spool_dir: PathBuf,
+        /// The lake's local location (the local stack's by default).
+        #[arg(long, default_value = "/var/lib/glasshouse/local/lake")]
+        lake_dir: PathBuf,
+        /// Container runtime sockets (Docker-compatible or CRI), comma separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "/run/podman/podman.sock,/var/run/docker.sock,/run/containerd/containerd.sock,/run/crio/crio.sock"
+        )]
+        runtime_socket: Vec<PathBuf>,
+    },
     /// Run a read-only SQL query over the telemetry lake, through a
     /// query service's Flight SQL front door (glasshouse-query, `[sql] flight_listen`).
     Sql {
@@ -76,7 +107,8 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50052")]
         flight: String,
         /// File whose first line is the bearer token (`[sql] password_file`);
-        /// without it, the GLASSHOUSE_SQL_TOKEN environment variable.
+        /// without it, the file GLASSHOUSE_SQL_TOKEN_FILE names, else the
+        /// GLASSHOUSE_SQL_TOKEN environment variable.
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// Output: an aligned table, CSV or JSON Lines.
@@ -206,6 +238,35 @@ async fn main() {
     let key_file = cli
         .control_key_file
         .or_else(|| std::env::var_os("GLASSHOUSE_CONTROL_KEY_FILE").map(PathBuf::from));
+    if let Command::Doctor {
+        aggregator,
+        analyzer,
+        token_file,
+        query,
+        spool_dir,
+        lake_dir,
+        runtime_socket,
+    } = cli.command
+    {
+        let targets = glasshouse_analyzer::doctor::Targets {
+            kafka: brokers,
+            aggregator,
+            analyzer,
+            analyzer_token_file: token_file,
+            query,
+            control_key_file: key_file,
+            sql_token_file: std::env::var_os("GLASSHOUSE_SQL_TOKEN_FILE").map(PathBuf::from),
+            spool_dir,
+            lake_dir,
+            runtime_sockets: runtime_socket,
+        };
+        let checks = glasshouse_analyzer::doctor::run(&targets).await;
+        print!("{}", glasshouse_analyzer::doctor::report(&checks));
+        let failed = checks
+            .iter()
+            .any(|c| c.status == glasshouse_analyzer::doctor::Status::Fail);
+        std::process::exit(i32::from(failed));
+    }
     let key = key_file.map(|f| Key::from_file(&f).unwrap_or_else(|e| fail(e.to_string())));
     let key = key.as_ref();
     match cli.command {
@@ -319,18 +380,21 @@ async fn main() {
             rows.sort_by(|a, b| b.score.total_cmp(&a.score));
             print!("{}", cli::containers_table(&rows));
         }
+        Command::Doctor { .. } => unreachable!("handled before the control key is read"),
         Command::Sql {
             query,
             flight,
             token_file,
             format,
         } => {
+            let token_file = token_file.or_else(|| std::env::var_os("GLASSHOUSE_SQL_TOKEN_FILE").map(PathBuf::from));
             let token = match token_file {
                 Some(path) => std::fs::read_to_string(&path)
                     .map(|t| t.lines().next().unwrap_or("").trim().to_owned())
                     .unwrap_or_else(|e| fail(format!("reading {}: {e}", path.display()))),
-                None => std::env::var("GLASSHOUSE_SQL_TOKEN")
-                    .unwrap_or_else(|_| fail("no token: --token-file FILE or GLASSHOUSE_SQL_TOKEN".into())),
+                None => std::env::var("GLASSHOUSE_SQL_TOKEN").unwrap_or_else(|_| {
+                    fail("no token: --token-file FILE, GLASSHOUSE_SQL_TOKEN_FILE or GLASSHOUSE_SQL_TOKEN".into())
+                }),
             };
             let style = match format {
                 SqlFormat::Table => glasshouse_lake::output::Style::Table,
