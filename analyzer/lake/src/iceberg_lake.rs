@@ -294,7 +294,11 @@ pub async fn run(
     // The next offset to accept per topic and partition.
     let mut next: HashMap<(&'static str, i32), i64> = HashMap::new();
     let mut stats = WriterStats::default();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // A quarter of the flush period (100 ms to 1 s): rows are committed at
+    // most a quarter period after they are due (with a 1 s tick and
+    // `flush_secs = 1`, rows arriving just after a tick waited 2 s).
+    let tick = (flush.age / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expire_at = Instant::now() + SNAPSHOT_AGE;
     loop {
