@@ -346,18 +346,18 @@ async fn writes_bad_sql_timeouts_and_memory_get_clear_errors() -> anyhow::Result
     Ok(())
 }
 
-/// The README's SQL examples run over the fixture lake (the top talkers and
+/// The SQL examples of docs/sql.md run over the fixture lake (the top talkers and
 /// the alert's lineage with rows; the last hour of a fixture from January is
 /// empty but must plan and run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_examples_run() -> anyhow::Result<()> {
-    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))?;
-    let section = readme.split("## SQL over the telemetry").nth(1).unwrap_or_default();
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sql.md"))?;
+    let section = doc.split("\nExamples:\n").nth(1).unwrap_or_default();
     let block = section
         .split("```sql\n")
         .nth(1)
         .and_then(|b| b.split("```").next())
-        .ok_or_else(|| anyhow::anyhow!("no sql block in the README's SQL section"))?;
+        .ok_or_else(|| anyhow::anyhow!("no sql block after \"Examples:\" in docs/sql.md"))?;
     let statements: Vec<&str> = block.split(";\n").map(str::trim).filter(|s| !s.is_empty()).collect();
     anyhow::ensure!(statements.len() == 3, "{statements:?}");
     let dir = tempfile::tempdir()?;
