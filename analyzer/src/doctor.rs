@@ -321,8 +321,9 @@ fn secret_file(what: &str, path: Option<&Path>, min_len: usize, fix: &str) -> Ch
 /// Whether the kernel considers the clock synchronised (NTP): events are
 /// ordered and windowed by their hosts' clocks.
 fn clock() -> Check {
-    // SAFETY: adjtimex with modes 0 only reads the kernel's clock state into `tx`.
+    // SAFETY: `timex` is plain data; all zeroes is a valid value.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: adjtimex with modes 0 only reads the kernel's clock state into `tx`.
     let state = unsafe { libc::adjtimex(&mut tx) };
     match state {
         libc::TIME_ERROR => Check::warn(
@@ -349,13 +350,14 @@ fn disk(name: &str, dir: &Path) -> Check {
     let Ok(c) = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()) else {
         return Check::fail(what, "path holds a NUL byte", "fix the path");
     };
-    // SAFETY: statvfs writes into `st`, which this frame owns; `c` is NUL-terminated.
+    // SAFETY: `statvfs` is plain data; all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes into `st`, which this frame owns; `c` is NUL-terminated.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Check::fail(what, std::io::Error::last_os_error().to_string(), "check the path");
     }
-    let free = u64::from(st.f_bavail).saturating_mul(st.f_frsize);
-    let total = u64::from(st.f_blocks).saturating_mul(st.f_frsize).max(1);
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let total = st.f_blocks.saturating_mul(st.f_frsize).max(1);
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
     let found = format!(
         "{:.1} GiB free of {:.1} GiB ({}%)",
