@@ -934,7 +934,8 @@ fn pods_get_only_the_privileges_they_need() -> anyhow::Result<()> {
 /// A fleet lake (s3://, REST catalog) renders the same `[lake]` for the
 /// analyzer and glasshouse-query, each accepted by its binary's config
 /// type; the S3 keys come from their Secret as the AWS variables and the
-/// catalog token from its Secret where `token_file` points, in both pods;
+/// catalog token (or OAuth2 credential) from its Secret where
+/// `token_file` (`credential_file`) points, in both pods;
 /// the query Deployment serves the `[sql]` ports behind the Service
 /// glasshouse-sql, which selects it, not the analyzers; the analyzer has no
 /// SQL port left; the NetworkPolicies let SQL into the query pods only and
@@ -1006,6 +1007,36 @@ fn lake_and_query_values_reach_the_configs_pods_and_policies() -> anyhow::Result
         ensure!(
             !c["volumeMounts"].to_string().contains("/var/lib/glasshouse/lake"),
             "an s3 lake needs no volume"
+        );
+    }
+
+    // The fleet with OAuth2 client credentials instead of a token: both
+    // pods get `credential_file` behind its Secret and the refresh period.
+    let with_credential: Vec<&str> = FLEET
+        .iter()
+        .map(|a| match *a {
+            "analyzer.lake.catalog.tokenSecret.name=catalog-token" => {
+                "analyzer.lake.catalog.credentialSecret.name=catalog-credential,analyzer.lake.catalog.tokenRefreshSecs=900"
+            }
+            other => other,
+        })
+        .collect();
+    let objects = render_valid(&with_credential)?;
+    for (lake, name) in [
+        (analyzer_config(&objects)?.lake, "analyzer"),
+        (query_config(&objects)?.lake, "query"),
+    ] {
+        ensure!(
+            lake.catalog.token_file.is_none(),
+            "{name}: a token_file beside the credential"
+        );
+        ensure!(lake.catalog.token_refresh_secs == 900, "{name}: {:?}", lake.catalog);
+        let credential = lake.catalog.credential_file.context("no catalog credential_file")?;
+        let deployment = find(&objects, "Deployment", &format!("glasshouse-{name}"))?;
+        assert_eq!(
+            secret_behind(deployment, container(deployment, name)?, &credential)?,
+            ("catalog-credential".to_owned(), "credential".to_owned()),
+            "{name}"
         );
     }
 
@@ -1164,6 +1195,14 @@ fn lake_and_query_values_reach_the_configs_pods_and_policies() -> anyhow::Result
         (
             "analyzer.lake.enabled=true,analyzer.lake.format=parquet,analyzer.lake.location=s3://b/p",
             "one writer per location",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.location=s3://b/p,analyzer.lake.catalog.kind=rest,analyzer.lake.catalog.uri=http://c:8181,analyzer.lake.catalog.credentialSecret.name=c,analyzer.lake.catalog.tokenSecret.name=t",
+            "set credentialSecret (renewed tokens) or tokenSecret",
+        ),
+        (
+            "analyzer.lake.enabled=true,analyzer.lake.location=s3://b/p,analyzer.lake.catalog.kind=rest,analyzer.lake.catalog.uri=http://c:8181,analyzer.lake.catalog.tokenRefreshSecs=0",
+            "tokenRefreshSecs 0 must be at least 1",
         ),
         (
             "analyzer.lake.enabled=true,analyzer.lake.format=delta",

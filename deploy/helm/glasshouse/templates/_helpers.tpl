@@ -214,7 +214,10 @@ allow_http = {{ .s3.allowHttp }}
 kind = {{ .catalog.kind | toJson }}
 {{- if eq .catalog.kind "rest" }}
 uri = {{ .catalog.uri | toJson }}
-{{- if .catalog.tokenSecret.name }}
+{{- if .catalog.credentialSecret.name }}
+credential_file = "/etc/glasshouse/catalog/credential"
+token_refresh_secs = {{ int .catalog.tokenRefreshSecs }}
+{{- else if .catalog.tokenSecret.name }}
 token_file = "/etc/glasshouse/catalog/token"
 {{- end }}
 {{- end }}
@@ -243,24 +246,39 @@ env:
 {{- end }}
 {{- end }}
 
-{{/* The REST catalog's token is mounted: "true" or "". */}}
+{{/* The REST catalog's credential or token is mounted: "true" or "". */}}
 {{- define "glasshouse.catalogToken" -}}
 {{- with .Values.analyzer.lake }}
-{{- if and .enabled (eq .format "iceberg") (eq .catalog.kind "rest") .catalog.tokenSecret.name }}true{{ end }}
+{{- if and .enabled (eq .format "iceberg") (eq .catalog.kind "rest") (or .catalog.credentialSecret.name .catalog.tokenSecret.name) }}true{{ end }}
 {{- end }}
 {{- end }}
 
-{{/* The catalog token's volume (see glasshouse.catalogToken). */}}
+{{/* The catalog credential's or token's volume (see glasshouse.catalogToken). */}}
 {{- define "glasshouse.catalogTokenVolume" -}}
+{{- with .Values.analyzer.lake.catalog }}
+{{- if .credentialSecret.name }}
+# The REST catalog's OAuth2 client credentials as
+# /etc/glasshouse/catalog/credential (`lake.catalog.credential_file`): a
+# new token is fetched every `token_refresh_secs`.
+- name: catalog-token
+  secret:
+    secretName: {{ .credentialSecret.name }}
+    items:
+      - key: {{ .credentialSecret.key }}
+        path: credential
+    defaultMode: 0440
+{{- else }}
 # The REST catalog's bearer token as /etc/glasshouse/catalog/token
 # (`lake.catalog.token_file`), read at start.
 - name: catalog-token
   secret:
-    secretName: {{ .Values.analyzer.lake.catalog.tokenSecret.name }}
+    secretName: {{ .tokenSecret.name }}
     items:
-      - key: {{ .Values.analyzer.lake.catalog.tokenSecret.key }}
+      - key: {{ .tokenSecret.key }}
         path: token
     defaultMode: 0440
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -427,6 +445,12 @@ analyzer, which ships the binary.
 {{- end }}
 {{- if not .catalog.uri }}
 {{- fail "analyzer.lake.catalog.kind=rest needs analyzer.lake.catalog.uri" }}
+{{- end }}
+{{- if and .catalog.credentialSecret.name .catalog.tokenSecret.name }}
+{{- fail "analyzer.lake.catalog: set credentialSecret (renewed tokens) or tokenSecret (one token, used until it expires), not both" }}
+{{- end }}
+{{- if lt (int .catalog.tokenRefreshSecs) 1 }}
+{{- fail (printf "analyzer.lake.catalog.tokenRefreshSecs %v must be at least 1" .catalog.tokenRefreshSecs) }}
 {{- end }}
 {{- $_ := include "glasshouse.catalogPort" .catalog.uri }}
 {{- end }}
