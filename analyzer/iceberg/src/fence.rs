@@ -1,5 +1,5 @@
 //! The fence: a catalog wrapper that refuses a commit whose Kafka offset
-//! range starts below the table's high-water mark.
+//! range does not start at the table's high-water mark.
 //!
 //! iceberg-rust rebuilds a conflicting append on the newest metadata by
 //! itself and offers no hook into that rebuild, so the check lives where
@@ -38,12 +38,15 @@ pub fn high_water_marks(table: &Table) -> HashMap<i32, i64> {
         .collect()
 }
 
-/// The first of `starts` (partition, first offset) that begins below its
-/// partition's mark in `marks`: (partition, first, mark).
-pub fn below_mark(marks: &HashMap<i32, i64>, starts: impl IntoIterator<Item = (i32, i64)>) -> Option<(i32, i64, i64)> {
+/// The first of `starts` (partition, first offset) that does not begin
+/// at its partition's mark in `marks` (0 for a partition without one):
+/// (partition, first, mark). A range starting below the mark repeats
+/// offsets already in the table; one starting above it would leave the
+/// offsets in between out of the table for good.
+pub fn off_mark(marks: &HashMap<i32, i64>, starts: impl IntoIterator<Item = (i32, i64)>) -> Option<(i32, i64, i64)> {
     starts.into_iter().find_map(|(partition, first)| {
         let committed = marks.get(&partition).copied().unwrap_or(0);
-        (committed > first).then_some((partition, first, committed))
+        (committed != first).then_some((partition, first, committed))
     })
 }
 
@@ -159,10 +162,10 @@ impl Catalog for FencingCatalog {
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
         if let Some(pending) = self.pending(commit.identifier()) {
             let current = self.inner.load_table(commit.identifier()).await?;
-            if let Some((partition, first, committed)) = below_mark(&high_water_marks(&current), pending) {
+            if let Some((partition, first, committed)) = off_mark(&high_water_marks(&current), pending) {
                 return Err(Error::new(
                     ErrorKind::DataInvalid,
-                    format!("{FENCED} partition {partition} from {first} below high-water mark {committed}"),
+                    format!("{FENCED} partition {partition} from {first}, high-water mark {committed}"),
                 )
                 .with_retryable(false));
             }

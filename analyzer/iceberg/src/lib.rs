@@ -16,10 +16,15 @@
 //!   offset (the high-water mark, kept across snapshot expiry).
 //!
 //! A writer resumes each partition from the table's high-water mark
-//! ([`LakeTable::committed_offsets`]), not from consumer-group state. A
-//! commit whose range starts below the high-water mark (a replay after a
-//! crash, or a writer that lost its partition and does not know it yet) is
-//! refused by a fence inside the catalog's commit ([`fence`]): the check
+//! ([`LakeTable::committed_offsets`]), not from consumer-group state, and
+//! a range starts where the one before it ended: the table holds every
+//! offset of a partition from 0 to its mark, each once. A commit whose
+//! range does not start at the high-water mark is refused by a fence
+//! inside the catalog's commit ([`fence`]): below it (a replay after a
+//! crash, or a writer that lost its partition and does not know it yet)
+//! with [`Error::AlreadyCommitted`], above it (offsets in between would
+//! never be written: a writer that skipped messages, or a catalog that
+//! lost a commit) with [`Error::Gap`]. The check
 //! and the catalog's compare-and-swap of the table's metadata see the same
 //! snapshot, so concurrent writers cannot both pass it. Commits that lose
 //! a race with another writer's commit are retried on the new metadata.
@@ -33,7 +38,7 @@
 //! - [`catalog`]: settings and opening a catalog ([`Warehouse`]).
 //! - [`schema`]: lake schemas as Iceberg schemas, batches cast to them.
 //! - [`table`]: appends with offsets, the high-water marks, expiry.
-//! - [`fence`]: the catalog wrapper that refuses a replayed range.
+//! - [`fence`]: the catalog wrapper that refuses a range off the mark.
 
 pub mod catalog;
 pub mod fence;
@@ -67,6 +72,18 @@ pub enum Error {
         "table {table}: offsets from {first} of partition {partition} are committed already (high-water mark {committed})"
     )]
     AlreadyCommitted {
+        table: String,
+        partition: i32,
+        first: i64,
+        committed: i64,
+    },
+    /// The range starts above the table's high-water mark: committed, the
+    /// offsets in between would never be in the table. The writer reads
+    /// the partition again from the mark.
+    #[error(
+        "table {table}: offsets from {first} of partition {partition} do not follow the table's high-water mark {committed}"
+    )]
+    Gap {
         table: String,
         partition: i32,
         first: i64,

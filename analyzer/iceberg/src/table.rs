@@ -7,8 +7,9 @@
 //! ranges (see the crate docs). A commit that loses a race with another
 //! writer is rebuilt on the new metadata by iceberg-rust (up to
 //! `commit.retry.num-retries`, set on the tables this crate creates) and
-//! then by this crate's own loop; a refused range (already committed)
-//! deletes the files it wrote and returns [`Error::AlreadyCommitted`].
+//! then by this crate's own loop; a refused range (not starting at the
+//! table's mark) deletes the files it wrote and returns
+//! [`Error::AlreadyCommitted`] or [`Error::Gap`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ use parquet::file::properties::WriterProperties;
 use tracing::{debug, warn};
 
 use crate::catalog::Warehouse;
-use crate::fence::{FENCED, below_mark, high_water_marks, offset_property};
+use crate::fence::{FENCED, high_water_marks, off_mark, offset_property};
 use crate::schema::{arrow_schema, batches_from_ipc, conform, iceberg_schema, schema_from_ipc};
 use crate::{Error, Result};
 
@@ -251,12 +252,13 @@ impl LakeTable {
 
     /// Writes the rows of the Arrow IPC streams `ipc` and commits them
     /// with `ranges` (the offsets they came from; a range with no rows
-    /// still moves the high-water mark). Refused with
-    /// [`Error::AlreadyCommitted`] if a range starts below the table's
-    /// high-water mark of its partition.
+    /// still moves the high-water mark). Refused unless each range starts
+    /// at the table's high-water mark of its partition (0 for a partition
+    /// not in the table yet): with [`Error::AlreadyCommitted`] below it,
+    /// [`Error::Gap`] above it.
     pub async fn append<B: AsRef<[u8]>>(&self, ipc: &[B], ranges: &[OffsetRange]) -> Result<Appended> {
         let table = self.load().await?;
-        // Fail early (before writing files) on a replayed range.
+        // Fail early (before writing files) on a range off the mark.
         self.check_ranges(&table, ranges)?;
         let files = self.write(&table, ipc).await?;
         let appended = Appended {
@@ -283,8 +285,14 @@ impl LakeTable {
     }
 
     fn check_ranges(&self, table: &Table, ranges: &[OffsetRange]) -> Result<()> {
-        match below_mark(&high_water_marks(table), ranges.iter().map(|r| (r.partition, r.first))) {
-            Some((partition, first, committed)) => Err(Error::AlreadyCommitted {
+        match off_mark(&high_water_marks(table), ranges.iter().map(|r| (r.partition, r.first))) {
+            Some((partition, first, committed)) if committed > first => Err(Error::AlreadyCommitted {
+                table: self.name().to_owned(),
+                partition,
+                first,
+                committed,
+            }),
+            Some((partition, first, committed)) => Err(Error::Gap {
                 table: self.name().to_owned(),
                 partition,
                 first,
@@ -385,8 +393,8 @@ impl LakeTable {
             match tx.commit(catalog.as_ref()).await {
                 Ok(_) => break Ok(()),
                 Err(e) if e.message().starts_with(FENCED) => {
-                    // A writer committed the range between the check above
-                    // and the commit.
+                    // A writer committed the partition between the check
+                    // above and the commit.
                     let table = catalog.load_table(&self.ident).await?;
                     break Err(self
                         .check_ranges(&table, ranges)

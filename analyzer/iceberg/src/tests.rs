@@ -140,7 +140,7 @@ fn data_files(dir: &std::path::Path) -> usize {
 }
 
 #[tokio::test]
-async fn an_append_commits_rows_and_offsets_and_a_replayed_range_is_refused_without_leaving_files() {
+async fn an_append_commits_rows_and_offsets_and_a_replayed_or_skipping_range_is_refused_without_leaving_files() {
     let dir = tempfile::tempdir().expect("dir");
     let table = open(dir.path()).await;
     let appended = table
@@ -207,6 +207,38 @@ async fn an_append_commits_rows_and_offsets_and_a_replayed_range_is_refused_with
         HashMap::from([(0, 5)])
     );
     assert_eq!(table.rows().await.expect("rows"), 10);
+
+    // A range that skips offsets 5 and 6: refused, nothing added, the mark
+    // stays (committed, offsets 5 and 6 would never be in the table).
+    let err = table
+        .append(
+            &[ipc(20, 2)],
+            &[OffsetRange {
+                partition: 0,
+                first: 7,
+                next: 8,
+            }],
+        )
+        .await
+        .expect_err("gap");
+    assert!(
+        matches!(
+            err,
+            Error::Gap {
+                partition: 0,
+                first: 7,
+                committed: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(table.rows().await.expect("rows"), 10);
+    assert_eq!(data_files(dir.path()), files);
+    assert_eq!(
+        table.committed_offsets().await.expect("offsets"),
+        HashMap::from([(0, 5)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,4 +1,5 @@
-//! The `[lake]` and `[sql]` sections of the analyzer's config.
+//! The `[lake]` section (the analyzer's and the query service's config)
+//! and the `[sql]` section (the query service's).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,11 +13,12 @@ pub struct LakeConfig {
     /// Run the lake writer and register the lake's tables (default false).
     #[serde(default)]
     pub enabled: bool,
-    /// Where the Parquet files go: a local directory (default
+    /// Where the tables' files go: a local directory (default
     /// `/var/lib/glasshouse/lake`) or an `s3://bucket/prefix` URL on S3 or
     /// S3-compatible object storage, configured by `[lake.s3]` and the
     /// standard `AWS_*` environment variables. The bucket must exist; the
-    /// analyzer lists it at start and refuses to start if it cannot.
+    /// analyzer and the query service refuse to start if they cannot
+    /// reach it.
     #[serde(default = "default_location")]
     pub location: String,
     /// `[lake.s3]`: how to reach an `s3://` location. Each key set here
@@ -248,8 +250,8 @@ pub struct SqlConfig {
     /// error naming the limit.
     #[serde(default = "default_memory")]
     pub memory_limit_mib: u64,
-    /// Threads of the query runtime, apart from the analyzer's I/O runtime
-    /// (default 2).
+    /// Threads of the query runtime, apart from the query service's I/O
+    /// runtime (default 2).
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// Deepest nesting a statement may have (default 256), counted on its
@@ -337,7 +339,7 @@ fn default_max_nesting_depth() -> usize {
     256
 }
 /// PostgreSQL's `max_connections` is 100 for one database server; a
-/// front door of the analyzer serves a few analysts and dashboards.
+/// front door of one query service serves a few analysts and dashboards.
 fn default_max_connections() -> usize {
     64
 }

@@ -9,16 +9,23 @@
 //! [`glasshouse_iceberg::LakeTable::append`], which records the offset
 //! ranges in the same Iceberg commit. Where a partition resumes comes
 //! from the table, not from the consumer group: the first message of a
-//! partition after an assignment looks up the table's high-water mark;
-//! messages below it are skipped (and the partition sought to it). The
-//! group's offsets are stored only after a commit, so they never run ahead
-//! of the table. A commit refused because another writer committed the
-//! partition first (it was reassigned) drops that partition's rows and
-//! seeks it to the new mark; the other partitions' rows are committed.
-//! A failed commit keeps the rows for the next tick, and consumption
-//! pauses while more than twice `flush_bytes` wait.
+//! partition after an assignment looks up the table's high-water mark,
+//! and a range always starts where the table's ends. A message below the
+//! mark is skipped; one above it (the group's offset ran ahead of the
+//! table, or the consumer skipped) seeks the partition back to the mark;
+//! if the first message after that seek is still above it, the offsets in
+//! between are gone from Kafka (retention), which is logged as a warning.
+//! The group's offsets are stored only after a commit. A commit refused
+//! because another writer committed the partition first (it was
+//! reassigned), or because the table's mark is behind the range (a commit
+//! the catalog lost), drops that partition's rows and reads it again from
+//! the table's mark; the other partitions' rows are committed. A failed
+//! commit keeps the rows for the next tick, and consumption pauses while
+//! more than twice `flush_bytes` wait. The writers are dynamic members of
+//! their group, and each watches for partitions the group left unread
+//! ([`Watch`]): it joins the group again when it sees one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -251,6 +258,106 @@ impl ConsumerContext for Moves {
     }
 }
 
+/// Watches for partitions that no writer of the group reads: tansu 0.6,
+/// when a member dies while the group forms (its leader, or a member whose
+/// share was assigned), marks the group formed with those partitions
+/// assigned to nobody (or to the dead), and the living members heartbeat
+/// on without them: the lake stops for them. Any writer that sees it joins
+/// the group again, which makes the group assign every partition anew.
+/// Kafka and Redpanda reassign a dead member's partitions after its
+/// session; there the watch stays quiet.
+struct Watch {
+    /// How far apart two looks are: long enough for a working owner to
+    /// have committed (and moved the group's offset).
+    period: Duration,
+    /// When the offsets were looked at last, the group's offsets of the
+    /// partitions that had messages waiting then, and this writer's failed
+    /// commits by then.
+    looked: Option<(Instant, HashMap<(String, i32), i64>, u64)>,
+}
+
+impl Watch {
+    fn new(period: Duration) -> Watch {
+        Watch { period, looked: None }
+    }
+
+    /// Once a period: the partitions not this writer's that had messages
+    /// waiting at both of the last two looks with the group's offset
+    /// unmoved, if any, and only if this writer's own commits all went
+    /// through meanwhile (a catalog down stops every writer alike: joining
+    /// again would not help). Blocks for a few broker requests.
+    fn stuck(&mut self, consumer: &Writer, failed_commits: u64) -> Option<Vec<(String, i32)>> {
+        if self
+            .looked
+            .as_ref()
+            .is_some_and(|(at, _, _)| at.elapsed() < self.period)
+        {
+            return None;
+        }
+        let Some(waiting) = waiting_offsets(consumer) else {
+            self.looked = None;
+            return None;
+        };
+        let mine: HashSet<(String, i32)> = consumer
+            .assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stuck: Vec<(String, i32)> = match &self.looked {
+            Some((_, before, failed)) if *failed == failed_commits => {
+                let mut stuck: Vec<_> = waiting
+                    .iter()
+                    .filter(|(k, v)| !mine.contains(*k) && before.get(*k) == Some(*v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                stuck.sort();
+                stuck
+            }
+            _ => Vec::new(),
+        };
+        if stuck.is_empty() {
+            self.looked = Some((Instant::now(), waiting, failed_commits));
+            None
+        } else {
+            self.looked = None;
+            Some(stuck)
+        }
+    }
+}
+
+/// The group's offset of every partition of the lake's topics with
+/// messages past it (-1: none committed yet); None if the broker did not
+/// answer.
+fn waiting_offsets(consumer: &Writer) -> Option<HashMap<(String, i32), i64>> {
+    let timeout = Duration::from_secs(2);
+    let mut partitions = TopicPartitionList::new();
+    for def in TABLES {
+        let metadata = consumer.fetch_metadata(Some(def.topic), timeout).ok()?;
+        for topic in metadata.topics() {
+            for p in topic.partitions() {
+                partitions.add_partition(topic.name(), p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(partitions, timeout).ok()?;
+    let mut waiting = HashMap::new();
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout).ok()?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        };
+        if high > at.max(low) {
+            waiting.insert((e.topic().to_owned(), e.partition()), at);
+        }
+    }
+    Some(waiting)
+}
+
 /// Rows of one partition since the last commit.
 #[derive(Debug)]
 struct Part {
@@ -291,8 +398,13 @@ pub async fn run(
 
     let mut decoder = Decoder::default();
     let mut pending: HashMap<&'static str, Pending> = HashMap::new();
-    // The next offset to accept per topic and partition.
+    // The next offset to accept per topic and partition: the table's mark
+    // when the partition was first seen, then the offset after the last
+    // message accepted.
     let mut next: HashMap<(&'static str, i32), i64> = HashMap::new();
+    // Partitions sought to their `next`, whose next message starts there
+    // even if its offset is higher (the ones in between are gone).
+    let mut sought: HashSet<(&'static str, i32)> = HashSet::new();
     let mut stats = WriterStats::default();
     // A quarter of the flush period (100 ms to 1 s): rows are committed at
     // most a quarter period after they are due (with a 1 s tick and
@@ -301,15 +413,20 @@ pub async fn run(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expire_at = Instant::now() + SNAPSHOT_AGE;
+    // Owners commit (and move the group's offsets) every `flush_secs`:
+    // three of those, or the session timeout if longer, without a move is
+    // a stranded group.
+    let mut watch = Watch::new(Duration::from_millis(u64::from(settings.session_timeout_ms)).max(3 * flush.age));
     loop {
         let held: usize = pending.values().map(|p| p.bytes).sum();
         tokio::select! {
             m = consumer.recv(), if held <= 2 * flush.bytes => match m {
                 Ok(m) => {
-                    revoke(&consumer, &mut pending, &mut next);
+                    revoke(&consumer, &mut pending, &mut next, &mut sought);
                     let Some(def) = crate::catalog::by_topic(m.topic()) else { continue };
                     let (partition, offset) = (m.partition(), m.offset());
-                    let expected = match next.get(&(def.topic, partition)) {
+                    let key = (def.topic, partition);
+                    let expected = match next.get(&key) {
                         Some(n) => *n,
                         None => {
                             let mark = match high_water_mark(&lake, def, partition).await {
@@ -323,9 +440,10 @@ pub async fn run(
                                     continue;
                                 }
                             };
-                            next.insert((def.topic, partition), mark);
-                            if offset < mark {
-                                seek(&consumer, def.topic, partition, mark);
+                            next.insert(key, mark);
+                            if offset < mark && seek(&consumer, def.topic, partition, mark) {
+                                // Rather than reading what the table has.
+                                sought.insert(key);
                             }
                             mark
                         }
@@ -334,6 +452,25 @@ pub async fn run(
                         stats.skipped += 1;
                         continue;
                     }
+                    if offset > expected {
+                        if sought.remove(&key) {
+                            // The first message after seeking to `expected`:
+                            // the offsets in between are not in Kafka.
+                            gap(def, partition, expected, offset);
+                        } else {
+                            // Resumed (from the group's offset) or went on
+                            // past the table's mark: read from the mark, so
+                            // that no offset is left out of the table.
+                            stats.skipped += 1;
+                            if seek(&consumer, def.topic, partition, expected) {
+                                sought.insert(key);
+                            } else {
+                                next.remove(&key);
+                            }
+                            continue;
+                        }
+                    }
+                    sought.remove(&key);
                     next.insert((def.topic, partition), offset + 1);
                     stats.messages += 1;
                     let time_ns = m.timestamp().to_millis().unwrap_or(0).saturating_mul(1_000_000);
@@ -352,7 +489,7 @@ pub async fn run(
                     let full = {
                         let p = pending.entry(def.name).or_default();
                         p.since.get_or_insert_with(Instant::now);
-                        let part = p.parts.entry(partition).or_insert(Part { batches: Vec::new(), first: offset, next: offset });
+                        let part = p.parts.entry(partition).or_insert(Part { batches: Vec::new(), first: expected, next: offset });
                         part.next = offset + 1;
                         for b in batches {
                             p.rows += b.num_rows();
@@ -363,7 +500,7 @@ pub async fn run(
                         p.rows >= flush.rows || p.bytes >= flush.bytes
                     };
                     if full {
-                        commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
+                        commit(&lake, def, &consumer, &mut pending, &mut next, &mut sought, &mut stats).await;
                     }
                 }
                 Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) => {
@@ -375,24 +512,36 @@ pub async fn run(
                 }
             },
             _ = ticker.tick() => {
-                revoke(&consumer, &mut pending, &mut next);
+                revoke(&consumer, &mut pending, &mut next, &mut sought);
                 for def in TABLES {
                     let due = pending.get(def.name).and_then(|p| p.since).is_some_and(|t| t.elapsed() >= flush.age);
                     if due {
-                        commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
+                        commit(&lake, def, &consumer, &mut pending, &mut next, &mut sought, &mut stats).await;
                     }
                 }
                 if Instant::now() >= expire_at {
                     expire_at = Instant::now() + SNAPSHOT_AGE;
                     expire(&lake).await;
                 }
+                if let Some(stuck) = watch.stuck(&consumer, stats.failed_commits) {
+                    warn!(
+                        group = %settings.group_id,
+                        partitions = stuck.len(),
+                        first = ?stuck.iter().take(4).collect::<Vec<_>>(),
+                        "lake partitions have messages waiting that no writer of the group reads \
+                         (a group left without assignments, as tansu 0.6 does when a member dies while \
+                         the group forms); joining the group again"
+                    );
+                    consumer.unsubscribe();
+                    consumer.subscribe(&topics).map_err(client_error)?;
+                }
             }
             () = cancel.cancelled() => break,
         }
     }
-    revoke(&consumer, &mut pending, &mut next);
+    revoke(&consumer, &mut pending, &mut next, &mut sought);
     for def in TABLES {
-        commit(&lake, def, &consumer, &mut pending, &mut next, &mut stats).await;
+        commit(&lake, def, &consumer, &mut pending, &mut next, &mut sought, &mut stats).await;
     }
     stats.stopped(&consumer, "iceberg");
     Ok(stats)
@@ -405,11 +554,36 @@ async fn high_water_mark(lake: &IcebergLake, def: &TableDef, partition: i32) -> 
     Ok(table.committed_offsets().await?.get(&partition).copied().unwrap_or(0))
 }
 
-fn seek(consumer: &Writer, topic: &str, partition: i32, offset: i64) {
-    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(1)) {
-        // Not ours any more, or not fetching yet: messages below the
-        // mark are skipped either way.
-        debug!(topic, partition, offset, error = %e, "lake seek failed");
+/// Seeks `partition` to `offset`; false if it is not ours any more or not
+/// fetching yet (messages below the mark are skipped either way).
+fn seek(consumer: &Writer, topic: &str, partition: i32, offset: i64) -> bool {
+    match consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(1)) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(topic, partition, offset, error = %e, "lake seek failed");
+            false
+        }
+    }
+}
+
+/// Offsets `expected..offset` of a partition were not in Kafka when the
+/// writer read from `expected` (deleted by retention before the lake
+/// stored them, or never written): said, and the range committed next
+/// starts at `expected` all the same.
+fn gap(def: &TableDef, partition: i32, expected: i64, offset: i64) {
+    if expected == 0 {
+        info!(
+            topic = def.topic,
+            partition, offset, "lake table starts the partition at its earliest offset in Kafka"
+        );
+    } else {
+        warn!(
+            topic = def.topic,
+            partition,
+            from = expected,
+            to = offset,
+            "lake: offsets were no longer in Kafka when the lake read them (retention?); their rows are not in the table"
+        );
     }
 }
 
@@ -419,6 +593,7 @@ fn revoke(
     consumer: &Writer,
     pending: &mut HashMap<&'static str, Pending>,
     next: &mut HashMap<(&'static str, i32), i64>,
+    sought: &mut HashSet<(&'static str, i32)>,
 ) {
     let moves = consumer.context();
     if !moves.any.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -430,6 +605,7 @@ fn revoke(
             continue;
         };
         next.remove(&(def.topic, partition));
+        sought.remove(&(def.topic, partition));
         if let Some(p) = pending.get_mut(def.name) {
             drop_part(p, partition);
         }
@@ -456,6 +632,7 @@ async fn commit(
     consumer: &Writer,
     pending: &mut HashMap<&'static str, Pending>,
     next: &mut HashMap<(&'static str, i32), i64>,
+    sought: &mut HashSet<(&'static str, i32)>,
     stats: &mut WriterStats,
 ) {
     let (Some(table), Some(p)) = (lake.table(def.name), pending.get_mut(def.name)) else {
@@ -513,15 +690,51 @@ async fn commit(
                     table = def.name,
                     partition, committed, "lake partition committed by another writer; its rows here are dropped"
                 );
-                drop_part(p, partition);
-                next.insert((def.topic, partition), committed);
-                seek(consumer, def.topic, partition, committed);
+                resume(consumer, def, p, next, sought, partition, committed);
+            }
+            Err(LakeError::Gap {
+                partition,
+                first,
+                committed,
+                ..
+            }) => {
+                warn!(
+                    table = def.name,
+                    partition,
+                    first,
+                    committed,
+                    "lake range does not follow the table's mark (a commit lost by the catalog?); reading the partition again from the mark"
+                );
+                resume(consumer, def, p, next, sought, partition, committed);
             }
             Err(e) => {
+                stats.failed_commits += 1;
                 warn!(table = def.name, error = %e, "lake commit failed; rows kept for the next tick");
                 return;
             }
         }
+    }
+}
+
+/// Drops the rows of `partition` held for `def` and reads it again from
+/// the table's mark `committed`.
+fn resume(
+    consumer: &Writer,
+    def: &TableDef,
+    p: &mut Pending,
+    next: &mut HashMap<(&'static str, i32), i64>,
+    sought: &mut HashSet<(&'static str, i32)>,
+    partition: i32,
+    committed: i64,
+) {
+    drop_part(p, partition);
+    let key = (def.topic, partition);
+    if seek(consumer, def.topic, partition, committed) {
+        next.insert(key, committed);
+        sought.insert(key);
+    } else {
+        next.remove(&key);
+        sought.remove(&key);
     }
 }
 

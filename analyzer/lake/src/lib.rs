@@ -1,28 +1,29 @@
 //! The telemetry lake and SQL over it.
 //!
-//! The lake writer (a Kafka consumer group of its own) turns every topic of
-//! the catalog into Parquet files partitioned by table and hour, on local
-//! disk or S3-compatible storage; rows not yet in Parquet stay in an
-//! in-memory tail that queries read too, so a query sees data seconds old.
-//! DataFusion serves SQL over both through the PostgreSQL wire protocol and
-//! Arrow Flight SQL: read-only, authenticated, with a query timeout and a
-//! memory limit.
+//! The lake writer (a Kafka consumer group of its own, run by every
+//! analyzer replica) commits every topic of the catalog into Apache
+//! Iceberg tables (`lake.format = "iceberg"`, the default: the embedded
+//! sqlite catalog or a REST catalog; data on local disk or S3), exactly
+//! once per Kafka offset. The query service (`glasshouse-query`, its own
+//! process) serves SQL over them with DataFusion through the PostgreSQL
+//! wire protocol and Arrow Flight SQL: read-only, authenticated, with a
+//! query timeout and a memory limit. A query sees what is committed, at
+//! most `flush_secs` old. The older Parquet layout of our own (`lake`,
+//! `format = "parquet"`) is still written if asked, deprecated.
 //!
 //! ```text
-//!  Kafka glasshouse.* ──▶ writer ──▶ tail (memory) ──flush──▶ Parquet TABLE/date=/hour=/*.parquet
-//!                                        │                          │  (compaction, retention)
-//!                                        └──── LakeTable (union) ◀──┘
-//!                                                   │
-//!                                          Engine (DataFusion, own runtime,
-//!                                          read-only, timeout, memory pool)
-//!                                             │                   │
-//!                              pg (PostgreSQL wire)     flight (Flight SQL) ◀── glasshouse sql
+//!  Kafka glasshouse.* ──▶ writer (per analyzer) ──commit (offsets, fenced)──▶ Iceberg catalog + data files
+//!                                                                                │
+//!                          Engine (DataFusion, own runtime, read-only, timeout, ◀─┘ current snapshot
+//!                          memory pool) in glasshouse-query
+//!                             │                   │
+//!              pg (PostgreSQL wire)     flight (Flight SQL) ◀── glasshouse sql
 //! ```
 //!
 //! # Layout
 //! - [`catalog`]: the tables, the topic each reads, their columns; the `containers` view.
 //! - [`decode`]: Kafka message values (Arrow IPC, JSON) to rows of a table.
-//! - [`lake`]: files, tails, flush, compaction, retention; the DataFusion table provider.
+//! - [`lake`]: the deprecated Parquet layout: files, tails, flush, compaction, retention.
 //! - [`writer`]: the consumer group filling the lake.
 //! - [`engine`]: DataFusion sessions, the read-only check, timeout and memory limit.
 //! - [`connection`]: the front doors' connection cap, handshake, idle and write timeouts.

@@ -47,7 +47,7 @@ pub struct Settings {
     /// Extra librdkafka properties.
     pub kafka: BTreeMap<String, String>,
     /// Names the Parquet files this instance writes, and (with `-lake`) its
-    /// static membership in the writer's consumer group.
+    /// static membership in the Parquet writer's consumer group.
     pub instance_id: String,
     /// The analyzer's `session_timeout_ms`, for the writer's group too.
     pub session_timeout_ms: u32,
@@ -63,7 +63,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Se
     let ws = writer::WriterSettings {
         brokers: settings.brokers.clone(),
         group_id: settings.lake.group_id.clone(),
-        instance_id: Some(format!("{}-lake", settings.instance_id)),
+        // Static membership for the Parquet writer (its files are named by
+        // instance). The Iceberg writer's state is the table's marks, so it
+        // joins as a dynamic member: with tansu, a static member SIGKILLed
+        // and restarted under the same id stalled the group's assignment
+        // for over a minute in some runs (sql_replicas.rs).
+        instance_id: (settings.lake.format == LakeFormat::Parquet).then(|| format!("{}-lake", settings.instance_id)),
         session_timeout_ms: settings.session_timeout_ms,
         extra: settings.kafka.clone(),
         compact_interval: (settings.lake.compact_interval_secs > 0)

@@ -60,6 +60,8 @@ pub struct WriterStats {
     pub rows: u64,
     pub skipped: u64,
     pub files: u64,
+    /// Commits that failed (rows kept for the next try).
+    pub failed_commits: u64,
 }
 
 /// The consumer settings of a lake writer (either format): offsets stored
