@@ -399,6 +399,57 @@ impl IcebergRestCatalog {
             .with_context(|| format!("no access_token in {body}"))
     }
 
+    /// The `[lake]` table (with `[lake.s3]` and `[lake.catalog]`) of a lake
+    /// on this catalog, as docs/lake.md gives it: tables in the table
+    /// bucket through the S3 gateway, a bearer token in `token_file`,
+    /// committed every second. Writes the secret and token files into `dir`.
+    pub fn lake_toml(&self, dir: &Path) -> anyhow::Result<String> {
+        let secret = dir.join("s3-secret");
+        std::fs::write(&secret, format!("{}\n", self.secret_key))?;
+        let token = dir.join("catalog-token");
+        std::fs::write(&token, format!("{}\n", self.token()?))?;
+        Ok(format!(
+            "[lake]\nenabled = true\nformat = \"iceberg\"\nlocation = \"{warehouse}/glasshouse\"\nflush_secs = 1\n\
+             [lake.s3]\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\nallow_http = true\n\
+             access_key_id = \"{key}\"\nsecret_access_key_file = \"{secret}\"\n\
+             [lake.catalog]\nkind = \"rest\"\nuri = \"{uri}\"\nwarehouse = \"{warehouse}\"\ntoken_file = \"{token}\"\n",
+            warehouse = self.warehouse(),
+            s3 = self.s3_endpoint(),
+            key = self.access_key,
+            secret = secret.display(),
+            uri = self.uri(),
+            token = token.display(),
+        ))
+    }
+
+    /// Runs `script` in python3 with pyiceberg (no Glasshouse code) after
+    /// `c = load_catalog(…)` on this catalog and its bucket, with a token of
+    /// its own; its standard output, trimmed.
+    pub fn pyiceberg(&self, script: &str) -> anyhow::Result<String> {
+        let full = format!(
+            "from pyiceberg.catalog import load_catalog\n\
+             c = load_catalog('glasshouse', **{{'type': 'rest', 'uri': '{uri}', 'warehouse': '{warehouse}', 'token': '{token}',\n\
+                 's3.endpoint': '{s3}', 's3.region': 'us-east-1', 's3.access-key-id': '{key}', 's3.secret-access-key': '{secret}'}})\n\
+             {script}",
+            uri = self.uri(),
+            warehouse = self.warehouse(),
+            token = self.token()?,
+            s3 = self.s3_endpoint(),
+            key = self.access_key,
+            secret = self.secret_key,
+        );
+        let out = Command::new("python3")
+            .args(["-c", &full])
+            .output()
+            .context("python3 (deploy/local/setup.sh installs pyiceberg)")?;
+        ensure!(
+            out.status.success(),
+            "pyiceberg: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// One HTTP/1.1 request to the catalog: (status, body).
     fn request(&self, method: &str, path: &str, headers: &str, body: &str) -> anyhow::Result<(u16, String)> {
         use std::io::Read as _;
@@ -493,6 +544,13 @@ impl Broker {
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Ok(filter) = std::env::var("GLASSHOUSE_BROKER_LOG") {
+            // A person debugging a test asked for the broker's log.
+            let path = std::env::temp_dir().join(format!("tansu-{port}.log"));
+            let log = std::fs::File::create(&path)?;
+            println!("broker log: {}", path.display());
+            command.env("RUST_LOG", filter).stdout(log.try_clone()?).stderr(log);
+        }
         if let Some(dir) = &dir {
             // A durable broker keeps its log beside its data (appended across restarts).
             let log = std::fs::OpenOptions::new()
@@ -1079,7 +1137,11 @@ impl ServiceProcess {
         let child = Command::new(workspace_binary(binary)?)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            // Warnings only, unless a person debugging a test asks for more.
+            .env(
+                "RUST_LOG",
+                std::env::var("GLASSHOUSE_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {binary}"))?;
@@ -1091,12 +1153,12 @@ impl ServiceProcess {
         self.child.id()
     }
 
-    /// SIGKILL and wait: no flush, no offset commit.
     /// Peak resident memory of the process so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
         peak_rss_of(self.child.id())
     }
 
+    /// SIGKILL and wait: no flush, no offset commit.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use glasshouse_iceberg::{Error as LakeError, OffsetRange};
-use glasshouse_lake::config::{CatalogConfig, CatalogKindConfig, LakeConfig, LakeFormat, S3Config};
+use glasshouse_lake::config::{CatalogConfig, LakeConfig, LakeFormat, S3Config};
 use glasshouse_lake::engine::Limits;
 use glasshouse_lake::fixture;
 use glasshouse_lake::iceberg_lake::{self, Flush, IcebergLake};
@@ -68,6 +68,88 @@ async fn produce(brokers: &str, cs: &[fixture::Container], from: u64, to: u64) -
     Ok(())
 }
 
+/// A consumer group whose offsets ran ahead of the table (committed by
+/// an older writer of another layout, or wrong): the writer does not trust
+/// them; the first message it gets of a partition shows it the group's
+/// position, and it reads the partition again from the table's high-water
+/// mark, so no offset is left out of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_offset_ahead_of_the_table_is_not_trusted_and_every_event_lands() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    init_logging();
+    let broker = Broker::start()?;
+    let brokers = broker.bootstrap();
+    let cancel = CancellationToken::new();
+    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let cs = fixture::containers(6);
+    produce(&brokers, &cs, 0, 20).await?;
+
+    // The group's offsets: the end of every partition, as if consumed.
+    let group = "iceberg-lake-ahead";
+    let ahead: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", group)
+        .create()?;
+    let metadata = ahead.fetch_metadata(Some("glasshouse.process"), Duration::from_secs(10))?;
+    let partitions = metadata.topics().first().context("topic")?.partitions().len() as i32;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut produced_offsets = 0;
+    for p in 0..partitions {
+        let (_, high) = ahead.fetch_watermarks("glasshouse.process", p, Duration::from_secs(10))?;
+        produced_offsets += high;
+        tpl.add_partition_offset("glasshouse.process", p, rdkafka::Offset::Offset(high))?;
+    }
+    ensure!(
+        produced_offsets == 20,
+        "{produced_offsets} offsets in the topic, produced 20"
+    );
+    ahead.commit(&tpl, CommitMode::Sync)?;
+    let committed = ahead.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+    ensure!(
+        committed.to_topic_map() == tpl.to_topic_map(),
+        "group offsets {committed:?}, committed {tpl:?}"
+    );
+    drop(ahead);
+
+    let dir = tempfile::tempdir()?;
+    let config = LakeConfig {
+        enabled: true,
+        location: dir.path().display().to_string(),
+        flush_secs: 1,
+        format: LakeFormat::Iceberg,
+        ..Default::default()
+    };
+    let lake = Arc::new(IcebergLake::open(&config).await?);
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(iceberg_lake::run(
+        lake.clone(),
+        writer_settings(&brokers, group),
+        Flush::of(&config),
+        stop.clone(),
+    ));
+    // The next messages show the writer where the group stands.
+    produce(&brokers, &cs, 20, 30).await?;
+    let total = 30 * EVENTS_PER_MESSAGE;
+    wait_rows(&lake, total, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    writer.await??;
+    ensure!(
+        rows(&lake).await? == total,
+        "{} rows, produced {total}",
+        rows(&lake).await?
+    );
+    let marks: i64 = lake
+        .table("process_events")
+        .context("table")?
+        .committed_offsets()
+        .await?
+        .values()
+        .sum();
+    ensure!(marks == 30, "high-water marks add up to {marks}, produced 30 messages");
+    Ok(())
+}
+
 /// The result of `sql` as CSV, through the engine over `lake`'s tables.
 async fn engine_csv(lake: &IcebergLake, config: &LakeConfig, sql: &str) -> anyhow::Result<String> {
     let limits = Limits {
@@ -105,6 +187,19 @@ async fn wait_rows(lake: &IcebergLake, at_least: u64, within: Duration) -> anyho
     }
 }
 
+/// The lake writer's settings for a test: consumer group `group`, no static
+/// membership, a 6 s session.
+fn writer_settings(brokers: &str, group: &str) -> WriterSettings {
+    WriterSettings {
+        brokers: brokers.to_owned(),
+        group_id: group.into(),
+        instance_id: None,
+        session_timeout_ms: 6000,
+        extra: Default::default(),
+        compact_interval: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_query_services_and_pyiceberg_count()
 -> anyhow::Result<()> {
@@ -122,14 +217,7 @@ async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_
         format: LakeFormat::Iceberg,
         ..Default::default()
     };
-    let writer = WriterSettings {
-        brokers: brokers.clone(),
-        group_id: "iceberg-lake-test".into(),
-        instance_id: None,
-        session_timeout_ms: 6000,
-        extra: Default::default(),
-        compact_interval: None,
-    };
+    let writer = writer_settings(&brokers, "iceberg-lake-test");
     let cs = fixture::containers(6);
     produce(&brokers, &cs, 0, 20).await?;
 
@@ -302,14 +390,7 @@ async fn the_iceberg_lake_on_s3_commits_objects_the_engine_reads() -> anyhow::Re
     let stop = CancellationToken::new();
     let writer = tokio::spawn(iceberg_lake::run(
         lake.clone(),
-        WriterSettings {
-            brokers: brokers.clone(),
-            group_id: "iceberg-s3-test".into(),
-            instance_id: None,
-            session_timeout_ms: 6000,
-            extra: Default::default(),
-            compact_interval: None,
-        },
+        writer_settings(&brokers, "iceberg-s3-test"),
         Flush::of(&config),
         stop.clone(),
     ));
@@ -338,31 +419,11 @@ async fn the_iceberg_lake_on_s3_commits_objects_the_engine_reads() -> anyhow::Re
 /// table bucket as the warehouse and a bearer token it issued in
 /// `token_file`; the data files in the bucket through its S3 gateway.
 fn rest_config(catalog: &IcebergRestCatalog, dir: &std::path::Path) -> anyhow::Result<LakeConfig> {
-    let secret = dir.join("s3-secret");
-    std::fs::write(&secret, format!("{}\n", catalog.secret_key))?;
-    let token = dir.join("catalog-token");
-    std::fs::write(&token, format!("{}\n", catalog.token()?))?;
-    Ok(LakeConfig {
-        enabled: true,
-        location: format!("{}/glasshouse", catalog.warehouse()),
-        flush_secs: 1,
-        format: LakeFormat::Iceberg,
-        s3: S3Config {
-            endpoint: Some(catalog.s3_endpoint()),
-            region: Some("us-east-1".into()),
-            allow_http: true,
-            access_key_id: Some(catalog.access_key.clone()),
-            secret_access_key_file: Some(secret),
-        },
-        catalog: CatalogConfig {
-            kind: CatalogKindConfig::Rest,
-            uri: Some(catalog.uri()),
-            warehouse: Some(catalog.warehouse()),
-            token_file: Some(token),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    let analyzer: glasshouse_analyzer::Config = glasshouse_runtime::service::parse_config(
+        "rest",
+        &format!("brokers = \"127.0.0.1:9\"\n{}", catalog.lake_toml(dir)?),
+    )?;
+    Ok(analyzer.lake)
 }
 
 /// The Iceberg lake on a real REST catalog (SeaweedFS's, with the data in
@@ -388,14 +449,7 @@ async fn the_iceberg_lake_on_a_rest_catalog_commits_offsets_and_every_reader_cou
     let stop = CancellationToken::new();
     let writer = tokio::spawn(iceberg_lake::run(
         lake.clone(),
-        WriterSettings {
-            brokers: brokers.clone(),
-            group_id: "iceberg-rest-test".into(),
-            instance_id: None,
-            session_timeout_ms: 6000,
-            extra: Default::default(),
-            compact_interval: None,
-        },
+        writer_settings(&brokers, "iceberg-rest-test"),
         Flush::of(&config),
         stop.clone(),
     ));
@@ -430,42 +484,23 @@ async fn the_iceberg_lake_on_a_rest_catalog_commits_offsets_and_every_reader_cou
     // rows, distinct ids, the offsets in the snapshot summaries and the
     // high-water marks; and the catalog's compare-and-swap that the fence
     // relies on: a commit requiring `main` at an older snapshot is refused.
-    let script = format!(
+    let printed = catalog.pyiceberg(
         "import json\n\
-         from pyiceberg.catalog import load_catalog\n\
-         c = load_catalog('glasshouse', **{{'type': 'rest', 'uri': '{uri}', 'warehouse': '{warehouse}', 'token': '{token}',\n\
-             's3.endpoint': '{s3}', 's3.region': 'us-east-1', 's3.access-key-id': '{key}', 's3.secret-access-key': '{secret}'}})\n\
          t = c.load_table('glasshouse.process_events')\n\
          a = t.scan(selected_fields=('agent_id', 'boot_id', 'batch_seq', 'event_index')).to_arrow()\n\
          ids = set(zip(*(a.column(n).to_pylist() for n in a.column_names)))\n\
-         ranges = [r for s in t.snapshots() for r in json.loads(s.summary.get('glasshouse.kafka.offsets') or '{{}}').values()]\n\
+         ranges = [r for s in t.snapshots() for r in json.loads(s.summary.get('glasshouse.kafka.offsets') or '{}').values()]\n\
          marks = sum(int(v) for k, v in t.properties.items() if k.startswith('glasshouse.kafka.offset.'))\n\
          from pyiceberg.exceptions import CommitFailedException\n\
          from pyiceberg.table.update import AssertRefSnapshotId, SetPropertiesUpdate\n\
          try:\n\
          \x20   c.commit_table(t, (AssertRefSnapshotId(ref='main', snapshot_id=t.snapshots()[0].snapshot_id),),\n\
-         \x20                  (SetPropertiesUpdate(updates={{'stale': 'yes'}}),))\n\
+         \x20                  (SetPropertiesUpdate(updates={'stale': 'yes'}),))\n\
          \x20   stale = 'accepted'\n\
          except CommitFailedException:\n\
          \x20   stale = 'refused'\n\
          print(a.num_rows, len(ids), sum(n - f for f, n in ranges), marks, stale)\n",
-        uri = catalog.uri(),
-        warehouse = catalog.warehouse(),
-        token = catalog.token()?,
-        s3 = catalog.s3_endpoint(),
-        key = catalog.access_key,
-        secret = catalog.secret_key,
-    );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .context("python3 (deploy/local/setup.sh installs pyiceberg)")?;
-    ensure!(
-        out.status.success(),
-        "pyiceberg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    )?;
     ensure!(
         printed.trim() == format!("{total} {total} {messages} {messages} refused"),
         "pyiceberg read {printed:?} (rows, distinct ids, offsets in snapshot summaries, high-water marks, \
@@ -476,30 +511,11 @@ async fn the_iceberg_lake_on_a_rest_catalog_commits_offsets_and_every_reader_cou
     let password = dir.path().join("sql-password");
     std::fs::write(&password, "iceberg-rest-sql\n")?;
     let port = free_port()?;
-    let query_config = dir.path().join("query.toml");
-    std::fs::write(
-        &query_config,
-        format!(
-            "[lake]\nformat = \"iceberg\"\nlocation = \"{location}\"\n\
-             [lake.s3]\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\nallow_http = true\n\
-             access_key_id = \"{key}\"\nsecret_access_key_file = \"{secret}\"\n\
-             [lake.catalog]\nkind = \"rest\"\nuri = \"{uri}\"\nwarehouse = \"{warehouse}\"\ntoken_file = \"{token}\"\n\
-             [sql]\npg_listen = \"127.0.0.1:{port}\"\npassword_file = \"{password}\"\n",
-            location = config.location,
-            s3 = catalog.s3_endpoint(),
-            key = catalog.access_key,
-            secret = dir.path().join("s3-secret").display(),
-            uri = catalog.uri(),
-            warehouse = catalog.warehouse(),
-            token = dir.path().join("catalog-token").display(),
-            password = password.display(),
-        ),
-    )?;
-    let _service = Killed(
-        std::process::Command::new(workspace_binary("glasshouse-query")?)
-            .args(["--config".as_ref(), query_config.as_os_str()])
-            .spawn()?,
-    );
+    let _service = glasshouse_tests::ServiceProcess::query(&format!(
+        "{}[sql]\npg_listen = \"127.0.0.1:{port}\"\npassword_file = \"{}\"\n",
+        catalog.lake_toml(dir.path())?,
+        password.display()
+    ))?;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_port(addr, Duration::from_secs(30))?;
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
