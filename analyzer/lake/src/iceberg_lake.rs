@@ -270,10 +270,19 @@ struct Watch {
     /// How far apart two looks are: long enough for a working owner to
     /// have committed (and moved the group's offset).
     period: Duration,
-    /// When the offsets were looked at last, the group's offsets of the
-    /// partitions that had messages waiting then, and this writer's failed
-    /// commits by then.
-    looked: Option<(Instant, HashMap<(String, i32), i64>, u64)>,
+    looked: Option<Look>,
+}
+
+/// The group's offset of each partition (topic, partition).
+type GroupOffsets = HashMap<(String, i32), i64>;
+
+/// One look at the group's offsets.
+struct Look {
+    at: Instant,
+    /// Of the partitions that had messages waiting.
+    waiting: GroupOffsets,
+    /// This writer's failed commits by then.
+    failed_commits: u64,
 }
 
 impl Watch {
@@ -287,11 +296,7 @@ impl Watch {
     /// through meanwhile (a catalog down stops every writer alike: joining
     /// again would not help). Blocks for a few broker requests.
     fn stuck(&mut self, consumer: &Writer, failed_commits: u64) -> Option<Vec<(String, i32)>> {
-        if self
-            .looked
-            .as_ref()
-            .is_some_and(|(at, _, _)| at.elapsed() < self.period)
-        {
+        if self.looked.as_ref().is_some_and(|l| l.at.elapsed() < self.period) {
             return None;
         }
         let Some(waiting) = waiting_offsets(consumer) else {
@@ -308,10 +313,10 @@ impl Watch {
             })
             .unwrap_or_default();
         let stuck: Vec<(String, i32)> = match &self.looked {
-            Some((_, before, failed)) if *failed == failed_commits => {
+            Some(before) if before.failed_commits == failed_commits => {
                 let mut stuck: Vec<_> = waiting
                     .iter()
-                    .filter(|(k, v)| !mine.contains(*k) && before.get(*k) == Some(*v))
+                    .filter(|(k, v)| !mine.contains(*k) && before.waiting.get(*k) == Some(*v))
                     .map(|(k, _)| k.clone())
                     .collect();
                 stuck.sort();
@@ -320,7 +325,11 @@ impl Watch {
             _ => Vec::new(),
         };
         if stuck.is_empty() {
-            self.looked = Some((Instant::now(), waiting, failed_commits));
+            self.looked = Some(Look {
+                at: Instant::now(),
+                waiting,
+                failed_commits,
+            });
             None
         } else {
             self.looked = None;
@@ -332,7 +341,7 @@ impl Watch {
 /// The group's offset of every partition of the lake's topics with
 /// messages past it (-1: none committed yet); None if the broker did not
 /// answer.
-fn waiting_offsets(consumer: &Writer) -> Option<HashMap<(String, i32), i64>> {
+fn waiting_offsets(consumer: &Writer) -> Option<GroupOffsets> {
     let timeout = Duration::from_secs(2);
     let mut partitions = TopicPartitionList::new();
     for def in TABLES {
