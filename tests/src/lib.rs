@@ -25,6 +25,8 @@
 //!   min / median / max, the machine's load).
 //! - [`stack`]: broker, Podman service, aggregator and agent started in
 //!   order with readiness waits; [`stack::Tail`] reads record topics.
+//! - [`scaleout`]: the lake's scale-out scenario (three writers, two query
+//!   services, one REST catalog) the test and the benchmark run.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 pub mod bench;
+pub mod scaleout;
 pub mod stack;
 pub use stack::{Stack, Tail};
 

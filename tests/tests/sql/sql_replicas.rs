@@ -1,299 +1,43 @@
-//! The lake's scale-out, end to end, with every part a real process: three
-//! analyzer replicas (`glasshouse-analyzer`, each writing the partitions
-//! its lake consumer group gives it) and two query services
-//! (`glasshouse-query`) on one Iceberg REST catalog with its S3 storage
-//! (SeaweedFS, `IcebergRestCatalog`) and one broker (tansu). A known number
-//! of events goes in while one analyzer is SIGKILLed and restarted,
-//! snapshot expiry runs over and over (as the writers' own hourly expiry
-//! does, here from outside), and pyiceberg compacts the table (replaces
-//! the data files it read with their rows in one file per partition, a
-//! rewrite iceberg-rust cannot commit yet) and applies retention (deletes
-//! the rows older than two hours: 100 events dated three hours ago) while
-//! the writers commit. Afterwards each query service through `psql`, and
-//! pyiceberg with no Glasshouse code, count exactly the current events as
-//! rows and as distinct events, and none of the old ones.
+//! The lake's scale-out end to end (`glasshouse_tests::scaleout`): three
+//! analyzer replicas and two query services on one Iceberg REST catalog
+//! with its S3 storage and one broker, every part a real process; 20,000
+//! events go in while one analyzer is SIGKILLed and restarted, snapshot
+//! expiry runs over and over, and pyiceberg compacts the table and applies
+//! retention as the writers commit. Afterwards each query service through
+//! `psql`, and pyiceberg with no Glasshouse code, count exactly the current
+//! events as rows and as distinct events, and none of the old ones. The
+//! benchmark `--bench scaleout` runs the same with a million events.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, ensure};
-use glasshouse_lake::fixture;
-use glasshouse_lake::iceberg_lake::IcebergLake;
-use glasshouse_lake::query::QueryConfig;
-use glasshouse_tests::{Broker, IcebergRestCatalog, ServiceProcess, free_port, init_logging, psql, wait_for_port};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio_util::sync::CancellationToken;
-
-const MESSAGES: u64 = 200;
-const PER_MESSAGE: u64 = 100;
-const PASSWORD: &str = "replicas-sql";
-
-fn analyzer(brokers: &str, replica: usize, lake: &str) -> anyhow::Result<ServiceProcess> {
-    ServiceProcess::start(&format!(
-        "brokers = \"{brokers}\"\ngroup = \"replicas\"\ninstance_id = \"replica-{replica}\"\nview = false\n\
-         session_timeout_ms = 10000\n[analysis]\nenabled = false\n{lake}"
-    ))
-}
-
-/// `count(*)` and `count(DISTINCT pid)` (one pid per fixture event) of
-/// `process_events` through psql on `port`.
-fn counts(port: u16) -> anyhow::Result<String> {
-    let (ok, out, err) = psql(
-        ([127, 0, 0, 1], port).into(),
-        PASSWORD,
-        &["SELECT count(*), count(DISTINCT pid) FROM process_events"],
-    )?;
-    ensure!(ok, "psql on {port}: {err}");
-    Ok(out.trim().to_owned())
-}
-
-/// Commits `action(t)` on a freshly loaded table, again when a writer
-/// committed in between and pyiceberg's own retries (which rebase the
-/// operation on the new snapshot) gave up, or when the snapshot it started
-/// from was expired meanwhile: `(attempt, result)`, or None after 30
-/// attempts.
-const COMMITTED: &str = "from pyiceberg.exceptions import CommitFailedException, ValidationException\n\
-    import time\n\
-    def committed(action):\n\
-    \x20   for attempt in range(30):\n\
-    \x20       t = c.load_table('glasshouse.process_events')\n\
-    \x20       try:\n\
-    \x20           return attempt, action(t)\n\
-    \x20       except Exception as e:\n\
-    \x20           if not (isinstance(e, (CommitFailedException, ValidationException)) or '409' in str(e)):\n\
-    \x20               raise\n\
-    \x20           time.sleep(0.2)\n\
-    \x20   return None\n";
-
-/// Compaction by another engine, as a rewrite of named files: the data
-/// files of the current snapshot are read, their rows written as new files
-/// and exactly those files replaced. (Not `t.overwrite(rows)`: pyiceberg
-/// retries a refused commit on the new snapshot, where "delete every file"
-/// also deletes what a writer appended in between: the test lost 1,100 of
-/// 20,000 events that way.) Prints attempt, files before, files after,
-/// rows.
-const COMPACT: &str = "from pyiceberg.io.pyarrow import _dataframe_to_data_files\n\
-    def compact(t):\n\
-    \x20   scan = t.scan()\n\
-    \x20   old = [task.file for task in scan.plan_files()]\n\
-    \x20   rows = scan.to_arrow()\n\
-    \x20   if old:\n\
-    \x20       with t.transaction() as tx:\n\
-    \x20           with tx.update_snapshot().overwrite() as rewrite:\n\
-    \x20               for f in old:\n\
-    \x20                   rewrite.delete_data_file(f)\n\
-    \x20               for f in _dataframe_to_data_files(table_metadata=tx.table_metadata, df=rows, io=t.io):\n\
-    \x20                   rewrite.append_data_file(f)\n\
-    \x20   return len(old), rows.num_rows\n\
-    r = committed(compact)\n\
-    if r is None:\n\
-    \x20   print('no commit in 30 attempts')\n\
-    else:\n\
-    \x20   after = len(list(c.load_table('glasshouse.process_events').scan().plan_files()))\n\
-    \x20   print(r[0], r[1][0], after, r[1][1])\n";
-
-/// Retention by another engine: rows older than two hours deleted (whole
-/// files here: they are alone in their hour partition). Prints the attempt.
-const RETENTION: &str = "from pyiceberg.expressions import LessThan\n\
-    import datetime\n\
-    cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)).isoformat()\n\
-    r = committed(lambda t: t.delete(delete_filter=LessThan('time', cutoff)))\n\
-    print('no commit in 30 attempts' if r is None else r[0])\n";
-
-/// What a failed count is made of: the fixture messages missing from the
-/// table (message m holds pids 1000 + 100 m ..), the high-water marks and
-/// every snapshot left with its offsets and record counts.
-const DIAGNOSIS: &str = "t = c.load_table('glasshouse.process_events')\n\
-    pids = set(t.scan(selected_fields=('pid',)).to_arrow().column('pid').to_pylist())\n\
-    ms = sorted(set(range(200)) - set((p - 1000) // 100 for p in pids))\n\
-    print('missing messages', ms, 'keys', sorted(set(m % 12 for m in ms)))\n\
-    print('marks', {k: v for k, v in t.properties.items() if k.startswith('glasshouse')})\n\
-    for s in t.snapshots():\n\
-    \x20   print(s.snapshot_id, s.parent_snapshot_id, s.summary.operation, s.summary.get('glasshouse.kafka.offsets'), s.summary.get('added-records'), s.summary.get('deleted-records'), s.summary.get('total-records'))\n\
-";
-
-const OLD: &str = "SELECT count(*) FROM process_events WHERE time < now() - INTERVAL '2 hours'";
-
-/// Polls `sql` on the query service at `port` until it answers `want`.
-async fn poll(port: u16, sql: &'static str, want: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = tokio::task::spawn_blocking(move || {
-            let (ok, out, err) = psql(([127, 0, 0, 1], port).into(), PASSWORD, &[sql])?;
-            ensure!(ok, "psql on {port}: {err}");
-            anyhow::Ok(out.trim().to_owned())
-        })
-        .await?;
-        if got.as_ref().is_ok_and(|g| g == want) {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "{sql} on {port}: {got:?}, want {want}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+use glasshouse_tests::init_logging;
+use glasshouse_tests::scaleout::{self, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_analyzers_and_two_query_services_on_one_catalog_count_every_event_once_through_a_sigkill_expiry_compaction_and_retention()
 -> anyhow::Result<()> {
     init_logging();
-    let started = Instant::now();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
-    let catalog = IcebergRestCatalog::start("lake")?;
-    let dir = tempfile::tempdir()?;
-    let lake = catalog.lake_toml(dir.path())?;
-    let password = dir.path().join("sql-password");
-    std::fs::write(&password, format!("{PASSWORD}\n"))?;
-
-    let mut analyzers = (0..3)
-        .map(|i| analyzer(&brokers, i, &lake))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let ports = [free_port()?, free_port()?];
-    let _queries = ports
-        .iter()
-        .map(|port| {
-            ServiceProcess::query(&format!(
-                "{lake}[sql]\npg_listen = \"127.0.0.1:{port}\"\npassword_file = \"{}\"\n",
-                password.display()
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for port in ports {
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60))?;
-    }
-
-    // Snapshot expiry from outside, over and over while the writers commit.
-    let config: QueryConfig = glasshouse_runtime::service::parse_config(
-        "maintenance",
-        &format!(
-            "{lake}[sql]\npg_listen = \"127.0.0.1:1\"\npassword_file = \"{}\"\n",
-            password.display()
-        ),
-    )?;
-    let maintainer = IcebergLake::open(&config.lake).await?;
-    let expiry = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut expired = 0;
-            while !cancel.is_cancelled() {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                let table = maintainer.table("process_events").context("table")?;
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis() as i64;
-                // Refused now and then by a concurrent commit: tried again.
-                expired += table.expire_snapshots(now_ms, 1).await.unwrap_or(0);
-            }
-            anyhow::Ok(expired)
-        })
-    };
-
-    // 20,000 events in 200 messages over about ten seconds, keyed by
-    // workload over the six partitions.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "false")
-        .create()?;
-    let cs = fixture::containers(12);
-    let base = glasshouse_tests::epoch();
-    // First, 100 events dated three hours ago, for retention to delete.
-    let old = fixture::process_message(&cs, 1_000_000, 100, base - 3 * 3_600_000_000_000);
-    producer
-        .send(
-            FutureRecord::to("glasshouse.process").key("workload-old").payload(&old),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
-    // The writers' group has formed and commits: the SIGKILL below hits a
-    // writer at work, and compaction finds files to rewrite.
-    let formed = Instant::now();
-    poll(ports[0], OLD, "100", Duration::from_secs(60)).await?;
-    let formed = formed.elapsed();
-    let mut killed_at = None;
-    for m in 0..MESSAGES {
-        let value = fixture::process_message(&cs, m * PER_MESSAGE, PER_MESSAGE as usize, base);
-        let key = format!("workload-{}", m % 12);
-        producer
-            .send(
-                FutureRecord::to("glasshouse.process").key(&key).payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-        if m == MESSAGES / 4 {
-            analyzers[1].kill()?;
-            killed_at = Some(Instant::now());
-        }
-        if m == MESSAGES / 2 {
-            analyzers[1] = analyzer(&brokers, 1, &lake)?;
-        }
-        if m == 3 * MESSAGES / 4 {
-            let compacted = tokio::task::block_in_place(|| catalog.pyiceberg(&format!("{COMMITTED}{COMPACT}")))?;
-            println!("pyiceberg compaction while the writers commit (attempt, files before, after, rows): {compacted}");
-            ensure!(!compacted.starts_with("no commit"), "{compacted}");
-            let deleted = tokio::task::block_in_place(|| catalog.pyiceberg(&format!("{COMMITTED}{RETENTION}")))?;
-            println!("pyiceberg retention (older than 2 h) while the writers commit, attempt {deleted}");
-            ensure!(!deleted.starts_with("no commit"), "{deleted}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let produced = Instant::now();
-    let total = MESSAGES * PER_MESSAGE;
-    let want = format!("{total}|{total}");
-
-    // Every query service counts every event once.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    for port in ports {
-        loop {
-            let got = tokio::task::spawn_blocking(move || counts(port)).await?;
-            if got.as_ref().is_ok_and(|g| *g == want) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let diagnosis =
-                    tokio::task::block_in_place(|| catalog.pyiceberg(DIAGNOSIS)).unwrap_or_else(|e| e.to_string());
-                println!("the table at the deadline:\n{diagnosis}");
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "query service on {port}: {got:?}, want {want} (rows, distinct events)"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    let settled = (killed_at.map(|k| k.elapsed()), produced.elapsed());
-    // Nothing more arrives later (a late replay would show here).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for port in ports {
-        let got = tokio::task::spawn_blocking(move || counts(port)).await??;
-        ensure!(got == want, "query service on {port} later: {got}, want {want}");
-        poll(port, OLD, "0", Duration::from_secs(1)).await?;
-    }
-    cancel.cancel();
-    let expired = expiry.await??;
-
-    // Another engine, no Glasshouse code.
-    let read = tokio::task::block_in_place(|| {
-        catalog.pyiceberg(
-            "t = c.load_table('glasshouse.process_events')\n\
-             a = t.scan(selected_fields=('pid',)).to_arrow()\n\
-             print(a.num_rows, len(set(a.column('pid').to_pylist())), len(t.inspect.files()), len(t.snapshots()))\n",
-        )
-    })?;
-    let fields: Vec<&str> = read.split_whitespace().collect();
-    ensure!(
-        fields.get(..2) == Some(&[total.to_string().as_str(), total.to_string().as_str()][..]),
-        "pyiceberg read {read:?} (rows, distinct events, files, snapshots), want {total} {total}"
-    );
+    // 20,000 events in 200 messages over about ten seconds.
+    let r = scaleout::run(&Scenario {
+        messages: 200,
+        per_message: 100,
+        pace: Duration::from_millis(50),
+    })
+    .await?;
     println!(
-        "3 analyzers, 2 query services, 1 REST catalog: {total} events, {total} rows and distinct events in each \
-         query service and pyiceberg ({read}: rows, distinct, data files, snapshots left); {expired} snapshots \
-         expired meanwhile; the writers' group formed in {formed:?}; all counted (SIGKILL, last event produced) \
-         {settled:?} before; {:?} in all",
-        started.elapsed()
+        "3 analyzers, 2 query services, 1 REST catalog: {} events, counted once in each query service and by \
+         pyiceberg ({}: rows, distinct, data files, snapshots left); pyiceberg compaction (attempt, files before, \
+         after, rows) {}, retention attempt {}; {} snapshots expired meanwhile; the writers' group formed in {:?}; \
+         all counted {:?} after the SIGKILL, {:?} after the last event; {:?} in all",
+        r.events,
+        r.pyiceberg,
+        r.compaction,
+        r.retention,
+        r.expired,
+        r.formed,
+        r.kill_to_counted,
+        r.last_to_counted,
+        r.total
     );
     Ok(())
 }
