@@ -764,3 +764,112 @@ async fn a_rest_catalog_credential_gets_tokens_renewed_and_the_lake_commits_acro
     ensure!(err.to_string().contains("CLIENT_ID:CLIENT_SECRET"), "{err}");
     Ok(())
 }
+
+/// The writer's memory budget while it cannot commit: it stops reading
+/// once more than twice `flush_bytes` of rows wait (counted as the writer
+/// counts them, the Arrow memory of the decoded batches), and loses
+/// nothing. The table's data directory is made a file, so every commit
+/// fails while the marks stay readable; identical messages of B bytes are
+/// waiting. With `flush_bytes` = 2B (twice that is four messages exactly)
+/// the writer takes a fifth message (4B is not over the budget) and stops;
+/// with one byte less it stops after four (4B is one byte over twice it).
+/// Then the directory comes back and a writer commits every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_that_cannot_commit_stops_reading_one_byte_over_twice_flush_bytes_and_loses_nothing()
+-> anyhow::Result<()> {
+    init_logging();
+    let broker = Broker::start()?;
+    let brokers = broker.bootstrap();
+    let cancel = CancellationToken::new();
+    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let cs = fixture::containers(6);
+    let per_message = 5_000;
+    let message = fixture::process_message(&cs, 0, per_message, glasshouse_tests::epoch());
+    let (_, batches) = glasshouse_lake::writer::Decoder::default().decode(
+        "glasshouse.process",
+        &message,
+        Some(b"workload"),
+        glasshouse_tests::epoch(),
+    )?;
+    let b: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    ensure!(
+        2 * b >= 1 << 20,
+        "a message holds {b} bytes: flush_bytes would be under its 1 MiB minimum"
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "false")
+        .create()?;
+    let messages = 10;
+    for _ in 0..messages {
+        producer
+            .send(
+                FutureRecord::to("glasshouse.process").key("workload").payload(&message),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+
+    let dir = tempfile::tempdir()?;
+    let config = LakeConfig {
+        enabled: true,
+        location: dir.path().display().to_string(),
+        flush_secs: 1,
+        flush_bytes: 2 * b,
+        format: LakeFormat::Iceberg,
+        ..Default::default()
+    };
+    let lake = Arc::new(IcebergLake::open(&config).await?);
+    let table = lake.table("process_events").context("table")?;
+    let location = table.load().await?.metadata().location().to_owned();
+    let data = std::path::PathBuf::from(location.trim_start_matches("file://")).join("data");
+    std::fs::write(&data, "not a directory: every data file write fails")?;
+
+    for (flush_bytes, taken) in [(2 * b, 5), (2 * b - 1, 4)] {
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(iceberg_lake::run(
+            lake.clone(),
+            writer_settings(&brokers, &format!("budget-{flush_bytes}")),
+            Flush {
+                bytes: flush_bytes,
+                ..Flush::of(&config)
+            },
+            stop.clone(),
+        ));
+        // Reading ten messages takes well under a second; commits fail
+        // every quarter second meanwhile.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        stop.cancel();
+        let stats = writer.await??;
+        ensure!(
+            stats.messages == taken && stats.failed_commits > 0,
+            "flush_bytes {flush_bytes} (messages of {b} bytes): the writer took {} messages, {} commits failed; \
+             want {taken} and some",
+            stats.messages,
+            stats.failed_commits
+        );
+        ensure!(rows(&lake).await? == 0, "rows committed with the data directory a file");
+    }
+
+    // The directory is back: every event lands once.
+    std::fs::remove_file(&data)?;
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(iceberg_lake::run(
+        lake.clone(),
+        writer_settings(&brokers, "budget-after"),
+        Flush::of(&config),
+        stop.clone(),
+    ));
+    let total = messages * per_message as u64;
+    wait_rows(&lake, total, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    writer.await??;
+    ensure!(
+        rows(&lake).await? == total,
+        "{} rows, produced {total}",
+        rows(&lake).await?
+    );
+    Ok(())
+}
