@@ -441,16 +441,7 @@ impl IcebergRestCatalog {
             key = self.access_key,
             secret = self.secret_key,
         );
-        let out = Command::new("python3")
-            .args(["-c", &full])
-            .output()
-            .context("python3 (deploy/local/setup.sh installs pyiceberg)")?;
-        ensure!(
-            out.status.success(),
-            "pyiceberg: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        python_pyiceberg(&full)
     }
 
     /// One HTTP/1.1 request to the catalog: (status, body).
@@ -499,6 +490,21 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker (as [`Broker::start`]) with every Glasshouse topic created:
+    /// the broker and its bootstrap address.
+    pub async fn with_topics() -> anyhow::Result<(Broker, String)> {
+        let broker = Broker::start()?;
+        let brokers = broker.bootstrap();
+        glasshouse_runtime::kafka::ensure_topics(
+            &brokers,
+            &Default::default(),
+            Default::default(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await?;
+        Ok((broker, brokers))
+    }
+
     pub fn start() -> anyhow::Result<Broker> {
         Broker::spawn(free_port()?, "memory://tansu/".to_owned(), None, Vec::new())
     }
@@ -1813,6 +1819,21 @@ pub mod topics {
         }
         Ok(rows)
     }
+}
+
+/// Runs the Python `script` (pyiceberg's, with any catalog of its own):
+/// its trimmed stdout, or an error with its stderr.
+pub fn python_pyiceberg(script: &str) -> anyhow::Result<String> {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .context("python3 (deploy/local/setup.sh installs pyiceberg)")?;
+    ensure!(
+        out.status.success(),
+        "pyiceberg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Validates OCSF documents (one JSON document each) against the official

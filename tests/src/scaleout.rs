@@ -181,10 +181,8 @@ async fn poll(port: u16, sql: &'static str, want: &str, within: Duration) -> any
 /// exactly the scenario's events, once each, and none of the old ones.
 pub async fn run(s: &Scenario) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
+    let (_broker, brokers) = Broker::with_topics().await?;
     let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
     let catalog = IcebergRestCatalog::start("lake")?;
     let dir = tempfile::tempdir()?;
     let lake = catalog.lake_toml(dir.path())?;

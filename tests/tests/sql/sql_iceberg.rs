@@ -77,10 +77,7 @@ async fn produce(brokers: &str, cs: &[fixture::Container], from: u64, to: u64) -
 async fn a_group_offset_ahead_of_the_table_is_not_trusted_and_every_event_lands() -> anyhow::Result<()> {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     init_logging();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let (_broker, brokers) = Broker::with_topics().await?;
     let cs = fixture::containers(6);
     produce(&brokers, &cs, 0, 20).await?;
 
@@ -204,10 +201,7 @@ fn writer_settings(brokers: &str, group: &str) -> WriterSettings {
 async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_query_services_and_pyiceberg_count()
 -> anyhow::Result<()> {
     init_logging();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let (_broker, brokers) = Broker::with_topics().await?;
     let dir = tempfile::tempdir()?;
     let config = LakeConfig {
         enabled: true,
@@ -282,18 +276,9 @@ async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_
          print(a.num_rows, len(ids))\n",
         root = std::fs::canonicalize(dir.path())?.display()
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .context("python3 (deploy/local/setup.sh installs pyiceberg)")?;
+    let printed = glasshouse_tests::python_pyiceberg(&script)?;
     ensure!(
-        out.status.success(),
-        "pyiceberg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        printed.trim() == format!("{total} {total}"),
+        printed == format!("{total} {total}"),
         "pyiceberg counted {printed:?} (rows, distinct ids), produced {total}"
     );
     // Two query services (`glasshouse-query`, own processes) on the same
@@ -358,10 +343,7 @@ async fn every_event_is_in_the_iceberg_table_once_through_a_writer_crash_as_two_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_iceberg_lake_on_s3_commits_objects_the_engine_reads() -> anyhow::Result<()> {
     init_logging();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let (_broker, brokers) = Broker::with_topics().await?;
     let s3 = S3Server::start(&["lake"])?;
     let dir = tempfile::tempdir()?;
     let secret = dir.path().join("s3-secret");
@@ -435,10 +417,7 @@ fn rest_config(catalog: &IcebergRestCatalog, dir: &std::path::Path) -> anyhow::R
 async fn the_iceberg_lake_on_a_rest_catalog_commits_offsets_and_every_reader_counts_each_event_once()
 -> anyhow::Result<()> {
     init_logging();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let (_broker, brokers) = Broker::with_topics().await?;
     let catalog = IcebergRestCatalog::start("lake")?;
     let dir = tempfile::tempdir()?;
     let config = rest_config(&catalog, dir.path())?;
@@ -778,10 +757,7 @@ async fn a_rest_catalog_credential_gets_tokens_renewed_and_the_lake_commits_acro
 async fn a_writer_that_cannot_commit_stops_reading_one_byte_over_twice_flush_bytes_and_loses_nothing()
 -> anyhow::Result<()> {
     init_logging();
-    let broker = Broker::start()?;
-    let brokers = broker.bootstrap();
-    let cancel = CancellationToken::new();
-    glasshouse_runtime::kafka::ensure_topics(&brokers, &Default::default(), Default::default(), &cancel).await?;
+    let (_broker, brokers) = Broker::with_topics().await?;
     let cs = fixture::containers(6);
     let per_message = 5_000;
     let message = fixture::process_message(&cs, 0, per_message, glasshouse_tests::epoch());
