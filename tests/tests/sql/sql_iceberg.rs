@@ -126,16 +126,7 @@ async fn a_group_offset_ahead_of_the_table_is_not_trusted_and_every_event_lands(
     ));
     // The next messages show the writer where the group stands.
     produce(&brokers, &cs, 20, 30).await?;
-    let total = 30 * EVENTS_PER_MESSAGE;
-    wait_rows(&lake, total, Duration::from_secs(60)).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.cancel();
-    writer.await??;
-    ensure!(
-        rows(&lake).await? == total,
-        "{} rows, produced {total}",
-        rows(&lake).await?
-    );
+    all_land(&lake, 30 * EVENTS_PER_MESSAGE, writer, stop).await?;
     let marks: i64 = lake
         .table("process_events")
         .context("table")?
@@ -182,6 +173,24 @@ async fn wait_rows(lake: &IcebergLake, at_least: u64, within: Duration) -> anyho
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until the table holds `total` rows, then 2 s more, and stops the
+/// writer: fails unless it holds exactly `total` (nothing late, nothing
+/// twice) and the writer ended well.
+async fn all_land(
+    lake: &IcebergLake,
+    total: u64,
+    writer: tokio::task::JoinHandle<Result<glasshouse_lake::writer::WriterStats, glasshouse_lake::writer::WriterError>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    wait_rows(lake, total, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    writer.await??;
+    let n = rows(lake).await?;
+    ensure!(n == total, "{n} rows, produced {total}");
+    Ok(())
 }
 
 /// The lake writer's settings for a test: consumer group `group`, no static
@@ -837,15 +846,5 @@ async fn a_writer_that_cannot_commit_stops_reading_one_byte_over_twice_flush_byt
         Flush::of(&config),
         stop.clone(),
     ));
-    let total = messages * per_message as u64;
-    wait_rows(&lake, total, Duration::from_secs(60)).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.cancel();
-    writer.await??;
-    ensure!(
-        rows(&lake).await? == total,
-        "{} rows, produced {total}",
-        rows(&lake).await?
-    );
-    Ok(())
+    all_land(&lake, messages * per_message as u64, writer, stop).await
 }
