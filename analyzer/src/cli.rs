@@ -266,6 +266,12 @@ pub fn containers_table(rows: &[ContainerRow]) -> String {
     out
 }
 
+/// The bearer token in `path` for an endpoint's `metrics_token_file`, read
+/// as the endpoint reads it (the whole file, trimmed).
+pub fn metrics_token(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}
+
 /// `GET path` over HTTP/1.0 from `addr` (`HOST:PORT`), with a bearer token
 /// when given: the body of a 200 answer, or why not (10 s deadline, 16 MiB cap).
 pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> Result<String, HttpError> {

@@ -34,29 +34,22 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(what: impl Into<String>, found: impl Into<String>) -> Check {
+    fn new(status: Status, what: impl Into<String>, found: impl Into<String>, fix: Option<String>) -> Check {
         Check {
-            status: Status::Ok,
+            status,
             what: what.into(),
             found: found.into(),
-            fix: None,
+            fix,
         }
+    }
+    fn ok(what: impl Into<String>, found: impl Into<String>) -> Check {
+        Check::new(Status::Ok, what, found, None)
     }
     fn warn(what: impl Into<String>, found: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check {
-            status: Status::Warn,
-            what: what.into(),
-            found: found.into(),
-            fix: Some(fix.into()),
-        }
+        Check::new(Status::Warn, what, found, Some(fix.into()))
     }
     fn fail(what: impl Into<String>, found: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check {
-            status: Status::Fail,
-            what: what.into(),
-            found: found.into(),
-            fix: Some(fix.into()),
-        }
+        Check::new(Status::Fail, what, found, Some(fix.into()))
     }
 }
 
@@ -269,9 +262,7 @@ async fn tcp(name: &str, addr: &str, program: &str) -> Check {
 
 async fn analyzer(addr: &str, token_file: Option<&Path>) -> Check {
     let what = format!("analyzer {addr}");
-    let token = token_file
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .map(|t| t.trim().to_owned());
+    let token = token_file.and_then(|f| crate::cli::metrics_token(f).ok());
     match crate::cli::http_get(addr, "/health", token.as_deref()).await {
         Ok(body) if body.trim() == "ok" => Check::ok(what, "/health: ok"),
         Ok(body) => Check::warn(

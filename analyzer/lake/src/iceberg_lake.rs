@@ -344,12 +344,14 @@ impl Watch {
 fn waiting_offsets(consumer: &Writer) -> Option<GroupOffsets> {
     let timeout = Duration::from_secs(2);
     let mut partitions = TopicPartitionList::new();
-    for def in TABLES {
-        let metadata = consumer.fetch_metadata(Some(def.topic), timeout).ok()?;
-        for topic in metadata.topics() {
-            for p in topic.partitions() {
-                partitions.add_partition(topic.name(), p.id());
-            }
+    // One metadata request for every topic; the lake's are kept.
+    let metadata = consumer.fetch_metadata(None, timeout).ok()?;
+    for topic in metadata.topics() {
+        if crate::catalog::by_topic(topic.name()).is_none() {
+            continue;
+        }
+        for p in topic.partitions() {
+            partitions.add_partition(topic.name(), p.id());
         }
     }
     let committed = consumer.committed_offsets(partitions, timeout).ok()?;

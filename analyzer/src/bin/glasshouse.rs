@@ -363,11 +363,8 @@ async fn main() {
             }
         }
         Command::Containers { analyzer, token_file } => {
-            let token = token_file.map(|f| {
-                std::fs::read_to_string(&f)
-                    .map(|t| t.trim().to_owned())
-                    .unwrap_or_else(|e| fail(format!("token file {}: {e}", f.display())))
-            });
+            let token = token_file
+                .map(|f| cli::metrics_token(&f).unwrap_or_else(|e| fail(format!("token file {}: {e}", f.display()))));
             let mut rows = Vec::new();
             for addr in &analyzer {
                 let body = cli::http_get(addr, "/containers", token.as_deref())
